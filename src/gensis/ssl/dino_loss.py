@@ -1,0 +1,72 @@
+"""DINO self-distillation loss with centering and sharpening (Caron et al., 2021, Eq. 1 and Sec. 3.1).
+
+Notation (paper → code)
+    g_θs(x), g_θt(x)    student_out, teacher_out     raw head outputs, (n_crops·B, K)
+    τ_s, τ_t            student_temp, teacher_temp
+    c                   center                        running mean of teacher outputs, (1, K)
+    m                   center_momentum
+
+Steps
+    1. P_t(x) = softmax((g_θt(x) − c) / τ_t)                    centering then sharpening of the teacher
+    2. log P_s(x') = log_softmax(g_θs(x') / τ_s)
+    3. L = mean over pairs (teacher global view i, student view v ≠ i) of
+           mean_batch( −Σ_k P_t(x_i)_k · log P_s(x'_v)_k )
+    4. c ← m·c + (1 − m)·mean_batch(g_θt(x))                    after the loss, all-reduced across ranks
+
+Reference: ``DINOLoss`` in facebookresearch/dino (``main_dino.py``); tests compare with its outputs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class DINOLoss(nn.Module):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+        super().__init__()
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def teacher_probs(self, teacher_out: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """Step 1: centered, sharpened teacher distribution (no gradient)."""
+        return F.softmax((teacher_out.detach().float() - self.center) / teacher_temp, dim=-1)
+
+    def cross_entropy(self, teacher_p: torch.Tensor, student_out: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of −Σ_k p_k log softmax(s/τ_s)_k."""
+        return torch.sum(-teacher_p * F.log_softmax(student_out.float() / self.student_temp, dim=-1), dim=-1).mean()
+
+    def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, teacher_temp: float,
+                n_global: int = 2, update_center: bool = True) -> torch.Tensor:
+        """student_out: (n_crops·B, K) crop-major; teacher_out: (n_global·B, K), the global crops.
+
+        Student chunk v and teacher chunk i show the same view when v == i (the first ``n_global``
+        student chunks are the global crops), so those pairs are skipped.
+        """
+        teacher_p = self.teacher_probs(teacher_out, teacher_temp)
+        t_chunks = teacher_p.chunk(n_global)  # n_global × (B, K)
+        s_chunks = student_out.chunk(student_out.shape[0] // t_chunks[0].shape[0])  # n_crops × (B, K)
+        total, n_terms = student_out.new_zeros((), dtype=torch.float32), 0
+        for i, q in enumerate(t_chunks):
+            for v, s in enumerate(s_chunks):
+                if v == i:
+                    continue
+                total = total + self.cross_entropy(q, s)
+                n_terms += 1
+        if update_center:
+            self.update_center(teacher_out)
+        return total / n_terms
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: torch.Tensor) -> None:
+        """Step 4: EMA of the batch mean of the raw teacher outputs (all-reduced under DDP)."""
+        batch_center = teacher_out.detach().float().sum(dim=0, keepdim=True)
+        count = torch.tensor([teacher_out.shape[0]], dtype=torch.float32, device=teacher_out.device)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(batch_center)
+            dist.all_reduce(count)
+        batch_center = batch_center / count
+        self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
