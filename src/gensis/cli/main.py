@@ -1,0 +1,74 @@
+"""``gensis`` command line: one module per verb (``gensis.cli.<verb>``), each with ``add_parser``/``run``.
+
+User errors (``UserError``: bad path, corrupt data, unknown config key ...) become one line on stderr and
+exit status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
+
+# verb -> module; the order is the order of `gensis --help`
+VERBS = {
+    "pretrain": "gensis.cli.pretrain",
+    "eval": "gensis.cli.eval",
+    "eldm": "gensis.cli.eldm",
+    "bank": "gensis.cli.bank",
+    "demo": "gensis.cli.demo",
+    "report": "gensis.cli.report",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gensis",
+        description="Gen-SIS: generative self-augmentation for self-supervised learning. "
+                    "Pipeline: pretrain (DINO) -> eldm train -> bank generate -> pretrain --bank (Gen-DINO) -> eval.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for verb, mod in VERBS.items():
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                continue  # verb not available in this build
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gensis.errors import UserError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+        return int(result or 0)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"gensis: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gensis: interrupted", file=sys.stderr)
+        return 130
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options shared by every verb."""
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
