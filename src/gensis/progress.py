@@ -8,8 +8,8 @@ import sys
 from tqdm.auto import tqdm
 
 
-def progress(total: int | None = None, desc: str = "", disable: bool = False, **kw) -> tqdm:
+def progress(iterable=None, total: int | None = None, desc: str = "", disable: bool = False, **kw) -> tqdm:
     if os.environ.get("GENSIS_NO_PROGRESS"):
         disable = True
-    return tqdm(total=total, desc=desc, disable=disable, dynamic_ncols=True, file=sys.stderr,
+    return tqdm(iterable, total=total, desc=desc, disable=disable, dynamic_ncols=True, file=sys.stderr,
                 mininterval=0.5 if sys.stderr.isatty() else 10.0, **kw)
