@@ -1,0 +1,530 @@
+"""``gensis bank generate``: embed the dataset once, then generate and store every entry, shard by shard.
+
+Two phases, both split across ``torchrun`` ranks by shard (round robin over the shards still missing):
+
+1. embeddings: the encoder embedding of every image, one ``embeddings/emb-SSSSSS.npy`` per shard (skipped when
+   present), so each image is encoded once and secondaries' embeddings are at hand for interpolation;
+2. entries: per shard, the conditioning embeddings (the image's own for generative entries; slerp with the
+   secondary's for interpolated ones, paper Sec. 9.5.2), generated in batches of ``run.batch_size``. A writer
+   thread compresses finished batches and writes each complete shard atomically while the next batch is being
+   generated, so storage overlaps generation.
+
+Every batch is a fixed slice of one shard, and every seed and secondary a pure function of the bank seed
+(``plan.py``): a rerun after a kill skips complete shards and produces the same bytes, whatever the number of
+processes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import queue
+import sys
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from gensis.bank.format import (CODECS, EMB_DIR, ENTRY_DTYPE, SHARD_DIR, Codec, ShardFormatError, emb_name,
+                                read_shard_header, shard_name, write_shard)
+from gensis.bank.header import (HEADER, IMAGENET_TRAIN, header_diff, layout_dict, make_header, read_header,
+                                settings_from_cfg, write_header)
+from gensis.bank.plan import Layout, ShardPlan, plan_shard
+from gensis.config import dump
+from gensis.data.sources import ArrayImageSet, ImageSet, SubsetImageSet, open_data
+from gensis.device import pick_device
+from gensis.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
+from gensis.errors import UserError
+from gensis.progress import progress
+from gensis.rundir import atomic_write_bytes, atomic_write_text
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the generator
+
+
+def load_generator(eldm: str | None, device: torch.device, gen_cfg: dict,
+                   generator_spec: str | None = None) -> EmbeddingConditionedGenerator:
+    """The E-LDM of run ``eldm`` (``gensis.eldm.load_generator``), or ``generator_spec`` = "module:factory", a
+    callable ``factory(eldm, device=..., guidance=..., steps=..., sampler=...)`` returning an adapter that
+    implements ``EmbeddingConditionedGenerator`` (how an off-the-shelf generator plugs in)."""
+    kw = dict(device=str(device), guidance=gen_cfg["guidance"], steps=gen_cfg["steps"], sampler=gen_cfg["sampler"])
+    if generator_spec:
+        mod_name, _, attr = generator_spec.partition(":")
+        if not mod_name or not attr:
+            raise UserError(f"--generator must look like module:factory, got '{generator_spec}'")
+        try:
+            factory = getattr(importlib.import_module(mod_name), attr)
+        except ModuleNotFoundError as e:
+            raise UserError(f"--generator: cannot import module '{mod_name}' ({e})") from None
+        except AttributeError:
+            raise UserError(f"--generator: module '{mod_name}' has no '{attr}'") from None
+        gen = factory(eldm, **kw)
+    else:
+        if eldm is None:
+            raise UserError("give --eldm RUN (an E-LDM run directory) or --generator module:factory")
+        try:
+            from gensis.eldm import load_generator as load_eldm
+        except ImportError:
+            raise UserError("this gensis build has no E-LDM loader (gensis.eldm.load_generator); "
+                            "use --generator module:factory") from None
+        gen = load_eldm(eldm, **kw)
+    missing = [m for m in ("encode", "generate", "identity", "image_size") if not hasattr(gen, m)]
+    if missing:
+        raise UserError(f"generator {type(gen).__name__} lacks {', '.join(missing)} (see gensis.eldm.generator)")
+    return gen
+
+
+# ---------------------------------------------------------------------------------------------------------
+# embeddings
+
+
+def _array_backed(ds: ImageSet) -> bool:
+    while isinstance(ds, SubsetImageSet):
+        ds = ds.parent
+    return isinstance(ds, ArrayImageSet)
+
+
+class _Images(torch.utils.data.Dataset):
+    """Images as uint8 (3, S, S); folder images of any size are resized (shorter side) and centre-cropped."""
+
+    def __init__(self, ds: ImageSet, size: int):
+        self.ds, self.size = ds, size
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        x = torch.from_numpy(np.ascontiguousarray(self.ds.get(i))).permute(2, 0, 1)  # (3, H, W)
+        if x.shape[1:] != (self.size, self.size):
+            x = TF.center_crop(TF.resize(x, self.size, antialias=True), [self.size, self.size])
+        return x.contiguous()
+
+
+def image_batches(ds: ImageSet, batches: list[np.ndarray], size: int, num_workers: int = 0) -> Iterator[torch.Tensor]:
+    """uint8 (B, 3, H, W) for each index array in ``batches``, in order."""
+    if _array_backed(ds):
+        for b in batches:
+            yield torch.from_numpy(ds.stack(b)).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
+        return
+    dl = torch.utils.data.DataLoader(_Images(ds, size), batch_sampler=[b.tolist() for b in batches],
+                                     num_workers=num_workers)
+    yield from dl
+
+
+class EmbeddingStore:
+    """Per-shard embedding files, memory-mapped on demand (at most ``max_open`` at once)."""
+
+    def __init__(self, root: Path, layout: Layout, max_open: int = 256):
+        self.root, self.layout, self.max_open = root, layout, max_open
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def path(self, s: int) -> Path:
+        return self.root / EMB_DIR / emb_name(s)
+
+    def shard(self, s: int) -> np.ndarray:
+        a = self._open.get(s)
+        if a is None:
+            try:
+                a = np.load(self.path(s), mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read embeddings {self.path(s)}: {e}") from None
+            self._open[s] = a
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+        else:
+            self._open.move_to_end(s)
+        return a
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """float32 (len(idx), D)."""
+        idx = np.asarray(idx, np.int64)
+        shard = idx // self.layout.shard_size
+        out = None
+        for s in np.unique(shard):
+            sel = shard == s
+            a = self.shard(int(s))
+            if out is None:
+                out = np.empty((len(idx), a.shape[1]), dtype=np.float32)
+            out[sel] = a[idx[sel] - int(s) * self.layout.shard_size]
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
+
+def embed_shards(gen: EmbeddingConditionedGenerator, ds: ImageSet, layout: Layout, shards: list[int],
+                 store: EmbeddingStore, batch_size: int, num_workers: int = 0, bar=None) -> None:
+    """Encode the images of ``shards`` (fixed batches within each shard) and write one .npy per shard."""
+    batches, owner = [], []
+    for s in shards:
+        start, stop = layout.shard_range(s)
+        for b in range(start, stop, batch_size):
+            batches.append(np.arange(b, min(b + batch_size, stop)))
+            owner.append(s)
+    parts: dict[int, list[np.ndarray]] = {}
+    for s, imgs in zip(owner, image_batches(ds, batches, int(gen.image_size), num_workers)):
+        with torch.no_grad():
+            e = gen.encode(imgs)
+        parts.setdefault(s, []).append(e.detach().float().cpu().numpy())
+        if bar is not None:
+            bar.update(len(imgs))
+        start, stop = layout.shard_range(s)
+        if sum(len(p) for p in parts[s]) == stop - start:
+            buf = io.BytesIO()
+            np.save(buf, np.concatenate(parts.pop(s)).astype(np.float32), allow_pickle=False)
+            atomic_write_bytes(store.path(s), buf.getvalue())
+
+
+def conditioning(plan: ShardPlan, store: EmbeddingStore, interpolation: str) -> torch.Tensor:
+    """The generator input of every entry of a shard: float32 (E_s, D)."""
+    e = torch.from_numpy(store.rows(plan.primary))  # (E_s, D)
+    interp = plan.kind == 1
+    if interp.any():
+        e2 = torch.from_numpy(store.rows(plan.secondary[interp]))   # (n_int, D)
+        alpha = torch.from_numpy(plan.alpha[interp].astype(np.float32))  # (n_int,)
+        e[torch.from_numpy(interp)] = INTERPOLATIONS[interpolation](e[torch.from_numpy(interp)], e2, alpha).float()
+    return e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the writer thread
+
+
+def shard_rows(plan: ShardPlan) -> np.ndarray:
+    rows = np.zeros(len(plan), dtype=ENTRY_DTYPE)
+    rows["primary"], rows["secondary"], rows["kind"] = plan.primary, plan.secondary, plan.kind
+    rows["k"], rows["alpha"], rows["seed"] = plan.k, plan.alpha, plan.seed
+    return rows
+
+
+class ShardWriter:
+    """Compresses batches on a background thread (``threads`` encoders) and writes each complete shard
+    atomically, while the caller generates the next batch. Errors surface in the caller at ``add``/``close``."""
+
+    def __init__(self, root: Path, codec: Codec, meta: dict, threads: int = 2, max_pending: int = 4):
+        self.root, self.codec, self.meta = root, codec, meta
+        self.q: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.error: BaseException | None = None
+        self.written: list[int] = []
+        self.encode_seconds = 0.0
+        self.pool = ThreadPoolExecutor(threads) if threads > 1 and codec.name != "raw" else None
+        self.thread = threading.Thread(target=self._run, name="bank-writer", daemon=True)
+        self.thread.start()
+
+    def add(self, plan: ShardPlan, start: int, images: np.ndarray) -> None:
+        """``images``: uint8 (B, S, S, 3), the entries ``start:start+B`` of ``plan``."""
+        self._put((plan, start, images))
+
+    def close(self) -> None:
+        self._put(None)
+        self.thread.join()
+        if self.pool is not None:
+            self.pool.shutdown()
+        if self.error is not None:
+            raise self.error
+
+    def _put(self, item) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        pending: dict[int, tuple[ShardPlan, list, list]] = {}
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    if pending:
+                        raise RuntimeError(f"shards {sorted(pending)} were not completed")
+                    return
+                plan, start, images = item
+                t0 = time.perf_counter()
+                enc = list(self.pool.map(self.codec.encode, images)) if self.pool else [self.codec.encode(im) for im in images]
+                self.encode_seconds += time.perf_counter() - t0
+                p = pending.setdefault(plan.shard, (plan, [None] * len(plan), [0]))
+                p[1][start:start + len(enc)] = enc
+                p[2][0] += len(enc)
+                if p[2][0] == len(plan):
+                    del pending[plan.shard]
+                    meta = {**self.meta, "shard": plan.shard, "start": plan.start, "stop": plan.stop,
+                            "entries": len(plan)}
+                    write_shard(self.root / SHARD_DIR / shard_name(plan.shard), p[1], shard_rows(plan), meta)
+                    self.written.append(plan.shard)
+        except BaseException as e:  # surfaced in the producer
+            self.error = e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the whole command
+
+
+@dataclass
+class BankResult:
+    path: Path
+    identity: str
+    generated: int = 0            # entries generated by this run (all processes)
+    shards_written: int = 0
+    shards_skipped: int = 0
+    embedded: int = 0             # images encoded by this run
+    seconds: float = 0.0          # wall time of the generation phase
+    embed_seconds: float = 0.0
+    world: int = 1
+    complete: bool = False
+    entries_per_image: int = 0
+    num_images: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        lines = []
+        if self.generated:
+            lines.append(f"bank {self.path}: {self.generated} images generated in {self.seconds:.1f} s "
+                         f"({self.world} process{'es' if self.world > 1 else ''}) = {self.images_per_s:.2f} images/s; "
+                         f"embedding pass {self.embed_seconds:.1f} s for {self.embedded} images; "
+                         f"{self.shards_written} shards written, {self.shards_skipped} already complete")
+            paper = IMAGENET_TRAIN * 5
+            secs = paper / self.images_per_s
+            lines.append(f"projected paper ImageNet-1K bank: {IMAGENET_TRAIN:,} images x (4 generative + 1 interpolated)"
+                         f" = {paper:,} images -> {secs / 3600:.1f} h at this rate"
+                         + (f" ({secs * self.world / 3600:.1f} process-hours)" if self.world > 1 else ""))
+        else:
+            lines.append(f"bank {self.path}: nothing to generate ({self.shards_skipped} shards already complete)")
+        lines.append(f"bank {'complete' if self.complete else 'INCOMPLETE'}: {self.num_images} images x "
+                     f"{self.entries_per_image} entries, identity {self.identity}")
+        return "\n".join(lines)
+
+
+def _init_dist(device: torch.device) -> DistInfo:
+    """Join torchrun's process group with a long timeout: ranks may wait on each other for a whole shard."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=24))
+    return init_distributed(device.type)
+
+
+def _allreduce_sum(values: list[float], device: torch.device) -> list[float]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _validate_cfg(cfg: dict) -> None:
+    g, st, r = cfg["gen"], cfg["storage"], cfg["run"]
+    if int(g["num_generative"]) < 0:
+        raise UserError("gen.num_generative must be >= 0")
+    if not isinstance(g["alphas"], list) or not all(isinstance(a, (int, float)) and 0 <= a <= 1 for a in g["alphas"]):
+        raise UserError(f"gen.alphas must be a list of numbers in [0, 1], got {g['alphas']!r}")
+    if len(set(round(float(a), 6) for a in g["alphas"])) != len(g["alphas"]):
+        raise UserError(f"gen.alphas has duplicates: {g['alphas']}")
+    if int(g["num_generative"]) + len(g["alphas"]) == 0:
+        raise UserError("nothing to generate: gen.num_generative is 0 and gen.alphas is empty")
+    if g["secondary"] not in ("auto", "random", "group"):
+        raise UserError(f"gen.secondary must be auto, random or group, got '{g['secondary']}'")
+    if g["interpolation"] not in INTERPOLATIONS:
+        raise UserError(f"gen.interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{g['interpolation']}'")
+    if st["codec"] not in CODECS:
+        raise UserError(f"storage.codec must be one of {', '.join(CODECS)}, got '{st['codec']}'")
+    if int(st["shard_size"]) < 1 or int(r["batch_size"]) < 1 or int(r["encode_batch_size"]) < 1:
+        raise UserError("storage.shard_size, run.batch_size and run.encode_batch_size must be >= 1")
+
+
+def _secondary_mode(mode: str, ds: ImageSet) -> tuple[str, np.ndarray | None]:
+    groups = getattr(ds, "groups", None)
+    has_groups = groups is not None and len(np.unique(groups)) > 1
+    if mode == "auto":
+        mode = "group" if has_groups else "random"
+    if mode == "group" and not has_groups:
+        raise UserError("gen.secondary=group needs a dataset with 'groups' (e.g. an .npz with a groups array) "
+                        "holding at least 2 distinct groups")
+    return mode, (np.asarray(groups, np.int64) if mode == "group" else None)
+
+
+def _shard_ok(path: Path, identity: str, s: int, layout: Layout) -> str | None:
+    """None if ``path`` is a complete shard s of this bank, else the reason."""
+    try:
+        rows, meta, _ = read_shard_header(path)
+    except (OSError, ShardFormatError) as e:
+        return str(e)
+    start, stop = layout.shard_range(s)
+    if meta.get("bank") != identity or meta.get("shard") != s:
+        return f"belongs to bank {meta.get('bank')} shard {meta.get('shard')}"
+    if len(rows) != (stop - start) * layout.entries_per_image:
+        return f"{len(rows)} entries, expected {(stop - start) * layout.entries_per_image}"
+    return None
+
+
+def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layout: Layout,
+             quiet: bool) -> tuple[list[int], list[int], dict]:
+    """Rank 0: create or check the bank folder; return (shards to generate, embedding files to make, header)."""
+    if (out / HEADER).is_file():
+        old = read_header(out)
+        if old["identity"] != header["identity"]:
+            diff = header_diff(old, header)
+            raise UserError(f"{out} holds a bank made with other settings ({'; '.join(diff[:4])}"
+                            f"{'; ...' if len(diff) > 4 else ''}): use another --out or the same settings")
+        header = {**old, "status": old.get("status", "running")}
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not an augmentation bank: give a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in (SHARD_DIR, EMB_DIR):
+        (out / sub).mkdir(exist_ok=True)
+        for tmp in (out / sub).glob(".*.tmp"):  # left by a killed run: never a valid file
+            tmp.unlink()
+    if header.get("status") != "done":
+        write_header(out, {**header, "status": "running"})
+    atomic_write_text(out / "config.yaml", dump(cfg))
+    if groups is not None and not (out / "groups.npy").is_file():
+        buf = io.BytesIO()
+        np.save(buf, groups, allow_pickle=False)
+        atomic_write_bytes(out / "groups.npy", buf.getvalue())
+    pending = []
+    for s in range(layout.num_shards):
+        p = out / SHARD_DIR / shard_name(s)
+        if not p.exists():
+            pending.append(s)
+            continue
+        why = _shard_ok(p, header["identity"], s, layout)
+        if why is not None:
+            if not quiet:
+                print(f"[gensis] {p.name} is damaged ({why}): regenerating it", file=sys.stderr)
+            p.unlink()
+            pending.append(s)
+    emb = [s for s in range(layout.num_shards) if pending and not (out / EMB_DIR / emb_name(s)).is_file()]
+    return pending, emb, header
+
+
+def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None,
+                  generator: EmbeddingConditionedGenerator | None = None, generator_spec: str | None = None,
+                  quiet: bool = False) -> BankResult:
+    """Create (or finish) the bank at ``out`` for dataset ``data`` (default split: train)."""
+    _validate_cfg(cfg)
+    g, st, r, d = cfg["gen"], cfg["storage"], cfg["run"], cfg["data"]
+    out = Path(out)
+    device = pick_device(r["device"])
+    if r.get("threads"):
+        torch.set_num_threads(int(r["threads"]))
+    dist_info = _init_dist(device)
+    ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"])
+    if generator is None:
+        generator = load_generator(eldm, device, g, generator_spec)
+    secondary_mode, groups = _secondary_mode(g["secondary"], ds)
+    layout = Layout(len(ds), int(g["num_generative"]), tuple(float(a) for a in g["alphas"]), int(st["shard_size"]))
+    if layout.alphas and len(ds) < 2:
+        raise UserError("interpolated augmentations need a dataset of at least 2 images")
+    out_size = int(g["image_size"] or generator.image_size)
+    settings = settings_from_cfg(cfg, secondary_mode)
+    sources = {"data": data, "split": "train" if "@" not in data else data.rsplit("@", 1)[1],
+               "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
+               "dataset_name": getattr(ds, "name", None), "data_identity": ds.identity, "num_images": len(ds),
+               "encoder_identity": str(getattr(generator, "encoder_identity", None) or generator.identity),
+               "eldm_identity": str(generator.identity), "eldm": None if eldm is None else str(eldm),
+               "generator": generator_spec or ("gensis.eldm:load_generator" if eldm else type(generator).__name__)}
+    header = make_header(settings, sources, layout_dict(layout, out_size))
+
+    # --- rank 0 checks/creates the folder; every rank learns the work list (or the error)
+    msg = None
+    if dist_info.is_main:
+        try:
+            pending, pending_emb, header = _prepare(out, header, cfg, groups, layout, quiet)
+        except UserError as e:
+            msg = str(e)
+        except Exception as e:
+            msg = f"preparing {out} failed: {type(e).__name__}: {e}"
+    else:
+        pending = pending_emb = []
+    msg, pending, pending_emb = broadcast_object((msg, pending, pending_emb))
+    if msg is not None:
+        raise UserError(msg)
+    result = BankResult(out, header["identity"], world=dist_info.world, shards_skipped=layout.num_shards - len(pending),
+                        entries_per_image=layout.entries_per_image, num_images=layout.num_images)
+    show = dist_info.is_main and not quiet
+
+    # --- phase 1: embeddings
+    store = EmbeddingStore(out, layout)
+    t0 = time.perf_counter()
+    mine_emb = pending_emb[dist_info.rank::dist_info.world]
+    if mine_emb:
+        n_emb = sum(layout.shard_range(s)[1] - layout.shard_range(s)[0] for s in mine_emb)
+        bar = progress(total=n_emb, desc="bank embed", unit="img", disable=not show)
+        embed_shards(generator, ds, layout, mine_emb, store, int(r["encode_batch_size"]), int(r["num_workers"]), bar)
+        bar.close()
+    barrier()
+    result.embed_seconds = time.perf_counter() - t0
+    result.embedded = sum(layout.shard_range(s)[1] - layout.shard_range(s)[0] for s in pending_emb)
+
+    # --- phase 2: entries
+    t0 = time.perf_counter()
+    mine = pending[dist_info.rank::dist_info.world]
+    codec = Codec(st["codec"], int(st["quality"]), int(st["png_level"]))
+    meta = {"bank": header["identity"], "codec": codec.name, "image_size": out_size}
+    n_mine = sum((layout.shard_range(s)[1] - layout.shard_range(s)[0]) * layout.entries_per_image for s in mine)
+    bar = progress(total=n_mine, desc=f"bank generate{' (rank 0)' if dist_info.world > 1 else ''}", unit="img",
+                   disable=not show)
+    writer = ShardWriter(out, codec, meta, threads=int(r["writer_threads"]))
+    generated = 0
+    try:
+        for s in mine:
+            plan = plan_shard(layout, s, int(g["seed"]), groups)
+            cond = conditioning(plan, store, g["interpolation"])  # (E_s, D)
+            for b in range(0, len(plan), int(r["batch_size"])):
+                sl = slice(b, min(b + int(r["batch_size"]), len(plan)))
+                with torch.no_grad():
+                    imgs = generator.generate(cond[sl], [int(x) for x in plan.seed[sl]], guidance=g["guidance"],
+                                              steps=g["steps"], sampler=g["sampler"])  # (B, 3, S', S') uint8
+                if imgs.shape[-1] != out_size or imgs.shape[-2] != out_size:
+                    from torchvision.transforms.v2 import functional as TF
+
+                    imgs = TF.resize(imgs, [out_size, out_size], antialias=True)
+                writer.add(plan, b, imgs.permute(0, 2, 3, 1).contiguous().cpu().numpy())  # (B, S, S, 3)
+                generated += sl.stop - sl.start
+                bar.update(sl.stop - sl.start)
+    finally:
+        try:
+            writer.close()
+        finally:
+            bar.close()
+    written = len(writer.written)
+    generated, written = (int(v) for v in _allreduce_sum([float(generated), float(written)], device))
+    barrier()
+    result.seconds = time.perf_counter() - t0
+    result.generated, result.shards_written = generated, written
+    result.extra["encode_seconds_rank0"] = writer.encode_seconds
+
+    # --- rank 0 seals the bank
+    if dist_info.is_main:
+        missing = [s for s in range(layout.num_shards) if not (out / SHARD_DIR / shard_name(s)).is_file()]
+        result.complete = not missing
+        h = read_header(out)
+        if result.complete and h.get("status") != "done":
+            h.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if generated:
+            h.setdefault("runs", []).append({
+                "generated": generated, "seconds": round(result.seconds, 3), "images_per_s": round(result.images_per_s, 3),
+                "embed_seconds": round(result.embed_seconds, 3), "processes": dist_info.world,
+                "device": str(device), "batch_size": int(r["batch_size"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_header(out, h)
+    result.complete = bool(broadcast_object(result.complete))
+    barrier()
+    return result

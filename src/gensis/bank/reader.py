@@ -1,0 +1,210 @@
+"""Random access to a bank during training, from any number of processes and DataLoader workers.
+
+``BankReader(path)`` reads only ``bank.json`` when created. Shard files are opened on first use and memory-mapped
+(read-only), so pages are shared through the OS page cache and nothing is loaded whole; an open reader pickles
+without its open files (each DataLoader worker re-opens what it touches). PNG/WebP/JPEG entries are decoded by
+a small thread pool (Pillow releases the GIL while decoding); raw entries are views into the memory map.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gensis.bank.format import SHARD_DIR, Codec, ShardFormatError, read_tail, shard_name
+from gensis.bank.header import layout_of, read_header
+from gensis.bank.plan import KIND_GEN, KIND_INTERP
+from gensis.errors import UserError
+
+
+class _Shard:
+    def __init__(self, path: Path):
+        self.file = open(path, "rb")
+        size = os.fstat(self.file.fileno()).st_size
+        self.mm = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self.rows, self.meta, _ = read_tail(self.mm, size)
+
+    def payload(self, row: int) -> memoryview:
+        r = self.rows[row]
+        off, n = int(r["offset"]), int(r["length"])
+        return memoryview(self.mm)[off:off + n]
+
+    def close(self) -> None:
+        try:
+            if isinstance(self.mm, mmap.mmap):
+                self.mm.close()
+        except BufferError:  # a decoded raw view still points into the map: let GC close it
+            pass
+        self.file.close()
+
+
+class BankReader:
+    """Entries of an augmentation bank by (image index, kind, k or α); indices are positions in the dataset split
+    the bank was generated from.
+
+    Attributes: ``num_generative`` (K), ``alphas``, ``identity``, ``image_size``, ``num_images``, ``header``.
+    """
+
+    def __init__(self, path: str | os.PathLike, decode_threads: int | None = None, max_open: int = 128):
+        self.path = Path(path)
+        self.header = read_header(self.path)
+        self.layout = layout_of(self.header)
+        self.identity: str = self.header["identity"]
+        self.num_generative: int = self.layout.num_generative
+        self.alphas: list[float] = list(self.layout.alphas)
+        self.image_size: int = int(self.header["layout"]["image_size"])
+        self.num_images: int = self.layout.num_images
+        st = self.header["settings"]
+        self.codec = Codec(st["codec"], st.get("quality") or 95, st.get("png_level") or 1)
+        self.decode_threads = min(4, os.cpu_count() or 1) if decode_threads is None else decode_threads
+        self.max_open = max_open
+        self._shards: OrderedDict[int, _Shard] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def __repr__(self) -> str:
+        return (f"BankReader({str(self.path)!r}: {self.num_images} images, K={self.num_generative}, "
+                f"alphas={self.alphas}, {self.image_size}px {self.codec.name}, identity {self.identity})")
+
+    # pickling into DataLoader workers: no open files, no threads
+    def __getstate__(self) -> dict:
+        d = self.__dict__.copy()
+        d["_shards"], d["_pool"] = OrderedDict(), None
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        self.__dict__.update(d)
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        for sh in self._shards.values():
+            sh.close()
+        self._shards.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    # -----------------------------------------------------------------------------------------------------
+    # checks
+
+    def missing_shards(self) -> list[int]:
+        d = self.path / SHARD_DIR
+        return [s for s in range(self.layout.num_shards) if not (d / shard_name(s)).is_file()]
+
+    def check_dataset(self, ds) -> None:
+        """Raise UserError unless the bank was made from exactly this dataset split and is complete."""
+        src = self.header["sources"]
+        if ds.identity != src["data_identity"] or len(ds) != self.num_images:
+            raise UserError(
+                f"bank {self.path} was generated from dataset '{src.get('dataset_name')}' ({src['num_images']} images, "
+                f"identity {src['data_identity']}), but training uses '{getattr(ds, 'name', '?')}' ({len(ds)} images, "
+                f"identity {ds.identity}): generate the bank from the same --data with the same data.limit, "
+                f"val_fraction and split_seed")
+        self.check_complete()
+
+    def check_encoder(self, encoder_identity: str) -> None:
+        src = self.header["sources"]
+        if encoder_identity != src["encoder_identity"]:
+            raise UserError(f"bank {self.path} was generated with encoder {src['encoder_identity']}, "
+                            f"not {encoder_identity}")
+
+    def check_complete(self) -> None:
+        missing = self.missing_shards()
+        if missing:
+            first = ", ".join(shard_name(s) for s in missing[:3])
+            raise UserError(f"bank {self.path} is incomplete: {len(missing)} of {self.layout.num_shards} shards missing "
+                            f"({first}{', ...' if len(missing) > 3 else ''}); rerun the same `gensis bank generate` "
+                            f"command to finish it")
+
+    # -----------------------------------------------------------------------------------------------------
+    # access
+
+    def _shard(self, s: int) -> _Shard:
+        if self._pid != os.getpid():  # forked: the parent's maps and threads are not ours
+            self._shards, self._pool, self._pid = OrderedDict(), None, os.getpid()
+        sh = self._shards.get(s)
+        if sh is not None:
+            self._shards.move_to_end(s)
+            return sh
+        path = self.path / SHARD_DIR / shard_name(s)
+        if not path.is_file():
+            raise UserError(f"bank {self.path} has no {shard_name(s)}: rerun `gensis bank generate` to finish it")
+        try:
+            sh = _Shard(path)
+        except ShardFormatError as e:
+            raise UserError(f"bank shard {path} is damaged ({e}); run `gensis bank verify {self.path}`") from None
+        if sh.meta.get("bank") != self.identity:
+            sh.close()
+            raise UserError(f"{path} belongs to another bank ({sh.meta.get('bank')}, expected {self.identity})")
+        self._shards[s] = sh
+        while len(self._shards) > self.max_open:
+            self._shards.popitem(last=False)[1].close()
+        return sh
+
+    def _rows(self, idx: np.ndarray, slot: np.ndarray) -> list[tuple[_Shard, int]]:
+        shard, row = self.layout.locate(idx, slot)
+        return [(self._shard(int(s)), int(r)) for s, r in zip(shard, row)]
+
+    def _decode_many(self, refs: list[tuple[_Shard, int]]) -> torch.Tensor:
+        size = self.image_size
+
+        def one(ref):
+            sh, r = ref
+            return self.codec.decode(sh.payload(r), size)
+
+        if self.codec.name != "raw" and self.decode_threads > 1 and len(refs) >= 8:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.decode_threads)
+            imgs = list(self._pool.map(one, refs))
+        else:
+            imgs = [one(ref) for ref in refs]
+        if not imgs:
+            return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()  # (B, 3, S, S)
+
+    def entries(self, idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
+        """Manifest rows (``format.ENTRY_DTYPE``) of entries (image index, slot)."""
+        refs = self._rows(np.asarray(idx), np.asarray(slot))
+        return np.array([sh.rows[r] for sh, r in refs], dtype=refs[0][0].rows.dtype) if refs else np.zeros(0)
+
+    def generative_batch(self, idx: np.ndarray, k: np.ndarray) -> torch.Tensor:
+        """The k-th generative augmentation of each image: uint8 (B, 3, S, S)."""
+        idx, k = np.asarray(idx, np.int64).ravel(), np.asarray(k, np.int64).ravel()
+        if k.size and (k.min() < 0 or k.max() >= self.num_generative):
+            raise IndexError(f"k must be in [0, {self.num_generative}), got {k[(k < 0) | (k >= self.num_generative)][0]}")
+        refs = self._rows(idx, k)
+        self._check(refs, idx, KIND_GEN)
+        return self._decode_many(refs)
+
+    def interpolated_batch(self, idx: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+        """The interpolated augmentation of each image at the stored α nearest to ``alpha``: (uint8 (B,3,S,S),
+        secondary indices (B,))."""
+        idx = np.asarray(idx, np.int64).ravel()
+        alpha = np.broadcast_to(np.asarray(alpha, np.float64), idx.shape)
+        refs = self._rows(idx, self.layout.alpha_slot(alpha))
+        self._check(refs, idx, KIND_INTERP)
+        sec = np.fromiter((sh.rows[r]["secondary"] for sh, r in refs), dtype=np.int64, count=len(refs))
+        return self._decode_many(refs), sec
+
+    def secondary(self, idx: np.ndarray) -> np.ndarray:
+        """The secondary image of each image (the same for all its α)."""
+        idx = np.asarray(idx, np.int64).ravel()
+        refs = self._rows(idx, np.full(len(idx), self.num_generative))
+        return np.fromiter((sh.rows[r]["secondary"] for sh, r in refs), dtype=np.int64, count=len(refs))
+
+    @staticmethod
+    def _check(refs, idx, kind) -> None:
+        for (sh, r), i in zip(refs, idx):
+            row = sh.rows[r]
+            if row["primary"] != i or row["kind"] != kind:
+                raise UserError(f"bank shard {sh.meta.get('shard')} row {r} holds image {row['primary']} kind "
+                                f"{row['kind']}, expected image {i} kind {kind}: run `gensis bank verify`")
