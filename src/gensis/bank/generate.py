@@ -390,7 +390,8 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
     out.mkdir(parents=True, exist_ok=True)
     for sub in (SHARD_DIR, EMB_DIR):
         (out / sub).mkdir(exist_ok=True)
-        for tmp in (out / sub).glob(".*.tmp"):  # left by a killed run: never a valid file
+    for folder in (out, out / SHARD_DIR, out / EMB_DIR):
+        for tmp in folder.glob(".*.tmp"):  # left by a killed run: never a valid file
             tmp.unlink()
     if header.get("status") != "done":
         write_header(out, {**header, "status": "running"})
@@ -444,7 +445,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     header = make_header(settings, sources, layout_dict(layout, out_size))
 
     # --- rank 0 checks/creates the folder; every rank learns the work list (or the error)
-    msg = None
+    msg, pending, pending_emb = None, [], []
     if dist_info.is_main:
         try:
             pending, pending_emb, header = _prepare(out, header, cfg, groups, layout, quiet)
@@ -452,8 +453,6 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
             msg = str(e)
         except Exception as e:
             msg = f"preparing {out} failed: {type(e).__name__}: {e}"
-    else:
-        pending = pending_emb = []
     msg, pending, pending_emb = broadcast_object((msg, pending, pending_emb))
     if msg is not None:
         raise UserError(msg)

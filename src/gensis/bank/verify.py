@@ -32,6 +32,7 @@ class VerifyReport:
     entries_ok: int = 0
     num_entries: int = 0
     identity: str = ""
+    deleted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -43,7 +44,14 @@ class VerifyReport:
                     f"checksums and manifest consistent (identity {self.identity})")
         head = (f"FAILED: bank {self.path}: {len(self.problems)} problem(s); {self.shards_ok}/{self.num_shards} "
                 f"shards and {self.entries_ok}/{self.num_entries} entries OK")
-        return "\n".join([head] + [f"  - {p}" for p in self.problems])
+        if self.deleted:
+            tail = (f"deleted {len(self.deleted)} bad file(s) ({', '.join(self.deleted[:3])}"
+                    f"{', ...' if len(self.deleted) > 3 else ''}): rerun the same `gensis bank generate` command "
+                    f"to regenerate them")
+        else:
+            tail = ("to repair: `gensis bank verify --delete-bad BANK`, then rerun the same `gensis bank generate` "
+                    "command (it regenerates missing shards only)")
+        return "\n".join([head] + [f"  - {p}" for p in self.problems] + [tail])
 
 
 def _entry_name(row) -> str:
@@ -52,7 +60,9 @@ def _entry_name(row) -> str:
     return f"image {int(row['primary'])} {kind} {what}"
 
 
-def verify_bank(path: str | Path, decode: bool = False) -> VerifyReport:
+def verify_bank(path: str | Path, decode: bool = False, delete_bad: bool = False) -> VerifyReport:
+    """Check the bank at ``path``; with ``delete_bad``, delete every faulty shard and temporary file (so that
+    rerunning ``gensis bank generate`` regenerates exactly those)."""
     path = Path(path)
     h = read_header(path)
     layout = layout_of(h)
@@ -83,6 +93,9 @@ def verify_bank(path: str | Path, decode: bool = False) -> VerifyReport:
         if p.name.endswith(".tmp"):
             rep.problems.append(f"{SHARD_DIR}/{p.name}: partial temporary file left by a killed run "
                                 f"(rerun `gensis bank generate` to finish and clean up)")
+            if delete_bad:
+                p.unlink()
+                rep.deleted.append(p.name)
         elif m is None:
             rep.problems.append(f"{SHARD_DIR}/{p.name}: unexpected file")
         elif int(m.group(1)) >= layout.num_shards:
@@ -105,6 +118,9 @@ def verify_bank(path: str | Path, decode: bool = False) -> VerifyReport:
             rep.problems += [f"{SHARD_DIR}/{f.name}: {p}" for p in shown]
             if len(problems) > len(shown):
                 rep.problems.append(f"{SHARD_DIR}/{f.name}: ... and {len(problems) - len(shown)} more problems")
+            if delete_bad:
+                f.unlink()
+                rep.deleted.append(f.name)
         else:
             rep.shards_ok += 1
     return rep

@@ -58,6 +58,9 @@ def add_parser(sub) -> None:
                                     "all is well, 1 with one line per problem otherwise.")
     v.add_argument("bank", help="bank folder")
     v.add_argument("--decode", action="store_true", help="also decode every image (slower)")
+    v.add_argument("--delete-bad", action="store_true",
+                   help="delete faulty shards and partial files, so that rerunning `gensis bank generate` "
+                        "regenerates exactly them")
     add_common(v)
     v.set_defaults(func=run_verify)
 
@@ -99,7 +102,7 @@ def run_generate(args) -> int:
 def run_verify(args) -> int:
     from gensis.bank.verify import verify_bank
 
-    rep = verify_bank(args.bank, decode=args.decode)
+    rep = verify_bank(args.bank, decode=args.decode, delete_bad=args.delete_bad)
     print(rep.summary(), file=sys.stdout if rep.ok else sys.stderr)
     return 0 if rep.ok else 1
 

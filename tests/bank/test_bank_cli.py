@@ -1,0 +1,78 @@
+"""``gensis bank generate|verify|show`` from the command line (in process)."""
+
+import numpy as np
+from PIL import Image
+
+from gensis.cli.main import main
+
+FAKE = ["--generator", "gensis.bank.fake:FakeGenerator"]
+
+
+def test_generate_verify_show(tmp_path, tiny_npz, base_overrides, reference_bank, shard_bytes, capsys):
+    out = tmp_path / "bank"
+    args = ["bank", "generate", *FAKE, "--data", str(tiny_npz), "--out", str(out), "--preset", "smoke", "--quiet"]
+    assert main([*args, *base_overrides]) == 0
+    text = capsys.readouterr().out
+    assert "images/s" in text and "projected paper ImageNet-1K bank: 1,281,167 images" in text
+    assert "bank complete: 80 images x 4 entries" in text
+    assert shard_bytes(out) == shard_bytes(reference_bank)  # CLI == API (FakeGenerator's defaults)
+    # same command again: nothing to do
+    assert main([*args, *base_overrides]) == 0
+    assert "nothing to generate (5 shards already complete)" in capsys.readouterr().out
+    # another config against the existing bank: one clear line, exit 2
+    assert main([*args, *base_overrides, "gen.num_generative=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gensis: error:") and "other settings" in err and "num_generative" in err
+    assert len(err.strip().splitlines()) == 1
+    # verify
+    assert main(["bank", "verify", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("OK: bank")
+    # show: real | 2 generative | (interp, secondary) x 2 alphas = 7 columns, 3 rows
+    png = tmp_path / "grid.png"
+    assert main(["bank", "show", str(out), "--out", str(png), "--n", "3"]) == 0
+    w, h = Image.open(png).size
+    assert w > 7 * 96 and 3 * 96 < h < 4 * 96 + 60
+    assert main(["bank", "show", str(out), "--out", str(png), "--indices", "0,5"]) == 0
+    # a corrupt shard: exit 1, the problem named
+    p = out / "shards" / "shard-000000.gsb"
+    data = bytearray(p.read_bytes())
+    data[3] ^= 1
+    p.write_bytes(bytes(data))
+    assert main(["bank", "verify", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "shard-000000.gsb: entry 0 (image 0 gen k=0): checksum mismatch" in err
+
+
+def test_config_and_generator_errors(tmp_path, tiny_npz, capsys):
+    out = str(tmp_path / "b")
+    base = ["bank", "generate", "--data", str(tiny_npz), "--out", out, "--preset", "smoke"]
+    assert main([*base, *FAKE, "gen.num_generativ=2"]) == 2
+    assert "did you mean 'gen.num_generative'" in capsys.readouterr().err
+    assert main([*base, "--generator", "nosuch.module:thing"]) == 2
+    assert "cannot import module 'nosuch.module'" in capsys.readouterr().err
+    assert main([*base, *FAKE, "storage.codec=gif"]) == 2
+    assert "storage.codec must be one of png, webp, jpeg, raw" in capsys.readouterr().err
+    assert main([*base]) == 2
+    err = capsys.readouterr().err
+    assert "--eldm" in err or "E-LDM" in err
+    assert main([*base, *FAKE, "--print-config"]) == 0
+    assert "num_generative: 1" in capsys.readouterr().out
+    assert main(["bank", "verify", str(tmp_path / "nothing")]) == 2
+    assert "bank not found" in capsys.readouterr().err
+
+
+def test_pretrain_refuses_a_bank_of_another_dataset(tmp_path, reference_bank, make_npz, capsys):
+    other = make_npz(tmp_path / "other.npz", seed=1)
+    rc = main(["pretrain", "--data", str(other), "--bank", str(reference_bank), "--out", str(tmp_path / "run"),
+               "--preset", "smoke", "optim.batch_size=16"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "was generated from dataset 'tiny@train'" in err and "same --data" in err
+
+
+def test_group_mode_needs_groups(tmp_path, capsys):
+    npz = tmp_path / "nogroups.npz"
+    np.savez(npz, images=np.zeros((20, 8, 8, 3), np.uint8))
+    rc = main(["bank", "generate", *FAKE, "--data", str(npz), "--out", str(tmp_path / "b"), "--preset", "smoke",
+               "gen.secondary=group"])
+    assert rc == 2 and "needs a dataset with 'groups'" in capsys.readouterr().err
