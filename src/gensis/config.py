@@ -48,6 +48,9 @@ def merge(base: dict, delta: dict, where: str = "", _prefix: str = "", _valid: l
     for k, v in (delta or {}).items():
         full = f"{_prefix}{k}"
         if k not in out:
+            while isinstance(v, dict) and v:  # report the whole dotted key the user typed
+                k2, v = next(iter(v.items()))
+                full = f"{full}.{k2}"
             raise UserError(f"{_unknown_key(full, valid)}{' (in ' + where + ')' if where else ''}")
         if isinstance(out[k], dict) and isinstance(v, dict):
             out[k] = merge(out[k], v, where, full + ".", valid)
@@ -93,6 +96,11 @@ def parse_overrides(items: Iterable[str]) -> dict:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         node = delta
         parts = key.strip().split(".")
         for p in parts[:-1]:
