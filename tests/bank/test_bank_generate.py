@@ -31,7 +31,8 @@ def test_reader_matches_generator(reference_bank, tiny_npz, fake):
     assert got.dtype == torch.uint8 and got.shape == (4, 3, 16, 16)
     assert torch.equal(got, fake.generate(emb, [int(s) for s in rows["seed"]]))
     # interpolations: nearest stored alpha, secondary from another group (the npz has groups)
-    imgs, sec = r.interpolated_batch(idx, np.array([0.31, 0.9, 0.0, 0.5]))
+    with pytest.warns(UserWarning, match=r"holds alphas \[0.3, 0.7\]"):
+        imgs, sec = r.interpolated_batch(idx, np.array([0.31, 0.9, 0.0, 0.5]))
     assert np.array_equal(sec, r.secondary(idx))
     assert np.all(ds.groups[sec] != ds.groups[idx])
     assert np.array_equal(sec, secondaries(0, idx, len(ds), ds.groups))

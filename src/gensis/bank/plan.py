@@ -61,6 +61,18 @@ def _uniform_int(h: np.ndarray, m: np.ndarray | int) -> np.ndarray:
     return np.minimum((u * np.asarray(m, np.float64)).astype(np.int64), np.asarray(m, np.int64) - 1)
 
 
+_BLOCKS: list = [None, None]  # (groups array, (order, sorted groups)) of the last call: one sort per bank
+
+
+def _group_blocks(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Images sorted by group (stable), so that each group is one contiguous block."""
+    if _BLOCKS[0] is not groups:
+        g = np.asarray(groups)
+        order = np.argsort(g, kind="stable")
+        _BLOCKS[:] = [groups, (order, g[order])]
+    return _BLOCKS[1]
+
+
 def secondaries(bank_seed: int, primary: np.ndarray, n: int, groups: np.ndarray | None = None) -> np.ndarray:
     """The secondary image of each primary: uniform over the other N-1 images, or, with ``groups``, uniform over
     the images of every other group (e.g. tiles of another slide; paper Sec. 9.5.2)."""
@@ -71,10 +83,8 @@ def secondaries(bank_seed: int, primary: np.ndarray, n: int, groups: np.ndarray 
             raise UserError("interpolated augmentations need at least 2 images")
         r = _uniform_int(h, n - 1)
         return r + (r >= primary)  # skip the primary itself
-    groups = np.asarray(groups)
-    order = np.argsort(groups, kind="stable")  # images sorted by group: each group is one block
-    sorted_groups = groups[order]
-    g = groups[primary]
+    order, sorted_groups = _group_blocks(groups)
+    g = np.asarray(groups)[primary]
     start = np.searchsorted(sorted_groups, g, side="left")
     stop = np.searchsorted(sorted_groups, g, side="right")
     others = n - (stop - start)

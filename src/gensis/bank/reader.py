@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -67,6 +68,7 @@ class BankReader:
         self._shards: OrderedDict[int, _Shard] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
+        self._warned = False
 
     def __len__(self) -> int:
         return self.num_images
@@ -190,7 +192,15 @@ class BankReader:
         secondary indices (B,))."""
         idx = np.asarray(idx, np.int64).ravel()
         alpha = np.broadcast_to(np.asarray(alpha, np.float64), idx.shape)
-        refs = self._rows(idx, self.layout.alpha_slot(alpha))
+        slot = self.layout.alpha_slot(alpha)
+        if not self._warned and alpha.size:
+            off = np.abs(np.asarray(self.alphas)[slot - self.num_generative] - alpha).max()
+            if off > 1e-6:
+                self._warned = True
+                warnings.warn(f"bank {self.path} holds alphas {self.alphas}; requested alphas "
+                              f"{sorted(set(np.round(alpha, 6).tolist()))} are served by the nearest stored one",
+                              stacklevel=2)
+        refs = self._rows(idx, slot)
         self._check(refs, idx, KIND_INTERP)
         sec = np.fromiter((sh.rows[r]["secondary"] for sh, r in refs), dtype=np.int64, count=len(refs))
         return self._decode_many(refs), sec
