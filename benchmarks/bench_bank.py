@@ -58,6 +58,25 @@ def sampler_alone(gen, cfg: dict, ds, tmp: Path) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def reader_threads() -> int:
+    return min(4, os.cpu_count() or 1)
+
+
+def reader_rate(bank: Path, batch: int = 256) -> float:
+    """Images/s of BankReader.generative_batch on random batches (a training step's read)."""
+    from gensis.bank import BankReader
+
+    r = BankReader(bank)
+    rng = np.random.default_rng(0)
+    r.generative_batch(np.arange(min(batch, r.num_images)), np.zeros(min(batch, r.num_images), int))  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 2.0:
+        idx = rng.integers(0, r.num_images, batch)
+        r.generative_batch(idx, rng.integers(0, max(r.num_generative, 1), batch))
+        n += batch
+    return n / (time.perf_counter() - t0)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--eldm", default=None, help="E-LDM run (default: the fake generator)")
@@ -82,7 +101,7 @@ def main() -> int:
         gen = FakeGenerator(image_size=args.fake_size, dim=16, delay=args.fake_ms / 1000, work=args.fake_work)
         what = f"fake generator ({args.fake_size}px, {args.fake_ms:g} ms/image sleep, {args.fake_work} CPU passes)"
     ds = open_data(args.data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"])
-    alone, bank, res = [], [], None
+    alone, bank, read, res = [], [], [], None
     root = Path(tempfile.mkdtemp(prefix="bench_bank_"))
     try:
         for rep in range(args.repeats):
@@ -93,6 +112,7 @@ def main() -> int:
             assert res.complete and res.generated == n
             bank.append(res.images_per_s)
             size = sum(p.stat().st_size for p in (out / "shards").iterdir())
+            read.append(reader_rate(out))
             print(f"  repeat {rep}: alone {alone[-1]:.1f} images/s, bank {bank[-1]:.1f} images/s "
                   f"(writer encode time {res.extra['encode_seconds_rank0']:.2f} s of {res.seconds:.2f} s)",
                   file=sys.stderr)
@@ -106,8 +126,10 @@ def main() -> int:
           f"{size / n / 1024:.1f} KiB/entry")
     print(f"sampler alone: {a:.2f} images/s   bank generate: {b:.2f} images/s   "
           f"storage overhead: {100 * (a / b - 1):+.1f}%   (best of {args.repeats})")
+    print(f"BankReader.generative_batch (random batches of 256, {reader_threads()} decode threads): "
+          f"{max(read):.0f} images/s")
     print(f"projected paper ImageNet-1K bank ({IMAGENET_TRAIN * 5:,} images) at the bank rate: "
-          f"{IMAGENET_TRAIN * 5 / b / 3600:.1f} h")
+          f"{IMAGENET_TRAIN * 5 / b / 3600:.1f} h" + ("" if args.eldm else " (fake generator: not an E-LDM estimate)"))
     return 0
 
 

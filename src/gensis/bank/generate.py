@@ -361,6 +361,13 @@ def _secondary_mode(mode: str, ds: ImageSet) -> tuple[str, np.ndarray | None]:
     return mode, (np.asarray(groups, np.int64) if mode == "group" else None)
 
 
+def _encoder_identity(gen) -> str:
+    """The conditioning encoder's identity: ``gen.encoder_identity``, else ``gen.encoder.identity``, else the
+    generator's own identity (which covers its encoder)."""
+    ident = getattr(gen, "encoder_identity", None) or getattr(getattr(gen, "encoder", None), "identity", None)
+    return str(ident or gen.identity)
+
+
 def _shard_ok(path: Path, identity: str, s: int, layout: Layout) -> str | None:
     """None if ``path`` is a complete shard s of this bank, else the reason."""
     try:
@@ -439,7 +446,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     sources = {"data": data, "split": "train" if "@" not in data else data.rsplit("@", 1)[1],
                "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
                "dataset_name": getattr(ds, "name", None), "data_identity": ds.identity, "num_images": len(ds),
-               "encoder_identity": str(getattr(generator, "encoder_identity", None) or generator.identity),
+               "encoder_identity": _encoder_identity(generator),
                "eldm_identity": str(generator.identity), "eldm": None if eldm is None else str(eldm),
                "generator": generator_spec or ("gensis.eldm:load_generator" if eldm else type(generator).__name__)}
     header = make_header(settings, sources, layout_dict(layout, out_size))
