@@ -206,8 +206,11 @@ def export_backbones(run: RunDir, student, teacher, cfg: dict) -> None:
 
 
 def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path: str | None = None,
-          quiet: bool = False) -> RunDir:
-    """Run (or resume) a pretraining run; returns its run directory."""
+          quiet: bool = False, on_epoch_end=None) -> RunDir:
+    """Run (or resume) a pretraining run; returns its run directory.
+
+    ``on_epoch_end(epoch, teacher_backbone)`` (rank 0 only) may return a dict that is logged to metrics.
+    """
     t_cfg, o = cfg["train"], cfg["optim"]
     device = pick_device(t_cfg["device"])
     if t_cfg.get("threads"):
@@ -309,6 +312,10 @@ def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path
                                  "wd": sched.wd[it], "momentum": m, "teacher_temp": temp, "images_per_s": ips})
         if dist_info.is_main:
             _save_state(run, student, teacher, opt, loss_fn, aug, gen, epoch, (epoch + 1) * niter)
+            if on_epoch_end is not None:
+                extra = on_epoch_end(epoch, teacher.backbone)
+                if extra:
+                    metrics.log({"step": (epoch + 1) * niter - 1, "epoch": epoch, **extra})
         barrier()
     bar.close()
     if dist_info.is_main:
