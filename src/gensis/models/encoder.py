@@ -53,14 +53,19 @@ class Encoder:
         return self
 
 
-def load_encoder(spec: str, which: str = "teacher", image_size: int | None = None, seed: int = 0) -> Encoder:
-    """``spec``: a pretraining RUN directory, ``pixels`` or ``random``."""
+def load_encoder(spec: str, which: str = "teacher", image_size: int | None = None, seed: int = 0,
+                 like: str | None = None) -> Encoder:
+    """``spec``: a pretraining RUN directory, ``pixels`` or ``random``.
+
+    ``random`` builds the demo preset's architecture, or that of the run ``like`` when given, so the
+    random-init baseline has exactly the architecture of the model it is compared with.
+    """
     if spec == "pixels":
         return Encoder(None, image_size or 28, "pixels", "pixels")
     if spec == "random":
         from gensis.config import load_config
 
-        cfg = load_config("pretrain", "demo")
+        cfg = RunDir(like).config() if like else load_config("pretrain", "demo")
         torch.manual_seed(seed)
         size = image_size or cfg["data"]["image_size"]
         model = build_backbone({**cfg["model"], "drop_path_rate": 0.0}, size).eval()

@@ -1,0 +1,237 @@
+"""``gensis demo``: the whole Gen-SIS pipeline on an embedded dataset, as resumable stages.
+
+    dino      DINO pretraining (the baseline, and the encoder that conditions the E-LDM)
+    eldm      embedding-conditioned diffusion model on the same images (autoencoder first if latent)
+    bank      generative + interpolated self-augmentations, written to disk
+    gendino   Gen-DINO: DINO with bank views + disentanglement loss (same epochs/seed/budget as dino)
+    pixel     "DINO w/ pixel disent." ablation (paper Table 12)
+    eval      k-NN (and linear probe) of each, next to raw-pixel and random-init baselines
+    report    Markdown + HTML report with curves, grids and a UMAP
+
+Each stage writes its own run directory under --out. A stage whose output exists, is finished and was made
+from the same inputs and settings is skipped; one that was killed is resumed; one made from other settings
+is redone. So a killed demo continues where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from gensis.cli.main import add_common
+
+PRESETS = ("smoke", "demo", "small", "paper")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="run the whole pipeline (DINO, E-LDM, bank, Gen-DINO, ablation, eval, report) on a dataset",
+        description="Run Gen-SIS end to end and print DINO | DINO w/ pixel disent. | Gen-DINO (paper Table 12). "
+                    "Stages are resumable: run the same command again after an interruption. "
+                    "Presets: smoke (~2 min, tests), demo (~15 min on 2 CPU cores), small (~1 h), paper (GPU nodes).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--preset", default="demo", choices=PRESETS, help="size of every stage")
+    p.add_argument("--data", default="builtin:animal-mnist",
+                   help="labelled dataset (builtin:NAME, folder or .npz); pretraining uses its train split, "
+                        "evaluation its val split")
+    p.add_argument("--out", default="gensis-demo", help="folder for all stages' outputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated subset of stages to run (dino,eldm,bank,gendino,pixel,eval,report)")
+    p.add_argument("--no-linear", action="store_true", help="skip the linear probe (k-NN only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Pipeline:
+    """Runs stages in order; each stage is a ``gensis`` command line executed in this process."""
+
+    def __init__(self, out: Path, quiet: bool):
+        self.out = out
+        self.quiet = quiet
+        self.state_path = out / "stages.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.times: dict[str, float] = self.state.get("_seconds", {})
+
+    def _save(self) -> None:
+        from gensis.rundir import atomic_write_json
+
+        self.state["_seconds"] = self.times
+        atomic_write_json(self.state_path, self.state)
+
+    def stage(self, name: str, argv: list[str], key: str, done_file: str = "manifest.json",
+              resumable: bool = True) -> Path:
+        """Run ``gensis <argv>`` unless stage ``name`` already finished with the same ``key``."""
+        from gensis.cli.main import main
+        from gensis.errors import UserError
+
+        path = self.out / name
+        if self.state.get(name) == key and self._finished(path, done_file):
+            self._say(f"[{name}] up to date, skipped ({path})")
+            return path
+        if path.exists() and self.state.get(name) != key:
+            self._say(f"[{name}] made with other settings: redoing")
+            shutil.rmtree(path)
+        resume = resumable and path.exists()
+        self._say(f"[{name}] {'resuming' if resume else 'running'}: gensis {' '.join(argv)}")
+        t0 = time.time()
+        self.state[name] = key
+        self._save()
+        code = main(argv + (["--resume"] if resume and "--resume" not in argv else []))
+        if code != 0:
+            raise UserError(f"stage '{name}' failed (exit {code}); fix the cause and run the demo again to resume")
+        self.times[name] = round(self.times.get(name, 0.0) * resume + time.time() - t0, 1)
+        self._save()
+        return path
+
+    @staticmethod
+    def _finished(path: Path, done_file: str) -> bool:
+        f = path / done_file
+        if not f.is_file():
+            return False
+        try:
+            return json.loads(f.read_text()).get("status", "done") == "done"
+        except json.JSONDecodeError:
+            return False
+
+    def _say(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    from gensis.errors import UserError
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = Pipeline(out, args.quiet)
+    wanted = set(args.stages.split(",")) if args.stages else None
+    P, D, S = args.preset, args.data, str(args.seed)
+    quiet = ["--debug"] if args.debug else []
+    seed_ov = [f"train.seed={S}"]
+    t_start = time.time()
+
+    def want(name: str) -> bool:
+        return wanted is None or name in wanted
+
+    runs: dict[str, Path] = {}
+    k_dino = _key("dino", P, D, S)
+    if want("dino"):
+        runs["dino"] = pipe.stage("dino", ["pretrain", "--data", D, "--out", str(out / "dino"), "--preset", P,
+                                           *quiet, *seed_ov], k_dino)
+    have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
+    k_eldm = _key("eldm", k_dino, P, S)
+    k_bank = _key("bank", k_eldm, P, S)
+    if have_gen and want("eldm"):
+        runs["eldm"] = _eldm_stage(pipe, out, P, D, S, k_eldm, quiet)
+    if have_gen and want("bank"):
+        runs["bank"] = pipe.stage("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", D,
+                                           "--out", str(out / "bank"), "--preset", P, *quiet,
+                                           f"seed={S}"] + (["--quiet"] if args.quiet else []),
+                                  k_bank, done_file="bank.json", resumable=False)
+    if have_gen and want("gendino"):
+        runs["gendino"] = pipe.stage("gendino", ["pretrain", "--data", D, "--out", str(out / "gendino"),
+                                                 "--preset", P, "--bank", str(out / "bank"), *quiet, *seed_ov],
+                                     _key("gendino", k_bank, P, D, S))
+    if want("pixel"):
+        runs["pixel"] = pipe.stage("pixel", ["pretrain", "--data", D, "--out", str(out / "pixel"), "--preset", P,
+                                             "--interp", "pixel", *quiet, *seed_ov], _key("pixel", P, D, S))
+    if want("eval"):
+        results = _evaluate(out, D, P, not args.no_linear)
+        print(format_table(results))
+    if want("report") and _module_exists("gensis.report"):
+        from gensis.report import write_report
+
+        md, html = write_report(out)
+        print(f"report: {md} and {html}")
+    print(f"demo finished in {time.time() - t_start:.0f} s; outputs in {out}/")
+    return 0
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _eldm_stage(pipe: Pipeline, out: Path, P: str, D: str, S: str, key: str, extra: list[str]) -> Path:
+    from gensis.config import load_config
+
+    cfg = load_config("eldm", P)
+    argv = ["eldm", "train", "--encoder", str(out / "dino"), "--data", D, "--out", str(out / "eldm"),
+            "--preset", P, *extra, f"train.seed={S}"]
+    if cfg.get("space", cfg.get("ae", {}).get("space")) not in (None, "pixel"):
+        ae = pipe.stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"), "--preset", P,
+                                    *extra], _key("ae", key))
+        argv += ["--ae", str(ae)]
+    return pipe.stage("eldm", argv, key)
+
+
+METHODS = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Gen-DINO")]
+BASELINES = [("pixels", "raw pixels"), ("random", "random-init ViT")]
+
+
+def _evaluate(out: Path, data: str, preset: str, linear: bool) -> dict:
+    """k-NN (and linear probe) of each finished run and of the two baselines; cached in results.json."""
+    from gensis.data.sources import open_data
+    from gensis.eval.knn import knn_eval
+    from gensis.models.encoder import load_encoder
+    from gensis.rundir import RunDir, atomic_write_json
+
+    path = out / "results.json"
+    cache = json.loads(path.read_text()) if path.is_file() else {}
+    rows = {}
+    cfg = RunDir(out / "dino").config() if (out / "dino" / "config.yaml").is_file() else None
+    vf = cfg["data"]["val_fraction"] if cfg else 0.2
+    seed = cfg["data"]["split_seed"] if cfg else 0
+    train_ds, test_ds = open_data(data, "train", vf, seed), open_data(data, "val", vf, seed)
+    if train_ds.labels is None or test_ds.labels is None:
+        from gensis.errors import UserError
+
+        raise UserError(f"the demo evaluates with labels, and {data} has none")
+    size = cfg["data"]["image_size"] if cfg else 28
+    specs = [(name, str(out / name), label) for name, label in METHODS if RunDir(out / name).is_done()]
+    specs += [(name, name, label) for name, label in BASELINES]
+    for name, spec, label in specs:
+        enc = load_encoder(spec, image_size=size, like=str(out / "dino") if name == "random" and cfg else None)
+        ident = f"{enc.identity}|{train_ds.identity}|{test_ds.identity}|{linear}"
+        if cache.get(name, {}).get("identity") == ident:
+            rows[name] = cache[name]
+            continue
+        print(f"[eval] {label}", file=sys.stderr, flush=True)
+        row = {"label": label, "identity": ident, "knn": knn_eval(enc, train_ds, test_ds)}
+        if linear:
+            from gensis.eval.linear import linear_eval
+
+            row["linear"] = linear_eval(enc, train_ds, test_ds)
+        rows[name] = row
+        cache[name] = row
+        atomic_write_json(path, cache)
+    return rows
+
+
+def format_table(rows: dict) -> str:
+    """The paper's Table 12 layout: methods as columns, k-NN and linear probe as rows."""
+    names = [n for n, _ in METHODS if n in rows] + [n for n, _ in BASELINES if n in rows]
+    labels = [rows[n]["label"] for n in names]
+    width = max(12, *(len(l) for l in labels))
+    lines = ["top-1 accuracy (%) on the held-out split", " " * 14 + "".join(f"{l:>{width + 2}}" for l in labels)]
+    knn = [rows[n]["knn"] for n in names]
+    for k in sorted({r["k"] for x in knn for r in x["results"]}):
+        vals = [next((r["top1"] for r in x["results"] if r["k"] == k), float("nan")) for x in knn]
+        lines.append(f"{f'{k}-NN':<14}" + "".join(f"{v:>{width + 2}.1f}" for v in vals))
+    if all("linear" in rows[n] for n in names):
+        lines.append(f"{'linear probe':<14}" + "".join(f"{rows[n]['linear']['top1']:>{width + 2}.1f}" for n in names))
+    return "\n".join(lines)
