@@ -1,0 +1,106 @@
+"""The E-LDM denoiser: a diffusers ``UNet2DConditionModel`` trained from scratch, conditioned on the frozen
+SSL encoder's embedding of the image (no text, no outside data).
+
+    e (B, D)   encoder embedding (CLS of the teacher backbone)
+      │  Conditioner: LayerNorm → Linear(D, C) → SiLU → Linear(C, C)
+      ▼
+    c (B, C)   with probability p (training) replaced by the learned null embedding ∅ (for CFG)
+      ├── cross-attention context: c as a single token, (B, 1, C)                  [mode cross_attn | both]
+      └── added to the timestep embedding: Linear(C, T_emb)(c), through the UNet's
+          ``class_embed_type="identity"`` hook                                     [mode time | both]
+
+With a single context token the cross-attention softmax weight is always 1, so cross-attention adds the same
+(projected) vector at every position of each block: that is how the paper's latent-diffusion family
+conditions, but it learns slowly; adding c to the timestep embedding (as class-conditional DDPMs / ADM do)
+modulates every ResNet block instead. ``docs/eldm.md`` has the measured difference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gensis.errors import UserError
+
+COND_MODES = ("cross_attn", "time", "both")
+
+
+class Conditioner(nn.Module):
+    """e (B, D) → c (B, C); rows with ``drop`` set get the learned null embedding ∅ instead."""
+
+    def __init__(self, emb_dim: int, width: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.LayerNorm(emb_dim, elementwise_affine=False), nn.Linear(emb_dim, width),
+                                  nn.SiLU(), nn.Linear(width, width))
+        self.null = nn.Parameter(torch.randn(width) * 0.02)  # ∅
+
+    def forward(self, e: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        c = self.proj(e.float())  # (B, C)
+        if drop is not None:
+            c = torch.where(drop.view(-1, 1), self.null.to(c.dtype).expand_as(c), c)
+        return c
+
+
+def unet_kwargs(u: dict, channels: int, sample_size: int, context: int, mode: str) -> dict:
+    """diffusers ``UNet2DConditionModel`` arguments from the ``unet`` config section."""
+    levels = list(u["block_out_channels"])
+    attn = list(u["attention"])
+    if len(attn) != len(levels):
+        raise UserError(f"unet.attention needs one true/false per level ({len(levels)}), got {attn}")
+    if mode == "cross_attn" and not (any(attn) or u["mid_attention"]):
+        raise UserError("cond.mode=cross_attn needs cross-attention somewhere (unet.attention or unet.mid_attention)")
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
+    up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]
+    return dict(
+        sample_size=sample_size, in_channels=channels, out_channels=channels,
+        down_block_types=tuple(down), up_block_types=tuple(up),
+        mid_block_type="UNetMidBlock2DCrossAttn" if u["mid_attention"] else None,
+        block_out_channels=tuple(levels), layers_per_block=int(u["layers_per_block"]),
+        cross_attention_dim=context, attention_head_dim=int(u["attention_head_dim"]),
+        norm_num_groups=int(u["norm_num_groups"]),
+        class_embed_type="identity" if mode in ("time", "both") else None,
+    )
+
+
+class Denoiser(nn.Module):
+    """UNet + conditioner. ``forward(x_t, t, c)`` takes the *projected* condition c (or ∅) so that the sampler
+    can batch conditional and unconditional halves; ``condition(e, drop)`` computes c from embeddings."""
+
+    def __init__(self, emb_dim: int, channels: int, sample_size: int, unet_cfg: dict, context: int,
+                 mode: str = "both"):
+        super().__init__()
+        if mode not in COND_MODES:
+            raise UserError(f"cond.mode must be one of {', '.join(COND_MODES)}, got '{mode}'")
+        from diffusers import UNet2DConditionModel
+
+        self.mode = mode
+        self.conditioner = Conditioner(emb_dim, context)
+        self.unet = UNet2DConditionModel(**unet_kwargs(unet_cfg, channels, sample_size, context, mode))
+        temb = self.unet.time_embedding.linear_2.out_features
+        self.to_time = nn.Linear(context, temb) if mode in ("time", "both") else None
+        if self.to_time is not None:  # start as the unconditional model: the condition is learned in
+            nn.init.zeros_(self.to_time.weight)
+            nn.init.zeros_(self.to_time.bias)
+
+    def condition(self, e: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conditioner(e, drop)
+
+    @property
+    def null_context(self) -> torch.Tensor:
+        return self.conditioner.null
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None, *,
+                emb: torch.Tensor | None = None, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Prediction for x_t at timesteps t given c (sampling) or given embeddings + drop mask (training,
+        so that DDP sees every parameter used inside one ``forward``)."""
+        if c is None:
+            c = self.condition(emb, drop)  # (B, C)
+        ctx = c[:, None, :].to(x.dtype)  # (B, 1, C): a single context token
+        if self.mode == "time":  # any cross-attention blocks see a constant token
+            ctx = torch.zeros_like(ctx)
+        class_labels = self.to_time(c) if self.to_time is not None else None  # (B, T_emb)
+        return self.unet(x, t, encoder_hidden_states=ctx, class_labels=class_labels).sample
+
+
+def count_parameters(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

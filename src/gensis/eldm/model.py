@@ -1,0 +1,180 @@
+"""The trained E-LDM as an ``EmbeddingConditionedGenerator``: embeddings in, images out.
+
+    gen = load_generator("runs/eldm")                      # a finished `gensis eldm train` run
+    e = gen.encode(images)                                 # uint8 (B,3,H,W) → (B, D)
+    x = gen.generate(e, seeds=[0, 1, ...], guidance=6.0)   # → uint8 (B, 3, S, S)
+    x = gen.interpolate(e1, e2, alpha=0.5, method="slerp", seeds=[...])
+
+The same (embedding, seed, settings) gives the same image whatever batch it is in: the initial noise of
+each row comes from its own generator (see ``ddim_sampler``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from gensis.device import autocast, pick_device, use_bf16
+from gensis.eldm.autoencoder import PixelSpace, load_autoencoder, to_uint8
+from gensis.eldm.ddim_sampler import SamplerSettings, initial_noise, make_sampler
+from gensis.eldm.denoiser import Denoiser
+from gensis.eldm.generator import INTERPOLATIONS
+from gensis.eldm.schedule import NoiseSchedule
+from gensis.errors import UserError
+from gensis.rundir import load_tensors
+
+
+def resolve_clip(clip, space: str) -> float | None:
+    if clip == "auto":
+        return 1.0 if space == "pixel" else None
+    if clip in (None, False, "off", "none"):
+        return None
+    return float(clip)
+
+
+class ELDMGenerator:
+    """Embedding-conditioned latent diffusion model (implements ``EmbeddingConditionedGenerator``)."""
+
+    def __init__(self, denoiser: Denoiser, autoencoder, schedule: NoiseSchedule, encoder, image_size: int,
+                 latent_shape: tuple[int, int, int], defaults: SamplerSettings, weights_identity: str,
+                 device: torch.device | str = "cpu", bf16: bool = False,
+                 steps_by_sampler: dict[str, int] | None = None, batch_size: int = 256):
+        self.denoiser = denoiser.eval().requires_grad_(False)
+        self.autoencoder = autoencoder
+        self.schedule = schedule
+        self.encoder = encoder
+        self.image_size = int(image_size)
+        self.latent_shape = tuple(latent_shape)  # (C, h, w)
+        self.defaults = defaults.check()
+        # steps used when a call names a sampler but no steps
+        self.steps_by_sampler = {"ddim": 50, "dpmpp": 20, **(steps_by_sampler or {}), defaults.name: defaults.steps}
+        self.device = torch.device(device)
+        self.bf16 = bf16
+        self.batch_size = batch_size
+        self._weights_identity = weights_identity
+
+    # -- identity -------------------------------------------------------------------------------------
+    @property
+    def identity(self) -> str:
+        """Hash of the weights, the autoencoder, the encoder and the default sampler settings."""
+        d = self.defaults
+        parts = [self._weights_identity, self.autoencoder.identity, self.encoder.identity if self.encoder else "-",
+                 d.name, d.steps, d.guidance, d.eta, d.spacing, d.clip]
+        return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+    # -- the protocol ----------------------------------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) → float32 (B, D) on the CPU: the conditioning encoder's embedding."""
+        if self.encoder is None:
+            raise UserError("this generator was loaded without its encoder")
+        return self.encoder(images).float().cpu()
+
+    def settings(self, guidance: float | None = None, steps: int | None = None, sampler: str | None = None,
+                 eta: float | None = None) -> SamplerSettings:
+        d = self.defaults
+        name = sampler or d.name
+        if steps is None:
+            steps = self.steps_by_sampler.get(name, d.steps)
+        return SamplerSettings(name, int(steps), float(d.guidance if guidance is None else guidance),
+                               float(d.eta if eta is None else eta), d.spacing, d.clip).check()
+
+    @torch.no_grad()
+    def generate(self, embeddings: torch.Tensor, seeds: Sequence[int] | int, guidance: float | None = None,
+                 steps: int | None = None, sampler: str | None = None, eta: float | None = None) -> torch.Tensor:
+        """float (B, D) + one seed per row → uint8 (B, 3, S, S) on the CPU.
+
+        ``seeds`` may be a single int s: rows then use s, s+1, ..., s+B−1. ``guidance``/``steps``/``sampler``
+        default to the run's ``sample`` config (or what ``load_generator`` was given).
+        """
+        return to_uint8(self.generate_float(embeddings, seeds, guidance, steps, sampler, eta))
+
+    @torch.no_grad()
+    def generate_float(self, embeddings: torch.Tensor, seeds: Sequence[int] | int, guidance: float | None = None,
+                       steps: int | None = None, sampler: str | None = None, eta: float | None = None
+                       ) -> torch.Tensor:
+        """As ``generate`` but returns float images in [−1, 1] (B, 3, S, S) on the CPU (before rounding)."""
+        e = torch.as_tensor(embeddings).float()
+        if e.ndim != 2:
+            raise UserError(f"embeddings must be (B, D), got shape {tuple(e.shape)}")
+        seeds = [seeds + i for i in range(len(e))] if isinstance(seeds, int) else [int(s) for s in seeds]
+        if len(seeds) != len(e):
+            raise UserError(f"{len(e)} embeddings but {len(seeds)} seeds")
+        s = self.settings(guidance, steps, sampler, eta)
+        outs = []
+        for lo in range(0, len(e), self.batch_size):  # chunks: rows are independent, so this changes nothing
+            outs.append(self._generate_chunk(e[lo:lo + self.batch_size], seeds[lo:lo + self.batch_size], s))
+        if not outs:
+            return torch.zeros((0, 3, self.image_size, self.image_size))
+        return torch.cat(outs)
+
+    def _generate_chunk(self, e: torch.Tensor, seeds: list[int], s: SamplerSettings) -> torch.Tensor:
+        dev = self.device
+        x_T, gens = initial_noise(seeds, self.latent_shape, dev)  # (B, C, h, w)
+        sampler = make_sampler(self.schedule, s)
+        with autocast(dev, self.bf16):
+            ctx = self.denoiser.condition(e.to(dev))  # (B, Cc)
+            z = sampler.sample(self._model, x_T, ctx.float(), self.denoiser.null_context.float(), s.guidance, gens)
+            x = self.autoencoder.decode(z.float())
+        return x.float().clamp(-1, 1).cpu()
+
+    def _model(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(x, t, c).float()
+
+    # -- interpolation ---------------------------------------------------------------------------------
+    def interpolate(self, e1: torch.Tensor, e2: torch.Tensor, alpha: float | torch.Tensor, method: str = "slerp",
+                    seeds: Sequence[int] | int = 0, **kw) -> torch.Tensor:
+        """Generate from the interpolated embedding: ``slerp`` (default) or ``lerp`` = α·e1 + (1−α)·e2.
+
+        α = 1 gives e1's generation, α = 0 e2's (with the same seeds). e1, e2: (B, D); α scalar or (B,).
+        """
+        if method not in INTERPOLATIONS:
+            raise UserError(f"unknown interpolation '{method}'; valid: {', '.join(INTERPOLATIONS)}")
+        e = INTERPOLATIONS[method](torch.as_tensor(e1).float(), torch.as_tensor(e2).float(), alpha)
+        return self.generate(e, seeds, **kw)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path.parent} has no {path.name}: is it a finished `gensis eldm train` run?")
+    return json.loads(path.read_text())
+
+
+def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu", guidance: float | None = None,
+                   steps: int | None = None, sampler: str | None = None, amp: str = "auto",
+                   with_encoder: bool = True) -> ELDMGenerator:
+    """The E-LDM of a finished ``gensis eldm train`` run as an ``EmbeddingConditionedGenerator``.
+
+    ``guidance``/``steps``/``sampler`` replace the run's ``sample`` defaults (and enter ``identity``).
+    """
+    from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON
+    from gensis.models.encoder import load_encoder
+
+    run = Path(eldm_run_dir)
+    info = _read_json(run / MODEL_JSON)
+    dev = pick_device(str(device))
+    den = Denoiser(int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]), info["unet"],
+                   int(info["unet"]["context_dim"]), info["cond"]["mode"])
+    den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
+    den.to(dev)
+    ae = PixelSpace() if info["space"] == "pixel" else load_autoencoder(run / info["autoencoder"]["dir"], dev)
+    encoder = None
+    if with_encoder:
+        enc_spec = info["encoder"]["dir"]
+        enc_path = run / enc_spec if (run / enc_spec).is_dir() else Path(enc_spec)
+        encoder = load_encoder(str(enc_path) if enc_path.exists() else enc_spec, info["encoder"]["which"]).to(dev)
+        if encoder.identity != info["encoder"]["identity"]:
+            raise UserError(f"{run}: the encoder at {enc_path} is not the one the E-LDM was trained with")
+    smp = info["sample"]
+    name = sampler or smp["sampler"]
+    if steps is None:
+        steps = smp["steps"] if name == "ddim" else smp["dpmpp_steps"]
+    defaults = SamplerSettings(name, int(steps), float(smp["guidance"] if guidance is None else guidance),
+                               float(smp["eta"]), smp["spacing"], resolve_clip(smp["clip"], info["space"]))
+    ls = int(info["latent_size"])
+    return ELDMGenerator(den, ae, NoiseSchedule.from_cfg(info["diffusion"]), encoder, int(info["image_size"]),
+                         (int(info["latent_channels"]), ls, ls), defaults, info["weights_identity"], dev,
+                         use_bf16(dev, amp), {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])})
