@@ -1,0 +1,113 @@
+"""``gensis eval knn|linear``: results, JSON, and one-line user errors with exit status 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gensis.cli.main import main
+
+
+def _npz(tmp_path, n=60, labelled=True):
+    g = np.random.default_rng(0)
+    labels = (np.arange(n) // 2) % 3
+    images = (g.random((n, 8, 8)) * 50).astype(np.uint8)
+    for c in range(3):
+        images[labels == c, :, c * 2:c * 2 + 3] += 180  # a bright stripe whose place gives the class
+    path = tmp_path / "toy.npz"
+    if labelled:
+        np.savez(path, images=images, labels=labels)
+    else:
+        np.savez(path, images=images)
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gensis: error: ")
+    return lines[0]
+
+
+def test_knn_table_and_json(tmp_path, capsys):
+    data = _npz(tmp_path)
+    out = tmp_path / "res" / "knn.json"
+    rc = main(["eval", "knn", "--encoder", "pixels", "--train", str(data), "--k", "3", "5", "--json", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "top-1" in text and "toy@train" in text and "toy@val" in text
+    res = json.loads(out.read_text())
+    assert [r["k"] for r in res["results"]] == [3, 5]
+    assert res["train"]["size"] == 48 and res["test"]["size"] == 12  # default 0.2 held out
+    assert res["encoder"]["identity"] == "pixels"
+    assert res["top1"] > 90
+
+
+def test_linear_table_and_json(tmp_path, capsys):
+    data = _npz(tmp_path)
+    out = tmp_path / "lin.json"
+    rc = main(["eval", "linear", "--encoder", "pixels", "--train", str(data), "--lrs", "0.1", "1", "--epochs", "3",
+               "--batch-size", "16", "--aug-copies", "1", "--json", str(out)])
+    assert rc == 0
+    assert "best: lr" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert [r["lr"] for r in res["results"]] == [0.1, 1.0]
+    assert res["config"]["epochs"] == 3 and res["protocol"] == "linear"
+
+
+def test_explicit_splits_and_same_set_warning(tmp_path, capsys):
+    data = _npz(tmp_path)
+    rc = main(["eval", "knn", "--encoder", "pixels", "--train", f"{data}@all", "--test", f"{data}@all", "--k", "1"])
+    assert rc == 0
+    cap = capsys.readouterr()
+    assert "warning: the test set is the training set" in cap.err
+    assert "100.00" in cap.out  # every test image is its own nearest neighbour
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--train", "/no/such/dir"], "dataset not found"),
+    (["--encoder", "/no/such/run"], "not a run directory"),
+    (["--k", "0"], "positive"),
+    (["--k", "1000"], "more than"),
+    (["--temperature", "0"], "temperature"),
+    (["--val-fraction", "1.5"], "val-fraction"),
+])
+def test_knn_user_errors(tmp_path, capsys, argv, msg):
+    args = ["eval", "knn", "--encoder", "pixels", "--train", str(_npz(tmp_path))] + argv  # the last one wins
+    assert main(args) == 2
+    assert msg in _one_error_line(capsys.readouterr().err)
+
+
+def test_unlabelled_data_is_a_user_error(tmp_path, capsys):
+    data = _npz(tmp_path, labelled=False)
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(data)]) == 2
+    assert "no labels" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("argv,msg", [(["--epochs", "0"], "epochs"), (["--lrs", "-1"], "learning rates"),
+                                      (["--crop-scale", "0.9", "0.1"], "crop scale")])
+def test_linear_user_errors(tmp_path, capsys, argv, msg):
+    data = _npz(tmp_path)
+    assert main(["eval", "linear", "--encoder", "pixels", "--train", str(data)] + argv) == 2
+    assert msg in _one_error_line(capsys.readouterr().err)
+
+
+def test_console_script_missing_dataset_exits_2_with_one_line(tmp_path):
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1"}
+    p = subprocess.run([sys.executable, "-m", "gensis.cli.main", "eval", "knn", "--encoder", "pixels",
+                        "--train", str(tmp_path / "missing.npz")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2
+    assert _one_error_line(p.stderr) == f"gensis: error: dataset not found: {tmp_path / 'missing.npz'}"
+    assert p.stdout == ""
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "linear", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--encoder", "--train", "--test", "--json", "--lrs", "--epochs", "--aug-copies", "--device"):
+        assert opt in text
