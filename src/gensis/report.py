@@ -1,0 +1,216 @@
+"""``gensis report RUN``: a Markdown and a self-contained HTML report of a demo/pipeline folder.
+
+Contents: the results table (DINO | DINO w/ pixel disent. | Gen-DINO, plus baselines), training curves of
+each method, the real-vs-generated grid and an interpolation strip of the E-LDM, and the embedding-space
+figure of the paper's Fig. 6: a UMAP (t-SNE from scikit-learn when umap-learn is missing) fitted on real
+embeddings of three classes, with E-LDM interpolations between those classes mapped by the same projection,
+for DINO and for Gen-DINO. Figures are PNG files next to the report; the HTML embeds them (base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gensis.rundir import atomic_write_text
+
+METHODS = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Gen-DINO")]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves_figure(out: Path, dest: Path) -> Path | None:
+    """Loss (and logged k-NN) per step for every method that has a metrics.jsonl."""
+    plt = _plt()
+    series = {}
+    for name, label in METHODS:
+        f = out / name / "metrics.jsonl"
+        if f.is_file():
+            rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+            series[label] = [r for r in rows if "loss" in r]
+    if not series:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, rows in series.items():
+        steps = [r["step"] for r in rows]
+        axes[0].plot(steps, [r.get("loss_dino", r["loss"]) for r in rows], label=label, lw=1.2)
+        dis = [(r["step"], r["loss_disent"]) for r in rows if "loss_disent" in r]
+        if dis:
+            axes[1].plot(*zip(*dis), label=label, lw=1.2)
+    axes[0].set(title="DINO loss", xlabel="step")
+    axes[1].set(title="disentanglement loss", xlabel="step")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+    return dest
+
+
+def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n_interp: int = 40,
+                     seed: int = 0) -> Path | None:
+    """Paper Fig. 6: real embeddings of three classes + interpolated samples, same projection."""
+    import torch
+
+    from gensis.data.sources import open_data
+    from gensis.data.transforms import to_tensor
+    from gensis.eldm import load_generator
+    from gensis.models.encoder import load_encoder
+    from gensis.rundir import RunDir
+
+    methods = [(n, l) for n, l in METHODS if n in ("dino", "gendino") and RunDir(out / n).is_done()]
+    if not methods or not (out / "eldm").is_dir():
+        return None
+    cfg = RunDir(out / "dino").config()
+    ds = open_data(data, "val", cfg["data"]["val_fraction"], cfg["data"]["split_seed"])
+    if ds.labels is None:
+        return None
+    rng = np.random.default_rng(seed)
+    classes = rng.choice(np.unique(ds.labels), 3, replace=False)
+    idx = [rng.choice(np.where(ds.labels == c)[0], min(n_per_class, (ds.labels == c).sum()), replace=False)
+           for c in classes]
+    real_idx = np.concatenate(idx)
+    real = torch.stack([to_tensor(ds.get(int(i))) for i in real_idx])
+    # interpolations between random pairs of images from two different classes among the three
+    gen = load_generator(out / "eldm")
+    pairs = [(a, b) for a in range(3) for b in range(a + 1, 3)]
+    i1, i2 = [], []
+    for j in range(n_interp):
+        a, b = pairs[j % len(pairs)]
+        i1.append(rng.choice(idx[a]))
+        i2.append(rng.choice(idx[b]))
+    im1 = torch.stack([to_tensor(ds.get(int(i))) for i in i1])
+    im2 = torch.stack([to_tensor(ds.get(int(i))) for i in i2])
+    e1, e2 = gen.encode(im1), gen.encode(im2)
+    inter = gen.interpolate(e1, e2, 0.5, "slerp", seeds=list(range(seed, seed + n_interp)))
+    try:
+        import umap
+
+        def project(fit, extra):
+            m = umap.UMAP(n_neighbors=15, random_state=seed).fit(fit)
+            return m.embedding_, m.transform(extra), "UMAP"
+    except ImportError:  # t-SNE cannot map new points; fit on both, as an approximation
+        from sklearn.manifold import TSNE
+
+        def project(fit, extra):
+            z = TSNE(random_state=seed, init="pca").fit_transform(np.concatenate([fit, extra]))
+            return z[:len(fit)], z[len(fit):], "t-SNE"
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4.4), squeeze=False)
+    names = ds.classes or [str(c) for c in range(ds.num_classes)]
+    for ax, (name, label) in zip(axes[0], methods):
+        enc = load_encoder(str(out / name))
+        f_real = torch.nn.functional.normalize(enc(real), dim=1).numpy()
+        f_int = torch.nn.functional.normalize(enc(inter), dim=1).numpy()
+        z_real, z_int, how = project(f_real, f_int)
+        start = 0
+        for c, ix in zip(classes, idx):
+            ax.scatter(*z_real[start:start + len(ix)].T, s=6, alpha=0.6, label=names[int(c)])
+            start += len(ix)
+        ax.scatter(*z_int.T, s=28, marker="*", c="k", label="interpolated (α=0.5)")
+        ax.set_title(f"{label}: {how} of real + interpolated")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+    return dest
+
+
+def _table_md(results: dict) -> str:
+    from gensis.cli.demo import BASELINES
+
+    names = [(n, l) for n, l in METHODS + BASELINES if n in results]
+    head = "| | " + " | ".join(l for _, l in names) + " |\n|---|" + "---:|" * len(names) + "\n"
+    rows = []
+    ks = sorted({r["k"] for n, _ in names for r in results[n]["knn"]["results"]})
+    for k in ks:
+        vals = [next((f"{r['top1']:.1f}" for r in results[n]["knn"]["results"] if r["k"] == k), "–") for n, _ in names]
+        rows.append(f"| {k}-NN top-1 (%) | " + " | ".join(vals) + " |")
+    if all("linear" in results[n] for n, _ in names):
+        rows.append("| linear probe top-1 (%) | " + " | ".join(f"{results[n]['linear']['top1']:.1f}" for n, _ in names) + " |")
+    return head + "\n".join(rows) + "\n"
+
+
+def write_report(out: str | Path, data: str | None = None) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``)."""
+    from gensis.errors import UserError
+    from gensis.rundir import RunDir
+
+    out = Path(out)
+    if not out.is_dir():
+        raise UserError(f"{out} is not a folder made by `gensis demo`")
+    figs = out / "report"
+    figs.mkdir(exist_ok=True)
+    if data is None and RunDir(out / "dino").exists():
+        data = RunDir(out / "dino").manifest()["inputs"]["data"]
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    sections: list[tuple[str, str, Path | None]] = []
+    if results:
+        sections.append(("Results", _table_md(results), None))
+    p = curves_figure(out, figs / "curves.png")
+    if p:
+        sections.append(("Training curves", "Loss per step of each method (same seed, epochs and batch).", p))
+    for png, title, text in [
+        ("generative.png", "Generative augmentations",
+         "Left: a real held-out image; right: images the E-LDM generated from its embedding (paper Fig. 7-9)."),
+        ("interpolation.png", "Interpolated augmentations",
+         "Two real images at the ends; between them, generations from the SLERP of their embeddings at "
+         "α = 0.2 … 0.8 (paper Fig. 11-13)."),
+    ]:
+        src = out / "eldm-figures" / png
+        if src.is_file():
+            sections.append((title, text, src))
+    if data is not None:
+        try:
+            p = embedding_figure(out, data, figs / "embedding.png")
+        except Exception as e:  # the figure is a nicety; never lose the report over it
+            p = None
+            sections.append(("Embedding space", f"(figure skipped: {type(e).__name__}: {e})", None))
+        if p:
+            sections.append(("Embedding space (paper Fig. 6)",
+                             "Real embeddings of three classes and E-LDM interpolations between them (stars), "
+                             "projected with the map fitted on the real points.", p))
+    md = ["# Gen-SIS report", f"Folder: `{out}`" + (f"; data: `{data}`" if data else ""), ""]
+    h = ["<!doctype html><meta charset='utf-8'><title>Gen-SIS report</title>",
+         "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>",
+         f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code></p>"]
+    for title, text, png in sections:
+        md += [f"## {title}", "", text, ""]
+        h.append(f"<h2>{html.escape(title)}</h2>")
+        h.append(_md_table_html(text) if text.startswith("|") else f"<p>{html.escape(text)}</p>")
+        if png is not None:
+            rel = png.relative_to(out) if png.is_relative_to(out) else png
+            md += [f"![{title}]({rel})", ""]
+            b64 = base64.b64encode(png.read_bytes()).decode()
+            h.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, "\n".join(md))
+    atomic_write_text(html_path, "\n".join(h))
+    return md_path, html_path
+
+
+def _md_table_html(md: str) -> str:
+    lines = [l for l in md.strip().splitlines() if not set(l) <= set("|-: ")]
+    rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+    out = ["<table>"]
+    for i, r in enumerate(rows):
+        tag = "th" if i == 0 else "td"
+        out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in r) + "</tr>")
+    return "\n".join(out + ["</table>"])
