@@ -101,7 +101,7 @@ def main() -> int:
         gen = FakeGenerator(image_size=args.fake_size, dim=16, delay=args.fake_ms / 1000, work=args.fake_work)
         what = f"fake generator ({args.fake_size}px, {args.fake_ms:g} ms/image sleep, {args.fake_work} CPU passes)"
     ds = open_data(args.data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"])
-    alone, bank, read, res = [], [], [], None
+    alone, bank, read, enc_share, res = [], [], [], [], None
     root = Path(tempfile.mkdtemp(prefix="bench_bank_"))
     try:
         for rep in range(args.repeats):
@@ -111,6 +111,7 @@ def main() -> int:
             res = generate_bank(cfg, args.data, out, generator=gen, quiet=True)
             assert res.complete and res.generated == n
             bank.append(res.images_per_s)
+            enc_share.append(res.extra["encode_seconds_rank0"] / res.seconds)
             size = sum(p.stat().st_size for p in (out / "shards").iterdir())
             read.append(reader_rate(out))
             print(f"  repeat {rep}: alone {alone[-1]:.1f} images/s, bank {bank[-1]:.1f} images/s "
@@ -126,6 +127,10 @@ def main() -> int:
           f"{size / n / 1024:.1f} KiB/entry")
     print(f"sampler alone: {a:.2f} images/s   bank generate: {b:.2f} images/s   "
           f"storage overhead: {100 * (a / b - 1):+.1f}%   (best of {args.repeats})")
+    ratios = sorted(x / y - 1 for x, y in zip(alone, bank))
+    print(f"per-repeat overhead median {100 * ratios[len(ratios) // 2]:+.1f}% (range {100 * ratios[0]:+.1f}% .. "
+          f"{100 * ratios[-1]:+.1f}%); writer thread busy encoding {100 * float(np.median(enc_share)):.1f}% of the "
+          f"generation time (overlapped)")
     print(f"BankReader.generative_batch (random batches of 256, {reader_threads()} decode threads): "
           f"{max(read):.0f} images/s")
     print(f"projected paper ImageNet-1K bank ({IMAGENET_TRAIN * 5:,} images) at the bank rate: "
