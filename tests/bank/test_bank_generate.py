@@ -161,3 +161,28 @@ def test_verify_detects_edited_manifest_entry(bank_copy):
     p.write_bytes(payload + idx_b + meta_b + footer)
     text = verify_bank(bank_copy).summary()
     assert "entry 2 (image 0 interp alpha=0.3): secondary" in text
+
+
+def test_generator_failure_keeps_complete_shards_and_its_own_error(tiny_npz, fake, bank_cfg, tmp_path,
+                                                                  reference_bank, shard_bytes):
+    class Flaky:
+        image_size, identity, encoder_identity = fake.image_size, fake.identity, fake.encoder_identity
+        calls = 0
+
+        def encode(self, images):
+            return fake.encode(images)
+
+        def generate(self, emb, seeds, **kw):
+            Flaky.calls += 1
+            if Flaky.calls == 25:  # in shard 2 (10 batches of 7 per shard)
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return fake.generate(emb, seeds, **kw)
+
+    out = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="simulated"):
+        generate_bank(bank_cfg(), str(tiny_npz), out, generator=Flaky(), quiet=True)
+    kept = sorted(p.name for p in (out / SHARD_DIR).glob("shard-*.gsb"))
+    assert kept == ["shard-000000.gsb", "shard-000001.gsb"]
+    assert not list(out.rglob("*.tmp"))
+    res = generate_bank(bank_cfg(), str(tiny_npz), out, generator=fake, quiet=True)
+    assert res.shards_written == 3 and shard_bytes(out) == shard_bytes(reference_bank)

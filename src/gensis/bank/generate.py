@@ -216,6 +216,7 @@ class ShardWriter:
         self.error: BaseException | None = None
         self.written: list[int] = []
         self.encode_seconds = 0.0
+        self.abort = False
         self.pool = ThreadPoolExecutor(threads) if threads > 1 and codec.name != "raw" else None
         self.thread = threading.Thread(target=self._run, name="bank-writer", daemon=True)
         self.thread.start()
@@ -224,12 +225,16 @@ class ShardWriter:
         """``images``: uint8 (B, S, S, 3), the entries ``start:start+B`` of ``plan``."""
         self._put((plan, start, images))
 
-    def close(self) -> None:
-        self._put(None)
+    def close(self, abort: bool = False) -> None:
+        """Wait until every complete shard is written; re-raise a writer error. ``abort`` (the producer failed):
+        drop incomplete shards silently and keep the producer's exception."""
+        self.abort = abort
+        if self.error is None:
+            self._put(None)
         self.thread.join()
         if self.pool is not None:
             self.pool.shutdown()
-        if self.error is not None:
+        if self.error is not None and not abort:
             raise self.error
 
     def _put(self, item) -> None:
@@ -248,7 +253,7 @@ class ShardWriter:
             while True:
                 item = self.q.get()
                 if item is None:
-                    if pending:
+                    if pending and not self.abort:
                         raise RuntimeError(f"shards {sorted(pending)} were not completed")
                     return
                 plan, start, images = item
@@ -489,7 +494,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     bar = progress(total=n_mine, desc=f"bank generate{' (rank 0)' if dist_info.world > 1 else ''}", unit="img",
                    disable=not show)
     writer = ShardWriter(out, codec, meta, threads=int(r["writer_threads"]))
-    generated = 0
+    generated, finished = 0, False
     try:
         for s in mine:
             plan = plan_shard(layout, s, int(g["seed"]), groups)
@@ -506,9 +511,10 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
                 writer.add(plan, b, imgs.permute(0, 2, 3, 1).contiguous().cpu().numpy())  # (B, S, S, 3)
                 generated += sl.stop - sl.start
                 bar.update(sl.stop - sl.start)
+        finished = True
     finally:
         try:
-            writer.close()
+            writer.close(abort=not finished)
         finally:
             bar.close()
     written = len(writer.written)

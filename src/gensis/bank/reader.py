@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gensis.bank.format import SHARD_DIR, Codec, ShardFormatError, read_tail, shard_name
+from gensis.bank.format import ENTRY_DTYPE, SHARD_DIR, Codec, ShardFormatError, read_tail, shard_name
 from gensis.bank.header import layout_of, read_header
 from gensis.bank.plan import KIND_GEN, KIND_INTERP
 from gensis.errors import UserError
@@ -176,7 +176,7 @@ class BankReader:
     def entries(self, idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """Manifest rows (``format.ENTRY_DTYPE``) of entries (image index, slot)."""
         refs = self._rows(np.asarray(idx), np.asarray(slot))
-        return np.array([sh.rows[r] for sh, r in refs], dtype=refs[0][0].rows.dtype) if refs else np.zeros(0)
+        return np.array([sh.rows[r] for sh, r in refs], dtype=ENTRY_DTYPE) if refs else np.zeros(0, ENTRY_DTYPE)
 
     def generative_batch(self, idx: np.ndarray, k: np.ndarray) -> torch.Tensor:
         """The k-th generative augmentation of each image: uint8 (B, 3, S, S)."""
