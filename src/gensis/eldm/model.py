@@ -42,7 +42,7 @@ class ELDMGenerator:
     def __init__(self, denoiser: Denoiser, autoencoder, schedule: NoiseSchedule, encoder, image_size: int,
                  latent_shape: tuple[int, int, int], defaults: SamplerSettings, weights_identity: str,
                  device: torch.device | str = "cpu", bf16: bool = False,
-                 steps_by_sampler: dict[str, int] | None = None, batch_size: int = 256):
+                 steps_by_sampler: dict[str, int] | None = None, micro_batch: int = 16):
         self.denoiser = denoiser.eval().requires_grad_(False)
         self.autoencoder = autoencoder
         self.schedule = schedule
@@ -54,7 +54,7 @@ class ELDMGenerator:
         self.steps_by_sampler = {"ddim": 50, "dpmpp": 20, **(steps_by_sampler or {}), defaults.name: defaults.steps}
         self.device = torch.device(device)
         self.bf16 = bf16
-        self.batch_size = batch_size
+        self.micro_batch = int(micro_batch)
         self._weights_identity = weights_identity
 
     # -- identity -------------------------------------------------------------------------------------
@@ -63,8 +63,12 @@ class ELDMGenerator:
         """Hash of the weights, the autoencoder, the encoder and the default sampler settings."""
         d = self.defaults
         parts = [self._weights_identity, self.autoencoder.identity, self.encoder.identity if self.encoder else "-",
-                 d.name, d.steps, d.guidance, d.eta, d.spacing, d.clip]
+                 d.name, d.steps, d.guidance, d.eta, d.spacing, d.clip, self.micro_batch]
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+    @property
+    def encoder_identity(self) -> str:
+        return self.encoder.identity if self.encoder is not None else "-"
 
     # -- the protocol ----------------------------------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -104,22 +108,30 @@ class ELDMGenerator:
         if len(seeds) != len(e):
             raise UserError(f"{len(e)} embeddings but {len(seeds)} seeds")
         s = self.settings(guidance, steps, sampler, eta)
+        m = self.micro_batch
         outs = []
-        for lo in range(0, len(e), self.batch_size):  # chunks: rows are independent, so this changes nothing
-            outs.append(self._generate_chunk(e[lo:lo + self.batch_size], seeds[lo:lo + self.batch_size], s))
+        for lo in range(0, len(e), m):
+            outs.append(self._generate_chunk(e[lo:lo + m], seeds[lo:lo + m], s))
         if not outs:
             return torch.zeros((0, 3, self.image_size, self.image_size))
         return torch.cat(outs)
 
     def _generate_chunk(self, e: torch.Tensor, seeds: list[int], s: SamplerSettings) -> torch.Tensor:
+        """Rows are run in micro-batches of exactly ``micro_batch`` (the last one padded with dummy rows):
+        convolution kernels pick their arithmetic by batch size, so a fixed size keeps a row's image
+        bit-identical whatever batch the caller put it in (rows never influence each other)."""
         dev = self.device
+        b = len(e)
+        if b < self.micro_batch:  # pad (B, D) and the seeds; the padding rows are thrown away
+            e = torch.cat([e, torch.zeros(self.micro_batch - b, e.shape[1])])
+            seeds = list(seeds) + [0] * (self.micro_batch - b)
         x_T, gens = initial_noise(seeds, self.latent_shape, dev)  # (B, C, h, w)
         sampler = make_sampler(self.schedule, s)
         with autocast(dev, self.bf16):
             ctx = self.denoiser.condition(e.to(dev))  # (B, Cc)
             z = sampler.sample(self._model, x_T, ctx.float(), self.denoiser.null_context.float(), s.guidance, gens)
             x = self.autoencoder.decode(z.float())
-        return x.float().clamp(-1, 1).cpu()
+        return x.float().clamp(-1, 1).cpu()[:b]
 
     def _model(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.denoiser(x, t, c).float()

@@ -90,14 +90,23 @@ def open_training_data(cfg: dict, data: str, split: str = "train") -> ImageSet:
 # caches: computed once per (encoder or autoencoder, dataset), reused on --resume and by sample/eval
 
 
-def _cached(path: Path, key: dict, compute) -> dict[str, torch.Tensor]:
+def _matches(path: Path, key: dict) -> bool:
     from safetensors import safe_open
 
-    if path.is_file():
+    try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        if all(meta.get(k) == str(v) for k, v in key.items()):
-            return load_tensors(path)
+    except Exception:  # unreadable: recompute
+        return False
+    return all(meta.get(k) == str(v) for k, v in key.items())
+
+
+def _cached(path: Path, key: dict, compute, pattern: str | None = None) -> dict[str, torch.Tensor]:
+    """Tensors cached at ``path`` (or any file of the folder matching ``pattern``) with the same ``key``."""
+    candidates = [path] + (sorted(path.parent.glob(pattern)) if pattern and path.parent.is_dir() else [])
+    for p in candidates:
+        if p.is_file() and _matches(p, key):
+            return load_tensors(p)
     tensors = compute()
     save_tensors(path, tensors, key)
     return tensors
@@ -112,7 +121,7 @@ def cached_embeddings(folder: Path, encoder, ds: ImageSet, device, batch_size: i
     def compute():
         return {"embeddings": torch.from_numpy(extract_features(encoder, ds, batch_size, device, f"embed {tag}"))}
 
-    return _cached(folder / f"embeddings-{tag}.safetensors", key, compute)["embeddings"]
+    return _cached(folder / f"embeddings-{tag}.safetensors", key, compute, "embeddings-*.safetensors")["embeddings"]
 
 
 @torch.no_grad()

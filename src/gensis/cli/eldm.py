@@ -1,0 +1,223 @@
+"""``gensis eldm``: the embedding-conditioned latent diffusion model (train-ae, train, sample, eval)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from gensis.cli.main import add_common
+
+DEFAULT_DATA = "builtin:animal-mnist"
+
+
+class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file of deltas "
+                                                    "(see src/gensis/configs/eldm/base.yaml for every key)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted config overrides, e.g. optim.epochs=3 cond.mode=both sample.guidance=2")
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale w (1: conditional only; default: the run's sample.guidance)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's sample.steps)")
+    p.add_argument("--sampler", choices=["ddim", "dpmpp"], default=None,
+                   help="ddim (ours, CFG halves in one batch) or dpmpp (DPM-Solver++ 2M; default steps sample.dpmpp_steps)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "eldm", help="train and use the embedding-conditioned diffusion model (E-LDM)",
+        description="E-LDM: a diffusion model trained on the same unlabeled images as the encoder and conditioned "
+                    "on the frozen encoder's embedding (no text, no outside data).\n\n"
+                    "  gensis eldm train-ae --data DATA --out AE_RUN             # VQ-f4 autoencoder (space=vq)\n"
+                    "  gensis eldm train --encoder RUN --data DATA --out ELDM_RUN [--ae AE_RUN]\n"
+                    "  gensis eldm sample --eldm ELDM_RUN --data DATA --out DIR  # PNG grids\n"
+                    "  gensis eldm eval --eldm ELDM_RUN --data DATA [--json FILE] # fidelity numbers",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(p)
+    s = p.add_subparsers(dest="eldm_cmd", metavar="SUBCOMMAND")
+
+    a = s.add_parser(
+        "train-ae", help="train the VQ-f4 autoencoder (latent space of the E-LDM)", formatter_class=_Fmt,
+        description="Train a VQ autoencoder (diffusers VQModel; len(ae.model.block_out_channels)-1 halvings, 3 levels "
+                    "= f4, as the paper's 256x256x3 -> 64x64x3) on the training split with L1 + L2 + codebook/"
+                    "commitment losses (offline: no perceptual loss) and an optional PatchGAN discriminator "
+                    "(ae.loss.disc_weight > 0). Reports the reconstruction error on held-out images and writes "
+                    "AE_RUN/autoencoder.safetensors + autoencoder.json. Only needed for space=vq.")
+    a.add_argument("--data", default=DEFAULT_DATA, help="dataset: builtin:NAME, an image folder or an .npz")
+    a.add_argument("--out", required=True, help="run directory to create (or to resume)")
+    a.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_args(a)
+    add_common(a)
+    a.set_defaults(func=run_train_ae)
+
+    t = s.add_parser(
+        "train", help="train the embedding-conditioned denoiser", formatter_class=_Fmt,
+        description="Train a UNet (diffusers UNet2DConditionModel, from scratch) to denoise images (space=pixel) or "
+                    "VQ latents (--ae AE_RUN) conditioned on the frozen encoder's CLS embedding of the image, "
+                    "projected to unet.context_dim; cond.mode: cross_attn (single context token, the paper's family), "
+                    "time (added to the timestep embedding) or both. The condition is replaced by a learned null "
+                    "embedding with probability cond.drop_prob for classifier-free guidance. Embeddings of the "
+                    "training set are computed once and cached in ELDM_RUN/cache (keyed by the encoder's hash). "
+                    "Writes config.yaml, manifest.json, metrics.jsonl, an atomic checkpoint every epoch "
+                    "(--resume), and at the end denoiser_ema.safetensors + eldm.json with copies of the encoder and "
+                    "autoencoder. Multi-process: torchrun --nproc_per_node=N -m gensis.cli.main eldm train ...")
+    t.add_argument("--encoder", required=True, help="pretraining run directory whose teacher backbone conditions "
+                                                    "the generator (cond.which=student for the student)")
+    t.add_argument("--data", default=DEFAULT_DATA, help="dataset (the training split is used)")
+    t.add_argument("--out", required=True, help="run directory to create (or to resume)")
+    t.add_argument("--ae", default=None, help="autoencoder run from `gensis eldm train-ae` (sets space=vq)")
+    t.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    _config_args(t)
+    add_common(t)
+    t.set_defaults(func=run_train)
+
+    m = s.add_parser(
+        "sample", help="PNG grids: generative (Fig. 7-9) and interpolation (Fig. 11-13)", formatter_class=_Fmt,
+        description="Write DIR/generative.png (each row: a held-out real image, then figures.per_image samples "
+                    "generated from its embedding) and DIR/interpolation.png (each row: real image 1 at alpha=1, "
+                    "samples from the interpolated embedding at figures.alphas, real image 2 at alpha=0; same seed "
+                    "along a row). Settings come from the E-LDM run's config; override figures.* as key=value.")
+    m.add_argument("--eldm", required=True, help="finished `gensis eldm train` run")
+    m.add_argument("--data", default=DEFAULT_DATA, help="dataset whose held-out (val) images are shown "
+                                                        "(suffix @train/@all for another split)")
+    m.add_argument("--out", required=True, help="folder for the PNG files")
+    m.add_argument("--method", choices=["slerp", "lerp"], default=None, help="interpolation (default figures.method)")
+    m.add_argument("--seed", type=int, default=None, help="seed of the rows and samples (default figures.seed)")
+    _settings_args(m)
+    m.add_argument("overrides", nargs="*", metavar="key=value", help="figures.* overrides, e.g. figures.rows=10")
+    add_common(m)
+    m.set_defaults(func=run_sample)
+
+    e = s.add_parser(
+        "eval", help="fidelity numbers on held-out images", formatter_class=_Fmt,
+        description="For eval.n held-out images: generate one sample from each image's embedding, embed it again "
+                    "and report (a) source retrieval: top-1/top-5 rate at which the source image ranks first among "
+                    "the n real embeddings by cosine; (b) label agreement: the k-NN label (over training-set "
+                    "embeddings) of the sample equals the source's label (labelled data only); (c) the Frechet "
+                    "distance between real and generated embeddings in the encoder's feature space.")
+    e.add_argument("--eldm", required=True, help="finished `gensis eldm train` run")
+    e.add_argument("--data", default=DEFAULT_DATA, help="dataset; its val split is held out (train split: k-NN bank)")
+    e.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    e.add_argument("--n", type=int, default=None, help="number of held-out images (default eval.n)")
+    _settings_args(e)
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("overrides", nargs="*", metavar="key=value", help="eval.* overrides, e.g. eval.knn_k=10")
+    add_common(e)
+    e.set_defaults(func=run_eval)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _cfg(args) -> dict:
+    from gensis.config import load_config
+
+    return load_config("eldm", args.preset, args.overrides)
+
+
+def run_train_ae(args) -> int:
+    from gensis.config import dump
+
+    cfg = _cfg(args)
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
+    from gensis.eldm.train_ae import train_ae
+
+    run = train_ae(cfg, args.data, args.out, resume=args.resume, quiet=args.quiet)
+    val = run.manifest().get("val", {})
+    print(f"autoencoder done: {run.path} (held-out MSE {val.get('val_mse', float('nan')):.5f}, "
+          f"PSNR {val.get('val_psnr', float('nan')):.2f} dB)")
+    return 0
+
+
+def run_train(args) -> int:
+    from gensis.config import dump
+
+    overrides = list(args.overrides)
+    if args.ae is not None and not any(o.startswith("space=") for o in overrides):
+        overrides.append("space=vq")
+    args.overrides = overrides
+    cfg = _cfg(args)
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
+    from gensis.eldm.train import train
+
+    run = train(cfg, args.encoder, args.data, args.out, ae_path=args.ae, resume=args.resume, quiet=args.quiet)
+    print(f"E-LDM training done: {run.path}")
+    return 0
+
+
+def _run_cfg(eldm: str) -> dict:
+    from gensis.config import load_config, merge
+    from gensis.rundir import RunDir
+
+    run = RunDir(eldm)
+    if not run.is_done():
+        from gensis.errors import UserError
+
+        raise UserError(f"{eldm} is not a finished `gensis eldm train` run")
+    return merge(load_config("eldm", "base"), run.config(), where=f"{eldm}/config.yaml")
+
+
+def _settings(args) -> dict:
+    return {"guidance": args.guidance, "steps": args.steps, "sampler": args.sampler}
+
+
+def run_sample(args) -> int:
+    from gensis.config import merge, parse_overrides
+    from gensis.data.sources import open_data
+    from gensis.eldm import load_generator
+    from gensis.eldm.figures import write_figures
+
+    cfg = merge(_run_cfg(args.eldm), parse_overrides(args.overrides), where="command line")
+    fig = dict(cfg["figures"])
+    if args.method:
+        fig["method"] = args.method
+    if args.seed is not None:
+        fig["seed"] = args.seed
+    d = cfg["data"]
+    ds = open_data(args.data, "val", d["val_fraction"], d["split_seed"])
+    gen = load_generator(args.eldm, device=args.device, **_settings(args))
+    paths = write_figures(gen, ds, args.out, fig)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def run_eval(args) -> int:
+    from pathlib import Path
+
+    from gensis.config import merge, parse_overrides
+    from gensis.data.sources import open_data
+    from gensis.eldm import load_generator
+    from gensis.eldm.evaluate import evaluate, format_report
+    from gensis.eldm.train import cached_embeddings
+    from gensis.rundir import atomic_write_json
+
+    cfg = merge(_run_cfg(args.eldm), parse_overrides(args.overrides), where="command line")
+    ev, d = cfg["eval"], cfg["data"]
+    val = open_data(args.data, "val", d["val_fraction"], d["split_seed"])
+    train_ds = open_data(args.data, "train", d["val_fraction"], d["split_seed"])
+    gen = load_generator(args.eldm, device=args.device, **_settings(args))
+    train_emb = cached_embeddings(Path(args.eldm) / "cache", gen.encoder, train_ds, gen.device,
+                                  int(cfg["cond"]["encode_batch_size"]), tag="eval-train")
+    r = evaluate(gen, val, train_ds, train_emb, n=args.n or int(ev["n"]), seed=int(ev["seed"]),
+                 batch_size=int(ev["batch_size"]), knn_k=int(ev["knn_k"]), quiet=args.quiet, **_settings(args))
+    r["eldm"] = str(args.eldm)
+    r["data"] = args.data
+    r["generator_identity"] = gen.identity
+    print(format_report(r))
+    if args.json:
+        atomic_write_json(args.json, r)
+    return 0
