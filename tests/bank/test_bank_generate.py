@@ -186,3 +186,19 @@ def test_generator_failure_keeps_complete_shards_and_its_own_error(tiny_npz, fak
     assert not list(out.rglob("*.tmp"))
     res = generate_bank(bank_cfg(), str(tiny_npz), out, generator=fake, quiet=True)
     assert res.shards_written == 3 and shard_bytes(out) == shard_bytes(reference_bank)
+
+
+def test_folder_dataset_of_mixed_sizes(tmp_path, fake, bank_cfg):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for j in range(10):
+            h, w = (12, 20) if j % 2 else (16, 16)
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{j}.png")
+    out = tmp_path / "bank"
+    res = generate_bank(bank_cfg("gen.secondary=random"), str(tmp_path / "imgs"), out, generator=fake, quiet=True)
+    assert res.complete and res.num_images == 16 and verify_bank(out, decode=True).ok
+    ds = open_data(str(tmp_path / "imgs"), "train")
+    BankReader(out).check_dataset(ds)

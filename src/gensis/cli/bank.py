@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from gensis.cli.main import add_common
 
@@ -29,11 +30,13 @@ def add_parser(sub) -> None:
 
     g = bsub.add_parser(
         "generate", help="generate a bank (resumable; torchrun for several processes/GPUs)",
-        description="Generate K generative augmentations per image and one interpolated augmentation per image "
-                    "and alpha (with a secondary image chosen by seed, or from another group/slide), and store them "
-                    "in sharded files. Config: a preset, then key=value overrides (e.g. gen.num_generative=2 "
-                    "gen.steps=25 storage.codec=jpeg). Under torchrun each rank writes its own shards; the result "
-                    "equals a single-process run.",
+        description=textwrap.fill(
+            "Generate K generative augmentations per image and one interpolated augmentation per image and alpha "
+            "(with a secondary image chosen by seed, or from another group/slide), and store them in sharded "
+            "files (format: docs/bank.md). Config: a preset, then key=value overrides (e.g. gen.num_generative=2 "
+            "gen.steps=25 storage.codec=jpeg). Under torchrun each rank writes its own shards; the result equals "
+            "a single-process run. At the end it prints images/s and the projected cost of the paper's "
+            "ImageNet-1K bank.", 100),
         epilog=GENERATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--eldm", default=None, help="E-LDM run directory (from `gensis eldm train`)")
     g.add_argument("--data", default="builtin:animal-mnist",
