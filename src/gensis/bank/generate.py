@@ -397,16 +397,16 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
             raise UserError(f"{out} holds a bank made with other settings ({'; '.join(diff[:4])}"
                             f"{'; ...' if len(diff) > 4 else ''}): use another --out or the same settings")
         header = {**old, "status": old.get("status", "running")}
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(not p.name.endswith(".tmp") for p in out.iterdir()):  # (a kill can leave a .tmp)
         raise UserError(f"{out} exists and is not an augmentation bank: give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / HEADER).is_file():  # first: from now on the folder is a bank (running)
+        write_header(out, header)
     for sub in (SHARD_DIR, EMB_DIR):
         (out / sub).mkdir(exist_ok=True)
     for folder in (out, out / SHARD_DIR, out / EMB_DIR):
         for tmp in folder.glob(".*.tmp"):  # left by a killed run: never a valid file
             tmp.unlink()
-    if header.get("status") != "done":
-        write_header(out, {**header, "status": "running"})
     atomic_write_text(out / "config.yaml", dump(cfg))
     if groups is not None and not (out / "groups.npy").is_file():
         buf = io.BytesIO()
@@ -425,6 +425,9 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
             p.unlink()
             pending.append(s)
     emb = [s for s in range(layout.num_shards) if pending and not (out / EMB_DIR / emb_name(s)).is_file()]
+    if pending and header.get("status") != "running":
+        header = {**header, "status": "running"}
+        write_header(out, header)
     return pending, emb, header
 
 
