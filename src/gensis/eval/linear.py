@@ -36,6 +36,7 @@ Deviations from DINO, for CPU budgets
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -133,25 +134,51 @@ class HeadResult:
     final_loss: float | None = None
 
 
+@contextlib.contextmanager
+def _cpu_threads(n: int):
+    """Run the block with at most ``n`` torch CPU threads."""
+    old = torch.get_num_threads()
+    if n >= old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def fit_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, num_classes: int, cfg: LinearConfig,
-                     show_progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     show_progress: bool = True, device: str | torch.device = "cpu"
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 3: one linear head per learning rate of ``cfg.lrs``, trained on (K, N, D) or (N, D) features.
 
-    Returns weight (H, C, D), bias (H, C) and each head's last-batch loss (H,).
+    Features stay where they are (CPU); each batch is moved to ``device``. On CPU, small heads (below
+    ~67 M multiply-adds per step, e.g. 9 heads × 10 classes × 384-d × batch 1024) train on one thread:
+    their matmuls are too small for threading to pay, and spinning OpenMP threads cost far more than they
+    save when the cores are shared. Returns weight (H, C, D), bias (H, C) and each head's last loss (H,).
     """
-    from gensis.progress import progress
-
     if train_feats.ndim == 2:
         train_feats = train_feats[None]  # (1, N, D)
+    device = torch.device(device)
+    work = cfg.batch_size * len(cfg.lrs) * num_classes * train_feats.shape[-1]
+    threads = 1 if device.type == "cpu" and work < 2**26 else torch.get_num_threads()
+    with _cpu_threads(threads):
+        return _fit(train_feats, y_train, num_classes, cfg, show_progress, device)
+
+
+def _fit(train_feats, y_train, num_classes, cfg, show_progress, device):
+    from gensis.progress import progress
+
     K, N, D = train_feats.shape
     H, C, B = len(cfg.lrs), num_classes, cfg.batch_size
     g = torch.Generator().manual_seed(cfg.seed)
-    weight = (torch.randn(H, C, D, generator=g) * 0.01).requires_grad_()  # (H, C, D), DINO's init
-    bias = torch.zeros(H, C, requires_grad=True)  # (H, C)
+    weight = (torch.randn(H, C, D, generator=g) * 0.01).to(device).requires_grad_()  # (H, C, D), DINO's init
+    bias = torch.zeros(H, C, device=device, requires_grad=True)  # (H, C)
     bufs = [torch.zeros_like(weight), torch.zeros_like(bias)]  # momentum buffers
-    peak = torch.tensor(cfg.lrs, dtype=torch.float32) * B / 256  # (H,) linear scaling rule
+    peak = torch.tensor(cfg.lrs, dtype=torch.float32, device=device) * B / 256  # (H,) linear scaling rule
     n_batches = -(-N // B)
-    last_loss = torch.zeros(H)
+    last_loss = torch.zeros(H, device=device)
     bar = progress(total=cfg.epochs * n_batches, desc="linear heads", leave=False, disable=not show_progress)
     for epoch in range(cfg.epochs):
         lr = peak * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # (H,) cosine, per epoch
@@ -159,7 +186,7 @@ def fit_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, num_class
         perm = torch.randperm(N, generator=g)
         for b in range(n_batches):
             idx = perm[b * B:(b + 1) * B]
-            x, y = feats[idx], y_train[idx]  # (b, D), (b,)
+            x, y = feats[idx].to(device), y_train[idx].to(device)  # (b, D), (b,)
             logits = torch.einsum("bd,hcd->hbc", x, weight) + bias[:, None, :]  # (H, b, C)
             per_head = F.cross_entropy(logits.reshape(-1, C), y.repeat(H), reduction="none").view(H, -1).mean(1)
             weight.grad = bias.grad = None
@@ -180,24 +207,26 @@ def score_linear_heads(weight: torch.Tensor, bias: torch.Tensor, test_feats: tor
                        y_test: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 4: top-1 and top-5 accuracy (%) of every head, each (H,)."""
     H, C, _ = weight.shape
-    correct1 = torch.zeros(H, dtype=torch.long)
-    correct5 = torch.zeros(H, dtype=torch.long)
+    correct1 = torch.zeros(H, dtype=torch.long, device=weight.device)
+    correct5 = torch.zeros(H, dtype=torch.long, device=weight.device)
+    dev = weight.device
     for start in range(0, len(y_test), chunk):
-        x, y = test_feats[start:start + chunk], y_test[start:start + chunk]  # (b, D), (b,)
+        x, y = test_feats[start:start + chunk].to(dev), y_test[start:start + chunk].to(dev)  # (b, D), (b,)
         logits = torch.einsum("bd,hcd->hbc", x, weight) + bias[:, None, :]  # (H, b, C)
         hit = logits.topk(min(5, C), dim=-1).indices == y[None, :, None]  # (H, b, top)
         correct1 += hit[..., 0].sum(1)
         correct5 += hit.any(-1).sum(1)
     n = max(len(y_test), 1)
-    return 100.0 * correct1.double() / n, 100.0 * correct5.double() / n
+    return 100.0 * correct1.cpu().double() / n, 100.0 * correct5.cpu().double() / n
 
 
 def train_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, test_feats: torch.Tensor,
                        y_test: torch.Tensor, num_classes: int, cfg: LinearConfig,
-                       show_progress: bool = True) -> list[HeadResult]:
+                       show_progress: bool = True, device: str | torch.device = "cpu") -> list[HeadResult]:
     """Train one linear head per learning rate of ``cfg.lrs`` (steps 3-4); one result per head."""
-    weight, bias, last_loss = fit_linear_heads(train_feats, y_train, num_classes, cfg, show_progress)
+    weight, bias, last_loss = fit_linear_heads(train_feats, y_train, num_classes, cfg, show_progress, device)
     top1, top5 = score_linear_heads(weight, bias, test_feats, y_test)
+    weight, bias, last_loss = weight.cpu(), bias.cpu(), last_loss.cpu()
     finite = torch.isfinite(weight).flatten(1).all(1) & torch.isfinite(bias).all(1) & torch.isfinite(last_loss)
     out = []
     for h, lr0 in enumerate(cfg.lrs):
@@ -227,7 +256,7 @@ def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, dev
     f_train = augmented_features(encoder, train_ds, cfg.aug_copies, cfg.crop_scale, cfg.seed, batch_size, device)
     t_feat = time.time() - t0
     heads = train_linear_heads(f_train, torch.from_numpy(y_train), torch.from_numpy(np.asarray(f_test)).float(),
-                               torch.from_numpy(y_test), num_classes, cfg)
+                               torch.from_numpy(y_test), num_classes, cfg, device=device)
     ok = [h for h in heads if not h.diverged]
     if not ok:
         raise UserError("every learning rate diverged; give smaller ones with --lrs")
