@@ -134,9 +134,15 @@ def run(args) -> int:
     if have_gen and want("eldm"):
         runs["eldm"] = _eldm_stage(pipe, out, P, D, S, k_eldm, quiet)
     if have_gen and want("bank"):
+        # the bank must cover exactly the images Gen-DINO trains on: same split and limit as pretraining
+        from gensis.config import load_config
+
+        d = load_config("pretrain", P)["data"]
+        same_data = [f"data.limit={'null' if d['limit'] is None else d['limit']}",
+                     f"data.val_fraction={d['val_fraction']}", f"data.split_seed={d['split_seed']}"]
         runs["bank"] = pipe.stage("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", D,
-                                           "--out", str(out / "bank"), "--preset", P, *quiet,
-                                           f"seed={S}"] + (["--quiet"] if args.quiet else []),
+                                           "--out", str(out / "bank"), "--preset", P, *quiet, *same_data,
+                                           f"gen.seed={S}"] + (["--quiet"] if args.quiet else []),
                                   k_bank, done_file="bank.json", resumable=False)
     if have_gen and want("gendino"):
         runs["gendino"] = pipe.stage("gendino", ["pretrain", "--data", D, "--out", str(out / "gendino"),
