@@ -99,6 +99,8 @@ class Pipeline:
         f = path / done_file
         if not f.is_file():
             return False
+        if f.suffix != ".json":
+            return True
         try:
             return json.loads(f.read_text()).get("status", "done") == "done"
         except json.JSONDecodeError:
@@ -133,6 +135,13 @@ def run(args) -> int:
     k_bank = _key("bank", k_eldm, P, S)
     if have_gen and want("eldm"):
         runs["eldm"] = _eldm_stage(pipe, out, P, D, S, k_eldm, quiet)
+    if have_gen and want("eldm"):  # figures and fidelity numbers of the E-LDM (for the report)
+        pipe.stage("eldm-figures", ["eldm", "sample", "--eldm", str(out / "eldm"), "--data", D,
+                                    "--out", str(out / "eldm-figures"), *quiet], _key("fig", k_eldm),
+                   done_file="interpolation.png", resumable=False)
+        pipe.stage("eldm-eval", ["eldm", "eval", "--eldm", str(out / "eldm"), "--data", D,
+                                 "--json", str(out / "eldm-eval" / "eval.json"), *quiet], _key("ev", k_eldm),
+                   done_file="eval.json", resumable=False)
     if have_gen and want("bank"):
         # the bank must cover exactly the images Gen-DINO trains on: same split and limit as pretraining
         from gensis.config import load_config
