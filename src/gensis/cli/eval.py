@@ -16,6 +16,15 @@ from gensis.cli.main import add_common
 DEFAULT_DATA = "builtin:animal-mnist"
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones and those the help text already explains."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a frozen encoder: weighted k-NN or linear probe (DINO protocols)",
@@ -26,7 +35,7 @@ def add_parser(sub) -> None:
         "knn", help="weighted k-NN classifier on L2-normalized features (DINO, T=0.07, k=10/20)",
         description="Weighted k-NN (DINO): cosine similarity to the k nearest training features, votes "
                     "weighted by exp(similarity / T); top-1 and top-5 accuracy on the test set.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_Help)
     _common(knn)
     knn.add_argument("--k", type=int, nargs="+", default=[10, 20], metavar="K",
                      help="numbers of neighbours to evaluate (one result row each)")
@@ -41,22 +50,22 @@ def add_parser(sub) -> None:
                     "All learning rates train at once as parallel heads; the best top-1 is reported. "
                     "Train features are extracted once for --aug-copies augmented copies of the train set "
                     "(epoch e uses copy e mod K) instead of re-running the backbone every epoch.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_Help)
     _common(lin)
     from gensis.eval.linear import LinearConfig
 
     d = LinearConfig()
     lin.add_argument("--lrs", type=float, nargs="+", default=list(d.lrs), metavar="LR",
                      help="learning rates to sweep, at batch 256 (scaled by batch-size/256, as DINO)")
-    lin.add_argument("--epochs", type=int, default=d.epochs, help="training epochs of the linear heads")
-    lin.add_argument("--batch-size", type=int, default=d.batch_size, help="SGD batch size of the linear heads")
+    lin.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help="training epochs of the linear heads")
+    lin.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="SGD batch size of the linear heads")
     lin.add_argument("--aug-copies", type=int, default=d.aug_copies, metavar="K",
                      help="augmented copies of the train set whose features are precomputed")
     lin.add_argument("--crop-scale", type=float, nargs=2, default=list(d.crop_scale), metavar=("MIN", "MAX"),
                      help="area range of RandomResizedCrop on train images")
-    lin.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    lin.add_argument("--weight-decay", type=float, default=d.weight_decay, help="SGD weight decay")
-    lin.add_argument("--seed", type=int, default=d.seed, help="seed of the augmentations, shuffling and head init")
+    lin.add_argument("--momentum", type=float, default=d.momentum, metavar="M", help="SGD momentum")
+    lin.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="WD", help="SGD weight decay")
+    lin.add_argument("--seed", type=int, default=d.seed, metavar="SEED", help="seed of the augmentations, shuffling and head init")
     lin.set_defaults(func=run_linear)
 
 
@@ -73,16 +82,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE (JSON, atomically)")
     p.add_argument("--backbone", choices=["teacher", "student"], default="teacher",
                    help="which exported backbone of a run to evaluate (DINO evaluates the teacher)")
-    p.add_argument("--val-fraction", type=float, default=None,
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
                    help="held-out share for data without its own split (default: the run's data.val_fraction, "
                         "else 0.2)")
-    p.add_argument("--split-seed", type=int, default=None,
+    p.add_argument("--split-seed", type=int, default=None, metavar="SEED",
                    help="seed of that split (default: the run's data.split_seed, else 0)")
-    p.add_argument("--init-seed", type=int, default=0, help="initialisation seed of --encoder random")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    p.add_argument("--feature-batch-size", type=int, default=256,
+    p.add_argument("--init-seed", type=int, default=0, metavar="SEED", help="initialisation seed of --encoder random")
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--feature-batch-size", type=int, default=256, metavar="N",
                    help="images per forward pass when extracting features")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice). On cores shared with other busy processes, "
+                        "1 thread or the environment variable OMP_WAIT_POLICY=PASSIVE can be several times faster")
     add_common(p)
 
 
