@@ -78,9 +78,6 @@ class Denoiser(nn.Module):
         self.unet = UNet2DConditionModel(**unet_kwargs(unet_cfg, channels, sample_size, context, mode))
         temb = self.unet.time_embedding.linear_2.out_features
         self.to_time = nn.Linear(context, temb) if mode in ("time", "both") else None
-        if self.to_time is not None:  # start as the unconditional model: the condition is learned in
-            nn.init.zeros_(self.to_time.weight)
-            nn.init.zeros_(self.to_time.bias)
 
     def condition(self, e: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         return self.conditioner(e, drop)

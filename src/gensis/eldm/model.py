@@ -172,7 +172,7 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
                    int(info["unet"]["context_dim"]), info["cond"]["mode"])
     den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
     den.to(dev)
-    ae = PixelSpace() if info["space"] == "pixel" else load_autoencoder(run / info["autoencoder"]["dir"], dev)
+    ae = PixelSpace(int(info.get("pixel_patch", 1))) if info["space"] == "pixel" else load_autoencoder(run / info["autoencoder"]["dir"], dev)
     encoder = None
     if with_encoder:
         enc_spec = info["encoder"]["dir"]

@@ -199,7 +199,7 @@ def resolve_autoencoder(cfg: dict, ae_path: str | None, device):
         raise UserError("space=vq needs --ae AE_RUN (train one with `gensis eldm train-ae`), or use space=pixel")
     if cfg["space"] != "pixel":
         raise UserError(f"space must be vq or pixel, got '{cfg['space']}'")
-    return PixelSpace()
+    return PixelSpace(int(cfg["pixel_patch"]))
 
 
 def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str | None = None, resume: bool = False,
@@ -236,14 +236,15 @@ def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str
 
     # caches (rank 0 computes, the others read)
     cache = run / "cache"
+    use_lat = ae.space == "vq" or ae.factor > 1  # VQ latents, or pixels folded into channels: encoded once
     if dist_info.is_main:
         cache.mkdir(parents=True, exist_ok=True)
         emb = cached_embeddings(cache, encoder, ds, device, int(cfg["cond"]["encode_batch_size"]))
-        lat = cached_latents(cache, ae, ds, size, device, 256, bool(cfg["data"]["hflip"])) if ae.space == "vq" else None
+        lat = cached_latents(cache, ae, ds, size, device, 256, bool(cfg["data"]["hflip"])) if use_lat else None
     barrier()
     if not dist_info.is_main:
         emb = cached_embeddings(cache, encoder, ds, device, int(cfg["cond"]["encode_batch_size"]))
-        lat = cached_latents(cache, ae, ds, size, device, 256, bool(cfg["data"]["hflip"])) if ae.space == "vq" else None
+        lat = cached_latents(cache, ae, ds, size, device, 256, bool(cfg["data"]["hflip"])) if use_lat else None
     emb = emb.to(device)
     batches = None
     if lat is None:
@@ -362,7 +363,7 @@ def export(run: RunDir, cfg: dict, ema_model: Denoiser, encoder_spec: str, encod
             shutil.copyfile(Path(ae_path) / name, run / AE_DIR / name)
     save_tensors(run / EMA_WEIGHTS, ema_model.state_dict())
     atomic_write_json(run / MODEL_JSON, {
-        "space": ae.space, "image_size": int(cfg["data"]["image_size"]), "latent_size": latent_size,
+        "space": ae.space, "pixel_patch": int(cfg["pixel_patch"]), "image_size": int(cfg["data"]["image_size"]), "latent_size": latent_size,
         "latent_channels": ae.channels, "emb_dim": encoder.dim,
         "encoder": {"dir": ENCODER_DIR if src.is_dir() else str(encoder_spec), "which": cfg["cond"]["which"],
                     "identity": encoder.identity},

@@ -215,7 +215,8 @@ def train_ae(cfg: dict, data: str, out: str | Path, resume: bool = False, quiet:
         ae.eval()
         if not rec:
             rec = reconstruction_error(ae, val_images, device)
-        ae.scale = latent_scale(ae, ImageBatches(ds, 256, seed, load_size=size), device)
+        ae.scale = latent_scale(ae, ImageBatches(ds, 256, seed, load_size=size, shuffle=False, drop_last=False),
+                                device)
         ident = save_autoencoder(run.path, ae, a["model"], size, {"val": rec, "val_images": n_val})
         run.finish(autoencoder_identity=ident, val=rec, train_seconds=round(time.time() - t_start, 1))
         if not quiet:

@@ -1,0 +1,146 @@
+"""`gensis eldm train-ae / train / sample / eval` end to end on tiny models, and kill-and-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gensis.checkpoint import load_checkpoint, sub_state
+from gensis.rundir import load_tensors
+
+
+def test_train_writes_a_complete_run(trained_pixel_run):
+    run = trained_pixel_run
+    for name in ("config.yaml", "manifest.json", "metrics.jsonl", "checkpoint.safetensors", "denoiser_ema.safetensors",
+                 "eldm.json", "encoder/teacher_backbone.safetensors", "encoder/config.yaml"):
+        assert (run / name).is_file(), name
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["status"] == "done" and m["stage"] == "eldm"
+    assert m["inputs"]["encoder_identity"] and m["inputs"]["data_identity"]
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and all("loss" in r and "lr" in r for r in rows)
+    assert list((run / "cache").glob("embeddings-*.safetensors"))
+
+
+def test_embeddings_cache_is_keyed_by_the_encoder(trained_pixel_run, encoder_run, tiny_npz):
+    from safetensors import safe_open
+
+    from gensis.models.encoder import load_encoder
+
+    path = trained_pixel_run / "cache" / "embeddings-train.safetensors"
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["encoder"] == load_encoder(str(encoder_run)).identity
+
+
+def test_load_generator_and_protocol(trained_pixel_run, tiny_npz):
+    import numpy as np
+
+    from gensis.eldm import EmbeddingConditionedGenerator, load_generator
+
+    g = load_generator(trained_pixel_run, guidance=2.0, steps=3)
+    assert isinstance(g, EmbeddingConditionedGenerator) and g.image_size == 16
+    images = torch.from_numpy(np.load(tiny_npz)["images"][:3]).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
+    e = g.encode(images)
+    assert e.shape == (3, 32)
+    out = g.generate(e, [1, 2, 3])
+    assert out.shape == (3, 3, 16, 16) and out.dtype == torch.uint8
+    assert torch.equal(g.generate(e[1:2], [2]), out[1:2])
+    assert torch.equal(g.interpolate(e[:1], e[1:2], 1.0, seeds=[5]), g.generate(e[:1], [5]))
+    assert g.identity != load_generator(trained_pixel_run, guidance=3.0, steps=3).identity
+    assert g.generate(e, [1, 2, 3], sampler="dpmpp").shape == (3, 3, 16, 16)
+
+
+def test_sample_and_eval_cli(trained_pixel_run, tiny_npz, tmp_path, cli, capsys):
+    assert cli("eldm", "sample", "--eldm", trained_pixel_run, "--data", tiny_npz, "--out", tmp_path / "fig") == 0
+    from PIL import Image
+
+    for name in ("generative.png", "interpolation.png"):
+        with Image.open(tmp_path / "fig" / name) as im:
+            assert im.width > 16 * 4 * 3 and im.height > 16 * 4
+    out = tmp_path / "fid.json"
+    assert cli("eldm", "eval", "--eldm", trained_pixel_run, "--data", tiny_npz, "--json", out, "--quiet") == 0
+    r = json.loads(out.read_text())
+    for k in ("retrieval_top1", "retrieval_top5", "label_agreement", "frechet_distance", "label_knn_real"):
+        assert k in r and r[k] >= 0
+    assert r["n"] == 12
+    assert "source retrieval" in capsys.readouterr().out
+
+
+def test_vq_autoencoder_then_latent_denoiser(tmp_path, encoder_run, tiny_npz, tiny_overrides, cli):
+    ae = tmp_path / "ae"
+    assert cli("eldm", "train-ae", "--data", tiny_npz, "--out", ae, "--preset", "smoke", "--quiet", *tiny_overrides,
+               "ae.loss.disc_weight=0.1") == 0
+    info = json.loads((ae / "autoencoder.json").read_text())
+    assert info["val"]["val_mse"] > 0 and info["scale"] > 0
+    assert json.loads((ae / "manifest.json").read_text())["val"]["val_psnr"] > 0
+    run = tmp_path / "eldm"
+    assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", run, "--ae", ae,
+               "--preset", "smoke", "--quiet", *tiny_overrides, "optim.epochs=1") == 0
+    from gensis.eldm import load_generator
+
+    g = load_generator(run)
+    assert g.latent_shape == (3, 4, 4) and g.autoencoder.space == "vq"
+    assert (run / "autoencoder" / "autoencoder.safetensors").is_file()
+    assert g.generate(torch.randn(2, 32), [0, 1]).shape == (2, 3, 16, 16)
+
+
+def test_user_errors_are_one_line(tmp_path, encoder_run, tiny_npz, cli, capsys):
+    assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", tmp_path / "x",
+               "--preset", "smoke", "space=vq") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ae" in err[0]
+    assert cli("eldm", "train", "--encoder", tmp_path / "nope", "--data", tiny_npz, "--out", tmp_path / "y",
+               "--preset", "smoke") == 2
+    assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", tmp_path / "z",
+               "--preset", "smoke", "cond.mdoe=time") == 2
+    assert "cond.mode" in capsys.readouterr().err
+    assert cli("eldm", "sample", "--eldm", tmp_path / "nothing", "--data", tiny_npz, "--out", tmp_path / "f") == 2
+
+
+def _train_argv(encoder_run, tiny_npz, out, overrides):
+    return [sys.executable, "-m", "gensis.cli.main", "eldm", "train", "--encoder", str(encoder_run), "--data",
+            str(tiny_npz), "--out", str(out), "--preset", "smoke", "--quiet", *overrides]
+
+
+def test_kill_and_resume_matches_uninterrupted(tmp_path, encoder_run, tiny_npz, tiny_overrides, cli):
+    """SIGKILL after the first epoch checkpoint, --resume: the same weights as a run never interrupted."""
+    over = [*tiny_overrides, "optim.epochs=6", "data.limit=64"]
+    ref = tmp_path / "ref"
+    assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", ref, "--preset", "smoke",
+               "--quiet", *over) == 0
+
+    run = tmp_path / "killed"
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(_train_argv(encoder_run, tiny_npz, run, over), env=env)
+    ckpt = run / "checkpoint.safetensors"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ckpt.is_file():
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    _, info = load_checkpoint(ckpt)
+    assert info["meta"]["epoch"] < 5 and not (run / "denoiser_ema.safetensors").exists()
+    assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", run, "--preset", "smoke",
+               "--quiet", "--resume", *over) == 0
+    a, b = load_tensors(ref / "denoiser_ema.safetensors"), load_tensors(run / "denoiser_ema.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ta, _ = load_checkpoint(ref / "checkpoint.safetensors")
+    tb, _ = load_checkpoint(run / "checkpoint.safetensors")
+    da, db = sub_state(ta, "denoiser"), sub_state(tb, "denoiser")
+    assert all(torch.equal(da[k], db[k]) for k in da)
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # no duplicated rows after the resume
