@@ -1,0 +1,58 @@
+"""Bad input gets one clear line on stderr and exit status 2, never a traceback."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+
+def gensis(*args):
+    return subprocess.run([sys.executable, "-m", "gensis.cli.main", *args], capture_output=True, text=True,
+                          env={**os.environ, "GENSIS_NO_PROGRESS": "1"})
+
+
+def _one_line_error(r, *words):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [l for l in r.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gensis: error:"), r.stderr
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture
+def corrupt_folder(tmp_path):
+    from PIL import Image
+
+    d = tmp_path / "imgs" / "a"
+    d.mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(d / "ok.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    return tmp_path / "imgs"
+
+
+def test_pretrain_errors(tmp_path, corrupt_folder):
+    _one_line_error(gensis("pretrain", "--out", str(tmp_path / "r"), "--preset", "smoke", "optim.epoks=2"),
+                    "optim.epoks", "optim.epochs")
+    _one_line_error(gensis("pretrain", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "missing")),
+                    "not found")
+    _one_line_error(gensis("pretrain", "--out", str(tmp_path / "r"), "--data", str(corrupt_folder)), "broken.jpg")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((10, 8, 8), np.uint8), labels=np.zeros(7, np.int64))
+    _one_line_error(gensis("pretrain", "--out", str(tmp_path / "r"), "--data", str(bad)), "labels")
+    _one_line_error(gensis("pretrain", "--out", str(tmp_path / "r"), "--preset", "tiny"), "preset")
+
+
+def test_eval_and_debug_flag(tmp_path):
+    _one_line_error(gensis("eval", "knn", "--encoder", str(tmp_path / "norun")), "norun")
+    r = gensis("--debug", "pretrain", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "missing"))
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_help_of_every_verb():
+    for verb in (["pretrain"], ["eval", "knn"], ["eval", "linear"], ["demo"], ["eldm", "train"], ["bank", "generate"],
+                 ["report"]):
+        r = gensis(*verb, "--help")
+        assert r.returncode == 0 and "usage:" in r.stdout, verb
