@@ -42,8 +42,9 @@ class ELDMGenerator:
     def __init__(self, denoiser: Denoiser, autoencoder, schedule: NoiseSchedule, encoder, image_size: int,
                  latent_shape: tuple[int, int, int], defaults: SamplerSettings, weights_identity: str,
                  device: torch.device | str = "cpu", bf16: bool = False,
-                 steps_by_sampler: dict[str, int] | None = None, micro_batch: int = 16):
-        self.denoiser = denoiser.eval().requires_grad_(False)
+                 steps_by_sampler: dict[str, int] | None = None, micro_batch: int = 32):
+        # channels-last convolutions: measured ~10% more UNet rows/s on CPU (docs/eldm.md)
+        self.denoiser = denoiser.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.autoencoder = autoencoder
         self.schedule = schedule
         self.encoder = encoder
@@ -126,6 +127,7 @@ class ELDMGenerator:
             e = torch.cat([e, torch.zeros(self.micro_batch - b, e.shape[1])])
             seeds = list(seeds) + [0] * (self.micro_batch - b)
         x_T, gens = initial_noise(seeds, self.latent_shape, dev)  # (B, C, h, w)
+        x_T = x_T.contiguous(memory_format=torch.channels_last)
         sampler = make_sampler(self.schedule, s)
         with autocast(dev, self.bf16):
             ctx = self.denoiser.condition(e.to(dev))  # (B, Cc)
