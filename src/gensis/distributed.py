@@ -53,3 +53,17 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def setup_training(train_cfg: dict) -> tuple[torch.device, DistInfo, bool, int]:
+    """Common start of every trainer: device, CPU threads, process group, bf16 choice and seed.
+
+    ``train_cfg`` is a config's ``train`` section (device, threads, amp, seed).
+    """
+    from gensis.device import pick_device, use_bf16
+
+    device = pick_device(train_cfg["device"])
+    if train_cfg.get("threads"):
+        torch.set_num_threads(int(train_cfg["threads"]))
+    info = init_distributed(device.type)
+    return device, info, use_bf16(device, train_cfg["amp"]), int(train_cfg["seed"])

@@ -34,8 +34,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
 from gensis.data.loader import ImageBatches, epoch_indices
 from gensis.data.sources import ImageSet, open_data
-from gensis.device import autocast, pick_device, use_bf16
-from gensis.distributed import barrier, cleanup, init_distributed
+from gensis.device import autocast
+from gensis.distributed import barrier, cleanup, setup_training
 from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space
 from gensis.eldm.denoiser import Denoiser, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
@@ -208,12 +208,7 @@ def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str
     from gensis.models.encoder import load_encoder
 
     t_cfg, o = cfg["train"], cfg["optim"]
-    device = pick_device(t_cfg["device"])
-    if t_cfg.get("threads"):
-        torch.set_num_threads(int(t_cfg["threads"]))
-    dist_info = init_distributed(device.type)
-    bf16 = use_bf16(device, t_cfg["amp"])
-    seed = int(t_cfg["seed"])
+    device, dist_info, bf16, seed = setup_training(t_cfg)
     torch.manual_seed(seed)
     run = RunDir(out)
     if run.is_done() and not resume:

@@ -26,8 +26,8 @@ from torch import nn
 from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
 from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
-from gensis.device import autocast, pick_device, use_bf16
-from gensis.distributed import barrier, cleanup, init_distributed
+from gensis.device import autocast
+from gensis.distributed import barrier, cleanup, setup_training
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
 from gensis.errors import UserError
 from gensis.progress import progress
@@ -91,12 +91,7 @@ def train_ae(cfg: dict, data: str, out: str | Path, resume: bool = False, quiet:
     """Train (or resume) the VQ autoencoder; returns the run directory."""
     a, t_cfg = cfg["ae"], cfg["train"]
     o, lw = a["optim"], a["loss"]
-    device = pick_device(t_cfg["device"])
-    if t_cfg.get("threads"):
-        torch.set_num_threads(int(t_cfg["threads"]))
-    dist_info = init_distributed(device.type)
-    bf16 = use_bf16(device, t_cfg["amp"])
-    seed = int(t_cfg["seed"])
+    device, dist_info, bf16, seed = setup_training(t_cfg)
     run = RunDir(out)
     if run.is_done() and not resume:
         raise UserError(f"{out} already holds a finished {run.manifest().get('stage')} run; use another --out")

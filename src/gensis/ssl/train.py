@@ -33,8 +33,8 @@ from gensis.data.batch_augment import BatchDINOAugmentation, normalize, to_float
 from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
 from gensis.data.transforms import MultiCropConfig
-from gensis.device import autocast, pick_device, use_bf16
-from gensis.distributed import barrier, cleanup, init_distributed
+from gensis.device import autocast
+from gensis.distributed import barrier, cleanup, setup_training
 from gensis.errors import UserError
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead, MultiCropWrapper
@@ -212,12 +212,7 @@ def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path
     ``on_epoch_end(epoch, teacher_backbone)`` (rank 0 only) may return a dict that is logged to metrics.
     """
     t_cfg, o = cfg["train"], cfg["optim"]
-    device = pick_device(t_cfg["device"])
-    if t_cfg.get("threads"):
-        torch.set_num_threads(int(t_cfg["threads"]))
-    dist_info = init_distributed(device.type)
-    bf16 = use_bf16(device, t_cfg["amp"])
-    seed = int(t_cfg["seed"])
+    device, dist_info, bf16, seed = setup_training(t_cfg)
     seed_everything(seed + dist_info.rank)
 
     ds = open_data(data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"])
