@@ -44,6 +44,7 @@ def barrier() -> None:
 
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank tears its connections down while a peer still uses them
         dist.destroy_process_group()
 
 
