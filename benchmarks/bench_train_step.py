@@ -4,7 +4,7 @@ Times the median of ``--steps`` forward+backward+AdamW steps (after 2 warm-up st
 autoencoder, and the denoiser UNet with each conditioning mode / attention layout of docs/eldm.md, for each
 thread count given.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--threads 1,2] [--steps 10]
+    .venv/bin/python benchmarks/bench_train_step.py [--threads 1,2] [--steps 10] [--amp off|bf16]
 """
 
 from __future__ import annotations
@@ -45,10 +45,14 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--amp", default="off", help="off | bf16 (bf16 autocast, as train.amp=bf16)")
     a = ap.parse_args()
     cfg = load_config("eldm", "demo")
     b = a.batch
-    print(f"load average {os.getloadavg()[0]:.2f}")
+    from gensis.device import autocast
+
+    amp = autocast(torch.device("cpu"), a.amp == "bf16")
+    print(f"load average {os.getloadavg()[0]:.2f}, amp {a.amp}")
     for threads in [int(t) for t in a.threads.split(",")]:
         torch.set_num_threads(threads)
         torch.manual_seed(0)
@@ -57,8 +61,9 @@ def main() -> None:
         x = torch.rand(b, 3, 28, 28) * 2 - 1
 
         def ae_step():
-            xh, q = ae(x)
-            loss = (xh - x).abs().mean() + q
+            with amp:
+                xh, q = ae(x)
+                loss = (xh.float() - x).abs().mean() + q.float()
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -74,7 +79,8 @@ def main() -> None:
             xs, t, e = torch.randn(b, ch, size, size), torch.randint(0, 1000, (b,)), torch.randn(b, 192)
 
             def den_step():
-                loss = (m(xs, t, emb=e) - xs).pow(2).mean()
+                with amp:
+                    loss = (m(xs, t, emb=e).float() - xs).pow(2).mean()
                 o.zero_grad()
                 loss.backward()
                 o.step()

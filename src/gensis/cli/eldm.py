@@ -30,6 +30,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=["ddim", "dpmpp"], default=None,
                    help="ddim (ours, CFG halves in one batch) or dpmpp (DPM-Solver++ 2M; default steps sample.dpmpp_steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+                   help="bf16 autocast while sampling: auto (CUDA, AMX CPUs), bf16 (force), off")
 
 
 def add_parser(sub) -> None:
@@ -188,7 +190,7 @@ def run_sample(args) -> int:
         fig["seed"] = args.seed
     d = cfg["data"]
     ds = open_data(args.data, "val", d["val_fraction"], d["split_seed"])
-    gen = load_generator(args.eldm, device=args.device, **_settings(args))
+    gen = load_generator(args.eldm, device=args.device, amp=args.amp, **_settings(args))
     paths = write_figures(gen, ds, args.out, fig)
     for p in paths:
         print(p)
@@ -209,7 +211,7 @@ def run_eval(args) -> int:
     ev, d = cfg["eval"], cfg["data"]
     val = open_data(args.data, "val", d["val_fraction"], d["split_seed"])
     train_ds = open_data(args.data, "train", d["val_fraction"], d["split_seed"])
-    gen = load_generator(args.eldm, device=args.device, **_settings(args))
+    gen = load_generator(args.eldm, device=args.device, amp=args.amp, **_settings(args))
     train_emb = cached_embeddings(Path(args.eldm) / "cache", gen.encoder, train_ds, gen.device,
                                   int(cfg["cond"]["encode_batch_size"]), tag="eval-train")
     r = evaluate(gen, val, train_ds, train_emb, n=args.n or int(ev["n"]), seed=int(ev["seed"]),
@@ -217,6 +219,7 @@ def run_eval(args) -> int:
     r["eldm"] = str(args.eldm)
     r["data"] = args.data
     r["generator_identity"] = gen.identity
+    r["amp"] = "bf16" if gen.bf16 else "off"
     print(format_report(r))
     if args.json:
         atomic_write_json(args.json, r)

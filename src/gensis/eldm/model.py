@@ -61,10 +61,11 @@ class ELDMGenerator:
     # -- identity -------------------------------------------------------------------------------------
     @property
     def identity(self) -> str:
-        """Hash of the weights, the autoencoder, the encoder and the default sampler settings."""
+        """Hash of the weights, the autoencoder, the encoder, the default sampler settings, the micro-batch size
+        and the precision: everything that can change a generated pixel."""
         d = self.defaults
         parts = [self._weights_identity, self.autoencoder.identity, self.encoder.identity if self.encoder else "-",
-                 d.name, d.steps, d.guidance, d.eta, d.spacing, d.clip, self.micro_batch]
+                 d.name, d.steps, d.guidance, d.eta, d.spacing, d.clip, self.micro_batch, self.bf16]
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
 
     @property
