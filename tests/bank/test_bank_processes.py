@@ -70,12 +70,14 @@ def test_two_processes_equal_one(tmp_path, tiny_npz, reference_bank, base_overri
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "gensis.cli.main", *_cmd(out, tiny_npz, params, base_overrides)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    first = proc
     if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
-        # seen once in CI on the shared 2-core box: a rank aborted inside gloo; the bank is resumable, so
-        # the same command must finish it, and the result must still equal the 1-process bank
+        # seen in full-suite runs on the loaded 2-core box: a rank aborts in gloo's teardown after every shard
+        # is written (known issue, see the closing note); the bank is resumable, so the same command must
+        # report it complete, and the result must still equal the 1-process bank
         proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(2 processes)" in proc.stdout and "bank complete" in proc.stdout
+    assert ("(2 processes)" in first.stdout or "already complete" in proc.stdout) and "bank complete" in proc.stdout
     assert shard_bytes(out) == shard_bytes(reference_bank)
     assert BankReader(out).identity == BankReader(reference_bank).identity
     assert main(["bank", "verify", str(out)]) == 0
