@@ -28,7 +28,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,20 +112,9 @@ def shard_bytes(payloads: list[bytes], rows: np.ndarray, meta: dict) -> list[byt
 
 def write_shard(path: Path, payloads: list[bytes], rows: np.ndarray, meta: dict) -> None:
     """Write a shard atomically: temporary name in the same folder → fsync → ``os.replace``."""
-    pieces = shard_bytes(payloads, rows, meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for p in pieces:
-                f.write(p)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from gensis.rundir import atomic_write_bytes
+
+    atomic_write_bytes(path, shard_bytes(payloads, rows, meta))
 
 
 class ShardFormatError(Exception):
