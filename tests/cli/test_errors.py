@@ -56,3 +56,8 @@ def test_help_of_every_verb():
                  ["report"]):
         r = gensis(*verb, "--help")
         assert r.returncode == 0 and "usage:" in r.stdout, verb
+
+
+def test_demo_bad_seeds(tmp_path):
+    _one_line_error(gensis("demo", "--out", str(tmp_path / "d"), "--seeds", "0,one"), "--seeds", "one")
+    assert not (tmp_path / "d").exists()  # nothing written before the arguments are checked

@@ -41,6 +41,9 @@ def add_parser(sub) -> None:
                         "evaluation its val split")
     p.add_argument("--out", default="gensis-demo", help="folder for all stages' outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds (e.g. 0,1,2): run the whole pipeline once per seed in OUT/seed-S, "
+                        "then print every number as mean ± std over the seeds (also OUT/seeds.md, seeds.json)")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of stages to run (dino,eldm,bank,gendino,pixel,eval,report)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe (k-NN only)")
@@ -111,13 +114,41 @@ class Pipeline:
 
 
 def run(args) -> int:
+    if args.seeds is None:
+        run_pipeline(args, Path(args.out), args.seed)
+        return 0
     from gensis.errors import UserError
+    from gensis.rundir import atomic_write_json, atomic_write_text
 
+    try:
+        seeds = sorted({int(s) for s in args.seeds.split(",") if s.strip()})
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
     out = Path(args.out)
+    per_seed = {}
+    for s in seeds:
+        print(f"=== seed {s} ({seeds.index(s) + 1}/{len(seeds)}): {out / f'seed-{s}'}", file=sys.stderr, flush=True)
+        results = run_pipeline(args, out / f"seed-{s}", s)
+        if results:
+            per_seed[s] = results
+    if per_seed:
+        summary = summarize_seeds(per_seed)
+        table = format_seed_table(summary)
+        print(table)
+        atomic_write_json(out / "seeds.json", summary)
+        atomic_write_text(out / "seeds.md", seeds_markdown(summary, args))
+        print(f"over-seed summary: {out / 'seeds.md'} and {out / 'seeds.json'}")
+    return 0
+
+
+def run_pipeline(args, out: Path, seed: int) -> dict | None:
+    """One pass of the pipeline into ``out`` with ``seed``; returns the evaluation rows (None if not run)."""
     out.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(out, args.quiet)
     wanted = set(args.stages.split(",")) if args.stages else None
-    P, D, S = args.preset, args.data, str(args.seed)
+    P, D, S = args.preset, args.data, str(seed)
     quiet = ["--debug"] if args.debug else []
     seed_ov = [f"train.seed={S}"]
     t_start = time.time()
@@ -160,6 +191,7 @@ def run(args) -> int:
     if want("pixel"):
         runs["pixel"] = pipe.stage("pixel", ["pretrain", "--data", D, "--out", str(out / "pixel"), "--preset", P,
                                              "--interp", "pixel", *quiet, *seed_ov], _key("pixel", P, D, S))
+    results = None
     if want("eval"):
         results = _evaluate(out, D, P, not args.no_linear)
         print(format_table(results))
@@ -169,7 +201,7 @@ def run(args) -> int:
         md, html = write_report(out)
         print(f"report: {md} and {html}")
     print(f"demo finished in {time.time() - t_start:.0f} s; outputs in {out}/")
-    return 0
+    return results
 
 
 def _module_exists(name: str) -> bool:
@@ -252,3 +284,85 @@ def format_table(rows: dict) -> str:
     if all("linear" in rows[n] for n in names):
         lines.append(f"{'linear probe':<14}" + "".join(f"{rows[n]['linear']['top1']:>{width + 2}.1f}" for n in names))
     return "\n".join(lines)
+
+
+def _metrics(row: dict) -> dict[str, float]:
+    """The table's numbers of one evaluation row: '<k>-NN' top-1 for each k, and 'linear probe'."""
+    m = {f"{r['k']}-NN": float(r["top1"]) for r in row["knn"]["results"]}
+    if "linear" in row:
+        m["linear probe"] = float(row["linear"]["top1"])
+    return m
+
+
+def summarize_seeds(per_seed: dict[int, dict]) -> dict:
+    """Mean and sample standard deviation (ddof=1) over seeds of every (method, metric) in the table.
+
+    Also the paired difference Gen-DINO − DINO per seed (same seed = same data order and initialisation), whose
+    spread is the one that says whether the gap is larger than seed noise.
+    """
+    import numpy as np
+
+    seeds = sorted(per_seed)
+    names = [n for n, _ in METHODS + BASELINES if all(n in per_seed[s] for s in seeds)]
+    labels = {n: per_seed[seeds[0]][n]["label"] for n in names}
+    rows: dict[str, dict] = {}
+    for n in names:
+        vals = [_metrics(per_seed[s][n]) for s in seeds]
+        keys = [k for k in vals[0] if all(k in v for v in vals)]
+        rows[n] = {"label": labels[n], "metrics": {k: _stats([v[k] for v in vals]) for k in keys}}
+    diff = {}
+    if "gendino" in rows and "dino" in rows:
+        for k in rows["dino"]["metrics"]:
+            if k in rows["gendino"]["metrics"]:
+                g, d = rows["gendino"]["metrics"][k]["values"], rows["dino"]["metrics"][k]["values"]
+                diff[k] = _stats(list(np.subtract(g, d)))
+    return {"seeds": seeds, "methods": rows, "gendino_minus_dino": diff}
+
+
+def _stats(values: list[float]) -> dict:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "n": int(len(v)), "values": [float(x) for x in v]}
+
+
+def format_seed_table(summary: dict) -> str:
+    """Table 12 layout with mean ± std over seeds in every cell."""
+    rows = summary["methods"]
+    names = list(rows)
+    metrics = [k for k in rows[names[0]]["metrics"] if all(k in rows[n]["metrics"] for n in names)]
+    width = max(13, *(len(rows[n]["label"]) for n in names))
+    lines = [f"top-1 accuracy (%) on the held-out split, mean ± std over seeds {summary['seeds']}",
+             " " * 14 + "".join(f"{rows[n]['label']:>{width + 2}}" for n in names)]
+    for k in metrics:
+        cells = [f"{rows[n]['metrics'][k]['mean']:.1f} ± {rows[n]['metrics'][k]['std']:.1f}" for n in names]
+        lines.append(f"{k:<14}" + "".join(f"{c:>{width + 2}}" for c in cells))
+    if summary["gendino_minus_dino"]:
+        d = summary["gendino_minus_dino"]
+        lines.append("Gen-DINO − DINO (paired by seed): "
+                     + ", ".join(f"{k} {d[k]['mean']:+.1f} ± {d[k]['std']:.1f}" for k in d))
+    return "\n".join(lines)
+
+
+def seeds_markdown(summary: dict, args) -> str:
+    rows = summary["methods"]
+    names = list(rows)
+    metrics = [k for k in rows[names[0]]["metrics"] if all(k in rows[n]["metrics"] for n in names)]
+    cmd = f"gensis demo --preset {args.preset} --data {args.data} --seeds {','.join(map(str, summary['seeds']))}"
+    md = [f"# Gen-SIS over seeds {summary['seeds']}", "", f"Command: `{cmd} --out {args.out}`", "",
+          "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds.", "",
+          "| | " + " | ".join(rows[n]["label"] for n in names) + " |", "|---|" + "---:|" * len(names)]
+    for k in metrics:
+        md.append(f"| {k} | " + " | ".join(f"{rows[n]['metrics'][k]['mean']:.1f} ± {rows[n]['metrics'][k]['std']:.1f}"
+                                            for n in names) + " |")
+    if summary["gendino_minus_dino"]:
+        d = summary["gendino_minus_dino"]
+        md += ["", "Gen-DINO − DINO, paired by seed: "
+               + "; ".join(f"{k} {d[k]['mean']:+.1f} ± {d[k]['std']:.1f}" for k in d), ""]
+    md += ["", "Per seed:", "", "| seed | " + " | ".join(f"{rows[n]['label']} {k}" for n in names for k in metrics) + " |",
+           "|---|" + "---:|" * (len(names) * len(metrics))]
+    for i, s in enumerate(summary["seeds"]):
+        md.append(f"| {s} | " + " | ".join(f"{rows[n]['metrics'][k]['values'][i]:.1f}" for n in names for k in metrics)
+                  + " |")
+    return "\n".join(md) + "\n"

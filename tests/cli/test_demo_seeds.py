@@ -1,0 +1,58 @@
+"""Aggregation of `gensis demo --seeds`: mean ± sample std per cell, paired Gen-DINO − DINO difference."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from gensis.cli.demo import format_seed_table, seeds_markdown, summarize_seeds
+
+
+def _row(label, k10, k20, lin=None):
+    row = {"label": label, "knn": {"results": [{"k": 10, "top1": k10}, {"k": 20, "top1": k20}]}}
+    if lin is not None:
+        row["linear"] = {"top1": lin}
+    return row
+
+
+def _per_seed():
+    # DINO 20-NN 60, 62, 64 -> mean 62, sample std 2; Gen-DINO 61, 62, 66 -> diffs 1, 0, 2 -> mean 1, std 1
+    return {
+        0: {"dino": _row("DINO", 61, 60, 40), "gendino": _row("Gen-DINO", 60, 61, 41), "pixels": _row("raw pixels", 85, 84, 58)},
+        1: {"dino": _row("DINO", 63, 62, 42), "gendino": _row("Gen-DINO", 64, 62, 42), "pixels": _row("raw pixels", 85, 84, 58)},
+        2: {"dino": _row("DINO", 65, 64, 44), "gendino": _row("Gen-DINO", 66, 66, 40), "pixels": _row("raw pixels", 85, 84, 58)},
+    }
+
+
+def test_mean_and_sample_std_by_hand():
+    s = summarize_seeds(_per_seed())
+    assert s["seeds"] == [0, 1, 2]
+    d20 = s["methods"]["dino"]["metrics"]["20-NN"]
+    assert d20["mean"] == pytest.approx(62.0) and d20["std"] == pytest.approx(2.0)  # ddof=1, not 1.633
+    assert s["methods"]["pixels"]["metrics"]["10-NN"]["std"] == 0.0
+    lin = s["methods"]["gendino"]["metrics"]["linear probe"]
+    assert lin["mean"] == pytest.approx(41.0) and lin["std"] == pytest.approx(1.0)
+    diff = s["gendino_minus_dino"]["20-NN"]
+    assert diff["values"] == [1.0, 0.0, 2.0]
+    assert diff["mean"] == pytest.approx(1.0) and diff["std"] == pytest.approx(1.0)
+    # method order follows the paper's table, baselines last; a method missing in one seed is dropped
+    assert list(s["methods"]) == ["dino", "gendino", "pixels"]
+
+
+def test_method_missing_in_a_seed_is_left_out_and_single_seed_has_zero_std():
+    per = _per_seed()
+    del per[1]["pixels"]
+    s = summarize_seeds(per)
+    assert "pixels" not in s["methods"]
+    one = summarize_seeds({3: _per_seed()[0]})
+    assert one["methods"]["dino"]["metrics"]["20-NN"]["std"] == 0.0 and not math.isnan(
+        one["gendino_minus_dino"]["20-NN"]["mean"])
+
+
+def test_tables_show_every_cell():
+    s = summarize_seeds(_per_seed())
+    table = format_seed_table(s)
+    assert "62.0 ± 2.0" in table and "Gen-DINO − DINO" in table and "+1.0 ± 1.0" in table
+    md = seeds_markdown(s, SimpleNamespace(preset="small", data="builtin:animal-mnist", out="OUT"))
+    assert "gensis demo --preset small --data builtin:animal-mnist --seeds 0,1,2 --out OUT" in md
+    assert "| 2 | 65.0 | 64.0 | 44.0 |" in md  # per-seed row: DINO 10-NN, 20-NN, linear of seed 2
