@@ -56,3 +56,27 @@ def test_tables_show_every_cell():
     md = seeds_markdown(s, SimpleNamespace(preset="small", data="builtin:animal-mnist", out="OUT"))
     assert "gensis demo --preset small --data builtin:animal-mnist --seeds 0,1,2 --out OUT" in md
     assert "| 2 | 65.0 | 64.0 | 44.0 |" in md  # per-seed row: DINO 10-NN, 20-NN, linear of seed 2
+
+
+@pytest.mark.slow
+def test_demo_seeds_runs_each_seed_and_summarizes(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "seeds"
+    r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "demo", "--preset", "smoke", "--seeds", "1,0",
+                        "--stages", "dino,eval", "--no-linear", "--out", str(out), "--quiet"],
+                       capture_output=True, text=True, env={**os.environ, "GENSIS_NO_PROGRESS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "seeds.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    per_seed = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    for s, res in zip((0, 1), per_seed):  # each seed trained its own DINO with its own seed
+        assert json.loads((out / f"seed-{s}" / "dino" / "manifest.json").read_text())["seed"] == s
+    vals = [next(x["top1"] for x in res["dino"]["knn"]["results"] if x["k"] == 20) for res in per_seed]
+    cell = summary["methods"]["dino"]["metrics"]["20-NN"]
+    assert cell["values"] == pytest.approx(vals)
+    assert cell["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
+    assert "mean ± std over seeds [0, 1]" in r.stdout and (out / "seeds.md").is_file()

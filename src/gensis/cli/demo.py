@@ -114,6 +114,10 @@ class Pipeline:
 
 
 def run(args) -> int:
+    import os
+
+    if args.quiet:  # stages run in this process: one switch silences every progress bar
+        os.environ["GENSIS_NO_PROGRESS"] = "1"
     if args.seeds is None:
         run_pipeline(args, Path(args.out), args.seed)
         return 0
@@ -149,7 +153,7 @@ def run_pipeline(args, out: Path, seed: int) -> dict | None:
     pipe = Pipeline(out, args.quiet)
     wanted = set(args.stages.split(",")) if args.stages else None
     P, D, S = args.preset, args.data, str(seed)
-    quiet = ["--debug"] if args.debug else []
+    dbg = ["--debug"] if args.debug else []
     seed_ov = [f"train.seed={S}"]
     t_start = time.time()
 
@@ -160,18 +164,18 @@ def run_pipeline(args, out: Path, seed: int) -> dict | None:
     k_dino = _key("dino", P, D, S)
     if want("dino"):
         runs["dino"] = pipe.stage("dino", ["pretrain", "--data", D, "--out", str(out / "dino"), "--preset", P,
-                                           *quiet, *seed_ov], k_dino)
+                                           *dbg, *seed_ov], k_dino)
     have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
     k_eldm = _key("eldm", k_dino, P, S)
     k_bank = _key("bank", k_eldm, P, S)
     if have_gen and want("eldm"):
-        runs["eldm"] = _eldm_stage(pipe, out, P, D, S, k_eldm, quiet)
+        runs["eldm"] = _eldm_stage(pipe, out, P, D, S, k_eldm, dbg)
     if have_gen and want("eldm"):  # figures and fidelity numbers of the E-LDM (for the report)
         pipe.stage("eldm-figures", ["eldm", "sample", "--eldm", str(out / "eldm"), "--data", D,
-                                    "--out", str(out / "eldm-figures"), *quiet], _key("fig", k_eldm),
+                                    "--out", str(out / "eldm-figures"), *dbg], _key("fig", k_eldm),
                    done_file="interpolation.png", resumable=False)
         pipe.stage("eldm-eval", ["eldm", "eval", "--eldm", str(out / "eldm"), "--data", D,
-                                 "--json", str(out / "eldm-eval" / "eval.json"), *quiet], _key("ev", k_eldm),
+                                 "--json", str(out / "eldm-eval" / "eval.json"), *dbg], _key("ev", k_eldm),
                    done_file="eval.json", resumable=False)
     if have_gen and want("bank"):
         # the bank must cover exactly the images Gen-DINO trains on: same split and limit as pretraining
@@ -181,16 +185,16 @@ def run_pipeline(args, out: Path, seed: int) -> dict | None:
         same_data = [f"data.limit={'null' if d['limit'] is None else d['limit']}",
                      f"data.val_fraction={d['val_fraction']}", f"data.split_seed={d['split_seed']}"]
         runs["bank"] = pipe.stage("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", D,
-                                           "--out", str(out / "bank"), "--preset", P, *quiet, *same_data,
+                                           "--out", str(out / "bank"), "--preset", P, *dbg, *same_data,
                                            f"gen.seed={S}"] + (["--quiet"] if args.quiet else []),
                                   k_bank, done_file="bank.json", resumable=False)
     if have_gen and want("gendino"):
         runs["gendino"] = pipe.stage("gendino", ["pretrain", "--data", D, "--out", str(out / "gendino"),
-                                                 "--preset", P, "--bank", str(out / "bank"), *quiet, *seed_ov],
+                                                 "--preset", P, "--bank", str(out / "bank"), *dbg, *seed_ov],
                                      _key("gendino", k_bank, P, D, S))
     if want("pixel"):
         runs["pixel"] = pipe.stage("pixel", ["pretrain", "--data", D, "--out", str(out / "pixel"), "--preset", P,
-                                             "--interp", "pixel", *quiet, *seed_ov], _key("pixel", P, D, S))
+                                             "--interp", "pixel", *dbg, *seed_ov], _key("pixel", P, D, S))
     results = None
     if want("eval"):
         results = _evaluate(out, D, P, not args.no_linear)

@@ -323,7 +323,7 @@ def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str
             ips = n_img / max(time.time() - t0, 1e-9)
             if dist_info.is_main:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{lv:.4f}", img_s=f"{ips:.0f}")
+                bar.set_postfix(epoch=epoch, loss=f"{lv:.4f}", img_s=f"{ips:.0f}", refresh=False)
                 if step % t_cfg["log_every"] == 0 or i == niter - 1:
                     metrics.log({"step": step, "epoch": epoch, "loss": lv, "lr": lr, "ema_decay": decay,
                                  "grad_norm": gnorm, "images_per_s": ips, "elapsed_s": time.time() - t_start})

@@ -188,7 +188,7 @@ def train_ae(cfg: dict, data: str, out: str | Path, resume: bool = False, quiet:
                 raise RuntimeError(f"autoencoder loss is {loss.item()} at step {step}; lower ae.optim.lr")
             if dist_info.is_main:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, l1=f"{l1.item():.4f}")
+                bar.set_postfix(epoch=epoch, l1=f"{l1.item():.4f}", refresh=False)
                 if step % t_cfg["log_every"] == 0 or i == niter - 1:
                     metrics.log({"step": step, "epoch": epoch, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),
                                  "codebook": q_loss.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item(),

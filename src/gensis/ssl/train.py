@@ -301,7 +301,7 @@ def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path
             ips = n_img / max(time.time() - t0, 1e-9)
             if dist_info.is_main:
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", img_s=f"{ips:.0f}")
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", img_s=f"{ips:.0f}", refresh=False)
                 if it % t_cfg["log_every"] == 0 or i == niter - 1:
                     metrics.log({"step": it, "epoch": epoch, "loss": loss.item(), **parts, "lr": sched.lr[it],
                                  "wd": sched.wd[it], "momentum": m, "teacher_temp": temp, "images_per_s": ips})
