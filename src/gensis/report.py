@@ -100,8 +100,12 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
         import umap
 
         def project(fit, extra):
-            m = umap.UMAP(n_neighbors=15, random_state=seed).fit(fit)
-            return m.embedding_, m.transform(extra), "UMAP"
+            import warnings
+
+            with warnings.catch_warnings():  # "n_jobs overridden by random_state": the seed is the point
+                warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
+                m = umap.UMAP(n_neighbors=15, random_state=seed).fit(fit)
+                return m.embedding_, m.transform(extra), "UMAP"
     except ImportError:  # t-SNE cannot map new points; fit on both, as an approximation
         from sklearn.manifold import TSNE
 
