@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
         "demo", help="run the whole pipeline (DINO, E-LDM, bank, Gen-DINO, ablation, eval, report) on a dataset",
         description="Run Gen-SIS end to end and print DINO | DINO w/ pixel disent. | Gen-DINO (paper Table 12). "
                     "Stages are resumable: run the same command again after an interruption. "
-                    "Presets: smoke (~2 min, tests), demo (~15 min on 2 CPU cores), small (~1 h), paper (GPU nodes).",
+                    "Presets: smoke (~2 min, tests), demo (~16 min on 2 CPU cores with AMX), small (~35 min per "
+                    "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--preset", default="demo", choices=PRESETS, help="size of every stage")
     p.add_argument("--data", default="builtin:animal-mnist",
