@@ -61,3 +61,12 @@ def test_help_of_every_verb():
 def test_demo_bad_seeds(tmp_path):
     _one_line_error(gensis("demo", "--out", str(tmp_path / "d"), "--seeds", "0,one"), "--seeds", "one")
     assert not (tmp_path / "d").exists()  # nothing written before the arguments are checked
+
+
+def test_overrides_may_follow_options(tmp_path):
+    r = gensis("pretrain", "--preset", "smoke", "optim.epochs=1", "--out", str(tmp_path / "r"), "train.seed=5",
+               "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "epochs: 1" in r.stdout and "seed: 5" in r.stdout
+    r = gensis("pretrain", "--out", str(tmp_path / "r"), "--bogus")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
