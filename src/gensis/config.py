@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -115,11 +116,161 @@ def load_config(family: str, preset: str = "demo", overrides: Iterable[str] = ()
     ``family`` is the stage (``pretrain``, ``eldm``, ``bank`` ...); ``preset`` a name shipped with the
     package (``smoke``, ``demo``, ``small``, ``paper``) or a path to a YAML file of deltas.
     """
-    cfg = _read_yaml(_preset_text("base", family), f"{family}/base.yaml")
+    base = _read_yaml(_preset_text("base", family), f"{family}/base.yaml")
+    cfg = base
     if preset and preset != "base":
         cfg = merge(cfg, _read_yaml(_preset_text(preset, family), f"preset '{preset}'"), where=f"preset '{preset}'")
     cfg = merge(cfg, parse_overrides(overrides), where="command line")
+    validate(family, cfg, base)
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# schema check (rules in gensis.configs.schema)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def describe(rule) -> str:
+    """'an integer >= 1', 'a number in [0, 1)', 'one of auto, cpu, cuda, cuda:N' ... (+ ' or null')."""
+    k = rule.kind
+    if k == "any":
+        return "any value"
+    if rule.choices:
+        text = "one of " + ", ".join(rule.choices)
+    elif k in ("int", "float"):
+        text = "an integer" if k == "int" else "a finite number"
+        lo = (f"[{_num(rule.ge)}" if rule.ge is not None else f"({_num(rule.gt)}" if rule.gt is not None else None)
+        hi = (f"{_num(rule.le)}]" if rule.le is not None else f"{_num(rule.lt)})" if rule.lt is not None else None)
+        if lo and hi:
+            text += f" in {lo}, {hi}"
+        elif lo:
+            text += f" {'>=' if lo[0] == '[' else '>'} {lo[1:]}"
+        elif hi:
+            text += f" {'<=' if hi[-1] == ']' else '<'} {hi[:-1]}"
+    elif k == "bool":
+        text = "true or false"
+    elif k == "str":
+        text = "a string"
+    else:  # list
+        text = "a non-empty list" if rule.nonempty else "a list"
+        if rule.length is not None:
+            text += f" of {rule.length}"
+        if rule.item is not None and rule.item.kind != "any":
+            text += (" " if rule.length is not None else " of ") + describe(rule.item).replace("an integer", "integers").replace(
+                "a finite number", "finite numbers").replace("true or false", "booleans").replace("a string", "strings")
+        if rule.increasing:
+            text += ", non-decreasing"
+    return text + (" or null" if rule.nullable else "")
+
+
+def check_value(value: Any, rule) -> bool:
+    """True when ``value`` satisfies ``rule`` (see ``gensis.configs.schema.Rule``)."""
+    if value is None:
+        return rule.nullable or rule.kind == "any"
+    k = rule.kind
+    if k == "any":
+        return _finite_everywhere(value)
+    if k == "bool":
+        return isinstance(value, bool)
+    if k == "str":
+        if not isinstance(value, str):
+            return False
+        if rule.choices:
+            import re
+
+            return any(value == c or (c.endswith(":N") and re.fullmatch(re.escape(c[:-1]) + r"\d+", value))
+                       for c in rule.choices)
+        return True
+    if k in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if k == "int" and not isinstance(value, int):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        return not ((rule.ge is not None and value < rule.ge) or (rule.gt is not None and value <= rule.gt)
+                    or (rule.le is not None and value > rule.le) or (rule.lt is not None and value >= rule.lt))
+    if k == "list":
+        if not isinstance(value, list):
+            return False
+        if (rule.length is not None and len(value) != rule.length) or (rule.nonempty and not value):
+            return False
+        if rule.item is not None and not all(check_value(x, rule.item) for x in value):
+            return False
+        if rule.increasing and any(b < a for a, b in zip(value, value[1:])):
+            return False
+        return _finite_everywhere(value)
+    raise ValueError(f"unknown rule kind {k}")
+
+
+def _finite_everywhere(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite_everywhere(x) for x in value)
+    if isinstance(value, dict):
+        return all(_finite_everywhere(x) for x in value.values())
+    return True
+
+
+def implied_rule(default: Any):
+    """The rule of a key without an explicit one: its default's type (null: anything)."""
+    from gensis.configs.schema import Bool, Float, Int, List, Rule, Str
+
+    if default is None:
+        return Rule("any")
+    if isinstance(default, bool):
+        return Bool()
+    if isinstance(default, int):
+        return Int()
+    if isinstance(default, float):
+        return Float()
+    if isinstance(default, str):
+        return Str()
+    if isinstance(default, list):
+        kinds = {implied_rule(x).kind for x in default}
+        item = implied_rule(default[0]) if len(kinds) == 1 else None
+        if item is not None and item.kind == "int" and any(isinstance(x, float) for x in default):
+            item = Float()
+        return List(item)
+    return Rule("any")
+
+
+def validate(family: str, cfg: dict, base: dict) -> None:
+    """Check every key of ``cfg`` against its rule; the first bad value is one ``UserError`` line."""
+    from gensis.configs.schema import rules_for
+
+    rules = rules_for(family, base)
+
+    def walk(node: dict, dflt: dict, prefix: str) -> None:
+        for k, v in node.items():
+            full = f"{prefix}{k}"
+            d = dflt.get(k) if isinstance(dflt, dict) else None
+            if isinstance(d, dict) and full not in rules:
+                if v is None:
+                    continue  # a whole section set to null keeps its defaults' meaning (handled by merge)
+                walk(v if isinstance(v, dict) else {}, d, full + ".")
+                continue
+            rule = rules.get(full) or implied_rule(d)
+            if isinstance(d, float) and full not in rules and isinstance(v, int) and not isinstance(v, bool):
+                continue  # an int where a float is expected
+            if not check_value(v, rule):
+                raise UserError(f"{full}={_fmt(v)}: must be {describe(rule)}")
+
+    walk(cfg, base, "")
 
 
 def dump(cfg: dict) -> str:
