@@ -120,7 +120,7 @@ def _prepare(args):
     """(encoder, train_ds, test_ds, device) from the shared options; user mistakes raise UserError."""
     import torch
 
-    from gensis.data.sources import open_data
+    from gensis.eval.common import open_train_test
     from gensis.device import pick_device
     from gensis.errors import UserError
     from gensis.models.encoder import load_encoder
@@ -140,8 +140,7 @@ def _prepare(args):
         raise UserError(f"bad --device '{args.device}': {e}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {args.device}: CUDA is not available")
-    train_ds = open_data(args.train, "train", val_fraction, split_seed)
-    test_ds = open_data(args.test or args.train, "val", val_fraction, split_seed)
+    train_ds, test_ds = open_train_test(args.train, args.test, val_fraction, split_seed)
     if train_ds.identity == test_ds.identity:
         print(f"gensis: warning: the test set is the training set ({test_ds.name})", file=sys.stderr)
     encoder = load_encoder(args.encoder, args.backbone, seed=args.init_seed)
@@ -150,16 +149,24 @@ def _prepare(args):
 
 def _header(title: str, res: dict) -> list[str]:
     e, tr, te = res["encoder"], res["train"], res["test"]
-    return [f"{title}  encoder: {e['name']} ({e['identity']}, {e['dim']}-d)",
-            f"train: {tr['name']} ({tr['size']} images, {tr['identity']})  "
-            f"test: {te['name']} ({te['size']} images, {te['identity']})"]
+    lines = [f"{title}  encoder: {e['name']} ({e['identity']}, {e['dim']}-d)",
+             f"train: {tr['name']} ({tr['size']} images, {tr['identity']})  "
+             f"test: {te['name']} ({te['size']} images, {te['identity']})"]
+    return lines
+
+
+def _footer(res: dict) -> list[str]:
+    from gensis.eval.common import split_note
+
+    note = split_note(res["train"], res["test"])
+    return [note] if note else []
 
 
 def format_knn(res: dict) -> str:
     lines = _header(f"k-NN (T={res['temperature']:g})", res)
     lines.append(f"{'k':>6}  {'top-1':>7}  {'top-5':>7}")
     lines += [f"{r['k']:>6}  {r['top1']:7.2f}  {r['top5']:7.2f}" for r in res["results"]]
-    return "\n".join(lines)
+    return "\n".join(lines + _footer(res))
 
 
 def format_linear(res: dict) -> str:
@@ -173,7 +180,7 @@ def format_linear(res: dict) -> str:
         else:
             lines.append(f"{r['lr']:>8g}  {r['top1']:7.2f}  {r['top5']:7.2f}")
     lines.append(f"best: lr {res['lr']:g}  top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines + _footer(res))
 
 
 def _finish(res: dict, text: str, json_path: str | None) -> int:

@@ -46,6 +46,8 @@ class ImageSet:
     labels: np.ndarray | None
     groups: np.ndarray | None
     classes: list[str] | None
+    split: str | None = None  # set when a deterministic split of a larger source was taken ...
+    source_size: int | None = None  # ... of a source with this many images
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -278,17 +280,32 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-def _load_folder(folder: Path, verify_limit: int = 50_000) -> FolderImageSet:
-    direct = _image_files(folder)
+def _class_dirs(folder: Path) -> list[Path]:
     subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    class_dirs = [d for d in subdirs if _image_files(d)]
+    return [d for d in subdirs if _image_files(d)]
+
+
+def _load_folder(folder: Path, verify_limit: int = 50_000, classes: list[str] | None = None,
+                 name: str | None = None) -> FolderImageSet:
+    """ImageFolder (or flat) ``folder``. ``classes`` fixes the class list (names → indices), so the val
+    split of a ``train/``+``val/`` folder is labelled by the train split's classes, matched by name."""
+    direct = _image_files(folder)
+    class_dirs = _class_dirs(folder)
     if class_dirs:
+        names = [d.name for d in class_dirs]
+        if classes is None:
+            classes = names
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise UserError(f"{folder}: class '{unknown[0]}' is not among the training classes "
+                            f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+        index = {c: i for i, c in enumerate(classes)}
         paths, labels = [], []
-        for c, d in enumerate(class_dirs):
+        for d in class_dirs:
             files = _image_files(d)
             paths += files
-            labels += [c] * len(files)
-        out = FolderImageSet(paths, np.asarray(labels, np.int64), [d.name for d in class_dirs], folder.name)
+            labels += [index[d.name]] * len(files)
+        out = FolderImageSet(paths, np.asarray(labels, np.int64), list(classes), name or folder.name)
     elif direct:
         out = FolderImageSet(direct, None, None, folder.name)
     else:
@@ -353,7 +370,12 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
             sub = {p.name: p for p in path.iterdir() if p.is_dir()}
             val_dir = sub.get("val") or sub.get("test")
             if "train" in sub and val_dir is not None and split != "all":
-                out = _load_folder(sub["train"] if split == "train" else val_dir)
+                # classes are the train split's, matched by name (val may lack some, never add one)
+                train_classes = [d.name for d in _class_dirs(sub["train"])] or None
+                if split == "train":
+                    out = _load_folder(sub["train"], name=f"{path.name}@train")
+                else:
+                    out = _load_folder(val_dir, classes=train_classes, name=f"{path.name}@{split}")
                 return _limit(out, limit, seed)
             full = _load_folder(path)
         elif path.suffix == ".npz":
@@ -364,11 +386,64 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
         return _limit(full, limit, seed)
     tr, va = _split_indices(full.labels, len(full), val_fraction, seed)
     idx = tr if split == "train" else va
-    return _limit(full.subset(idx, f"{full.name}@{split}"), limit, seed)
+    out = full.subset(idx, f"{full.name}@{split}")
+    out.split, out.source_size = split, len(full)
+    return _limit(out, limit, seed)
+
+
+class RelabelledImageSet(ImageSet):
+    """The images of ``parent`` with other integer labels and class names (same identity otherwise)."""
+
+    def __init__(self, parent: ImageSet, labels: np.ndarray, classes: list[str]):
+        self.parent, self.labels, self.classes = parent, labels, classes
+        self.name, self.groups = parent.name, parent.groups
+        self.split, self.source_size = parent.split, parent.source_size
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def get(self, i: int) -> np.ndarray:
+        return self.parent.get(i)
+
+    def stack(self, indices=None) -> np.ndarray:
+        return self.parent.stack(indices)
+
+    @property
+    def identity(self) -> str:
+        h = hashlib.sha256(self.parent.identity.encode())
+        h.update(np.ascontiguousarray(self.labels).data)
+        return h.hexdigest()[:16]
+
+
+def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
+    """``other`` labelled by ``reference``'s class list, matched by class name.
+
+    When both name their classes, a label of ``other`` means the class of the same *name* in
+    ``reference`` (``train/{a,b,c}`` and ``val/{a,c}``: val's ``c`` is train's class 2, not 1); a class of
+    ``other`` that ``reference`` lacks is a UserError naming it. Without names on either side the integer
+    labels are the class identities and are returned unchanged.
+    """
+    if other.labels is None or not reference.classes or not other.classes:
+        return other
+    if list(other.classes) == list(reference.classes):
+        return other
+    index = {c: i for i, c in enumerate(reference.classes)}
+    used = np.unique(other.labels)
+    missing = [other.classes[int(u)] for u in used if other.classes[int(u)] not in index]
+    if missing:
+        listed = ", ".join(reference.classes[:10]) + (", ..." if len(reference.classes) > 10 else "")
+        raise UserError(f"class '{missing[0]}' of {other.name} is not among the classes of {reference.name} "
+                        f"({listed})")
+    lut = np.full(len(other.classes), -1, np.int64)
+    for j, c in enumerate(other.classes):
+        lut[j] = index.get(c, -1)
+    return RelabelledImageSet(other, lut[other.labels], list(reference.classes))
 
 
 def _limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
     if limit is None or limit >= len(ds):
         return ds
     rng = np.random.default_rng(seed + 1)
-    return ds.subset(np.sort(rng.choice(len(ds), limit, replace=False)), ds.name)
+    out = ds.subset(np.sort(rng.choice(len(ds), limit, replace=False)), ds.name)
+    out.split, out.source_size = ds.split, ds.source_size
+    return out
