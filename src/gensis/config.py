@@ -186,6 +186,8 @@ def check_value(value: Any, rule) -> bool:
     if k == "bool":
         return isinstance(value, bool)
     if k == "str":
+        if isinstance(value, bool) and rule.choices:  # YAML 1.1 reads off/on/no/yes as booleans
+            value = {False: "off", True: "on"}[value] if {"off", "on"} & set(rule.choices) else value
         if not isinstance(value, str):
             return False
         if rule.choices:

@@ -109,3 +109,9 @@ def test_rule_descriptions():
     assert describe(Float(ge=0, lt=1)) == "a finite number in [0, 1)"
     assert describe(OneOf("a", "b", nullable=True)) == "one of a, b or null"
     assert describe(List(Int(ge=0), nonempty=True)) == "a non-empty list of integers >= 0"
+
+
+def test_yaml_off_is_accepted_where_off_is_a_choice():
+    assert load_config("pretrain", "smoke", ["train.amp=off"])["train"]["amp"] is False  # YAML 1.1 boolean
+    with pytest.raises(UserError, match="train.amp=true: must be one of auto, bf16, off"):
+        load_config("pretrain", "smoke", ["train.amp=true"])
