@@ -1,4 +1,5 @@
-"""Contrastive losses under a 2-process gloo group: negatives from both ranks, gradients to the owner rank."""
+"""Losses under a 2-process gloo group: contrastive negatives from both ranks with gradients to the owner rank;
+Sinkhorn-Knopp and EMA centers reduced over ranks (equal to one process on the whole batch)."""
 
 import os
 
@@ -7,6 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gensis.ssl.losses.centering import EMACenter, sinkhorn_knopp
 from gensis.ssl.losses.gen_contrastive_loss import gen_contrastive_loss
 from gensis.ssl.losses.multipos_contrastive_loss import NTXentLoss
 
@@ -23,6 +25,11 @@ def make_data():
     return views, f_int, idx1, idx2, alpha
 
 
+def make_teacher():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(WORLD * 4, 6, generator=g), torch.randn(7, 6, generator=g)  # CLS rows; 3 + 4 masked tokens
+
+
 def worker(rank, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
@@ -34,8 +41,15 @@ def worker(rank, init_file, out_dir):
         f_loc = views[0][rank * B:(rank + 1) * B].clone().requires_grad_(True)
         g_loss = gen_contrastive_loss(f_int[a], f_loc, idx1[a], idx2[a], alpha[a], TAU)
         g_loss.backward()
+        t_cls, t_patch = make_teacher()
+        sk = sinkhorn_knopp(t_cls[rank * 4:(rank + 1) * 4], 0.1)
+        mine = t_patch[:3] if rank == 0 else t_patch[3:]  # ranks hold different numbers of masked tokens
+        sk_patch = sinkhorn_knopp(mine, 0.1, n_samples=len(mine))
+        center = EMACenter((1, 6), momentum=0.5)
+        center.update(t_cls[rank * 4:(rank + 1) * 4].sum(0, keepdim=True), 4)
+        center.apply_pending()
         torch.save({"loss": loss.detach(), "grads": [t.grad for t in local], "g_loss": g_loss.detach(),
-                    "g_grad": f_loc.grad}, os.path.join(out_dir, f"rank{rank}.pt"))
+                    "g_grad": f_loc.grad, "sk": sk, "sk_patch": sk_patch, "center": center.center}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -66,3 +80,10 @@ def test_negatives_gathered_with_gradients(tmp_path):
     assert torch.stack([r["g_loss"] for r in res]).mean().item() == pytest.approx(full_g.item(), rel=1e-5)
     for r in range(WORLD):
         torch.testing.assert_close(res[r]["g_grad"], WORLD * f_all.grad[r * B:(r + 1) * B], rtol=1e-4, atol=1e-6)
+
+    t_cls, t_patch = make_teacher()
+    torch.testing.assert_close(torch.cat([r["sk"] for r in res]), sinkhorn_knopp(t_cls, 0.1), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.cat([r["sk_patch"] for r in res]), sinkhorn_knopp(t_patch, 0.1, n_samples=7),
+                               rtol=1e-5, atol=1e-7)
+    for r in res:
+        torch.testing.assert_close(r["center"], 0.5 * t_cls.mean(0, keepdim=True))
