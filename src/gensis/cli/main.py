@@ -24,6 +24,7 @@ VERBS = {
     "bank": "gensis.cli.bank",
     "demo": "gensis.cli.demo",
     "report": "gensis.cli.report",
+    "export": "gensis.cli.export",
 }
 
 

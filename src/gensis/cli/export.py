@@ -1,0 +1,40 @@
+"""``gensis export``: a run's models in other tools' formats (library: ``gensis.export``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from gensis.cli.main import add_common
+
+EPILOG = """\
+examples:
+  gensis export runs/dino --to timm export/dino-vit        # then, without gensis:
+      python -c "import timm; m = timm.create_model('local-dir:export/dino-vit', pretrained=True)"
+  gensis export runs/dino --to safetensors export/dino.safetensors
+  gensis export runs/eldm --to diffusers export/eldm        # UNet2DConditionModel, VQModel, DDIMScheduler
+"""
+
+
+def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
+    p = sub.add_parser(
+        "export", help="export an encoder to timm / safetensors, an E-LDM to diffusers",
+        description="Write a run's models in formats other tools load without gensis: a pretraining run's "
+                    "encoder as a timm folder (config.json + model.safetensors) or a plain state_dict; an E-LDM "
+                    "run as diffusers save_pretrained folders (see docs/api.md).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="run directory (pretrain run for timm/safetensors, E-LDM run for diffusers; "
+                               "timm/safetensors on an E-LDM run export its conditioning encoder)")
+    p.add_argument("--to", required=True, choices=["timm", "safetensors", "diffusers"], help="format")
+    p.add_argument("out", help="folder (or .safetensors file) to write; must not exist yet")
+    p.add_argument("--which", default="teacher", choices=["teacher", "student"],
+                   help="which backbone of a pretraining run (DINO evaluates the teacher)")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gensis.export import export
+
+    out = export(args.run, args.to, args.out, args.which)
+    print(f"exported {args.run} as {args.to}: {out}")
+    return 0

@@ -1,0 +1,82 @@
+"""`gensis export RUN --to timm|safetensors`: timm loads the encoder without gensis and gives the same features."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from gensis.cli.main import main
+
+
+def _images(n: int = 6, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def test_timm_folder_loads_without_gensis_and_gives_the_same_features(encoder_run, tmp_path, without_gensis):
+    from gensis.models.encoder import load_encoder
+
+    out = tmp_path / "vit"
+    assert main(["export", str(encoder_run), "--to", "timm", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == "vit_tiny_patch16_224" and cfg["num_classes"] == 0
+    assert cfg["model_args"]["patch_size"] == 4 and cfg["model_args"]["depth"] == 2  # the preset's overrides
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 16, 16]
+    imgs = _images()
+    np.save(tmp_path / "images.npy", imgs)
+    without_gensis(f"""
+import numpy as np, timm, torch
+from PIL import Image
+m = timm.create_model("local-dir:{out}", pretrained=True).eval()
+tf = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=m))
+x = torch.stack([tf(Image.fromarray(a)) for a in np.load("images.npy")])
+with torch.no_grad():
+    np.save("timm_features.npy", m(x).numpy())
+""", tmp_path)
+    theirs = torch.from_numpy(np.load(tmp_path / "timm_features.npy"))
+    ours = load_encoder(str(encoder_run))(torch.from_numpy(imgs).permute(0, 3, 1, 2))
+    assert theirs.shape == ours.shape == (6, 32)
+    assert torch.allclose(theirs, ours, atol=1e-5), (theirs - ours).abs().max()
+    # a different backbone (the student) gives other features: the comparison can fail
+    student = load_encoder(str(encoder_run), "student")(torch.from_numpy(imgs).permute(0, 3, 1, 2))
+    assert not torch.allclose(theirs, student, atol=1e-3)
+
+
+def test_plain_state_dict(encoder_run, tmp_path):
+    import timm
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = tmp_path / "enc.safetensors"
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(path), "--which", "student"]) == 0
+    with safe_open(str(path), "pt") as f:
+        cfg = json.loads(f.metadata()["timm_config"])
+    m = timm.create_model(cfg["architecture"], num_classes=0, **cfg["model_args"])
+    m.load_state_dict(load_file(str(path)))  # strict: every key matches
+    ref = load_file(str(encoder_run / "student_backbone.safetensors"))
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in ref.items())
+
+
+def test_export_refuses_an_existing_folder_and_a_non_run(encoder_run, tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("keep me")
+    assert main(["export", str(encoder_run), "--to", "timm", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "x").read_text() == "keep me"
+    assert main(["export", str(tmp_path), "--to", "timm", str(tmp_path / "o")]) == 2
+    assert "teacher_backbone" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_eldm_run_exports_its_conditioning_encoder(vq_eldm_run, encoder_run, tmp_path):
+    from gensis.export import export
+
+    out = export(vq_eldm_run, "safetensors", tmp_path / "e.safetensors")
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(out))["cls_token"],
+                       load_file(str(encoder_run / "teacher_backbone.safetensors"))["cls_token"])
+    with pytest.raises(Exception, match="unknown export format"):
+        export(vq_eldm_run, "onnx", tmp_path / "x")
