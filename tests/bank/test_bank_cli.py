@@ -51,7 +51,7 @@ def test_config_and_generator_errors(tmp_path, tiny_npz, capsys):
     assert main([*base, "--generator", "nosuch.module:thing"]) == 2
     assert "cannot import module 'nosuch.module'" in capsys.readouterr().err
     assert main([*base, *FAKE, "storage.codec=gif"]) == 2
-    assert "storage.codec must be one of png, webp, jpeg, raw" in capsys.readouterr().err
+    assert "storage.codec=gif: must be one of png, webp, jpeg, raw" in capsys.readouterr().err
     assert main([*base]) == 2
     err = capsys.readouterr().err
     assert "--eldm" in err or "E-LDM" in err
