@@ -61,3 +61,39 @@ def test_ibot_unmasked_images_add_zero_patch_loss():
     none = [torch.zeros(2, 2, 3, dtype=torch.bool)] * 2
     out = loss_fn((torch.randn(4, 3), sp), (torch.randn(4, 3), tp), None, none, 0)
     assert out["patch"].item() == 0.0
+
+
+def dense_original_form(loss_fn, sc, sp, tc, tp, masks, epoch):
+    """iBOTLoss.forward as written in bytedance/ibot (softmaxes on all tokens, then the mask)."""
+    temp, temp2 = loss_fn.temperatures(epoch)
+    s_cls = (sc / loss_fn.student_temp).chunk(2)
+    s_patch = (sp / loss_fn.student_temp).chunk(2)
+    t_cls = torch.softmax((tc - loss_fn.center) / temp, -1).chunk(2)
+    t_patch = torch.softmax((tp - loss_fn.center2) / temp2, -1).chunk(2)
+    l1 = l2 = 0
+    for q in range(2):
+        for v in range(2):
+            if v == q:
+                x = torch.sum(-t_patch[q] * torch.log_softmax(s_patch[v], -1), -1)
+                m = masks[v].flatten(-2, -1)
+                l2 = l2 + (torch.sum(x * m.float(), -1) / m.sum(-1).clamp(min=1.0)).mean()
+            else:
+                l1 = l1 + torch.sum(-t_cls[q] * torch.log_softmax(s_cls[v], -1), -1).mean()
+    return l1 / 2 + l2 / 2
+
+
+def test_masked_only_softmax_has_the_original_value_and_gradient():
+    torch.manual_seed(1)
+    loss_fn = iBOTLoss(5, 6, 2, 0, 0.04, 0.07, 0.04, 0.07, 2, 4)
+    loss_fn.center.normal_()
+    loss_fn.center2.normal_()
+    sc, sp = torch.randn(6, 5, requires_grad=True), torch.randn(6, 12, 6, requires_grad=True)
+    tc, tp = torch.randn(6, 5), torch.randn(6, 12, 6)
+    masks = list((torch.rand(2, 3, 3, 4) < 0.4).unbind(0))
+    ref = dense_original_form(loss_fn, sc, sp, tc, tp, masks, 1)
+    g_ref = torch.autograd.grad(ref, (sc, sp))
+    got = loss_fn((sc, sp), (tc, tp), None, masks, 1, update_center=False)["loss"]
+    g_got = torch.autograd.grad(got, (sc, sp))
+    assert got.item() == pytest.approx(ref.item(), rel=1e-6)
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

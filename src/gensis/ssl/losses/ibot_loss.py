@@ -82,13 +82,13 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
         return float(self.teacher_temp_schedule[e]), float(self.teacher_temp2_schedule[e])
 
     @torch.no_grad()
-    def teacher_probs(self, teacher_cls: torch.Tensor, teacher_patch: torch.Tensor,
-                      epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Step 1: (n_g·B, K), (n_g·B, N, K2) -> centered, sharpened teacher distributions (same shapes)."""
-        temp, temp2 = self.temperatures(epoch)
-        p_cls = F.softmax((teacher_cls.detach().float() - self.center) / temp, dim=-1)
-        p_patch = F.softmax((teacher_patch.detach().float() - self.center2) / temp2, dim=-1)
-        return p_cls, p_patch
+    def cls_targets(self, teacher_cls: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Step 1 for CLS outputs (N, K) -> softmax((ĥ_t − c)/τ_t) (N, K); the center is read, not updated."""
+        return F.softmax((teacher_cls.detach().float() - self.center) / self.temperatures(epoch)[0], dim=-1)
+
+    def cls_cross_entropy(self, targets: torch.Tensor, student_cls: torch.Tensor) -> torch.Tensor:
+        """mean_batch −Σ_k P_k log softmax(ĥ_s/τ_s)_k for (N, K) targets and raw student outputs."""
+        return torch.sum(-targets * F.log_softmax(student_cls.float() / self.student_temp, dim=-1), dim=-1).mean()
 
     def forward(self, student_output: tuple[torch.Tensor, torch.Tensor], teacher_output: tuple[torch.Tensor, torch.Tensor],
                 student_local_cls: torch.Tensor | None, student_mask: Sequence[torch.Tensor], epoch: int,
@@ -99,19 +99,17 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
         if student_local_cls is not None:
             student_cls = torch.cat([student_cls, student_local_cls])  # ((n_g + n_l)·B, K)
         s_cls = (student_cls.float() / self.student_temp).chunk(self.ngcrops + self.nlcrops)  # n_crops × (B, K)
-        s_patch = (student_patch.float() / self.student_temp).chunk(self.ngcrops)  # n_g × (B, N, K2)
-        p_cls, p_patch = self.teacher_probs(teacher_cls, teacher_patch, epoch)
-        t_cls, t_patch = p_cls.chunk(self.ngcrops), p_patch.chunk(self.ngcrops)
+        s_patch = student_patch.chunk(self.ngcrops)  # n_g × (B, N, K2)
+        t_patch = teacher_patch.detach().chunk(self.ngcrops)  # n_g × (B, N, K2)
+        t_cls = self.cls_targets(teacher_cls, epoch).chunk(self.ngcrops)  # n_g × (B, K)
+        temp2 = self.temperatures(epoch)[1]
 
         total_cls, n_cls = torch.zeros((), device=s_cls[0].device), 0
         total_patch, n_patch = torch.zeros((), device=s_cls[0].device), 0
         for q in range(len(t_cls)):
             for v in range(len(s_cls)):
                 if v == q:
-                    ce = torch.sum(-t_patch[q] * F.log_softmax(s_patch[v], dim=-1), dim=-1)  # (B, N)
-                    mask = student_mask[v].flatten(-2, -1)  # (B, h, w) -> (B, N)
-                    ce = torch.sum(ce * mask.float(), dim=-1) / mask.sum(dim=-1).clamp(min=1.0)  # (B,)
-                    total_patch = total_patch + ce.mean()
+                    total_patch = total_patch + self._masked_patch_ce(s_patch[v], t_patch[q], student_mask[v], temp2)
                     n_patch += 1
                 else:
                     ce = torch.sum(-t_cls[q] * F.log_softmax(s_cls[v], dim=-1), dim=-1)  # (B,)
@@ -122,6 +120,20 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
         if update_center:
             self.update_center(teacher_cls, teacher_patch)
         return {"cls": total_cls, "patch": total_patch, "loss": total_cls + total_patch}
+
+    def _masked_patch_ce(self, s_patch: torch.Tensor, t_patch: torch.Tensor, mask: torch.Tensor,
+                         temp2: float) -> torch.Tensor:
+        """Step 3 for one crop: mean over images of the mean CE over the image's masked tokens (0 if none).
+
+        Only masked tokens enter the loss, so the softmaxes are taken at those tokens only (the original takes
+        them on all N tokens and multiplies by the mask: the same value and the same, zero elsewhere, gradient).
+        """
+        m = mask.flatten(-2, -1)  # (B, h, w) -> (B, N)
+        weight = (1 / m.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(m)[m]  # (n,) 1/|masked of its image|
+        p = F.softmax((t_patch[m].float() - self.center2[0]) / temp2, dim=-1)  # (n, K2)
+        log_q = F.log_softmax(s_patch[m].float() / self.student_temp, dim=-1)  # (n, K2)
+        ce = torch.sum(-p * log_q, dim=-1)  # (n,)
+        return (ce * weight).sum() / m.shape[0]
 
     @torch.no_grad()
     def update_center(self, teacher_cls: torch.Tensor, teacher_patch: torch.Tensor) -> None:
