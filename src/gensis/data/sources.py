@@ -19,11 +19,14 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 from gensis.errors import UserError
+
+if TYPE_CHECKING:
+    from gensis.data.torch_datasets import ImageDataset
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLITS = ("train", "val", "all")
@@ -68,6 +71,13 @@ class ImageSet:
 
     def subset(self, indices: np.ndarray, name: str | None = None) -> "ImageSet":
         return SubsetImageSet(self, np.asarray(indices, dtype=np.int64), name)
+
+    def as_torch_dataset(self, transform: Callable[[Any], Any] | None = None) -> "ImageDataset":
+        """This set as a ``torch.utils.data.Dataset``: item i is ``(transform(uint8 (3, H, W)), label)``
+        (label −1 when unlabeled); works in a ``DataLoader`` with workers."""
+        from gensis.data.torch_datasets import ImageDataset
+
+        return ImageDataset(self, transform)
 
     def stack(self, indices: Sequence[int] | None = None) -> np.ndarray:
         """All (or the given) images as one N×H×W×3 array; every image must have the same size."""

@@ -1,0 +1,71 @@
+"""BankDataset and ImageSet.as_torch_dataset in DataLoaders with worker processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from gensis.bank.reader import BankReader
+from gensis.data import BankDataset, open_data
+
+TRANSFORM = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Resize(8, antialias=True)])
+
+
+def test_bank_dataset_items(fake_bank, images_npz):
+    ds = BankDataset(fake_bank)  # the dataset recorded in the bank
+    reader = BankReader(fake_bank)
+    assert len(ds) == reader.num_images == 40  # the train split of 48 (10 of each class)
+    item = ds[5]
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, 16, 16)
+    assert item["generated"].shape == (2, 3, 16, 16)
+    assert item["interpolated"].shape == (2, 3, 16, 16)
+    assert item["alpha"].tolist() == pytest.approx([0.3, 0.7])
+    assert torch.equal(item["generated"], reader.generative_batch(np.array([5, 5]), np.array([0, 1])))
+    interp, sec = reader.interpolated_batch(np.array([5]), np.array([0.7]))
+    assert torch.equal(item["interpolated"][1], interp[0]) and item["partner_index"] == int(sec[0])
+    train = open_data(str(images_npz), "train")
+    assert torch.equal(item["image"], torch.from_numpy(train.get(5)).permute(2, 0, 1))
+    assert torch.equal(item["partner"], torch.from_numpy(train.get(item["partner_index"])).permute(2, 0, 1))
+    assert item["label"] == int(train.labels[5]) and item["index"] == 5
+    assert item["partner_index"] != 5
+
+
+def test_bank_dataset_in_a_dataloader_with_two_workers(fake_bank):
+    ds = BankDataset(fake_bank, transform=TRANSFORM)
+    serial = list(DataLoader(ds, batch_size=8, num_workers=0))
+    parallel = list(DataLoader(ds, batch_size=8, num_workers=2))
+    assert len(parallel) == 5
+    b = parallel[0]
+    assert b["image"].shape == (8, 3, 8, 8) and b["image"].dtype == torch.float32
+    assert b["generated"].shape == (8, 2, 3, 8, 8) and b["alpha"].shape == (8, 2)
+    assert b["partner"].shape == (8, 3, 8, 8) and b["partner_index"].shape == (8,)
+    for s, p in zip(serial, parallel):
+        for key in ("image", "generated", "interpolated", "partner", "label", "partner_index"):
+            assert torch.equal(s[key], p[key]), key
+
+
+def test_bank_dataset_refuses_another_dataset(fake_bank, tmp_path):
+    from gensis.errors import UserError
+
+    other = tmp_path / "other.npz"
+    np.savez(other, images=np.zeros((48, 16, 16, 3), np.uint8))
+    with pytest.raises(UserError, match="generated from"):
+        BankDataset(fake_bank, data=str(other))
+
+
+def test_image_set_as_torch_dataset(images_npz):
+    images = open_data(str(images_npz), "val")
+    ds = images.as_torch_dataset(TRANSFORM)
+    x, y = ds[0]
+    assert x.shape == (3, 8, 8) and x.dtype == torch.float32 and y == int(images.labels[0])
+    batches = list(DataLoader(ds, batch_size=4, num_workers=2))
+    xs = torch.cat([b[0] for b in batches])
+    assert xs.shape == (len(images), 3, 8, 8)
+    assert torch.equal(torch.cat([b[1] for b in batches]), torch.as_tensor(images.labels))
+    raw = images.as_torch_dataset()
+    assert torch.equal(raw[-1][0], torch.from_numpy(images.get(len(images) - 1)).permute(2, 0, 1))
+    with pytest.raises(IndexError):
+        raw[len(images)]
