@@ -114,7 +114,7 @@ def _cached(path: Path, key: dict, compute, pattern: str | None = None) -> dict[
 
 def cached_embeddings(folder: Path, encoder, ds: ImageSet, device, batch_size: int, tag: str = "train") -> torch.Tensor:
     """(N, D) float32 embeddings of ``ds`` by ``encoder``, cached under ``folder`` with both identities."""
-    from gensis.models.encoder import extract_features
+    from gensis.eval.features import extract_features
 
     key = {"encoder": encoder.identity, "data": ds.identity}
 

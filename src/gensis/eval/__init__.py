@@ -1,24 +1,15 @@
-"""Evaluations of frozen encoders (DINO protocols): weighted k-NN and linear probe.
+"""Evaluations of frozen encoders: one module per protocol, registered in ``gensis.eval.registry``.
 
-``EVALUATIONS`` maps each evaluation's name (the ``gensis eval`` sub-command) to its function
-``fn(encoder, train_ds, test_ds, ...) -> dict``.
+Protocols: ``knn`` and ``linear`` (DINO), ``robustness`` (linear probe on OOD sets), ``copydetect``
+(Copydays), ``retrieval`` (revisited Oxford/Paris), ``davis`` (DAVIS-2017 label propagation), ``umap``
+(embedding maps) and ``all``. Features come from ``gensis.eval.features``; metrics equal to the
+benchmarks' code from ``gensis.eval.metrics``.
 """
 
 from __future__ import annotations
 
 from gensis.eval.knn import knn_classify, knn_eval
 from gensis.eval.linear import LinearConfig, linear_eval
+from gensis.eval.registry import PROTOCOLS, evaluations, get_evaluation
 
-EVALUATIONS = {"knn": knn_eval, "linear": linear_eval}
-
-
-def get_evaluation(name: str):
-    """The evaluation function registered as ``name``; a UserError listing the valid names otherwise."""
-    from gensis.errors import UserError
-
-    if name not in EVALUATIONS:
-        raise UserError(f"unknown evaluation '{name}'; available: {', '.join(EVALUATIONS)}")
-    return EVALUATIONS[name]
-
-
-__all__ = ["EVALUATIONS", "LinearConfig", "get_evaluation", "knn_classify", "knn_eval", "linear_eval"]
+__all__ = ["PROTOCOLS", "LinearConfig", "evaluations", "get_evaluation", "knn_classify", "knn_eval", "linear_eval"]

@@ -59,3 +59,71 @@ def split_note(train: dict, test: dict) -> str | None:
     if not parts:
         return None
     return "; ".join(parts) + "; name a split (DATA@all) to change it"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# options of the classification protocols (knn, linear, robustness)
+
+DEFAULT_DATA = "builtin:animal-mnist"
+
+
+def add_data_options(p, default_train: str | None = DEFAULT_DATA) -> None:
+    p.add_argument("--train", default=default_train, required=default_train is None, metavar="DATA",
+                   help="labelled training data: builtin:NAME, an ImageFolder folder or an .npz; DATA@train, "
+                        "@val or @all picks a split")
+    p.add_argument("--test", default=None, metavar="DATA",
+                   help="labelled test data (same forms; default: the --train data). One source: its train "
+                        "and val splits; two different sources: each whole, unless a split is named")
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="held-out share for data without its own split (default: the run's data.val_fraction, "
+                        "else 0.2)")
+    p.add_argument("--split-seed", type=int, default=None, metavar="SEED",
+                   help="seed of that split (default: the run's data.split_seed, else 0)")
+
+
+def split_defaults(args) -> tuple[float, int]:
+    """The pretraining run's split (so its held-out images stay held out), else 0.2 / seed 0."""
+    from pathlib import Path
+
+    val_fraction, split_seed = 0.2, 0
+    enc = str(args.encoder)
+    if enc not in ("pixels", "random") and not enc.startswith("timm:") and (Path(enc) / "config.yaml").is_file():
+        from gensis.rundir import RunDir
+
+        data = RunDir(enc).config().get("data", {})
+        val_fraction = float(data.get("val_fraction", val_fraction))
+        split_seed = int(data.get("split_seed", split_seed))
+    if args.val_fraction is not None:
+        val_fraction = args.val_fraction
+    if args.split_seed is not None:
+        split_seed = args.split_seed
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
+    return val_fraction, split_seed
+
+
+def prepare_classification(args):
+    """(encoder, train_ds, test_ds, device, cache) from the shared options; user mistakes raise UserError."""
+    import sys
+
+    from gensis.eval.options import feature_cache, open_encoder, setup_runtime
+
+    device = setup_runtime(args)
+    val_fraction, split_seed = split_defaults(args)
+    train_ds, test_ds = open_train_test(args.train, args.test, val_fraction, split_seed)
+    if train_ds.identity == test_ds.identity:
+        print(f"gensis: warning: the test set is the training set ({test_ds.name})", file=sys.stderr)
+    encoder = open_encoder(args.encoder, args, device=device)
+    return encoder, train_ds, test_ds, device, feature_cache(args)
+
+
+def header_lines(title: str, res: dict) -> list[str]:
+    e, tr, te = res["encoder"], res["train"], res["test"]
+    return [f"{title}  encoder: {e['name']} ({e['identity']}, {e['dim']}-d)",
+            f"train: {tr['name']} ({tr['size']} images, {tr['identity']})  "
+            f"test: {te['name']} ({te['size']} images, {te['identity']})"]
+
+
+def footer_lines(res: dict) -> list[str]:
+    note = split_note(res["train"], res["test"])
+    return [note] if note else []

@@ -104,21 +104,21 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
 
 def knn_eval(encoder, train_ds, test_ds, ks: Sequence[int] = DEFAULT_KS, T: float = DEFAULT_TEMPERATURE,
              device: str | torch.device = "cpu", batch_size: int = 256,
-             features: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+             features: tuple[np.ndarray, np.ndarray] | None = None, cache=None) -> dict:
     """DINO k-NN evaluation of a frozen ``encoder`` (``gensis.models.encoder.Encoder``).
 
     Returns a JSON-ready dict: ``results`` (one row per k: ``k``, ``top1``, ``top5`` in %), the best row's
     ``k``/``top1``/``top5``, ``temperature``, and the identities of the encoder and both datasets.
     ``features`` (train, test) skips extraction when they are already at hand.
     """
-    from gensis.models.encoder import extract_features
+    from gensis.eval.features import extract_features
 
     y_train, y_test = labels_of(train_ds, "train"), labels_of(test_ds, "test")
     check_knn_args(ks, T, len(train_ds))  # before the (slow) feature extraction
     t0 = time.time()
     if features is None:
-        f_train = extract_features(encoder, train_ds, batch_size, device, desc="train features")
-        f_test = extract_features(encoder, test_ds, batch_size, device, desc="test features")
+        f_train = extract_features(encoder, train_ds, batch_size, device, desc="train features", cache=cache)
+        f_test = extract_features(encoder, test_ds, batch_size, device, desc="test features", cache=cache)
     else:
         f_train, f_test = features
     t_feat = time.time() - t0
@@ -136,3 +136,51 @@ def knn_eval(encoder, train_ds, test_ds, ks: Sequence[int] = DEFAULT_KS, T: floa
         "k": best["k"], "top1": best["top1"], "top5": best["top5"],
         "seconds": {"features": round(t_feat, 2), "total": round(time.time() - t0, 2)},
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line: gensis eval knn
+
+
+def _add_arguments(p) -> None:
+    from gensis.eval.common import add_data_options
+    from gensis.eval.options import add_encoder_options, add_runtime_options
+
+    add_encoder_options(p)
+    add_data_options(p)
+    p.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), metavar="K",
+                   help="numbers of neighbours to evaluate (one result row each)")
+    p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, metavar="T",
+                   help="temperature T of the vote weights exp(similarity / T)")
+    add_runtime_options(p)
+
+
+def _run(args) -> dict:
+    from gensis.eval.common import prepare_classification
+
+    check_knn_args(args.k, args.temperature, 10**12)  # before loading anything
+    encoder, train_ds, test_ds, device, cache = prepare_classification(args)
+    return knn_eval(encoder, train_ds, test_ds, ks=args.k, T=args.temperature, device=device,
+                    batch_size=args.feature_batch_size, cache=cache)
+
+
+def format_knn(res: dict) -> str:
+    from gensis.eval.common import footer_lines, header_lines
+
+    lines = header_lines(f"k-NN (T={res['temperature']:g})", res)
+    lines.append(f"{'k':>6}  {'top-1':>7}  {'top-5':>7}")
+    lines += [f"{r['k']:>6}  {r['top1']:7.2f}  {r['top5']:7.2f}" for r in res["results"]]
+    return "\n".join(lines + footer_lines(res))
+
+
+from gensis.eval.registry import Evaluation  # noqa: E402
+
+EVALUATION = Evaluation(
+    name="knn",
+    summary="weighted k-NN classifier on L2-normalized features (DINO, T=0.07, k=10/20)",
+    description="Weighted k-NN (DINO): cosine similarity to the k nearest training features, votes "
+                "weighted by exp(similarity / T); top-1 and top-5 accuracy on the test set.",
+    add_arguments=_add_arguments, run=_run, format=format_knn,
+    headline=lambda r: [(f"k-NN top-1 (k={r['k']})", r["top1"])],
+    data_options=("train",),
+)

@@ -224,6 +224,10 @@ def train_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, test_fe
                        y_test: torch.Tensor, num_classes: int, cfg: LinearConfig,
                        show_progress: bool = True, device: str | torch.device = "cpu") -> list[HeadResult]:
     """Train one linear head per learning rate of ``cfg.lrs`` (steps 3-4); one result per head."""
+    return _train_heads(train_feats, y_train, test_feats, y_test, num_classes, cfg, show_progress, device)[0]
+
+
+def _train_heads(train_feats, y_train, test_feats, y_test, num_classes, cfg, show_progress, device):
     weight, bias, last_loss = fit_linear_heads(train_feats, y_train, num_classes, cfg, show_progress, device)
     top1, top5 = score_linear_heads(weight, bias, test_feats, y_test)
     weight, bias, last_loss = weight.cpu(), bias.cpu(), last_loss.cpu()
@@ -233,18 +237,20 @@ def train_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, test_fe
         ok = bool(finite[h])
         out.append(HeadResult(float(lr0), float(top1[h]) if ok else None, float(top5[h]) if ok else None,
                               not ok, float(last_loss[h]) if ok else None))
-    return out
+    return out, weight, bias
 
 
 def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, device: str | torch.device = "cpu",
-                batch_size: int = 256, test_features: np.ndarray | None = None) -> dict:
+                batch_size: int = 256, test_features: np.ndarray | None = None, cache=None,
+                return_heads: bool = False) -> dict:
     """DINO linear evaluation of a frozen ``encoder`` with a learning-rate sweep.
 
     Returns a JSON-ready dict: ``results`` (one row per learning rate: ``lr``, ``top1``, ``top5`` in %,
     ``diverged``), the best row's ``lr``/``top1``/``top5``, the config, and the identities of the encoder
     and both datasets. ``test_features`` (from ``extract_features``) skips the test extraction.
+    ``return_heads``: return ``(result, (weight, bias))`` with the best head's (C, D) and (C,) parameters.
     """
-    from gensis.models.encoder import extract_features
+    from gensis.eval.features import extract_features
 
     cfg = cfg or LinearConfig()
     cfg.check()
@@ -252,18 +258,19 @@ def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, dev
     num_classes = num_classes_of(train_ds, test_ds, y_train, y_test)
     t0 = time.time()
     f_test = test_features if test_features is not None else \
-        extract_features(encoder, test_ds, batch_size, device, desc="test features")
+        extract_features(encoder, test_ds, batch_size, device, desc="test features", cache=cache)
     f_train = augmented_features(encoder, train_ds, cfg.aug_copies, cfg.crop_scale, cfg.seed, batch_size, device)
     t_feat = time.time() - t0
-    heads = train_linear_heads(f_train, torch.from_numpy(y_train), torch.from_numpy(np.asarray(f_test)).float(),
-                               torch.from_numpy(y_test), num_classes, cfg, device=device)
+    heads, weight, bias = _train_heads(f_train, torch.from_numpy(y_train),
+                                       torch.from_numpy(np.asarray(f_test)).float(), torch.from_numpy(y_test),
+                                       num_classes, cfg, True, device)
     ok = [h for h in heads if not h.diverged]
     if not ok:
         raise UserError("every learning rate diverged; give smaller ones with --lrs")
     best = max(ok, key=lambda h: (h.top1, h.top5))
     config = asdict(cfg)
     config["lrs"], config["crop_scale"] = list(cfg.lrs), list(cfg.crop_scale)
-    return {
+    res = {
         "protocol": "linear",
         "encoder": describe_encoder(encoder),
         "train": describe_data(train_ds),
@@ -273,3 +280,85 @@ def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, dev
         "lr": best.lr, "top1": best.top1, "top5": best.top5,
         "seconds": {"features": round(t_feat, 2), "total": round(time.time() - t0, 2)},
     }
+    if return_heads:  # the best head, (C, D) and (C,), for applying it elsewhere (robustness)
+        h = heads.index(best)
+        return res, (weight[h].clone(), bias[h].clone())
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line: gensis eval linear
+
+
+def add_probe_arguments(p) -> None:
+    d = LinearConfig()
+    p.add_argument("--lrs", type=float, nargs="+", default=list(d.lrs), metavar="LR",
+                   help="learning rates to sweep, at batch 256 (scaled by batch-size/256, as DINO)")
+    p.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help="training epochs of the linear heads")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="SGD batch size of the linear heads")
+    p.add_argument("--aug-copies", type=int, default=d.aug_copies, metavar="K",
+                   help="augmented copies of the train set whose features are precomputed")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=list(d.crop_scale), metavar=("MIN", "MAX"),
+                   help="area range of RandomResizedCrop on train images")
+    p.add_argument("--momentum", type=float, default=d.momentum, metavar="M", help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="WD", help="SGD weight decay")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="SEED", help="seed of the augmentations, shuffling and head init")
+
+
+def probe_config(args) -> LinearConfig:
+    cfg = LinearConfig(lrs=tuple(args.lrs), epochs=args.epochs, batch_size=args.batch_size,
+                       momentum=args.momentum, weight_decay=args.weight_decay, aug_copies=args.aug_copies,
+                       crop_scale=tuple(args.crop_scale), seed=args.seed)
+    cfg.check()
+    return cfg
+
+
+def _add_arguments(p) -> None:
+    from gensis.eval.common import add_data_options
+    from gensis.eval.options import add_encoder_options, add_runtime_options
+
+    add_encoder_options(p)
+    add_data_options(p)
+    add_probe_arguments(p)
+    add_runtime_options(p)
+
+
+def _run(args) -> dict:
+    from gensis.eval.common import prepare_classification
+
+    cfg = probe_config(args)  # before the (slow) data and encoder loading
+    encoder, train_ds, test_ds, device, cache = prepare_classification(args)
+    return linear_eval(encoder, train_ds, test_ds, cfg, device=device, batch_size=args.feature_batch_size,
+                       cache=cache)
+
+
+def format_linear(res: dict) -> str:
+    from gensis.eval.common import footer_lines, header_lines
+
+    c = res["config"]
+    lines = header_lines(f"linear probe ({c['epochs']} epochs, batch {c['batch_size']}, "
+                         f"{c['aug_copies']} aug. copies)", res)
+    lines.append(f"{'lr':>8}  {'top-1':>7}  {'top-5':>7}")
+    for r in res["results"]:
+        if r["diverged"]:
+            lines.append(f"{r['lr']:>8g}  {'diverged':>16}")
+        else:
+            lines.append(f"{r['lr']:>8g}  {r['top1']:7.2f}  {r['top5']:7.2f}")
+    lines.append(f"best: lr {res['lr']:g}  top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}")
+    return "\n".join(lines + footer_lines(res))
+
+
+from gensis.eval.registry import Evaluation  # noqa: E402
+
+EVALUATION = Evaluation(
+    name="linear",
+    summary="linear classifier on frozen features with a learning-rate sweep (DINO)",
+    description="Linear probe (DINO): a linear layer on the frozen CLS feature, SGD (momentum 0.9, weight decay "
+                "0, cosine lr), RandomResizedCrop + flip on train, whole image on test. All learning rates train "
+                "at once as parallel heads; the best top-1 is reported. Train features are extracted once for "
+                "--aug-copies augmented copies of the train set (epoch e uses copy e mod K) instead of re-running "
+                "the backbone every epoch.",
+    add_arguments=_add_arguments, run=_run, format=format_linear,
+    headline=lambda r: [(f"linear top-1 (lr {r['lr']:g})", r["top1"])],
+    data_options=("train",),
+)

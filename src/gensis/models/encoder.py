@@ -1,23 +1,36 @@
-"""Frozen encoders for evaluation and conditioning: "image batch → CLS embedding".
+"""Frozen encoders for evaluation and conditioning: "image batch → CLS embedding" (and patch tokens).
 
 ``load_encoder(spec)`` accepts a pretraining run directory (its ``teacher_backbone.safetensors``, DINO's
-choice for evaluation, rebuilt from the run's ``config.yaml``), or the two baselines ``pixels`` (flattened
-raw pixels) and ``random`` (a randomly initialised backbone of the demo preset's architecture).
+choice for evaluation, rebuilt from the run's ``config.yaml``), the two baselines ``pixels`` (raw pixels)
+and ``random`` (a randomly initialised backbone of the demo preset's architecture), or
+``timm:NAME=WEIGHTS`` (any timm ViT with a weights file: safetensors, or a torch checkpoint read with
+``weights_only=True``, e.g. DINO's published ``dino_deitsmall16_pretrain.pth``). Features over datasets
+(batches, caching, multi-scale) live in ``gensis.eval.features``: a backbone knows no dataset.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from gensis.data.batch_augment import normalize
+from gensis.data.transforms import MEAN, STD  # the constants only: no dataset, no augmentation
 from gensis.errors import UserError
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.rundir import RunDir, file_hash, load_tensors
+
+PIXEL_PATCH = 8  # patch size of the raw-pixel baseline's "patch tokens"
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, H, W) in [0, 1] → standardized by the ImageNet mean and std (as in pretraining)."""
+    mean = torch.tensor(MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 @dataclass
@@ -47,6 +60,35 @@ class Encoder:
         x = normalize(x.to(dev).float().div(255))
         return self.model(x).float()
 
+    @property
+    def patch_size(self) -> int:
+        """Side of a patch in pixels (the ViT's; 8 for the raw-pixel baseline)."""
+        if self.model is None:
+            return PIXEL_PATCH
+        ps = self.model.patch_embed.patch_size
+        return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu") if self.model is None else next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """float (B, 3, H, W) in [0, 1], H and W multiples of ``patch_size`` → CLS (B, D) and patch tokens
+        (B, h, w, D) with h = H / patch_size (the final block's output after the norm, as DINO's
+        ``get_intermediate_layers(x, n=1)``). Raw pixels: CLS = the flattened image, tokens = the patches."""
+        ps = self.patch_size
+        b, _, H, W = x.shape
+        h, w = H // ps, W // ps
+        if self.model is None:
+            x = x.to(torch.float32)
+            patches = x[:, :, :h * ps, :w * ps].unfold(2, ps, ps).unfold(3, ps, ps)  # (B, 3, h, w, ps, ps)
+            patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(b, h, w, 3 * ps * ps)  # (B, h, w, 3·ps²)
+            return x.flatten(1), patches
+        out = self.model.forward_features(normalize(x.to(self.device).float())).float()  # (B, prefix + N, D)
+        prefix = getattr(self.model, "num_prefix_tokens", 1)
+        return out[:, 0], out[:, prefix:].reshape(b, h, w, -1)  # (B, D), (B, h, w, D)
+
     def to(self, device) -> "Encoder":
         if self.model is not None:
             self.model.to(device)
@@ -69,7 +111,10 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
         torch.manual_seed(seed)
         size = image_size or cfg["data"]["image_size"]
         model = build_backbone({**cfg["model"], "drop_path_rate": 0.0}, size).eval()
-        return Encoder(model, size, "random", f"random-seed{seed}")
+        arch = hashlib.sha256(json.dumps(cfg["model"], sort_keys=True).encode()).hexdigest()[:8]
+        return Encoder(model, size, "random", f"random-seed{seed}-{arch}")
+    if spec.startswith("timm:"):
+        return _timm_encoder(spec, image_size)
     run = RunDir(spec)
     if not Path(spec).is_dir():
         raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
@@ -86,23 +131,57 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
     return Encoder(model, size, str(spec), file_hash(weights))
 
 
-@torch.no_grad()
-def extract_features(encoder: Encoder, ds, batch_size: int = 256, device: str | torch.device = "cpu",
-                     desc: str = "features") -> np.ndarray:
-    """(N, D) float32 features of every image of an ImageSet, in order."""
-    from gensis.data.loader import ImageBatches
-    from gensis.progress import progress
+def _timm_encoder(spec: str, image_size: int | None) -> Encoder:
+    """``timm:NAME=WEIGHTS``: timm architecture NAME with the weights in file WEIGHTS (no download)."""
+    body = spec[len("timm:"):]
+    name, sep, weights = body.partition("=")
+    if not sep or not name or not weights:
+        raise UserError(f"encoder '{spec}': write timm:NAME=WEIGHTS (e.g. timm:vit_small_patch16_224=dino.pth)")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"encoder '{spec}': weights file not found: {weights}")
+    size = image_size or 224
+    model = build_backbone({"arch": name, "drop_path_rate": 0.0}, size)
+    state = _read_state_dict(path)
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if k in own}
+    missing = [k for k in own if k not in state]
+    if missing:
+        raise UserError(f"{path} does not fit timm's {name}: {len(missing)} weights missing (e.g. {missing[0]})")
+    bad = [k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)]
+    if bad:
+        raise UserError(f"{path} does not fit timm's {name}: {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
+                        f"the model {tuple(own[bad[0]].shape)}")
+    model.load_state_dict(state)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Encoder(model, size, spec, f"{name}-{file_hash(path)}")
 
-    encoder.to(device)
-    batches = ImageBatches(ds, batch_size, shuffle=False, drop_last=False,
-                           load_size=None if _same_size(ds) else encoder.image_size)
-    out = []
-    for images, _ in progress(batches.epoch(0), total=len(batches), desc=desc, leave=False):
-        out.append(encoder(images).cpu())
-    return torch.cat(out).numpy().astype(np.float32)
 
-
-def _same_size(ds) -> bool:
-    from gensis.data.loader import _is_array_backed
-
-    return _is_array_backed(ds)
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file or a torch checkpoint (read with ``weights_only=True``, no code runs);
+    DINO-style wrappers (``teacher``/``student``/``state_dict``/``model``) and ``module.``/``backbone.``
+    prefixes are unwrapped."""
+    if path.suffix == ".safetensors":
+        state = load_tensors(path)
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"cannot read weights {path}: {type(e).__name__}: {e}") from None
+    for key in ("teacher", "state_dict", "model", "student"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds no state dict")
+    out = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            continue
+        for prefix in ("module.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out

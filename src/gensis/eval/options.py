@@ -1,0 +1,91 @@
+"""Command-line options shared by the evaluations, and what they open: encoder, device, feature cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gensis.errors import UserError
+
+ENCODER_HELP = ("a pretraining run directory (its exported backbone), a baseline: 'pixels' (raw pixels) or "
+                "'random' (randomly initialised ViT), or timm:NAME=WEIGHTS (a timm ViT with a weights file)")
+
+
+def add_encoder_options(p: argparse.ArgumentParser, many: bool = False) -> None:
+    p.add_argument("--encoder", required=True, metavar="E[,E...]" if many else "RUN|pixels|random|timm:NAME=W",
+                   help=ENCODER_HELP + (" (several, comma-separated, side by side)" if many else ""))
+    p.add_argument("--backbone", choices=["teacher", "student"], default="teacher",
+                   help="which exported backbone of a run to evaluate (DINO evaluates the teacher)")
+    p.add_argument("--init-seed", type=int, default=0, metavar="SEED", help="initialisation seed of --encoder random")
+
+
+def add_runtime_options(p: argparse.ArgumentParser, json_option: bool = True) -> None:
+    if json_option:
+        p.add_argument("--json", default=None, metavar="FILE", help="also write the results to FILE (JSON, atomically)")
+    p.add_argument("--device", default="auto", metavar="DEV", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    p.add_argument("--feature-batch-size", type=int, default=128, metavar="N",
+                   help="images per forward pass when extracting features")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="feature cache folder, or 'none' (default: $GENSIS_CACHE_DIR, else ~/.cache/gensis/features)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: torch's choice). On cores shared with other busy processes, "
+                        "1 thread or the environment variable OMP_WAIT_POLICY=PASSIVE can be several times faster")
+
+
+def setup_runtime(args):
+    """Thread count and device from the options (UserError on bad values); returns the torch device."""
+    import torch
+
+    from gensis.device import pick_device
+
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if getattr(args, "feature_batch_size", 1) < 1:
+        raise UserError(f"--feature-batch-size must be >= 1, got {args.feature_batch_size}")
+    try:
+        device = pick_device(getattr(args, "device", "auto"))
+    except RuntimeError as e:
+        raise UserError(f"bad --device '{args.device}': {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available")
+    return device
+
+
+def feature_cache(args):
+    from gensis.eval.features import FeatureCache, default_cache_dir
+
+    c = getattr(args, "cache", None)
+    if c is None:
+        return FeatureCache(default_cache_dir())
+    return FeatureCache(None if c.lower() == "none" else Path(c).expanduser())
+
+
+def open_encoder(spec: str, args, image_size: int | None = None, device=None):
+    """The frozen encoder ``spec`` (see ``ENCODER_HELP``), on ``device``."""
+    from gensis.models.encoder import load_encoder
+
+    enc = load_encoder(spec, getattr(args, "backbone", "teacher"), image_size=image_size,
+                       seed=getattr(args, "init_seed", 0))
+    return enc.to(device) if device is not None else enc
+
+
+def encoder_specs(text: str) -> list[str]:
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise UserError("--encoder is empty")
+    return specs
+
+
+def require(path: str | Path, what: str) -> Path:
+    """``path`` if it exists; else one UserError line naming the missing file or folder."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{what} not found: {p}")
+    return p
+
+
+def warn(msg: str) -> None:
+    print(f"gensis: warning: {msg}", file=sys.stderr)
