@@ -5,6 +5,9 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
 - ``builtin:NAME``: real labelled images shipped inside an installed wheel (no network). See ``BUILTINS``.
 - a folder: ImageFolder layout (one sub-folder per class, any format PIL reads) or, unlabeled, images
   directly in the folder. A folder holding ``train/`` and ``val/`` (or ``test/``) sub-folders has its own split.
+- ``tiles:TILES`` (or the folder TILES itself): tiles of whole-slide images made by ``gensis wsi tile``, read
+  lazily from the slides, the slide as group; ``tiles:TILES?labels=slides.csv`` adds slide labels. Its
+  train/val split is by slide (``gensis.wsi.dataset``).
 - an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3), optional ``labels`` (int, N), optional
   ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
 
@@ -367,6 +370,10 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
     ds = DataSpec.parse(spec)
     split = ds.split or default_split
     src = ds.source
+    if src.startswith("tiles:") or (Path(src).expanduser().is_dir() and _is_tiles(Path(src).expanduser())):
+        from gensis.wsi.dataset import open_tiles_split  # slides tiled by `gensis wsi tile`, read lazily
+
+        return _limit(open_tiles_split(src, split, val_fraction, seed), limit, seed)
     if src.startswith("builtin:"):
         name = src.split(":", 1)[1]
         if name not in BUILTINS:
@@ -448,6 +455,12 @@ def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
     for j, c in enumerate(other.classes):
         lut[j] = index.get(c, -1)
     return RelabelledImageSet(other, lut[other.labels], list(reference.classes))
+
+
+def _is_tiles(path: Path) -> bool:
+    from gensis.wsi.dataset import is_tiles_folder
+
+    return is_tiles_folder(path)
 
 
 def _limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:

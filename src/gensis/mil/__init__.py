@@ -1,0 +1,1 @@
+"""Multiple-instance learning on slide bags: ABMIL (gated attention), cross-validation, metrics, heatmaps."""

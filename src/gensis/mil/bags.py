@@ -1,0 +1,89 @@
+"""The on-disk format of slide bags (``gensis wsi embed`` writes them, ``gensis mil`` reads them).
+
+``FEATS/<slide>.h5`` (one file per slide, as Trident's ``features_<encoder>/``):
+
+    features  float32 (N, D)  one embedding per tile, in the order of the tile file
+    coords    int64 (N, 2)    level-0 (x, y) of each tile
+
+attributes: slide_id, slide_path, tiles_file (the ``patches/<slide>.h5`` it came from), encoder (the RUN
+directory or name), encoder_identity (hash of its weights), tiles_key (the tile file's settings key: resume
+check), patch_size_level0, thumb_scale_x/y and thumbnail (path of the slide's thumbnail PNG, for heatmaps),
+format (``gensis-bag/1``). Files are written atomically: one that exists is complete.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gensis.errors import UserError
+
+FORMAT = "gensis-bag/1"
+
+
+@dataclass
+class Bag:
+    slide_id: str
+    features: np.ndarray   # (N, D) float32
+    coords: np.ndarray     # (N, 2) int64
+    attrs: dict
+
+
+def write_bag(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("features", data=np.asarray(features, np.float32))
+        f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
+        for k, v in {**attrs, "format": FORMAT}.items():
+            f.attrs[k] = str(v) if isinstance(v, Path) else v
+    os.replace(tmp, path)
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_bag_attrs(path: Path) -> dict | None:
+    """Attributes of a bag file, or None when it is absent or unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: _attr(v) for k, v in f.attrs.items()}
+    except OSError:
+        return None
+
+
+def read_bag(path: Path) -> Bag:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            feats, coords = f["features"][:], f["coords"][:]
+    except (OSError, KeyError) as e:
+        raise UserError(f"cannot read bag {path}: {e}") from None
+    if attrs.get("format") != FORMAT:
+        raise UserError(f"{path} is not a gensis bag (format {attrs.get('format')!r}, expected {FORMAT})")
+    return Bag(str(attrs.get("slide_id", path.stem)), feats.astype(np.float32), coords, attrs)
+
+
+def list_bags(folder: str | Path) -> dict[str, Path]:
+    """{slide id: bag file} of a features folder."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"features folder not found: {folder}")
+    files = sorted(folder.glob("*.h5"))
+    if not files:
+        raise UserError(f"no bags (*.h5) in {folder}: run `gensis wsi embed --out {folder}` first")
+    return {f.stem: f for f in files}

@@ -1,0 +1,1 @@
+"""Whole-slide images: reading (OpenSlide / tiffslide), tissue detection, tiling, lazy tile datasets, embedding."""

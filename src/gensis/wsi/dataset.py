@@ -1,0 +1,209 @@
+"""Tiles of slides as an ``ImageSet``: ``--data tiles:TILES`` (or the tiles folder itself).
+
+Only coordinates are held: three int arrays (slide, x, y) of the kept tiles, 20 bytes a tile. Pixels are read
+from the slide on ``get(i)``, in whichever process asks: DataLoader workers open their own slide handles
+(handles are dropped when the set is pickled), so nothing is extracted to disk. ``groups`` is the slide index
+of each tile, so the bank's interpolation partner (``gen.secondary=group``) comes from another slide.
+
+Slide labels come from a CSV (columns ``slide,label``; label names or integers) given as
+``tiles:TILES?labels=slides.csv``; each tile carries its slide's label. Tiles of slides missing from the CSV
+are dropped (and counted in a warning).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gensis.data.sources import ImageSet
+from gensis.errors import UserError
+from gensis.wsi.geometry import TileGeometry, read_tile
+from gensis.wsi.tilefile import SlideTiles, list_slides, read_slide_tiles, tiles_dir
+
+PREFIX = "tiles:"
+
+
+def read_labels_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """({slide: label}, {slide: patient}) from a CSV with columns ``slide,label`` (+ optional ``patient``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"labels CSV not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"slide", "label"} <= set(rows[0]):
+        raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(rows[0]) if rows else 'nothing'})")
+    labels = {r["slide"].strip(): r["label"].strip() for r in rows if r["slide"].strip()}
+    patients = {r["slide"].strip(): (r.get("patient") or "").strip() for r in rows if r["slide"].strip()}
+    return labels, {k: v for k, v in patients.items() if v}
+
+
+def class_names(values) -> list[str]:
+    """Sorted label names; integers sort numerically (so ISUP grades 0..5 keep their order)."""
+    vals = sorted(set(values))
+    try:
+        return [str(v) for v in sorted(vals, key=lambda v: int(v))]
+    except ValueError:
+        return [str(v) for v in vals]
+
+
+class TileImageSet(ImageSet):
+    """Tiles read lazily from their slides (H×W×3 uint8 of the tiling's patch size)."""
+
+    def __init__(self, root: str | Path, labels_csv: str | Path | None = None, backend: str = "auto"):
+        self.folder = tiles_dir(root)
+        self.name = self.folder.parent.name or "tiles"
+        self.backend = backend
+        self.slides: list[SlideTiles] = []
+        for f in list_slides(self.folder):
+            st = read_slide_tiles(f)
+            if len(st):
+                self.slides.append(st)
+        if not self.slides:
+            raise UserError(f"{self.folder}: no slide has any tile")
+        self.classes = None
+        self.labels = None
+        keep = list(range(len(self.slides)))
+        slide_label = None
+        if labels_csv is not None:
+            table, _ = read_labels_csv(labels_csv)
+            missing = [s.slide_id for s in self.slides if s.slide_id not in table]
+            keep = [i for i, s in enumerate(self.slides) if s.slide_id in table]
+            if not keep:
+                raise UserError(f"{labels_csv}: none of the {len(self.slides)} tiled slides has a label")
+            if missing:
+                print(f"gensis: warning: {len(missing)} tiled slides have no label in {labels_csv} and are left out "
+                      f"(e.g. {missing[0]})", file=sys.stderr)
+            self.classes = class_names(table[self.slides[i].slide_id] for i in keep)
+            slide_label = {self.slides[i].slide_id: self.classes.index(table[self.slides[i].slide_id]) for i in keep}
+        self.slides = [self.slides[i] for i in keep]
+        counts = np.array([len(s) for s in self.slides])
+        self.groups = np.repeat(np.arange(len(self.slides), dtype=np.int64), counts)   # (N,) slide index
+        xy = np.concatenate([s.coords for s in self.slides])                            # (N, 2)
+        self._x, self._y = xy[:, 0].astype(np.int64), xy[:, 1].astype(np.int64)
+        if slide_label is not None:
+            self.labels = np.repeat(np.array([slide_label[s.slide_id] for s in self.slides], np.int64), counts)
+        self._geoms: list[TileGeometry] = [s.geometry for s in self.slides]
+        self._paths = [s.slide_path for s in self.slides]
+        self._open: dict[int, object] = {}
+        self._identity: str | None = None
+
+    @property
+    def slide_ids(self) -> list[str]:
+        return [s.slide_id for s in self.slides]
+
+    def __len__(self) -> int:
+        return len(self._x)
+
+    def __getstate__(self) -> dict:  # slide handles stay in the process that opened them
+        d = self.__dict__.copy()
+        d["_open"] = {}
+        return d
+
+    def _slide(self, s: int):
+        h = self._open.get(s)
+        if h is None:
+            from gensis.wsi.slide import open_slide
+
+            h = self._open[s] = open_slide(self._paths[s], self.backend)
+        return h
+
+    def location(self, i: int) -> tuple[int, int, int]:
+        """(slide index, x, y) of tile ``i``."""
+        return int(self.groups[i]), int(self._x[i]), int(self._y[i])
+
+    def get(self, i: int) -> np.ndarray:
+        s, x, y = self.location(i)
+        return read_tile(self._slide(s), self._geoms[s], x, y)
+
+    def slide_indices(self, s: int) -> np.ndarray:
+        return np.flatnonzero(self.groups == s)
+
+    @property
+    def identity(self) -> str:
+        if self._identity is None:
+            h = hashlib.sha256()
+            for st in self.slides:
+                h.update(f"{st.slide_id}|{st.attrs.get('settings_key')}|{len(st)}\n".encode())
+                h.update(np.ascontiguousarray(st.coords).data)
+            if self.labels is not None:
+                h.update(np.ascontiguousarray(self.labels).data)
+            self._identity = h.hexdigest()[:16]
+        return self._identity
+
+
+def parse_tiles_spec(src: str) -> tuple[str, str | None]:
+    """``tiles:TILES`` or ``tiles:TILES?labels=CSV`` → (TILES, CSV or None)."""
+    body = src[len(PREFIX):] if src.startswith(PREFIX) else src
+    labels = None
+    if "?" in body:
+        body, query = body.split("?", 1)
+        for part in query.split("&"):
+            k, _, v = part.partition("=")
+            if k != "labels" or not v:
+                raise UserError(f"unknown option '{part}' in '{src}' (only ?labels=CSV)")
+            labels = v
+    return body, labels
+
+
+def is_tiles_folder(path: Path) -> bool:
+    """A folder made by ``gensis wsi tile`` (it or its single settings sub-folder holds patches/*.h5)."""
+    try:
+        return any(tiles_dir(path).joinpath("patches").glob("*.h5"))
+    except UserError:
+        return False
+
+
+def open_tiles(src: str) -> TileImageSet:
+    root, labels = parse_tiles_spec(src)
+    return TileImageSet(root, labels)
+
+
+def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: str = "png") -> int:
+    """Write every tile as an image file: ``out/<label>/<slide>_x_y.png`` (labelled) or ``out/<slide>_x_y.png``.
+    An existing file is kept (resumable). Returns the number of files written."""
+    from PIL import Image
+
+    from gensis.progress import progress
+
+    out = Path(out)
+    n = 0
+    for i in progress(range(len(ds)), total=len(ds), desc="export", disable=quiet):
+        s, x, y = ds.location(i)
+        sub = out / ds.classes[ds.labels[i]] if ds.labels is not None else out
+        path = sub / f"{ds.slides[s].slide_id}_{x}_{y}.{fmt}"
+        if path.exists():
+            continue
+        sub.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.{fmt}")
+        Image.fromarray(ds.get(i)).save(tmp)
+        tmp.replace(path)
+        n += 1
+    return n
+
+
+def split_by_slide(n_slides: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) slide indices: a deterministic ``val_fraction`` of the slides (at least one when there are
+    two or more) is held out, so no slide has tiles on both sides."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_slides)
+    n_val = int(round(n_slides * val_fraction))
+    if n_slides >= 2 and val_fraction > 0:
+        n_val = min(max(n_val, 1), n_slides - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def open_tiles_split(src: str, split: str, val_fraction: float = 0.2, seed: int = 0) -> ImageSet:
+    """``--data tiles:...`` with a split (``all``, or ``train``/``val`` by slide)."""
+    ds = open_tiles(src)
+    if split == "all":
+        return ds
+    if len(ds.slides) < 2:
+        raise UserError(f"{src}: a train/val split is by slide and needs at least 2 slides (found 1); use @all")
+    tr, va = split_by_slide(len(ds.slides), val_fraction, seed)
+    keep = tr if split == "train" else va
+    idx = np.flatnonzero(np.isin(ds.groups, keep))
+    return ds.subset(idx, f"{ds.name}@{split}")

@@ -1,0 +1,98 @@
+"""``gensis wsi embed``: one bag of tile embeddings (+ coordinates) per slide, from a frozen encoder.
+
+Tiles stream from the slides through one DataLoader (workers read them lazily, in slide order); each slide's
+bag is written (``gensis.mil.bags``) as soon as its last tile is embedded. A slide whose bag exists with the
+same encoder and tiles is skipped, so a killed run resumes at the slide it was on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gensis.errors import UserError
+from gensis.mil.bags import read_bag_attrs, write_bag
+
+
+class _Tiles(Dataset):
+    def __init__(self, ds, indices: np.ndarray):
+        self.ds, self.indices = ds, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, int]:
+        i = int(self.indices[j])
+        return torch.from_numpy(self.ds.get(i)).permute(2, 0, 1).contiguous(), i  # (3, P, P) uint8
+
+
+def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: int = 256, num_workers: int = 2,
+                device: str = "auto", quiet: bool = False) -> dict[str, str]:
+    """Embed every tiled slide of ``tiles`` with ``encoder_spec`` into ``out/<slide>.h5``.
+    Returns {slide id: done | skipped}."""
+    from gensis.device import pick_device
+    from gensis.models.encoder import load_encoder
+    from gensis.progress import progress
+    from gensis.wsi.dataset import TileImageSet
+
+    ds = TileImageSet(tiles)
+    enc = load_encoder(encoder_spec)
+    dev = pick_device(device)
+    enc.to(dev)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    todo = []
+    for s, st in enumerate(ds.slides):
+        a = read_bag_attrs(out / f"{st.slide_id}.h5")
+        if a and a.get("encoder_identity") == enc.identity and a.get("tiles_key") == st.attrs.get("settings_key"):
+            status[st.slide_id] = "skipped"
+        else:
+            todo.append(s)
+    if not todo:
+        return status
+    idx = np.concatenate([ds.slide_indices(s) for s in todo])
+    loader = DataLoader(_Tiles(ds, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=dev.type == "cuda")
+    remaining = {s: len(ds.slide_indices(s)) for s in todo}
+    feats: dict[int, list[np.ndarray]] = {s: [] for s in todo}
+    rows: dict[int, list[np.ndarray]] = {s: [] for s in todo}
+    bar = progress(total=len(idx), desc="embed", unit="tile", disable=quiet)
+    for images, ii in loader:
+        f = enc(images.to(dev, non_blocking=True)).float().cpu().numpy()   # (B, D)
+        ii = ii.numpy()
+        slides = ds.groups[ii]
+        for s in np.unique(slides):
+            m = slides == s
+            feats[s].append(f[m])
+            rows[s].append(ii[m])
+            remaining[s] -= int(m.sum())
+            if remaining[s] == 0:
+                _write(ds, int(s), np.concatenate(feats.pop(s)), np.concatenate(rows.pop(s)), out, enc, encoder_spec)
+                status[ds.slides[s].slide_id] = "done"
+                bar.set_postfix(slides=f"{len(status)}/{len(ds.slides)}", refresh=False)
+        bar.update(len(ii))
+    bar.close()
+    return status
+
+
+def _write(ds, s: int, features: np.ndarray, rows: np.ndarray, out: Path, enc, encoder_spec: str) -> None:
+    st = ds.slides[s]
+    order = np.argsort(rows, kind="stable")
+    coords = np.stack([ds._x[rows], ds._y[rows]], 1)[order]
+    a = st.attrs
+    tiles_file = ds.folder / "patches" / f"{st.slide_id}.h5"
+    write_bag(out / f"{st.slide_id}.h5", features[order], coords,
+              {"slide_id": st.slide_id, "slide_path": str(st.slide_path), "tiles_file": str(tiles_file.resolve()),
+               "encoder": str(encoder_spec), "encoder_identity": enc.identity,
+               "tiles_key": a.get("settings_key", ""), "patch_size_level0": int(a["patch_size_level0"]),
+               "thumb_scale_x": float(a["thumb_scale_x"]), "thumb_scale_y": float(a["thumb_scale_y"]),
+               "thumbnail": str((ds.folder / "thumbnails" / f"{st.slide_id}.png").resolve())})
+
+
+def check_encoder(spec: str) -> None:
+    if spec not in ("pixels", "random") and not Path(spec).is_dir():
+        raise UserError(f"encoder '{spec}' is not a pretraining run directory (or 'pixels' / 'random')")

@@ -1,0 +1,220 @@
+"""Open a whole-slide image with OpenSlide, falling back to tiffslide: one small interface for both.
+
+``open_slide(path)`` tries the backends in ``BACKENDS`` order (OpenSlide reads SVS, NDPI, MRXS, SCN, generic tiled
+TIFF ...; tiffslide, pure Python on tifffile, also reads plain TIFFs without tiles or pyramid that OpenSlide
+refuses) and returns a ``Slide``. Coordinates are always level-0 pixels (x, y), as in both libraries.
+Pixels come back as H×W×3 uint8; transparent areas (outside the scanned region) are white.
+
+The slide's resolution (``mpp``: microns per level-0 pixel) comes from the backend's metadata
+(``openslide.mpp-x`` / ``tiffslide.mpp-x``: Aperio ``MPP``, TIFF resolution tags in centimetres ...) and may be
+missing: ``resolve_mpp`` then takes it from the user (``--slide-mpp``, or a CSV ``slide,mpp``) or refuses the
+slide by name.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from gensis.errors import UserError
+
+SLIDE_EXTS = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".btf"}
+
+
+class SlideError(UserError):
+    """A slide that cannot be used (unreadable, no resolution ...); the message names it."""
+
+
+def _rgb(arr: np.ndarray) -> np.ndarray:
+    """RGBA / RGB / grey → H×W×3 uint8; transparent pixels become white (OpenSlide: outside the scan)."""
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.shape[2] == 4:
+        a = arr[:, :, 3:4].astype(np.uint16)
+        rgb = arr[:, :, :3].astype(np.uint16)
+        arr = ((rgb * a + 255 * (255 - a)) // 255).astype(np.uint8)
+    elif arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3].astype(np.uint8, copy=False))
+
+
+class Slide:
+    """A whole-slide image opened by one backend. Level-0 coordinates everywhere."""
+
+    def __init__(self, path: Path, backend: str, handle, mpp_key: str):
+        self.path, self.backend, self._h = Path(path), backend, handle
+        self.dimensions: tuple[int, int] = tuple(int(v) for v in handle.dimensions)  # (width, height) level 0
+        self.level_count: int = int(handle.level_count)
+        self.level_dimensions = [tuple(int(v) for v in d) for d in handle.level_dimensions]
+        self.level_downsamples = [float(d) for d in handle.level_downsamples]
+        self.properties = dict(handle.properties)
+        self.metadata_mpp = _parse_mpp(self.properties.get(f"{mpp_key}.mpp-x"))
+
+    @property
+    def name(self) -> str:
+        return slide_id(self.path)
+
+    def read_region(self, x: int, y: int, level: int, width: int, height: int) -> np.ndarray:
+        """(height, width, 3) uint8 pixels of ``level`` whose top-left corner is level-0 pixel (x, y)."""
+        img = self._h.read_region((int(x), int(y)), int(level), (int(width), int(height)))
+        return _rgb(np.asarray(img))
+
+    def thumbnail(self, max_size: int) -> np.ndarray:
+        """The whole slide, downsampled to fit ``max_size``×``max_size`` (aspect kept), H×W×3 uint8."""
+        img = self._h.get_thumbnail((int(max_size), int(max_size)))
+        return _rgb(np.asarray(img))
+
+    def close(self) -> None:
+        try:
+            self._h.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> "Slide":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _parse_mpp(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def _open_openslide(path: Path) -> Slide:
+    import openslide
+
+    return Slide(path, "openslide", openslide.OpenSlide(str(path)), "openslide")
+
+
+def _open_tiffslide(path: Path) -> Slide:
+    import tiffslide
+
+    return Slide(path, "tiffslide", tiffslide.TiffSlide(str(path)), "tiffslide")
+
+
+BACKENDS: dict[str, Callable[[Path], Slide]] = {"openslide": _open_openslide, "tiffslide": _open_tiffslide}
+
+
+def open_slide(path: str | Path, backend: str = "auto") -> Slide:
+    """Open ``path`` with ``backend`` (``auto``: OpenSlide, then tiffslide). Raises SlideError naming the slide."""
+    path = Path(path)
+    if not path.exists():
+        raise SlideError(f"slide not found: {path}")
+    names = list(BACKENDS) if backend == "auto" else [backend]
+    errors = []
+    for name in names:
+        if name not in BACKENDS:
+            raise UserError(f"unknown slide backend '{name}' (use auto, {', '.join(BACKENDS)})")
+        try:
+            slide = BACKENDS[name](path)
+            if slide.dimensions[0] <= 0 or slide.dimensions[1] <= 0:
+                raise ValueError(f"empty image {slide.dimensions}")
+            return slide
+        except ImportError as e:
+            errors.append(f"{name} not installed ({e})")
+        except Exception as e:  # each library has its own error types
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+    raise SlideError(f"cannot read slide {path}: {'; '.join(errors)}")
+
+
+def slide_id(path: str | Path) -> str:
+    """The slide's id: its file name without extension (``A.svs`` → ``A``)."""
+    p = Path(path)
+    return p.name[: -len(p.suffix)] if p.suffix else p.name
+
+
+def read_mpp_csv(path: str | Path) -> dict[str, float]:
+    """A CSV with columns ``slide,mpp`` → {slide id or file name: mpp}."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"mpp CSV not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"slide", "mpp"} <= set(rows[0]):
+        raise UserError(f"{path}: needs columns 'slide' and 'mpp' (found: {', '.join(rows[0]) if rows else 'nothing'})")
+    out = {}
+    for i, r in enumerate(rows, start=2):
+        mpp = _parse_mpp(r["mpp"])
+        if mpp is None:
+            raise UserError(f"{path}:{i}: mpp '{r['mpp']}' is not a positive number")
+        out[r["slide"].strip()] = mpp
+    return out
+
+
+@dataclass
+class MppSource:
+    """Where a slide's resolution may come from when its metadata has none."""
+
+    default: float | None = None           # --slide-mpp: for every slide that lacks it
+    table: dict[str, float] | None = None  # --mpp-csv: per slide
+
+    def lookup(self, path: Path) -> float | None:
+        if self.table:
+            for key in (slide_id(path), path.name, str(path)):
+                if key in self.table:
+                    return self.table[key]
+        return self.default
+
+
+def resolve_mpp(slide: Slide, source: MppSource | None = None) -> tuple[float, str]:
+    """(mpp, where it came from). A CSV entry overrides the metadata; ``--slide-mpp`` only fills in a missing one."""
+    source = source or MppSource()
+    if source.table:
+        for key in (slide_id(slide.path), slide.path.name, str(slide.path)):
+            if key in source.table:
+                return source.table[key], "csv"
+    if slide.metadata_mpp is not None:
+        return slide.metadata_mpp, "metadata"
+    if source.default is not None:
+        return source.default, "--slide-mpp"
+    raise SlideError(f"slide {slide.path} has no resolution (mpp) in its metadata: give it with --slide-mpp MPP "
+                     f"(e.g. 0.25 for 40x, 0.5 for 20x) or a CSV with columns slide,mpp (--mpp-csv)")
+
+
+def find_slides(inputs: list[str]) -> list[Path]:
+    """Slides from files, folders (every file with a slide extension) and list files (.txt: one path a line;
+    .csv: a ``slide`` or ``path`` column). Relative paths in a list file are relative to the list file."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SLIDE_EXTS)
+            if not found:
+                raise UserError(f"no slides ({', '.join(sorted(SLIDE_EXTS))}) in folder {p}")
+            out += found
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            out += [_rel(p, line.strip()) for line in p.read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+        elif p.suffix.lower() == ".csv" and p.is_file():
+            with open(p, newline="") as f:
+                rows = list(csv.DictReader(f))
+            col = next((c for c in ("path", "slide") if rows and c in rows[0]), None)
+            if col is None:
+                raise UserError(f"{p}: a slide list CSV needs a 'path' or 'slide' column")
+            out += [_rel(p, r[col].strip()) for r in rows if r[col].strip()]
+        else:
+            out.append(p)  # missing files are reported by name when tiled
+    seen: dict[str, Path] = {}
+    for p in out:
+        sid = slide_id(p)
+        if sid in seen and seen[sid].resolve() != p.resolve():
+            raise UserError(f"two slides have the id '{sid}': {seen[sid]} and {p} (ids are file names without "
+                            f"extension; rename one)")
+        seen[sid] = p
+    return list(seen.values())
+
+
+def _rel(listfile: Path, entry: str) -> Path:
+    q = Path(entry).expanduser()
+    return q if q.is_absolute() else listfile.parent / q

@@ -1,0 +1,132 @@
+"""The on-disk format of tiled slides (Trident-like folders, one HDF5 file of coordinates per slide).
+
+Layout of ``gensis wsi tile SLIDES --out TILES``::
+
+    TILES/<res>_<P>px_<O>px_overlap/      e.g. 20x_256px_0px_overlap (0.7mpp_256px_... for odd resolutions)
+        patches/<slide>.h5                coordinates (the tiles themselves are never written)
+        thumbnails/<slide>.png            the slide's thumbnail (also the background of attention heatmaps)
+        visualization/<slide>.png         the thumbnail with every kept tile outlined
+        tiling.json                       settings + per-slide status (done / failed, tile count, error)
+
+``patches/<slide>.h5`` holds
+
+    coords   int64 (N, 2)   level-0 (x, y) of each tile's top-left corner, row-major over the grid
+    tissue   float32 (N,)   tissue fraction of each tile (from the thumbnail mask)
+
+and, as attributes of the root *and* of ``coords`` (Trident reads them from ``coords``):
+``TileGeometry`` (slide_mpp, target_mpp, patch_size, overlap, level, level_downsample, read_size,
+patch_size_level0, step_level0, level0_width, level0_height, resampled), plus slide_path (absolute),
+slide_id, backend, mpp_source (metadata / csv / --slide-mpp), target_magnification, thumb_scale_x/y
+(level-0 pixels per thumbnail pixel), min_tissue, fill_holes, settings_key (resume check) and format
+(``gensis-tiles/1``). Reading a tile back: ``read_tile(open_slide(slide_path), geometry, x, y)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gensis.errors import UserError
+from gensis.wsi.geometry import TileGeometry
+
+FORMAT = "gensis-tiles/1"
+
+
+@dataclass
+class SlideTiles:
+    """One slide's tiles: coordinates, geometry and attributes (small: 16 bytes a tile)."""
+
+    slide_id: str
+    slide_path: Path
+    coords: np.ndarray    # (N, 2) int64 level-0 (x, y)
+    tissue: np.ndarray    # (N,) float32
+    geometry: TileGeometry
+    attrs: dict
+
+    def __len__(self) -> int:
+        return len(self.coords)
+
+
+def write_slide_tiles(path: Path, coords: np.ndarray, tissue: np.ndarray, attrs: dict) -> None:
+    """Write atomically (temporary file, then rename): a file that exists is complete."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with h5py.File(tmp, "w") as f:
+        d = f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
+        f.create_dataset("tissue", data=np.asarray(tissue, np.float32))
+        for k, v in {**attrs, "format": FORMAT}.items():
+            v = str(v) if isinstance(v, Path) else v
+            f.attrs[k] = v
+            d.attrs[k] = v
+    os.replace(tmp, path)
+
+
+def _attr(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_slide_tiles(path: Path) -> SlideTiles:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            coords = f["coords"][:]
+            tissue = f["tissue"][:] if "tissue" in f else np.ones(len(coords), np.float32)
+    except (OSError, KeyError) as e:
+        raise UserError(f"cannot read tile coordinates {path}: {e}") from None
+    if attrs.get("format") != FORMAT:
+        raise UserError(f"{path} is not a gensis tile file (format {attrs.get('format')!r}, expected {FORMAT})")
+    return SlideTiles(str(attrs["slide_id"]), Path(attrs["slide_path"]), coords, tissue,
+                      TileGeometry.from_attrs(attrs), attrs)
+
+
+def settings_key(path: Path) -> str | None:
+    """The settings key of an existing tile file (None if absent or unreadable): the resume check."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr(f.attrs.get("settings_key"))
+    except OSError:
+        return None
+
+
+def tiles_dir(root: str | Path) -> Path:
+    """The folder holding ``patches/``: ``root`` itself, or its single ``*_overlap`` sub-folder."""
+    root = Path(root).expanduser()
+    if (root / "patches").is_dir():
+        return root
+    if not root.is_dir():
+        raise UserError(f"tiles folder not found: {root}")
+    subs = sorted(p for p in root.iterdir() if (p / "patches").is_dir())
+    if len(subs) == 1:
+        return subs[0]
+    if not subs:
+        raise UserError(f"{root} holds no tiles (no patches/ folder): run `gensis wsi tile SLIDES --out {root}`")
+    raise UserError(f"{root} holds tiles at several settings ({', '.join(p.name for p in subs)}): "
+                    f"name one, e.g. {subs[0]}")
+
+
+def list_slides(root: str | Path) -> list[Path]:
+    """Tile files of a tiles folder, sorted by slide id."""
+    d = tiles_dir(root) / "patches"
+    files = sorted(d.glob("*.h5"))
+    if not files:
+        raise UserError(f"no tiled slides in {d}")
+    return files
+
+
+def read_manifest(folder: Path) -> dict:
+    p = folder / "tiling.json"
+    return json.loads(p.read_text()) if p.is_file() else {}

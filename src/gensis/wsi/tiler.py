@@ -1,0 +1,183 @@
+"""``gensis wsi tile``: tissue detection and tile coordinates for many slides, in parallel and resumable.
+
+Each slide is one unit of work (a process of its own when ``workers > 1``): open → resolve mpp → choose the
+level (``geometry``) → thumbnail → tissue mask (``tissue``) → grid → keep tiles whose tissue fraction is at
+least ``min_tissue`` → write ``thumbnails/``, ``visualization/`` and finally ``patches/<slide>.h5`` (atomic:
+its existence with the same settings key means the slide is done, so a rerun skips it). A slide that
+cannot be read or lacks a resolution is reported by name and skipped; the others finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gensis.errors import UserError
+from gensis.wsi.geometry import plan_geometry, resolution_name
+from gensis.wsi.slide import MppSource, SlideError, open_slide, resolve_mpp, slide_id
+from gensis.wsi.tilefile import settings_key, write_slide_tiles
+from gensis.wsi.tissue import tile_fractions, tissue_mask
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    target_mpp: float = 0.5
+    patch_size: int = 256
+    overlap: int = 0
+    min_tissue: float = 0.5      # keep a tile when at least this fraction of it is tissue (0: keep all)
+    fill_holes: bool = False     # holes inside tissue count as tissue
+    tissue: str = "otsu"         # otsu | none (every tile is tissue)
+    thumb_size: int = 1024       # longest side of the thumbnail the mask is computed on
+    backend: str = "auto"        # auto | openslide | tiffslide
+
+    @property
+    def folder_name(self) -> str:
+        return f"{resolution_name(self.target_mpp)}_{self.patch_size}px_{self.overlap}px_overlap"
+
+    def key(self, slide_mpp: float) -> str:
+        d = {**asdict(self), "slide_mpp": slide_mpp}
+        d.pop("backend")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class SlideResult:
+    slide: str
+    path: str
+    status: str                  # done | skipped (already done) | failed
+    n_tiles: int = 0
+    n_grid: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    info: dict = field(default_factory=dict)
+
+
+def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | None = None) -> SlideResult:
+    """Tile one slide into ``out`` (the settings folder). Errors become a failed result naming the slide."""
+    t0 = time.time()
+    sid = slide_id(path)
+    try:
+        with open_slide(path, settings.backend) as slide:
+            slide_mpp, mpp_source = resolve_mpp(slide, mpp)
+            key = settings.key(slide_mpp)
+            h5 = out / "patches" / f"{sid}.h5"
+            if settings_key(h5) == key:
+                return SlideResult(sid, str(path), "skipped", seconds=time.time() - t0)
+            geom = plan_geometry(slide_mpp, settings.target_mpp, slide.level_downsamples, slide.dimensions,
+                                 settings.patch_size, settings.overlap, name=str(path))
+            thumb = slide.thumbnail(settings.thumb_size)
+            w0, h0 = slide.dimensions
+            scale = (w0 / thumb.shape[1], h0 / thumb.shape[0])  # level-0 pixels per thumbnail pixel
+            grid = geom.grid()
+            if settings.tissue == "none":
+                frac = np.ones(len(grid), np.float32)
+            else:
+                mask = tissue_mask(thumb, fill_holes=settings.fill_holes)
+                frac = tile_fractions(mask, grid, geom.patch_size_level0, scale)
+            keep = frac >= settings.min_tissue
+            coords, frac = grid[keep], frac[keep]
+            _save_png(out / "thumbnails" / f"{sid}.png", thumb)
+            _save_png(out / "visualization" / f"{sid}.png", outline_tiles(thumb, coords, geom.patch_size_level0, scale))
+            attrs = {**geom.to_attrs(), "slide_path": str(Path(path).resolve()), "slide_id": sid,
+                     "backend": slide.backend, "mpp_source": mpp_source,
+                     "target_magnification": 10.0 / settings.target_mpp, "thumb_scale_x": scale[0],
+                     "thumb_scale_y": scale[1], "min_tissue": settings.min_tissue,
+                     "fill_holes": settings.fill_holes, "tissue_method": settings.tissue, "settings_key": key}
+            write_slide_tiles(h5, coords, frac, attrs)
+            info = {"level": geom.level, "read_size": geom.read_size, "resampled": geom.resampled,
+                    "slide_mpp": slide_mpp, "mpp_source": mpp_source, "backend": slide.backend}
+            return SlideResult(sid, str(path), "done", len(coords), len(grid), time.time() - t0, info=info)
+    except SlideError as e:
+        return SlideResult(sid, str(path), "failed", seconds=time.time() - t0, error=str(e))
+    except UserError as e:
+        return SlideResult(sid, str(path), "failed", seconds=time.time() - t0, error=f"slide {path}: {e}")
+    except Exception as e:  # a corrupt tile deep inside a slide: report it, keep the others going
+        return SlideResult(sid, str(path), "failed", seconds=time.time() - t0,
+                           error=f"slide {path}: {type(e).__name__}: {e}")
+
+
+def outline_tiles(thumb: np.ndarray, coords: np.ndarray, size0: int, scale: tuple[float, float],
+                  color=(0, 160, 0)) -> np.ndarray:
+    """The thumbnail with each tile's outline drawn."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(thumb)
+    draw = ImageDraw.Draw(im)
+    sx, sy = scale
+    for x, y in coords:
+        draw.rectangle([x / sx, y / sy, (x + size0) / sx - 1, (y + size0) / sy - 1], outline=color)
+    return np.asarray(im)
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    import io
+
+    from PIL import Image
+
+    from gensis.rundir import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings, mpp: MppSource | None = None,
+                workers: int = 1, quiet: bool = False) -> tuple[Path, list[SlideResult]]:
+    """Tile every slide into ``out_root/<settings.folder_name>``; returns (that folder, per-slide results)."""
+    from gensis.progress import progress
+    from gensis.rundir import atomic_write_json
+
+    if not slides:
+        raise UserError("no slides given")
+    out = Path(out_root) / settings.folder_name
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / "tiling.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest["settings"] = asdict(settings)
+    manifest.setdefault("slides", {})
+    results: list[SlideResult] = []
+    bar = progress(total=len(slides), desc="tiling", unit="slide", disable=quiet)
+
+    def record(r: SlideResult) -> None:
+        results.append(r)
+        prev = manifest["slides"].get(r.slide, {})
+        if r.status == "skipped" and prev.get("status") == "done":
+            r.n_tiles = prev.get("n_tiles", 0)
+        else:
+            manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
+        if r.status == "failed":
+            bar.write(f"gensis: skipped {r.error}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(tiles=sum(x.n_tiles for x in results), failed=sum(x.status == "failed" for x in results),
+                        refresh=False)
+        atomic_write_json(manifest_path, manifest)
+
+    if workers <= 1 or len(slides) == 1:
+        for p in slides:
+            record(tile_slide(Path(p), out, settings, mpp))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # openslide/tiffslide handles and thread pools do not survive fork
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pending = {pool.submit(tile_slide, Path(p), out, settings, mpp): p for p in slides}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    p = pending.pop(fut)
+                    try:
+                        record(fut.result())
+                    except Exception as e:  # the worker process died (e.g. a crash inside a C library)
+                        record(SlideResult(slide_id(p), str(p), "failed", error=f"slide {p}: worker died: {e}"))
+    bar.close()
+    order = {str(p): i for i, p in enumerate(slides)}
+    results.sort(key=lambda r: order.get(r.path, 0))
+    return out, results
