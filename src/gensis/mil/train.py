@@ -1,0 +1,217 @@
+"""``gensis mil train``: ABMIL on slide bags, k-fold by slide/patient or seeds on a split; metrics mean ± std.
+
+MIL_RUN layout::
+
+    config.yaml              resolved config (configs/mil)
+    mil.json                 classes, embedding dim, features folder, labels CSV, splits (slide ids per fold)
+    <fold-i|seed-s>/model.safetensors   weights of that split's model (after the last epoch)
+    <fold-i|seed-s>/predictions.json    its test slides' probabilities (the unit of resume)
+    predictions.csv          every test prediction: split, slide, label, predicted, p_<class>...
+    metrics.json, metrics.md per split and mean ± sample std (ddof=1) over splits
+
+Training follows the paper (Sec. 9.5.6): one bag per step (batch size 1), the loss divided by and the
+gradients accumulated over ``optim.accumulation`` bags, then one AdamW step; bags in a new random order every
+epoch; the model after the last epoch is evaluated (no early stopping, no model selection on the test fold).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gensis.errors import UserError
+from gensis.mil.abmil import ABMIL
+from gensis.mil.bags import list_bags, read_bag
+from gensis.mil.cv import Split, kfold, seeded
+from gensis.mil.metrics import METRICS, all_metrics
+
+
+@dataclass
+class Cohort:
+    slides: list[str]
+    bags: list[np.ndarray]       # (K_i, D) float32 each
+    y: np.ndarray                # (N,) int64 class index
+    classes: list[str]
+    patients: np.ndarray         # (N,) group of each slide (its patient, else itself)
+    split: list[str] | None      # the CSV's split column, if any
+
+    @property
+    def dim(self) -> int:
+        return int(self.bags[0].shape[1])
+
+
+def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
+    from gensis.wsi.dataset import class_names
+
+    bags = list_bags(feats)
+    path = Path(labels_csv).expanduser()
+    if not path.is_file():
+        raise UserError(f"labels CSV not found: {path}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"slide", "label"} <= set(rows[0]):
+        raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(rows[0]) if rows else 'nothing'})")
+    rows = [r for r in rows if r["slide"].strip()]
+    missing = [r["slide"] for r in rows if r["slide"].strip() not in bags]
+    rows = [r for r in rows if r["slide"].strip() in bags]
+    if missing:
+        print(f"gensis: warning: {len(missing)} labelled slides have no bag in {feats} and are left out "
+              f"(e.g. {missing[0]})", file=sys.stderr)
+    if len(rows) < 2:
+        raise UserError(f"{path}: fewer than 2 labelled slides have bags in {feats}")
+    classes = class_names(r["label"].strip() for r in rows)
+    if len(classes) < 2:
+        raise UserError(f"{path}: every slide has the label '{classes[0]}'; MIL needs at least 2 classes")
+    slides = [r["slide"].strip() for r in rows]
+    loaded = [read_bag(bags[s]).features for s in slides]
+    dims = {b.shape[1] for b in loaded}
+    if len(dims) > 1:
+        raise UserError(f"bags in {feats} have different embedding sizes {sorted(dims)}: embed them with one encoder")
+    empty = [s for s, b in zip(slides, loaded) if len(b) == 0]
+    if empty:
+        raise UserError(f"slide {empty[0]} has an empty bag (no tissue tile): drop it from {path}")
+    y = np.array([classes.index(r["label"].strip()) for r in rows], np.int64)
+    has_patient = "patient" in rows[0] and all((r.get("patient") or "").strip() for r in rows)
+    patients = np.array([r["patient"].strip() if has_patient else r["slide"].strip() for r in rows])
+    split = [r["split"] for r in rows] if "split" in rows[0] and any((r["split"] or "").strip() for r in rows) else None
+    return Cohort(slides, loaded, y, classes, patients, split)
+
+
+def make_splits(cohort: Cohort, cfg: dict) -> list[Split]:
+    if cohort.split is not None:
+        return seeded(cohort.split, int(cfg["cv"]["seeds"]), int(cfg["cv"]["seed"]))
+    _, groups = np.unique(cohort.patients, return_inverse=True)
+    return kfold(cohort.y, groups, int(cfg["cv"]["folds"]), int(cfg["cv"]["seed"]))
+
+
+def build_model(cfg: dict, in_dim: int, n_classes: int) -> ABMIL:
+    m = cfg["model"]
+    return ABMIL(in_dim, n_classes, int(m["hidden"]), int(m["attn_dim"]), float(m["dropout"]), bool(m["gated"]))
+
+
+def fit(cfg: dict, bags: list[np.ndarray], y: np.ndarray, n_classes: int, seed: int,
+        device: torch.device, desc: str = "mil") -> tuple[ABMIL, list[float]]:
+    """Train one ABMIL; returns it (eval mode) and the mean training loss of each epoch."""
+    from gensis.progress import progress
+
+    torch.manual_seed(seed)
+    model = build_model(cfg, bags[0].shape[1], n_classes).to(device)
+    o = cfg["optim"]
+    opt = torch.optim.AdamW(model.parameters(), lr=float(o["lr"]), weight_decay=float(o["weight_decay"]))
+    accum = int(o["accumulation"])
+    xs = [torch.from_numpy(b).to(device) for b in bags]
+    ys = torch.as_tensor(y, device=device)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in progress(range(int(o["epochs"])), desc=desc, unit="epoch", leave=False):
+        model.train()
+        order = rng.permutation(len(xs))
+        total = 0.0
+        opt.zero_grad(set_to_none=True)
+        for step, i in enumerate(order, start=1):
+            logits, _ = model(xs[i])
+            loss = torch.nn.functional.cross_entropy(logits[None], ys[i][None])
+            (loss / accum).backward()
+            total += float(loss)
+            if step % accum == 0 or step == len(order):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+        losses.append(total / len(order))
+    return model.eval(), losses
+
+
+@torch.no_grad()
+def predict(model: ABMIL, bags: list[np.ndarray], device: torch.device) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(probabilities (N, C), attention (K_i,) per bag)."""
+    probs, attn = [], []
+    for b in bags:
+        logits, a = model(torch.from_numpy(b).to(device))
+        probs.append(torch.softmax(logits.float(), 0).cpu().numpy())
+        attn.append(a.float().cpu().numpy())
+    return np.stack(probs), attn
+
+
+def summarize(per_split: dict[str, dict[str, float]]) -> dict:
+    out = {}
+    for k in METRICS:
+        v = np.array([m[k] for m in per_split.values()], float)
+        ok = v[~np.isnan(v)]
+        out[k] = {"mean": float(ok.mean()) if len(ok) else float("nan"),
+                  "std": float(ok.std(ddof=1)) if len(ok) > 1 else 0.0, "n": int(len(ok))}
+    return out
+
+
+def format_table(per_split: dict[str, dict[str, float]], summary: dict) -> str:
+    names = list(METRICS)
+    w = max(len(n) for n in names) + 2
+    lines = [f"{'':<10}" + "".join(f"{n:>{w}}" for n in names)]
+    for s, m in per_split.items():
+        lines.append(f"{s:<10}" + "".join(f"{m[n]:>{w}.3f}" for n in names))
+    lines.append(f"{'mean±std':<10}" + "".join(f"{summary[n]['mean']:.3f}±{summary[n]['std']:.3f}".rjust(w)
+                                                for n in names))
+    return "\n".join(lines)
+
+
+def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | Path, quiet: bool = False) -> dict:
+    """Train and evaluate every split; returns {'splits': {name: metrics}, 'summary': {metric: mean/std}}."""
+    from gensis.config import dump
+    from gensis.device import pick_device
+    from gensis.rundir import atomic_write_json, atomic_write_text, save_tensors
+
+    cohort = load_cohort(feats, labels_csv)
+    splits = make_splits(cohort, cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"classes": cohort.classes, "in_dim": cohort.dim, "feats": str(Path(feats).resolve()),
+            "labels": str(Path(labels_csv).resolve()), "mode": "seeds" if cohort.split is not None else "kfold",
+            "grouped_by": "patient" if any(p != s for p, s in zip(cohort.patients, cohort.slides)) else "slide",
+            "splits": {s.name: {"seed": s.seed, "train": [cohort.slides[i] for i in s.train],
+                                "test": [cohort.slides[i] for i in s.test]} for s in splits}}
+    old = json.loads((out / "mil.json").read_text()) if (out / "mil.json").is_file() else None
+    if old is not None and (old.get("splits") != meta["splits"] or (out / "config.yaml").read_text() != dump(cfg)):
+        raise UserError(f"{out} holds a MIL run with other settings or slides: use another --out")
+    atomic_write_text(out / "config.yaml", dump(cfg))
+    atomic_write_json(out / "mil.json", meta)
+    device = pick_device(cfg["run"]["device"])
+    per_split, rows = {}, []
+    C = len(cohort.classes)
+    for sp in splits:
+        d = out / sp.name
+        pred_path = d / "predictions.json"
+        if pred_path.is_file() and (d / "model.safetensors").is_file():
+            res = json.loads(pred_path.read_text())
+        else:
+            model, losses = fit(cfg, [cohort.bags[i] for i in sp.train], cohort.y[sp.train], C, sp.seed, device,
+                                desc=sp.name)
+            probs, _ = predict(model, [cohort.bags[i] for i in sp.test], device)
+            res = {"slides": [cohort.slides[i] for i in sp.test], "y": cohort.y[sp.test].tolist(),
+                   "probs": probs.tolist(), "train_loss": losses}
+            save_tensors(d / "model.safetensors", model.state_dict(), {"split": sp.name})
+            atomic_write_json(pred_path, res)
+        probs = np.asarray(res["probs"], float)
+        per_split[sp.name] = all_metrics(np.asarray(res["y"]), probs)
+        for s, yy, p in zip(res["slides"], res["y"], probs):
+            rows.append([sp.name, s, cohort.classes[yy], cohort.classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
+    summary = summarize(per_split)
+    table = format_table(per_split, summary)
+    lines = [",".join(["split", "slide", "label", "predicted", *[f"p_{c}" for c in cohort.classes]])]
+    lines += [",".join(map(str, r)) for r in rows]
+    atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
+    result = {"mode": meta["mode"], "classes": cohort.classes, "n_slides": len(cohort.slides),
+              "splits": per_split, "summary": summary}
+    atomic_write_json(out / "metrics.json", result)
+    md = [f"# ABMIL ({meta['mode']}, {len(splits)} splits, {len(cohort.slides)} slides, classes {cohort.classes})", "",
+          "| split | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
+    md += [f"| {s} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |" for s, m in per_split.items()]
+    md.append("| mean ± std | " + " | ".join(f"{summary[k]['mean']:.3f} ± {summary[k]['std']:.3f}" for k in METRICS)
+              + " |")
+    atomic_write_text(out / "metrics.md", "\n".join(md) + "\n")
+    if not quiet:
+        print(table)
+    return result
