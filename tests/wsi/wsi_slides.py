@@ -14,15 +14,15 @@ import numpy as np
 BACKGROUND = 240
 
 
-def slide_image(width: int, height: int, boxes: list[tuple[int, int, int, int]], seed: int = 0) -> np.ndarray:
+def slide_image(width: int, height: int, boxes: list[tuple[int, int, int, int]], seed: int = 0,
+                base: tuple[int, int, int] = (200, 90, 170)) -> np.ndarray:
     """H×W×3 uint8: near-white glass, and H&E-like pink/purple texture in each (x, y, w, h) box."""
     rng = np.random.default_rng(seed)
     img = np.full((height, width, 3), BACKGROUND, np.uint8)
     img += rng.integers(0, 6, img.shape, dtype=np.uint8)  # mild noise on glass
     for x, y, w, h in boxes:
-        base = np.array([200, 90, 170], np.int16)
         tex = rng.integers(-40, 40, (h, w, 3), dtype=np.int16)
-        img[y:y + h, x:x + w] = np.clip(base + tex, 0, 255).astype(np.uint8)
+        img[y:y + h, x:x + w] = np.clip(np.array(base, np.int16) + tex, 0, 255).astype(np.uint8)
     return img
 
 

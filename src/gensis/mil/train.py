@@ -118,7 +118,7 @@ def fit(cfg: dict, bags: list[np.ndarray], y: np.ndarray, n_classes: int, seed: 
             logits, _ = model(xs[i])
             loss = torch.nn.functional.cross_entropy(logits[None], ys[i][None])
             (loss / accum).backward()
-            total += float(loss)
+            total += float(loss.detach())
             if step % accum == 0 or step == len(order):
                 opt.step()
                 opt.zero_grad(set_to_none=True)

@@ -117,16 +117,15 @@ def outline_tiles(thumb: np.ndarray, coords: np.ndarray, size0: int, scale: tupl
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:
-    import io
+    """Atomic PNG write (temporary name, then rename); no torch import, so spawned tiling workers start fast."""
+    import os
 
     from PIL import Image
 
-    from gensis.rundir import atomic_write_bytes
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", compress_level=1)
-    atomic_write_bytes(path, buf.getvalue())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
 
 
 def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings, mpp: MppSource | None = None,

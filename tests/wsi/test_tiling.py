@@ -1,0 +1,157 @@
+"""Tiling whole-slide images: level choice, resampling, tissue threshold, coordinates, read-back, refusals."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openslide")
+pytest.importorskip("tiffslide")
+pytest.importorskip("h5py")
+
+from wsi_slides import make_plain_tiff, make_svs, slide_image  # noqa: E402
+
+from gensis.wsi.geometry import plan_geometry, read_tile  # noqa: E402
+from gensis.wsi.slide import MppSource, open_slide  # noqa: E402
+from gensis.wsi.tilefile import read_slide_tiles  # noqa: E402
+from gensis.wsi.tiler import TileSettings, tile_slides  # noqa: E402
+
+W, H = 2048, 1536
+# tissue boxes in level-0 pixels; at 20x (0.5 µm/px) with 128 px tiles on a 0.25 µm/px slide a tile covers 256
+# level-0 px, so box 1 holds 3×2 whole tiles and box 2 holds 2×2, at known places
+BOXES = [(256, 256, 768, 512), (1280, 768, 512, 512)]
+EXPECTED_20X = sorted([(x, y) for x in (256, 512, 768) for y in (256, 512)]
+                      + [(x, y) for x in (1280, 1536) for y in (768, 1024)])
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    d = tmp_path_factory.mktemp("slides")
+    img = slide_image(W, H, BOXES, seed=0)
+    return {"img": img, "svs": make_svs(d / "a.svs", img, mpp=0.25),
+            "nompp": make_svs(d / "nompp.svs", img, mpp=None),
+            "plain": make_plain_tiff(d / "plain.tif", img, mpp=None), "dir": d}
+
+
+def test_geometry_level_choice_and_resampling():
+    ds = [1.0, 2.0, 4.0]
+    g = plan_geometry(0.25, 0.5, ds, (W, H), 256)          # 20x on a 40x slide: level 1, as is
+    assert (g.level, g.read_size, g.patch_size_level0, g.resampled) == (1, 256, 512, False)
+    g = plan_geometry(0.25, 1.0, ds, (W, H), 256)          # 10x: level 2
+    assert (g.level, g.read_size, g.patch_size_level0) == (2, 256, 1024)
+    g = plan_geometry(0.25, 0.75, ds, (W, H), 256)         # d = 3: read 384 px at level 1, resize to 256
+    assert (g.level, g.read_size, g.patch_size_level0, g.resampled) == (1, 384, 768, True)
+    g = plan_geometry(0.25, 2.0, [1.0], (W, H), 256)       # no pyramid: level 0, 2048 px resized
+    assert (g.level, g.read_size, g.resampled) == (0, 2048, True)
+    g = plan_geometry(0.499, 0.5, [1.0], (W, H), 256, overlap=64)  # within tolerance: no resampling
+    assert (g.read_size, g.patch_size_level0, g.step_level0) == (256, 256, 192)
+    with pytest.raises(Exception, match="upsampled"):
+        plan_geometry(0.5, 0.25, ds, (W, H), 256)
+    grid = plan_geometry(0.25, 0.5, ds, (W, H), 256).grid()
+    assert len(grid) == (W // 512) * (H // 512) and grid.max(0).tolist() == [W - 512, H - 512]
+
+
+def test_tile_counts_coordinates_and_readback(slides, tmp_path):
+    out, res = tile_slides([slides["svs"]], tmp_path / "T", TileSettings(target_mpp=0.5, patch_size=128), quiet=True)
+    assert out.name == "20x_128px_0px_overlap" and res[0].status == "done"
+    st = read_slide_tiles(out / "patches" / "a.h5")
+    assert sorted(map(tuple, st.coords.tolist())) == EXPECTED_20X
+    g = st.geometry
+    assert (g.level, g.read_size, g.patch_size_level0, g.resampled) == (1, 128, 256, False)
+    assert st.attrs["mpp_source"] == "metadata" and st.attrs["backend"] == "openslide"
+    level1 = slides["img"][::2, ::2]
+    with open_slide(st.slide_path) as s:
+        for x, y in st.coords[:3]:
+            tile = read_tile(s, g, int(x), int(y))
+            np.testing.assert_array_equal(tile, level1[y // 2:y // 2 + 128, x // 2:x // 2 + 128])
+    for sub in ("thumbnails", "visualization"):
+        assert (out / sub / "a.png").is_file()
+    # resumable: the same settings skip the slide
+    _, res2 = tile_slides([slides["svs"]], tmp_path / "T", TileSettings(target_mpp=0.5, patch_size=128), quiet=True)
+    assert res2[0].status == "skipped"
+
+
+def test_resampled_tiles_and_tissue_threshold(slides, tmp_path):
+    # 0.75 µm/px: read 192 px at level 1 and resize to 128; a tile is 384 level-0 px
+    out, _ = tile_slides([slides["svs"]], tmp_path / "T", TileSettings(target_mpp=0.75, patch_size=128,
+                                                                        min_tissue=0.0), quiet=True)
+    st = read_slide_tiles(out / "patches" / "a.h5")
+    assert st.geometry.resampled and st.geometry.read_size == 192 and len(st) == (W // 384) * (H // 384)
+    from PIL import Image
+
+    x, y = (int(v) for v in st.coords[7])
+    region = slides["img"][::2, ::2][y // 2:y // 2 + 192, x // 2:x // 2 + 192]
+    want = np.asarray(Image.fromarray(region).resize((128, 128), Image.Resampling.BILINEAR))
+    with open_slide(st.slide_path) as s:
+        np.testing.assert_array_equal(read_tile(s, st.geometry, x, y), want)
+    # tissue fraction: the tile at (0, 768) is glass, the one at (384, 384) lies inside box 1, the one at (0, 0)
+    # overlaps it by 128² of 384² level-0 pixels
+    frac = dict(zip(map(tuple, st.coords.tolist()), st.tissue))
+    assert frac[(0, 768)] < 0.02 and frac[(384, 384)] > 0.98 and abs(frac[(0, 0)] - 1 / 9) < 0.03
+    # the tile at (768, 384) is 256/384 tissue (box 1 ends at x=1024): kept at 0.5, dropped at 0.8
+    assert 0.55 < frac[(768, 384)] < 0.8
+    for thr, kept in ((0.5, True), (0.8, False)):
+        out2, _ = tile_slides([slides["svs"]], tmp_path / f"T{thr}",
+                              TileSettings(target_mpp=0.75, patch_size=128, min_tissue=thr), quiet=True)
+        got = set(map(tuple, read_slide_tiles(out2 / "patches" / "a.h5").coords.tolist()))
+        assert ((768, 384) in got) is kept and (0, 0) not in got
+
+
+def test_10x_uses_level_2(slides, tmp_path):
+    out, _ = tile_slides([slides["svs"]], tmp_path / "T", TileSettings(target_mpp=1.0, patch_size=64), quiet=True)
+    st = read_slide_tiles(out / "patches" / "a.h5")
+    assert out.name == "10x_64px_0px_overlap" and st.geometry.level == 2 and not st.geometry.resampled
+    with open_slide(st.slide_path) as s:
+        x, y = (int(v) for v in st.coords[0])
+        np.testing.assert_array_equal(read_tile(s, st.geometry, x, y),
+                                      slides["img"][::4, ::4][y // 4:y // 4 + 64, x // 4:x // 4 + 64])
+
+
+def test_plain_tiff_needs_tiffslide(slides):
+    import openslide
+
+    with pytest.raises(openslide.OpenSlideError):
+        openslide.OpenSlide(str(slides["plain"]))
+    with open_slide(slides["plain"]) as s:
+        assert s.backend == "tiffslide" and s.metadata_mpp is None
+        np.testing.assert_array_equal(s.read_region(300, 400, 0, 32, 16), slides["img"][400:416, 300:332])
+
+
+def _cli(*argv, cwd=None):
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1"}
+    return subprocess.run([sys.executable, "-m", "gensis.cli.main", *map(str, argv)], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_cli_refuses_slide_without_mpp_then_accepts_slide_mpp(slides, tmp_path):
+    r = _cli("wsi", "tile", slides["nompp"], "--out", tmp_path / "T", "--mag", 20, "--tile-size", 128)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(slides["nompp"]) in lines[0] and "--slide-mpp" in lines[0]
+    _, res = tile_slides([slides["plain"]], tmp_path / "T", TileSettings(target_mpp=0.5, patch_size=128), quiet=True)
+    assert res[0].status == "failed" and str(slides["plain"]) in res[0].error and "--slide-mpp" in res[0].error
+    # one unreadable slide among good ones: named, skipped, the others finish (exit 1)
+    bad = slides["dir"] / "broken.svs"
+    bad.write_bytes(b"not a slide at all")
+    r = _cli("wsi", "tile", slides["nompp"], slides["plain"], bad, "--out", tmp_path / "T", "--mag", 20,
+             "--tile-size", 128, "--slide-mpp", 0.25, "--workers", 2)
+    assert r.returncode == 1 and "broken.svs" in r.stderr and "tiled 2 slide(s)" in r.stdout, r.stderr
+    for sid in ("nompp", "plain"):
+        st = read_slide_tiles(tmp_path / "T" / "20x_128px_0px_overlap" / "patches" / f"{sid}.h5")
+        assert sorted(map(tuple, st.coords.tolist())) == EXPECTED_20X and st.attrs["mpp_source"] == "--slide-mpp"
+    assert read_slide_tiles(tmp_path / "T" / "20x_128px_0px_overlap" / "patches" / "plain.h5").attrs["backend"] == \
+        "tiffslide"
+
+
+def test_mpp_csv(slides, tmp_path):
+    csv = tmp_path / "mpp.csv"
+    csv.write_text("slide,mpp\nnompp,0.5\n")
+    out, res = tile_slides([slides["nompp"]], tmp_path / "T", TileSettings(target_mpp=1.0, patch_size=128),
+                           MppSource(None, {"nompp": 0.5}), quiet=True)
+    st = read_slide_tiles(out / "patches" / "nompp.h5")
+    assert st.attrs["mpp_source"] == "csv" and st.geometry.slide_mpp == 0.5 and st.geometry.level == 1

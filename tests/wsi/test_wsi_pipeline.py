@@ -1,0 +1,113 @@
+"""Tiles as a dataset (lazy, slide = group, labels from CSV), embedding bags, MIL train/predict, heatmaps."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openslide")
+pytest.importorskip("h5py")
+
+from wsi_slides import make_svs, slide_image  # noqa: E402
+
+from gensis.data.sources import open_data  # noqa: E402
+from gensis.wsi.tiler import TileSettings, tile_slides  # noqa: E402
+
+COLORS = {"pink": (210, 100, 170), "blue": (110, 90, 200)}
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cohort")
+    slides, rows = [], ["slide,label,patient"]
+    for i in range(6):
+        label = "pink" if i % 2 == 0 else "blue"
+        img = slide_image(768, 512, [(64 * (1 + i % 3), 64, 384, 320)], seed=i, base=COLORS[label])
+        slides.append(make_svs(d / f"s{i}.svs", img, mpp=0.5, downsamples=(1, 2), tile=128))
+        rows.append(f"s{i},{label},p{i // 2}")
+    (d / "labels.csv").write_text("\n".join(rows) + "\n")
+    out, res = tile_slides(slides, d / "T", TileSettings(target_mpp=1.0, patch_size=32), quiet=True)
+    assert all(r.status == "done" for r in res)
+    return d, out
+
+
+def test_tiles_dataset_lazy_groups_labels_split(tiled):
+    d, out = tiled
+    ds = open_data(f"tiles:{d / 'T'}?labels={d / 'labels.csv'}")
+    assert ds.classes == ["blue", "pink"] and len(ds) > 0
+    assert sorted(set(ds.groups.tolist())) == list(range(6))
+    for i in (0, len(ds) - 1):
+        s, x, y = ds.location(i)
+        assert ds.labels[i] == ds.classes.index("pink" if s % 2 == 0 else "blue")
+        img = ds.get(i)
+        assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    # the folder itself works too, and pickling drops the open slide handles (DataLoader workers)
+    ds2 = open_data(str(out))
+    ds2.get(0)
+    assert ds2._open and not pickle.loads(pickle.dumps(ds2))._open
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds2)).get(3), ds2.get(3))
+    # memory: coordinates only (no pixel cache grows with reads)
+    assert not any(isinstance(v, np.ndarray) and v.dtype == np.uint8 for v in vars(ds2).values())
+    # train/val split by slide: no slide on both sides
+    tr, va = open_data(f"tiles:{out}@train"), open_data(f"tiles:{out}@val")
+    assert len(tr) + len(va) == len(ds2)
+    assert not set(tr.parent.groups[tr.indices]) & set(va.parent.groups[va.indices])
+    # the bank's interpolation partner comes from another slide
+    from gensis.bank.plan import secondaries
+
+    idx = np.arange(len(ds2))
+    sec = secondaries(0, idx, len(ds2), ds2.groups)
+    assert np.all(ds2.groups[sec] != ds2.groups[idx])
+
+
+def test_loader_workers_read_tiles(tiled):
+    from gensis.data.loader import ImageBatches
+
+    _, out = tiled
+    ds = open_data(str(out))
+    batches = ImageBatches(ds, 8, num_workers=1, shuffle=False, drop_last=False)
+    images, idx = next(iter(batches.epoch(0)))
+    assert images.shape == (8, 3, 32, 32)
+    np.testing.assert_array_equal(images[2].permute(1, 2, 0).numpy(), ds.get(int(idx[2])))
+
+
+def test_embed_mil_train_predict(tiled, tmp_path):
+    from gensis.config import load_config
+    from gensis.mil.bags import read_bag
+    from gensis.mil.predict import predict_slides
+    from gensis.mil.train import train_mil
+    from gensis.wsi.embed import embed_tiles
+
+    d, out = tiled
+    feats = tmp_path / "feats"
+    status = embed_tiles("random", out, feats, batch_size=16, num_workers=0, quiet=True)
+    assert sorted(status) == [f"s{i}" for i in range(6)] and set(status.values()) == {"done"}
+    bag = read_bag(feats / "s0.h5")
+    ds = open_data(str(out))
+    assert bag.features.shape == (int((ds.groups == 0).sum()), bag.features.shape[1]) and bag.coords.shape[1] == 2
+    assert set(embed_tiles("random", out, feats, num_workers=0, quiet=True).values()) == {"skipped"}
+
+    cfg = load_config("mil", "smoke", ["cv.folds=3", "optim.epochs=2"])
+    res = train_mil(cfg, feats, d / "labels.csv", tmp_path / "mil", quiet=True)
+    assert set(res["splits"]) == {"fold-0", "fold-1", "fold-2"}
+    assert set(res["summary"]) == {"accuracy", "balanced_accuracy", "macro_f1", "macro_auc_ovr", "quadratic_kappa"}
+    meta = json.loads((tmp_path / "mil" / "mil.json").read_text())
+    assert meta["grouped_by"] == "patient"
+    for sp in meta["splits"].values():   # slides of one patient (p0 = s0, s1 ...) stay together
+        pt = {int(s[1:]) // 2 for s in sp["test"]}
+        assert not pt & {int(s[1:]) // 2 for s in sp["train"]}
+    assert (tmp_path / "mil" / "metrics.md").read_text().count("|") > 10
+    # resume: a rerun reuses every finished fold and gives the same numbers
+    assert train_mil(cfg, feats, d / "labels.csv", tmp_path / "mil", quiet=True)["summary"] == res["summary"]
+
+    rows = predict_slides(tmp_path / "mil", feats, tmp_path / "pred", slides=["s0", "s1"])
+    assert [r["slide"] for r in rows] == ["s0", "s1"]
+    assert abs(rows[0]["p_blue"] + rows[0]["p_pink"] - 1) < 1e-5
+    from PIL import Image
+
+    hm = np.asarray(Image.open(tmp_path / "pred" / "heatmaps" / "s0.png"))
+    thumb = np.asarray(Image.open(out / "thumbnails" / "s0.png").convert("RGB"))
+    assert hm.shape == thumb.shape and (hm != thumb).any()
