@@ -1,9 +1,10 @@
 """All-gather across ranks that keeps gradients for the local part (negatives from every rank).
 
-``torch.distributed.all_gather`` returns tensors without autograd history. The autograd-aware
-``torch.distributed.nn.functional.all_gather`` (used by StableRep's ``MultiPosConLoss`` and by SimCLR
-implementations) sends, in the backward pass, each rank the sum over ranks of the gradients of its own slice,
-so a loss that uses gathered features as negatives also trains the features of the other ranks' anchors.
+``torch.distributed.all_gather`` returns tensors without autograd history. ``all_gather_with_grad`` does what
+the autograd-aware ``torch.distributed.nn.functional.all_gather`` used by StableRep's ``MultiPosConLoss`` does
+(deprecated in recent torch): in the backward pass each rank receives the sum over ranks of the gradients of
+its own slice, so a loss that uses gathered features as negatives also trains the features of the other
+ranks' anchors. Every rank must contribute the same number of rows.
 """
 
 from __future__ import annotations
@@ -19,14 +20,27 @@ def world_size_and_rank() -> tuple[int, int]:
     return 1, 0
 
 
+class _AllGather(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        world, rank = world_size_and_rank()
+        out = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(out, x.contiguous())
+        ctx.rows = (rank * x.shape[0], (rank + 1) * x.shape[0])
+        return torch.cat(out, dim=0)  # (world·n, ...)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # Σ over ranks of ∂L_rank/∂(gathered rows) ...
+        return grad[ctx.rows[0]:ctx.rows[1]]  # ... of this rank's rows
+
+
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (n, ...) of every rank along dim 0 -> (world·n, ...), differentiable; identity on 1 rank."""
-    world, _ = world_size_and_rank()
-    if world == 1:
+    if world_size_and_rank()[0] == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x.contiguous()), dim=0)
+    return _AllGather.apply(x)
 
 
 @torch.no_grad()

@@ -43,7 +43,9 @@ from gensis.ssl.losses.gather import all_reduce_sum_, world_size_and_rank
 def ibot_temperature_schedules(warmup_teacher_temp: float, teacher_temp: float, warmup_teacher_temp2: float,
                                teacher_temp2: float, warmup_teacher_temp_epochs: int, nepochs: int,
                                mim_start_epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-epoch teacher temperatures (CLS, patch), as ``iBOTLoss.__init__``."""
+    """Per-epoch teacher temperatures (CLS, patch), as ``iBOTLoss.__init__`` (a warm-up longer than the run is
+    cut to the run's length, where the original would fail)."""
+    warmup_teacher_temp_epochs = min(warmup_teacher_temp_epochs, nepochs - mim_start_epoch)
     temp = np.concatenate((np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs),
                            np.ones(nepochs - warmup_teacher_temp_epochs) * teacher_temp))
     if mim_start_epoch == 0:
