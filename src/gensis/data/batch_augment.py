@@ -27,6 +27,20 @@ from gensis.data.transforms import MEAN, STD, MultiCropConfig
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _RGB2YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 _YIQ2RGB = torch.linalg.inv(_RGB2YIQ)
+_CONST: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+
+def _const(name: str, device) -> torch.Tensor:
+    """A module constant on ``device``, copied there once: a blocking host→GPU copy inside every view would
+    stall the CPU until the GPU has drained its queue (a host sync per call)."""
+    device = torch.device(device)
+    key = (name, device)
+    t = _CONST.get(key)
+    if t is None:
+        src = {"gray": _GRAY, "rgb2yiq": _RGB2YIQ, "yiq2rgb": _YIQ2RGB,
+               "mean": torch.tensor(MEAN).view(1, 3, 1, 1), "std": torch.tensor(STD).view(1, 3, 1, 1)}[name]
+        t = _CONST[key] = src.to(device)
+    return t
 
 
 def _u(n: int, lo: float, hi: float, g: torch.Generator, device) -> torch.Tensor:
@@ -56,7 +70,7 @@ def random_resized_boxes(n: int, h: int, w: int, scale: tuple[float, float], g: 
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * _GRAY.to(x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)  # (B, 1, H, W)
+    return (x * _const("gray", x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)  # (B, 1, H, W)
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -70,11 +84,14 @@ def _hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     rot = torch.zeros(len(x), 3, 3, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = c, -s, s, c
-    m = _YIQ2RGB.to(x.device) @ rot @ _RGB2YIQ.to(x.device)  # (B, 3, 3)
+    m = _const("yiq2rgb", x.device) @ rot @ _const("rgb2yiq", x.device)  # (B, 3, 3)
     return torch.einsum("bij,bjhw->bihw", m, x).clamp(0, 1)
 
 
-def color_jitter(x: torch.Tensor, p: float, strength: float, g: torch.Generator) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, p: float, strength: float, g: torch.Generator,
+                 order_g: torch.Generator | None = None) -> torch.Tensor:
+    """``g`` draws the per-sample factors on x's device; ``order_g`` (a CPU generator; default ``g``) the order
+    of the four operations, which Python needs on the host: drawing it on a GPU would cost a host sync."""
     n, dev = len(x), x.device
     apply = (torch.rand(n, generator=g, device=dev) < p).float()
     b, c, s, hue = 0.4 * strength, 0.4 * strength, 0.2 * strength, 0.1 * strength
@@ -83,7 +100,8 @@ def color_jitter(x: torch.Tensor, p: float, strength: float, g: torch.Generator)
     fc = torch.lerp(one, _u(n, 1 - c, 1 + c, g, dev), apply)
     fs = torch.lerp(one, _u(n, 1 - s, 1 + s, g, dev), apply)
     fh = _u(n, -hue, hue, g, dev) * apply
-    for op in torch.randperm(4, generator=g, device="cpu").tolist():
+    og = g if order_g is None else order_g
+    for op in torch.randperm(4, generator=og, device=og.device).tolist():
         if op == 0:
             x = (x * fb.view(-1, 1, 1, 1)).clamp(0, 1)
         elif op == 1:
@@ -105,7 +123,7 @@ def gaussian_blur(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor
     r = torch.arange(k, device=x.device, dtype=x.dtype) - k // 2
     ker = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
     ker = ker / ker.sum(1, keepdim=True)  # (B, k)
-    ker = ker.repeat_interleave(3, 0)  # (B*3, k): one kernel per channel
+    ker = ker[:, None].expand(n, 3, k).reshape(n * 3, k)  # (B*3, k): one kernel per channel
     y = x.reshape(1, n * 3, h, w)
     y = F.pad(y, (k // 2, k // 2, k // 2, k // 2), mode="reflect")
     y = F.conv2d(y, ker.view(n * 3, 1, 1, k), groups=n * 3)
@@ -121,12 +139,23 @@ class BatchDINOAugmentation:
         self.device = torch.device(device)
         self.g = torch.Generator(device=self.device)
         self.g.manual_seed(seed)
+        # the colour-jitter order is consumed by Python, so it is drawn on the host; on the CPU from the same
+        # generator (results unchanged), on a GPU from a second, CPU generator (no host sync per view)
+        self.order_g = self.g if self.device.type == "cpu" else torch.Generator().manual_seed(seed)
 
     def state(self) -> torch.Tensor:
-        return self.g.get_state()
+        """Both generators' states as one uint8 tensor (just ``g``'s on the CPU)."""
+        if self.order_g is self.g:
+            return self.g.get_state()
+        return torch.cat([self.g.get_state(), self.order_g.get_state()])
 
     def set_state(self, s: torch.Tensor) -> None:
-        self.g.set_state(s)
+        if self.order_g is self.g:
+            self.g.set_state(s)
+            return
+        n = len(self.g.get_state())
+        self.g.set_state(s[:n].clone())
+        self.order_g.set_state(s[n:].clone())
 
     def view(self, x: torch.Tensor, size: int, scale, blur_p: float, solarize_p: float = 0.0) -> torch.Tensor:
         """One view per image of the float batch x ∈ [0, 1]."""
@@ -137,7 +166,7 @@ class BatchDINOAugmentation:
         y = roi_align(x, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
         flip = torch.rand(n, generator=g, device=x.device) < 0.5
         y = torch.where(flip.view(-1, 1, 1, 1), y.flip(-1), y)
-        y = color_jitter(y, 0.8, self.cfg.jitter, g)
+        y = color_jitter(y, 0.8, self.cfg.jitter, g, self.order_g)
         gray = torch.rand(n, generator=g, device=x.device) < 0.2
         y = torch.where(gray.view(-1, 1, 1, 1), _gray(y).expand_as(y), y)
         y = gaussian_blur(y, blur_p, g)
@@ -162,6 +191,4 @@ def to_float(images: torch.Tensor, device) -> torch.Tensor:
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - _const("mean", x.device)) / _const("std", x.device)
