@@ -1,3 +1,62 @@
-"""gensis: Gen-SIS (Generative Self-augmentation Improves Self-supervised Learning), end to end."""
+"""gensis: Gen-SIS (Generative Self-augmentation Improves Self-supervised Learning), end to end.
+
+The public API (guide and runnable examples: docs/api.md); names are imported on first use, so
+``import gensis`` stays fast:
+
+    gensis.make_config(stage, preset, overrides)  resolved, validated config dict of pretrain / eldm / bank
+    gensis.pretrain(data, out, ...)               DINO / Gen-DINO pretraining           -> run directory
+    gensis.train_autoencoder(data, out, ...)      the E-LDM's VQ autoencoder            -> run directory
+    gensis.train_eldm(encoder, data, out, ...)    the embedding-conditioned diffusion model -> run directory
+    gensis.generate_bank(eldm, data, out, ...)    the augmentation bank                 -> bank folder
+    gensis.load_encoder(run) / gensis.embed(encoder, images)      frozen encoder, (N, D) embeddings
+    gensis.load_generator(run)                    E-LDM: encode / generate / interpolate
+    gensis.open_bank(path) / gensis.BankDataset(path, transform=...)   a bank, as a torch Dataset
+    gensis.open_data(spec, split) / gensis.as_image_set(obj)          datasets (ImageSet)
+    gensis.knn(encoder, train, test)              DINO k-NN accuracy
+    gensis.export_model(run, to, out)             timm / safetensors / diffusers
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module holding it
+_LAZY = {
+    **{name: "gensis.api" for name in ("make_config", "pretrain", "train_autoencoder", "train_eldm", "generate_bank",
+                                        "load_encoder", "embed", "load_generator", "open_bank", "knn", "export_model",
+                                        "as_image_set")},
+    "open_data": "gensis.data.sources",
+    "ImageSet": "gensis.data.sources",
+    "BankDataset": "gensis.data.torch_datasets",
+    "ImageDataset": "gensis.data.torch_datasets",
+    "Encoder": "gensis.models.encoder",
+    "EmbeddingConditionedGenerator": "gensis.eldm.generator",
+    "UserError": "gensis.errors",
+}
+
+if TYPE_CHECKING:
+    from gensis.api import (as_image_set, embed, export_model, generate_bank, knn, load_encoder, load_generator,
+                            make_config, open_bank, pretrain, train_autoencoder, train_eldm)
+    from gensis.data.sources import ImageSet, open_data
+    from gensis.data.torch_datasets import BankDataset, ImageDataset
+    from gensis.eldm.generator import EmbeddingConditionedGenerator
+    from gensis.errors import UserError
+    from gensis.models.encoder import Encoder
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gensis' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["__version__", *_LAZY]

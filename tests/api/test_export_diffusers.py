@@ -46,7 +46,7 @@ with torch.no_grad():
         tt = t.expand(len(x))
         both = predict(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([c, null]))
         eps = both[len(x):] + guidance * (both[:len(x)] - both[len(x):])
-        x = sched.step(eps, t, x).prev_sample
+        x = sched.step(eps, t, x, use_clipped_model_output=True).prev_sample
     img = vq.decode(x / cfg["latent_scale"]).sample if vq is not None else x
 np.save("diffusers.npy", img.clamp(-1, 1).numpy())
 """
@@ -74,8 +74,7 @@ def test_diffusers_models_without_gensis_reproduce_the_eldm_sampler(space, vq_el
     without_gensis(NO_GENSIS_SAMPLER.format(out=out, seeds=seeds, guidance=2.0, steps=3), tmp_path)
     theirs = torch.from_numpy(np.load(tmp_path / "diffusers.npy"))
     assert theirs.shape == ours.shape == (3, 3, 16, 16)
-    # float32 (diffusers) vs float64 (ours) schedule arithmetic and x̂0 clipping in pixel space: < 1/4 grey level
-    assert torch.allclose(theirs, ours, atol=2e-3), (theirs - ours).abs().max()
+    assert torch.allclose(theirs, ours, atol=2e-4), (theirs - ours).abs().max()
     other = gen.generate_float(emb, [8, 9, 10], guidance=2.0, steps=3)  # the check can fail: seeds matter
     assert not torch.allclose(theirs, other, atol=1e-2)
 

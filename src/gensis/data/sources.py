@@ -10,6 +10,8 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
   train/val split is by slide (``gensis.wsi.dataset``).
 - an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3), optional ``labels`` (int, N), optional
   ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
+- ``python:KEY``: an ``ImageSet`` object handed to the Python API in this process (``register_data``); this is
+  how ``gensis.pretrain(my_dataset, ...)`` passes objects through stages that take ``--data`` strings.
 
 Without a split of its own, a dataset is split into train/val deterministically by ``seed``
 (``val_fraction`` of each class goes to val). Every image comes out as H×W×3 uint8 (grey is repeated).
@@ -374,11 +376,16 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
         from gensis.wsi.dataset import open_tiles_split  # slides tiled by `gensis wsi tile`, read lazily
 
         return _limit(open_tiles_split(src, split, val_fraction, seed), limit, seed)
-    if src.startswith("builtin:"):
+    full: ImageSet
+    if src.startswith("python:"):
+        if src not in _REGISTERED:
+            raise UserError(f"dataset '{src}' was a Python object of another session; pass the object again")
+        full = _REGISTERED[src]
+    elif src.startswith("builtin:"):
         name = src.split(":", 1)[1]
         if name not in BUILTINS:
             raise UserError(f"unknown builtin dataset '{name}'; available: {', '.join(BUILTINS)}")
-        full: ImageSet = BUILTINS[name]()
+        full = BUILTINS[name]()
     else:
         path = Path(src).expanduser()
         if not path.exists():
@@ -461,6 +468,20 @@ def _is_tiles(path: Path) -> bool:
     from gensis.wsi.dataset import is_tiles_folder
 
     return is_tiles_folder(path)
+
+
+_REGISTERED: dict[str, ImageSet] = {}
+
+
+def register_data(ds: ImageSet) -> str:
+    """A ``--data`` string (``python:NAME#N``) that ``open_data`` resolves to ``ds`` in this process."""
+    for key, obj in _REGISTERED.items():
+        if obj is ds:
+            return key
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(getattr(ds, "name", "data")))
+    key = f"python:{name}#{len(_REGISTERED)}"
+    _REGISTERED[key] = ds
+    return key
 
 
 def _limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:

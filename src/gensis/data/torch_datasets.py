@@ -126,3 +126,88 @@ class BankDataset(Dataset[dict[str, Any]]):
                         alpha=torch.tensor(self.alphas, dtype=torch.float32),
                         partner=self._t(_chw(self.images.get(partner))), partner_index=partner)
         return item
+
+
+# ---------------------------------------------------------------------------------------------------------
+# any image collection → ImageSet
+
+
+def _to_hwc_uint8(x: Any) -> np.ndarray:
+    """A PIL image, an H×W(×C) array or a (C, H, W) tensor (uint8, or float in [0, 1]) → H×W×3 uint8."""
+    if isinstance(x, (tuple, list)):  # (image, label, ...) items
+        x = x[0]
+    if isinstance(x, torch.Tensor):
+        t = x.detach().cpu()
+        if t.is_floating_point():
+            t = (t.clamp(0, 1) * 255).round()
+        arr = t.to(torch.uint8).numpy()
+        if arr.ndim == 3:
+            arr = arr.transpose(1, 2, 0)  # tensors are channels-first: (C, H, W) → (H, W, C)
+    else:
+        arr = np.asarray(x.convert("RGB") if hasattr(x, "convert") else x)
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8) if arr.dtype.kind == "f" else arr.astype(np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])
+
+
+class TorchImageSet(ImageSet):
+    """Any map-style torch Dataset of images (items: an image, or a tuple whose first element is the image)
+    as an ``ImageSet``. Labels come from ``dataset.targets`` (torchvision's convention) or ``labels=``."""
+
+    def __init__(self, dataset: Dataset[Any], labels: Any = None, classes: list[str] | None = None,
+                 name: str | None = None):
+        self.dataset = dataset
+        targets = labels if labels is not None else getattr(dataset, "targets", None)
+        self.labels = None if targets is None else np.asarray(targets, dtype=np.int64)
+        self.groups = None
+        self.classes = classes if classes is not None else getattr(dataset, "classes", None)
+        self.name = name or type(dataset).__name__
+        self._identity: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def get(self, i: int) -> np.ndarray:
+        return _to_hwc_uint8(self.dataset[i])
+
+    @property
+    def identity(self) -> str:
+        """Content hash of every image (and label): computed once, reading the whole dataset."""
+        if self._identity is None:
+            import hashlib
+
+            h = hashlib.sha256(f"{len(self)}".encode())
+            for i in range(len(self)):
+                im = self.get(i)
+                h.update(str(im.shape).encode())
+                h.update(im.data)
+            if self.labels is not None:
+                h.update(np.ascontiguousarray(self.labels).data)
+            self._identity = h.hexdigest()[:16]
+        return self._identity
+
+
+def as_image_set(data: Any, labels: Any = None) -> ImageSet:
+    """An ``ImageSet`` from an ImageSet, a ``--data`` string / path (whole source: ``@all`` unless a split is
+    named), an N×H×W(×3) uint8 array, a uint8 (N, 3, H, W) tensor, or any map-style torch Dataset of images."""
+    from gensis.data.sources import ArrayImageSet
+
+    if isinstance(data, ImageSet):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return open_data(str(data), "all")
+    if isinstance(data, torch.Tensor) and data.ndim == 4:
+        data = data.detach().cpu().permute(0, 2, 3, 1).numpy()  # (N, 3, H, W) → (N, H, W, 3)
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8 or data.ndim not in (3, 4):
+            raise UserError(f"image arrays must be uint8 N×H×W or N×H×W×3, got {data.dtype} {data.shape}")
+        lab = None if labels is None else np.asarray(labels, np.int64)
+        return ArrayImageSet(np.ascontiguousarray(data), lab, None, None, "array")
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+        return TorchImageSet(data, labels)
+    raise UserError(f"cannot use a {type(data).__name__} as images: give an ImageSet, a --data string, an array "
+                    f"or a torch Dataset")

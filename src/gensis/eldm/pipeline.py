@@ -17,7 +17,8 @@ The conditioner, in plain torch (``conditioner/diffusion_pytorch_model.safetenso
     class_labels          = to_time(c)             # (B, T_emb), only when mode is "time" or "both"
     latents → images: vqvae.decode(z / latent_scale) (VQ runs) or pixel_shuffle(z, pixel_patch) (pixel runs)
 
-Classifier-free guidance: ε̃ = ε(∅) + w · (ε(c) − ε(∅)). The initial noise of row i is
+Classifier-free guidance: ε̃ = ε(∅) + w · (ε(c) − ε(∅)); each step is ``scheduler.step(ε̃, t, x,
+use_clipped_model_output=True)`` (pixel runs clip x̂_0 to [−1, 1] and re-derive ε̂ from it). The initial noise of row i is
 ``torch.randn(latent_shape, generator=torch.Generator().manual_seed(seeds[i]))``, as gensis' own sampler, so
 the same (embedding, seed, steps, guidance) gives the same image as ``gensis.eldm.load_generator(...).generate``.
 """
@@ -127,7 +128,10 @@ class EmbeddingConditionedPipeline(DiffusionPipeline):  # type: ignore[misc]
         sch = self.scheduler
         sch.set_timesteps(steps, device=dev)
         x = x * sch.init_noise_sigma
-        step_kw = {"eta": eta} if "eta" in inspect.signature(sch.step).parameters else {}
+        params = inspect.signature(sch.step).parameters
+        step_kw: dict[str, Any] = {"eta": eta} if "eta" in params else {}
+        if "use_clipped_model_output" in params:  # ε̂ re-derived from the clipped x̂_0, as gensis' DDIM (GLIDE)
+            step_kw["use_clipped_model_output"] = True
         if eta > 0:
             step_kw["variance_noise"] = torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(x)
         b = len(e)

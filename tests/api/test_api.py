@@ -1,0 +1,82 @@
+"""The public API: `import gensis` is light, names resolve lazily, stages take objects."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import gensis
+from gensis.errors import UserError
+
+
+def test_import_is_light_and_every_public_name_resolves():
+    code = "import sys, gensis; assert 'torch' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    for name in gensis.__all__:
+        assert getattr(gensis, name) is not None, name
+    assert callable(gensis.export_model) and callable(gensis.make_config)  # not shadowed by sub-packages
+    with pytest.raises(AttributeError):
+        gensis.no_such_thing  # noqa: B018
+
+
+def test_make_config_validates_like_the_cli():
+    cfg = gensis.make_config("pretrain", "smoke", {"optim.epochs": 3, "data": {"limit": 10}})
+    assert cfg["optim"]["epochs"] == 3 and cfg["data"]["limit"] == 10 and cfg["data"]["image_size"] == 28
+    assert gensis.make_config("eldm", "smoke", ["optim.epochs=4"])["optim"]["epochs"] == 4
+    with pytest.raises(UserError, match="did you mean 'optim.epochs'"):
+        gensis.make_config("pretrain", "smoke", {"optim.epoks": 1})
+    with pytest.raises(UserError, match="optim.epochs"):
+        gensis.make_config("pretrain", "smoke", {"optim.epochs": 0})
+    with pytest.raises(UserError, match="unknown stage"):
+        gensis.make_config("train", "smoke")
+
+
+class _Squares(torch.utils.data.Dataset):
+    """A torch Dataset of float (3, 16, 16) images with (image, label) items and .targets."""
+
+    def __init__(self, n: int = 12):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(n, 3, 16, 16, generator=g)
+        self.targets = [i % 3 for i in range(n)]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.targets[i]
+
+
+def test_as_image_set_takes_arrays_tensors_and_torch_datasets(images_npz):
+    ds = gensis.as_image_set(_Squares())
+    assert len(ds) == 12 and ds.get(1).shape == (16, 16, 3) and ds.get(1).dtype == np.uint8
+    assert ds.labels.tolist() == [i % 3 for i in range(12)]
+    assert np.array_equal(ds.get(1), (_Squares().x[1].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy())
+    assert ds.identity == gensis.as_image_set(_Squares()).identity
+    arr = np.zeros((4, 16, 16, 3), np.uint8)
+    assert gensis.as_image_set(arr).get(0).shape == (16, 16, 3)
+    t = gensis.as_image_set(torch.zeros(4, 3, 16, 16, dtype=torch.uint8))
+    assert t.get(3).shape == (16, 16, 3)
+    assert len(gensis.as_image_set(str(images_npz))) == 48  # a string: the whole source
+    with pytest.raises(UserError):
+        gensis.as_image_set(np.zeros((4, 16, 16), np.float32))
+
+
+def test_pretrain_an_object_then_embed_and_knn(images_npz, tmp_path):
+    images = gensis.open_data(str(images_npz), "train")
+    run = gensis.pretrain(images, tmp_path / "dino", preset="smoke", overrides={
+        "optim.epochs": 1, "optim.batch_size": 16, "data.image_size": 16, "model.patch_size": 4,
+        "model.depth": 1, "aug.n_local": 0, "train.threads": 1})
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert manifest["inputs"]["data"].startswith("python:") and manifest["inputs"]["data_identity"] == images.identity
+    enc = gensis.load_encoder(run)
+    feats = gensis.embed(enc, images)
+    assert feats.shape == (len(images), enc.dim) and np.isfinite(feats).all()
+    assert np.allclose(feats[:4], enc(torch.from_numpy(images.stack(range(4))).permute(0, 3, 1, 2)).numpy(), atol=1e-5)
+    res = gensis.knn(run, images, gensis.open_data(str(images_npz), "val"), ks=[3])
+    assert res["k"] == 3 and 0 <= res["top1"] <= 100
