@@ -201,7 +201,7 @@ def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, devic
     """(N, D) float32 embeddings of images (anything ``as_image_set`` takes), in order."""
     from gensis.device import pick_device
     from gensis.models.encoder import Encoder as _Encoder
-    from gensis.models.encoder import extract_features
+    from gensis.eval.features import extract_features
 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
     return extract_features(enc, as_image_set(images), batch_size, pick_device(device))
