@@ -1,0 +1,92 @@
+"""gensis eval davis: label propagation equals DINO's dense formulation; end to end on a tiny DAVIS folder."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from davis_fixture import make_davis  # noqa: E402
+
+from gensis.cli.main import main  # noqa: E402
+from gensis.eval.davis import frame_size, propagate  # noqa: E402
+
+
+def _dino_label_propagation(feat_tar, feat_sources, segs, h, w, radius, topk, temperature):
+    """DINO's label_propagation written densely, as in eval_video_segmentation.py (mask of (h·w)²)."""
+    import torch.nn.functional as F
+
+    feat_tar = F.normalize(feat_tar, dim=1, p=2)  # (h·w, D)
+    feat_sources = F.normalize(feat_sources, dim=1, p=2)  # (M, D, h·w)
+    ncontext = feat_sources.shape[0]
+    feat_tar = feat_tar.unsqueeze(0).repeat(ncontext, 1, 1)
+    aff = torch.exp(torch.bmm(feat_tar, feat_sources) / temperature)
+    mask = torch.zeros(h, w, h, w)
+    for i in range(h):
+        for j in range(w):
+            for p in range(2 * radius + 1):
+                for q in range(2 * radius + 1):
+                    if 0 <= i - radius + p < h and 0 <= j - radius + q < w:
+                        mask[i, j, i - radius + p, j - radius + q] = 1
+    aff = aff * mask.reshape(h * w, h * w).unsqueeze(0)
+    aff = aff.transpose(2, 1).reshape(-1, h * w)
+    tk_val, _ = torch.topk(aff, dim=0, k=topk)
+    tk_val_min, _ = torch.min(tk_val, dim=0)
+    aff[aff < tk_val_min] = 0
+    aff = aff / torch.sum(aff, keepdim=True, axis=0)
+    nmb, C = segs.shape[:2]
+    segs = segs.reshape(nmb, C, -1).transpose(2, 1).reshape(-1, C).T
+    return torch.mm(segs, aff).reshape(C, h, w)
+
+
+@pytest.mark.parametrize("radius", [0, 2])
+def test_propagation_equals_dino_dense(radius):
+    g = torch.Generator().manual_seed(0)
+    h, w, d, m, c = 5, 7, 6, 3, 3
+    tgt = torch.randn(h, w, d, generator=g)
+    src = torch.randn(m, h, w, d, generator=g)
+    labels = torch.rand(m, c, h, w, generator=g)
+    ours = propagate(tgt, src, labels, radius=radius, topk=4, temperature=0.1, chunk=8)
+    ref = _dino_label_propagation(tgt.reshape(-1, d), src.reshape(m, -1, d).transpose(1, 2), labels, h, w,
+                                  radius if radius > 0 else max(h, w), 4, 0.1)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_frame_size_as_dino():
+    assert frame_size(480, 854) == (480, 832)
+    assert frame_size(854, 480) == (832, 480)
+
+
+def test_davis_end_to_end(tmp_path, capsys):
+    root = make_davis(tmp_path / "DAVIS")
+    out, js = tmp_path / "pred", tmp_path / "davis.json"
+    rc = main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--out", str(out), "--size", "48",
+               "--radius", "3", "--json", str(js)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "J&F-Mean" in text and "squares" in text and "pair" in text
+    res = json.loads(js.read_text())
+    assert [s["objects"] for s in res["sequences"]] == [1, 2]
+    assert res["JF"] > 0.6  # the squares are tracked (scored on frames 1..4, as the toolkit)
+    pred = Image.open(out / "pair" / "00003.png")
+    assert pred.mode == "P" and pred.size == (64, 48)
+    assert set(np.unique(np.array(pred))) <= {0, 1, 2} and (np.array(pred) == 2).sum() > 50
+    assert Image.open(out / "pair-overlay.png").size[1] == 400  # prediction row over ground-truth row
+
+
+@pytest.mark.parametrize("remove,msg", [("ImageSets", "ImageSets/2017/val.txt"),
+                                        ("Annotations/480p/pair/00000.png", "first-frame annotation"),
+                                        ("JPEGImages/480p/pair", "frame folder")])
+def test_davis_wrong_layout_is_one_line(tmp_path, capsys, remove, msg):
+    import shutil
+
+    root = make_davis(tmp_path / "DAVIS", frames=2)
+    target = root / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0]
