@@ -73,14 +73,21 @@ def _resolve(stage: str, cfg: Mapping[str, Any] | Any | None, preset: str,
              overrides: Mapping[str, Any] | Sequence[str] | None) -> Config:
     if cfg is None:
         return make_config(stage, preset, overrides)
+    given: dict[str, Any]
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        cfg = dataclasses.asdict(cfg)
+        given = dataclasses.asdict(cfg)
     elif hasattr(cfg, "to_dict"):
-        cfg = cfg.to_dict()
+        given = dict(cfg.to_dict())
+    elif isinstance(cfg, Mapping):
+        given = dict(cfg)
+    else:
+        from gensis.errors import UserError
+
+        raise UserError(f"config must be a mapping (from gensis.make_config) or a dataclass, got {type(cfg).__name__}")
     from gensis.config import load_config, merge, validate
 
     base = load_config(stage, "base")
-    full = merge(base, dict(cfg), where="config")
+    full = merge(base, given, where="config")
     if overrides:
         full = merge(full, _nested(overrides) if isinstance(overrides, Mapping) else _parse(overrides),
                      where="overrides")
@@ -134,7 +141,7 @@ def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: Mapping[
     cfg = _resolve("pretrain", config, preset, overrides)
     if extra:
         cfg = _resolve("pretrain", cfg, preset, extra)
-    run = train(cfg, _data_spec(data), out, resume=resume, bank_path=None if bank is None else str(bank), quiet=quiet)
+    run = train(cfg, _data_spec(data), Path(out), resume=resume, bank_path=None if bank is None else str(bank), quiet=quiet)
     return Path(run.path)
 
 
@@ -145,7 +152,7 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str = "demo", config:
     from gensis.eldm.train_ae import train_ae
 
     cfg = _resolve("eldm", config, preset, overrides)
-    return Path(train_ae(cfg, _data_spec(data), out, resume=resume, quiet=quiet).path)
+    return Path(train_ae(cfg, _data_spec(data), Path(out), resume=resume, quiet=quiet).path)
 
 
 def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: PathLike | None = None,
@@ -159,7 +166,7 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     from gensis.eldm.train import train
 
     cfg = _resolve("eldm", config, preset, overrides)
-    run = train(cfg, str(encoder), _data_spec(data), out, ae_path=None if autoencoder is None else str(autoencoder),
+    run = train(cfg, str(encoder), _data_spec(data), Path(out), ae_path=None if autoencoder is None else str(autoencoder),
                 resume=resume, quiet=quiet)
     return Path(run.path)
 
@@ -175,7 +182,7 @@ def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator:
     from gensis.bank.generate import generate_bank as _generate
 
     cfg = _resolve("bank", config, preset, overrides)
-    res = _generate(cfg, _data_spec(data), out, eldm=None if eldm is None else str(eldm), generator=generator,
+    res = _generate(cfg, _data_spec(data), Path(out), eldm=None if eldm is None else str(eldm), generator=generator,
                     quiet=quiet)
     if not res.complete:
         from gensis.errors import UserError
@@ -213,7 +220,7 @@ def load_generator(run: PathLike, device: str = "cpu", guidance: float | None = 
     ``.interpolate(e1, e2, alpha, seeds=...)``."""
     from gensis.eldm.model import load_generator as _load
 
-    return _load(run, device=device, guidance=guidance, steps=steps, sampler=sampler, with_encoder=with_encoder)
+    return _load(Path(run), device=device, guidance=guidance, steps=steps, sampler=sampler, with_encoder=with_encoder)
 
 
 def open_bank(path: PathLike) -> BankReader:

@@ -22,7 +22,12 @@ METHODS = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Ge
 
 
 def _plt():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from gensis.errors import UserError
+
+        raise UserError("the report needs matplotlib: pip install 'gensis[report]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -200,7 +200,9 @@ def run_pipeline(args, out: Path, seed: int) -> dict | None:
     if want("eval"):
         results = _evaluate(out, D, P, not args.no_linear)
         print(format_table(results))
-    if want("report") and _module_exists("gensis.report"):
+    if want("report") and _module_exists("gensis.report") and not _module_exists("matplotlib"):
+        print("report skipped: it needs matplotlib (pip install 'gensis[report]')", file=sys.stderr)
+    elif want("report") and _module_exists("gensis.report"):
         from gensis.report import write_report
 
         md, html = write_report(out)

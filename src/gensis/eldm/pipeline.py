@@ -30,9 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from diffusers import ConfigMixin, DiffusionPipeline, ModelMixin
-from diffusers.configuration_utils import register_to_config
-from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from torch import nn
 
 COND_MODES = ("cross_attn", "time", "both")
@@ -41,7 +41,7 @@ COND_MODES = ("cross_attn", "time", "both")
 class EmbeddingConditioner(ModelMixin, ConfigMixin):  # type: ignore[misc]
     """Encoder embedding → the UNet's ``encoder_hidden_states`` and ``class_labels`` (see module docstring)."""
 
-    @register_to_config
+    @register_to_config  # type: ignore[untyped-decorator]
     def __init__(self, emb_dim: int, context_dim: int, time_embed_dim: int | None = None, mode: str = "both",
                  image_size: int = 256, latent_channels: int = 3, latent_size: int = 64, latent_scale: float = 1.0,
                  pixel_patch: int = 1, space: str = "vq", guidance: float = 6.0, num_inference_steps: int = 50,
@@ -56,7 +56,8 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):  # type: ignore[misc]
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """e (B, D) → c (B, C)."""
-        return self.proj(embeddings.float())
+        c: torch.Tensor = self.proj(embeddings.float())
+        return c
 
     def unet_inputs(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """c (B, C) → (encoder_hidden_states (B, 1, C), class_labels (B, T_emb) or None)."""
@@ -84,13 +85,15 @@ class EmbeddingConditionedPipeline(DiffusionPipeline):  # type: ignore[misc]
     def _predict(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         ctx, class_labels = self.conditioner.unet_inputs(c)
         out = self.unet(x, t, encoder_hidden_states=ctx.to(x.dtype), class_labels=class_labels)
-        return out.sample.float()  # type: ignore[no-any-return]
+        pred: torch.Tensor = out.sample.float()
+        return pred
 
     def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (B, C, h, w) → float images in [−1, 1] (B, 3, S, S)."""
         cfg = self.conditioner.config
         if self.vqvae is not None:
-            return self.vqvae.decode(z / cfg.latent_scale).sample.float()  # type: ignore[no-any-return]
+            x: torch.Tensor = self.vqvae.decode(z / cfg.latent_scale).sample.float()
+            return x
         p = int(cfg.pixel_patch)
         return z if p == 1 else nn.functional.pixel_shuffle(z, p)  # (B, 3, S, S)
 
