@@ -17,6 +17,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol-5 pickles of arrays
+    ("numpy._core.numeric", "_frombuffer"),
 }
 
 
@@ -41,6 +43,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle global {module}.{name} (only numpy arrays are allowed)")
 
 
-def load_numpy_pickle(data: bytes) -> Any:
-    """Unpickle ``data`` admitting only numpy arrays / dtypes / scalars."""
-    return NumpyOnlyUnpickler(io.BytesIO(data)).load()
+def load_numpy_pickle(data: bytes, encoding: str = "ASCII") -> Any:
+    """Unpickle ``data`` admitting only plain containers (dict, list, tuple, str, numbers) and numpy arrays /
+    dtypes / scalars. ``encoding="latin1"`` reads Python 2 pickles holding numpy arrays."""
+    return NumpyOnlyUnpickler(io.BytesIO(data), encoding=encoding).load()

@@ -71,6 +71,8 @@ class FeatureSpec:
 def target_shape(h: int, w: int, spec: FeatureSpec, encoder) -> tuple[int, int]:
     """(H, W) an image of h × w is resized to before the encoder (multiples of the patch size)."""
     size = spec.size or encoder.image_size
+    if encoder.model is None and spec.kind == "cls" and spec.resize != "none":
+        return size, size  # raw pixels: a fixed-length vector needs a fixed size
     if spec.resize == "square":
         th, tw = size, size
     elif spec.resize == "max":
@@ -114,6 +116,8 @@ def encode(encoder, images, spec: FeatureSpec = FeatureSpec()):
         if s != 1.0:
             sh = max(ps, int(hw[0] * s) // ps * ps), max(ps, int(hw[1] * s) // ps * ps)
             xs = F.interpolate(x, size=sh, mode="bilinear", align_corners=False)  # DINO: bilinear
+            if encoder.model is None:  # raw pixels: back to one length (the scale acts as a blur)
+                xs = F.interpolate(xs, size=hw, mode="bilinear", align_corners=False)
         cls, patches = encoder.tokens(xs)  # (B, D), (B, h, w, D)
         if spec.kind == "patch":
             return patches

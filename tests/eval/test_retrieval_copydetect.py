@@ -1,0 +1,121 @@
+"""gensis eval retrieval / copydetect end to end on tiny folders in the benchmarks' own layouts."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gensis.cli.main import main
+
+
+def _pattern(i, size=24):
+    g = np.random.default_rng(100 + i)
+    return (g.random((size // 4, size // 4, 3)) * 255).astype(np.uint8).repeat(4, 0).repeat(4, 1)
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, quality=95)
+
+
+def make_revisited(root, dataset="roxford5k", landmarks=4, per=3):
+    """db image j is landmark j // per (noisy); query i shows landmark i inside a bigger random image (its box)."""
+    base = root / dataset
+    g = np.random.default_rng(0)
+    imlist, qimlist, gnd = [], [], []
+    for j in range(landmarks * per):
+        img = np.clip(_pattern(j // per).astype(int) + g.integers(-20, 20, (24, 24, 3)), 0, 255).astype(np.uint8)
+        _save(base / "jpg" / f"db_{j}.jpg", img)
+        imlist.append(f"db_{j}")
+    for i in range(landmarks):
+        img = (g.random((60, 60, 3)) * 255).astype(np.uint8)
+        img[20:44, 30:54] = _pattern(i)
+        _save(base / "jpg" / f"q_{i}.jpg", img)
+        qimlist.append(f"q_{i}")
+        ids = np.arange(i * per, (i + 1) * per)
+        gnd.append({"bbx": np.array([30.0, 20.0, 54.0, 44.0]), "easy": ids[:2], "hard": ids[2:],
+                    "junk": np.array([], dtype=np.int64)})
+    (base / f"gnd_{dataset}.pkl").write_bytes(pickle.dumps({"imlist": imlist, "qimlist": qimlist, "gnd": gnd}))
+    return root
+
+
+def test_retrieval_end_to_end(tmp_path, capsys):
+    root = make_revisited(tmp_path / "revisited")
+    js = tmp_path / "r.json"
+    assert main(["eval", "retrieval", "--encoder", "pixels", "--data", str(root), "--dataset", "roxford5k",
+                 "--imsize", "24", "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "medium" in text and "hard" in text
+    res = json.loads(js.read_text())
+    assert res["database"] == 12 and res["queries"] == 4
+    assert res["results"]["medium"]["mAP"] > 90  # the cropped query finds its landmark
+    assert res["results"]["hard"]["queries_scored"] == 4
+    assert main(["eval", "retrieval", "--encoder", "pixels", "--data", str(root / "roxford5k"),
+                 "--dataset", "roxford5k", "--imsize", "24", "--multiscale"]) == 0
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("case,msg", [("evil", "refusing"), ("nognd", "gnd_roxford5k.pkl"),
+                                      ("nojpg", "db_0.jpg")])
+def test_retrieval_bad_layout_one_line(tmp_path, capsys, case, msg):
+    root = make_revisited(tmp_path / "rv", landmarks=2, per=1)
+    base = root / "roxford5k"
+    if case == "evil":
+        (base / "gnd_roxford5k.pkl").write_bytes(pickle.dumps({"imlist": [], "qimlist": [], "gnd": [_Evil()]}))
+    elif case == "nognd":
+        (base / "gnd_roxford5k.pkl").unlink()
+    else:
+        (base / "jpg" / "db_0.jpg").unlink()
+    assert main(["eval", "retrieval", "--encoder", "pixels", "--data", str(root), "--dataset", "roxford5k"]) == 2
+    err = capsys.readouterr()
+    assert "pwned" not in err.out
+    lines = err.err.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0]
+
+
+def make_copydays(root, n=5):
+    g = np.random.default_rng(1)
+    for i in range(n):
+        orig = np.kron(_pattern(i, 32), np.ones((1, 1, 1), np.uint8))
+        _save(root / "original" / f"{i:04d}00.jpg", orig)
+        strong = orig.copy()
+        strong[:10] = (g.random((10, 32, 3)) * 255).astype(np.uint8)  # an insertion over a third
+        _save(root / "strong" / f"{i:04d}01.jpg", strong)
+        _save(root / "jpegqual" / "10" / f"{i:04d}00.jpg", orig)
+        crop = np.asarray(Image.fromarray(orig[4:28, 4:28]).resize((32, 32)))
+        _save(root / "crops" / "50" / f"{i:04d}00.jpg", crop)
+    for j in range(6):
+        _save(root.parent / "distractors" / f"d{j}.jpg", (g.random((32, 32, 3)) * 255).astype(np.uint8))
+    return root
+
+
+def test_copydetect_end_to_end(tmp_path, capsys):
+    root = make_copydays(tmp_path / "copydays")
+    js = tmp_path / "c.json"
+    assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16",
+                 "--distractors", str(tmp_path / "distractors"), "--whiten", str(tmp_path / "distractors"),
+                 "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "strong" in text and "jpegqual/10" in text and "crops/50" in text
+    res = json.loads(js.read_text())
+    assert res["database"] == {"originals": 5, "distractors": 6}
+    assert res["config"]["whitening"]["images"] == 6
+    assert res["mAP_strong"] > 60 and res["results"]["jpegqual/10"]["mAP"] > 95
+    assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16"]) == 0
+
+
+def test_copydetect_missing_strong_is_one_line(tmp_path, capsys):
+    root = make_copydays(tmp_path / "copydays", n=2)
+    import shutil
+
+    shutil.rmtree(root / "strong")
+    assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "strong" in lines[0]
