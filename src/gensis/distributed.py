@@ -1,12 +1,42 @@
-"""torch.distributed set-up for ``torchrun``: NCCL on GPU, gloo on CPU; rank 0 is the only writer."""
+"""torch.distributed set-up for ``torchrun``: NCCL on GPU, gloo on CPU; rank 0 is the only writer.
+
+Teardown. ``torch.distributed.nn.functional`` declares ``group=group.WORLD`` as a default argument, evaluated
+when the module is imported; timm and diffusers import it (through ``torch._dynamo`` and
+``torch.distributed._shard``). Imported *after* ``init_process_group`` (``bank generate`` did, when writing the
+header's version list), ten functions held the default process group, so ``destroy_process_group`` could not
+free it: gloo's three threads (two ``pt_gloo_runloop`` workers and the ``gloo_tcp_loop``) stayed alive until
+the interpreter tore the group down at exit, in no fixed order with the interpreter's own finalisation, and
+some runs ended in "terminate called without an active exception". ``init_distributed`` therefore imports
+that module before creating the group (its defaults then hold ``None``); a test checks that no gloo thread
+outlives ``cleanup``.
+
+Failures. A rank that fails records its message in the process group's store (``report_failure``, called by
+the command line for any error); every ``barrier`` polls the store while it waits, so the other ranks stop
+within a fraction of a second with one line naming the failed rank, instead of waiting in a collective until
+the timeout (``GENSIS_DIST_TIMEOUT`` seconds, default 1800). Collectives in this module are preceded by such
+a barrier, so a rank never enters one that a failed peer will not join.
+"""
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from gensis.errors import UserError
+
+FAILED_KEY = "gensis/failed"
+ACK_KEY = "gensis/failed-seen"  # ranks that have read FAILED_KEY
+_BARRIER_POLL_MAX = 0.2  # seconds between store polls while waiting (start at 1 ms, doubling)
+_barrier_count = 0
+
+
+class PeerFailed(UserError):
+    """Another rank of this run failed: this one stops (one line, exit status 2)."""
 
 
 @dataclass
@@ -24,36 +54,136 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device_type: str) -> DistInfo:
+def default_timeout() -> timedelta:
+    """The collective timeout: ``GENSIS_DIST_TIMEOUT`` seconds (default 30 min, torch's default)."""
+    try:
+        return timedelta(seconds=float(os.environ.get("GENSIS_DIST_TIMEOUT", "1800")))
+    except ValueError:
+        raise UserError(f"GENSIS_DIST_TIMEOUT must be a number of seconds, got "
+                        f"'{os.environ['GENSIS_DIST_TIMEOUT']}'") from None
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def init_distributed(device_type: str, timeout: timedelta | None = None) -> DistInfo:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); a no-op otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        try:  # before the group exists: its functions' `group=group.WORLD` defaults must not capture it
+            import torch.distributed.nn  # noqa: F401
+        except ImportError:
+            pass
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo",
+                                timeout=timeout or default_timeout())
     info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if device_type == "cuda":
         torch.cuda.set_device(info.local_rank)
     return info
 
 
+def _store():
+    from torch.distributed.distributed_c10d import _get_default_store
+
+    return _get_default_store()
+
+
+def _peer_failure(store) -> str | None:
+    """The failure message a rank left in the store, or None."""
+    try:
+        if not store.check([FAILED_KEY]):
+            return None
+        return store.get(FAILED_KEY).decode(errors="replace")
+    except Exception as e:  # the store's host (torchrun's agent, or rank 0 without one) is gone
+        return f"lost the process group's store ({type(e).__name__}); another process has ended"
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    """All ranks wait here. Waits poll the store, so a failed peer (``report_failure``) stops this rank at
+    once with ``PeerFailed`` (a one-line error) instead of a hang."""
+    global _barrier_count
+    if not _initialized():
+        return
+    _barrier_count += 1  # every rank passes the same barriers in the same order
+    key = f"gensis/barrier/{_barrier_count}"
+    store, world, rank = _store(), dist.get_world_size(), dist.get_rank()
+    delay, step = 0.001, 1
+    while True:
+        try:
+            if store.add(key, step) >= world:
+                return
+        except Exception as e:  # the store's host (torchrun's agent, or rank 0 without one) is gone
+            raise PeerFailed(f"stopping process {rank}: lost the process group's store "
+                             f"({type(e).__name__}); another process has ended") from None
+        step = 0
+        msg = _peer_failure(store)
+        if msg is not None:
+            try:
+                store.add(ACK_KEY, 1)
+            except Exception:
+                pass
+            raise PeerFailed(f"stopping process {rank}: {msg}")
+        time.sleep(delay)
+        delay = min(2 * delay, _BARRIER_POLL_MAX)
+
+
+def report_failure(error: BaseException | str) -> None:
+    """Tell the other ranks that this one failed (a no-op outside a process group, or for ``PeerFailed``)."""
+    if not _initialized() or isinstance(error, PeerFailed):
+        return
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    text = (text.splitlines() or [type(error).__name__])[0]
+    try:
+        store = _store()
+        store.set(FAILED_KEY, f"process {dist.get_rank()} failed: {text[:300]}")
+        if dist.get_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+            # rank 0 hosts the store (no torchrun agent): give the others up to 3 s to read the message
+            # before this process, and the store with it, goes away
+            t0 = time.time()
+            while store.add(ACK_KEY, 0) < dist.get_world_size() - 1 and time.time() - t0 < 3.0:
+                time.sleep(0.02)
+    except Exception:
+        pass  # the store is gone: the others notice that themselves
+
+
+def abort() -> None:
+    """After a failure: leave the process group without waiting for anyone."""
+    if _initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # no rank tears its connections down while a peer still uses them
-        dist.destroy_process_group()
+    """Normal end of a distributed command: wait for every rank, then free the group (and its threads)."""
+    if not _initialized():
+        return
+    barrier()  # no rank tears its connections down while a peer still uses them
+    dist.destroy_process_group()
 
 
 def broadcast_object(obj, src: int = 0):
-    if not (dist.is_available() and dist.is_initialized()):
+    if not _initialized():
         return obj
+    barrier()
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> list[float]:
+    """Sums of ``values`` over the ranks (float64; on the GPU under NCCL)."""
+    if not _initialized():
+        return values
+    barrier()
+    dev = torch.device(device)
+    t = torch.tensor(values, dtype=torch.float64, device=dev if dev.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 def setup_training(train_cfg: dict) -> tuple[torch.device, DistInfo, bool, int]:

@@ -70,15 +70,30 @@ def test_two_processes_equal_one(tmp_path, tiny_npz, reference_bank, base_overri
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "gensis.cli.main", *_cmd(out, tiny_npz, params, base_overrides)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
-    first = proc
-    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
-        # seen in full-suite runs on the loaded 2-core box: a rank aborts in gloo's teardown after every shard
-        # is written (known issue, see the closing note); the bank is resumable, so the same command must
-        # report it complete, and the result must still equal the 1-process bank
-        proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    # no retry: the gloo teardown abort ("terminate called without an active exception") is fixed at its cause
+    # (gensis.distributed docstring; tests/core/test_distributed.py checks no gloo thread outlives cleanup)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ("(2 processes)" in first.stdout or "already complete" in proc.stdout) and "bank complete" in proc.stdout
+    assert "terminate called" not in proc.stderr
+    assert "(2 processes)" in proc.stdout and "bank complete" in proc.stdout
     assert shard_bytes(out) == shard_bytes(reference_bank)
     assert BankReader(out).identity == BankReader(reference_bank).identity
     assert main(["bank", "verify", str(out)]) == 0
     assert "OK: bank" in capsys.readouterr().out
+
+
+def test_a_failing_rank_stops_the_run_with_one_line(tmp_path, tiny_npz, base_overrides):
+    """Rank 1's generator fails: rank 1 prints one line, rank 0 stops at its next wait (or is stopped by torchrun)
+    instead of waiting for the shards rank 1 will never write; nothing is left half-written."""
+    params = tmp_path / "fail.json"
+    params.write_text(json.dumps({"image_size": 16, "dim": 8, "fail_on_rank": 1}))
+    out = tmp_path / "bank-fail"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "gensis.cli.main", *_cmd(out, tiny_npz, params, base_overrides)]
+    proc = subprocess.run(cmd, env={**_env(), "GENSIS_DIST_TIMEOUT": "600"}, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("gensis: error:")]
+    assert "gensis: error: fake generator: injected failure on rank 1" in ours
+    assert all(line.endswith("process 1 failed: fake generator: injected failure on rank 1") for line in ours[1:])
+    assert "terminate called" not in proc.stderr
+    assert not list(out.rglob("*.tmp"))

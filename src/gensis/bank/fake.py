@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -21,11 +22,13 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from gensis.errors import UserError
+
 
 class FakeGenerator:
     def __init__(self, eldm: str | None = None, device: str = "cpu", guidance: float | None = None,
                  steps: int | None = None, sampler: str | None = None, *, image_size: int = 16, dim: int = 8,
-                 delay: float = 0.0, work: int = 0):
+                 delay: float = 0.0, work: int = 0, fail_on_rank: int | None = None):
         params = {}
         if eldm is not None and Path(eldm).is_file():
             params = json.loads(Path(eldm).read_text())
@@ -33,6 +36,7 @@ class FakeGenerator:
         self.dim = int(params.get("dim", dim))
         self.delay = float(params.get("delay", delay))
         self.work = int(params.get("work", work))
+        self.fail_on_rank = params.get("fail_on_rank", fail_on_rank)
         self.default_guidance = guidance if guidance is not None else 2.0
         self.default_steps = steps if steps is not None else 4
         self.default_sampler = sampler or "ddim"
@@ -63,6 +67,8 @@ class FakeGenerator:
         """float (B, D) + one seed per row → uint8 (B, 3, S, S)."""
         guidance = self.default_guidance if guidance is None else guidance
         steps = self.default_steps if steps is None else steps
+        if self.fail_on_rank is not None and int(os.environ.get("RANK", "0")) == int(self.fail_on_rank):
+            raise UserError(f"fake generator: injected failure on rank {self.fail_on_rank}")
         s = self.image_size
         if self.delay:
             time.sleep(self.delay * len(seeds))

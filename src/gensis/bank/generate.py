@@ -26,7 +26,6 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Iterator
 
@@ -41,7 +40,7 @@ from gensis.bank.plan import Layout, ShardPlan, plan_shard
 from gensis.config import dump
 from gensis.data.sources import ArrayImageSet, ImageSet, SubsetImageSet, open_data
 from gensis.device import pick_device
-from gensis.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
 from gensis.errors import UserError
 from gensis.progress import progress
@@ -316,25 +315,6 @@ class BankResult:
         return "\n".join(lines)
 
 
-def _init_dist(device: torch.device) -> DistInfo:
-    """Join torchrun's process group with a long timeout: ranks may wait on each other for a whole shard."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(hours=24))
-    return init_distributed(device.type)
-
-
-def _allreduce_sum(values: list[float], device: torch.device) -> list[float]:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def _validate_cfg(cfg: dict) -> None:
     g, st, r = cfg["gen"], cfg["storage"], cfg["run"]
     if int(g["num_generative"]) < 0:
@@ -441,7 +421,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     device = pick_device(r["device"])
     if r.get("threads"):
         torch.set_num_threads(int(r["threads"]))
-    dist_info = _init_dist(device)
+    dist_info = init_distributed(device.type)
     ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"])
     if generator is None:
         generator = load_generator(eldm, device, g, generator_spec)
@@ -521,7 +501,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
         finally:
             bar.close()
     written = len(writer.written)
-    generated, written = (int(v) for v in _allreduce_sum([float(generated), float(written)], device))
+    generated, written = (int(v) for v in all_reduce_sum([float(generated), float(written)], device))
     barrier()
     result.seconds = time.perf_counter() - t0
     result.generated, result.shards_written = generated, written

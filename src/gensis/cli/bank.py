@@ -90,11 +90,9 @@ def run_generate(args) -> int:
     from gensis.bank.generate import generate_bank
     from gensis.distributed import cleanup
 
-    try:
-        result = generate_bank(cfg, args.data, args.out, eldm=args.eldm, generator_spec=args.generator,
-                               quiet=args.quiet)
-    finally:
-        cleanup()
+    result = generate_bank(cfg, args.data, args.out, eldm=args.eldm, generator_spec=args.generator,
+                           quiet=args.quiet)
+    cleanup()  # not on errors: main() reports them to the other ranks and leaves the group without waiting
     import os
 
     if int(os.environ.get("RANK", "0")) == 0:

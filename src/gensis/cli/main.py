@@ -66,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        try:
+            result = args.func(args)
+        except BaseException as e:
+            # under torchrun: tell the other ranks (they stop at their next wait with one line) and leave the
+            # process group without waiting for them
+            from gensis.distributed import abort, report_failure
+
+            report_failure(e)
+            abort()
+            raise
         return int(result or 0)
     except UserError as e:
         if debug:
