@@ -14,7 +14,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[quickstart] installing into .venv (pinned by constraints.txt) ..." >&2
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,dev,histo,report]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,dev,histo,report,tensorboard]"
   # Packages whose declared dependencies are irrelevant to us (animal-mnist's loader imports
   # tensorflow; we only read its data files; lightly is only the benchmark's reference).
   .venv/bin/python -m pip install -q --no-deps -r extra-requirements.txt

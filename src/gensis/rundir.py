@@ -158,10 +158,26 @@ class RunDir:
         return self.exists() and self.manifest().get("status") == "done"
 
 
-class MetricsLog:
-    """Append-only ``metrics.jsonl``; on resume, rows past the restored point are dropped."""
+LOGGERS = ("jsonl", "tensorboard")
+TB_DIR = "tensorboard"
 
-    def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None):
+
+def _tensorboard_writer(folder: Path, purge_step: int | None) -> Any:
+    from gensis.tensorboard_log import TensorBoardWriter
+
+    return TensorBoardWriter(folder, purge_step)
+
+
+class MetricsLog:
+    """Append-only ``metrics.jsonl``; on resume, rows past the restored point are dropped.
+
+    ``logger="tensorboard"`` (or the environment variable ``GENSIS_LOGGER=tensorboard`` when ``logger`` is None)
+    also writes TensorBoard event files to ``RUN/tensorboard/``: every number of every row as a scalar named by
+    its key, at the row's ``step`` (or ``epoch``), and images given to ``log_image``; on resume TensorBoard
+    discards the events past the restored step, as the JSON log does.
+    """
+
+    def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None, logger: str | None = None):
         self.path = Path(path)
         if keep_until_step is not None and self.path.exists():
             rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
@@ -169,12 +185,49 @@ class MetricsLog:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
         elif keep_until_step is None and self.path.exists():
             self.path.unlink()
+        self.logger = logger or os.environ.get("GENSIS_LOGGER") or "jsonl"
+        if self.logger not in LOGGERS:
+            raise UserError(f"unknown logger '{self.logger}'; valid: {', '.join(LOGGERS)}")
+        self._tb = None
+        if self.logger == "tensorboard":
+            folder = self.path.parent / TB_DIR
+            if keep_until_step is None and folder.is_dir():  # a fresh run: no events of an earlier one
+                for f in folder.glob("events.out.tfevents.*"):
+                    f.unlink()
+            self._tb = _tensorboard_writer(folder, keep_until_step)
 
     def log(self, row: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            step = int(row.get("step", row.get("epoch", 0)))
+            self._tb.add_scalars({k: v for k, v in _numbers(row) if k != "step"}, step)
+
+    def log_image(self, tag: str, image: Any, step: int) -> None:
+        """An image (uint8 or float in [0, 1]; (3, H, W) or (H, W, 3)) to TensorBoard; nothing with jsonl."""
+        if self._tb is None:
+            return
+        import numpy as np
+
+        arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+        fmt = "HWC" if arr.ndim == 3 and arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4) else "CHW"
+        self._tb.add_image(tag, arr, int(step), dataformats=fmt)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def rows(self) -> list[dict]:
         if not self.path.exists():
             return []
         return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+
+
+def _numbers(row: dict, prefix: str = "") -> Iterable[tuple[str, float]]:
+    """(key, value) of every finite-or-not number of a metrics row; nested dicts as ``outer/inner``."""
+    for k, v in row.items():
+        if isinstance(v, dict):
+            yield from _numbers(v, f"{prefix}{k}/")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield f"{prefix}{k}", float(v)

@@ -26,7 +26,7 @@ def test_extras_are_declared_and_pinned():
         name = req.split(">")[0].split("=")[0].split("<")[0].split("[")[0].strip().lower()
         assert name in pins or name.replace("_", "-") in pins or name.replace("-", "_") in pins, f"{name} not pinned"
     script = (ROOT / "quickstart.sh").read_text()
-    assert ".[test,dev,histo,report]" in script  # the README's commands install everything
+    assert ".[test,dev,histo,report,tensorboard]" in script  # the README's commands install everything
 
 
 def test_wheel_contains_the_configs_and_works_from_its_files(tmp_path):
