@@ -156,8 +156,8 @@ def test_two_processes_with_torchrun(tmp_path, encoder_run, tiny_npz, tiny_overr
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     tensors, info = load_checkpoint(out / "checkpoint.safetensors")
-    assert info["meta"]["world"] == 2 and "extra.rng_rank1" in tensors
-    assert not torch.equal(tensors["extra.rng_rank0"], tensors["extra.rng_rank1"])
+    assert info["meta"]["world"] == 2 and "extra.rng.r1.gen.eldm" in tensors and len(info["meta"]["rng"]) == 2
+    assert not torch.equal(tensors["extra.rng.r0.gen.eldm"], tensors["extra.rng.r1.gen.eldm"])
     from gensis.eldm import load_generator
 
     assert load_generator(out).generate(torch.randn(1, 32), [0]).shape == (1, 3, 16, 16)

@@ -1,17 +1,19 @@
-"""``gensis pretrain``: DINO (and Gen-DINO with --bank / gen.interp=pixel)."""
+"""``gensis pretrain``: a registered SSL method (``--method``, default dino), Gen- with --bank / --interp pixel."""
 
 from __future__ import annotations
 
 import argparse
 
 from gensis.cli.main import add_common
+from gensis.ssl.methods import METHODS
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "pretrain", help="self-supervised pretraining of a ViT (DINO; Gen-DINO with --bank)",
-        description="Pretrain a ViT with DINO. With --bank, train Gen-DINO: views from the bank's generative "
-                    "augmentations and the disentanglement loss on its interpolations. "
+        "pretrain", help="self-supervised pretraining of a ViT (--method dino ...; Gen- variant with --bank)",
+        description="Pretrain a ViT with a self-supervised method (--method, default dino). With --bank, train "
+                    "its Gen- variant (Gen-DINO ...): views from the bank's generative augmentations and the "
+                    "disentanglement loss on its interpolations. "
                     "Config: a preset, then key=value overrides (e.g. optim.epochs=3 data.image_size=32).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="builtin:animal-mnist",
@@ -20,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run directory to create (or to resume)")
     p.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
+    p.add_argument("--method", default=None,
+                   help=f"self-supervised method: {', '.join(METHODS)} (default: the config's 'method', dino)")
     p.add_argument("--bank", default=None, help="augmentation bank (from `gensis bank generate`): trains Gen-DINO")
     p.add_argument("--interp", choices=["bank", "pixel", "none"], default=None,
                    help="disentanglement source: bank interpolations, pixel interpolation (ablation) or none "
@@ -34,6 +38,11 @@ def run(args) -> int:
     from gensis.config import dump, load_config
 
     overrides = list(args.overrides)
+    if args.method is not None:
+        from gensis.ssl.methods import method_class
+
+        method_class(args.method)  # an unknown name lists the valid ones
+        overrides.append(f"method={args.method}")
     if args.interp is not None:
         overrides.append(f"gen.interp={args.interp}")
     elif args.bank is not None:

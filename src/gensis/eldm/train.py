@@ -20,28 +20,25 @@ self-contained, and ``cache/`` with the embeddings (and latents) of the training
 from __future__ import annotations
 
 import copy
-import math
 import shutil
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
 from gensis.data.loader import ImageBatches, epoch_indices
 from gensis.data.sources import ImageSet, open_data
 from gensis.device import autocast
-from gensis.distributed import barrier, cleanup, setup_training
+from gensis.distributed import barrier
 from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space
 from gensis.eldm.denoiser import Denoiser, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import MetricsLog, RunDir, atomic_write_json, file_hash, load_tensors, save_tensors
+from gensis.rundir import RunDir, atomic_write_json, file_hash, load_tensors, save_tensors
+from gensis.train.foreach import ema_lerp
+from gensis.train.loop import Runtime, Task, fit
 
 CHECKPOINT = "checkpoint.safetensors"
 EMA_WEIGHTS = "denoiser_ema.safetensors"
@@ -63,10 +60,13 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> float:
         d = self.decay_at(step)
-        for pe, pm in zip(self.model.parameters(), model.parameters()):
-            pe.lerp_(pm.detach(), 1 - d)
-        for be, bm in zip(self.model.buffers(), model.buffers()):
-            be.copy_(bm)
+        if not hasattr(self, "_pairs"):  # fixed lists of (ema, model) tensors, built once
+            self._pairs = (list(self.model.parameters()), [p.detach() for p in model.parameters()],
+                           list(self.model.buffers()), list(model.buffers()))
+        ema_p, src_p, ema_b, src_b = self._pairs
+        ema_lerp(ema_p, src_p, 1 - d)
+        if ema_b:
+            torch._foreach_copy_(ema_b, src_b)
         return d
 
 
@@ -171,16 +171,6 @@ def training_step(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, e
     return per_sample.mean()
 
 
-def _gather_rng(gen: torch.Generator, dist_info) -> dict[str, torch.Tensor]:
-    if not dist_info.enabled:
-        return {"rng_rank0": gen.get_state()}
-    import torch.distributed as dist
-
-    states: list = [None] * dist_info.world
-    dist.all_gather_object(states, gen.get_state())
-    return {f"rng_rank{r}": s for r, s in enumerate(states)}
-
-
 def _flip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, 1, 1, 1), x.flip(-1), x)
 
@@ -202,143 +192,130 @@ def resolve_autoencoder(cfg: dict, ae_path: str | None, device):
     return PixelSpace(int(cfg["pixel_patch"]))
 
 
+class ELDMTask(Task):
+    """E-LDM denoiser training as a loop ``Task`` (the step is ``training_step``)."""
+
+    stage, desc = "eldm", "eldm train"
+    resume_ignore = ("ae", "figures", "eval")  # sections `eldm train` does not read
+
+    def __init__(self, cfg: dict, encoder_spec: str, data: str, run: RunDir, rt: Runtime, ae_path: str | None):
+        from gensis.models.encoder import load_encoder
+
+        o = cfg["optim"]
+        self.cfg, self.rt, self.encoder_spec, self.ae_path = cfg, rt, encoder_spec, ae_path
+        world, rank, seed, device = rt.dist.world, rt.dist.rank, rt.seed, rt.device
+        if run.is_done():
+            raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
+        size = int(cfg["data"]["image_size"])
+        ds = open_training_data(cfg, data)
+        if o["batch_size"] % world:
+            raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
+        if len(ds) < o["batch_size"]:
+            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}")
+        self.encoder = encoder = load_encoder(encoder_spec, cfg["cond"]["which"]).to(device)
+        self.ae = ae = resolve_autoencoder(cfg, ae_path, device)
+        if ae.factor > 1 and size % ae.factor:
+            raise UserError(f"data.image_size={size} is not divisible by the autoencoder's factor {ae.factor}")
+        if ae.space == "vq" and getattr(ae, "image_size", size) != size:
+            print(f"[gensis] note: autoencoder trained at {ae.image_size} px, denoiser data.image_size={size}",
+                  file=sys.stderr)
+        self.latent_size = size // ae.factor
+
+        # caches (rank 0 computes, the others read)
+        cache = run / "cache"
+        use_lat = ae.space == "vq" or ae.factor > 1  # VQ latents, or pixels folded into channels: encoded once
+        flip = bool(cfg["data"]["hflip"])
+        for turn in ("main", "others"):
+            if rt.is_main == (turn == "main"):
+                cache.mkdir(parents=True, exist_ok=True)
+                emb = cached_embeddings(cache, encoder, ds, device, int(cfg["cond"]["encode_batch_size"]))
+                lat = cached_latents(cache, ae, ds, size, device, 256, flip) if use_lat else None
+            if turn == "main":
+                barrier()
+        self.emb, self.lat = emb.to(device), lat
+        self.loader = None
+        if lat is None:
+            self.loader = ImageBatches(ds, o["batch_size"], seed, rank, world, size, cfg["data"]["num_workers"])
+        self.n, self.batch_size = len(ds), int(o["batch_size"])
+        self.epochs, self.niter = int(o["epochs"]), len(ds) // o["batch_size"]
+        self.log_every = int(cfg["train"]["log_every"])
+
+        self.schedule_ = NoiseSchedule.from_cfg(cfg["diffusion"])
+        torch.manual_seed(seed)  # the same initial weights whatever ran before
+        self.model = build_denoiser(cfg, encoder.dim, ae.channels, self.latent_size).to(device)
+        rt.seed_ranks()
+        self.ema = EMA(self.model, cfg["ema"]["decay"], cfg["ema"]["warmup"])
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(cfg, 0),
+                                           weight_decay=float(o["weight_decay"]))
+        self.clip_mode, self.clip_value = "global", o["clip_grad"]
+        self.gen = torch.Generator().manual_seed(seed * 1000 + rank)  # flips, drops, t, ε
+        self.inputs = {"data": data, "data_identity": ds.identity, "encoder": str(encoder_spec),
+                       "encoder_identity": encoder.identity, "autoencoder": str(ae_path) if ae_path else "pixel",
+                       "autoencoder_identity": ae.identity}
+
+    def start_message(self) -> str:
+        return (f"[gensis] E-LDM: {self.ae.space} space {self.ae.channels}x{self.latent_size}x{self.latent_size}, "
+                f"denoiser {count_parameters(self.model) / 1e6:.2f}M parameters, cond {self.cfg['cond']['mode']}, "
+                f"{self.niter} steps/epoch")
+
+    def batches(self, epoch: int):
+        if self.loader is not None:
+            for images, idx in self.loader.epoch(epoch):
+                yield to_model_space(images, self.rt.device), idx
+            return
+        d = self.rt.dist
+        for idx in epoch_indices(self.n, self.batch_size, epoch, self.rt.seed, d.rank, d.world):
+            yield None, torch.from_numpy(idx)
+
+    def batch_images(self, batch) -> int:
+        return len(batch[1])
+
+    def schedule(self, it: int, epoch: int) -> dict[str, float]:
+        lr = lr_at(self.cfg, it)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return {"lr": lr}
+
+    def step(self, model: nn.Module, batch, it: int, epoch: int):
+        x0, idx = batch
+        flip = torch.rand(len(idx), generator=self.gen) < 0.5  # drawn even when flips are off: same RNG stream
+        flip_on = bool(self.cfg["data"]["hflip"])
+        if x0 is None:  # cached latents (and those of the mirrored images)
+            x0 = self.lat[0][idx]
+            if flip_on:
+                x0 = torch.where(flip.view(-1, 1, 1, 1), self.lat[1][idx], x0)
+            x0 = x0.to(self.rt.device)
+        elif flip_on:
+            x0 = _flip(x0, flip.to(self.rt.device))
+        loss = training_step(model, self.schedule_, x0, self.emb[idx.to(self.emb.device)],
+                             float(self.cfg["cond"]["drop_prob"]), self.gen, self.rt.device, self.rt.bf16,
+                             self.cfg["diffusion"]["min_snr_gamma"])
+        return loss, {}
+
+    def after_update(self, it: int, epoch: int) -> dict:
+        return {"ema_decay": self.ema.update(self.model, it)}
+
+    def state_modules(self) -> dict[str, nn.Module]:
+        return {"denoiser": self.model, "ema": self.ema.model}
+
+    def generators(self) -> dict:
+        return {"eldm": self.gen}
+
+    def export(self, run: RunDir) -> dict:
+        export(run, self.cfg, self.ema.model, self.encoder_spec, self.encoder, self.ae, self.ae_path,
+               self.latent_size)
+        return {}
+
+
 def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str | None = None, resume: bool = False,
           quiet: bool = False) -> RunDir:
     """Run (or resume) E-LDM denoiser training; returns the run directory."""
-    from gensis.models.encoder import load_encoder
-
-    t_cfg, o = cfg["train"], cfg["optim"]
-    device, dist_info, bf16, seed = setup_training(t_cfg)
-    torch.manual_seed(seed)
+    rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
-    if run.is_done() and not resume:
-        raise UserError(f"{out} already holds a finished {run.manifest().get('stage')} run; use another --out")
-
-    size = int(cfg["data"]["image_size"])
-    ds = open_training_data(cfg, data)
-    if o["batch_size"] % dist_info.world:
-        raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {dist_info.world} processes")
-    if len(ds) < o["batch_size"]:
-        raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}")
-    encoder = load_encoder(encoder_spec, cfg["cond"]["which"]).to(device)
-    ae = resolve_autoencoder(cfg, ae_path, device)
-    if ae.factor > 1 and size % ae.factor:
-        raise UserError(f"data.image_size={size} is not divisible by the autoencoder's factor {ae.factor}")
-    if ae.space == "vq" and getattr(ae, "image_size", size) != size:
-        print(f"[gensis] note: autoencoder trained at {ae.image_size} px, denoiser data.image_size={size}",
-              file=sys.stderr)
-    latent_size = size // ae.factor
-
-    # caches (rank 0 computes, the others read)
-    cache = run / "cache"
-    use_lat = ae.space == "vq" or ae.factor > 1  # VQ latents, or pixels folded into channels: encoded once
-    if dist_info.is_main:
-        cache.mkdir(parents=True, exist_ok=True)
-        emb = cached_embeddings(cache, encoder, ds, device, int(cfg["cond"]["encode_batch_size"]))
-        lat = cached_latents(cache, ae, ds, size, device, 256, bool(cfg["data"]["hflip"])) if use_lat else None
-    barrier()
-    if not dist_info.is_main:
-        emb = cached_embeddings(cache, encoder, ds, device, int(cfg["cond"]["encode_batch_size"]))
-        lat = cached_latents(cache, ae, ds, size, device, 256, bool(cfg["data"]["hflip"])) if use_lat else None
-    emb = emb.to(device)
-    batches = None
-    if lat is None:
-        batches = ImageBatches(ds, o["batch_size"], seed, dist_info.rank, dist_info.world, size,
-                               cfg["data"]["num_workers"])
-    niter = len(ds) // o["batch_size"]
-
-    schedule = NoiseSchedule.from_cfg(cfg["diffusion"])
-    torch.manual_seed(seed)  # the same initial weights whatever ran before
-    denoiser = build_denoiser(cfg, encoder.dim, ae.channels, latent_size).to(device)
-    ema = EMA(denoiser, cfg["ema"]["decay"], cfg["ema"]["warmup"])
-    opt = torch.optim.AdamW(denoiser.parameters(), lr=lr_at(cfg, 0), weight_decay=float(o["weight_decay"]))
-    gen = torch.Generator().manual_seed(seed * 1000 + dist_info.rank)  # flips, drops, t, ε
-
-    start_epoch = 0
-    if resume and (run / CHECKPOINT).is_file():
-        tensors, info = load_checkpoint(run / CHECKPOINT)
-        denoiser.load_state_dict(sub_state(tensors, "denoiser"))
-        ema.model.load_state_dict(sub_state(tensors, "ema"))
-        load_optimizer(opt, tensors, "optim.adamw", info["param_groups"]["adamw"])
-        key = f"extra.rng_rank{dist_info.rank}"
-        if key not in tensors:
-            raise UserError(f"{out}: checkpoint was written by {info['meta'].get('world', 1)} process(es); "
-                            f"resume with the same number")
-        gen.set_state(tensors[key])
-        start_epoch = info["meta"]["epoch"] + 1
-    elif resume and dist_info.is_main and not quiet:
-        print(f"[gensis] no checkpoint in {out}: starting from scratch", file=sys.stderr)
-    inputs = {"data": data, "data_identity": ds.identity, "encoder": str(encoder_spec),
-              "encoder_identity": encoder.identity, "autoencoder": str(ae_path) if ae_path else "pixel",
-              "autoencoder_identity": ae.identity}
-    if dist_info.is_main:
-        run.start("eldm", cfg, seed, inputs, resume=resume)
-    barrier()
-    metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=start_epoch * niter if resume else None) \
-        if dist_info.is_main else None
-    if dist_info.is_main and not quiet and start_epoch == 0:
-        print(f"[gensis] E-LDM: {ae.space} space {ae.channels}x{latent_size}x{latent_size}, denoiser "
-              f"{count_parameters(denoiser) / 1e6:.2f}M parameters, cond {cfg['cond']['mode']}, "
-              f"{niter} steps/epoch", file=sys.stderr)
-
-    model = DDP(denoiser) if dist_info.enabled else denoiser
-    flip_on = bool(cfg["data"]["hflip"])
-    total = o["epochs"] * niter
-    bar = progress(total=total, initial=start_epoch * niter, disable=not dist_info.is_main or quiet,
-                   desc="eldm train", unit="it")
-    t_start = time.time()
-    for epoch in range(start_epoch, o["epochs"]):
-        t0, n_img = time.time(), 0
-        if batches is not None:
-            it_epoch = ((to_model_space(images, device), idx) for images, idx in batches.epoch(epoch))
-        else:
-            it_epoch = ((None, torch.from_numpy(idx)) for idx in
-                        epoch_indices(len(ds), o["batch_size"], epoch, seed, dist_info.rank, dist_info.world))
-        for i, (x0, idx) in enumerate(it_epoch):
-            step = epoch * niter + i
-            flip = torch.rand(len(idx), generator=gen) < 0.5  # drawn even when flips are off: same RNG stream
-            if x0 is None:  # cached latents (and those of the mirrored images)
-                x0 = lat[0][idx]
-                if flip_on:
-                    x0 = torch.where(flip.view(-1, 1, 1, 1), lat[1][idx], x0)
-                x0 = x0.to(device)
-            elif flip_on:
-                x0 = _flip(x0, flip.to(device))
-            lr = lr_at(cfg, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = training_step(model, schedule, x0, emb[idx.to(emb.device)], float(cfg["cond"]["drop_prob"]),
-                                 gen, device, bf16, cfg["diffusion"]["min_snr_gamma"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = None
-            if o["clip_grad"]:
-                gnorm = float(torch.nn.utils.clip_grad_norm_(denoiser.parameters(), float(o["clip_grad"])))
-            opt.step()
-            decay = ema.update(denoiser, step)
-            lv = loss.item()
-            if not math.isfinite(lv):
-                raise RuntimeError(f"loss is {lv} at step {step}; lower optim.lr")
-            n_img += len(idx) * dist_info.world
-            ips = n_img / max(time.time() - t0, 1e-9)
-            if dist_info.is_main:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{lv:.4f}", img_s=f"{ips:.0f}", refresh=False)
-                if step % t_cfg["log_every"] == 0 or i == niter - 1:
-                    metrics.log({"step": step, "epoch": epoch, "loss": lv, "lr": lr, "ema_decay": decay,
-                                 "grad_norm": gnorm, "images_per_s": ips, "elapsed_s": time.time() - t_start})
-        rng_states = _gather_rng(gen, dist_info)  # every rank's generator, so that --resume is exact
-        if dist_info.is_main:
-            save_checkpoint(run / CHECKPOINT, {"denoiser": denoiser, "ema": ema.model}, {"adamw": opt},
-                            rng_states, {"epoch": epoch, "step": (epoch + 1) * niter, "world": dist_info.world})
-        barrier()
-    bar.close()
-    if dist_info.is_main:
-        export(run, cfg, ema.model, encoder_spec, encoder, ae, ae_path, latent_size)
-        run.finish(train_seconds=round(time.time() - t_start, 1))
-    barrier()
-    cleanup()
-    return run
+    task = ELDMTask(cfg, encoder_spec, data, run, rt, ae_path) if not (resume and run.is_done()) else None
+    if task is None:  # a finished run resumed: nothing to do
+        return run
+    return fit(task, rt, run, resume=resume, quiet=quiet)
 
 
 def export(run: RunDir, cfg: dict, ema_model: Denoiser, encoder_spec: str, encoder, ae, ae_path: str | None,

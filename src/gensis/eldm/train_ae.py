@@ -14,27 +14,19 @@ written to the manifest and to ``autoencoder.json``.
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
 from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
-from gensis.device import autocast
-from gensis.distributed import barrier, cleanup, setup_training
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
 from gensis.errors import UserError
-from gensis.progress import progress
-from gensis.rundir import MetricsLog, RunDir
-
-CHECKPOINT = "checkpoint.safetensors"
-
+from gensis.rundir import RunDir
+from gensis.train.loop import Runtime, Task, fit
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix / taming's ``NLayerDiscriminator``): a map of real/fake logits over patches."""
@@ -87,136 +79,160 @@ def latent_scale(ae: VQAutoencoder, batches: ImageBatches, device, max_batches: 
     return float(1.0 / torch.cat(zs).std().clamp_min(1e-6))
 
 
+class AutoencoderTask(Task):
+    """VQ autoencoder training as a loop ``Task``: reconstruction + codebook loss, optional PatchGAN step."""
+
+    stage, desc = "eldm-ae", "eldm train-ae"
+    # sections `eldm train-ae` does not read
+    resume_ignore = ("space", "pixel_patch", "unet", "cond", "diffusion", "optim", "ema", "sample", "figures", "eval")
+
+    def __init__(self, cfg: dict, data: str, rt: Runtime):
+        a = cfg["ae"]
+        o, self.lw = a["optim"], a["loss"]
+        self.cfg, self.rt = cfg, rt
+        world, rank, seed, device = rt.dist.world, rt.dist.rank, rt.seed, rt.device
+        size = self.size = int(cfg["data"]["image_size"])
+        levels = len(a["model"]["block_out_channels"])
+        if size % 2 ** (levels - 1):
+            raise UserError(f"data.image_size={size} must be divisible by the autoencoder's factor {2 ** (levels - 1)}")
+        d = cfg["data"]
+        self.ds = ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"])
+        val = open_data(data, "val", d["val_fraction"], d["split_seed"], None)
+        if len(val) == 0:
+            val = ds
+        self.n_val = n_val = min(int(a["val_images"]), len(val))
+        val_idx = np.sort(np.random.default_rng(seed).choice(len(val), n_val, replace=False))
+        val_images = ImageBatches(val.subset(val_idx), max(n_val, 1), shuffle=False, drop_last=False,
+                                  load_size=size)
+        self.val_images = next(iter(val_images.epoch(0)))[0]  # (n_val, 3, S, S) uint8
+        bs = int(o["batch_size"])
+        if bs % world or len(ds) < bs:
+            raise UserError(f"ae.optim.batch_size={bs}: must be divisible by {world} and <= {len(ds)} images")
+        self.loader = ImageBatches(ds, bs, seed, rank, world, size, d["num_workers"])
+        self.epochs, self.niter = int(o["epochs"]), len(self.loader)
+        self.log_every = int(cfg["train"]["log_every"])
+
+        torch.manual_seed(seed)
+        self.model = ae = VQAutoencoder(build_vq(a["model"], size)).to(device)
+        self.lr = float(o["lr"]) * (bs if o["scale_lr"] else 1)
+        self.optimizer = torch.optim.AdamW(ae.parameters(), lr=self.lr, betas=tuple(o["betas"]),
+                                           weight_decay=float(o["weight_decay"]))
+        self.disc = self.opt_d = None
+        if float(self.lw["disc_weight"]) > 0:
+            self.disc = PatchDiscriminator(int(self.lw["disc_channels"]), int(self.lw["disc_layers"])).to(device)
+            self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, betas=tuple(o["betas"]),
+                                           weight_decay=0.0)
+            if rt.dist.enabled:  # the discriminator is stepped outside DDP: same start on every rank
+                import torch.distributed as dist
+
+                for t in self.disc.state_dict().values():
+                    dist.broadcast(t, 0)
+        rt.seed_ranks()
+        self.gen = torch.Generator().manual_seed(seed * 1000 + rank)  # flips
+        self.inputs = {"data": data, "data_identity": ds.identity}
+        self.rec: dict = {}
+
+    def start_message(self) -> str:
+        ae, size = self.model, self.size
+        n_par = sum(p.numel() for p in ae.parameters()) / 1e6
+        return (f"[gensis] VQ autoencoder f{ae.factor}: {size}px -> {ae.channels}x{size // ae.factor}x"
+                f"{size // ae.factor}, {n_par:.2f}M parameters, {self.niter} steps/epoch")
+
+    def batches(self, epoch: int):
+        return self.loader.epoch(epoch)
+
+    def schedule(self, it: int, epoch: int) -> dict[str, float]:
+        w = int(self.cfg["ae"]["optim"]["warmup_steps"])
+        lr = self.lr * (min(1.0, (it + 1) / w) if w > 0 else 1.0)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return {"lr": lr}
+
+    def step(self, model: nn.Module, batch, it: int, epoch: int):
+        images, _ = batch
+        lw, device = self.lw, self.rt.device
+        x = to_model_space(images, device)
+        if self.cfg["data"]["hflip"]:
+            flip = (torch.rand(len(x), generator=self.gen) < 0.5).to(device).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        with self.rt.autocast():
+            xh, q_loss = model(x)  # (B, 3, S, S), codebook + commitment loss
+            xh = xh.float()
+            l1 = (xh - x).abs().mean()
+            l2 = (xh - x).pow(2).mean()
+            loss = float(lw["l1"]) * l1 + float(lw["l2"]) * l2 + float(lw["codebook"]) * q_loss.float()
+            self.use_d = self.disc is not None and it >= int(lw["disc_start"])
+            g_loss = torch.zeros((), device=device)
+            if self.use_d:
+                g_loss = -self.disc(xh).float().mean()
+                loss = loss + float(lw["disc_weight"]) * g_loss
+        self._x, self._xh = x, xh
+        return loss, {"l1": l1.detach(), "l2": l2.detach(), "codebook": q_loss.detach().float(),
+                      "g_loss": g_loss.detach()}
+
+    def after_update(self, it: int, epoch: int) -> dict:
+        """The discriminator's hinge-loss step on (x, x̂) of this iteration (gradients averaged over ranks)."""
+        x, xh = self._x, self._xh
+        self._x = self._xh = None
+        if not self.use_d:
+            return {"d_loss": torch.zeros((), device=x.device)}
+        with self.rt.autocast():
+            d_loss = hinge_d_loss(self.disc(x).float(), self.disc(xh.detach()).float())
+        self.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        if self.rt.dist.enabled:
+            import torch.distributed as dist
+
+            grads = [p.grad for p in self.disc.parameters() if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce for the whole discriminator
+            dist.all_reduce(flat)
+            torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.div_(self.rt.dist.world).split(
+                [g.numel() for g in grads]), grads)])
+        self.opt_d.step()
+        return {"d_loss": d_loss.detach()}
+
+    def state_modules(self) -> dict[str, nn.Module]:
+        mods = {"vq": self.model.vq}
+        if self.disc is not None:
+            mods["disc"] = self.disc
+        return mods
+
+    def state_optimizers(self) -> dict:
+        optims = {"ae": self.optimizer}
+        if self.disc is not None:
+            optims["disc"] = self.opt_d
+        return optims
+
+    def generators(self) -> dict:
+        return {"flip": self.gen}
+
+    def end_epoch(self, epoch: int) -> dict:
+        ae = self.model
+        ae.eval()
+        self.rec = reconstruction_error(ae, self.val_images, self.rt.device)
+        ae.train()
+        return self.rec
+
+    def export(self, run: RunDir) -> dict:
+        ae, device = self.model, self.rt.device
+        ae.eval()
+        rec = self.rec or reconstruction_error(ae, self.val_images, device)
+        ae.scale = latent_scale(ae, ImageBatches(self.ds, 256, self.rt.seed, load_size=self.size, shuffle=False,
+                                                 drop_last=False), device)
+        ident = save_autoencoder(run.path, ae, self.cfg["ae"]["model"], self.size, {"val": rec, "val_images": self.n_val})
+        self.quiet_summary = (f"[gensis] held-out reconstruction ({self.n_val} images): MSE {rec['val_mse']:.5f}, "
+                              f"L1 {rec['val_l1']:.4f}, PSNR {rec['val_psnr']:.2f} dB")
+        return {"autoencoder_identity": ident, "val": rec}
+
+
 def train_ae(cfg: dict, data: str, out: str | Path, resume: bool = False, quiet: bool = False) -> RunDir:
     """Train (or resume) the VQ autoencoder; returns the run directory."""
-    a, t_cfg = cfg["ae"], cfg["train"]
-    o, lw = a["optim"], a["loss"]
-    device, dist_info, bf16, seed = setup_training(t_cfg)
+    rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
     if run.is_done() and not resume:
         raise UserError(f"{out} already holds a finished {run.manifest().get('stage')} run; use another --out")
-    size = int(cfg["data"]["image_size"])
-    levels = len(a["model"]["block_out_channels"])
-    if size % 2 ** (levels - 1):
-        raise UserError(f"data.image_size={size} must be divisible by the autoencoder's factor {2 ** (levels - 1)}")
-    d = cfg["data"]
-    ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"])
-    val = open_data(data, "val", d["val_fraction"], d["split_seed"], None)
-    if len(val) == 0:
-        val = ds
-    n_val = min(int(a["val_images"]), len(val))
-    val_idx = np.sort(np.random.default_rng(seed).choice(len(val), n_val, replace=False))
-    val_images = ImageBatches(val.subset(val_idx), max(n_val, 1), shuffle=False, drop_last=False,
-                              load_size=size)
-    val_images = next(iter(val_images.epoch(0)))[0]  # (n_val, 3, S, S) uint8
-    bs = int(o["batch_size"])
-    if bs % dist_info.world or len(ds) < bs:
-        raise UserError(f"ae.optim.batch_size={bs}: must be divisible by {dist_info.world} and <= {len(ds)} images")
-    batches = ImageBatches(ds, bs, seed, dist_info.rank, dist_info.world, size, d["num_workers"])
-    niter = len(batches)
-
-    torch.manual_seed(seed)
-    ae = VQAutoencoder(build_vq(a["model"], size)).to(device)
-    lr = float(o["lr"]) * (bs if o["scale_lr"] else 1)
-    opt = torch.optim.AdamW(ae.parameters(), lr=lr, betas=tuple(o["betas"]), weight_decay=float(o["weight_decay"]))
-    disc = opt_d = None
-    if float(lw["disc_weight"]) > 0:
-        disc = PatchDiscriminator(int(lw["disc_channels"]), int(lw["disc_layers"])).to(device)
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=lr, betas=tuple(o["betas"]), weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed * 1000 + dist_info.rank)  # flips
-
-    start_epoch = 0
-    if resume and (run / CHECKPOINT).is_file():
-        tensors, info = load_checkpoint(run / CHECKPOINT)
-        ae.vq.load_state_dict(sub_state(tensors, "vq"))
-        load_optimizer(opt, tensors, "optim.ae", info["param_groups"]["ae"])
-        if disc is not None and "disc" in info["param_groups"]:
-            disc.load_state_dict(sub_state(tensors, "disc"))
-            load_optimizer(opt_d, tensors, "optim.disc", info["param_groups"]["disc"])
-        gen.set_state(tensors["extra.rng"])
-        start_epoch = info["meta"]["epoch"] + 1
-    if dist_info.is_main:
-        run.start("eldm-ae", cfg, seed, {"data": data, "data_identity": ds.identity}, resume=resume)
-    barrier()
-    metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=start_epoch * niter if resume else None) \
-        if dist_info.is_main else None
-    if dist_info.is_main and not quiet and start_epoch == 0:
-        n_par = sum(p.numel() for p in ae.parameters()) / 1e6
-        print(f"[gensis] VQ autoencoder f{ae.factor}: {size}px -> {ae.channels}x{size // ae.factor}x{size // ae.factor}, "
-              f"{n_par:.2f}M parameters, {niter} steps/epoch", file=sys.stderr)
-    model = ae
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(ae)
-    bar = progress(total=o["epochs"] * niter, initial=start_epoch * niter, disable=not dist_info.is_main or quiet,
-                   desc="eldm train-ae", unit="it")
-    t_start = time.time()
-    rec = {}
-    for epoch in range(start_epoch, o["epochs"]):
-        for i, (images, _) in enumerate(batches.epoch(epoch)):
-            step = epoch * niter + i
-            x = to_model_space(images, device)
-            if cfg["data"]["hflip"]:
-                flip = (torch.rand(len(x), generator=gen) < 0.5).to(device).view(-1, 1, 1, 1)
-                x = torch.where(flip, x.flip(-1), x)
-            w = int(o["warmup_steps"])
-            for g in opt.param_groups:
-                g["lr"] = lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
-            with autocast(device, bf16):
-                xh, q_loss = model(x)  # (B, 3, S, S), codebook + commitment loss
-                xh = xh.float()
-                l1 = (xh - x).abs().mean()
-                l2 = (xh - x).pow(2).mean()
-                loss = float(lw["l1"]) * l1 + float(lw["l2"]) * l2 + float(lw["codebook"]) * q_loss.float()
-                use_d = disc is not None and step >= int(lw["disc_start"])
-                g_loss = torch.zeros(())
-                if use_d:
-                    g_loss = -disc(xh).float().mean()
-                    loss = loss + float(lw["disc_weight"]) * g_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            d_loss = torch.zeros(())
-            if use_d:
-                with autocast(device, bf16):
-                    d_loss = hinge_d_loss(disc(x).float(), disc(xh.detach()).float())
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"autoencoder loss is {loss.item()} at step {step}; lower ae.optim.lr")
-            if dist_info.is_main:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, l1=f"{l1.item():.4f}", refresh=False)
-                if step % t_cfg["log_every"] == 0 or i == niter - 1:
-                    metrics.log({"step": step, "epoch": epoch, "loss": loss.item(), "l1": l1.item(), "l2": l2.item(),
-                                 "codebook": q_loss.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item(),
-                                 "elapsed_s": time.time() - t_start})
-        if dist_info.is_main:
-            ae.eval()
-            rec = reconstruction_error(ae, val_images, device)
-            ae.train()
-            metrics.log({"step": (epoch + 1) * niter - 1, "epoch": epoch, **rec, "elapsed_s": time.time() - t_start})
-            modules = {"vq": ae.vq}
-            optims = {"ae": opt}
-            if disc is not None:
-                modules["disc"], optims["disc"] = disc, opt_d
-            save_checkpoint(run / CHECKPOINT, modules, optims, {"rng": gen.get_state()},
-                            {"epoch": epoch, "step": (epoch + 1) * niter})
-        barrier()
-    bar.close()
-    if dist_info.is_main:
-        ae.eval()
-        if not rec:
-            rec = reconstruction_error(ae, val_images, device)
-        ae.scale = latent_scale(ae, ImageBatches(ds, 256, seed, load_size=size, shuffle=False, drop_last=False),
-                                device)
-        ident = save_autoencoder(run.path, ae, a["model"], size, {"val": rec, "val_images": n_val})
-        run.finish(autoencoder_identity=ident, val=rec, train_seconds=round(time.time() - t_start, 1))
-        if not quiet:
-            print(f"[gensis] held-out reconstruction ({n_val} images): MSE {rec['val_mse']:.5f}, "
-                  f"L1 {rec['val_l1']:.4f}, PSNR {rec['val_psnr']:.2f} dB", file=sys.stderr)
-    barrier()
-    cleanup()
+    task = AutoencoderTask(cfg, data, rt)
+    fit(task, rt, run, resume=resume, quiet=quiet)
+    if rt.is_main and not quiet and getattr(task, "quiet_summary", None):
+        print(task.quiet_summary, file=sys.stderr)
     return run

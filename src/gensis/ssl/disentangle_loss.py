@@ -23,10 +23,16 @@ import torch
 from gensis.ssl.dino_loss import DINOLoss
 
 
+def mix_teacher_outputs(teacher_1: torch.Tensor, teacher_2: torch.Tensor,
+                        alpha: torch.Tensor | float) -> torch.Tensor:
+    """Step 1, for any distillation method: α·t_1 + (1 − α)·t_2 of the raw (B, K) outputs, no gradient."""
+    alpha = torch.as_tensor(alpha, dtype=torch.float32, device=teacher_1.device).reshape(-1, 1)  # (B|1, 1)
+    return alpha * teacher_1.detach().float() + (1 - alpha) * teacher_2.detach().float()
+
+
 def disentanglement_loss(dino: DINOLoss, student_int: torch.Tensor, teacher_1: torch.Tensor,
                          teacher_2: torch.Tensor, alpha: torch.Tensor | float, teacher_temp: float) -> torch.Tensor:
     """student_int, teacher_1, teacher_2: (B, K); alpha: scalar or (B,)."""
-    alpha = torch.as_tensor(alpha, dtype=torch.float32, device=teacher_1.device).reshape(-1, 1)  # (B|1, 1)
-    mixed = alpha * teacher_1.detach().float() + (1 - alpha) * teacher_2.detach().float()  # step 1
+    mixed = mix_teacher_outputs(teacher_1, teacher_2, alpha)  # step 1
     target = dino.teacher_probs(mixed, teacher_temp)  # step 2 (center read, not updated)
     return dino.cross_entropy(target, student_int)  # step 3

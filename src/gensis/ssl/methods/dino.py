@@ -1,0 +1,81 @@
+"""DINO (Caron et al., 2021, "Emerging Properties in Self-Supervised Vision Transformers") as a ``Method``.
+
+    student: ViT + DINO head on 2 global + n_local crops     teacher: EMA copy, global crops only
+    loss = DINOLoss(student(all crops), teacher(global crops), τ_t(epoch))   (``gensis.ssl.dino_loss``)
+
+Schedules as in ``main_dino.py``: teacher momentum cosine from ``dino.momentum_teacher`` to 1 per iteration,
+teacher temperature linear warm-up per epoch. Gen-DINO's disentanglement target: the DINO loss's own
+centering and sharpening of the mixed raw teacher logits (``gensis.ssl.disentangle_loss``, Eq. 7).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from gensis.models.backbone import build_backbone, embed_dim
+from gensis.models.dino_head import DINOHead
+from gensis.ssl.dino_loss import DINOLoss
+from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone
+from gensis.ssl.schedules import cosine_schedule, teacher_temp_schedule
+
+
+class DINONet(nn.Module):
+    """Backbone + DINO head; ``forward(views)`` → {"global": (n_global, B, K), "local": ..., "extra": {...}}."""
+
+    def __init__(self, backbone: nn.Module, head: DINOHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, views: Views) -> dict:
+        crops = views.crops()
+        cls = torch.cat([t.cls for t in run_backbone(self.backbone, crops)])  # (n_views·B, D)
+        logits = self.head(cls)  # (n_views·B, K), head run once on every view
+        return views.split(logits.view(len(crops), views.batch_size, -1))  # (n_views, B, K) → named
+
+
+class DINO(Method):
+    name = "dino"
+    target = "distillation"
+    clip_mode = "per_param"
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        d = cfg["dino"]
+        size = cfg["data"]["image_size"]
+
+        def net(drop_path: float) -> DINONet:
+            bb = build_backbone({**cfg["model"], "drop_path_rate": drop_path}, size)
+            head = DINOHead(embed_dim(bb), d["out_dim"], d["hidden_dim"], d["bottleneck_dim"],
+                            norm_last_layer=d["norm_last_layer"])
+            return DINONet(bb, head)
+
+        self.student = net(cfg["model"]["drop_path_rate"])
+        self.teacher = net(0.0)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"])  # buffer: center
+
+    def view_spec(self) -> ViewSpec:
+        return ViewSpec(n_global=2, n_local=int(self.cfg["aug"]["n_local"]))
+
+    def schedules(self, epochs: int, niter: int) -> dict[str, np.ndarray]:
+        d = self.cfg["dino"]
+        temp = teacher_temp_schedule(d["warmup_teacher_temp"], d["teacher_temp"], d["warmup_teacher_temp_epochs"],
+                                     epochs)  # per epoch
+        return {"momentum": cosine_schedule(d["momentum_teacher"], 1.0, epochs, niter),
+                "teacher_temp": np.repeat(temp, niter)}
+
+    def param_groups(self) -> list[dict]:
+        return default_param_groups(self.student, {id(p) for p in self.student.head.last_layer.parameters()})
+
+    def loss(self, s_out: dict, t_out: dict | None, step: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        student = torch.cat([s_out["global"], s_out["local"]]).flatten(0, 1)  # (n_crops·B, K) crop-major
+        teacher = t_out["global"].flatten(0, 1)  # (n_global·B, K)
+        loss = self.dino_loss(student, teacher, step.values["teacher_temp"], n_global=t_out["global"].shape[0])
+        return loss, {"loss_dino": loss.detach()}
+
+    def disentangle_distill(self, s_int: torch.Tensor, t_mixed: torch.Tensor, step: StepInfo) -> torch.Tensor:
+        target = self.dino_loss.teacher_probs(t_mixed, step.values["teacher_temp"])  # center read, not updated
+        return self.dino_loss.cross_entropy(target, s_int)

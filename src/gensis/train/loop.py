@@ -1,0 +1,314 @@
+"""The training loop of every trainer (pretraining of any method, E-LDM denoiser, VQ autoencoder).
+
+A trainer is a small ``Task`` (what to build, one forward + loss, its extra state); ``fit`` does the rest,
+once for all of them. One iteration, top to bottom::
+
+    values = task.schedule(it, epoch)              lr / weight decay / momentum ... of this iteration
+    loss, parts = task.step(model, batch, it, epoch)   forward + loss (model = DDP(task.model) under torchrun)
+    zero_grad → loss.backward()
+    grad_norm = clip_gradients(...)                per-parameter (DINO) or global, torch._foreach_* kernels
+    task.before_update(epoch)                      e.g. no update of DINO's last layer in the first epoch(s)
+    guard.check(loss, grad_norm)                   non-finite → stop before the optimizer step (see below)
+    optimizer.step()
+    task.after_update(it, epoch)                   EMA of the teacher / weights, a discriminator step ...
+    every log_every iterations: metrics row (the only host sync of the step on CUDA)
+
+At the end of every epoch: one checkpoint (``checkpoint.safetensors``: task modules, optimizers, task
+tensors, and the random state of *every rank*, gathered to rank 0), then ``task.end_epoch`` (held-out
+metrics, rank 0). ``--resume`` restores all of it per rank, so a killed run ends with the same weights as
+one never interrupted, under DDP too; it first checks that settings and inputs are the run's own
+(``gensis.train.resume``). At the end, ``task.export`` (rank 0) writes the final weights.
+
+Precision: tasks run their forward under ``rt.autocast()`` (bf16 where ``train.amp`` allows it).
+Non-finite values: the loss and the total gradient norm are checked *before* the optimizer step; on a CPU
+device every step (free: no device queue to drain), on CUDA the check is a flag kept on the device and read
+at each metrics row and at the end of the epoch, so no step waits for the host. Either way training stops
+with one line naming the stage, epoch and step, before anything of the bad step reaches a checkpoint: the
+last good checkpoint is left untouched and the run can be resumed from it (``--resume``) after a fix.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
+from gensis.device import autocast
+from gensis.distributed import DistInfo, barrier, cleanup, setup_training
+from gensis.errors import UserError
+from gensis.progress import progress
+from gensis.rundir import MetricsLog, RunDir
+from gensis.train.foreach import clip_gradients
+from gensis.train.resume import check_resume
+from gensis.train.rng import capture_rng, restore_rng, seed_everything
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or gradient: one line, exit status 2, the last checkpoint untouched."""
+
+
+@dataclass
+class Runtime:
+    """Where and how a trainer runs: device, process group, bf16 autocast, base seed."""
+
+    device: torch.device
+    dist: DistInfo
+    bf16: bool
+    seed: int
+
+    @classmethod
+    def setup(cls, train_cfg: dict) -> "Runtime":
+        """Device, threads, process group; every global RNG seeded with ``seed`` (the same initial weights on
+        every rank). Call ``seed_ranks`` once the models are built."""
+        device, info, bf16, seed = setup_training(train_cfg)
+        seed_everything(seed)
+        return cls(device, info, bf16, seed)
+
+    def seed_ranks(self) -> None:
+        """Give every rank its own global random streams (rank 0 keeps ``seed``)."""
+        if self.dist.rank > 0:
+            seed_everything(self.seed + self.dist.rank)
+
+    def autocast(self):
+        return autocast(self.device, self.bf16)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+
+class Task:
+    """What a trainer supplies to ``fit``. Attributes are set by the subclass's constructor."""
+
+    stage: str  # manifest stage ("pretrain", "eldm", "eldm-ae")
+    desc: str  # progress-bar label
+    cfg: dict  # the resolved config (written to the run folder, compared on --resume)
+    inputs: dict  # manifest inputs: paths and identities (compared on --resume)
+    resume_ignore: tuple[str, ...] = ()  # config keys/sections this stage does not read
+    epochs: int
+    niter: int  # iterations per epoch
+    model: nn.Module  # the module that gets gradients (wrapped in DDP under torchrun)
+    optimizer: torch.optim.Optimizer
+    clip_mode: str | None = None  # "per_param" | "global" | None
+    clip_value: float | None = None
+    log_every: int = 10
+
+    def batches(self, epoch: int) -> Iterable:
+        raise NotImplementedError
+
+    def batch_images(self, batch: Any) -> int:
+        """Images in a batch (this rank), for the throughput."""
+        return len(batch[0])
+
+    def schedule(self, it: int, epoch: int) -> dict[str, float]:
+        """Set this iteration's optimizer hyperparameters; returns the values to log."""
+        return {}
+
+    def step(self, model: nn.Module, batch: Any, it: int, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward and loss of one batch: (scalar loss, named detached scalars to log)."""
+        raise NotImplementedError
+
+    def before_update(self, epoch: int) -> None:
+        pass
+
+    def after_update(self, it: int, epoch: int) -> dict[str, "torch.Tensor | float"]:
+        """After the optimizer step (EMA, a second optimizer ...): named scalars to log."""
+        return {}
+
+    # checkpointed state
+    def state_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def state_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adamw": self.optimizer}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def generators(self) -> dict[str, "torch.Generator | np.random.Generator"]:
+        """This rank's own random generators (saved and restored per rank)."""
+        return {}
+
+    # rank 0 only
+    def start_message(self) -> str | None:
+        return None
+
+    def end_epoch(self, epoch: int) -> dict:
+        return {}
+
+    def export(self, run: RunDir) -> dict:
+        """Write the final weights; returns extra manifest fields."""
+        return {}
+
+
+class FiniteGuard:
+    """Stops training at the first non-finite loss or gradient norm (see the module docstring)."""
+
+    def __init__(self, task: Task, rt: Runtime, run: RunDir):
+        self.task, self.rt, self.run = task, rt, run
+        self.every_step = rt.device.type != "cuda"
+        self.never = torch.tensor(np.iinfo(np.int64).max, device=rt.device)
+        self.first_bad = self.never.clone()
+
+    def check(self, it: int, *values: torch.Tensor) -> None:
+        ok = torch.stack([torch.isfinite(v.detach().float()).all() for v in values]).all()
+        bad_at = torch.where(ok, self.never, torch.tensor(it, device=ok.device))
+        self.first_bad = torch.minimum(self.first_bad, bad_at)
+        if self.every_step:
+            self.sync()
+
+    def sync(self) -> None:
+        bad = self.first_bad
+        if self.rt.dist.enabled:
+            import torch.distributed as dist
+
+            bad = bad.clone()
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+        it = int(bad.item())
+        if it != int(self.never.item()):
+            raise TrainingDiverged(self._message(it))
+
+    def _message(self, it: int) -> str:
+        epoch = it // self.task.niter
+        ckpt = self.run / CHECKPOINT
+        if ckpt.is_file():
+            _, info = load_checkpoint(ckpt)
+            last = f"the last good checkpoint {ckpt} (epoch {info['meta'].get('epoch')}) is untouched; " \
+                   f"fix the cause and continue it with --resume"
+        else:
+            last = "no checkpoint was written yet"
+        return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; stopped "
+                f"before the optimizer step ({last}; e.g. lower the learning rate or enable clipping)")
+
+
+def _save(task: Task, rt: Runtime, run: RunDir, epoch: int) -> None:
+    """One checkpoint with every rank's random state (all ranks call this; rank 0 writes)."""
+    mine = capture_rng(task.generators(), rt.device)
+    states = [mine]
+    if rt.dist.enabled:
+        import torch.distributed as dist
+
+        states = [None] * rt.dist.world
+        dist.all_gather_object(states, mine)
+    if not rt.is_main:
+        return
+    tensors = {f"task.{k}": v for k, v in task.state_tensors().items()}
+    for r, (t, _) in enumerate(states):
+        tensors.update({f"rng.r{r}.{k}": v for k, v in t.items()})
+    meta = {"epoch": epoch, "step": (epoch + 1) * task.niter, "world": rt.dist.world, "device": rt.device.type,
+            "rng": [js for _, js in states]}
+    save_checkpoint(run / CHECKPOINT, task.state_modules(), task.state_optimizers(), tensors, meta)
+
+
+def _load(task: Task, rt: Runtime, run: RunDir) -> int:
+    """Restore a checkpoint (this rank's random state); returns the epoch to start from."""
+    path = run / CHECKPOINT
+    try:
+        tensors, info = load_checkpoint(path)
+    except Exception as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    meta = info.get("meta", {})
+    if "rng" not in meta:
+        raise UserError(f"{path} was written by an older gensis (no per-rank random state); start a new run")
+    if meta.get("world", 1) != rt.dist.world:
+        raise UserError(f"{path} was written by {meta.get('world', 1)} process(es); resume with the same number "
+                        f"(now {rt.dist.world})")
+    if meta.get("device", rt.device.type) != rt.device.type:
+        raise UserError(f"{path} was written on {meta['device']}; resume on the same device type "
+                        f"(now {rt.device.type}, set train.device)")
+    try:
+        for name, module in task.state_modules().items():
+            module.load_state_dict(sub_state(tensors, name))
+        for name, opt in task.state_optimizers().items():
+            load_optimizer(opt, tensors, f"optim.{name}", info["param_groups"][name])
+        task.load_state_tensors(sub_state(tensors, "extra.task"))
+        restore_rng(sub_state(tensors, f"extra.rng.r{rt.dist.rank}"), meta["rng"][rt.dist.rank], task.generators(),
+                    rt.device)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path} does not match this run's models ({str(e).splitlines()[0]}); "
+                        f"it is damaged or from another version") from None
+    return int(meta["epoch"]) + 1
+
+
+def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool = False) -> RunDir:
+    """Train ``task`` to ``task.epochs`` in ``run`` (or continue it with ``resume``); returns ``run``."""
+    main = rt.is_main
+    if run.is_done() and not resume:
+        raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
+    start_epoch = 0
+    if resume:
+        check_resume(run, task.stage, task.cfg, task.inputs, task.resume_ignore)
+        if (run / CHECKPOINT).is_file():
+            start_epoch = _load(task, rt, run)
+        elif main and not quiet:
+            print(f"[gensis] no checkpoint in {run.path}: starting from scratch", file=sys.stderr)
+    if main:
+        run.start(task.stage, task.cfg, rt.seed, task.inputs, resume=resume)
+        msg = task.start_message() if start_epoch == 0 and not quiet else None
+        if msg:
+            print(msg, file=sys.stderr)
+    barrier()
+    niter = task.niter
+    metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=start_epoch * niter if resume else None) \
+        if main else None
+
+    model = DDP(task.model) if rt.dist.enabled else task.model
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    guard = FiniteGuard(task, rt, run)
+    bar = progress(total=task.epochs * niter, initial=start_epoch * niter, disable=not main or quiet,
+                   desc=task.desc, unit="it")
+    t_start = time.time()
+    for epoch in range(start_epoch, task.epochs):
+        t0, n_img = time.time(), 0
+        for i, batch in enumerate(task.batches(epoch)):
+            it = epoch * niter + i
+            values = task.schedule(it, epoch)
+            loss, parts = task.step(model, batch, it, epoch)
+            task.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = clip_gradients(params, task.clip_mode, task.clip_value)
+            task.before_update(epoch)
+            guard.check(it, loss, grad_norm)  # before anything is updated
+            task.optimizer.step()
+            after = task.after_update(it, epoch)  # named scalars (tensors are checked too)
+            checked = [v for v in after.values() if torch.is_tensor(v)]
+            if checked:
+                guard.check(it, *checked)
+            n_img += task.batch_images(batch) * rt.dist.world
+            if it % task.log_every == 0 or i == niter - 1:
+                guard.sync()
+                if main:
+                    ips = n_img / max(time.time() - t0, 1e-9)
+                    row = {"step": it, "epoch": epoch, "loss": loss.item(),
+                           **{k: float(v) for k, v in {**parts, **after}.items()}, **values,
+                           "grad_norm": grad_norm.item(), "images_per_s": ips, "elapsed_s": time.time() - t_start}
+                    metrics.log(row)
+                    bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
+            bar.update(1)
+        guard.sync()
+        _save(task, rt, run, epoch)
+        if main:
+            extra = task.end_epoch(epoch)
+            if extra:
+                metrics.log({"step": (epoch + 1) * niter - 1, "epoch": epoch, **extra,
+                             "elapsed_s": time.time() - t_start})
+        barrier()
+    bar.close()
+    if main:
+        info = task.export(run)
+        run.finish(train_seconds=round(time.time() - t_start, 1), **(info or {}))
+    barrier()
+    cleanup()
+    return run

@@ -1,0 +1,69 @@
+"""``--resume`` only continues the same run: same stage, same settings, same inputs.
+
+The run folder's ``config.yaml`` and ``manifest.json`` (inputs with their identities) are compared with the
+new invocation; any difference is refused with one line listing every differing key and input. Keys that
+only change speed or logging may differ (``SPEED_ONLY``), as may sections a stage does not read (``ignore``,
+e.g. the ``ae`` section for ``eldm train``). ``train.device`` and ``train.amp`` must match: they change the
+numbers (and a checkpoint's random state belongs to its device type).
+An input ``x`` that has an ``x_identity`` (a hash of its content) is compared by identity only, so a moved
+dataset or run folder with the same content resumes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from gensis.errors import UserError
+from gensis.rundir import RunDir
+
+SPEED_ONLY = ("data.num_workers", "train.threads", "train.log_every", "cond.encode_batch_size")
+
+
+def _flatten(cfg: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _short(v) -> str:
+    s = repr(v) if isinstance(v, str) else str(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_inputs: dict,
+                       ignore: Iterable[str] = ()) -> list[str]:
+    """'key (old → new)' for every setting and input that differs (speed-only and ignored keys excepted)."""
+    skip = tuple(SPEED_ONLY) + tuple(ignore)
+    a, b = _flatten(old_cfg), _flatten(new_cfg)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if k in skip or any(k.startswith(p.rstrip(".") + ".") for p in skip):
+            continue
+        if a.get(k, "<absent>") != b.get(k, "<absent>"):
+            diffs.append(f"{k} ({_short(a.get(k, '<absent>'))} -> {_short(b.get(k, '<absent>'))})")
+    for k in sorted(set(old_inputs) | set(new_inputs)):
+        if f"{k}_identity" in old_inputs or f"{k}_identity" in new_inputs:
+            continue  # compared by content
+        if old_inputs.get(k) != new_inputs.get(k):
+            what = "content" if k.endswith("_identity") else "value"
+            diffs.append(f"input {k.removesuffix('_identity')} ({what} differs)" if what == "content" else
+                         f"input {k} ({_short(old_inputs.get(k))} -> {_short(new_inputs.get(k))})")
+    return diffs
+
+
+def check_resume(run: RunDir, stage: str, cfg: dict, inputs: dict, ignore: Iterable[str] = ()) -> None:
+    """Raise a one-line ``UserError`` unless ``run`` can be resumed by this invocation (nothing to compare in
+    a folder without a manifest: the run starts from scratch)."""
+    if not run.exists():
+        return
+    m = run.manifest()
+    if m.get("stage") != stage:
+        raise UserError(f"--resume: {run.path} holds a {m.get('stage')} run, not {stage}; use another --out")
+    diffs = resume_differences(run.config(), cfg, m.get("inputs", {}), inputs, ignore)
+    if diffs:
+        raise UserError(f"--resume: {run.path} was started with other settings or inputs: {'; '.join(diffs)}. "
+                        f"Resume with the same ones, or use another --out")

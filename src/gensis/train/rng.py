@@ -1,0 +1,54 @@
+"""Random state of one process (rank), as checkpoint tensors + JSON, so that ``--resume`` is exact per rank.
+
+Captured: Python's ``random``, NumPy's global generator, torch's CPU generator, the CUDA generator of the
+training device, and the task's own generators (augmentation, Gen- choices, diffusion noise ...), either
+``torch.Generator`` (stored as a uint8 tensor) or ``np.random.Generator`` (stored as its JSON state).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+Generators = dict[str, "torch.Generator | np.random.Generator"]
+
+
+def capture_rng(generators: Generators, device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
+    """This process's random state: (tensors by name, JSON-able dict)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    js: dict = {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    for name, g in generators.items():
+        if isinstance(g, torch.Generator):
+            tensors[f"gen.{name}"] = g.get_state()
+        else:
+            js[f"gen.{name}"] = g.bit_generator.state
+    return tensors, js
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], js: dict, generators: Generators, device: torch.device) -> None:
+    """Inverse of ``capture_rng`` (same generators, same device type)."""
+    torch.set_rng_state(tensors["torch"])
+    if device.type == "cuda" and "cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda"], device)
+    version, mt, gauss = js["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = js["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    for name, g in generators.items():
+        if isinstance(g, torch.Generator):
+            g.set_state(tensors[f"gen.{name}"])
+        else:
+            g.bit_generator.state = js[f"gen.{name}"]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
