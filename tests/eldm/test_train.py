@@ -161,3 +161,44 @@ def test_two_processes_with_torchrun(tmp_path, encoder_run, tiny_npz, tiny_overr
     from gensis.eldm import load_generator
 
     assert load_generator(out).generate(torch.randn(1, 32), [0]).shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize("trainer", ["train", "train-ae"])
+def test_non_finite_loss_stops_with_one_line(trainer, tmp_path, encoder_run, tiny_npz, tiny_overrides, cli, capsys,
+                                             monkeypatch):
+    """A NaN loss in epoch 1 stops before the optimizer step; the epoch-0 checkpoint stays as it was."""
+    import gensis.eldm.train as eldm_train
+    import gensis.eldm.train_ae as ae_train
+
+    if trainer == "train":
+        original = eldm_train.training_step
+        calls = []
+
+        def poisoned(*a, **k):
+            calls.append(1)
+            loss = original(*a, **k)
+            return loss * float("nan") if len(calls) == 5 else loss  # 64 images / 16 = 4 steps per epoch
+
+        monkeypatch.setattr(eldm_train, "training_step", poisoned)
+        argv = ["eldm", "train", "--encoder", encoder_run]
+    else:
+        from gensis.eldm.autoencoder import VQAutoencoder
+
+        original = VQAutoencoder.forward
+        calls = []
+
+        def poisoned(self, x):
+            calls.append(1)
+            xh, q = original(self, x)
+            return (xh * float("nan") if len(calls) == 5 else xh), q
+
+        monkeypatch.setattr(VQAutoencoder, "forward", poisoned)
+        argv = ["eldm", "train-ae"]
+    run = tmp_path / "run"
+    assert cli(*argv, "--data", tiny_npz, "--out", run, "--preset", "smoke", "--quiet", *tiny_overrides,
+               "data.limit=64", "ae.optim.batch_size=16", "ae.optim.epochs=2", "optim.epochs=2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epoch 1, step 4" in err[0] and "(epoch 0) is untouched" in err[0], err
+    tensors, info = load_checkpoint(run / "checkpoint.safetensors")
+    assert info["meta"]["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())

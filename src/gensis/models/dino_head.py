@@ -46,25 +46,3 @@ class DINOHead(nn.Module):
         x = self.mlp(x)  # (B, bottleneck)
         x = F.normalize(x, dim=-1, p=2)
         return self.last_layer(x)  # (B, out_dim)
-
-
-class MultiCropWrapper(nn.Module):
-    """Runs the backbone once per crop resolution, then the head once on all CLS embeddings.
-
-    ``crops`` is a list of (B, 3, H_i, W_i) tensors; consecutive crops of equal size are batched together.
-    Returns (sum_i B, out_dim) in the order of ``crops`` (crop-major, as DINO's loss expects).
-    """
-
-    def __init__(self, backbone: nn.Module, head: nn.Module):
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    def forward(self, crops: list[torch.Tensor]) -> torch.Tensor:
-        feats, start = [], 0
-        while start < len(crops):
-            end = start
-            while end < len(crops) and crops[end].shape[-1] == crops[start].shape[-1]:
-                end += 1
-            feats.append(self.backbone(torch.cat(crops[start:end])))  # (n*B, D)
-            start = end
-        return self.head(torch.cat(feats))

@@ -151,7 +151,7 @@ class PretrainTask(Task):
         self.method.load_extra_state({k.removeprefix("method."): v for k, v in tensors.items()})
 
     def generators(self) -> dict:
-        g = {"aug": self.aug.g, "masks": self.mask_rng}
+        g = {"aug": self.aug, "masks": self.mask_rng}
         if self.gen is not None:
             g["gen"] = self.gen.rng
         return g

@@ -1,8 +1,9 @@
 """Random state of one process (rank), as checkpoint tensors + JSON, so that ``--resume`` is exact per rank.
 
 Captured: Python's ``random``, NumPy's global generator, torch's CPU generator, the CUDA generator of the
-training device, and the task's own generators (augmentation, Gen- choices, diffusion noise ...), either
-``torch.Generator`` (stored as a uint8 tensor) or ``np.random.Generator`` (stored as its JSON state).
+training device, and the task's own generators (augmentation, Gen- choices, diffusion noise ...): a
+``torch.Generator`` or an object with ``state() -> uint8 tensor`` / ``set_state`` (stored as a tensor), or an
+``np.random.Generator`` (stored as its JSON state).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import random
 import numpy as np
 import torch
 
-Generators = dict[str, "torch.Generator | np.random.Generator"]
+Generators = dict[str, object]  # torch.Generator | np.random.Generator | obj with state()/set_state()
 
 
 def capture_rng(generators: Generators, device: torch.device) -> tuple[dict[str, torch.Tensor], dict]:
@@ -26,6 +27,8 @@ def capture_rng(generators: Generators, device: torch.device) -> tuple[dict[str,
     for name, g in generators.items():
         if isinstance(g, torch.Generator):
             tensors[f"gen.{name}"] = g.get_state()
+        elif hasattr(g, "set_state"):
+            tensors[f"gen.{name}"] = g.state()
         else:
             js[f"gen.{name}"] = g.bit_generator.state
     return tensors, js
@@ -41,7 +44,7 @@ def restore_rng(tensors: dict[str, torch.Tensor], js: dict, generators: Generato
     kind, keys, pos, has_gauss, cached = js["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     for name, g in generators.items():
-        if isinstance(g, torch.Generator):
+        if isinstance(g, (torch.Generator,)) or hasattr(g, "set_state"):
             g.set_state(tensors[f"gen.{name}"])
         else:
             g.bit_generator.state = js[f"gen.{name}"]
