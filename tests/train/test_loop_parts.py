@@ -60,7 +60,8 @@ def test_ema_updates():
 def test_rng_roundtrip_restores_every_stream():
     g_t = torch.Generator().manual_seed(3)
     g_n = np.random.default_rng(5)
-    gens = {"aug": g_t, "gen": g_n}
+    g_r = random.Random(7)
+    gens = {"aug": g_t, "gen": g_n, "masks": g_r}
     tensors, js = capture_rng(gens, torch.device("cpu"))
     import json
 
@@ -68,7 +69,7 @@ def test_rng_roundtrip_restores_every_stream():
 
     def draw():
         return (random.random(), np.random.rand(), torch.rand(1).item(), torch.rand(1, generator=g_t).item(),
-                g_n.random())
+                g_n.random(), g_r.random())
 
     first = draw()
     draw()

@@ -18,9 +18,9 @@ Schedules (per iteration): lr (linear warm-up + cosine), weight decay (cosine), 
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -84,7 +84,7 @@ class PretrainTask(Task):
         crops = MultiCropConfig.from_cfg(cfg["aug"], size)
         crops.n_local = self.spec.n_local
         self.aug = BatchDINOAugmentation(crops, seed * 1000 + rank, rt.device)
-        self.mask_rng = np.random.default_rng([seed, 99, rank])
+        self.mask_rng = random.Random(seed * 1000 + 99 + rank)  # the method's block masks
 
         lr = o["lr"] * self.method.lr_scale(o["batch_size"])
         self.sched = {"lr": cosine_schedule(lr, o["min_lr"], o["epochs"], self.niter, o["warmup_epochs"]),

@@ -3,7 +3,7 @@
 Captured: Python's ``random``, NumPy's global generator, torch's CPU generator, the CUDA generator of the
 training device, and the task's own generators (augmentation, Gen- choices, diffusion noise ...): a
 ``torch.Generator`` or an object with ``state() -> uint8 tensor`` / ``set_state`` (stored as a tensor), or an
-``np.random.Generator`` (stored as its JSON state).
+``np.random.Generator`` or ``random.Random`` (stored as JSON).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ def capture_rng(generators: Generators, device: torch.device) -> tuple[dict[str,
             tensors[f"gen.{name}"] = g.get_state()
         elif hasattr(g, "set_state"):
             tensors[f"gen.{name}"] = g.state()
+        elif isinstance(g, random.Random):
+            v, mt_g, gauss_g = g.getstate()
+            js[f"gen.{name}"] = [v, list(mt_g), gauss_g]
         else:
             js[f"gen.{name}"] = g.bit_generator.state
     return tensors, js
@@ -44,8 +47,11 @@ def restore_rng(tensors: dict[str, torch.Tensor], js: dict, generators: Generato
     kind, keys, pos, has_gauss, cached = js["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     for name, g in generators.items():
-        if isinstance(g, (torch.Generator,)) or hasattr(g, "set_state"):
+        if isinstance(g, torch.Generator) or hasattr(g, "set_state"):
             g.set_state(tensors[f"gen.{name}"])
+        elif isinstance(g, random.Random):
+            v, mt_g, gauss_g = js[f"gen.{name}"]
+            g.setstate((v, tuple(mt_g), gauss_g))
         else:
             g.bit_generator.state = js[f"gen.{name}"]
 

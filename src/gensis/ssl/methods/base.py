@@ -57,9 +57,10 @@ Patch tokens and masks
 ----------------------
 ``gensis.models.backbone.forward_tokens(backbone, x, masks, mask_token)`` returns ``Tokens(cls (B, D),
 patch (B, N, D))``; ``run_backbone`` below does it for a list of crops, batching crops of equal size. A
-method that sets ``ViewSpec.masks`` gets ``views.masks`` (n_global, B, N) from its own ``sample_masks`` (with
-the per-rank ``np.random.Generator`` the task passes and checkpoints) for the student's global views; the
-teacher's views carry no masks. The mask token is a parameter of the student module (not of the backbone),
+method that sets ``ViewSpec.masks`` gets ``views.masks`` (n_global, B, N) bool (True = masked) from its own
+``sample_masks(B, rng)`` for the student's global views, where ``rng`` is a per-rank ``random.Random`` that
+the task owns and checkpoints (the generator ``gensis.ssl.masking`` takes); the teacher's views carry no
+masks. A method needing more (e.g. the flat indices of masked patches) derives it from ``views.masks``. The mask token is a parameter of the student module (not of the backbone),
 so exported backbones stay plain timm ViTs.
 
 Gen- (generative views + disentanglement), written once in ``gensis.ssl.gen``
@@ -84,6 +85,7 @@ Patch-level losses are untouched by Gen- (the paper applies disentanglement to t
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -202,7 +204,7 @@ class Method(nn.Module):
         """Multiplier of ``optim.lr`` for the total batch size (DINO's linear rule: batch / 256)."""
         return batch_size / 256.0
 
-    def sample_masks(self, batch_size: int, rng: np.random.Generator) -> torch.Tensor | None:
+    def sample_masks(self, batch_size: int, rng: random.Random) -> torch.Tensor | None:
         """(n_global, B, N) bool masks for the student's global views (only called when ``view_spec().masks``)."""
         return None
 
@@ -215,17 +217,20 @@ class Method(nn.Module):
 
     # -- state the checkpoint keeps besides the student and teacher weights ----------------------------------
     def extra_state(self) -> dict[str, torch.Tensor]:
-        """Every buffer of the method outside student and teacher (centers, queues), by name."""
-        return {name: b for name, b in self.named_buffers()
+        """Every buffer of the method outside student and teacher (centers, queues), by name (through
+        ``state_dict``, so a module's ``_save_to_state_dict`` hook, e.g. a lazy center update, runs first)."""
+        return {name: t for name, t in self.state_dict().items()
                 if not (name.startswith("student.") or name.startswith("teacher."))}
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        own = self.extra_state()
-        missing = sorted(set(own) - set(tensors))
+        own = {name: b for name, b in self.named_buffers()
+               if not (name.startswith("student.") or name.startswith("teacher."))}
+        missing = sorted(set(self.extra_state()) - set(tensors))
         if missing:
             raise KeyError(f"checkpoint lacks the method state {', '.join(missing)}")
         for name, buf in own.items():
-            buf.copy_(tensors[name])
+            if name in tensors:
+                buf.copy_(tensors[name])
 
     # -- Gen- hooks (one of the two, according to ``target``) -------------------------------------------------
     def disentangle_distill(self, s_int: torch.Tensor, t_mixed: torch.Tensor, step: StepInfo) -> torch.Tensor:
