@@ -1,0 +1,65 @@
+"""gensis eval robustness: probe trained in-distribution, saved, applied to OOD folders with a class mask."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gensis.cli.main import main
+from gensis.eval.robustness import masked_top1
+
+WNIDS = ["n01", "n02", "n03", "n04"]
+
+
+def _folder(root, classes, n, shift=0, seed=0):
+    g = np.random.default_rng(seed)
+    for c in classes:
+        k = WNIDS.index(c)
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            img = (g.random((8, 8)) * 40).astype(np.uint8)
+            img[2 * k:2 * k + 2, :] = 250 - shift  # rows: a horizontal flip keeps the class
+            Image.fromarray(img).save(root / c / f"{i}.png")
+
+
+def test_mask_restricts_the_argmax():
+    w = torch.eye(3)
+    b = torch.zeros(3)
+    f = np.array([[0.1, 0.9, 0.5]], np.float32)
+    assert masked_top1(f, np.array([2]), w, b, np.array([True, True, True])) == 0.0
+    assert masked_top1(f, np.array([2]), w, b, np.array([True, False, True])) == 100.0
+
+
+def test_robustness_end_to_end(tmp_path, capsys):
+    _folder(tmp_path / "in" / "train", WNIDS, 6)
+    _folder(tmp_path / "in" / "val", WNIDS, 2, seed=1)
+    _folder(tmp_path / "A", ["n02", "n04"], 3, shift=60, seed=2)  # a 2-class subset, shifted
+    _folder(tmp_path / "S", WNIDS, 2, shift=100, seed=3)
+    probe, js = tmp_path / "probe.safetensors", tmp_path / "r.json"
+    argv = ["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"),
+            "--ood", f"{tmp_path / 'A'},{tmp_path / 'S'}", "--probe", str(probe), "--lrs", "100", "300",
+            "--epochs", "40", "--batch-size", "8", "--aug-copies", "1", "--crop-scale", "1", "1", "--json", str(js)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "logits masked" in text and probe.is_file()
+    res = json.loads(js.read_text())
+    assert res["in_distribution"]["top1"] == 100.0
+    a = {s["name"]: s for s in res["ood"]}
+    assert a["A"]["classes"] == 2 and a["A"]["masked"] and not a["S"]["masked"]
+    assert a["A"]["top1"] >= a["S"]["top1"]
+    # the saved probe is reused: same numbers without training
+    assert main(argv) == 0
+    res2 = json.loads(js.read_text())
+    assert res2["linear"] is None and [s["top1"] for s in res2["ood"]] == [s["top1"] for s in res["ood"]]
+
+
+def test_ood_class_unknown_is_one_line(tmp_path, capsys):
+    _folder(tmp_path / "in" / "train", WNIDS[:2], 3)
+    _folder(tmp_path / "in" / "val", WNIDS[:2], 1)
+    _folder(tmp_path / "X", ["n03"], 2)
+    assert main(["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"), "--ood",
+                 str(tmp_path / "X"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "n03" in lines[0]
