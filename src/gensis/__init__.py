@@ -13,6 +13,7 @@ The public API (guide and runnable examples: docs/api.md); names are imported on
     gensis.open_bank(path) / gensis.BankDataset(path, transform=...)   a bank, as a torch Dataset
     gensis.open_data(spec, split) / gensis.as_image_set(obj)          datasets (ImageSet)
     gensis.knn(encoder, train, test)              DINO k-NN accuracy
+    gensis.linear(encoder, train, test)           DINO linear probe (learning-rate sweep)
     gensis.export_model(run, to, out)             timm / safetensors / diffusers
 """
 
@@ -25,9 +26,9 @@ __version__ = "0.1.0"
 
 # public name -> module holding it
 _LAZY = {
-    **{name: "gensis.api" for name in ("make_config", "pretrain", "train_autoencoder", "train_eldm", "generate_bank",
-                                        "load_encoder", "embed", "load_generator", "open_bank", "knn", "export_model",
-                                        "as_image_set")},
+    **{name: "gensis.api" for name in ("make_config", "pretrain", "train_autoencoder", "train_eldm",
+                                        "generate_bank", "load_encoder", "embed", "load_generator", "open_bank",
+                                        "knn", "linear", "export_model", "as_image_set")},
     "open_data": "gensis.data.sources",
     "ImageSet": "gensis.data.sources",
     "BankDataset": "gensis.data.torch_datasets",
@@ -38,8 +39,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from gensis.api import (as_image_set, embed, export_model, generate_bank, knn, load_encoder, load_generator,
-                            make_config, open_bank, pretrain, train_autoencoder, train_eldm)
+    from gensis.api import (as_image_set, embed, export_model, generate_bank, knn, linear, load_encoder,
+                            load_generator, make_config, open_bank, pretrain, train_autoencoder, train_eldm)
     from gensis.data.sources import ImageSet, open_data
     from gensis.data.torch_datasets import BankDataset, ImageDataset
     from gensis.eldm.generator import EmbeddingConditionedGenerator

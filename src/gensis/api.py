@@ -141,7 +141,8 @@ def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: Mapping[
     cfg = _resolve("pretrain", config, preset, overrides)
     if extra:
         cfg = _resolve("pretrain", cfg, preset, extra)
-    run = train(cfg, _data_spec(data), Path(out), resume=resume, bank_path=None if bank is None else str(bank), quiet=quiet)
+    run = train(cfg, _data_spec(data), Path(out), resume=resume, bank_path=None if bank is None else str(bank),
+                quiet=quiet)
     return Path(run.path)
 
 
@@ -166,8 +167,8 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     from gensis.eldm.train import train
 
     cfg = _resolve("eldm", config, preset, overrides)
-    run = train(cfg, str(encoder), _data_spec(data), Path(out), ae_path=None if autoencoder is None else str(autoencoder),
-                resume=resume, quiet=quiet)
+    ae_path = None if autoencoder is None else str(autoencoder)
+    run = train(cfg, str(encoder), _data_spec(data), Path(out), ae_path=ae_path, resume=resume, quiet=quiet)
     return Path(run.path)
 
 
@@ -215,12 +216,14 @@ def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, devic
 
 
 def load_generator(run: PathLike, device: str = "cpu", guidance: float | None = None, steps: int | None = None,
-                   sampler: str | None = None, with_encoder: bool = True) -> ELDMGenerator:
+                   sampler: str | None = None, with_encoder: bool = True, amp: str = "auto") -> ELDMGenerator:
     """The E-LDM of a finished ``train_eldm`` run: ``.encode(images)``, ``.generate(embeddings, seeds)``,
-    ``.interpolate(e1, e2, alpha, seeds=...)``."""
+    ``.interpolate(e1, e2, alpha, seeds=...)``. ``amp``: bf16 autocast, ``auto`` (CUDA, AMX CPUs), ``bf16``
+    or ``off``."""
     from gensis.eldm.model import load_generator as _load
 
-    return _load(Path(run), device=device, guidance=guidance, steps=steps, sampler=sampler, with_encoder=with_encoder)
+    return _load(Path(run), device=device, guidance=guidance, steps=steps, sampler=sampler, amp=amp,
+                 with_encoder=with_encoder)
 
 
 def open_bank(path: PathLike) -> BankReader:
@@ -245,6 +248,20 @@ def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = 
                     batch_size)
 
 
+def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 100,
+           lrs: Sequence[float] | None = None, aug_copies: int = 2, batch_size: int = 256,
+           device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """DINO's linear probe (a learning-rate sweep of linear heads on frozen features), as ``gensis eval
+    linear``; returns the JSON-ready result (``top1``, ``top5``, ``lr`` of the best head, ``results`` per lr)."""
+    from gensis.device import pick_device
+    from gensis.eval.linear import DEFAULT_LRS, LinearConfig, linear_eval
+    from gensis.models.encoder import Encoder as _Encoder
+
+    enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
+    cfg = LinearConfig(lrs=tuple(lrs) if lrs else DEFAULT_LRS, epochs=epochs, aug_copies=aug_copies, seed=seed)
+    return linear_eval(enc, as_image_set(train), as_image_set(test), cfg, pick_device(device), batch_size)
+
+
 def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") -> Path:
     """``gensis export``: ``to`` = ``timm`` (folder for ``timm.create_model("local-dir:OUT")``),
     ``safetensors`` (plain state_dict) or ``diffusers`` (an E-LDM run as diffusers folders)."""
@@ -253,5 +270,6 @@ def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") 
     return _export(run, to, out, which)
 
 
-__all__ = ["Config", "as_image_set", "embed", "export_model", "generate_bank", "knn", "load_encoder", "load_generator",
+__all__ = ["Config", "as_image_set", "embed", "export_model", "generate_bank", "knn", "linear", "load_encoder",
+           "load_generator",
            "make_config", "open_bank", "pretrain", "train_autoencoder", "train_eldm"]

@@ -80,3 +80,10 @@ def test_pretrain_an_object_then_embed_and_knn(images_npz, tmp_path):
     assert np.allclose(feats[:4], enc(torch.from_numpy(images.stack(range(4))).permute(0, 3, 1, 2)).numpy(), atol=1e-5)
     res = gensis.knn(run, images, gensis.open_data(str(images_npz), "val"), ks=[3])
     assert res["k"] == 3 and 0 <= res["top1"] <= 100
+
+
+def test_linear_probe(encoder_run, images_npz):
+    train, val = gensis.open_data(str(images_npz), "train"), gensis.open_data(str(images_npz), "val")
+    res = gensis.linear(encoder_run, train, val, epochs=2, lrs=[0.1, 1.0], aug_copies=1)
+    assert res["protocol"] == "linear" and {r["lr"] for r in res["results"]} == {0.1, 1.0}
+    assert 0 <= res["top1"] <= 100

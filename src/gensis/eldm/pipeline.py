@@ -18,8 +18,8 @@ The conditioner, in plain torch (``conditioner/diffusion_pytorch_model.safetenso
     latents → images: vqvae.decode(z / latent_scale) (VQ runs) or pixel_shuffle(z, pixel_patch) (pixel runs)
 
 Classifier-free guidance: ε̃ = ε(∅) + w · (ε(c) − ε(∅)); each step is ``scheduler.step(ε̃, t, x,
-use_clipped_model_output=True)`` (pixel runs clip x̂_0 to [−1, 1] and re-derive ε̂ from it). The initial noise of row i is
-``torch.randn(latent_shape, generator=torch.Generator().manual_seed(seeds[i]))``, as gensis' own sampler, so
+use_clipped_model_output=True)`` (pixel runs clip x̂_0 to [−1, 1] and re-derive ε̂ from it). The initial noise
+of row i is ``torch.randn(latent_shape, generator=torch.Generator().manual_seed(seeds[i]))``, as gensis' own sampler, so
 the same (embedding, seed, steps, guidance) gives the same image as ``gensis.eldm.load_generator(...).generate``.
 """
 
@@ -52,7 +52,8 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):  # type: ignore[misc]
         self.proj = nn.Sequential(nn.LayerNorm(emb_dim, elementwise_affine=False), nn.Linear(emb_dim, context_dim),
                                   nn.SiLU(), nn.Linear(context_dim, context_dim))
         self.null = nn.Parameter(torch.zeros(context_dim))
-        self.to_time = nn.Linear(context_dim, int(time_embed_dim)) if mode in ("time", "both") and time_embed_dim else None
+        with_time = time_embed_dim is not None and mode in ("time", "both")
+        self.to_time = nn.Linear(context_dim, int(time_embed_dim or 0)) if with_time else None
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """e (B, D) → c (B, C)."""

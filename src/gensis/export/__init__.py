@@ -3,7 +3,8 @@
 Formats (registry ``EXPORTERS``)
     timm          a pretraining run's encoder as a timm folder: ``timm.create_model("local-dir:OUT", pretrained=True)``
     safetensors   the encoder's plain ``state_dict`` (one safetensors file, timm parameter names)
-    diffusers     an E-LDM run as diffusers ``save_pretrained`` folders + ``gensis.eldm.pipeline.EmbeddingConditionedPipeline``
+    diffusers     an E-LDM run as diffusers ``save_pretrained`` folders (+ ``gensis.eldm.pipeline``'s
+                  ``EmbeddingConditionedPipeline``)
 """
 
 from __future__ import annotations
