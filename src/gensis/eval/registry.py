@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # the order is that of `gensis eval --help` and of `gensis eval all`
-PROTOCOLS = ("knn", "linear", "robustness", "copydetect", "retrieval", "davis")
+PROTOCOLS = ("knn", "linear", "robustness", "copydetect", "retrieval", "davis", "umap")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,254 @@
+"""Embedding maps (Gen-SIS supplementary Sec. 9.4, Fig. 6): real images of a few classes and the bank's
+interpolated images between them, projected to 2-D by one mapping per encoder.
+
+Steps, per encoder
+    1. CLS features (L2-normalized) of up to ``per_class`` images of each chosen class (``--classes``,
+       default: the first three).
+    2. UMAP (McInnes et al., 2018; cosine metric, 15 neighbours, min_dist 0.1, seeded) fitted on the real
+       features only; the interpolated images of the bank (``--bank``: entries whose two source images are
+       of two different chosen classes, every stored α) are mapped by the same projection (``transform``),
+       as in the paper. Fallback without umap-learn: t-SNE fitted on real and interpolated features together
+       (t-SNE has no out-of-sample mapping; the map is then not the same projection).
+    3. One panel per encoder, side by side, in one PNG (written atomically); the JSON gives the silhouette
+       of the real classes in feature space (cosine) and, per encoder, where the interpolations fall.
+
+``embedding_map`` is the library entry point (the demo report calls it).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gensis.errors import UserError
+
+
+def choose_classes(ds, classes: list[str] | None, n_default: int = 3) -> list[int]:
+    """Class indices from names (or integers); the first ``n_default`` classes present by default."""
+    if ds.labels is None:
+        raise UserError(f"{ds.name} has no labels: the map colours real images by class")
+    present = sorted(set(np.unique(ds.labels).tolist()))
+    if not classes:
+        return present[:n_default]
+    names = list(ds.classes or [])
+    out = []
+    for c in classes:
+        if c in names:
+            out.append(names.index(c))
+        elif c.isdigit() and int(c) in present:
+            out.append(int(c))
+        else:
+            raise UserError(f"class '{c}' is not in {ds.name} ({', '.join(names[:10]) or 'integer labels'})")
+    return out
+
+
+def _bank_interpolations(bank: str | Path, ds, chosen: list[int], limit: int, seed: int):
+    """(uint8 (M, 3, S, S) interpolated images, (M,) alphas, (M, 2) source classes) between chosen classes."""
+    from gensis.bank.reader import BankReader
+
+    reader = BankReader(bank)
+    src = reader.header["sources"]
+    if src.get("data_identity") != ds.identity or reader.num_images != len(ds):
+        raise UserError(f"bank {bank} was generated from '{src.get('dataset_name')}' ({src.get('num_images')} "
+                        f"images), not from {ds.name} ({len(ds)} images): give --data the bank's data and split "
+                        f"({src.get('data')})")
+    if not reader.alphas:
+        raise UserError(f"bank {bank} holds no interpolated images")
+    labels = np.asarray(ds.labels)
+    idx = np.flatnonzero(np.isin(labels, chosen))
+    sec = reader.secondary(idx)
+    keep = np.isin(labels[sec], chosen) & (labels[sec] != labels[idx])
+    idx, sec = idx[keep], sec[keep]
+    if len(idx) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    n_pairs = max(1, limit // len(reader.alphas))
+    if len(idx) > n_pairs:
+        pick = np.sort(rng.choice(len(idx), n_pairs, replace=False))
+        idx, sec = idx[pick], sec[pick]
+    images, alphas, pairs = [], [], []
+    for a in reader.alphas:
+        imgs, _ = reader.interpolated_batch(idx, np.full(len(idx), a))
+        images.append(imgs)
+        alphas += [a] * len(idx)
+        pairs.append(np.stack([labels[idx], labels[sec]], 1))
+    import torch
+
+    return torch.cat(images), np.asarray(alphas), np.concatenate(pairs)
+
+
+def _project(real: np.ndarray, interp: np.ndarray | None, method: str, seed: int):
+    n = len(real)
+    if method == "umap":
+        try:
+            import umap  # noqa: F401
+        except ImportError:
+            method = "tsne"
+    if method == "umap":
+        import warnings
+
+        import umap
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = umap.UMAP(n_neighbors=min(15, n - 1), min_dist=0.1, metric="cosine", random_state=seed,
+                          n_components=2).fit(real)
+            return m.embedding_, (m.transform(interp) if interp is not None and len(interp) else None), "umap"
+    from sklearn.manifold import TSNE
+
+    both = real if interp is None else np.concatenate([real, interp])
+    xy = TSNE(2, perplexity=min(30.0, max(2.0, (len(both) - 1) / 3)), random_state=seed, init="pca",
+              metric="cosine").fit_transform(both)
+    return xy[:n], (xy[n:] if interp is not None else None), "tsne"
+
+
+def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | None = None,
+                  classes: list[str] | None = None, per_class: int = 150, interp_limit: int = 150,
+                  method: str = "umap", seed: int = 0, batch_size: int = 128, cache=None) -> dict:
+    """Fit and draw the maps (see module doc); returns a JSON-ready summary. ``encoders``: ``Encoder`` objects."""
+    import torch
+    from sklearn.metrics import silhouette_score
+
+    from gensis.eval.common import describe_encoder
+    from gensis.eval.features import FeatureSpec, dataset_features, encode
+    from gensis.eval.knn import l2_normalize
+
+    if per_class < 2:
+        raise UserError(f"--per-class must be >= 2, got {per_class}")
+    chosen = choose_classes(ds, classes)
+    labels = np.asarray(ds.labels)
+    rng = np.random.default_rng(seed)
+    sel = []
+    for c in chosen:
+        idx = np.flatnonzero(labels == c)
+        sel.append(np.sort(rng.choice(idx, min(per_class, len(idx)), replace=False)))
+    sel = np.concatenate(sel)
+    sub = ds.subset(sel, f"{ds.name}[{len(sel)}]")
+    y = labels[sel]
+    inter = _bank_interpolations(bank, ds, chosen, interp_limit, seed) if bank else None
+    if bank and inter is None:
+        from gensis.eval.options import warn
+
+        warn(f"bank {bank} has no interpolation between the chosen classes; the map shows real images only")
+    names = [ds.classes[c] if ds.classes else str(c) for c in chosen]
+    t0 = time.time()
+    panels = []
+    for enc in encoders:
+        f = l2_normalize(dataset_features(enc, sub, FeatureSpec("cls"), batch_size, cache, desc=f"{enc.name} features"))
+        fi = None
+        if inter is not None:
+            with torch.no_grad():
+                fi = l2_normalize(torch.cat([encode(enc, inter[0][s:s + batch_size], FeatureSpec("cls")).cpu()
+                                             for s in range(0, len(inter[0]), batch_size)]).numpy())
+        xy, xyi, used = _project(f, fi, method, seed)
+        sil = float(silhouette_score(f, y, metric="cosine")) if len(set(y.tolist())) > 1 else None
+        panel = {"encoder": describe_encoder(enc), "method": used, "silhouette_real": sil, "xy": xy, "xyi": xyi}
+        if xyi is not None:
+            # where interpolations land: distance to the segment between their two classes' 2-D centroids,
+            # relative to the centroids' spread (small: "between the classes")
+            cent = {c: xy[y == c].mean(0) for c in chosen}
+            spread = np.mean([np.linalg.norm(xy[y == c] - cent[c], axis=1).mean() for c in chosen])
+            d = []
+            for p, (a, b) in zip(xyi, inter[2]):
+                u, v = cent[int(a)], cent[int(b)]
+                t = np.clip(np.dot(p - u, v - u) / max(np.dot(v - u, v - u), 1e-12), 0, 1)
+                d.append(np.linalg.norm(p - (u + t * (v - u))))
+            panel["interp_to_segment"] = float(np.mean(d) / max(spread, 1e-12))
+        panels.append(panel)
+    _draw(panels, y, chosen, names, inter, out_png)
+    return {"protocol": "umap", "data": ds.name, "classes": names, "real": int(len(sel)),
+            "interpolated": 0 if inter is None else int(len(inter[0])), "bank": None if bank is None else str(bank),
+            "png": str(out_png), "seconds": round(time.time() - t0, 1),
+            "encoders": [{k: v for k, v in p.items() if k not in ("xy", "xyi")} for p in panels]}
+
+
+def _draw(panels, y, chosen, names, inter, out_png) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gensis.rundir import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, p in zip(axes[0], panels):
+        for k, (c, n) in enumerate(zip(chosen, names)):
+            pts = p["xy"][y == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=colours(k % 10), alpha=0.6, label=n)
+        if p["xyi"] is not None:
+            sc = ax.scatter(p["xyi"][:, 0], p["xyi"][:, 1], s=14, c=inter[1], cmap="gray_r", vmin=0, vmax=1,
+                            marker="x", linewidths=0.8, label="interpolated")
+        title = p["encoder"]["name"]
+        ax.set_title((title if len(title) < 40 else "…" + title[-38:]) + f"  ({p['method']})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(fontsize=7, loc="best", markerscale=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(out_png, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# command line: gensis eval umap
+
+
+def _add_arguments(p) -> None:
+    from gensis.eval.options import add_encoder_options, add_runtime_options
+
+    add_encoder_options(p, many=True)
+    p.add_argument("--data", required=True, metavar="DATA", help="labelled images (any --data form; DATA@train ...)")
+    p.add_argument("--bank", default=None, metavar="BANK",
+                   help="augmentation bank made from the same DATA: its interpolations between the classes are mapped too")
+    p.add_argument("--classes", default=None, metavar="a,b,c", help="classes to show (names or labels; default: the first 3)")
+    p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
+    p.add_argument("--per-class", type=int, default=150, metavar="N", help="real images per class")
+    p.add_argument("--method", choices=["umap", "tsne"], default="umap", help="projection (t-SNE without umap-learn)")
+    p.add_argument("--seed", type=int, default=0, metavar="SEED", help="sampling and projection seed")
+    add_runtime_options(p)
+
+
+def _run(args) -> dict:
+    from gensis.data.sources import open_data
+    from gensis.eval.options import encoder_specs, feature_cache, open_encoder, setup_runtime
+
+    device = setup_runtime(args)
+    if not str(args.out).lower().endswith(".png"):
+        raise UserError(f"--out must be a .png file, got {args.out}")
+    specs = encoder_specs(args.encoder)
+    ds = open_data(args.data, "all")
+    encs = [open_encoder(s, args, device=device) for s in specs]
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    return embedding_map(encs, ds, args.out, args.bank, classes, args.per_class, method=args.method,
+                         seed=args.seed, batch_size=args.feature_batch_size, cache=feature_cache(args))
+
+
+def format_umap(res: dict) -> str:
+    lines = [f"embedding map of {res['data']}: classes {', '.join(res['classes'])}; {res['real']} real images, "
+             f"{res['interpolated']} interpolated" + (f" (bank {res['bank']})" if res["bank"] else ""),
+             f"{'encoder':<40} {'method':>6} {'silhouette':>10} {'interp→segment':>15}"]
+    for e in res["encoders"]:
+        sil = "-" if e["silhouette_real"] is None else f"{e['silhouette_real']:.3f}"
+        seg = f"{e['interp_to_segment']:.2f}" if e.get("interp_to_segment") is not None else "-"
+        lines.append(f"{e['encoder']['name'][-40:]:<40} {e['method']:>6} {sil:>10} {seg:>15}")
+    lines.append(f"map written to {res['png']}")
+    return "\n".join(lines)
+
+
+from gensis.eval.registry import Evaluation  # noqa: E402
+
+EVALUATION = Evaluation(
+    name="umap",
+    summary="UMAP maps of real classes and the bank's interpolations, encoders side by side (Fig. 6)",
+    description="Fits UMAP on the real embeddings of a few classes and maps the bank's interpolated images "
+                "between them with the same projection; one panel per encoder in one PNG.",
+    add_arguments=_add_arguments, run=_run, format=format_umap,
+    headline=lambda r: [(f"silhouette ({e['encoder']['name'][-20:]})", e["silhouette_real"])
+                        for e in r["encoders"] if e["silhouette_real"] is not None],
+    data_options=("data", "out"),
+)

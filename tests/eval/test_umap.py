@@ -1,0 +1,53 @@
+"""gensis eval umap: real classes and a bank's interpolations in one projection, encoders side by side."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gensis.cli.main import main
+
+
+def _npz(path, n=60):
+    g = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    images = (g.random((n, 8, 8, 3)) * 60).astype(np.uint8)
+    for c in range(3):
+        images[labels == c, c * 2:c * 2 + 3, :, c] = 230
+    np.savez(path, images=images, labels=labels, classes=np.array(["ant", "bee", "cat"]))
+    return path
+
+
+@pytest.mark.parametrize("method", [pytest.param("umap", marks=pytest.mark.slow),  # numba compiles for minutes
+                                    "tsne"])
+def test_map_with_bank_two_encoders(tmp_path, capsys, method):
+    data = _npz(tmp_path / "d.npz")
+    bank = tmp_path / "bank"
+    assert main(["bank", "generate", "--generator", "gensis.bank.fake:FakeGenerator", "--data", str(data),
+                 "--out", str(bank), "--preset", "smoke", "--quiet", "gen.num_generative=1", "gen.alphas=[0.5]",
+                 "run.batch_size=16", "run.threads=1", "data.limit=null"]) == 0
+    capsys.readouterr()
+    png, js = tmp_path / "map.png", tmp_path / "map.json"
+    assert main(["eval", "umap", "--encoder", "pixels,random", "--data", f"{data}@train", "--bank", str(bank),
+                 "--classes", "ant,cat", "--per-class", "12", "--out", str(png), "--json", str(js),
+                 "--method", method]) == 0
+    res = json.loads(js.read_text())
+    assert res["classes"] == ["ant", "cat"] and res["real"] == 24 and res["interpolated"] > 0
+    assert [e["encoder"]["name"] for e in res["encoders"]] == ["pixels", "random"]
+    assert all(e["method"] == method for e in res["encoders"])
+    assert res["encoders"][0]["silhouette_real"] > 0.2  # pixels separate the stripe classes
+    with Image.open(png) as im:
+        assert im.width > 1.8 * im.height  # two panels side by side
+
+
+def test_umap_wrong_bank_and_class_are_one_line(tmp_path, capsys):
+    data = _npz(tmp_path / "d.npz")
+    png = tmp_path / "m.png"
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(data), "--classes", "dog",
+                 "--out", str(png)]) == 2
+    assert "'dog'" in capsys.readouterr().err
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(data), "--bank", str(tmp_path / "nobank"),
+                 "--out", str(png)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "nobank" in lines[0]
