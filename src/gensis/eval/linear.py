@@ -172,6 +172,9 @@ def _fit(train_feats, y_train, num_classes, cfg, show_progress, device):
 
     K, N, D = train_feats.shape
     H, C, B = len(cfg.lrs), num_classes, cfg.batch_size
+    if device.type == "cuda" and train_feats.numel() * 4 < 2**31:
+        # features and labels on the GPU once: a blocking host→device copy per batch would sync every step
+        train_feats, y_train = train_feats.to(device), y_train.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
     weight = (torch.randn(H, C, D, generator=g) * 0.01).to(device).requires_grad_()  # (H, C, D), DINO's init
     bias = torch.zeros(H, C, device=device, requires_grad=True)  # (H, C)
@@ -183,7 +186,7 @@ def _fit(train_feats, y_train, num_classes, cfg, show_progress, device):
     for epoch in range(cfg.epochs):
         lr = peak * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))  # (H,) cosine, per epoch
         feats = train_feats[epoch % K]  # (N, D)
-        perm = torch.randperm(N, generator=g)
+        perm = torch.randperm(N, generator=g).to(train_feats.device)
         for b in range(n_batches):
             idx = perm[b * B:(b + 1) * B]
             x, y = feats[idx].to(device), y_train[idx].to(device)  # (b, D), (b,)

@@ -52,12 +52,13 @@ class Encoder:
         from torchvision.transforms.v2 import functional as TF
 
         x = images
+        if self.model is not None:  # to the model's device first: resizing there is what a GPU is for
+            x = x.to(next(self.model.parameters()).device, non_blocking=True)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
         if self.model is None:
             return x.float().div(255).flatten(1)
-        dev = next(self.model.parameters()).device
-        x = normalize(x.to(dev).float().div(255))
+        x = normalize(x.float().div(255))
         return self.model(x).float()
 
     @property
