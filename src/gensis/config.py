@@ -19,7 +19,7 @@ import yaml
 
 from gensis.errors import UserError
 
-PRESETS = ("smoke", "demo", "small", "paper")
+PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
 
 def _flat_keys(cfg: dict, prefix: str = "") -> list[str]:

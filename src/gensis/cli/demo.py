@@ -25,7 +25,7 @@ from pathlib import Path
 
 from gensis.cli.main import add_common
 
-PRESETS = ("smoke", "demo", "small", "paper")
+PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
 
 def add_parser(sub) -> None:
@@ -233,7 +233,7 @@ def _eldm_stage(pipe: Pipeline, out: Path, P: str, D: str, S: str, key: str, ext
     return pipe.stage("eldm", argv, key)
 
 
-LINEAR_EPOCHS = {"smoke": 5, "demo": 30, "small": 100, "paper": 100}
+LINEAR_EPOCHS = {"smoke": 5, "demo": 30, "small": 100, "paper": 100, "gpu": 100}
 METHODS = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Gen-DINO")]
 BASELINES = [("pixels", "raw pixels"), ("random", "random-init ViT")]
 
@@ -241,10 +241,12 @@ BASELINES = [("pixels", "raw pixels"), ("random", "random-init ViT")]
 def _evaluate(out: Path, data: str, preset: str, linear: bool) -> dict:
     """k-NN (and linear probe) of each finished run and of the two baselines; cached in results.json."""
     from gensis.data.sources import open_data
+    from gensis.device import pick_device
     from gensis.eval.knn import knn_eval
     from gensis.models.encoder import load_encoder
     from gensis.rundir import RunDir, atomic_write_json
 
+    dev = pick_device("auto")  # the GPU when there is one, as every stage's train.device=auto
     path = out / "results.json"
     cache = json.loads(path.read_text()) if path.is_file() else {}
     rows = {}
@@ -266,12 +268,12 @@ def _evaluate(out: Path, data: str, preset: str, linear: bool) -> dict:
             rows[name] = cache[name]
             continue
         print(f"[eval] {label}", file=sys.stderr, flush=True)
-        row = {"label": label, "identity": ident, "knn": knn_eval(enc, train_ds, test_ds)}
+        row = {"label": label, "identity": ident, "knn": knn_eval(enc, train_ds, test_ds, device=dev)}
         if linear:
             from gensis.eval.linear import LinearConfig, linear_eval
 
             # fewer probe epochs at the small presets keep the demo in budget (DINO's protocol: 100)
-            row["linear"] = linear_eval(enc, train_ds, test_ds, LinearConfig(epochs=LINEAR_EPOCHS[preset]))
+            row["linear"] = linear_eval(enc, train_ds, test_ds, LinearConfig(epochs=LINEAR_EPOCHS[preset]), device=dev)
         rows[name] = row
         cache[name] = row
         atomic_write_json(path, cache)
