@@ -18,6 +18,8 @@ def add_encoder_options(p: argparse.ArgumentParser, many: bool = False) -> None:
     p.add_argument("--backbone", choices=["teacher", "student"], default="teacher",
                    help="which exported backbone of a run to evaluate (DINO evaluates the teacher)")
     p.add_argument("--init-seed", type=int, default=0, metavar="SEED", help="initialisation seed of --encoder random")
+    p.add_argument("--random-like", default=None, metavar="RUN",
+                   help="--encoder random gets the architecture of this pretraining run (default: the demo preset's)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser, json_option: bool = True) -> None:
@@ -67,8 +69,11 @@ def open_encoder(spec: str, args, image_size: int | None = None, device=None):
     """The frozen encoder ``spec`` (see ``ENCODER_HELP``), on ``device``."""
     from gensis.models.encoder import load_encoder
 
+    like = getattr(args, "random_like", None)
+    if like is not None and not (Path(like) / "config.yaml").is_file():
+        raise UserError(f"--random-like {like}: not a pretraining run (no config.yaml)")
     enc = load_encoder(spec, getattr(args, "backbone", "teacher"), image_size=image_size,
-                       seed=getattr(args, "init_seed", 0))
+                       seed=getattr(args, "init_seed", 0), like=like)
     return enc.to(device) if device is not None else enc
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # the order is that of `gensis eval --help` and of `gensis eval all`
-PROTOCOLS = ("knn", "linear", "robustness", "copydetect", "retrieval", "davis", "umap")
+PROTOCOLS = ("knn", "linear", "robustness", "copydetect", "retrieval", "davis", "umap", "all")
 
 
 @dataclass(frozen=True)
