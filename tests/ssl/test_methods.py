@@ -85,3 +85,36 @@ def test_forward_tokens_cls_patch_and_mask_token():
     outs = run_backbone(vit, [x, x[:1], torch.randn(2, 3, 8, 8)])
     assert [o.cls.shape[0] for o in outs] == [2, 1, 2] and outs[2].patch.shape == (2, 4, 32)
     torch.testing.assert_close(outs[1].cls, tok.cls[:1])
+
+
+class _Contrastive(Method):
+    """A stand-in contrastive method: records what the Gen- wrapper hands to its Eq. 8 hook."""
+
+    name, target = "fake-contrastive", "contrastive"
+
+    def __init__(self):
+        super().__init__({})
+        self.seen = None
+
+    def disentangle_contrastive(self, f_int, f_real, i1, i2, alpha, step):
+        from gensis.ssl.losses.gen_contrastive_loss import gen_contrastive_loss
+
+        self.seen = (f_int, f_real, i1, i2, alpha)
+        return gen_contrastive_loss(f_int, f_real, i1, i2, alpha, 0.1)
+
+
+def test_gen_wrapper_contrastive_target_pairs_each_anchor_with_its_two_sources():
+    from gensis.ssl.gen import GenViews
+
+    b, k = 3, 5
+    s_out = {"global": torch.randn(2, b, k), "local": torch.zeros(0, b, k),
+             "extra": {"interp": torch.randn(b, k), "secondary": torch.randn(b, k)}}
+    m = _Contrastive()
+    alpha = torch.tensor([0.5, 1.0, 0.25])
+    gen = GenViews.__new__(GenViews)  # only .loss is exercised: no data needed
+    loss = gen.loss(m, s_out, None, alpha, StepInfo(0, 0))
+    f_int, f_real, i1, i2, a = m.seen
+    assert torch.equal(f_int, s_out["extra"]["interp"])
+    assert torch.equal(f_real[i1], s_out["global"][0])  # I_1's feature: the first global view
+    assert torch.equal(f_real[i2], s_out["extra"]["secondary"])  # I_2's feature: the extra view
+    assert torch.equal(a, alpha) and torch.isfinite(loss)

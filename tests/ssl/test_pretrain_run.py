@@ -51,6 +51,13 @@ def test_pretrain_writes_run_and_resume_after_kill_is_identical(tmp_path):
     assert r.returncode == 0, r.stderr
     a, b = load_file(full / "teacher_backbone.safetensors"), load_file(killed / "teacher_backbone.safetensors")
     assert a.keys() == b.keys()
+    if torch.cuda.is_available():  # device auto = CUDA: some backward kernels (the position-embedding
+        # interpolation's) accumulate with atomics, so two uninterrupted GPU runs already differ by ~1e-11
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+        assert [s for s, _ in _losses(full)] == [s for s, _ in _losses(killed)]
+        assert [v for _, v in _losses(full)] == pytest.approx([v for _, v in _losses(killed)], rel=1e-5)
+        return
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _losses(full) == _losses(killed)
