@@ -38,7 +38,8 @@ from gensis.device import autocast, pick_device, use_bf16  # noqa: E402
 from gensis.models.backbone import build_backbone, embed_dim  # noqa: E402
 from gensis.models.dino_head import DINOHead  # noqa: E402
 from gensis.ssl.dino_loss import DINOLoss  # noqa: E402
-from gensis.ssl.train import clip_gradients, param_groups  # noqa: E402
+from gensis.ssl.methods.base import default_param_groups as param_groups  # noqa: E402
+from gensis.train.foreach import clip_gradients, ema_update  # noqa: E402
 
 
 def copy_head(src: DINOHead, dst: nn.Module) -> None:
@@ -91,11 +92,9 @@ class Pipeline:
         loss = self.loss_of(s_out, t_out, len(crops), temp)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        clip_gradients(self.student, 3.0)
+        clip_gradients(list(self.student.parameters()), "per_param", 3.0)
         self.opt.step()
-        with torch.no_grad():
-            for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
-                pt.mul_(0.996).add_(ps.detach(), alpha=0.004)
+        ema_update(list(self.teacher.parameters()), list(self.student.parameters()), 0.996)
         return float(loss.detach())
 
 

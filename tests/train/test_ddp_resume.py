@@ -24,11 +24,32 @@ ENV = {**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "HF_HUB_
 TINY_VIT = ["--preset", "smoke", "train.threads=1", "train.amp=off", "data.limit=128", "optim.batch_size=32",
             "optim.epochs=3", "model.embed_dim=32", "model.num_heads=2", "model.depth=1"]
 
-# name -> (CLI arguments after `gensis`, module of the checkpoint to compare)
+TINY_AE = ["eldm", "train-ae", "--preset", "smoke", "--quiet", "train.threads=1", "data.image_size=16",
+           "data.limit=null", "ae.optim.batch_size=16", "ae.optim.epochs=3", "ae.val_images=16",
+           "ae.loss.disc_weight=0.1"]
+
+# name -> (CLI arguments after `gensis`, given the path of a tiny .npz; module of the checkpoint to compare)
 CASES = {
-    "dino": (["pretrain", *TINY_VIT], "student"),
-    "gen-dino-pixel": (["pretrain", *TINY_VIT, "--interp", "pixel"], "teacher"),
+    "dino": (lambda npz: ["pretrain", *TINY_VIT], "student"),
+    "gen-dino-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--interp", "pixel"], "teacher"),
+    "autoencoder+disc": (lambda npz: [*TINY_AE, "--data", str(npz)], "disc"),
 }
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory) -> Path:
+    """64 labelled 16×16 grey images (a bright square whose position is the class)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(64) % 4
+    images = rng.integers(0, 40, (64, 16, 16), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        y, x = divmod(int(c), 2)
+        images[i, y * 8 + 1:y * 8 + 7, x * 8 + 1:x * 8 + 7] = 220
+    path = tmp_path_factory.mktemp("ddp-data") / "tiny.npz"
+    np.savez(path, images=images, labels=labels)
+    return path
 
 
 def _port() -> int:
@@ -51,8 +72,9 @@ def _finish(p: subprocess.Popen, timeout: float = 300) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path):
-    args, module = CASES[case]
+def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path, tiny_npz):
+    make_args, module = CASES[case]
+    args = make_args(tiny_npz)
     ref = tmp_path / "ref"
     _finish(_torchrun(args, ref))
 
@@ -76,7 +98,8 @@ def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path):
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
     # both ranks' random states were saved and differ (per-rank streams)
-    assert not torch.equal(b["extra.rng.r0.gen.aug"], b["extra.rng.r1.gen.aug"])
+    gens = sorted(k.removeprefix("extra.rng.r0.") for k in b if k.startswith("extra.rng.r0.gen."))
+    assert gens and all(not torch.equal(b[f"extra.rng.r0.{g}"], b[f"extra.rng.r1.{g}"]) for g in gens)
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     ref_rows = [json.loads(l) for l in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in rows if "loss" in r] == [r["loss"] for r in ref_rows if "loss" in r]

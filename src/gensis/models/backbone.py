@@ -82,5 +82,4 @@ def forward_tokens(model: nn.Module, x: torch.Tensor, masks: torch.Tensor | None
 @torch.no_grad()
 def patch_tokens(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) -> (B, N, D) normalized patch tokens (for dense evaluations)."""
-    tokens = model.forward_features(x)  # (B, prefix + N, D)
-    return tokens[:, getattr(model, "num_prefix_tokens", 1):]
+    return forward_tokens(model, x).patch

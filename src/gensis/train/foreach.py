@@ -7,16 +7,17 @@ import torch
 
 
 @torch.no_grad()
-def clip_gradients(params: list[torch.Tensor], mode: str | None, max_norm: float | None) -> torch.Tensor:
+def clip_gradients(params: list[torch.Tensor], mode: str | None, max_norm: float | None) -> torch.Tensor | None:
     """Clip the gradients of ``params`` in place; returns the total L2 norm of the gradients before clipping.
 
     ``mode``: ``"per_param"`` clips each parameter's gradient to norm ``max_norm`` separately (DINO's
     ``clip_gradients``: factor = max / (‖g‖ + 1e-6) when below 1); ``"global"`` clips the norm of all of
     them together (``torch.nn.utils.clip_grad_norm_``); None or a falsy ``max_norm`` only measures.
+    None when no parameter has a gradient.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros(())
+        return None
     norms = torch.stack(torch._foreach_norm(grads))  # (n_params,)
     total = torch.linalg.vector_norm(norms)
     if mode and max_norm:

@@ -162,9 +162,13 @@ class FiniteGuard:
         self.never = torch.tensor(np.iinfo(np.int64).max, device=rt.device)
         self.first_bad = self.never.clone()
 
-    def check(self, it: int, *values: torch.Tensor) -> None:
-        ok = torch.stack([torch.isfinite(v.detach().float()).all() for v in values]).all()
-        bad_at = torch.where(ok, self.never, torch.tensor(it, device=ok.device))
+    def check(self, it: int, *values: torch.Tensor | None) -> None:
+        """Record whether every value is finite (on the device: no host sync unless ``every_step``)."""
+        flags = [torch.isfinite(v.detach().float()).all() for v in values if v is not None]
+        if not flags:
+            return
+        ok = torch.stack(flags).all()
+        bad_at = torch.where(ok, self.never, it)  # python int as a wrapped scalar: no host→device copy
         self.first_bad = torch.minimum(self.first_bad, bad_at)
         if self.every_step:
             self.sync()
@@ -293,7 +297,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
                     ips = n_img / max(time.time() - t0, 1e-9)
                     row = {"step": it, "epoch": epoch, "loss": loss.item(),
                            **{k: float(v) for k, v in {**parts, **after}.items()}, **values,
-                           "grad_norm": grad_norm.item(), "images_per_s": ips, "elapsed_s": time.time() - t_start}
+                           "grad_norm": None if grad_norm is None else grad_norm.item(), "images_per_s": ips, "elapsed_s": time.time() - t_start}
                     metrics.log(row)
                     bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
             bar.update(1)
