@@ -76,14 +76,16 @@ def test_jsonl_only_by_default_and_env_switch(tmp_path, monkeypatch):
         MetricsLog(tmp_path / "b" / "metrics.jsonl")
 
 
-def test_a_pretraining_run_writes_event_files(images_npz, tmp_path, monkeypatch):
+def test_a_pretraining_run_writes_event_files(images_npz, tmp_path):
     import gensis
 
-    monkeypatch.setenv("GENSIS_LOGGER", "tensorboard")
     run = gensis.pretrain(str(images_npz), tmp_path / "dino", preset="smoke", overrides={
         "optim.epochs": 1, "optim.batch_size": 16, "data.image_size": 16, "model.patch_size": 4, "model.depth": 1,
-        "aug.n_local": 0, "train.threads": 1, "train.log_every": 1})
+        "aug.n_local": 0, "train.threads": 1, "train.log_every": 1, "train.logger": "tensorboard"})
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     tb = scalars(run / "tensorboard")
     logged = {r["step"]: r["loss"] for r in rows if "loss" in r}
     assert len(logged) >= 2 and tb["loss"] == pytest.approx(logged)
+    assert tb["lr"] == pytest.approx({r["step"]: r["lr"] for r in rows if "lr" in r})
+    with pytest.raises(gensis.UserError, match="train.logger"):
+        gensis.make_config("pretrain", "smoke", {"train.logger": "wandb"})

@@ -92,6 +92,7 @@ COMMON: dict[str, Rule] = {
     "train.amp": AMP,
     "train.threads": Int(ge=1, nullable=True),
     "train.log_every": POS_INT,
+    "train.logger": OneOf("jsonl", "tensorboard", nullable=True),
     "optim.epochs": POS_INT,
     "optim.batch_size": POS_INT,
     "optim.lr": POS_FLOAT,

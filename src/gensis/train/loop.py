@@ -265,8 +265,8 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
             print(msg, file=sys.stderr)
     barrier()
     niter = task.niter
-    metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=start_epoch * niter if resume else None) \
-        if main else None
+    metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=start_epoch * niter if resume else None,
+                         logger=task.cfg.get("train", {}).get("logger")) if main else None
 
     model = DDP(task.model) if rt.dist.enabled else task.model
     params = [p for p in task.model.parameters() if p.requires_grad]
@@ -311,6 +311,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
         barrier()
     bar.close()
     if main:
+        metrics.close()
         info = task.export(run)
         run.finish(train_seconds=round(time.time() - t_start, 1), **(info or {}))
     barrier()

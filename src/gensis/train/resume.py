@@ -16,7 +16,7 @@ from typing import Iterable
 from gensis.errors import UserError
 from gensis.rundir import RunDir
 
-SPEED_ONLY = ("data.num_workers", "train.threads", "train.log_every", "cond.encode_batch_size")
+SPEED_ONLY = ("data.num_workers", "train.threads", "train.log_every", "train.logger", "cond.encode_batch_size")
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict:
