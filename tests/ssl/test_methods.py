@@ -28,6 +28,16 @@ def test_unknown_method_lists_the_valid_ones():
     assert all(issubclass(method_class(n), Method) and method_class(n).name == n for n in METHODS)
 
 
+def test_cli_unknown_method_is_one_line(tmp_path, capsys):
+    from gensis.cli.main import main
+
+    assert main(["pretrain", "--method", "simclrr", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown method 'simclrr'" in err[0] and "dino" in err[0]
+    assert main(["pretrain", "--out", str(tmp_path / "r"), "method=nope"]) == 2  # the config key, too
+    assert "unknown method 'nope'" in capsys.readouterr().err
+
+
 def test_dino_named_outputs_and_loss():
     torch.manual_seed(0)
     m = build_method(load_config("pretrain", "smoke", TINY))

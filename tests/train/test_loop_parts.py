@@ -87,3 +87,5 @@ def test_resume_differences_lists_keys_and_inputs_but_not_speed_only():
     assert d == ["optim.lr (0.1 -> 0.2)", "input data (content differs)"]
     same_content = resume_differences(old, old, {"data": "a", "data_identity": "h"}, {"data": "b", "data_identity": "h"})
     assert same_content == []  # a moved dataset with the same content resumes
+    no_bank = resume_differences(old, old, {"data_identity": "h", "bank_identity": "b"}, {"data_identity": "h"})
+    assert no_bank == ["input bank (given before, not now)"]

@@ -48,10 +48,17 @@ def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_input
     for k in sorted(set(old_inputs) | set(new_inputs)):
         if f"{k}_identity" in old_inputs or f"{k}_identity" in new_inputs:
             continue  # compared by content
-        if old_inputs.get(k) != new_inputs.get(k):
-            what = "content" if k.endswith("_identity") else "value"
-            diffs.append(f"input {k.removesuffix('_identity')} ({what} differs)" if what == "content" else
-                         f"input {k} ({_short(old_inputs.get(k))} -> {_short(new_inputs.get(k))})")
+        if old_inputs.get(k) == new_inputs.get(k):
+            continue
+        name = k.removesuffix("_identity")
+        if k not in new_inputs:
+            diffs.append(f"input {name} (given before, not now)")
+        elif k not in old_inputs:
+            diffs.append(f"input {name} (not given before)")
+        elif k.endswith("_identity"):
+            diffs.append(f"input {name} (content differs)")
+        else:
+            diffs.append(f"input {k} ({_short(old_inputs[k])} -> {_short(new_inputs[k])})")
     return diffs
 
 
