@@ -203,6 +203,11 @@ class MetricsLog:
             step = int(row.get("step", row.get("epoch", 0)))
             self._tb.add_scalars({k: v for k, v in _numbers(row) if k != "step"}, step)
 
+    @property
+    def wants_images(self) -> bool:
+        """True when images given to ``log_image`` are written (TensorBoard on)."""
+        return self._tb is not None
+
     def log_image(self, tag: str, image: Any, step: int) -> None:
         """An image (uint8 or float in [0, 1]; (3, H, W) or (H, W, 3)) to TensorBoard; nothing with jsonl."""
         if self._tb is None:

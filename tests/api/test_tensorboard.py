@@ -89,3 +89,17 @@ def test_a_pretraining_run_writes_event_files(images_npz, tmp_path):
     assert tb["lr"] == pytest.approx({r["step"]: r["lr"] for r in rows if "lr" in r})
     with pytest.raises(gensis.UserError, match="train.logger"):
         gensis.make_config("pretrain", "smoke", {"train.logger": "wandb"})
+
+
+def test_eldm_training_shows_its_sample_grid(images_npz, encoder_run, tmp_path):
+    import gensis
+
+    run = gensis.train_eldm(encoder_run, str(images_npz), tmp_path / "eldm", preset="smoke", overrides={
+        "data.image_size": 16, "optim.epochs": 2, "optim.batch_size": 16, "train.threads": 1, "sample.steps": 2,
+        "unet.block_out_channels": [8, 16], "unet.norm_num_groups": 4, "unet.context_dim": 16,
+        "unet.attention_head_dim": 4, "train.logger": "tensorboard"})
+    events = read_events(run / "tensorboard")
+    grids = [(ev.step, v.image) for ev in events for v in ev.summary.value if v.HasField("image")]
+    assert [tag for tag in {v.tag for ev in events for v in ev.summary.value if v.HasField("image")}] == ["samples"]
+    assert len(grids) == 2 and grids[0][1].height == 16 + 2 and grids[0][1].width == 8 * 17 + 1  # 8 images, padding 1
+    assert "loss" in scalars(run / "tensorboard")

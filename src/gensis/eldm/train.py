@@ -31,7 +31,7 @@ from gensis.data.loader import ImageBatches, epoch_indices
 from gensis.data.sources import ImageSet, open_data
 from gensis.device import autocast
 from gensis.distributed import barrier
-from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space
+from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space, to_uint8
 from gensis.eldm.denoiser import Denoiser, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
@@ -300,6 +300,29 @@ class ELDMTask(Task):
 
     def generators(self) -> dict:
         return {"eldm": self.gen}
+
+    @torch.no_grad()
+    def sample_images(self, epoch: int, n: int = 8) -> dict[str, torch.Tensor]:
+        """A grid of the EMA model's images for the first ``n`` training embeddings (seeds 0..n−1, the run's
+        ``sample`` settings, DDIM): what the loop shows in TensorBoard after each epoch."""
+        from torchvision.utils import make_grid
+
+        from gensis.eldm.ddim_sampler import SamplerSettings, initial_noise, make_sampler
+        from gensis.eldm.model import resolve_clip
+
+        smp, den, dev = self.cfg["sample"], self.ema.model, self.rt.device
+        n = min(n, self.n)
+        s = SamplerSettings("ddim", int(smp["steps"]), float(smp["guidance"]), 0.0, smp["spacing"],
+                            resolve_clip(smp["clip"], self.ae.space)).check()
+        was_training = den.training
+        den.eval()
+        x_T, gens = initial_noise(list(range(n)), (self.ae.channels, self.latent_size, self.latent_size), dev)
+        ctx = den.condition(self.emb[:n].float().to(dev))  # (n, C)
+        z = make_sampler(self.schedule_, s).sample(lambda x, t, c: den(x, t, c).float(), x_T, ctx,
+                                                   den.null_context.float(), s.guidance, gens)
+        den.train(was_training)
+        images = to_uint8(self.ae.decode(z.float()).clamp(-1, 1))  # (n, 3, S, S) uint8
+        return {"samples": make_grid(images, nrow=n, padding=1)}
 
     def export(self, run: RunDir) -> dict:
         export(run, self.cfg, self.ema.model, self.encoder_spec, self.encoder, self.ae, self.ae_path,

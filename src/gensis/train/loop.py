@@ -308,6 +308,9 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
             if extra:
                 metrics.log({"step": (epoch + 1) * niter - 1, "epoch": epoch, **extra,
                              "elapsed_s": time.time() - t_start})
+            if metrics.wants_images and hasattr(task, "sample_images"):  # e.g. the E-LDM's sample grid
+                for tag, image in task.sample_images(epoch).items():
+                    metrics.log_image(tag, image, (epoch + 1) * niter - 1)
         barrier()
     bar.close()
     if main:
