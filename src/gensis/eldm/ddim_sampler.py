@@ -114,9 +114,14 @@ class DDIMSampler:
     def _alpha(self, t: int) -> float:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
 
+    def sigma(self, t: int, t_prev: int) -> float:
+        a_t, a_prev = self._alpha(t), self._alpha(t_prev)
+        return self.eta * ((1 - a_prev) / (1 - a_t)) ** 0.5 * (1 - a_t / a_prev) ** 0.5
+
     def step(self, out: torch.Tensor, t: int, t_prev: int, x: torch.Tensor,
-             generators: Sequence[torch.Generator] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update x_t → x_t'; returns (x_t', x̂_0)."""
+             generators: Sequence[torch.Generator] | None = None, noise: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update x_t → x_t'; returns (x_t', x̂_0). ``noise``: z for this step (else drawn from ``generators``)."""
         a_t, a_prev = self._alpha(t), self._alpha(t_prev)
         # 1. x̂_0 and ε̂ from the model output
         if self.schedule.prediction == "epsilon":
@@ -130,13 +135,14 @@ class DDIMSampler:
             x0 = x0.clamp(-self.clip, self.clip)
             eps = (x - a_t ** 0.5 * x0) / (1 - a_t) ** 0.5
         # 3. Eq. 12 with σ_t of Eq. 16
-        sigma = self.eta * ((1 - a_prev) / (1 - a_t)) ** 0.5 * (1 - a_t / a_prev) ** 0.5
+        sigma = self.sigma(t, t_prev)
         x_prev = a_prev ** 0.5 * x0 + max(1 - a_prev - sigma ** 2, 0.0) ** 0.5 * eps
         if sigma > 0:
-            if generators is None:
-                raise ValueError("eta > 0 needs one generator per row")
-            z = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators]).to(x)  # (B, C, H, W)
-            x_prev = x_prev + sigma * z
+            if noise is None:
+                if generators is None:
+                    raise ValueError("eta > 0 needs one generator per row")
+                noise = torch.stack([torch.randn(x.shape[1:], generator=g) for g in generators])  # (B, C, H, W)
+            x_prev = x_prev + sigma * noise.to(x)
         return x_prev, x0
 
     @torch.no_grad()
@@ -145,11 +151,19 @@ class DDIMSampler:
                callback: Callable[[int], None] | None = None) -> torch.Tensor:
         x = x_T
         ts = self.timesteps
+        prev = ts[1:] + [-1]
+        noisy = [i for i, (t, tp) in enumerate(zip(ts, prev)) if self.sigma(t, tp) > 0]
+        z = None
+        if noisy and generators is not None:
+            # every step's η-noise drawn up front (row i's generator in step order: the same numbers as drawing
+            # per step) and moved to the device once, not one blocking host→device copy per step
+            z = torch.stack([torch.stack([torch.randn(x.shape[1:], generator=g) for _ in noisy])
+                             for g in generators]).to(x.device)  # (B, n_noisy, C, H, W)
         for i, t in enumerate(ts):
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
             out = guided_prediction(model, x, tt, ctx, null_ctx, guidance).to(x.dtype)
-            x, _ = self.step(out, t, t_prev, x, generators)
+            zi = z[:, noisy.index(i)] if z is not None and i in noisy else None
+            x, _ = self.step(out, t, prev[i], x, generators, zi)
             if callback is not None:
                 callback(i)
         return x
