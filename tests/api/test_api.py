@@ -87,3 +87,19 @@ def test_linear_probe(encoder_run, images_npz):
     res = gensis.linear(encoder_run, train, val, epochs=2, lrs=[0.1, 1.0], aug_copies=1)
     assert res["protocol"] == "linear" and {r["lr"] for r in res["results"]} == {0.1, 1.0}
     assert 0 <= res["top1"] <= 100
+
+
+def test_bank_of_an_object_then_gen_dino_on_it(images_npz, tmp_path):
+    from gensis.bank.fake import FakeGenerator
+
+    images = gensis.as_image_set(np.load(images_npz)["images"], labels=np.load(images_npz)["labels"])
+    bank = gensis.generate_bank(None, images, tmp_path / "bank", generator=FakeGenerator(image_size=16, dim=8),
+                                preset="smoke", overrides={"data.limit": None, "storage.shard_size": 16})
+    ds = gensis.BankDataset(bank)  # the recorded dataset is this process' object
+    assert len(ds) == len(images) == 48 and ds[3]["generated"].shape == (1, 3, 16, 16)
+    assert torch.equal(ds[3]["image"], torch.from_numpy(images.get(3)).permute(2, 0, 1))
+    run = gensis.pretrain(images, tmp_path / "gen-dino", bank=bank, preset="smoke", overrides={
+        "optim.epochs": 1, "optim.batch_size": 16, "data.image_size": 16, "model.patch_size": 4, "model.depth": 1,
+        "aug.n_local": 0, "train.threads": 1, "data.limit": None})
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("disent" in key for r in rows for key in r), rows[0].keys()  # the bank's interpolations were used

@@ -92,7 +92,8 @@ class BankDataset(Dataset[dict[str, Any]]):
         spec = data if data is not None else src.get("data")
         if not spec:
             raise UserError(f"bank {self.reader.path} does not record its dataset; pass data=")
-        if data is None and not str(spec).startswith("builtin:") and not Path(str(spec).split("@")[0]).exists():
+        local = str(spec).startswith(("builtin:", "python:")) or Path(str(spec).split("@")[0]).exists()
+        if data is None and not local:
             raise UserError(f"bank {self.reader.path} was generated from '{spec}', which is not here; pass data=")
         return open_data(str(spec), "train", src.get("val_fraction", 0.2), src.get("split_seed", 0), src.get("limit"))
 
