@@ -155,3 +155,20 @@ def test_mpp_csv(slides, tmp_path):
                            MppSource(None, {"nompp": 0.5}), quiet=True)
     st = read_slide_tiles(out / "patches" / "nompp.h5")
     assert st.attrs["mpp_source"] == "csv" and st.geometry.slide_mpp == 0.5 and st.geometry.level == 1
+
+
+def test_jpeg2000_pyramid_without_mpp(slides, tmp_path):
+    """A multi-level JPEG 2000 TIFF without mpp: OpenSlide opens it but cannot decode it, tiffslide can."""
+    pytest.importorskip("imagecodecs")
+    img = slides["img"][:768, :1024]
+    path = make_svs(tmp_path / "j2k.svs", img, mpp=None, compression="jpeg2000")
+    _, res = tile_slides([path], tmp_path / "T", TileSettings(target_mpp=0.5, patch_size=128), quiet=True)
+    assert res[0].status == "failed" and str(path) in res[0].error and "--slide-mpp" in res[0].error
+    out, res = tile_slides([path], tmp_path / "T", TileSettings(target_mpp=0.5, patch_size=128),
+                           MppSource(default=0.25), quiet=True)
+    st = read_slide_tiles(out / "patches" / "j2k.h5")
+    assert res[0].status == "done" and st.attrs["backend"] == "tiffslide" and st.geometry.level == 1
+    assert sorted(map(tuple, st.coords.tolist())) == [(x, y) for x, y in EXPECTED_20X if x + 256 <= 1024 and y + 256 <= 768]
+    with open_slide(path) as s:
+        x, y = (int(v) for v in st.coords[0])
+        np.testing.assert_array_equal(read_tile(s, st.geometry, x, y), img[::2, ::2][y // 2:y // 2 + 128, x // 2:x // 2 + 128])

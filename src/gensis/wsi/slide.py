@@ -1,8 +1,9 @@
 """Open a whole-slide image with OpenSlide, falling back to tiffslide: one small interface for both.
 
 ``open_slide(path)`` tries the backends in ``BACKENDS`` order (OpenSlide reads SVS, NDPI, MRXS, SCN, generic tiled
-TIFF ...; tiffslide, pure Python on tifffile, also reads plain TIFFs without tiles or pyramid that OpenSlide
-refuses) and returns a ``Slide``. Coordinates are always level-0 pixels (x, y), as in both libraries.
+TIFF ...; tiffslide, pure Python on tifffile + imagecodecs, also reads plain TIFFs without tiles or pyramid
+and JPEG 2000 tiles that OpenSlide refuses) and returns the first ``Slide`` that opens *and* decodes a pixel
+at level 0 and at the last level. Coordinates are always level-0 pixels (x, y), as in both libraries.
 Pixels come back as H×W×3 uint8; transparent areas (outside the scanned region) are white.
 
 The slide's resolution (``mpp``: microns per level-0 pixel) comes from the backend's metadata
@@ -121,6 +122,12 @@ def open_slide(path: str | Path, backend: str = "auto") -> Slide:
             slide = BACKENDS[name](path)
             if slide.dimensions[0] <= 0 or slide.dimensions[1] <= 0:
                 raise ValueError(f"empty image {slide.dimensions}")
+            try:  # a library may open a file whose tiles it cannot decode (e.g. OpenSlide on JPEG 2000 TIFF)
+                slide.read_region(0, 0, 0, 1, 1)
+                slide.read_region(0, 0, slide.level_count - 1, 1, 1)
+            except Exception:
+                slide.close()
+                raise
             return slide
         except ImportError as e:
             errors.append(f"{name} not installed ({e})")

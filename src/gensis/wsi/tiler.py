@@ -5,6 +5,9 @@ level (``geometry``) → thumbnail → tissue mask (``tissue``) → grid → kee
 least ``min_tissue`` → write ``thumbnails/``, ``visualization/`` and finally ``patches/<slide>.h5`` (atomic:
 its existence with the same settings key means the slide is done, so a rerun skips it). A slide that
 cannot be read or lacks a resolution is reported by name and skipped; the others finish.
+
+With ``workers > 1`` slides are tiled in spawned processes (OpenSlide handles and thread pools do not survive
+``fork``): a script that calls ``tile_slides`` must do so under ``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
