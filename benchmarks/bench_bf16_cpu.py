@@ -49,7 +49,7 @@ def dino_step_fn(batch: int):
     from gensis.data.batch_augment import BatchDINOAugmentation
     from gensis.data.transforms import MultiCropConfig
     from gensis.models.backbone import build_backbone, embed_dim
-    from gensis.models.dino_head import DINOHead, MultiCropWrapper
+    from gensis.models.dino_head import DINOHead
     from gensis.ssl.dino_loss import DINOLoss
 
     cfg = load_config("pretrain", "demo")
@@ -57,8 +57,20 @@ def dino_step_fn(batch: int):
     torch.manual_seed(0)
     bb = build_backbone(cfg["model"], size)
     head = DINOHead(embed_dim(bb), d["out_dim"], d["hidden_dim"], d["bottleneck_dim"])
-    model = MultiCropWrapper(bb, head)
-    opt = torch.optim.AdamW(model.parameters(), 1e-4)
+    params = list(bb.parameters()) + list(head.parameters())
+
+    def model(views: list[torch.Tensor]) -> torch.Tensor:
+        """One backbone call per crop resolution (as DINO's multi-crop wrapper), then the head."""
+        out, i = [], 0
+        while i < len(views):
+            j = i
+            while j < len(views) and views[j].shape[-1] == views[i].shape[-1]:
+                j += 1
+            out.append(bb(torch.cat(views[i:j])))
+            i = j
+        return head(torch.cat(out))
+
+    opt = torch.optim.AdamW(params, 1e-4)
     loss_fn = DINOLoss(d["out_dim"])
     aug = BatchDINOAugmentation(MultiCropConfig.from_cfg(cfg["aug"], size), 0)
     crops = aug(torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8))
