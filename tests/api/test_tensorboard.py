@@ -103,3 +103,14 @@ def test_eldm_training_shows_its_sample_grid(images_npz, encoder_run, tmp_path):
     assert [tag for tag in {v.tag for ev in events for v in ev.summary.value if v.HasField("image")}] == ["samples"]
     assert len(grids) == 2 and grids[0][1].height == 16 + 2 and grids[0][1].width == 8 * 17 + 1  # 8 images, padding 1
     assert "loss" in scalars(run / "tensorboard")
+
+
+def test_autoencoder_training_shows_reconstructions(images_npz, tmp_path):
+    import gensis
+
+    run = gensis.train_autoencoder(str(images_npz), tmp_path / "ae", preset="smoke", overrides={
+        "data.image_size": 16, "ae.optim.epochs": 1, "ae.optim.batch_size": 16, "ae.val_images": 4,
+        "ae.model.block_out_channels": [8, 8], "ae.model.norm_num_groups": 4, "train.threads": 1,
+        "train.logger": "tensorboard"})
+    images = [v.image for ev in read_events(run / "tensorboard") for v in ev.summary.value if v.HasField("image")]
+    assert len(images) == 1 and images[0].height == 2 * 17 + 1 and images[0].width == 4 * 17 + 1

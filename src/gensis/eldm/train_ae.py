@@ -213,6 +213,20 @@ class AutoencoderTask(Task):
         ae.train()
         return self.rec
 
+    @torch.no_grad()
+    def sample_images(self, epoch: int, n: int = 8) -> dict[str, torch.Tensor]:
+        """Held-out images (top row) and their reconstructions (bottom row): shown in TensorBoard per epoch."""
+        from torchvision.utils import make_grid
+
+        from gensis.eldm.autoencoder import to_uint8
+
+        ae = self.model
+        x = self.val_images[:n]  # (n, 3, S, S) uint8
+        ae.eval()
+        rec = to_uint8(ae(to_model_space(x, self.rt.device))[0].clamp(-1, 1))
+        ae.train()
+        return {"reconstructions": make_grid(torch.cat([x, rec]), nrow=len(x), padding=1)}
+
     def export(self, run: RunDir) -> dict:
         ae, device = self.model, self.rt.device
         ae.eval()
