@@ -9,6 +9,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,6 +31,7 @@ def test_extras_are_declared_and_pinned():
     assert ".[test,dev,histo,report,tensorboard]" in script  # the README's commands install everything
 
 
+@pytest.mark.slow
 def test_wheel_contains_the_configs_and_works_from_its_files(tmp_path):
     src = tmp_path / "src-copy"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "runs", "build", "*.egg-info",
