@@ -57,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted(["__version__", *_LAZY])
 
 
 __all__ = ["__version__", *_LAZY]
