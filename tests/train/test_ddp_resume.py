@@ -32,6 +32,10 @@ TINY_AE = ["eldm", "train-ae", "--preset", "smoke", "--quiet", "train.threads=1"
 CASES = {
     "dino": (lambda npz: ["pretrain", *TINY_VIT], "student"),
     "gen-dino-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--interp", "pixel"], "teacher"),
+    # every other method through its Gen- variant (which runs the method's own loss too)
+    "gen-ibot-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--method", "ibot", "--interp", "pixel"], "teacher"),
+    "gen-dinov2-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--method", "dinov2", "--interp", "pixel"], "teacher"),
+    "gen-simclr-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--method", "simclr", "--interp", "pixel"], "student"),
     "autoencoder+disc": (lambda npz: [*TINY_AE, "--data", str(npz)], "disc"),
 }
 

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 METHODS: dict[str, str] = {
     "dino": "gensis.ssl.methods.dino:DINO",
+    "ibot": "gensis.ssl.methods.ibot:IBOT",
+    "dinov2": "gensis.ssl.methods.dinov2:DINOv2",
+    "simclr": "gensis.ssl.methods.simclr:SimCLR",
 }
 
 
