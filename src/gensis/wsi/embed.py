@@ -61,8 +61,12 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
     feats: dict[int, list[np.ndarray]] = {s: [] for s in todo}
     rows: dict[int, list[np.ndarray]] = {s: [] for s in todo}
     bar = progress(total=len(idx), desc="embed", unit="tile", disable=quiet)
+    from gensis.device import autocast, use_bf16
+
+    bf16 = use_bf16(dev) and dev.type == "cuda"  # bf16 on GPUs; CPUs keep fp32 features
     for images, ii in loader:
-        f = enc(images.to(dev, non_blocking=True)).float().cpu().numpy()   # (B, D)
+        with autocast(dev, bf16):
+            f = enc(images.to(dev, non_blocking=True)).float().cpu().numpy()   # (B, D)
         ii = ii.numpy()
         slides = ds.groups[ii]
         for s in np.unique(slides):
