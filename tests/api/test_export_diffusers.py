@@ -98,3 +98,22 @@ def test_pipeline_class_reproduces_generate(vq_eldm_run, tmp_path):
     ours_eta = gen.generate(emb, [1, 2], eta=1.0)
     theirs_eta = pipe(emb, seeds=[1, 2], eta=1.0, output_type="uint8").images
     assert (theirs_eta.int() - ours_eta.int()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("mode", ["cross_attn", "time"])
+def test_every_conditioning_mode_exports(mode, encoder_run, tmp_path):
+    """cross_attn (the paper's family: no class embedding in the UNet) and time (constant context token)."""
+    import tiny_runs  # on sys.path through conftest.py
+
+    from gensis.eldm import load_generator
+    from gensis.export.to_diffusers import build_pipeline
+
+    run = tiny_runs.make_eldm_run(tmp_path / f"eldm-{mode}", encoder_run, "pixel", mode=mode)
+    pipe = build_pipeline(run)
+    pipe.set_progress_bar_config(disable=True)
+    assert (pipe.conditioner.to_time is None) == (mode == "cross_attn")
+    assert (pipe.unet.config.class_embed_type is None) == (mode == "cross_attn")
+    emb = torch.randn(2, 32)
+    ours = load_generator(run, with_encoder=False).generate(emb, [4, 5])
+    theirs = pipe(emb, seeds=[4, 5], output_type="uint8").images
+    assert (theirs.int() - ours.int()).abs().max() <= 1
