@@ -90,3 +90,13 @@ def test_davis_wrong_layout_is_one_line(tmp_path, capsys, remove, msg):
     assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
+
+
+def test_davis2016_grey_masks_are_one_object(tmp_path):
+    from gensis.eval.davis import read_annotation
+
+    m = np.zeros((6, 8), np.uint8)
+    m[2:4, 2:5] = 255
+    Image.fromarray(m, mode="L").save(tmp_path / "a.png")
+    lab, pal = read_annotation(tmp_path / "a.png")
+    assert pal is None and lab.max() == 1 and lab.sum() == 6

@@ -93,7 +93,10 @@ def read_annotation(path: Path) -> tuple[np.ndarray, list[int] | None]:
             palette = im.getpalette() if im.mode == "P" else None
             if im.mode not in ("P", "L"):
                 raise UserError(f"{path}: annotations must be palette (or grey) PNGs of object ids, got mode {im.mode}")
-            return np.array(im, dtype=np.uint8), palette
+            lab = np.array(im, dtype=np.uint8)
+            if im.mode == "L" and set(np.unique(lab).tolist()) <= {0, 255}:
+                lab = (lab == 255).astype(np.uint8)  # a DAVIS-2016 0/255 mask: one object, id 1
+            return lab, palette
     except UserError:
         raise
     except Exception as e:
@@ -133,7 +136,7 @@ def frame_size(h: int, w: int, size: int = SIZE) -> tuple[int, int]:
 
 
 def propagate(target, sources, labels, radius: int = RADIUS, topk: int = TOPK, temperature: float = TEMPERATURE,
-              chunk: int = 2048):
+              chunk: int | None = None):
     """One label-propagation step (DINO ``label_propagation``).
 
     target (h, w, D) patch tokens; sources (M, h, w, D) of the M context frames; labels (M, C, h, w).
@@ -151,6 +154,8 @@ def propagate(target, sources, labels, radius: int = RADIUS, topk: int = TOPK, t
     rows = torch.arange(n, device=q.device) // w  # (N,)
     cols = torch.arange(n, device=q.device) % w
     out = torch.empty(n, c, device=q.device)
+    if chunk is None:  # target rows per step: ~3e7 affinities (~120 MB) at a time
+        chunk = max(16, min(4096, int(3e7 // (m * n))))
     for s in range(0, n, chunk):
         qi = q[s:s + chunk]  # (B, D)
         aff = torch.exp(torch.einsum("bd,mnd->bmn", qi, keys) / temperature)  # (B, M, N)
