@@ -193,8 +193,9 @@ class FiniteGuard:
                    f"fix the cause and continue it with --resume"
         else:
             last = "no checkpoint was written yet"
+        when = "before the optimizer step" if self.every_step else "without saving anything after it"
         return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; stopped "
-                f"before the optimizer step ({last}; e.g. lower the learning rate or enable clipping)")
+                f"{when} ({last}; e.g. lower the learning rate or enable clipping)")
 
 
 def _save(task: Task, rt: Runtime, run: RunDir, epoch: int) -> None:
@@ -297,7 +298,8 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
                     ips = n_img / max(time.time() - t0, 1e-9)
                     row = {"step": it, "epoch": epoch, "loss": loss.item(),
                            **{k: float(v) for k, v in {**parts, **after}.items()}, **values,
-                           "grad_norm": None if grad_norm is None else grad_norm.item(), "images_per_s": ips, "elapsed_s": time.time() - t_start}
+                           "grad_norm": None if grad_norm is None else grad_norm.item(),
+                           "images_per_s": ips, "elapsed_s": time.time() - t_start}
                     metrics.log(row)
                     bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
             bar.update(1)
