@@ -92,5 +92,8 @@ def test_kfold_never_splits_a_slide_or_patient():
     for i, f in enumerate(folds):
         for p in set(patients[f.test]):
             assert owner.setdefault(p, i) == i                       # a patient lives in one fold
+    # a class with fewer members than folds: grouped, unstratified folds instead of sklearn's error
+    small = kfold(np.array([0, 0, 0, 0, 1, 1]), np.arange(6), 5, seed=0)
+    assert sorted(np.concatenate([f.test for f in small]).tolist()) == list(range(6))
     sp = seeded(["train", "test", "train", "val", "test"], 3, 5)
     assert [s.seed for s in sp] == [5, 6, 7] and sp[0].test.tolist() == [1, 4] and sp[0].train.tolist() == [0, 2]

@@ -2,7 +2,7 @@
 
 k-fold uses scikit-learn's ``StratifiedGroupKFold``: the groups are patients when the labels CSV has a
 ``patient`` column (all slides of a patient fall in one fold), else slides; folds are balanced by label as far
-as the groups allow. With a ``split`` column (train / test, or val standing in for test, as the paper does on
+as the groups allow (``GroupKFold``, unstratified, when a class has fewer than k slides). With a ``split`` column (train / test, or val standing in for test, as the paper does on
 BRIGHT) the same split is trained with several seeds instead.
 """
 
@@ -36,8 +36,18 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[Spl
 
     with warnings.catch_warnings():  # "least populated class has only N members": fine for small cohorts
         warnings.simplefilter("ignore", UserWarning)
-        skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-        folds = list(skf.split(np.zeros(len(labels)), labels, groups))
+        if np.bincount(np.unique(labels, return_inverse=True)[1]).min() >= k:
+            skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            folds = list(skf.split(np.zeros(len(labels)), labels, groups))
+        else:  # a class smaller than k cannot be stratified: plain group folds (sklearn refuses otherwise)
+            import sys
+
+            from sklearn.model_selection import GroupKFold
+
+            print(f"gensis: warning: a class has fewer than {k} slides; folds are grouped but not stratified",
+                  file=sys.stderr)
+            gkf = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+            folds = list(gkf.split(np.zeros(len(labels)), labels, groups))
     return [Split(f"fold-{i}", seed + i, np.sort(tr), np.sort(te)) for i, (tr, te) in enumerate(folds)]
 
 

@@ -7,7 +7,8 @@ MIL_RUN layout::
     <fold-i|seed-s>/model.safetensors   weights of that split's model (after the last epoch)
     <fold-i|seed-s>/predictions.json    its test slides' probabilities (the unit of resume)
     predictions.csv          every test prediction: split, slide, label, predicted, p_<class>...
-    metrics.json, metrics.md per split and mean ± sample std (ddof=1) over splits
+    metrics.json, metrics.md per split, mean ± sample std (ddof=1) over splits, and (k-fold) the metrics of
+                             all out-of-fold predictions pooled (every slide is predicted once)
 
 Training follows the paper (Sec. 9.5.6): one bag per step (batch size 1), the loss divided by and the
 gradients accumulated over ``optim.accumulation`` bags, then one AdamW step; bags in a new random order every
@@ -147,7 +148,7 @@ def summarize(per_split: dict[str, dict[str, float]]) -> dict:
     return out
 
 
-def format_table(per_split: dict[str, dict[str, float]], summary: dict) -> str:
+def format_table(per_split: dict[str, dict[str, float]], summary: dict, pooled: dict | None = None) -> str:
     names = list(METRICS)
     w = max(len(n) for n in names) + 2
     lines = [f"{'':<10}" + "".join(f"{n:>{w}}" for n in names)]
@@ -155,6 +156,8 @@ def format_table(per_split: dict[str, dict[str, float]], summary: dict) -> str:
         lines.append(f"{s:<10}" + "".join(f"{m[n]:>{w}.3f}" for n in names))
     lines.append(f"{'mean±std':<10}" + "".join(f"{summary[n]['mean']:.3f}±{summary[n]['std']:.3f}".rjust(w)
                                                 for n in names))
+    if pooled is not None:
+        lines.append(f"{'pooled':<10}" + "".join(f"{pooled[n]:>{w}.3f}" for n in names))
     return "\n".join(lines)
 
 
@@ -180,6 +183,7 @@ def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | P
     atomic_write_json(out / "mil.json", meta)
     device = pick_device(cfg["run"]["device"])
     per_split, rows = {}, []
+    pooled_y, pooled_p = [], []
     C = len(cohort.classes)
     for sp in splits:
         d = out / sp.name
@@ -196,21 +200,28 @@ def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | P
             atomic_write_json(pred_path, res)
         probs = np.asarray(res["probs"], float)
         per_split[sp.name] = all_metrics(np.asarray(res["y"]), probs)
+        pooled_y += list(res["y"])
+        pooled_p += [probs]
         for s, yy, p in zip(res["slides"], res["y"], probs):
             rows.append([sp.name, s, cohort.classes[yy], cohort.classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
     summary = summarize(per_split)
-    table = format_table(per_split, summary)
+    # k-fold predicts every slide once: metrics over all out-of-fold predictions too (stable on small cohorts,
+    # where a fold may hold one class only and its AUC / kappa is undefined)
+    pooled = all_metrics(np.asarray(pooled_y), np.concatenate(pooled_p)) if meta["mode"] == "kfold" else None
+    table = format_table(per_split, summary, pooled)
     lines = [",".join(["split", "slide", "label", "predicted", *[f"p_{c}" for c in cohort.classes]])]
     lines += [",".join(map(str, r)) for r in rows]
     atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
     result = {"mode": meta["mode"], "classes": cohort.classes, "n_slides": len(cohort.slides),
-              "splits": per_split, "summary": summary}
+              "splits": per_split, "summary": summary, "pooled_out_of_fold": pooled}
     atomic_write_json(out / "metrics.json", result)
     md = [f"# ABMIL ({meta['mode']}, {len(splits)} splits, {len(cohort.slides)} slides, classes {cohort.classes})", "",
           "| split | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
     md += [f"| {s} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |" for s, m in per_split.items()]
     md.append("| mean ± std | " + " | ".join(f"{summary[k]['mean']:.3f} ± {summary[k]['std']:.3f}" for k in METRICS)
               + " |")
+    if pooled is not None:
+        md.append("| pooled out-of-fold | " + " | ".join(f"{pooled[k]:.3f}" for k in METRICS) + " |")
     atomic_write_text(out / "metrics.md", "\n".join(md) + "\n")
     if not quiet:
         print(table)

@@ -146,7 +146,7 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
     manifest["settings"] = asdict(settings)
     manifest.setdefault("slides", {})
     results: list[SlideResult] = []
-    bar = progress(total=len(slides), desc="tiling", unit="slide", disable=quiet)
+    bar = progress(total=len(slides), desc="tiling", unit="slide", disable=quiet or len(slides) == 1)
 
     def record(r: SlideResult) -> None:
         results.append(r)
