@@ -40,9 +40,9 @@ def main() -> None:
     slides = []
     rows = ["slide,label"]
     colors = {"pink": (210, 100, 170), "blue": (110, 90, 200)}
-    for i in range(6):
+    for i in range(int(os.environ.get("NSLIDES", 6))):
         lab = "pink" if i % 2 == 0 else "blue"
-        side = 2048 if SMALL else 6144
+        side = 2048 if SMALL else int(os.environ.get("SIDE", 6144))
         img = slide_image(side, side, [(side // 8, side // 8, side // 2 + 64 * i, side // 2)], seed=i, base=colors[lab])
         slides.append(make_svs(W / f"s{i}.svs", img, mpp=0.25, downsamples=(1, 4, 16), tile=256))
         rows.append(f"s{i},{lab}")
