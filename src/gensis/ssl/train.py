@@ -81,8 +81,9 @@ class PretrainTask(Task):
         self.frozen = [p for g in self.optimizer.param_groups if g.get("last_layer") for p in g["params"]]
         if self.method.teacher is not None:  # EMA pairs, fixed once
             self.ema_pairs = (list(self.method.teacher.parameters()), list(self.method.student.parameters()))
-        crops = MultiCropConfig.from_cfg(cfg["aug"], size)
+        crops = MultiCropConfig.from_cfg(cfg["aug"], self.spec.global_size or size)
         crops.n_local = self.spec.n_local
+        crops.local_size = self.spec.local_size or crops.local_size
         self.aug = BatchDINOAugmentation(crops, seed * 1000 + rank, rt.device)
         self.mask_rng = random.Random(seed * 1000 + 99 + rank)  # the method's block masks
 

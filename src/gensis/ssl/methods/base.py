@@ -26,7 +26,8 @@ How to add a method
      with the per-iteration ``"momentum"`` of ``schedules``), or ``self.teacher = None``. Losses that keep
      state (centers, queues) are submodules with **registered buffers**: every buffer of the method outside
      student and teacher is saved in the checkpoint under its name (``extra_state``) and restored on resume.
-   - ``view_spec()``: ``ViewSpec(n_global, n_local, masks)``.
+   - ``view_spec()``: ``ViewSpec(n_global, n_local, masks, global_size, local_size)`` (sizes default to the
+     config's ``data.image_size`` and ``aug.local_size``).
    - ``schedules(epochs, niter)``: per-iteration arrays of the method's own scalars (e.g. ``momentum``,
      ``teacher_temp``); the value at the current iteration is in ``step.values[name]`` and is logged.
    - ``param_groups()``: the student's parameters in groups; optional keys ``lr_mult`` (layer-wise decay),
@@ -100,9 +101,11 @@ from gensis.models.backbone import Tokens, forward_tokens
 class ViewSpec:
     """The views a method needs per image and step."""
 
-    n_global: int = 2  # global views (data.image_size); the augmentation recipe yields at most 2
-    n_local: int = 0  # local views (aug.local_size)
+    n_global: int = 2  # global views; the augmentation recipe yields at most 2
+    n_local: int = 0  # local views
     masks: bool = False  # block masks for the student's global views (masked image modeling)
+    global_size: int | None = None  # pixels of a global view (None: data.image_size)
+    local_size: int | None = None  # pixels of a local view (None: aug.local_size)
 
 
 @dataclass
