@@ -161,6 +161,15 @@ def format_table(per_split: dict[str, dict[str, float]], summary: dict, pooled: 
     return "\n".join(lines)
 
 
+def _json_safe(x):
+    """NaN (an undefined metric, e.g. AUC of a one-class fold) → null, so metrics.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return None if isinstance(x, float) and x != x else x
+
+
 def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | Path, quiet: bool = False) -> dict:
     """Train and evaluate every split; returns {'splits': {name: metrics}, 'summary': {metric: mean/std}}."""
     from gensis.config import dump
@@ -214,7 +223,7 @@ def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | P
     atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
     result = {"mode": meta["mode"], "classes": cohort.classes, "n_slides": len(cohort.slides),
               "splits": per_split, "summary": summary, "pooled_out_of_fold": pooled}
-    atomic_write_json(out / "metrics.json", result)
+    atomic_write_json(out / "metrics.json", _json_safe(result))
     md = [f"# ABMIL ({meta['mode']}, {len(splits)} splits, {len(cohort.slides)} slides, classes {cohort.classes})", "",
           "| split | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
     md += [f"| {s} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |" for s, m in per_split.items()]

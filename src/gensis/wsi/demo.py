@@ -219,7 +219,11 @@ def format_results(results: dict) -> str:
     n = next(iter(results.values()))["n_slides"]
     lines = [f"ABMIL, 5-fold CV over {n} regions of one slide, SYNTHETIC labels (staining tertile); mean ± std",
              f"{'':<20}" + "".join(f"{names[k]:>16}" for k in results)]
+    def num(v) -> float:  # metrics.json holds null for an undefined metric
+        return float("nan") if v is None else float(v)
+
     for m in METRICS:
         lines.append(f"{m:<20}" + "".join(
-            f"{results[k]['summary'][m]['mean']:.3f} ± {results[k]['summary'][m]['std']:.3f}".rjust(16) for k in results))
+            f"{num(results[k]['summary'][m]['mean']):.3f} ± {num(results[k]['summary'][m]['std']):.3f}".rjust(16)
+            for k in results))
     return "\n".join(lines)
