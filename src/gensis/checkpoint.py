@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from gensis.errors import UserError
 from gensis.rundir import save_tensors
 
 
@@ -54,10 +55,20 @@ def save_checkpoint(path: str | Path, modules: dict[str, torch.nn.Module | dict]
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """Returns (all tensors by name, {'meta': ..., 'param_groups': ...})."""
-    with safe_open(str(path), framework="pt") as f:
-        info = json.loads((f.metadata() or {}).get("json", "{}"))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    """Returns (all tensors by name, {'meta': ..., 'param_groups': ...}).
+
+    A damaged file (torn by a disk error, edited, truncated) is one ``UserError`` line naming it: the stage
+    cannot resume from it, and the user decides whether to delete it and start over.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("json", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if not isinstance(info, dict) or not isinstance(info.get("meta", {}), dict) or "epoch" not in info.get("meta", {}):
+            raise ValueError("no training state in its metadata")
+    except Exception as e:
+        raise UserError(f"checkpoint {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        f"delete it to restart this stage from scratch") from None
     return tensors, info
 
 

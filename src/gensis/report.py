@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gensis.rundir import atomic_write_text
+from gensis.rundir import atomic_savefig, atomic_write_text, read_jsonl
 
 METHODS = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Gen-DINO")]
 
@@ -40,10 +40,9 @@ def curves_figure(out: Path, dest: Path) -> Path | None:
     plt = _plt()
     series = {}
     for name, label in METHODS:
-        f = out / name / "metrics.jsonl"
-        if f.is_file():
-            rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
-            series[label] = [r for r in rows if "loss" in r]
+        rows = read_jsonl(out / name / "metrics.jsonl")
+        if rows:
+            series[label] = [r for r in rows if "loss" in r and "step" in r]
     if not series:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -60,7 +59,7 @@ def curves_figure(out: Path, dest: Path) -> Path | None:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(dest, dpi=110)
+    atomic_savefig(fig, dest, dpi=110)
     plt.close(fig)
     return dest
 
@@ -136,7 +135,7 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
         ax.set_yticks([])
         ax.legend(fontsize=7, markerscale=2)
     fig.tight_layout()
-    fig.savefig(dest, dpi=110)
+    atomic_savefig(fig, dest, dpi=110)
     plt.close(fig)
     return dest
 

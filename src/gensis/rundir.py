@@ -14,37 +14,87 @@ so a kill at any moment leaves either the old file or the new one, never a torn 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import platform
-import tempfile
+import re
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from gensis.errors import UserError
 
 
+TMP_SUFFIX = ".tmp"
+# our temporary names: ".<final name>.<pid>-<8 hex>.tmp" (older versions: mkstemp's ".<name>.<8 chars>.tmp")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp$")
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename inside ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """fsync ``tmp``, rename it onto ``path``, fsync the folder; ``tmp`` is removed on any failure."""
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def _unlink_quietly(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
-    """Write ``data`` (bytes, or pieces written in order) to a temporary name, fsync, then ``os.replace``."""
+    """Write ``data`` (bytes, or pieces written in order) durably and atomically.
+
+    temporary name in the same folder -> fsync -> ``os.replace`` -> fsync(folder): a kill or a power cut at any
+    moment leaves either the old file or the new one. The file is created with mode 0666 & ~umask, like any
+    other tool's output (``mkstemp`` would make it 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _tmp_path(path)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             for piece in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
                 f.write(piece)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
+    _commit(tmp, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -55,20 +105,178 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict | None = None) -> None:
-    """Atomic ``safetensors`` save (tensors made contiguous and moved to CPU)."""
+def atomic_save_image(image: Any, path: str | os.PathLike, format: str | None = None, **kw: Any) -> Path:
+    """Save a PIL image atomically (format from the suffix unless given)."""
+    import io
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    buf = io.BytesIO()
+    image.save(buf, format=format or (path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"), **kw)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, **kw: Any) -> Path:
+    """``matplotlib`` ``fig.savefig`` to ``path`` atomically."""
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kw)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files a killed gensis process left in ``folder`` (our naming pattern only).
+
+    A file whose name carries a pid that is still alive on this host is kept (another rank may be writing it).
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP_RE.match(p.name)
+        if not m or not p.is_file():
+            continue
+        pid = m.group("pid")
+        if pid is not None and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            continue
+        _unlink_quietly(p)
+        removed.append(p)
+    return removed
+
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Atomic, durable ``safetensors`` save (tensors made contiguous and moved to CPU)."""
+    from safetensors.torch import save
+
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    # serialised in memory, then written like every other file (safetensors' own save_file makes 0600 files)
+    atomic_write_bytes(path, save(flat, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# one process per run folder
+
+
+LOCK_NAME = ".gensis.lock"
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        save_file(flat, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot) from /proc, to tell a reused pid from the locker."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+_HELD: dict[Path, "RunLock"] = {}
+
+
+class RunLock:
+    """``FOLDER/.gensis.lock`` holding ``{pid, host, start}``: a second process on the folder is refused.
+
+    A lock whose process is gone (same host, pid dead or reused) is stale and taken over. The same process
+    may take its own lock again (stages run in one process by the demo). Released by ``release()`` or at exit.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder).resolve()
+        self.path = self.folder / LOCK_NAME
+        self.mine = {"pid": os.getpid(), "host": platform.node(), "start": _start_time(os.getpid())}
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # torn or unreadable: written by a process killed while writing it
+
+    def _stale(self, h: dict) -> bool:
+        if not h or not isinstance(h, dict) or "pid" not in h:
+            return True
+        if h.get("host") != self.mine["host"]:
+            return False  # cannot check a pid on another machine
+        pid = int(h["pid"])
+        if not _pid_alive(pid):
+            return True
+        return h.get("start") is not None and _start_time(pid) not in (None, h.get("start"))
+
+    def acquire(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        body = json.dumps(self.mine).encode()
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                h = self._holder()
+                if h is None:
+                    continue  # released meanwhile
+                if h.get("pid") == self.mine["pid"] and h.get("host") == self.mine["host"]:
+                    break  # ours already
+                if self._stale(h):
+                    _unlink_quietly(self.path)  # a dead process's lock: take it over
+                    continue
+                raise UserError(f"{self.folder} is in use by another gensis process (pid {h.get('pid')} on "
+                                f"{h.get('host')}); wait for it to finish, or delete {self.path} if that "
+                                f"process is gone") from None
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+            break
+        else:
+            raise UserError(f"cannot take the lock {self.path}: it keeps changing")
+        _HELD[self.folder] = self
+        return self
+
+    def release(self) -> None:
+        h = self._holder()
+        if h and h.get("pid") == self.mine["pid"] and h.get("host") == self.mine["host"]:
+            _unlink_quietly(self.path)
+        _HELD.pop(self.folder, None)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_folder(folder: str | os.PathLike) -> RunLock:
+    """Take (or re-take) this process's lock on ``folder``; released at exit unless released earlier."""
+    return RunLock(folder).acquire()
+
+
+def held_locks() -> set[Path]:
+    """Folders this process holds locks on."""
+    return set(_HELD)
+
+
+def release_folder(folder: str | os.PathLike) -> None:
+    lock = _HELD.get(Path(folder).resolve())
+    if lock is not None:
+        lock.release()
+
+
+@atexit.register
+def _release_all() -> None:
+    for lock in list(_HELD.values()):
+        lock.release()
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -118,7 +326,14 @@ class RunDir:
     def manifest(self) -> dict:
         if not self.exists():
             raise UserError(f"{self.path} is not a gensis run directory (no manifest.json)")
-        return json.loads(self.manifest_path.read_text())
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"{self.manifest_path} is damaged ({type(e).__name__}); it is not a readable run "
+                            f"manifest") from None
+        if not isinstance(m, dict):
+            raise UserError(f"{self.manifest_path} is damaged (not a JSON object)")
+        return m
 
     def config(self) -> dict:
         import yaml
@@ -126,17 +341,46 @@ class RunDir:
         p = self.path / "config.yaml"
         if not p.is_file():
             raise UserError(f"{self.path} has no config.yaml")
-        return yaml.safe_load(p.read_text())
+        try:
+            cfg = yaml.safe_load(p.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"{p} is damaged ({type(e).__name__})") from None
+        if not isinstance(cfg, dict):
+            raise UserError(f"{p} is damaged (not a mapping of config keys)")
+        return cfg
+
+    def claim(self, stage: str, resume: bool = False) -> None:
+        """Before a stage writes anything here: lock the folder against a second process, refuse a folder
+        that holds another stage's run, a finished run (unless resuming) or files gensis did not write, and
+        remove temporary files a killed run left. Idempotent within one process."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path} is a file, not a folder")
+        lock_folder(self.path)
+        try:
+            if self.exists():
+                m = self.manifest()
+                if m.get("stage") != stage:
+                    raise UserError(f"{self.path} holds a {m.get('stage')} run, not a {stage} run; use another --out")
+                if m.get("status") == "done" and not resume:
+                    raise UserError(f"{self.path} already holds a finished {stage} run; use another --out")
+            else:
+                foreign = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES
+                                 and not _TMP_RE.match(p.name))
+                if foreign:
+                    raise UserError(f"{self.path} is not empty and not a gensis run folder (holds {foreign[0]}"
+                                    f"{' ...' if len(foreign) > 1 else ''}): give a new or empty folder")
+            for folder in (self.path, *(p for p in self.path.iterdir() if p.is_dir())):
+                remove_stale_temps(folder)
+        except BaseException:
+            release_folder(self.path)
+            raise
 
     def start(self, stage: str, cfg: dict, seed: int, inputs: dict[str, str], resume: bool = False) -> None:
-        """Create the folder and write config + manifest (status 'running')."""
+        """Claim the folder (``claim``), then write config + manifest (status 'running')."""
         from gensis.config import dump
 
         self.path.mkdir(parents=True, exist_ok=True)
-        if self.exists() and not resume:
-            m = self.manifest()
-            if m.get("status") == "done":
-                raise UserError(f"{self.path} already holds a finished {m.get('stage')} run; use another --out")
+        self.claim(stage, resume)
         atomic_write_text(self.path / "config.yaml", dump(cfg))
         prev = self.manifest() if (self.exists() and resume) else {}
         manifest = {
@@ -153,9 +397,32 @@ class RunDir:
         m = self.manifest()
         m.update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
         atomic_write_json(self.manifest_path, m)
+        release_folder(self.path)
 
     def is_done(self) -> bool:
         return self.exists() and self.manifest().get("status") == "done"
+
+
+# what a stage may have written before its manifest (a run killed early): not "foreign" files
+RUN_FILES = {LOCK_NAME, "manifest.json", "config.yaml", "metrics.jsonl", "checkpoint.safetensors", "cache", "tensorboard"}
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSON-lines log; a line that does not parse (a torn last line after a kill) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 LOGGERS = ("jsonl", "tensorboard")
@@ -180,8 +447,7 @@ class MetricsLog:
     def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None, logger: str | None = None):
         self.path = Path(path)
         if keep_until_step is not None and self.path.exists():
-            rows = [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
-            rows = [r for r in rows if r.get("step", -1) < keep_until_step]
+            rows = [r for r in read_jsonl(self.path) if r.get("step", -1) < keep_until_step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
         elif keep_until_step is None and self.path.exists():
             self.path.unlink()
@@ -224,9 +490,7 @@ class MetricsLog:
             self._tb = None
 
     def rows(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(l) for l in self.path.read_text().splitlines() if l.strip()]
+        return read_jsonl(self.path)
 
 
 def _numbers(row: dict, prefix: str = "") -> Iterable[tuple[str, float]]:

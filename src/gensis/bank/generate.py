@@ -44,7 +44,8 @@ from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_d
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import atomic_write_bytes, atomic_write_text
+from gensis.rundir import LOCK_NAME, atomic_write_bytes, atomic_write_text, lock_folder, release_folder,
+                           remove_stale_temps
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -377,16 +378,16 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
             raise UserError(f"{out} holds a bank made with other settings ({'; '.join(diff[:4])}"
                             f"{'; ...' if len(diff) > 4 else ''}): use another --out or the same settings")
         header = {**old, "status": old.get("status", "running")}
-    elif out.exists() and any(not p.name.endswith(".tmp") for p in out.iterdir()):  # (a kill can leave a .tmp)
+    elif out.exists() and any(not p.name.endswith(".tmp") and p.name != LOCK_NAME for p in out.iterdir()):  # (a kill can leave a .tmp)
         raise UserError(f"{out} exists and is not an augmentation bank: give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out)  # one process (group) per bank folder; released at exit
     if not (out / HEADER).is_file():  # first: from now on the folder is a bank (running)
         write_header(out, header)
     for sub in (SHARD_DIR, EMB_DIR):
         (out / sub).mkdir(exist_ok=True)
     for folder in (out, out / SHARD_DIR, out / EMB_DIR):
-        for tmp in folder.glob(".*.tmp"):  # left by a killed run: never a valid file
-            tmp.unlink()
+        remove_stale_temps(folder)  # left by a killed run: never a valid file
     atomic_write_text(out / "config.yaml", dump(cfg))
     if groups is not None and not (out / "groups.npy").is_file():
         buf = io.BytesIO()
@@ -520,6 +521,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
                 "embed_seconds": round(result.embed_seconds, 3), "processes": dist_info.world,
                 "device": str(device), "batch_size": int(r["batch_size"]), "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
         write_header(out, h)
+        release_folder(out)
     result.complete = bool(broadcast_object(result.complete))
     barrier()
     return result

@@ -65,7 +65,9 @@ def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = 
             canvas.paste(_cell(img, cell), (left + pad + c * (cell + pad), y))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
+    from gensis.rundir import atomic_save_image
+
+    atomic_save_image(canvas, out)
     return out
 
 

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
+    from gensis.rundir import held_locks, release_folder
+
+    locks_before = held_locks()
     try:
         try:
             result = args.func(args)
@@ -85,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gensis: interrupted", file=sys.stderr)
         return 130
+    finally:  # folders this command locked are free again (the demo runs stages in this process)
+        for folder in held_locks() - locks_before:
+            release_folder(folder)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -123,6 +123,8 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     """Both grids for held-out images of ``ds``; returns the PNG paths."""
     from gensis.data.transforms import to_tensor
 
+    from gensis.rundir import atomic_save_image
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -139,11 +141,11 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     g = generative_grid(gen, load(rows), int(fig["per_image"]), int(fig["seed"]), int(fig["scale"]),
                         names(rows), **settings)
     p1 = out / "generative.png"
-    g.save(p1)
+    atomic_save_image(g, p1)
     a, b = pick_pairs(ds, int(fig["pairs"]), int(fig["seed"]))
     labels = None if ds.labels is None else [f"{x}>{y}" for x, y in zip(names(a), names(b))]
     g = interpolation_grid(gen, load(a), load(b), fig["alphas"], fig["method"], int(fig["seed"]),
                            int(fig["scale"]), labels, **settings)
     p2 = out / "interpolation.png"
-    g.save(p2)
+    atomic_save_image(g, p2)
     return [p1, p2]

@@ -1,0 +1,193 @@
+"""Durability (tmp -> fsync -> rename -> fsync(dir)), umask, stale temps, torn logs and the run-folder lock."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gensis import rundir
+from gensis.errors import UserError
+from gensis.rundir import (MetricsLog, RunDir, RunLock, atomic_save_image, atomic_savefig, atomic_write_bytes,
+                           atomic_write_json, read_jsonl, remove_stale_temps, save_tensors)
+
+
+def _writers(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    return {
+        "json": lambda: atomic_write_json(tmp_path / "a.json", {"x": 1}),
+        "bytes": lambda: atomic_write_bytes(tmp_path / "b.bin", [b"ab", b"cd"]),
+        "tensors": lambda: save_tensors(tmp_path / "w.safetensors", {"w": torch.ones(2)}),
+        "png": lambda: atomic_save_image(Image.new("RGB", (4, 4)), tmp_path / "i.png"),
+        "figure": lambda: atomic_savefig(fig, tmp_path / "f.png"),
+    }
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_follow_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        for name, write in _writers(tmp_path).items():
+            write()
+    finally:
+        os.umask(old)
+    for p in tmp_path.iterdir():
+        assert p.stat().st_mode & 0o777 == mode, (p.name, oct(p.stat().st_mode))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_write_is_fsynced_then_renamed_then_the_folder_fsynced(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync-dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync-file"))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append("rename")
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    for name, write in _writers(tmp_path).items():
+        events.clear()
+        write()
+        assert events == ["fsync-file", "rename", "fsync-dir"], (name, events)
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "keep.json"
+    atomic_write_json(p, {"v": 1})
+
+    def pieces():
+        yield b'{"v": '
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write_bytes(p, pieces())
+    assert json.loads(p.read_text()) == {"v": 1}
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["keep.json"]
+
+
+def test_stale_temps_of_dead_processes_are_removed_others_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [f".checkpoint.safetensors.{dead.pid}-0123abcd.tmp", ".manifest.json.ab_3XyZ9.tmp"]
+    live = f".checkpoint.safetensors.{os.getppid()}-0123abcd.tmp"  # a live process (another rank) is writing it
+    users = ["notes.tmp", ".hidden.tmp", "data.json"]
+    for n in stale + [live] + users:
+        (tmp_path / n).write_text("x")
+    removed = remove_stale_temps(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live] + users)
+
+
+def test_resume_removes_stale_temps(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.start("pretrain", {"a": 1}, 0, {})
+    (run.path / ".checkpoint.safetensors.1-deadbeef.tmp").write_bytes(b"\0" * 10)  # pid 1 is alive: init
+    (run.path / ".checkpoint.safetensors.abcdefgh.tmp").write_bytes(b"\0" * 10)  # legacy mkstemp name
+    run.start("pretrain", {"a": 1}, 0, {}, resume=True)
+    assert [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")] == [".checkpoint.safetensors.1-deadbeef.tmp"]
+
+
+def test_torn_last_metrics_line_is_tolerated(tmp_path):
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.9}\n{"step": 2, "lo')
+    assert [r["step"] for r in read_jsonl(p)] == [0, 1]
+    log = MetricsLog(p, keep_until_step=2)  # resume
+    assert [r["step"] for r in log.rows()] == [0, 1]
+    log.log({"step": 2, "loss": 0.8})
+    assert [r["step"] for r in log.rows()] == [0, 1, 2]
+
+
+def test_report_curves_survive_a_torn_log(tmp_path):
+    from gensis.report import curves_figure
+
+    (tmp_path / "dino").mkdir()
+    (tmp_path / "dino" / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.5}\n{"st')
+    assert curves_figure(tmp_path, tmp_path / "c.png").is_file()
+
+
+def test_claim_refuses_other_stage_finished_run_and_foreign_folder(tmp_path):
+    run = RunDir(tmp_path / "ae")
+    run.start("eldm-ae", {}, 0, {})
+    with pytest.raises(UserError, match="holds a eldm-ae run, not a pretrain run"):
+        RunDir(tmp_path / "ae").start("pretrain", {}, 0, {}, resume=True)
+    run.finish()
+    with pytest.raises(UserError, match="already holds a finished eldm-ae run"):
+        RunDir(tmp_path / "ae").start("eldm-ae", {}, 0, {})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "my-notes.txt").write_text("notes")
+    with pytest.raises(UserError, match="not empty and not a gensis run folder .*my-notes.txt"):
+        RunDir(tmp_path / "mine").start("pretrain", {}, 0, {})
+    assert (tmp_path / "mine" / "my-notes.txt").read_text() == "notes"
+    (tmp_path / "m2").mkdir()
+    (tmp_path / "m2" / "manifest.json").write_text('{"stage": "pretr')
+    with pytest.raises(UserError, match="manifest.json is damaged"):
+        RunDir(tmp_path / "m2").start("pretrain", {}, 0, {}, resume=True)
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from gensis.rundir import lock_folder
+    lock_folder(sys.argv[1])
+    print("locked", flush=True)
+    time.sleep(60)
+""")
+
+
+def _holder(folder):
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def test_lock_refuses_a_second_process_and_takes_over_a_dead_ones(tmp_path):
+    folder = tmp_path / "run"
+    p = _holder(folder)
+    try:
+        with pytest.raises(UserError) as e:
+            RunLock(folder).acquire()
+        msg = str(e.value)
+        assert f"pid {p.pid}" in msg and "in use by another gensis process" in msg and "\n" not in msg
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    lock = RunLock(folder).acquire()  # stale: its process is dead
+    assert json.loads((folder / rundir.LOCK_NAME).read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not (folder / rundir.LOCK_NAME).exists()
+
+
+def test_torn_lock_file_is_stale(tmp_path):
+    (tmp_path / rundir.LOCK_NAME).write_text('{"pid": 12')
+    RunLock(tmp_path).acquire().release()
+
+
+def test_second_cli_process_on_a_run_folder_is_refused_with_one_line(tmp_path):
+    folder = tmp_path / "run"
+    p = _holder(folder)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "pretrain", "--preset", "smoke", "--out",
+                            str(folder), "--resume", "optim.epochs=1", "data.limit=64"],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) <= 2 and "in use by another gensis process" in lines[-1] and "Traceback" not in r.stderr
