@@ -44,8 +44,8 @@ from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_d
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import LOCK_NAME, atomic_write_bytes, atomic_write_text, lock_folder, release_folder,
-                           remove_stale_temps
+from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, lock_folder, release_folder,
+                           remove_stale_temps)
 
 
 # ---------------------------------------------------------------------------------------------------------
