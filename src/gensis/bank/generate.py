@@ -423,7 +423,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     if r.get("threads"):
         torch.set_num_threads(int(r["threads"]))
     dist_info = init_distributed(device.type)
-    ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"])
+    ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"], d.get("skip_bad_images", False))
     if generator is None:
         generator = load_generator(eldm, device, g, generator_spec)
     secondary_mode, groups = _secondary_mode(g["secondary"], ds)

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"gensis: error: {e}", file=sys.stderr)
+        print(f"gensis: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gensis: interrupted", file=sys.stderr)
@@ -91,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # folders this command locked are free again (the demo runs stages in this process)
         for folder in held_locks() - locks_before:
             release_folder(folder)
+
+
+def _one_line(e: Exception) -> str:
+    """A UserError's message; one raised in a DataLoader worker arrives wrapped in the worker's traceback
+    ("Caught UserError in DataLoader worker process 0. Original Traceback ..."): keep only its own line."""
+    msg = str(e)
+    if "Original Traceback" in msg or "\n" in msg:
+        last = [l for l in msg.strip().splitlines() if l.strip()][-1]
+        msg = last.split("Error: ", 1)[1] if last.startswith("gensis.") and "Error: " in last else last
+    return msg
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ The order is a permutation drawn from (seed, epoch), split across ranks like ``D
 
 from __future__ import annotations
 
+import sys
 from typing import Iterator
 
 import numpy as np
@@ -15,7 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from gensis.data.sources import ArrayImageSet, ImageSet, SubsetImageSet
+from gensis.data.sources import SKIP_HINT, ArrayImageSet, BadImageError, ImageSet, SubsetImageSet
+from gensis.errors import UserError
 from gensis.data.transforms import to_tensor
 
 
@@ -39,6 +41,9 @@ def _is_array_backed(ds: ImageSet) -> bool:
 
 
 class _Decode(Dataset):
+    """Decodes one image in a worker; an unreadable file comes back as its error message, not an exception
+    (an exception in a DataLoader worker reaches the user as a multi-line traceback)."""
+
     def __init__(self, ds: ImageSet, size: int | None):
         self.ds = ds
         self.resize = None if size is None else v2.Compose(
@@ -47,11 +52,28 @@ class _Decode(Dataset):
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = to_tensor(self.ds.get(i))
+    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
+        try:
+            x = to_tensor(self.ds.get(i))
+        except BadImageError as e:
+            return None, i, str(e)
         if self.resize is not None and (x.shape[1] != x.shape[2] or x.shape[1] != self.resize.transforms[1].size[0]):
             x = self.resize(x)
-        return x, i
+        return x, i, None
+
+
+def _collate(items: list) -> tuple[torch.Tensor | None, torch.Tensor, list[str]]:
+    good = [(x, i) for x, i, err in items if err is None]
+    errors = [err for _, _, err in items if err is not None]
+    if not good:
+        return None, torch.zeros(0, dtype=torch.int64), errors
+    return torch.stack([x for x, _ in good]), torch.tensor([i for _, i in good], dtype=torch.int64), errors
+
+
+def _root(ds: ImageSet) -> ImageSet:
+    while getattr(ds, "parent", None) is not None:
+        ds = ds.parent
+    return ds
 
 
 class ImageBatches:
@@ -62,6 +84,7 @@ class ImageBatches:
         self.ds, self.batch_size, self.seed, self.rank, self.world = ds, batch_size, seed, rank, world
         self.shuffle, self.drop_last, self.num_workers = shuffle, drop_last, num_workers
         self.load_size = load_size
+        self.skipped: set[str] = set()  # unreadable images met and skipped (data.skip_bad_images)
         self._array: torch.Tensor | None = None
         if _is_array_backed(ds) and len(ds) * 3 * (load_size or 64) ** 2 < 4e9:
             arr = torch.from_numpy(ds.stack()).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
@@ -83,5 +106,18 @@ class ImageBatches:
                 yield self._array[t], t
             return
         dl = DataLoader(_Decode(self.ds, self.load_size), batch_sampler=[b.tolist() for b in batches],
-                        num_workers=self.num_workers, persistent_workers=False)
-        yield from dl
+                        num_workers=self.num_workers, persistent_workers=False, collate_fn=_collate)
+        # skipping drops images from training batches; where every image needs an output (features, latents:
+        # no drop_last), a missing one would misalign the rest, so it stays an error
+        skip = getattr(_root(self.ds), "skip_bad", False) and self.drop_last
+        for images, idx, errors in dl:
+            if errors:
+                if not skip:
+                    raise UserError(f"{errors[0]}; {SKIP_HINT} (a stopped stage resumes from its last "
+                                    f"checkpoint with --resume)")
+                for e in errors:
+                    if e not in self.skipped:
+                        self.skipped.add(e)
+                        print(f"[gensis] skipped ({len(self.skipped)} so far): {e}", file=sys.stderr, flush=True)
+            if images is not None:
+                yield images, idx

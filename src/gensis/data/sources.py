@@ -124,6 +124,8 @@ class ArrayImageSet(ImageSet):
 
 
 class FolderImageSet(ImageSet):
+    skip_bad = False  # unreadable images met while reading are skipped (data.skip_bad_images) instead of an error
+
     def __init__(self, paths: list[Path], labels=None, classes=None, name: str = "folder"):
         self.paths, self.labels, self.classes, self.name, self.groups = paths, labels, classes, name, None
         self._identity: str | None = None
@@ -170,25 +172,104 @@ class SubsetImageSet(ImageSet):
         return h.hexdigest()[:16]
 
 
-def _read_image(path: Path) -> np.ndarray:
+FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
+SKIP_HINT = "fix or remove it, or set data.skip_bad_images=true to skip unreadable images"
+
+
+class BadImageError(UserError):
+    """An image file that cannot be decoded (empty, truncated, corrupt, unsupported); names the file."""
+
+    def __init__(self, path: Path, why: str):
+        self.path, self.why = Path(path), why
+        super().__init__(f"cannot read image {path}: {why}")
+
+
+def pil_to_rgb(im) -> np.ndarray:
+    """Any PIL image -> H×W×3 uint8, converting every mode correctly.
+
+    RGBA/LA/transparent palette images are composited over white (what a viewer shows); CMYK and YCbCr
+    through PIL's colour conversion; 16-bit and 32-bit grey ("I;16", "I") scaled by 1/257 (65535 -> 255),
+    float grey ("F") clipped to [0, 255].
+    """
     from PIL import Image
 
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        mode = im.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba).convert("RGB")
+    elif mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(im).astype(np.int64)
+        hi = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        arr = np.clip(np.rint(arr * (255.0 / hi)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+    elif mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0)
+        arr = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
+    elif mode != "RGB":
+        im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Decode ``path`` completely (H×W×3 uint8, EXIF orientation applied); ``BadImageError`` names it."""
+    from PIL import Image, ImageOps
+
     try:
+        if os.path.getsize(path) == 0:
+            raise BadImageError(path, "empty file (0 bytes)")
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
+            im.load()  # the whole image: a truncated JPEG fails here, not mid-epoch
+            im = ImageOps.exif_transpose(im)
+            out = pil_to_rgb(im)
+    except BadImageError:
+        raise
     except Exception as e:  # PIL raises many types for corrupt files
-        raise UserError(f"cannot read image {path}: {type(e).__name__}: {e}") from None
+        raise BadImageError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
+    if out.shape[0] == 0 or out.shape[1] == 0:
+        raise BadImageError(path, f"image of size {out.shape[1]}x{out.shape[0]}")
+    return out
 
 
-def _verify_image(path: Path) -> None:
-    from PIL import Image
+_read_image = decode_image
 
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except Exception as e:
-        raise UserError(f"corrupt or unreadable image {path}: {type(e).__name__}: {e}") from None
+
+def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = None) -> list[int]:
+    """Indices of the readable images among ``paths``; the first unreadable one is an error unless ``skip``.
+
+    ``full`` (default: at most ``FULL_DECODE_LIMIT`` images) decodes every image, on threads; otherwise only
+    empty files are found now, and the rest as they are read.
+    """
+    full = len(paths) <= FULL_DECODE_LIMIT if full is None else full
+    if full:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def ok(p: Path) -> str | None:
+            try:
+                decode_image(p)
+                return None
+            except BadImageError as e:
+                return e.why
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            why = list(pool.map(ok, paths, chunksize=64))
+    else:
+        why = [None if p.stat().st_size else "empty file (0 bytes)" for p in paths]
+    bad = [i for i, w in enumerate(why) if w is not None]
+    if bad and not skip:
+        more = f" (and {len(bad) - 1} more unreadable image{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+        raise UserError(f"cannot read image {paths[bad[0]]}: {why[bad[0]]}{more}; {SKIP_HINT}")
+    if bad:
+        import sys
+
+        print(f"[gensis] skipped {len(bad)} unreadable image{'s' if len(bad) > 1 else ''} of {len(paths)} in "
+              f"{where} (data.skip_bad_images=true; first: {paths[bad[0]]}: {why[bad[0]]})", file=sys.stderr)
+    bad_set = set(bad)
+    return [i for i in range(len(paths)) if i not in bad_set]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -247,45 +328,63 @@ DEFAULT_DATA = "builtin:animal-mnist"
 # npz and folders
 
 
+def _npz_array(z, path: Path, key: str) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as e:  # object arrays need pickle: refused (arbitrary code on load)
+        raise UserError(f"{path}: '{key}' is an object array, which needs pickle; refused (save plain numeric "
+                        f"arrays)") if "pickle" in str(e) else UserError(f"{path}: cannot read '{key}': {e}") from None
+    except Exception as e:  # truncated zip member, CRC error ...
+        raise UserError(f"{path}: cannot read '{key}' ({type(e).__name__}: {e})") from None
+
+
 def _load_npz(path: Path) -> ArrayImageSet:
+    if path.stat().st_size == 0:
+        raise UserError(f"cannot read {path} as .npz: empty file (0 bytes)")
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as e:
         raise UserError(f"cannot read {path} as .npz: {type(e).__name__}: {e}") from None
+    if not hasattr(z, "files"):  # a plain .npy renamed .npz
+        raise UserError(f"{path} is not an .npz archive (np.savez): it holds a single array")
     with z:
         if "images" not in z.files:
             raise UserError(f"{path}: no 'images' array (found: {', '.join(z.files) or 'nothing'})")
-        try:
-            images = z["images"]
-        except ValueError as e:  # object arrays need pickle: refuse
-            raise UserError(f"{path}: 'images' cannot be read without pickle ({e})") from None
+        images = _npz_array(z, path, "images")
         if images.dtype != np.uint8:
-            raise UserError(f"{path}: 'images' must be uint8, got {images.dtype}")
+            hint = " (float arrays, NaN included, are refused: scale to 0..255 and cast to uint8)" \
+                if np.issubdtype(images.dtype, np.floating) else ""
+            raise UserError(f"{path}: 'images' must be uint8, got {images.dtype}{hint}")
         if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))):
             raise UserError(f"{path}: 'images' must be N×H×W or N×H×W×3, got shape {images.shape}")
         if len(images) == 0:
             raise UserError(f"{path}: 'images' is empty")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise UserError(f"{path}: 'images' has zero-sized images, shape {images.shape}")
         n = len(images)
         labels = groups = classes = None
-        if "labels" in z.files:
-            labels = z["labels"]
-            if labels.ndim != 1 or len(labels) != n:
-                raise UserError(f"{path}: 'labels' must have shape ({n},), got {labels.shape}")
-            if not np.issubdtype(labels.dtype, np.integer):
-                raise UserError(f"{path}: 'labels' must be integers, got {labels.dtype}")
-            if labels.min() < 0:
-                raise UserError(f"{path}: 'labels' must be >= 0")
-            labels = labels.astype(np.int64)
-        if "groups" in z.files:
-            groups = z["groups"]
-            if groups.ndim != 1 or len(groups) != n or not np.issubdtype(groups.dtype, np.integer):
-                raise UserError(f"{path}: 'groups' must be integers of shape ({n},), got {groups.dtype} {groups.shape}")
-            groups = groups.astype(np.int64)
         if "classes" in z.files:
             try:
                 classes = [str(c) for c in z["classes"].tolist()]
             except ValueError:
                 classes = None
+        if "labels" in z.files:
+            labels = _npz_array(z, path, "labels")
+            if labels.ndim != 1 or len(labels) != n:
+                raise UserError(f"{path}: 'labels' must have shape ({n},), got {labels.shape}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise UserError(f"{path}: 'labels' must be integers, got {labels.dtype}")
+            if labels.min() < 0:
+                raise UserError(f"{path}: 'labels' must be >= 0, found {int(labels.min())}")
+            if classes is not None and labels.max() >= len(classes):
+                raise UserError(f"{path}: label {int(labels.max())} is out of range: 'classes' names only "
+                                f"{len(classes)} classes (labels 0..{len(classes) - 1})")
+            labels = labels.astype(np.int64)
+        if "groups" in z.files:
+            groups = _npz_array(z, path, "groups")
+            if groups.ndim != 1 or len(groups) != n or not np.issubdtype(groups.dtype, np.integer):
+                raise UserError(f"{path}: 'groups' must be integers of shape ({n},), got {groups.dtype} {groups.shape}")
+            groups = groups.astype(np.int64)
         if images.ndim == 4 and images.shape[3] == 1:
             images = images[..., 0]
         return ArrayImageSet(images, labels, groups, classes, path.stem)
@@ -300,8 +399,8 @@ def _class_dirs(folder: Path) -> list[Path]:
     return [d for d in subdirs if _image_files(d)]
 
 
-def _load_folder(folder: Path, verify_limit: int = 50_000, classes: list[str] | None = None,
-                 name: str | None = None) -> FolderImageSet:
+def _load_folder(folder: Path, classes: list[str] | None = None, name: str | None = None,
+                 skip_bad: bool = False) -> FolderImageSet:
     """ImageFolder (or flat) ``folder``. ``classes`` fixes the class list (names → indices), so the val
     split of a ``train/``+``val/`` folder is labelled by the train split's classes, matched by name."""
     direct = _image_files(folder)
@@ -325,10 +424,29 @@ def _load_folder(folder: Path, verify_limit: int = 50_000, classes: list[str] | 
         out = FolderImageSet(direct, None, None, folder.name)
     else:
         raise UserError(f"no images found in folder {folder} (expected class sub-folders or image files)")
-    if len(out) <= verify_limit:  # cheap for small sets; huge sets are checked lazily as they are read
-        for p in out.paths:
-            _verify_image(p)
+    out.skip_bad = skip_bad
+    keep = _checked(out.paths, str(folder), skip_bad)
+    if len(keep) < len(out.paths):
+        out.paths = [out.paths[i] for i in keep]
+        out.labels = None if out.labels is None else out.labels[np.asarray(keep, np.int64)]
+        out._identity = None
+        if not out.paths:
+            raise UserError(f"no readable images in folder {folder}")
     return out
+
+
+_CHECKED: dict[str, list[int]] = {}  # (paths, sizes, mtimes) -> readable indices, per process
+
+
+def _checked(paths: list[Path], where: str, skip: bool) -> list[int]:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    key = f"{h.hexdigest()}|{skip}"
+    if key not in _CHECKED:
+        _CHECKED[key] = check_images(paths, where, skip)
+    return _CHECKED[key]
 
 
 def _split_indices(labels: np.ndarray | None, n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -364,10 +482,12 @@ class DataSpec:
 
 
 def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, seed: int = 0,
-              limit: int | None = None) -> ImageSet:
+              limit: int | None = None, skip_bad_images: bool = False) -> ImageSet:
     """Open ``spec`` (see module docstring) and return the requested split.
 
     ``limit`` keeps a deterministic random subset of at most that many images (for quick runs).
+    Folders of at most ``FULL_DECODE_LIMIT`` images are decoded completely first; an unreadable image (here or
+    when read later) is an error naming it, or, with ``skip_bad_images``, skipped and counted.
     """
     ds = DataSpec.parse(spec)
     split = ds.split or default_split
@@ -397,11 +517,12 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
                 # classes are the train split's, matched by name (val may lack some, never add one)
                 train_classes = [d.name for d in _class_dirs(sub["train"])] or None
                 if split == "train":
-                    out = _load_folder(sub["train"], name=f"{path.name}@train")
+                    out = _load_folder(sub["train"], name=f"{path.name}@train", skip_bad=skip_bad_images)
                 else:
-                    out = _load_folder(val_dir, classes=train_classes, name=f"{path.name}@{split}")
+                    out = _load_folder(val_dir, classes=train_classes, name=f"{path.name}@{split}",
+                                       skip_bad=skip_bad_images)
                 return _limit(out, limit, seed)
-            full = _load_folder(path)
+            full = _load_folder(path, skip_bad=skip_bad_images)
         elif path.suffix == ".npz":
             full = _load_npz(path)
         else:

@@ -83,7 +83,8 @@ def lr_at(cfg: dict, step: int) -> float:
 
 def open_training_data(cfg: dict, data: str, split: str = "train") -> ImageSet:
     d = cfg["data"]
-    return open_data(data, split, d["val_fraction"], d["split_seed"], d["limit"] if split == "train" else None)
+    return open_data(data, split, d["val_fraction"], d["split_seed"], d["limit"] if split == "train" else None,
+                     d.get("skip_bad_images", False))
 
 
 # ---------------------------------------------------------------------------------------------------------

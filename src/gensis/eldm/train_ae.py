@@ -96,8 +96,9 @@ class AutoencoderTask(Task):
         if size % 2 ** (levels - 1):
             raise UserError(f"data.image_size={size} must be divisible by the autoencoder's factor {2 ** (levels - 1)}")
         d = cfg["data"]
-        self.ds = ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"])
-        val = open_data(data, "val", d["val_fraction"], d["split_seed"], None)
+        skip = d.get("skip_bad_images", False)
+        self.ds = ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"], skip)
+        val = open_data(data, "val", d["val_fraction"], d["split_seed"], None, skip)
         if len(val) == 0:
             val = ds
         self.n_val = n_val = min(int(a["val_images"]), len(val))

@@ -47,7 +47,8 @@ class PretrainTask(Task):
         o = cfg["optim"]
         self.cfg, self.rt, self.on_epoch_end = cfg, rt, on_epoch_end
         world, rank, seed = rt.dist.world, rt.dist.rank, rt.seed
-        ds = open_data(data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"])
+        ds = open_data(data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"],
+                       cfg["data"].get("skip_bad_images", False))
         if o["batch_size"] % world:
             raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
         if len(ds) < o["batch_size"]:
