@@ -48,7 +48,8 @@ def add_parser(sub) -> None:
     g.add_argument("--generator", default=None, metavar="MODULE:FACTORY",
                    help="use another generator: FACTORY(eldm, device=, guidance=, steps=, sampler=) returns an "
                         "adapter implementing gensis.eldm.generator.EmbeddingConditionedGenerator "
-                        "(e.g. gensis.bank.fake:FakeGenerator for a dry run)")
+                        "(e.g. gensis.bank.fake:FakeGenerator for a dry run). WARNING: this imports MODULE and runs "
+                        "its code with your permissions, like `python -c 'import MODULE'`: only name modules you trust")
     g.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
