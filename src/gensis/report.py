@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gensis.pipeline.results import METHODS, results_table, variants
+from gensis.pipeline.table import Table
 from gensis.rundir import atomic_savefig, atomic_write_text, read_jsonl
-
-METHODS = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Gen-DINO")]
 
 
 def _plt():
@@ -35,11 +35,11 @@ def _plt():
     return plt
 
 
-def curves_figure(out: Path, dest: Path) -> Path | None:
-    """Loss (and logged k-NN) per step for every method that has a metrics.jsonl."""
+def curves_figure(out: Path, dest: Path, runs: list[tuple[str, str]] | None = None) -> Path | None:
+    """Loss per step of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs)."""
     plt = _plt()
     series = {}
-    for name, label in METHODS:
+    for name, label in runs or METHODS:
         rows = read_jsonl(out / name / "metrics.jsonl")
         if rows:
             series[label] = [r for r in rows if "loss" in r and "step" in r]
@@ -140,23 +140,8 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
     return dest
 
 
-def _table_md(results: dict) -> str:
-    from gensis.cli.demo import BASELINES
-
-    names = [(n, l) for n, l in METHODS + BASELINES if n in results]
-    head = "| | " + " | ".join(l for _, l in names) + " |\n|---|" + "---:|" * len(names) + "\n"
-    rows = []
-    ks = sorted({r["k"] for n, _ in names for r in results[n]["knn"]["results"]})
-    for k in ks:
-        vals = [next((f"{r['top1']:.1f}" for r in results[n]["knn"]["results"] if r["k"] == k), "–") for n, _ in names]
-        rows.append(f"| {k}-NN top-1 (%) | " + " | ".join(vals) + " |")
-    if all("linear" in results[n] for n, _ in names):
-        rows.append("| linear probe top-1 (%) | " + " | ".join(f"{results[n]['linear']['top1']:.1f}" for n, _ in names) + " |")
-    return head + "\n".join(rows) + "\n"
-
-
-def write_report(out: str | Path, data: str | None = None) -> tuple[Path, Path]:
-    """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``)."""
+def write_report(out: str | Path, data: str | None = None, methods: tuple[str, ...] = ("dino",)) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``); one section per method."""
     from gensis.errors import UserError
     from gensis.rundir import RunDir
 
@@ -167,13 +152,20 @@ def write_report(out: str | Path, data: str | None = None) -> tuple[Path, Path]:
     figs.mkdir(exist_ok=True)
     if data is None and RunDir(out / "dino").exists():
         data = RunDir(out / "dino").manifest()["inputs"]["data"]
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
-    sections: list[tuple[str, str, Path | None]] = []
+    try:
+        results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
+    except ValueError:
+        results = {}  # damaged cache: the report goes on without the table
+    sections: list[tuple[str, str | Table, Path | None]] = []
     if results:
-        sections.append(("Results", _table_md(results), None))
-    p = curves_figure(out, figs / "curves.png")
-    if p:
-        sections.append(("Training curves", "Loss per step of each method (same seed, epochs and batch).", p))
+        sections.append(("Results", results_table(results, methods), None))
+    for m in methods:
+        runs = [(v.name, v.label) for v in variants(m)]
+        p = curves_figure(out, figs / ("curves.png" if m == "dino" else f"curves-{m}.png"), runs)
+        if p:
+            title = "Training curves" + ("" if methods == ("dino",) else f": {runs[0][1]}")
+            sections.append((title, f"Loss per step of {', '.join(l for _, l in runs)} (same seed, epochs and "
+                                    f"batch).", p))
     for png, title, text in [
         ("generative.png", "Generative augmentations",
          "Left: a real held-out image; right: images the E-LDM generated from its embedding (paper Fig. 7-9)."),
@@ -200,9 +192,9 @@ def write_report(out: str | Path, data: str | None = None) -> tuple[Path, Path]:
          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>",
          f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code></p>"]
     for title, text, png in sections:
-        md += [f"## {title}", "", text, ""]
+        md += [f"## {title}", "", text.markdown() if isinstance(text, Table) else text, ""]
         h.append(f"<h2>{html.escape(title)}</h2>")
-        h.append(_md_table_html(text) if text.startswith("|") else f"<p>{html.escape(text)}</p>")
+        h.append(text.html() if isinstance(text, Table) else f"<p>{html.escape(text)}</p>")
         if png is not None:
             rel = png.relative_to(out) if png.is_relative_to(out) else png
             md += [f"![{title}]({rel})", ""]
@@ -212,13 +204,3 @@ def write_report(out: str | Path, data: str | None = None) -> tuple[Path, Path]:
     atomic_write_text(md_path, "\n".join(md))
     atomic_write_text(html_path, "\n".join(h))
     return md_path, html_path
-
-
-def _md_table_html(md: str) -> str:
-    lines = [l for l in md.strip().splitlines() if not set(l) <= set("|-: ")]
-    rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
-    out = ["<table>"]
-    for i, r in enumerate(rows):
-        tag = "th" if i == 0 else "td"
-        out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in r) + "</tr>")
-    return "\n".join(out + ["</table>"])

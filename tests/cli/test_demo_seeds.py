@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gensis.cli.demo import format_seed_table, seeds_markdown, summarize_seeds
+from gensis.pipeline.seeds import format_seed_table, seeds_markdown, summarize_seeds
 
 
 def _row(label, k10, k20, lin=None):

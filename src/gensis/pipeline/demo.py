@@ -1,0 +1,212 @@
+"""The whole Gen-SIS pipeline on one dataset, as resumable stages (``gensis demo``).
+
+    dino      DINO pretraining (the baseline, and the encoder that conditions the E-LDM)
+    eldm      embedding-conditioned diffusion model on the same images (autoencoder first if latent)
+    bank      generative + interpolated self-augmentations, written to disk
+    gendino   Gen-DINO: DINO with bank views + disentanglement loss (same epochs/seed/budget as dino)
+    pixel     "DINO w/ pixel disent." ablation (paper Table 12)
+    eval      k-NN (and linear probe) of each, next to raw-pixel and random-init baselines
+    report    Markdown + HTML report with curves, grids and a UMAP
+
+Each stage writes its own run directory under ``out`` and is keyed by a hash of its resolved config and inputs
+(``gensis.pipeline.runner``): a finished stage with the same key is skipped, a killed one resumed, one made
+with other settings redone. So a killed demo continues where it stopped when run again.
+
+Methods: ``methods=("dino",)`` by default. Another SSL method X (from ``gensis pretrain --method X``) adds the
+runs X, X-pixel and gen-X (``gensis.pipeline.results.variants``); their E-LDM is conditioned on X's encoder.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gensis.errors import UserError
+from gensis.pipeline.results import evaluate, results_table, variants
+from gensis.pipeline.runner import Pipeline, Stage, stage_key
+
+STAGES = ("dino", "eldm", "bank", "gendino", "pixel", "eval", "report")
+
+
+@dataclass
+class DemoOptions:
+    preset: str = "demo"
+    data: str = "builtin:animal-mnist"
+    out: str = "gensis-demo"
+    seed: int = 0
+    seeds: tuple[int, ...] | None = None
+    stages: tuple[str, ...] | None = None  # subset of STAGES (None: all)
+    linear: bool = True
+    quiet: bool = False
+    debug: bool = False
+    methods: tuple[str, ...] = ("dino",)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(sorted({int(s) for s in text.split(",") if s.strip()}))
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated integers, got '{text}'") from None
+    if not seeds:
+        raise UserError("--seeds is empty")
+    return seeds
+
+
+def parse_stages(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    wanted = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in wanted if s not in STAGES]
+    if unknown:
+        raise UserError(f"unknown stage '{unknown[0]}' in --stages; stages: {', '.join(STAGES)}")
+    return wanted
+
+
+def run_demo(opts: DemoOptions) -> dict | None:
+    """Run the pipeline once (``opts.seed``) or once per seed (``opts.seeds``); returns the results."""
+    from gensis.rundir import atomic_write_json, atomic_write_text, lock_folder
+
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder")
+    lock_folder(out)  # one demo per folder
+    if opts.seeds is None:
+        return run_pipeline(opts, out, opts.seed)
+    from gensis.pipeline.seeds import format_seed_table, seeds_markdown, summarize_seeds
+
+    per_seed = {}
+    for i, s in enumerate(opts.seeds):
+        print(f"=== seed {s} ({i + 1}/{len(opts.seeds)}): {out / f'seed-{s}'}", file=sys.stderr, flush=True)
+        lock_folder(out / f"seed-{s}")
+        results = run_pipeline(opts, out / f"seed-{s}", s)
+        if results:
+            per_seed[s] = results
+    if not per_seed:
+        return None
+    summary = summarize_seeds(per_seed, opts.methods)
+    print(format_seed_table(summary))
+    atomic_write_json(out / "seeds.json", summary)
+    atomic_write_text(out / "seeds.md", seeds_markdown(summary, opts))
+    print(f"over-seed summary: {out / 'seeds.md'} and {out / 'seeds.json'}")
+    return summary
+
+
+class _Keys:
+    """Resolved configs and data identity, computed once per pipeline pass."""
+
+    def __init__(self, opts: DemoOptions):
+        self.opts = opts
+        self._data: str | None = None
+
+    def config(self, family: str, overrides: list[str]) -> dict:
+        from gensis.config import load_config
+
+        return load_config(family, self.opts.preset, overrides)
+
+    @property
+    def data(self) -> str:
+        if self._data is None:
+            from gensis.data.sources import open_data
+
+            self._data = open_data(self.opts.data, "all").identity
+        return self._data
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
+    """One pass of the pipeline into ``out`` with ``seed``; returns the evaluation rows (None if not run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = Pipeline(out, opts.quiet)
+    keys = _Keys(opts)
+    P, D, S = opts.preset, opts.data, str(seed)
+    dbg = ["--debug"] if opts.debug else []
+    t_start = time.time()
+
+    def want(name: str) -> bool:
+        return opts.stages is None or name in opts.stages
+
+    have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
+    for method in opts.methods:
+        base, pixel, gen = variants(method)
+        m_arg = [] if method == "dino" else ["--method", method]
+        pre_ov = [f"train.seed={S}"]
+        k_base = stage_key("pretrain", keys.config("pretrain", pre_ov), keys.data, D, method)
+        if want("dino"):
+            pipe.run(Stage(base.name, ["pretrain", "--data", D, "--out", str(out / base.name), "--preset", P,
+                                       *m_arg, *dbg, *pre_ov], k_base, kind="pretrain"))
+        eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
+        k_eldm = k_base
+        if have_gen and want("eldm"):
+            k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg)
+        k_bank = stage_key("bank-of", k_eldm)
+        bank_dir = "bank" if method == "dino" else f"bank-{method}"
+        if have_gen and want("bank"):
+            # the bank must cover exactly the images Gen-X trains on: same split and limit as pretraining
+            d = keys.config("pretrain", pre_ov)["data"]
+            same = [f"data.limit={'null' if d['limit'] is None else d['limit']}",
+                    f"data.val_fraction={d['val_fraction']}", f"data.split_seed={d['split_seed']}",
+                    f"gen.seed={S}"]
+            k_bank = stage_key("bank", keys.config("bank", same), k_eldm, keys.data, D)
+            pipe.run(Stage(bank_dir, ["bank", "generate", "--eldm", str(out / eldm_dir), "--data", D,
+                                      "--out", str(out / bank_dir), "--preset", P, *dbg, *same]
+                           + (["--quiet"] if opts.quiet else []),
+                           k_bank, kind="bank", done_file="bank.json", resumable=False))
+        if have_gen and want("gendino"):
+            ov = [*pre_ov, "gen.interp=bank"]
+            k = stage_key("pretrain", keys.config("pretrain", ov), keys.data, D, method, k_bank)
+            pipe.run(Stage(gen.name, ["pretrain", "--data", D, "--out", str(out / gen.name), "--preset", P,
+                                      "--bank", str(out / bank_dir), *m_arg, *dbg, *pre_ov], k, kind="pretrain"))
+        if want("pixel"):
+            ov = [*pre_ov, "gen.interp=pixel"]
+            k = stage_key("pretrain", keys.config("pretrain", ov), keys.data, D, method)
+            pipe.run(Stage(pixel.name, ["pretrain", "--data", D, "--out", str(out / pixel.name), "--preset", P,
+                                        "--interp", "pixel", *m_arg, *dbg, *pre_ov], k, kind="pretrain"))
+    results = None
+    if want("eval"):
+        results = evaluate(out, D, P, opts.linear, opts.methods)
+        print(results_table(results, opts.methods).text())
+    if want("report") and not _module_exists("matplotlib"):
+        print("report skipped: it needs matplotlib (pip install 'gensis[report]')", file=sys.stderr)
+    elif want("report"):
+        from gensis.report import write_report
+
+        md, html = write_report(out, methods=opts.methods)
+        print(f"report: {md} and {html}")
+    print(f"demo finished in {time.time() - t_start:.0f} s; outputs in {out}/")
+    return results
+
+
+def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir: str, P: str, D: str, S: str,
+                 k_encoder: str, extra: list[str]) -> str:
+    """Autoencoder (latent space only), E-LDM, its figures and fidelity numbers; returns the E-LDM's key."""
+    ov = [f"train.seed={S}"]
+    cfg = keys.config("eldm", ov)
+    argv = ["eldm", "train", "--encoder", str(out / encoder), "--data", D, "--out", str(out / eldm_dir),
+            "--preset", P, *extra, *ov]
+    k_ae = "pixel"
+    if cfg.get("space", cfg.get("ae", {}).get("space")) not in (None, "pixel"):
+        k_ae = stage_key("eldm-ae", keys.config("eldm", []), keys.data, D)
+        ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
+                                        "--preset", P, *extra], k_ae, kind="eldm-ae"))
+        argv += ["--ae", str(ae)]
+    k = stage_key("eldm", cfg, keys.data, D, k_encoder, k_ae)
+    pipe.run(Stage(eldm_dir, argv, k, kind="eldm"))
+    fig_dir = "eldm-figures" if eldm_dir == "eldm" else f"{eldm_dir}-figures"
+    ev_dir = "eldm-eval" if eldm_dir == "eldm" else f"{eldm_dir}-eval"
+    pipe.run(Stage(fig_dir, ["eldm", "sample", "--eldm", str(out / eldm_dir), "--data", D,
+                             "--out", str(out / fig_dir), *extra], stage_key("figures", k),
+                   done_file="interpolation.png", resumable=False))
+    pipe.run(Stage(ev_dir, ["eldm", "eval", "--eldm", str(out / eldm_dir), "--data", D,
+                            "--json", str(out / ev_dir / "eval.json"), *extra], stage_key("eval", k),
+                   done_file="eval.json", resumable=False))
+    return k

@@ -1,0 +1,131 @@
+"""The demo's evaluation rows and its results table (paper Table 12 layout: methods as columns).
+
+For an SSL method X the pipeline trains three variants, the columns of the paper's Tables 1-3 and 12:
+``X`` (baseline), ``X w/ pixel disent.`` (ablation) and ``Gen-X`` (bank views + disentanglement loss).
+DINO keeps its historical folder names (``dino``, ``pixel``, ``gendino``); another method X uses ``X``,
+``X-pixel`` and ``gen-X``. Baselines (raw pixels, a random-init ViT) close the table.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gensis.pipeline.table import Table
+
+LINEAR_EPOCHS = {"smoke": 5, "demo": 30, "small": 100, "paper": 100, "gpu": 100}
+BASELINES = [("pixels", "raw pixels"), ("random", "random-init ViT")]
+DISPLAY = {"dino": "DINO", "ibot": "iBOT", "dinov2": "DINOv2", "simclr": "SimCLR"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One column of the table: the run folder ``name`` under the demo folder, and its label."""
+
+    name: str
+    label: str
+    method: str
+    kind: str  # base | pixel | gen
+
+
+def variants(method: str) -> list[Variant]:
+    """The three runs compared for ``method``: X | X w/ pixel disent. | Gen-X."""
+    x = DISPLAY.get(method, method)
+    if method == "dino":
+        names = ("dino", "pixel", "gendino")
+    else:
+        names = (method, f"{method}-pixel", f"gen-{method}")
+    return [Variant(names[0], x, method, "base"), Variant(names[1], f"{x} w/ pixel disent.", method, "pixel"),
+            Variant(names[2], f"Gen-{x}", method, "gen")]
+
+
+def columns(methods: list[str] | tuple[str, ...] = ("dino",)) -> list[tuple[str, str]]:
+    """(folder or baseline name, label) of every column, in table order."""
+    return [(v.name, v.label) for m in methods for v in variants(m)] + BASELINES
+
+
+METHODS = [(v.name, v.label) for v in variants("dino")]  # the default (DINO) columns
+
+
+def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str, ...] = ("dino",)) -> dict:
+    """k-NN (and linear probe) of each finished run and of the two baselines; cached in ``results.json``.
+
+    A cached row is reused only when its identity (encoder weights, train and test images, probe epochs) is the
+    same, so a retrained run is always re-evaluated.
+    """
+    from gensis.data.sources import open_data
+    from gensis.device import pick_device
+    from gensis.errors import UserError
+    from gensis.eval.knn import knn_eval
+    from gensis.models.encoder import load_encoder
+    from gensis.rundir import RunDir, atomic_write_json
+
+    dev = pick_device("auto")  # the GPU when there is one, as every stage's train.device=auto
+    path = out / "results.json"
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        cache = {}  # a damaged cache is recomputed
+    rows = {}
+    first = out / variants(methods[0])[0].name
+    cfg = RunDir(first).config() if (first / "config.yaml").is_file() else None
+    vf = cfg["data"]["val_fraction"] if cfg else 0.2
+    seed = cfg["data"]["split_seed"] if cfg else 0
+    train_ds, test_ds = open_data(data, "train", vf, seed), open_data(data, "val", vf, seed)
+    if train_ds.labels is None or test_ds.labels is None:
+        raise UserError(f"the demo evaluates with labels, and {data} has none")
+    size = cfg["data"]["image_size"] if cfg else 28
+    specs = [(name, str(out / name), label) for name, label in columns(methods)[:-len(BASELINES)]
+             if RunDir(out / name).is_done()]
+    specs += [(name, name, label) for name, label in BASELINES]
+    for name, spec, label in specs:
+        enc = load_encoder(spec, image_size=size, like=str(first) if name == "random" and cfg else None)
+        ident = f"{enc.identity}|{train_ds.identity}|{test_ds.identity}|{linear and LINEAR_EPOCHS[preset]}"
+        if cache.get(name, {}).get("identity") == ident:
+            rows[name] = cache[name]
+            continue
+        print(f"[eval] {label}", file=sys.stderr, flush=True)
+        row = {"label": label, "identity": ident, "knn": knn_eval(enc, train_ds, test_ds, device=dev)}
+        if linear:
+            from gensis.eval.linear import LinearConfig, linear_eval
+
+            # fewer probe epochs at the small presets keep the demo in budget (DINO's protocol: 100)
+            row["linear"] = linear_eval(enc, train_ds, test_ds, LinearConfig(epochs=LINEAR_EPOCHS[preset]),
+                                        device=dev)
+        rows[name] = row
+        cache[name] = row
+        atomic_write_json(path, cache)
+    return rows
+
+
+def metrics(row: dict) -> dict[str, float]:
+    """The table's numbers of one evaluation row: '<k>-NN' top-1 for each k, and 'linear probe'."""
+    m = {f"{r['k']}-NN": float(r["top1"]) for r in row["knn"]["results"]}
+    if "linear" in row:
+        m["linear probe"] = float(row["linear"]["top1"])
+    return m
+
+
+def results_table(rows: dict, methods: tuple[str, ...] | None = None) -> Table:
+    """Methods as columns, '<k>-NN' and 'linear probe' top-1 (%) as rows (paper Table 12)."""
+    order = [n for n, _ in columns(methods or _methods_in(rows))]
+    names = [n for n in order if n in rows] + [n for n in rows if n not in order]
+    t = Table([rows[n]["label"] for n in names], title="top-1 accuracy (%) on the held-out split")
+    per = [metrics(rows[n]) for n in names]
+    keys = sorted({k for m in per for k in m if k.endswith("-NN")}, key=lambda k: int(k.split("-")[0]))
+    if all("linear probe" in m for m in per):
+        keys.append("linear probe")
+    for k in keys:
+        t.add(k, [f"{m[k]:.1f}" if k in m else "–" for m in per])
+    return t
+
+
+def _methods_in(rows: dict) -> tuple[str, ...]:
+    found = [m for m in DISPLAY if any(v.name in rows for v in variants(m))]
+    return tuple(found) or ("dino",)
+
+
+def format_table(rows: dict) -> str:
+    return results_table(rows).text()

@@ -1,0 +1,141 @@
+"""Resumable stages of a pipeline folder, keyed by a hash of their resolved config and inputs.
+
+Each stage writes one folder under the pipeline folder and is a ``gensis`` command line (so what it runs can be
+read, copied and re-run by hand). ``OUT/stages.json`` records, per stage, the key it was made with:
+
+- same key, finished        -> skipped ("up to date")
+- same key, not finished    -> resumed (``--resume``)
+- other key                 -> redone; the old folder is removed only when gensis can prove it wrote it (its
+                               manifest names the same stage kind); anything else is refused with one line.
+
+The key is a hash of the stage's resolved config (preset + overrides, after the schema check), the identity of
+its data and the keys of the stages it reads, so editing a preset redoes exactly the stages it changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gensis.errors import UserError
+from gensis.rundir import atomic_write_json
+
+STATE = "stages.json"
+
+
+def stage_key(*parts: Any) -> str:
+    """Short hash of JSON-able parts (resolved configs, data identities, upstream keys)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    """``gensis <argv>`` writing ``OUT/<name>``.
+
+    ``kind``: the manifest stage that proves a folder is this stage's output (``pretrain``, ``eldm-ae``,
+    ``eldm``, ``bank``); ``None`` for stages whose files are simply rewritten in place (figures, eval JSON).
+    ``done_file``: the file whose presence (and ``status: done`` for JSON) says the stage finished.
+    """
+
+    name: str
+    argv: list[str]
+    key: str
+    kind: str | None = None
+    done_file: str = "manifest.json"
+    resumable: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def proves_kind(path: Path, kind: str) -> bool:
+    """True when ``path`` is a folder gensis wrote as a ``kind`` stage (its manifest/header says so)."""
+    if kind == "bank":
+        f = path / "bank.json"
+        try:
+            h = json.loads(f.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(h, dict) and h.get("format") == "gensis-bank"
+    try:
+        m = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and m.get("stage") == kind
+
+
+class Pipeline:
+    """Runs stages in order in one folder; each stage is a ``gensis`` command line executed in this process."""
+
+    def __init__(self, out: Path, quiet: bool = False):
+        self.out = Path(out)
+        self.quiet = quiet
+        self.state_path = self.out / STATE
+        try:
+            self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        except ValueError:
+            self.state = {}  # damaged: every stage is checked again (finished ones are proven by their folder)
+        if not isinstance(self.state, dict):
+            self.state = {}
+        self.times: dict[str, float] = self.state.get("_seconds", {})
+
+    def _save(self) -> None:
+        self.state["_seconds"] = self.times
+        atomic_write_json(self.state_path, self.state)
+
+    def finished(self, stage: Stage) -> bool:
+        f = self.out / stage.name / stage.done_file
+        if not f.is_file():
+            return False
+        if f.suffix != ".json":
+            return True
+        try:
+            return json.loads(f.read_text()).get("status", "done") == "done"
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _clear(self, stage: Stage) -> None:
+        """Remove ``OUT/<name>`` made with other settings, only if gensis provably wrote it."""
+        path = self.out / stage.name
+        if not path.exists():
+            return
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+            return
+        if stage.kind is None:
+            return  # outputs rewritten in place; nothing is removed
+        if not path.is_dir() or not proves_kind(path, stage.kind):
+            raise UserError(f"{path} exists but is not a {stage.kind} folder this demo wrote (no manifest naming "
+                            f"it); gensis removes only what it made: move it away or use another --out")
+        self.say(f"[{stage.name}] made with other settings: redoing")
+        shutil.rmtree(path)
+
+    def run(self, stage: Stage) -> Path:
+        """Run ``stage`` unless it already finished with the same key."""
+        from gensis.cli.main import main
+
+        path = self.out / stage.name
+        if self.state.get(stage.name) == stage.key and self.finished(stage):
+            self.say(f"[{stage.name}] up to date, skipped ({path})")
+            return path
+        if self.state.get(stage.name) != stage.key:
+            self._clear(stage)
+        resume = stage.resumable and path.exists()
+        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}: gensis {' '.join(stage.argv)}")
+        t0 = time.time()
+        self.state[stage.name] = stage.key
+        self._save()
+        code = main(stage.argv + (["--resume"] if resume and "--resume" not in stage.argv else []))
+        if code != 0:
+            raise UserError(f"stage '{stage.name}' failed (exit {code}); fix the cause and run the demo again "
+                            f"to resume")
+        self.times[stage.name] = round(self.times.get(stage.name, 0.0) * resume + time.time() - t0, 1)
+        self._save()
+        return path
+
+    def say(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)

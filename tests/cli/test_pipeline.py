@@ -1,0 +1,92 @@
+"""Pipeline stages: keyed by resolved config + inputs, and gensis removes only folders it provably wrote."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gensis.errors import UserError
+from gensis.pipeline.results import results_table, variants
+from gensis.pipeline.runner import Pipeline, Stage, proves_kind, stage_key
+from gensis.pipeline.table import Table
+
+
+def _run_folder(path, stage):
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text(json.dumps({"stage": stage, "status": "done"}))
+    (path / "teacher_backbone.safetensors").write_bytes(b"x")
+
+
+def test_other_settings_remove_only_a_provable_run_folder(tmp_path):
+    pipe = Pipeline(tmp_path)
+    _run_folder(tmp_path / "dino", "pretrain")
+    pipe._clear(Stage("dino", [], "k2", kind="pretrain"))
+    assert not (tmp_path / "dino").exists()
+
+    (tmp_path / "dino").mkdir()
+    (tmp_path / "dino" / "my-notes.txt").write_text("notes")
+    with pytest.raises(UserError) as e:
+        pipe._clear(Stage("dino", [], "k2", kind="pretrain"))
+    assert str(tmp_path / "dino") in str(e.value) and "\n" not in str(e.value)
+    assert (tmp_path / "dino" / "my-notes.txt").read_text() == "notes"
+
+    _run_folder(tmp_path / "eldm", "eldm-ae")  # a run of another stage kind is not proof either
+    with pytest.raises(UserError, match="not a eldm folder"):
+        pipe._clear(Stage("eldm", [], "k", kind="eldm"))
+    assert (tmp_path / "eldm" / "manifest.json").is_file()
+
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "mine.png").write_bytes(b"x")
+    pipe._clear(Stage("figs", [], "k", kind=None))  # rewritten in place: nothing removed
+    assert (tmp_path / "figs" / "mine.png").is_file()
+
+
+def test_bank_header_proves_a_bank(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bank.json").write_text(json.dumps({"format": "gensis-bank", "identity": "x"}))
+    assert proves_kind(tmp_path / "b", "bank") and not proves_kind(tmp_path / "b", "pretrain")
+    (tmp_path / "b" / "bank.json").write_text("{torn")
+    assert not proves_kind(tmp_path / "b", "bank")
+
+
+def test_stage_key_follows_the_resolved_config():
+    from gensis.config import load_config
+
+    a = stage_key("pretrain", load_config("pretrain", "smoke", ["train.seed=0"]), "data-id")
+    assert a == stage_key("pretrain", load_config("pretrain", "smoke", ["train.seed=0"]), "data-id")
+    assert a != stage_key("pretrain", load_config("pretrain", "smoke", ["train.seed=0", "optim.lr=0.002"]), "data-id")
+    assert a != stage_key("pretrain", load_config("pretrain", "smoke", ["train.seed=0"]), "other-data")
+
+
+def test_one_table_three_renderings():
+    rows = {n: {"label": l, "knn": {"results": [{"k": 10, "top1": 50.0 + i}, {"k": 20, "top1": 60.0 + i}]},
+                "linear": {"top1": 40.0 + i}} for i, (n, l) in enumerate([("gendino", "Gen-DINO"), ("dino", "DINO"),
+                                                                          ("pixels", "raw pixels")])}
+    t = results_table(rows)
+    assert isinstance(t, Table) and t.columns == ["DINO", "Gen-DINO", "raw pixels"]  # paper order
+    assert [r[0] for r in t.rows] == ["10-NN", "20-NN", "linear probe"]
+    assert t.rows[1][1] == ["61.0", "60.0", "62.0"]
+    assert "| 20-NN | 61.0 | 60.0 | 62.0 |" in t.markdown() and "<td>61.0</td>" in t.html()
+    assert "61.0" in t.text().splitlines()[3]
+
+
+def test_variants_of_a_method():
+    assert [v.label for v in variants("dino")] == ["DINO", "DINO w/ pixel disent.", "Gen-DINO"]
+    assert [v.name for v in variants("dino")] == ["dino", "pixel", "gendino"]
+    assert [v.label for v in variants("ibot")] == ["iBOT", "iBOT w/ pixel disent.", "Gen-iBOT"]
+
+
+def test_demo_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
+    """Issue 10.1 as reported: notes in OUT/dino must survive `gensis demo --stages dino`."""
+    out = tmp_path / "OUT"
+    (out / "dino").mkdir(parents=True)
+    (out / "dino" / "my-notes.txt").write_text("notes")
+    r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "demo", "--preset", "smoke", "--out", str(out),
+                        "--stages", "dino", "--quiet"], capture_output=True, text=True,
+                       env={**os.environ, "GENSIS_NO_PROGRESS": "1"}, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = [l for l in r.stderr.splitlines() if l.startswith("gensis: error")]
+    assert len(err) == 1 and str(out / "dino") in err[0] and "Traceback" not in r.stderr
+    assert (out / "dino" / "my-notes.txt").read_text() == "notes"
