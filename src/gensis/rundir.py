@@ -32,8 +32,8 @@ from gensis.errors import UserError
 
 
 TMP_SUFFIX = ".tmp"
-# our temporary names: ".<final name>.<pid>-<8 hex>.tmp" (older versions: mkstemp's ".<name>.<8 chars>.tmp")
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-[0-9a-f]{8}|[A-Za-z0-9_]{8})\.tmp$")
+# our temporary names: ".<final name>.<pid>-<8 hex>.tmp" (older versions: mkstemp's ".<name>.<chars>.tmp")
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-[0-9a-f]{8}|[A-Za-z0-9_]+)\.tmp$")
 
 
 def _tmp_path(path: Path) -> Path:
@@ -91,10 +91,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes]) -
         with os.fdopen(fd, "wb") as f:
             for piece in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
                 f.write(piece)
+        _commit(tmp, path)
+    except OSError as e:  # name the file the user knows, not our temporary one
+        _unlink_quietly(tmp)
+        if e.filename in (None, str(tmp)):
+            e.filename = str(path)
+        raise
     except BaseException:
         _unlink_quietly(tmp)
         raise
-    _commit(tmp, path)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

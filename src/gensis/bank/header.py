@@ -69,8 +69,8 @@ def read_header(bank: str | Path) -> dict:
     try:
         h = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
-    if h.get("format") != "gensis-bank":
+        raise UserError(f"cannot read {path} (damaged: {type(e).__name__})") from None
+    if not isinstance(h, dict) or h.get("format") != "gensis-bank":
         raise UserError(f"{path} is not a gensis bank header")
     if h.get("version") != FORMAT_VERSION:
         raise UserError(f"{bank}: bank format version {h.get('version')}, this gensis reads {FORMAT_VERSION}")

@@ -7,6 +7,7 @@ exit status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -88,9 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gensis: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the environment, not the input: full disk, read-only folder, missing permission
+        if debug or e.errno not in _ENV_ERRNOS:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"gensis: error: cannot write{where}: {e.strerror or e} (files already written are intact; "
+              f"fix the cause and run again with --resume where the command has it)", file=sys.stderr)
+        return 1
     finally:  # folders this command locked are free again (the demo runs stages in this process)
         for folder in held_locks() - locks_before:
             release_folder(folder)
+
+
+_ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _one_line(e: Exception) -> str:

@@ -119,13 +119,19 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
     run = RunDir(spec)
     if not Path(spec).is_dir():
         raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
+    if run.exists() and run.manifest().get("stage") not in ("pretrain", None):
+        raise UserError(f"encoder '{spec}' holds a {run.manifest().get('stage')} run, not a pretraining run")
     weights = run / f"{which}_backbone.safetensors"
     if not weights.is_file():
         raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
     cfg = run.config()
     size = cfg["data"]["image_size"]
     model = build_backbone({**cfg["model"], "drop_path_rate": 0.0}, size)
-    model.load_state_dict(load_tensors(weights))
+    try:
+        model.load_state_dict(load_tensors(weights))
+    except RuntimeError as e:  # weights and config.yaml disagree (edited config, mixed-up files)
+        raise UserError(f"{weights} does not match the model in {run / 'config.yaml'} "
+                        f"({str(e).splitlines()[0][:160]})") from None
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
