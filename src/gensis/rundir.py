@@ -102,6 +102,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes]) -
         raise
 
 
+def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy ``src`` to ``dst`` atomically and durably (streamed in 1 MiB pieces)."""
+    def pieces():
+        with open(src, "rb") as f:
+            yield from iter(lambda: f.read(1 << 20), b"")
+
+    atomic_write_bytes(dst, pieces())
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -191,3 +191,13 @@ def test_second_cli_process_on_a_run_folder_is_refused_with_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) <= 2 and "in use by another gensis process" in lines[-1] and "Traceback" not in r.stderr
+
+
+def test_atomic_copy(tmp_path):
+    from gensis.rundir import atomic_copy
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    atomic_copy(src, tmp_path / "sub" / "b.bin")
+    assert (tmp_path / "sub" / "b.bin").read_bytes() == src.read_bytes()
+    assert not [p for p in (tmp_path / "sub").iterdir() if p.name.endswith(".tmp")]

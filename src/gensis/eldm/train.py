@@ -20,7 +20,6 @@ self-contained, and ``cache/`` with the embeddings (and latents) of the training
 from __future__ import annotations
 
 import copy
-import shutil
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from gensis.eldm.denoiser import Denoiser, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import RunDir, atomic_write_json, file_hash, load_tensors, save_tensors
+from gensis.rundir import RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, save_tensors
 from gensis.train.foreach import ema_lerp
 from gensis.train.loop import Runtime, Task, fit
 
@@ -350,13 +349,12 @@ def export(run: RunDir, cfg: dict, ema_model: Denoiser, encoder_spec: str, encod
     if src.is_dir():
         enc_dir.mkdir(exist_ok=True)
         which = cfg["cond"]["which"]
-        shutil.copyfile(src / f"{which}_backbone.safetensors", enc_dir / f"{which}_backbone.safetensors")
-        shutil.copyfile(src / "config.yaml", enc_dir / "config.yaml")
-        shutil.copyfile(src / "manifest.json", enc_dir / "manifest.json")
+        for name in (f"{which}_backbone.safetensors", "config.yaml", "manifest.json"):
+            atomic_copy(src / name, enc_dir / name)
     if ae_path is not None:
         (run / AE_DIR).mkdir(exist_ok=True)
         for name in (AE_WEIGHTS, AE_CONFIG):
-            shutil.copyfile(Path(ae_path) / name, run / AE_DIR / name)
+            atomic_copy(Path(ae_path) / name, run / AE_DIR / name)
     save_tensors(run / EMA_WEIGHTS, ema_model.state_dict())
     atomic_write_json(run / MODEL_JSON, {
         "space": ae.space, "pixel_patch": int(cfg["pixel_patch"]), "image_size": int(cfg["data"]["image_size"]), "latent_size": latent_size,
