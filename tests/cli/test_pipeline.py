@@ -90,3 +90,13 @@ def test_demo_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
     err = [l for l in r.stderr.splitlines() if l.startswith("gensis: error")]
     assert len(err) == 1 and str(out / "dino") in err[0] and "Traceback" not in r.stderr
     assert (out / "dino" / "my-notes.txt").read_text() == "notes"
+
+
+def test_methods_flag():
+    from gensis.pipeline.demo import parse_methods
+
+    assert parse_methods("dino") == ("dino",) and parse_methods("dino, dino") == ("dino",)
+    with pytest.raises(UserError, match="empty"):
+        parse_methods(" , ")
+    with pytest.raises(UserError, match="nosuch"):
+        parse_methods("dino,nosuch")

@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
                         "then print every number as mean ± std over the seeds (also OUT/seeds.md, seeds.json)")
     p.add_argument("--stages", default=None,
                    help="comma-separated subset of stages to run (dino,eldm,bank,gendino,pixel,eval,report)")
+    p.add_argument("--methods", default="dino",
+                   help="comma-separated SSL methods (e.g. dino,ibot,dinov2,simclr): for each method X the table "
+                        "shows X | X w/ pixel disent. | Gen-X and the report gets a section (needs `gensis pretrain "
+                        "--method`)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe (k-NN only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common(p)
@@ -40,7 +44,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import os
 
-    from gensis.pipeline.demo import DemoOptions, parse_seeds, parse_stages, run_demo
+    from gensis.pipeline.demo import DemoOptions, parse_methods, parse_seeds, parse_stages, run_demo
 
     if args.quiet:  # stages run in this process: one switch silences every progress bar
         os.environ["GENSIS_NO_PROGRESS"] = "1"
@@ -52,5 +56,5 @@ def run(args) -> int:
     run_demo(DemoOptions(preset=args.preset, data=args.data, out=args.out, seed=args.seed,
                          seeds=None if args.seeds is None else parse_seeds(args.seeds),
                          stages=parse_stages(args.stages), linear=not args.no_linear, quiet=args.quiet,
-                         debug=args.debug))
+                         debug=args.debug, methods=parse_methods(args.methods)))
     return 0

@@ -64,6 +64,26 @@ def parse_stages(text: str | None) -> tuple[str, ...] | None:
     return wanted
 
 
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``dino,ibot`` -> ('dino', 'ibot'); a method other than DINO needs ``gensis pretrain --method``."""
+    methods = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not methods:
+        raise UserError("--methods is empty")
+    others = [m for m in methods if m != "dino"]
+    if others:
+        from gensis.cli.main import build_parser
+
+        sub = next(a for a in build_parser()._actions if a.dest == "verb")
+        pre = sub.choices.get("pretrain")
+        opt = next((a for a in pre._actions if "--method" in a.option_strings), None) if pre else None
+        if opt is None:
+            raise UserError(f"--methods {','.join(others)}: this build's `gensis pretrain` has no --method")
+        if opt.choices is not None and any(m not in opt.choices for m in others):
+            bad = next(m for m in others if m not in opt.choices)
+            raise UserError(f"unknown method '{bad}' in --methods; available: {', '.join(opt.choices)}")
+    return methods
+
+
 def run_demo(opts: DemoOptions) -> dict | None:
     """Run the pipeline once (``opts.seed``) or once per seed (``opts.seeds``); returns the results."""
     from gensis.rundir import atomic_write_json, atomic_write_text, lock_folder
