@@ -65,22 +65,17 @@ def parse_stages(text: str | None) -> tuple[str, ...] | None:
 
 
 def parse_methods(text: str) -> tuple[str, ...]:
-    """``dino,ibot`` -> ('dino', 'ibot'); a method other than DINO needs ``gensis pretrain --method``."""
+    """``dino,ibot`` -> ('dino', 'ibot'); each must be a registered SSL method (``gensis pretrain --method``)."""
     methods = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     if not methods:
         raise UserError("--methods is empty")
-    others = [m for m in methods if m != "dino"]
-    if others:
-        from gensis.cli.main import build_parser
-
-        sub = next(a for a in build_parser()._actions if a.dest == "verb")
-        pre = sub.choices.get("pretrain")
-        opt = next((a for a in pre._actions if "--method" in a.option_strings), None) if pre else None
-        if opt is None:
-            raise UserError(f"--methods {','.join(others)}: this build's `gensis pretrain` has no --method")
-        if opt.choices is not None and any(m not in opt.choices for m in others):
-            bad = next(m for m in others if m not in opt.choices)
-            raise UserError(f"unknown method '{bad}' in --methods; available: {', '.join(opt.choices)}")
+    try:
+        from gensis.ssl.methods import METHODS as REGISTERED
+    except ImportError:
+        REGISTERED = ("dino",)
+    bad = [m for m in methods if m not in REGISTERED]
+    if bad:
+        raise UserError(f"unknown method '{bad[0]}' in --methods; available: {', '.join(REGISTERED)}")
     return methods
 
 
@@ -158,12 +153,11 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
     for method in opts.methods:
         base, pixel, gen = variants(method)
-        m_arg = [] if method == "dino" else ["--method", method]
-        pre_ov = [f"train.seed={S}"]
+        pre_ov = [f"train.seed={S}"] + ([] if method == "dino" else [f"method={method}"])  # = --method X
         k_base = stage_key("pretrain", keys.config("pretrain", pre_ov), keys.data, D, method)
         if want("dino"):
             pipe.run(Stage(base.name, ["pretrain", "--data", D, "--out", str(out / base.name), "--preset", P,
-                                       *m_arg, *dbg, *pre_ov], k_base, kind="pretrain"))
+                                       *dbg, *pre_ov], k_base, kind="pretrain"))
         eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
         k_eldm = k_base
         if have_gen and want("eldm"):
@@ -185,12 +179,12 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
             ov = [*pre_ov, "gen.interp=bank"]
             k = stage_key("pretrain", keys.config("pretrain", ov), keys.data, D, method, k_bank)
             pipe.run(Stage(gen.name, ["pretrain", "--data", D, "--out", str(out / gen.name), "--preset", P,
-                                      "--bank", str(out / bank_dir), *m_arg, *dbg, *pre_ov], k, kind="pretrain"))
+                                      "--bank", str(out / bank_dir), *dbg, *pre_ov], k, kind="pretrain"))
         if want("pixel"):
             ov = [*pre_ov, "gen.interp=pixel"]
             k = stage_key("pretrain", keys.config("pretrain", ov), keys.data, D, method)
             pipe.run(Stage(pixel.name, ["pretrain", "--data", D, "--out", str(out / pixel.name), "--preset", P,
-                                        "--interp", "pixel", *m_arg, *dbg, *pre_ov], k, kind="pretrain"))
+                                        "--interp", "pixel", *dbg, *pre_ov], k, kind="pretrain"))
     results = None
     if want("eval"):
         results = evaluate(out, D, P, opts.linear, opts.methods)
