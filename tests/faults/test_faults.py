@@ -113,15 +113,27 @@ def _fake_run(folder: Path, stage: str, status: str = "running") -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory, tiny_npz):
+    """A tiny pretraining run as a kill after its checkpoint leaves it: checkpoint written, status running."""
+    run = tmp_path_factory.mktemp("killed") / "run"
+    assert main("pretrain", "--data", tiny_npz, "--out", run, *TINY_PRETRAIN) == 0
+    m = json.loads((run / "manifest.json").read_text())
+    atomic_write_json(run / "manifest.json", {**m, "status": "running"})
+    for p in run.glob("*_backbone.safetensors"):
+        p.unlink()
+    return run
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_damaged_checkpoint_is_named_and_left_alone(tmp_path, tiny_npz, capsys, damage):
-    run = _fake_run(tmp_path / "run", "pretrain")
+def test_damaged_checkpoint_is_named_and_left_alone(tmp_path, tiny_npz, killed_run, capsys, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_run, run)
     ck = run / "checkpoint.safetensors"
-    if damage == "garbage":
-        ck.write_bytes(os.urandom(4096))
-    else:
-        save_tensors(ck, {"student.w": torch.ones(1000)}, {"json": json.dumps({"meta": {"epoch": 0}})})
-        ck.write_bytes(ck.read_bytes()[:200] if damage == "truncated" else b"")
+    data = ck.read_bytes()
+    ck.write_bytes({"garbage": os.urandom(4096), "truncated": data[:len(data) // 2], "empty": b""}[damage])
     before = snapshot(run)
     rc = main("pretrain", "--data", tiny_npz, "--out", run, *TINY_PRETRAIN, "--resume")
     assert_refused(rc, capsys.readouterr().err, str(ck), "damaged")
@@ -270,7 +282,8 @@ def test_unreadable_image_met_mid_training_stops_at_the_last_checkpoint_and_resu
     sources._CHECKED.clear()
     data = _folder(tmp_path / "f")
     good = (data / "b" / "7.png").read_bytes()
-    (data / "b" / "7.png").write_bytes(good[:-100])  # same size class of damage, found only when decoded
+    bad = good[:60] + bytes(len(good) - 60)  # damaged in place (bad sector, bit rot): found only when decoded
+    (data / "b" / "7.png").write_bytes(bad)
     run = tmp_path / "run"
     rc = main("pretrain", "--data", f"{data}@all", "--out", run, *TINY_PRETRAIN, "data.num_workers=1")
     assert_refused(rc, capsys.readouterr().err, str(data / "b" / "7.png"), "--resume")
@@ -278,7 +291,7 @@ def test_unreadable_image_met_mid_training_stops_at_the_last_checkpoint_and_resu
     assert main("pretrain", "--data", f"{data}@all", "--out", run, *TINY_PRETRAIN, "data.num_workers=1",
                 "--resume") == 0, capsys.readouterr().err
     sources._CHECKED.clear()
-    (data / "b" / "7.png").write_bytes(good[:-100])
+    (data / "b" / "7.png").write_bytes(bad)
     rc = main("pretrain", "--data", f"{data}@all", "--out", tmp_path / "skip", *TINY_PRETRAIN,
               "data.skip_bad_images=true")
     assert rc == 0 and "skipped" in capsys.readouterr().err
