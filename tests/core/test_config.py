@@ -42,7 +42,7 @@ FAMILIES = ("pretrain", "eldm", "bank")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("preset", ["base", "smoke", "demo", "small", "paper"])
+@pytest.mark.parametrize("preset", ["base", "smoke", "demo", "small", "paper", "gpu"])
 def test_every_shipped_preset_passes_its_schema(family, preset):
     load_config(family, preset)
 
