@@ -144,3 +144,28 @@ def test_empty_and_truncated_npz(tmp_path):
     (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="t.npz"):
         open_data(str(tmp_path / "t.npz"))
+
+
+def test_bad_image_in_a_plain_dataloader_worker_is_one_line(tmp_path, capsys, monkeypatch):
+    """Any torch DataLoader over an ImageSet (bank embedding, user code): the CLI prints one line."""
+    import torch
+
+    from gensis.cli.main import _one_line
+
+    monkeypatch.setattr(sources, "FULL_DECODE_LIMIT", 0)
+    sources._CHECKED.clear()
+    root = _folder(tmp_path / "f")
+    (root / "a" / "1.png").write_bytes(_jpeg_bytes()[:300])
+    ds = open_data(str(root), "all")
+
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            return torch.from_numpy(ds.get(i))
+
+    with pytest.raises(UserError) as e:
+        list(torch.utils.data.DataLoader(Plain(), batch_size=4, num_workers=1))
+    line = _one_line(e.value)
+    assert "\n" not in line and line.startswith("cannot read image") and str(root / "a" / "1.png") in line

@@ -179,7 +179,11 @@ SKIP_HINT = "fix or remove it, or set data.skip_bad_images=true to skip unreadab
 class BadImageError(UserError):
     """An image file that cannot be decoded (empty, truncated, corrupt, unsupported); names the file."""
 
-    def __init__(self, path: Path, why: str):
+    def __init__(self, path: Path | str, why: str | None = None):
+        if why is None:  # re-raised from a DataLoader worker with the whole message as its only argument
+            super().__init__(str(path))
+            self.path, self.why = None, str(path)
+            return
         self.path, self.why = Path(path), why
         super().__init__(f"cannot read image {path}: {why}")
 
