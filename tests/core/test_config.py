@@ -41,8 +41,15 @@ from gensis.configs.schema import RULES, Float, Int, List, OneOf  # noqa: E402
 FAMILIES = ("pretrain", "eldm", "bank")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("preset", ["base", "smoke", "demo", "small", "paper", "gpu"])
+def _shipped_presets():
+    from importlib import resources
+
+    root = resources.files("gensis.configs")
+    return [(f.name, p.name[:-5]) for f in root.iterdir() if f.is_dir() and not f.name.startswith("_")
+            for p in f.iterdir() if p.name.endswith(".yaml")]
+
+
+@pytest.mark.parametrize("family,preset", _shipped_presets())
 def test_every_shipped_preset_passes_its_schema(family, preset):
     load_config(family, preset)
 
