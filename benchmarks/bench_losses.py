@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from gensis.ssl.losses.dinov2_dino_loss import DINOv2DINOLoss
 from gensis.ssl.losses.dinov2_ibot_patch_loss import DINOv2iBOTPatchLoss

@@ -120,8 +120,6 @@ class DINOv2(Method):
         super().__init__(cfg)
         c = cfg["dinov2"]
         size = cfg["data"]["image_size"]
-        if int(cfg["aug"]["n_local"]) < 0:
-            raise ValueError("aug.n_local must be >= 0")
 
         def net(drop_path: float) -> DINOv2Net:
             bb = build_backbone({**cfg["model"], "drop_path_rate": drop_path}, size)
