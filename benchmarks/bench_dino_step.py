@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import statistics
 import sys
-import time
 import warnings
 from typing import Callable
 
@@ -40,6 +38,9 @@ from gensis.models.dino_head import DINOHead  # noqa: E402
 from gensis.ssl.dino_loss import DINOLoss  # noqa: E402
 from gensis.ssl.methods.base import default_param_groups as param_groups  # noqa: E402
 from gensis.train.foreach import clip_gradients, ema_update  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import interleaved, load_line, table  # noqa: E402
 
 
 def copy_head(src: DINOHead, dst: nn.Module) -> None:
@@ -98,31 +99,6 @@ class Pipeline:
         return float(loss.detach())
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def interleaved(fns: dict, reps: int, warmup: int, device) -> dict[str, list[float]]:
-    names = list(fns)
-    for _ in range(warmup):
-        for n in names:
-            fns[n]()
-    times = {n: [] for n in names}
-    for r in range(reps):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            times[n].append(timed(fns[n], device))
-    return times
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="demo", help="pretrain preset giving the ViT, head and crop settings")
@@ -178,9 +154,10 @@ def main(argv=None) -> int:
           f"{crops[-1].shape[-1]}px, batch {batch}, K={out_dim}, device {device}, bf16 {bf16}, "
           f"threads {torch.get_num_threads()}, {args.reps} interleaved reps")
 
+    print(load_line())
     times = interleaved({"gensis": lambda: ours.step(crops), "lightly": lambda: theirs.step(crops)},
                         args.reps, args.warmup, device)
-    _table("full training step", times, batch)
+    table("full training step", times, batch)
 
     # head + loss alone, on fixed backbone features (forward + backward)
     feats = torch.randn(len(crops) * batch, dim, device=device)
@@ -197,17 +174,8 @@ def main(argv=None) -> int:
         return fn
 
     times = interleaved({"gensis": head_loss(ours), "lightly": head_loss(theirs)}, args.reps, args.warmup, device)
-    _table("head + loss only (forward + backward)", times, batch)
+    table("head + loss only (forward + backward)", times, batch)
     return 0
-
-
-def _table(title: str, times: dict[str, list[float]], batch: int) -> None:
-    med = {n: statistics.median(t) for n, t in times.items()}
-    print(f"\n{title}")
-    print(f"{'':10}{'median ms':>11}{'min ms':>9}{'images/s':>10}")
-    for n, t in times.items():
-        print(f"{n:10}{1000 * med[n]:11.1f}{1000 * min(t):9.1f}{batch / med[n]:10.1f}")
-    print(f"ratio ours/theirs (images/s): {med['lightly'] / med['gensis']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""One training step of every registered method (dino, ibot, dinov2, simclr) in gensis against the same
+step written with lightly 1.6.0's heads and losses, on the same timm ViT and the same crops, in one run.
+
+    python benchmarks/bench_methods_step.py                          # demo preset, every method, 6 reps
+    python benchmarks/bench_methods_step.py --methods dino,simclr --reps 10 --threads 1
+
+gensis: the real ``PretrainTask`` (``gensis.ssl.train``) of the preset with ``method=NAME``, its step as the
+loop runs it (schedules, block masks, teacher + student forward, method loss, backward, gradient clipping,
+last-layer freeze, AdamW, EMA), on one fixed batch whose crops are made once (the augmentation is not timed).
+lightly: ``_lightly_methods.LightlyStep`` on a copy of the same initial ViT and the same crops, with one
+backbone call per crop size as gensis (``batched``), so that the comparison is of heads, losses, masking and
+update: DINOProjectionHead + DINOLoss (dino); MaskedVisionTransformerTIMM + DINOProjectionHead + DINOLoss +
+IBOTPatchLoss (ibot; + KoLeoLoss for dinov2); SimCLRProjectionHead + NTXentLoss (simclr). Both sides draw
+block masks every step (gensis: the method's own sampler; lightly: ``random_block_mask``).
+
+Repetitions are interleaved (gensis, lightly, lightly, gensis ...) so that load from other processes hits
+both alike; medians are turned into images/s (images of the batch per second, all crops included) and the
+ratios gensis time / lightly time and speedup (lightly time / gensis time) are printed per method. fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+
+os.environ.setdefault("GENSIS_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from gensis.config import load_config  # noqa: E402
+from gensis.ssl.methods import METHODS  # noqa: E402
+from gensis.ssl.train import PretrainTask  # noqa: E402
+from gensis.train.foreach import clip_gradients  # noqa: E402
+from gensis.train.loop import Runtime  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _lightly_methods import LightlyStep  # noqa: E402
+from _timing import interleaved, load_line, median, table  # noqa: E402
+
+
+def gensis_step(task: PretrainTask, batch) -> callable:
+    """The body of ``gensis.train.loop.fit`` for one iteration (without the NaN guard and the metrics row)."""
+    params = [p for p in task.model.parameters() if p.requires_grad]
+
+    def step() -> float:
+        task.schedule(0, 0)
+        loss, _ = task.step(task.model, batch, 0, 0)
+        task.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_gradients(params, task.clip_mode, task.clip_value)
+        task.before_update(0)
+        task.optimizer.step()
+        task.after_update(0, 0)
+        return float(loss.detach())
+    return step
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
+    ap.add_argument("--preset", default="demo", help="pretrain preset giving the ViT, heads, crops and batch")
+    ap.add_argument("--data", default="builtin:animal-mnist", help="images the crops are made of")
+    ap.add_argument("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
+    ap.add_argument("--reps", type=int, default=6, help="timed steps of each side")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps of each side first")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"preset {args.preset}, device {args.device}, fp32, threads {torch.get_num_threads()}, {args.reps} "
+          f"interleaved reps, {load_line()}")
+    summary = {}
+    for method in args.methods.split(","):
+        ov = [f"method={method}", "train.amp=off", f"train.device={args.device}"]
+        if args.batch_size:
+            ov.append(f"optim.batch_size={args.batch_size}")
+        if args.threads:
+            ov.append(f"train.threads={args.threads}")
+        cfg = load_config("pretrain", args.preset, ov)
+        b = cfg["optim"]["batch_size"]
+        cfg = load_config("pretrain", args.preset, ov + [f"data.limit={b}"])
+        rt = Runtime.setup(cfg["train"])
+        task = PretrainTask(cfg, args.data, rt)
+        images, idx = next(iter(task.batches(0)))
+        crops = task.aug(images)  # made once: 2 global + n_local × (B, 3, s, s)
+        task.aug = lambda _images, _c=crops: _c  # the timed steps reuse them (augmentation not timed)
+        vit = copy.deepcopy(task.method.student.backbone)  # same initial weights
+        theirs = LightlyStep(method, cfg, vit, batched=True, lr=cfg["optim"]["lr"])
+        views = [c for c in crops[:task.spec.n_global + task.spec.n_local]]
+        ours = gensis_step(task, (images, idx))
+        l0, l1 = ours(), theirs.step(views)
+        sizes = sorted({c.shape[-1] for c in views}, reverse=True)
+        print(f"\n== {method}: {cfg['model']['arch']} depth {cfg['model']['depth']} dim {vit.embed_dim}, "
+              f"views {len(views)} ({'/'.join(map(str, sizes))} px), batch {b}; first loss gensis {l0:.4f}, "
+              f"lightly {l1:.4f} (different heads' initialisation and loss definitions: not expected equal)")
+        times = interleaved({"gensis": ours, "lightly": lambda: theirs.step(views)}, args.reps, args.warmup,
+                            rt.device)
+        summary[method] = (median(times["gensis"]), median(times["lightly"]))
+        table(f"{method}: one training step", times, b)
+    print(f"\nsummary ({load_line()})")
+    print(f"{'method':8}{'gensis ms':>11}{'lightly ms':>12}{'time ratio':>12}{'speedup':>9}")
+    for m, (g, t) in summary.items():
+        print(f"{m:8}{1000 * g:11.1f}{1000 * t:12.1f}{g / t:12.3f}{t / g:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

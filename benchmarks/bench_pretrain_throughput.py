@@ -1,0 +1,146 @@
+"""Whole-training throughput: ``gensis.pretrain`` (the real loop: data, batched augmentation, step, EMA,
+checkpoint, export) against a training loop written the way lightly's examples write it.
+
+    python benchmarks/bench_pretrain_throughput.py                      # DINO, demo preset, 40 steps, A B A B
+    python benchmarks/bench_pretrain_throughput.py --methods dino,ibot,dinov2,simclr --steps 20 --reps 1
+
+Both sides train the same number of steps on the same images (``--data``'s first steps·batch training
+images), with the preset's ViT, crops (2 global + n_local local, the preset's sizes and scales) and batch,
+in fp32 on the CPU:
+
+    gensis   gensis.pretrain(data, out, preset=..., overrides=[method, data.limit=steps·batch, optim.epochs=1,
+             train.amp=off]): a run folder with checkpoint and exported weights, as ``gensis pretrain``
+    lightly  a torch Dataset giving PIL images (the torchvision dataset pattern) → lightly's DINOTransform
+             (multi-crop, PIL) in a DataLoader with ``--workers`` (2) processes, shuffle, drop_last; the step
+             of ``_lightly_methods.LightlyStep`` (lightly's heads and losses, EMA with update_momentum)
+
+Each side is timed from the call to the end of training, setup (models, loaders, worker start) included;
+images/s = steps · batch / seconds. Runs alternate gensis, lightly, lightly, gensis ... (``--reps`` pairs)
+in one process so that load from other processes hits both alike; the machine's load is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("GENSIS_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _lightly_methods import LightlyStep  # noqa: E402
+from _timing import load_line  # noqa: E402
+
+
+class PILImages(Dataset):
+    """The images of a gensis ImageSet as (PIL image → transform, 0), like a torchvision dataset."""
+
+    def __init__(self, ds, transform):
+        self.ds, self.transform = ds, transform
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int):
+        return self.transform(Image.fromarray(self.ds.get(i))), 0
+
+
+def overrides_for(method: str, steps: int, batch: int) -> list[str]:
+    return [f"method={method}", f"data.limit={steps * batch}", "optim.epochs=1", "train.amp=off",
+            "train.device=cpu"]
+
+
+def run_gensis(method: str, args, batch: int) -> float:
+    import gensis
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        gensis.pretrain(args.data, os.path.join(tmp, "run"), preset=args.preset,
+                        overrides=overrides_for(method, args.steps, batch), quiet=True)
+        return time.perf_counter() - t0
+
+
+def run_lightly(method: str, args, cfg: dict) -> float:
+    from lightly.transforms import DINOTransform
+
+    from gensis.data.sources import open_data
+    from gensis.models.backbone import build_backbone
+
+    a, size, batch = cfg["aug"], cfg["data"]["image_size"], cfg["optim"]["batch_size"]
+    n_local = 0 if method == "simclr" else int(a["n_local"])
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg["train"]["seed"])
+    ds = open_data(args.data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"])
+    transform = DINOTransform(global_crop_size=size, global_crop_scale=tuple(a["global_scale"]),
+                              local_crop_size=a["local_size"], local_crop_scale=tuple(a["local_scale"]),
+                              n_local_views=n_local)
+    loader = DataLoader(PILImages(ds, transform), batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=args.workers)
+    vit = build_backbone(cfg["model"], size)
+    step = LightlyStep(method, cfg, vit, batched=args.lightly_batched, lr=cfg["optim"]["lr"])
+    n = 0
+    while n < args.steps:
+        for views, _ in loader:
+            step.step(views)
+            n += 1
+            if n == args.steps:
+                break
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default="dino", help="comma-separated: dino, ibot, dinov2, simclr")
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--data", default="builtin:animal-mnist")
+    ap.add_argument("--steps", type=int, default=40, help="training steps of each run")
+    ap.add_argument("--reps", type=int, default=2, help="pairs of runs (gensis, lightly), alternating order")
+    ap.add_argument("--workers", type=int, default=2, help="lightly's DataLoader worker processes")
+    ap.add_argument("--lightly-batched", action="store_true",
+                    help="lightly side: one backbone call per crop size (gensis's batching) instead of per view")
+    args = ap.parse_args(argv)
+    from gensis.config import load_config
+
+    import gensis.ssl.methods as methods  # imports before any timing: each side's first run would pay them
+    import gensis.ssl.train  # noqa: F401
+    import lightly.loss  # noqa: F401
+    import lightly.models.modules  # noqa: F401
+    import lightly.transforms  # noqa: F401
+
+    for m in args.methods.split(","):
+        methods.method_class(m)
+    print(f"torch threads {torch.get_num_threads()}, {load_line()}")
+    results = {}
+    for method in args.methods.split(","):
+        cfg0 = load_config("pretrain", args.preset, [f"method={method}"])
+        batch = cfg0["optim"]["batch_size"]
+        cfg = load_config("pretrain", args.preset, overrides_for(method, args.steps, batch))
+        times: dict[str, list[float]] = {"gensis": [], "lightly": []}
+        run = {"gensis": lambda: run_gensis(method, args, batch), "lightly": lambda: run_lightly(method, args, cfg)}
+        for r in range(args.reps):
+            for side in (("gensis", "lightly") if r % 2 == 0 else ("lightly", "gensis")):
+                times[side].append(run[side]())
+                print(f"  {method} {side}: {times[side][-1]:.1f} s ({args.steps * batch / times[side][-1]:.1f} "
+                      f"images/s)  [{load_line()}]", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        results[method] = med["lightly"] / med["gensis"]
+        print(f"{method}: {cfg['model']['arch']} depth {cfg['model']['depth']}, 2x{cfg['data']['image_size']}px + "
+              f"{0 if method == 'simclr' else cfg['aug']['n_local']}x{cfg['aug']['local_size']}px, batch {batch}, "
+              f"{args.steps} steps; median s gensis {med['gensis']:.1f} / lightly {med['lightly']:.1f}; "
+              f"images/s {args.steps * batch / med['gensis']:.1f} / {args.steps * batch / med['lightly']:.1f}; "
+              f"speedup gensis/lightly {results[method]:.2f}x", flush=True)
+    print("\nspeedup (gensis images/s ÷ lightly images/s): "
+          + ", ".join(f"{m} {s:.2f}x" for m, s in results.items()) + f"   [{load_line()}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
