@@ -83,10 +83,13 @@ def bank_copy(reference_bank, tmp_path) -> Path:
 
 
 def _shard_bytes(bank: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((Path(bank) / "shards").iterdir())}
+    files = {p.name: p.read_bytes() for p in sorted((Path(bank) / "shards").iterdir())}
+    scores = Path(bank) / "scores"  # fidelity scores: one file per shard, compared like the shards
+    files.update({f"scores/{p.name}": p.read_bytes() for p in sorted(scores.iterdir())} if scores.is_dir() else {})
+    return files
 
 
 @pytest.fixture(scope="session")
 def shard_bytes():
-    """shard_bytes(bank) -> {file name: bytes} of every file in BANK/shards."""
+    """shard_bytes(bank) -> {file name: bytes} of every file in BANK/shards and BANK/scores."""
     return _shard_bytes

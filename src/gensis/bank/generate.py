@@ -7,7 +7,8 @@ Two phases, both split across ``torchrun`` ranks by shard (round robin over the 
 2. entries: per shard, the conditioning embeddings (the image's own for generative entries; slerp with the
    secondary's for interpolated ones, paper Sec. 9.5.2), generated in batches of ``run.batch_size``. A writer
    thread compresses finished batches and writes each complete shard atomically while the next batch is being
-   generated, so storage overlaps generation.
+   generated, so storage overlaps generation. Each generated batch is embedded again, in the same pass, to score
+   every entry's fidelity (cosine to its conditioning embedding; ``scores.py``).
 
 Every batch is a fixed slice of one shard, and every seed and secondary a pure function of the bank seed
 (``plan.py``): a rerun after a kill skips complete shards and produces the same bytes, whatever the number of
@@ -37,6 +38,7 @@ from gensis.bank.format import (CODECS, EMB_DIR, ENTRY_DTYPE, SHARD_DIR, Codec, 
 from gensis.bank.header import (HEADER, IMAGENET_TRAIN, header_diff, layout_dict, make_header, read_header,
                                 settings_from_cfg, write_header)
 from gensis.bank.plan import Layout, ShardPlan, plan_shard
+from gensis.bank.scores import SCORE_DIR, SCORES_INFO, cosine_scores, has_scores, score_name, write_scores
 from gensis.config import dump
 from gensis.data.sources import ArrayImageSet, ImageSet, SubsetImageSet, open_data
 from gensis.device import pick_device
@@ -221,9 +223,9 @@ class ShardWriter:
         self.thread = threading.Thread(target=self._run, name="bank-writer", daemon=True)
         self.thread.start()
 
-    def add(self, plan: ShardPlan, start: int, images: np.ndarray) -> None:
-        """``images``: uint8 (B, S, S, 3), the entries ``start:start+B`` of ``plan``."""
-        self._put((plan, start, images))
+    def add(self, plan: ShardPlan, start: int, images: np.ndarray, scores: np.ndarray) -> None:
+        """``images``: uint8 (B, S, S, 3), the entries ``start:start+B`` of ``plan``; ``scores``: float32 (B,)."""
+        self._put((plan, start, images, scores))
 
     def close(self, abort: bool = False) -> None:
         """Wait until every complete shard is written; re-raise a writer error. ``abort`` (the producer failed):
@@ -256,17 +258,21 @@ class ShardWriter:
                     if pending and not self.abort:
                         raise RuntimeError(f"shards {sorted(pending)} were not completed")
                     return
-                plan, start, images = item
+                plan, start, images, scores = item
                 t0 = time.perf_counter()
                 enc = list(self.pool.map(self.codec.encode, images)) if self.pool else [self.codec.encode(im) for im in images]
                 self.encode_seconds += time.perf_counter() - t0
-                p = pending.setdefault(plan.shard, (plan, [None] * len(plan), [0]))
+                p = pending.setdefault(plan.shard, (plan, [None] * len(plan), [0],
+                                                    np.zeros(len(plan), np.float32)))
                 p[1][start:start + len(enc)] = enc
+                p[3][start:start + len(enc)] = scores
                 p[2][0] += len(enc)
                 if p[2][0] == len(plan):
                     del pending[plan.shard]
                     meta = {**self.meta, "shard": plan.shard, "start": plan.start, "stop": plan.stop,
                             "entries": len(plan)}
+                    # scores first: a complete shard always has its scores (a kill in between regenerates both)
+                    write_scores(self.root / SCORE_DIR / score_name(plan.shard), p[3])
                     write_shard(self.root / SHARD_DIR / shard_name(plan.shard), p[1], shard_rows(plan), meta)
                     self.written.append(plan.shard)
         except BaseException as e:  # surfaced in the producer
@@ -384,9 +390,9 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
     lock_folder(out)  # one process (group) per bank folder; released at exit
     if not (out / HEADER).is_file():  # first: from now on the folder is a bank (running)
         write_header(out, header)
-    for sub in (SHARD_DIR, EMB_DIR):
+    for sub in (SHARD_DIR, EMB_DIR, SCORE_DIR):
         (out / sub).mkdir(exist_ok=True)
-    for folder in (out, out / SHARD_DIR, out / EMB_DIR):
+    for folder in (out, out / SHARD_DIR, out / EMB_DIR, out / SCORE_DIR):
         remove_stale_temps(folder)  # left by a killed run: never a valid file
     atomic_write_text(out / "config.yaml", dump(cfg))
     if groups is not None and not (out / "groups.npy").is_file():
@@ -400,6 +406,8 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
             pending.append(s)
             continue
         why = _shard_ok(p, header["identity"], s, layout)
+        if why is None and has_scores(header) and not (out / SCORE_DIR / score_name(s)).is_file():
+            why = "its fidelity scores are missing"
         if why is not None:
             if not quiet:
                 print(f"[gensis] {p.name} is damaged ({why}): regenerating it", file=sys.stderr)
@@ -439,6 +447,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
                "eldm_identity": str(generator.identity), "eldm": None if eldm is None else str(eldm),
                "generator": generator_spec or ("gensis.eldm:load_generator" if eldm else type(generator).__name__)}
     header = make_header(settings, sources, layout_dict(layout, out_size))
+    header["scores"] = dict(SCORES_INFO)  # not part of the identity: a bank made before scores stays the same bank
 
     # --- rank 0 checks/creates the folder; every rank learns the work list (or the error)
     msg, pending, pending_emb = None, [], []
@@ -488,11 +497,13 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
                 with torch.no_grad():
                     imgs = generator.generate(cond[sl], [int(x) for x in plan.seed[sl]], guidance=g["guidance"],
                                               steps=g["steps"], sampler=g["sampler"])  # (B, 3, S', S') uint8
+                    scores = cosine_scores(generator, imgs, cond[sl])  # (B,), same batch, encoder's device
                 if imgs.shape[-1] != out_size or imgs.shape[-2] != out_size:
                     from torchvision.transforms.v2 import functional as TF
 
                     imgs = TF.resize(imgs, [out_size, out_size], antialias=True)
-                writer.add(plan, b, imgs.permute(0, 2, 3, 1).contiguous().cpu().numpy())  # (B, S, S, 3)
+                writer.add(plan, b, imgs.permute(0, 2, 3, 1).contiguous().cpu().numpy(),  # (B, S, S, 3)
+                           scores.cpu().numpy().astype(np.float32))
                 generated += sl.stop - sl.start
                 bar.update(sl.stop - sl.start)
         finished = True

@@ -21,6 +21,7 @@ import torch
 from gensis.bank.format import ENTRY_DTYPE, SHARD_DIR, Codec, ShardFormatError, read_tail, shard_name
 from gensis.bank.header import layout_of, read_header
 from gensis.bank.plan import KIND_GEN, KIND_INTERP
+from gensis.bank.scores import SCORE_DIR, has_scores, read_scores, score_name
 from gensis.errors import UserError
 
 
@@ -204,6 +205,25 @@ class BankReader:
         self._check(refs, idx, KIND_INTERP)
         sec = np.fromiter((sh.rows[r]["secondary"] for sh, r in refs), dtype=np.int64, count=len(refs))
         return self._decode_many(refs), sec
+
+    @property
+    def has_scores(self) -> bool:
+        """Whether the bank records fidelity scores (banks made before they existed do not)."""
+        return has_scores(self.header)
+
+    def scores(self) -> np.ndarray:
+        """Fidelity score of every entry, float32 (N, E) in slot order (``gensis.bank.scores``); UserError for a
+        bank without scores."""
+        if not self.has_scores:
+            raise UserError(f"bank {self.path} has no fidelity scores (made before gensis recorded them): generate it "
+                            f"again to filter or weight it by score (gen.bank_min_score / bank_keep_quantile / "
+                            f"bank_weighting)")
+        lay = self.layout
+        parts = []
+        for s in range(lay.num_shards):
+            start, stop = lay.shard_range(s)
+            parts.append(read_scores(self.path / SCORE_DIR / score_name(s), (stop - start) * lay.entries_per_image))
+        return np.concatenate(parts).reshape(lay.num_images, lay.entries_per_image)  # (N, E)
 
     def secondary(self, idx: np.ndarray) -> np.ndarray:
         """The secondary image of each image (the same for all its α)."""

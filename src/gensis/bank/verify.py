@@ -3,7 +3,9 @@
 Checks, in order: the header parses and its identity matches its content; generation finished; no partial or
 foreign files; every shard present, well-formed (footer, index/meta checksum), of this bank and at its place;
 every entry's primary, kind, k/α, seed and secondary equal to the pure functions that define them (``plan.py``);
-payloads contiguous and matching their crc32; optionally (``decode``) every image decodes to S×S×3.
+payloads contiguous and matching their crc32; optionally (``decode``) every image decodes to S×S×3; for a bank
+with fidelity scores, every shard's score file present, of the right length and finite (the summary then shows
+the score quantiles).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from gensis.bank.format import SHARD_DIR, Codec, ShardFormatError, read_tail, shard_name
 from gensis.bank.header import compute_identity, layout_of, read_header
 from gensis.bank.plan import KIND_NAMES, plan_shard
+from gensis.bank.scores import SCORE_DIR, has_scores, quantile_table, score_name
 
 _SHARD_RE = re.compile(r"^shard-(\d{6})\.gsb$")
 MAX_PER_SHARD = 5
@@ -33,6 +36,7 @@ class VerifyReport:
     num_entries: int = 0
     identity: str = ""
     deleted: list[str] = field(default_factory=list)
+    score_table: str = ""
 
     @property
     def ok(self) -> bool:
@@ -41,7 +45,8 @@ class VerifyReport:
     def summary(self) -> str:
         if self.ok:
             return (f"OK: bank {self.path}: {self.entries_ok} entries in {self.shards_ok} shards, "
-                    f"checksums and manifest consistent (identity {self.identity})")
+                    f"checksums and manifest consistent (identity {self.identity})"
+                + (f"\n{self.score_table}" if self.score_table else ""))
         head = (f"FAILED: bank {self.path}: {len(self.problems)} problem(s); {self.shards_ok}/{self.num_shards} "
                 f"shards and {self.entries_ok}/{self.num_entries} entries OK")
         if self.deleted:
@@ -112,6 +117,8 @@ def verify_bank(path: str | Path, decode: bool = False, delete_bad: bool = False
         if s in missing:
             continue
         problems, n_ok = _check_shard(f, s, h, layout, groups, codec, size, decode)
+        if has_scores(h):
+            problems += _check_scores(path, s, layout)
         rep.entries_ok += n_ok
         if problems:
             shown = problems[:MAX_PER_SHARD]
@@ -123,7 +130,30 @@ def verify_bank(path: str | Path, decode: bool = False, delete_bad: bool = False
                 rep.deleted.append(f.name)
         else:
             rep.shards_ok += 1
+    if has_scores(h) and rep.ok:
+        from gensis.bank.reader import BankReader
+
+        rep.score_table = quantile_table(BankReader(path).scores(), layout.num_generative)
+    elif not has_scores(h) and rep.ok:
+        rep.score_table = "no fidelity scores (bank made before gensis recorded them)"
     return rep
+
+
+def _check_scores(path: Path, s: int, layout) -> list[str]:
+    start, stop = layout.shard_range(s)
+    f = path / SCORE_DIR / score_name(s)
+    if not f.is_file():
+        return [f"its fidelity scores {SCORE_DIR}/{f.name} are missing"]
+    try:
+        a = np.load(f, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        return [f"fidelity scores {SCORE_DIR}/{f.name} unreadable ({e})"]
+    n = (stop - start) * layout.entries_per_image
+    if a.shape != (n,) or a.dtype != np.float32:
+        return [f"fidelity scores {SCORE_DIR}/{f.name}: shape {a.shape} {a.dtype}, expected ({n},) float32"]
+    if not np.all(np.isfinite(a)) or np.abs(a).max(initial=0) > 1.0 + 1e-4:
+        return [f"fidelity scores {SCORE_DIR}/{f.name}: values outside [-1, 1]"]
+    return []
 
 
 def _check_shard(f: Path, s: int, h: dict, layout, groups, codec: Codec, size: int,

@@ -121,4 +121,10 @@ def run_show(args) -> int:
             raise UserError(f"--indices must be comma-separated integers, got '{args.indices}'") from None
     out = show_bank(args.bank, args.out, n=args.n, data=args.data, seed=args.seed, indices=indices)
     print(f"wrote {out}")
+    from gensis.bank.reader import BankReader
+    from gensis.bank.scores import quantile_table
+
+    reader = BankReader(args.bank)
+    if reader.has_scores:
+        print(quantile_table(reader.scores(), reader.num_generative))
     return 0

@@ -134,6 +134,9 @@ RULES: dict[str, dict[str, Rule]] = {
         "gen.interp": OneOf("none", "bank", "pixel"),
         "gen.alphas": List(PROB, nonempty=True),
         "gen.disent_weight": NONNEG_FLOAT,
+        "gen.bank_min_score": Float(ge=-1, le=1, nullable=True),
+        "gen.bank_keep_quantile": Float(gt=0, le=1, nullable=True),
+        "gen.bank_weighting": OneOf("none", "score"),
         # iBOT, DINOv2, SimCLR (gensis.ssl.methods); other keys of their sections are typed by their defaults
         **{f"ibot.{k}": POS_INT for k in ("out_dim", "patch_out_dim", "hidden_dim", "bottleneck_dim")},
         **{f"ibot.{k}": POS_FLOAT for k in ("student_temp", "warmup_teacher_temp", "teacher_temp",

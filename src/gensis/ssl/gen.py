@@ -11,6 +11,12 @@ Written once for every method; it knows only the method's ``target`` (``gensis.s
     contrastive:  L = Eq. 8: f(I_int) with f(I_1) (weight α) and f(I_2) (weight 1 − α) as positives
 
 ``GenViews`` holds the random state (a numpy Generator, saved per rank by the training loop).
+
+Fidelity filter (``gen.bank_min_score`` / ``bank_keep_quantile`` / ``bank_weighting``, ``gensis.bank.scores``):
+a sample's generative entry k and interpolation α are drawn among its *kept* entries (∝ weight); a sample with
+no kept generative entry keeps its real views; a sample with no kept interpolation (among ``gen.alphas``) gets
+a per-sample weight 0 in the disentanglement term (its α is NaN between ``add_views`` and ``loss``; the term is
+the sum over kept samples divided by the batch size B, as a per-sample weight of 0 would give).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from gensis.bank.scores import draw, entry_weights, filter_active
 from gensis.data.batch_augment import BatchDINOAugmentation, to_float
 from gensis.errors import UserError
 from gensis.ssl.disentangle_loss import mix_teacher_outputs
@@ -42,6 +49,22 @@ class GenViews:
             raise UserError("gen.interp=bank needs --bank BANK")
         if self.interp not in ("none", "bank", "pixel"):
             raise UserError(f"gen.interp must be none, bank or pixel, got '{self.interp}'")
+        self.gen_w = self.int_w = None  # sampling weights (N, K) and (N, len(alphas)); None: no filter
+        if bank is not None and filter_active(self.g):
+            self._build_filter(rank)
+
+    def _build_filter(self, rank: int) -> None:
+        bank, K = self.bank, self.bank.num_generative
+        w = entry_weights(bank.scores(), K, self.g)  # (N, E)
+        self.gen_w = w[:, :K]
+        msg = f"[gensis] bank fidelity filter: {int((self.gen_w > 0).sum())}/{self.gen_w.size} generative entries kept"
+        if bank.alphas and self.interp == "bank":
+            self.int_w = w[:, bank.layout.alpha_slot(np.asarray(self.alphas))]  # (N, A) in gen.alphas order
+            msg += f", {int((self.int_w > 0).sum())}/{self.int_w.size} interpolations kept"
+        if rank == 0:
+            import sys
+
+            print(msg, file=sys.stderr)
 
     @property
     def uses_generative(self) -> bool:
@@ -57,13 +80,22 @@ class GenViews:
     def generative(self, idx: np.ndarray, like: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """One random synthetic image per sample, resized like the real batch; and which samples use it."""
         use = self.rng.random(len(idx)) < self.g["generative_prob"]
-        k = self.rng.integers(0, self.bank.num_generative, len(idx))
+        if self.gen_w is None:
+            k = self.rng.integers(0, self.bank.num_generative, len(idx))
+        else:  # among the kept entries; none kept: the real image's views
+            k, any_kept = draw(self.gen_w[idx], self.rng)
+            use &= any_kept
         syn = self.bank.generative_batch(idx, k)  # (B, 3, h, w) uint8
         return _match_size(syn, like), use
 
     def interpolation(self, idx: np.ndarray, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(I_int, I_2, alpha) for each sample; uint8 (B,3,H,W), uint8 (B,3,H,W), float (B,)."""
-        alpha = self.rng.choice(self.alphas, len(idx))
+        kept = None
+        if self.int_w is not None and self.interp == "bank":  # among the kept interpolations of each image
+            j, kept = draw(self.int_w[idx], self.rng)
+            alpha = np.asarray(self.alphas, np.float64)[j]
+        else:
+            alpha = self.rng.choice(self.alphas, len(idx))
         if self.interp == "bank":
             img_int, sec = self.bank.interpolated_batch(idx, alpha)
             img_int = _match_size(img_int, like)
@@ -73,7 +105,10 @@ class GenViews:
             img2 = _match_size(self.real(sec), like)
             a = torch.from_numpy(alpha).float().view(-1, 1, 1, 1)
             img_int = (a * like.float() + (1 - a) * img2.float()).round().clamp(0, 255).to(torch.uint8)
-        return img_int, img2, torch.from_numpy(alpha).float()
+        alpha_t = torch.from_numpy(alpha).float()
+        if kept is not None:
+            alpha_t[torch.from_numpy(~kept)] = float("nan")  # no kept interpolation: weight 0 in loss()
+        return img_int, img2, alpha_t
 
     # -- the two things a pretraining step asks of Gen- ---------------------------------------------------------
     def add_views(self, views: Views, images: torch.Tensor, idx: np.ndarray, aug: BatchDINOAugmentation,
@@ -108,6 +143,8 @@ class GenViews:
     def loss(self, method: Method, s_out: dict, t_out: dict | None, alpha: torch.Tensor,
              step: StepInfo) -> torch.Tensor:
         """The disentanglement term for the method's target kind (before ``gen.disent_weight``)."""
+        if self.int_w is not None:
+            return self._filtered_loss(method, s_out, t_out, alpha, step)
         s_int = s_out["extra"]["interp"]  # (B, K)
         if method.target == "distillation":
             # teacher(I_1): the first global view of the real image (a vanilla view of img_1)
@@ -119,6 +156,26 @@ class GenViews:
             i1 = torch.arange(b, device=s_int.device)
             return method.disentangle_contrastive(s_int, f_real, i1, i1 + b, alpha, step)
         raise ValueError(f"method {method.name}: unknown target '{method.target}'")
+
+    def _filtered_loss(self, method: Method, s_out: dict, t_out: dict | None, alpha: torch.Tensor,
+                       step: StepInfo) -> torch.Tensor:
+        """The same term over the samples with a kept interpolation (finite α), times (kept / B)."""
+        s_int = s_out["extra"]["interp"]  # (B, K)
+        b = s_int.shape[0]
+        rows = torch.nonzero(~torch.isnan(alpha)).squeeze(1)  # (n,)
+        n = int(rows.numel())
+        if n == 0:
+            return s_int.float().sum() * 0.0  # keeps the graph (and DDP) intact
+        a = alpha[rows]
+        if method.target == "distillation":
+            mixed = mix_teacher_outputs(t_out["global"][0][rows], t_out["extra"]["secondary"][rows], a)  # (n, K)
+            term = method.disentangle_distill(s_int[rows], mixed, step)
+        elif method.target == "contrastive":
+            f_real = torch.cat([s_out["global"][0], s_out["extra"]["secondary"]])  # (2B, K)
+            term = method.disentangle_contrastive(s_int[rows], f_real, rows, rows + b, a, step)
+        else:
+            raise ValueError(f"method {method.name}: unknown target '{method.target}'")
+        return term * (n / b)
 
 
 def _random_secondary(idx: np.ndarray, n: int, rng: np.random.Generator, groups: np.ndarray | None) -> np.ndarray:
