@@ -38,6 +38,9 @@ class GenViews:
     α·I_1 + (1 − α)·I_2 of two real images with a random secondary drawn by seed (Table 12 ablation).
     """
 
+    gen_w: np.ndarray | None = None  # fidelity-filter sampling weights (N, K); None: no filter
+    int_w: np.ndarray | None = None  # (N, len(gen.alphas)); None: no filter
+
     def __init__(self, cfg: dict, ds, images: torch.Tensor | None, bank=None, seed: int = 0, rank: int = 0):
         self.g = cfg["gen"]
         self.ds, self.bank = ds, bank
@@ -49,7 +52,6 @@ class GenViews:
             raise UserError("gen.interp=bank needs --bank BANK")
         if self.interp not in ("none", "bank", "pixel"):
             raise UserError(f"gen.interp must be none, bank or pixel, got '{self.interp}'")
-        self.gen_w = self.int_w = None  # sampling weights (N, K) and (N, len(alphas)); None: no filter
         if bank is not None and filter_active(self.g):
             self._build_filter(rank)
 
