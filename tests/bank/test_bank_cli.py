@@ -30,6 +30,7 @@ def test_generate_verify_show(tmp_path, tiny_npz, base_overrides, reference_bank
     # show: real | 2 generative | (interp, secondary) x 2 alphas = 7 columns, 3 rows
     png = tmp_path / "grid.png"
     assert main(["bank", "show", str(out), "--out", str(png), "--n", "3"]) == 0
+    assert "fidelity score quantiles" in capsys.readouterr().out
     w, h = Image.open(png).size
     assert w > 7 * 96 and 3 * 96 < h < 4 * 96 + 60
     assert main(["bank", "show", str(out), "--out", str(png), "--indices", "0,5"]) == 0
