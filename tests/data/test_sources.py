@@ -85,3 +85,24 @@ def test_restricted_unpickler_refuses_code():
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         load_numpy_pickle(pickle.dumps(Evil()))
+
+
+def test_folder_layout_ignores_bytes_but_not_names_labels_or_split(tmp_path):
+    """``layout`` (what --resume compares): a file replaced by other bytes keeps it; other files, another
+    split change it; ``identity`` (provenance) changes with the bytes."""
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    before = open_data(str(tmp_path), "all")
+    tr = open_data(str(tmp_path), "train", 0.2, 0)
+    lay, ident, tr_lay = before.layout, before.identity, tr.layout
+    Image.fromarray(np.full((12, 9, 3), 7, np.uint8)).save(tmp_path / "a" / "1.png")  # other size and bytes
+    after = open_data(str(tmp_path), "all")
+    assert after.layout == lay and after.identity != ident
+    assert open_data(str(tmp_path), "train", 0.2, 0).layout == tr_lay != lay
+    assert open_data(str(tmp_path), "train", 0.2, 1).layout != tr_lay
+    (tmp_path / "b" / "4.png").rename(tmp_path / "b" / "9.png")
+    assert open_data(str(tmp_path), "all").layout != lay

@@ -297,6 +297,34 @@ def test_unreadable_image_met_mid_training_stops_at_the_last_checkpoint_and_resu
     assert rc == 0 and "skipped" in capsys.readouterr().err
 
 
+def test_bad_image_replaced_by_one_of_another_size_resumes_but_other_files_are_refused(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """Issue 10.4 "resumable once the file is fixed": the fixed file has other bytes (and byte size) than the
+    damaged one, so the dataset's content identity changes; --resume compares names + labels + split, and
+    still refuses a folder with other files."""
+    from gensis.data import sources
+
+    monkeypatch.setattr(sources, "FULL_DECODE_LIMIT", 0)
+    sources._CHECKED.clear()
+    data = _folder(tmp_path / "f")
+    good = (data / "b" / "7.png").read_bytes()
+    (data / "b" / "7.png").write_bytes(good[:60] + bytes(len(good) - 60))
+    run = tmp_path / "run"
+    argv = ("pretrain", "--data", f"{data}@all", "--out", run, *TINY_PRETRAIN, "data.num_workers=1")
+    assert_refused(main(*argv), capsys.readouterr().err, str(data / "b" / "7.png"), "--resume")
+    first_identity = json.loads((run / "manifest.json").read_text())["inputs"]["data_identity"]
+    fixed = _png(np.full((24, 20, 3), 200, np.uint8))  # a valid replacement of another size
+    assert len(fixed) != len(good)
+    (data / "b" / "7.png").write_bytes(fixed)
+    (data / "b" / "extra.png").write_bytes(fixed)  # another file: another dataset, refused
+    assert_refused(main(*argv, "--resume"), capsys.readouterr().err, "input data (other files, labels or split)")
+    (data / "b" / "extra.png").unlink()
+    assert main(*argv, "--resume") == 0, capsys.readouterr().err
+    m = json.loads((run / "manifest.json").read_text())
+    assert m["inputs"]["data_identity"] != first_identity  # provenance: the content identity of the data used
+    assert (run / "metrics.jsonl").is_file()
+
+
 # ---- kills at random points ------------------------------------------------------------------------------
 
 def test_autoencoder_killed_at_a_random_point_resumes_to_the_uninterrupted_weights(tmp_path, tiny_npz):

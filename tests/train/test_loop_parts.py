@@ -89,3 +89,12 @@ def test_resume_differences_lists_keys_and_inputs_but_not_speed_only():
     assert same_content == []  # a moved dataset with the same content resumes
     no_bank = resume_differences(old, old, {"data_identity": "h", "bank_identity": "b"}, {"data_identity": "h"})
     assert no_bank == ["input bank (given before, not now)"]
+    # with a layout (file names + labels + split) in both manifests, changed bytes resume, another layout not
+    fixed = resume_differences(old, old, {"data_identity": "h1", "data_layout": "L"},
+                               {"data_identity": "h2", "data_layout": "L"})
+    assert fixed == []
+    other = resume_differences(old, old, {"data_identity": "h1", "data_layout": "L"},
+                               {"data_identity": "h1", "data_layout": "M"})
+    assert other == ["input data (other files, labels or split)"]
+    older = resume_differences(old, old, {"data_identity": "h1"}, {"data_identity": "h2", "data_layout": "L"})
+    assert older == ["input data (content differs)"]  # a manifest without a layout: compared by content

@@ -69,6 +69,13 @@ class ImageSet:
         raise NotImplementedError
 
     @property
+    def layout(self) -> str:
+        """A short hash of *which* images (and labels) this set holds, not of their bytes: ``--resume`` compares
+        it, so a damaged file replaced by a fixed one (other bytes, same name) still resumes. Sets without
+        file names fall back to ``identity``."""
+        return self.identity
+
+    @property
     def num_classes(self) -> int:
         if self.labels is None:
             return 0
@@ -146,6 +153,15 @@ class FolderImageSet(ImageSet):
             self._identity = h.hexdigest()[:16]
         return self._identity
 
+    @property
+    def layout(self) -> str:
+        """Relative paths (to the folder all images share) + labels + count; file contents are not read."""
+        root = os.path.commonpath([str(p.parent) for p in self.paths]) if self.paths else ""
+        h = hashlib.sha256(f"folder|{len(self.paths)}\n".encode())
+        for p, lab in zip(self.paths, self.labels if self.labels is not None else [None] * len(self.paths)):
+            h.update(f"{os.path.relpath(p, root) if root else p.name}|{lab}\n".encode())
+        return h.hexdigest()[:16]
+
 
 class SubsetImageSet(ImageSet):
     def __init__(self, parent: ImageSet, indices: np.ndarray, name: str | None = None):
@@ -168,6 +184,14 @@ class SubsetImageSet(ImageSet):
     @property
     def identity(self) -> str:
         h = hashlib.sha256(self.parent.identity.encode())
+        h.update(np.ascontiguousarray(self.indices).data)
+        return h.hexdigest()[:16]
+
+    @property
+    def layout(self) -> str:
+        if self.parent.layout == self.parent.identity:
+            return self.identity
+        h = hashlib.sha256(self.parent.layout.encode())
         h.update(np.ascontiguousarray(self.indices).data)
         return h.hexdigest()[:16]
 
@@ -560,6 +584,14 @@ class RelabelledImageSet(ImageSet):
     @property
     def identity(self) -> str:
         h = hashlib.sha256(self.parent.identity.encode())
+        h.update(np.ascontiguousarray(self.labels).data)
+        return h.hexdigest()[:16]
+
+    @property
+    def layout(self) -> str:
+        if self.parent.layout == self.parent.identity:
+            return self.identity
+        h = hashlib.sha256(self.parent.layout.encode())
         h.update(np.ascontiguousarray(self.labels).data)
         return h.hexdigest()[:16]
 

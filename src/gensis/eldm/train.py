@@ -249,7 +249,7 @@ class ELDMTask(Task):
                                            weight_decay=float(o["weight_decay"]))
         self.clip_mode, self.clip_value = "global", o["clip_grad"]
         self.gen = torch.Generator().manual_seed(seed * 1000 + rank)  # flips, drops, t, ε
-        self.inputs = {"data": data, "data_identity": ds.identity, "encoder": str(encoder_spec),
+        self.inputs = {"data": data, "data_identity": ds.identity, "data_layout": ds.layout, "encoder": str(encoder_spec),
                        "encoder_identity": encoder.identity, "autoencoder": str(ae_path) if ae_path else "pixel",
                        "autoencoder_identity": ae.identity}
 

@@ -130,7 +130,7 @@ class AutoencoderTask(Task):
                     dist.broadcast(t, 0)
         rt.seed_ranks()
         self.gen = torch.Generator().manual_seed(seed * 1000 + rank)  # flips
-        self.inputs = {"data": data, "data_identity": ds.identity}
+        self.inputs = {"data": data, "data_identity": ds.identity, "data_layout": ds.layout}
         self.rec: dict = {}
 
     def start_message(self) -> str:

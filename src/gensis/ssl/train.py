@@ -67,7 +67,7 @@ class PretrainTask(Task):
 
             bank = BankReader(bank_path)
             bank.check_dataset(ds)
-        self.inputs = {"data": data, "data_identity": ds.identity}
+        self.inputs = {"data": data, "data_identity": ds.identity, "data_layout": ds.layout}
         if bank is not None:
             self.inputs["bank_identity"] = bank.identity
         gen_on = bank is not None or cfg["gen"]["interp"] == "pixel"

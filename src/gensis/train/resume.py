@@ -6,7 +6,10 @@ only change speed or logging may differ (``SPEED_ONLY``), as may sections a stag
 e.g. the ``ae`` section for ``eldm train``). ``train.device`` and ``train.amp`` must match: they change the
 numbers (and a checkpoint's random state belongs to its device type).
 An input ``x`` that has an ``x_identity`` (a hash of its content) is compared by identity only, so a moved
-dataset or run folder with the same content resumes.
+dataset or run folder with the same content resumes. An input that also has an ``x_layout`` (which files, with
+which labels, in which split: ``ImageSet.layout``) in both manifests is compared by layout instead: a damaged
+image replaced by a fixed one (other bytes) resumes, other files, labels or another split are refused. The
+manifest keeps ``x_identity`` (the content) for provenance.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_input
     for k in sorted(set(old_inputs) | set(new_inputs)):
         if f"{k}_identity" in old_inputs or f"{k}_identity" in new_inputs:
             continue  # compared by content
+        if k.endswith("_identity"):
+            lay = k.removesuffix("_identity") + "_layout"
+            if lay in old_inputs and lay in new_inputs:
+                continue  # compared by layout (file names, labels, split), not bytes
+        if k.endswith("_layout"):
+            if k not in old_inputs or k not in new_inputs:
+                continue  # an older manifest: compared by identity
+            if old_inputs[k] != new_inputs[k]:
+                diffs.append(f"input {k.removesuffix('_layout')} (other files, labels or split)")
+            continue
         if old_inputs.get(k) == new_inputs.get(k):
             continue
         name = k.removesuffix("_identity")
