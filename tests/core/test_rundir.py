@@ -193,6 +193,44 @@ def test_second_cli_process_on_a_run_folder_is_refused_with_one_line(tmp_path):
     assert len(lines) <= 2 and "in use by another gensis process" in lines[-1] and "Traceback" not in r.stderr
 
 
+def test_second_eldm_process_is_refused_before_it_writes_anything(tmp_path):
+    """The E-LDM trainer writes cache/ while it is built: the lock is taken before (train.loop.claim_and_build)."""
+    import numpy as np
+
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.random.default_rng(0).integers(0, 255, (64, 16, 16, 3), dtype=np.uint8),
+             labels=np.arange(64) % 2)
+    folder = tmp_path / "run"
+    p = _holder(folder)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "eldm", "train", "--encoder", "pixels",
+                            "--data", str(data), "--out", str(folder), "--preset", "smoke", "data.image_size=16",
+                            "optim.epochs=1"], capture_output=True, text=True, timeout=300)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert r.returncode == 2, r.stderr
+    assert "in use by another gensis process" in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
+    assert sorted(x.name for x in folder.iterdir()) == [rundir.LOCK_NAME]  # no cache/, config, manifest
+
+
+def test_failed_build_removes_the_folder_it_created(tmp_path):
+    from gensis.train.loop import claim_and_build
+
+    class Boom:
+        stage = "pretrain"
+
+        def __init__(self):
+            raise UserError("bad data")
+
+    class RT:
+        is_main = True
+
+    with pytest.raises(UserError, match="bad data"):
+        claim_and_build(RunDir(tmp_path / "new"), RT(), False, Boom)
+    assert not (tmp_path / "new").exists() and (tmp_path / "new").resolve() not in rundir.held_locks()
+
+
 def test_atomic_copy(tmp_path):
     from gensis.rundir import atomic_copy
 

@@ -37,7 +37,7 @@ from gensis.errors import UserError
 from gensis.progress import progress
 from gensis.rundir import RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, save_tensors
 from gensis.train.foreach import ema_lerp
-from gensis.train.loop import Runtime, Task, fit
+from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
 CHECKPOINT = "checkpoint.safetensors"
 EMA_WEIGHTS = "denoiser_ema.safetensors"
@@ -335,9 +335,9 @@ def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str
     """Run (or resume) E-LDM denoiser training; returns the run directory."""
     rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
-    task = ELDMTask(cfg, encoder_spec, data, run, rt, ae_path) if not (resume and run.is_done()) else None
-    if task is None:  # a finished run resumed: nothing to do
+    if resume and run.is_done():  # a finished run resumed: nothing to do
         return run
+    task = claim_and_build(run, rt, resume, ELDMTask, cfg, encoder_spec, data, run, rt, ae_path)
     return fit(task, rt, run, resume=resume, quiet=quiet)
 
 

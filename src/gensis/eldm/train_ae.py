@@ -26,7 +26,7 @@ from gensis.data.sources import open_data
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
 from gensis.errors import UserError
 from gensis.rundir import RunDir
-from gensis.train.loop import Runtime, Task, fit
+from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix / taming's ``NLayerDiscriminator``): a map of real/fake logits over patches."""
@@ -246,7 +246,7 @@ def train_ae(cfg: dict, data: str, out: str | Path, resume: bool = False, quiet:
     run = RunDir(out)
     if run.is_done() and not resume:
         raise UserError(f"{out} already holds a finished {run.manifest().get('stage')} run; use another --out")
-    task = AutoencoderTask(cfg, data, rt)
+    task = claim_and_build(run, rt, resume, AutoencoderTask, cfg, data, rt)
     fit(task, rt, run, resume=resume, quiet=quiet)
     if rt.is_main and not quiet and getattr(task, "quiet_summary", None):
         print(task.quiet_summary, file=sys.stderr)

@@ -35,7 +35,7 @@ from gensis.ssl.methods import build_method
 from gensis.ssl.methods.base import Method, StepInfo, Views
 from gensis.ssl.schedules import cosine_schedule
 from gensis.train.foreach import ema_update
-from gensis.train.loop import Runtime, Task, fit
+from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
 
 class PretrainTask(Task):
@@ -180,5 +180,6 @@ def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path
     ``on_epoch_end(epoch, eval_backbone)`` (rank 0 only) may return a dict that is logged to metrics.
     """
     rt = Runtime.setup(cfg["train"])
-    task = PretrainTask(cfg, data, rt, bank_path, on_epoch_end)
-    return fit(task, rt, RunDir(out), resume=resume, quiet=quiet)
+    run = RunDir(out)
+    task = claim_and_build(run, rt, resume, PretrainTask, cfg, data, rt, bank_path, on_epoch_end)
+    return fit(task, rt, run, resume=resume, quiet=quiet)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ from gensis.device import autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import MetricsLog, RunDir
+from gensis.rundir import LOCK_NAME, MetricsLog, RunDir, release_folder
 from gensis.train.foreach import clip_gradients
 from gensis.train.resume import check_resume
 from gensis.train.rng import capture_rng, restore_rng, seed_everything
@@ -245,6 +245,36 @@ def _load(task: Task, rt: Runtime, run: RunDir) -> int:
         raise UserError(f"{path} does not match this run's models ({str(e).splitlines()[0]}); "
                         f"it is damaged or from another version") from None
     return int(meta["epoch"]) + 1
+
+
+T = TypeVar("T", bound="Task")
+
+
+def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Callable[..., T], *args: Any,
+                    stage: str | None = None, **kw: Any) -> T:
+    """``build(*args, **kw)`` (a Task class, or a factory with ``stage=``) after rank 0 has claimed ``run``
+    (lock + stage check, ``RunDir.claim``): building may write into the folder (the E-LDM trainer writes
+    ``cache/``), so a second process on it is refused before anything is written. When building fails, a
+    folder this call created is removed again if it holds nothing but the lock."""
+    stage = stage or build.stage  # type: ignore[union-attr]
+    created = False
+    if rt.is_main:
+        created = not run.path.exists()
+        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.claim(stage, resume)
+        except BaseException:
+            if created and not any(run.path.iterdir()):
+                run.path.rmdir()
+            raise
+    try:
+        return build(*args, **kw)
+    except BaseException:
+        if rt.is_main:
+            release_folder(run.path)
+            if created and {p.name for p in run.path.iterdir()} <= {LOCK_NAME}:
+                run.path.rmdir()
+        raise
 
 
 def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool = False) -> RunDir:
