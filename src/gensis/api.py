@@ -128,16 +128,27 @@ def _data_spec(data: Any) -> str:
 
 def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: Mapping[str, Any] | None = None,
              overrides: Mapping[str, Any] | Sequence[str] | None = None, bank: PathLike | None = None,
-             interp: str | None = None, resume: bool = False, quiet: bool = True) -> Path:
-    """DINO (Gen-DINO with ``bank``) pretraining, as ``gensis pretrain``; returns the run directory.
+             interp: str | None = None, method: str | None = None, resume: bool = False,
+             quiet: bool = True) -> Path:
+    """Self-supervised pretraining (DINO by default; the Gen- variant with ``bank``), as ``gensis pretrain``;
+    returns the run directory.
 
     ``data``: a ``--data`` string (its train split is used) or an object (used whole). ``interp``: the
-    disentanglement source, ``bank`` (default with a bank), ``pixel`` or ``none``.
+    disentanglement source, ``bank`` (default with a bank), ``pixel`` or ``none``. ``method``: a registered
+    SSL method (``gensis.ssl.methods.METHODS``: dino, dinov2, ibot, simclr, ...), as ``--method``; default: the
+    config's ``method`` (dino). An unknown name is a ``UserError`` listing the valid ones.
     """
     from gensis.ssl.train import train
 
+    extra: dict[str, Any] = {}
+    if method is not None:
+        from gensis.ssl.methods import method_class
+
+        method_class(method)  # an unknown name lists the valid ones
+        extra["method"] = method
     mode = interp if interp is not None else ("bank" if bank is not None else None)
-    extra = {"gen.interp": mode} if mode is not None else {}
+    if mode is not None:
+        extra["gen.interp"] = mode
     cfg = _resolve("pretrain", config, preset, overrides)
     if extra:
         cfg = _resolve("pretrain", cfg, preset, extra)

@@ -82,6 +82,19 @@ def test_pretrain_an_object_then_embed_and_knn(images_npz, tmp_path):
     assert res["k"] == 3 and 0 <= res["top1"] <= 100
 
 
+def test_pretrain_method_is_chosen_and_validated(images_npz, tmp_path):
+    with pytest.raises(UserError, match=r"unknown method 'simclar' \(valid: .*simclr.*did you mean 'simclr'"):
+        gensis.pretrain(str(images_npz), tmp_path / "bad", preset="smoke", method="simclar")
+    assert not (tmp_path / "bad").exists()  # refused before any work
+    run = gensis.pretrain(str(images_npz), tmp_path / "simclr", preset="smoke", method="simclr", overrides={
+        "optim.epochs": 1, "optim.batch_size": 16, "data.image_size": 16, "model.patch_size": 4,
+        "model.depth": 1, "aug.n_local": 0, "train.threads": 1})
+    import yaml
+
+    assert yaml.safe_load((run / "config.yaml").read_text())["method"] == "simclr"
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+
+
 def test_linear_probe(encoder_run, images_npz):
     train, val = gensis.open_data(str(images_npz), "train"), gensis.open_data(str(images_npz), "val")
     res = gensis.linear(encoder_run, train, val, epochs=2, lrs=[0.1, 1.0], aug_copies=1)
