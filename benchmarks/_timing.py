@@ -26,9 +26,11 @@ def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float
 
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 0,
-                device: torch.device | str = "cpu") -> dict[str, list[float]]:
+                device: torch.device | str = "cpu", cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """``reps`` timed calls of every function, interleaved A B, B A, A B ... so that load from other
-    processes hits each alike; ``warmup`` untimed calls of each first. Returns the seconds per call."""
+    processes hits each alike; ``warmup`` untimed calls of each first. Returns the seconds per call; ``cpu``,
+    if given, receives this process's CPU seconds per call (all its threads), steadier than wall time on a
+    machine shared with other jobs."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
@@ -36,7 +38,10 @@ def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 0
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(reps):
         for n in (names if r % 2 == 0 else names[::-1]):
+            c0 = time.process_time()
             times[n].append(timed(fns[n], device))
+            if cpu is not None:
+                cpu.setdefault(n, []).append(time.process_time() - c0)
     return times
 
 

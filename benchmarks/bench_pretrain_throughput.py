@@ -15,7 +15,9 @@ in fp32 on the CPU:
              of ``_lightly_methods.LightlyStep`` (lightly's heads and losses, EMA with update_momentum)
 
 Each side is timed from the call to the end of training, setup (models, loaders, worker start) included;
-images/s = steps · batch / seconds. Runs alternate gensis, lightly, lightly, gensis ... (``--reps`` pairs)
+images/s = steps · batch / seconds. Also printed: the CPU time each side used (user + system, DataLoader
+workers included), which on a machine shared with other jobs says how much work each side did, whatever share
+of the cores it got (more processes get more of a loaded machine). Runs alternate gensis, lightly, lightly, gensis ... (``--reps`` pairs)
 in one process so that load from other processes hits both alike; the machine's load is printed.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -40,6 +43,19 @@ from _lightly_methods import LightlyStep  # noqa: E402
 from _timing import load_line  # noqa: E402
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (DataLoader workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def measured(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one call of ``fn``."""
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, cpu_seconds() - c0
+
+
 class PILImages(Dataset):
     """The images of a gensis ImageSet as (PIL image → transform, 0), like a torchvision dataset."""
 
@@ -53,22 +69,25 @@ class PILImages(Dataset):
         return self.transform(Image.fromarray(self.ds.get(i))), 0
 
 
-def overrides_for(method: str, steps: int, batch: int) -> list[str]:
+def overrides_for(method: str, steps: int, batch: int, threads: int | None = None) -> list[str]:
     return [f"method={method}", f"data.limit={steps * batch}", "optim.epochs=1", "train.amp=off",
-            "train.device=cpu"]
+            "train.device=cpu", *([f"train.threads={threads}"] if threads else [])]
 
 
 def run_gensis(method: str, args, batch: int) -> float:
     import gensis
 
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        gensis.pretrain(args.data, os.path.join(tmp, "run"), preset=args.preset,
-                        overrides=overrides_for(method, args.steps, batch), quiet=True)
-        return time.perf_counter() - t0
+        return measured(lambda: gensis.pretrain(args.data, os.path.join(tmp, "run"), preset=args.preset,
+                                                overrides=overrides_for(method, args.steps, batch, args.threads),
+                                                quiet=True))
 
 
-def run_lightly(method: str, args, cfg: dict) -> float:
+def run_lightly(method: str, args, cfg: dict) -> tuple[float, float]:
+    return measured(lambda: lightly_training(method, args, cfg))
+
+
+def lightly_training(method: str, args, cfg: dict) -> None:
     from lightly.transforms import DINOTransform
 
     from gensis.data.sources import open_data
@@ -76,7 +95,6 @@ def run_lightly(method: str, args, cfg: dict) -> float:
 
     a, size, batch = cfg["aug"], cfg["data"]["image_size"], cfg["optim"]["batch_size"]
     n_local = 0 if method == "simclr" else int(a["n_local"])
-    t0 = time.perf_counter()
     torch.manual_seed(cfg["train"]["seed"])
     ds = open_data(args.data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"])
     transform = DINOTransform(global_crop_size=size, global_crop_scale=tuple(a["global_scale"]),
@@ -93,7 +111,7 @@ def run_lightly(method: str, args, cfg: dict) -> float:
             n += 1
             if n == args.steps:
                 break
-    return time.perf_counter() - t0
+    del loader  # workers end (their CPU time is counted once they are reaped)
 
 
 def main(argv=None) -> int:
@@ -106,7 +124,11 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="lightly's DataLoader worker processes")
     ap.add_argument("--lightly-batched", action="store_true",
                     help="lightly side: one backbone call per crop size (gensis's batching) instead of per view")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the training process, both sides "
+                    "(default: torch's; lightly's workers use 1 each, as torch sets it in DataLoader workers)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from gensis.config import load_config
 
     import gensis.ssl.methods as methods  # imports before any timing: each side's first run would pay them
@@ -122,21 +144,27 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         cfg0 = load_config("pretrain", args.preset, [f"method={method}"])
         batch = cfg0["optim"]["batch_size"]
-        cfg = load_config("pretrain", args.preset, overrides_for(method, args.steps, batch))
+        cfg = load_config("pretrain", args.preset, overrides_for(method, args.steps, batch, args.threads))
         times: dict[str, list[float]] = {"gensis": [], "lightly": []}
+        cpu: dict[str, list[float]] = {"gensis": [], "lightly": []}
         run = {"gensis": lambda: run_gensis(method, args, batch), "lightly": lambda: run_lightly(method, args, cfg)}
         for r in range(args.reps):
             for side in (("gensis", "lightly") if r % 2 == 0 else ("lightly", "gensis")):
-                times[side].append(run[side]())
-                print(f"  {method} {side}: {times[side][-1]:.1f} s ({args.steps * batch / times[side][-1]:.1f} "
-                      f"images/s)  [{load_line()}]", flush=True)
+                wall, cpu_s = run[side]()
+                times[side].append(wall)
+                cpu[side].append(cpu_s)
+                print(f"  {method} {side}: {wall:.1f} s ({args.steps * batch / wall:.1f} images/s), CPU {cpu_s:.1f} s "
+                      f"({1000 * cpu_s / (args.steps * batch):.0f} CPU-ms/image)  [{load_line()}]", flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         results[method] = med["lightly"] / med["gensis"]
         print(f"{method}: {cfg['model']['arch']} depth {cfg['model']['depth']}, 2x{cfg['data']['image_size']}px + "
               f"{0 if method == 'simclr' else cfg['aug']['n_local']}x{cfg['aug']['local_size']}px, batch {batch}, "
               f"{args.steps} steps; median s gensis {med['gensis']:.1f} / lightly {med['lightly']:.1f}; "
               f"images/s {args.steps * batch / med['gensis']:.1f} / {args.steps * batch / med['lightly']:.1f}; "
-              f"speedup gensis/lightly {results[method]:.2f}x", flush=True)
+              f"speedup gensis/lightly {results[method]:.2f}x; CPU s per run {med_cpu['gensis']:.1f} / "
+              f"{med_cpu['lightly']:.1f} (CPU ratio lightly/gensis {med_cpu['lightly'] / med_cpu['gensis']:.2f})",
+              flush=True)
     print("\nspeedup (gensis images/s ÷ lightly images/s): "
           + ", ".join(f"{m} {s:.2f}x" for m, s in results.items()) + f"   [{load_line()}]")
     return 0
