@@ -23,10 +23,10 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import torch
-from safetensors.torch import load_file
+if TYPE_CHECKING:  # torch is imported where tensors are read or written: tiling workers import this module fast
+    import torch
 
 from gensis.errors import UserError
 
@@ -120,12 +120,14 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_save_image(image: Any, path: str | os.PathLike, format: str | None = None, **kw: Any) -> Path:
-    """Save a PIL image atomically (format from the suffix unless given)."""
+    """Save a PIL image atomically (format from the suffix, as PIL maps it, unless given)."""
     import io
+
+    from PIL import Image
 
     path = Path(path)
     buf = io.BytesIO()
-    image.save(buf, format=format or (path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"), **kw)
+    image.save(buf, format=format or Image.registered_extensions().get(path.suffix.lower(), "PNG"), **kw)
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -297,6 +299,8 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"missing weights file {path}")
+    from safetensors.torch import load_file
+
     try:
         return load_file(str(path))
     except Exception as e:

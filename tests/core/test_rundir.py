@@ -17,6 +17,8 @@ from gensis import rundir
 from gensis.errors import UserError
 from gensis.rundir import (MetricsLog, RunDir, RunLock, atomic_save_image, atomic_savefig, atomic_write_bytes,
                            atomic_write_json, read_jsonl, remove_stale_temps, save_tensors)
+from gensis.wsi.dataset import export_tiles
+from gensis.wsi.tiler import _save_png
 
 
 def _writers(tmp_path):
@@ -32,7 +34,35 @@ def _writers(tmp_path):
         "tensors": lambda: save_tensors(tmp_path / "w.safetensors", {"w": torch.ones(2)}),
         "png": lambda: atomic_save_image(Image.new("RGB", (4, 4)), tmp_path / "i.png"),
         "figure": lambda: atomic_savefig(fig, tmp_path / "f.png"),
+        "wsi-thumbnail": lambda: _save_png(tmp_path / "thumb.png", np.zeros((4, 4, 3), np.uint8)),
+        "wsi-export": lambda: export_tiles(_OneTile(), tmp_path, quiet=True, fmt="tif"),
     }
+
+
+class _OneTile:
+    """The part of a TileImageSet that ``export_tiles`` reads: one unlabelled 4×4 tile."""
+
+    labels, classes = None, None
+    slides = [type("S", (), {"slide_id": "s0"})()]
+
+    def __len__(self):
+        return 1
+
+    def location(self, i):
+        return 0, 8, 16
+
+    def get(self, i):
+        return np.full((4, 4, 3), 7, np.uint8)
+
+
+def test_wsi_writers_are_durable_and_rundir_imports_no_torch(tmp_path):
+    """Tiling workers write thumbnails through gensis.rundir: it must not pull torch into them."""
+    export_tiles(_OneTile(), tmp_path, quiet=True, fmt="tif")
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["s0_8_16.tif"]  # no temporary left
+    with Image.open(tmp_path / "s0_8_16.tif") as im:
+        assert im.format == "TIFF" and np.asarray(im)[0, 0, 0] == 7
+    code = "import sys, gensis.wsi.tiler, gensis.rundir; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -168,6 +168,7 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
     from PIL import Image
 
     from gensis.progress import progress
+    from gensis.rundir import atomic_save_image
 
     out = Path(out)
     n = 0
@@ -177,10 +178,7 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
         path = sub / f"{ds.slides[s].slide_id}_{x}_{y}.{fmt}"
         if path.exists():
             continue
-        sub.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.{fmt}")
-        Image.fromarray(ds.get(i)).save(tmp)
-        tmp.replace(path)
+        atomic_save_image(Image.fromarray(ds.get(i)), path)  # tmp -> fsync -> rename -> fsync(dir)
         n += 1
     return n
 

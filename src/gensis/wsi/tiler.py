@@ -120,15 +120,13 @@ def outline_tiles(thumb: np.ndarray, coords: np.ndarray, size0: int, scale: tupl
 
 
 def _save_png(path: Path, img: np.ndarray) -> None:
-    """Atomic PNG write (temporary name, then rename); no torch import, so spawned tiling workers start fast."""
-    import os
-
+    """Atomic, durable PNG write (``gensis.rundir.atomic_save_image``: tmp -> fsync -> rename -> fsync(dir));
+    ``gensis.rundir`` imports no torch, so spawned tiling workers start fast."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(img).save(tmp, format="PNG", compress_level=1)
-    os.replace(tmp, path)
+    from gensis.rundir import atomic_save_image
+
+    atomic_save_image(Image.fromarray(img), path, format="PNG", compress_level=1)
 
 
 def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings, mpp: MppSource | None = None,
