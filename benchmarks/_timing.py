@@ -26,7 +26,8 @@ def timed(fn: Callable[[], object], device: torch.device | str = "cpu") -> float
 
 
 def interleaved(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 0,
-                device: torch.device | str = "cpu", cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+                device: torch.device | str = "cpu",
+                cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
     """``reps`` timed calls of every function, interleaved A B, B A, A B ... so that load from other
     processes hits each alike; ``warmup`` untimed calls of each first. Returns the seconds per call; ``cpu``,
     if given, receives this process's CPU seconds per call (all its threads), steadier than wall time on a

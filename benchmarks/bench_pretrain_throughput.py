@@ -17,8 +17,9 @@ in fp32 on the CPU:
 Each side is timed from the call to the end of training, setup (models, loaders, worker start) included;
 images/s = steps · batch / seconds. Also printed: the CPU time each side used (user + system, DataLoader
 workers included), which on a machine shared with other jobs says how much work each side did, whatever share
-of the cores it got (more processes get more of a loaded machine). Runs alternate gensis, lightly, lightly, gensis ... (``--reps`` pairs)
-in one process so that load from other processes hits both alike; the machine's load is printed.
+of the cores it got (more processes get more of a loaded machine). Runs alternate gensis, lightly, lightly,
+gensis ... (``--reps`` pairs) in one process so that load from other processes hits both alike; the machine's
+load is printed.
 """
 
 from __future__ import annotations
