@@ -101,8 +101,12 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
         if student_local_cls is not None:
             student_cls = torch.cat([student_cls, student_local_cls])  # ((n_g + n_l)·B, K)
         s_cls = (student_cls.float() / self.student_temp).chunk(self.ngcrops + self.nlcrops)  # n_crops × (B, K)
-        s_patch = student_patch.chunk(self.ngcrops)  # n_g × (B, N, K2)
-        t_patch = teacher_patch.detach().chunk(self.ngcrops)  # n_g × (B, N, K2)
+        # the masked tokens of all global crops in one gather: (n_g·B, N) masks -> n_g chunks of (n_q, K2)
+        masks = torch.cat([m.flatten(-2, -1) for m in student_mask[:self.ngcrops]])  # (n_g·B, N)
+        counts = masks.view(self.ngcrops, -1).sum(1).tolist()  # masked tokens per crop
+        s_patch = student_patch[masks].split(counts)  # n_g × (n_q, K2)
+        t_patch = teacher_patch.detach()[masks].split(counts)  # n_g × (n_q, K2)
+        m_chunks = masks.chunk(self.ngcrops)  # n_g × (B, N)
         t_cls = self.cls_targets(teacher_cls, epoch).chunk(self.ngcrops)  # n_g × (B, K)
         temp2 = self.temperatures(epoch)[1]
 
@@ -111,7 +115,7 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
         for q in range(len(t_cls)):
             for v in range(len(s_cls)):
                 if v == q:
-                    total_patch = total_patch + self._masked_patch_ce(s_patch[v], t_patch[q], student_mask[v], temp2)
+                    total_patch = total_patch + self._masked_patch_ce(s_patch[v], t_patch[q], m_chunks[v], temp2)
                     n_patch += 1
                 else:
                     ce = torch.sum(-t_cls[q] * F.log_softmax(s_cls[v], dim=-1), dim=-1)  # (B,)
@@ -123,19 +127,19 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
             self.update_center(teacher_cls, teacher_patch)
         return {"cls": total_cls, "patch": total_patch, "loss": total_cls + total_patch}
 
-    def _masked_patch_ce(self, s_patch: torch.Tensor, t_patch: torch.Tensor, mask: torch.Tensor,
+    def _masked_patch_ce(self, s_masked: torch.Tensor, t_masked: torch.Tensor, mask: torch.Tensor,
                          temp2: float) -> torch.Tensor:
         """Step 3 for one crop: mean over images of the mean CE over the image's masked tokens (0 if none).
 
+        s_masked, t_masked: (n, K2) outputs at the crop's masked tokens (row-major order of ``mask`` (B, N)).
         Only masked tokens enter the loss, so the softmaxes are taken at those tokens only (the original takes
         them on all N tokens and multiplies by the mask: the same value and the same, zero elsewhere, gradient).
         """
-        m = mask.flatten(-2, -1)  # (B, h, w) -> (B, N)
-        weight = (1 / m.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(m)[m]  # (n,) 1/|masked of its image|
-        p = F.softmax((t_patch[m].float() - self.center2[0]) / temp2, dim=-1)  # (n, K2)
-        log_q = F.log_softmax(s_patch[m].float() / self.student_temp, dim=-1)  # (n, K2)
+        weight = (1 / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(mask)[mask]  # (n,) 1/|masked of its image|
+        p = F.softmax((t_masked.float() - self.center2[0]) / temp2, dim=-1)  # (n, K2)
+        log_q = F.log_softmax(s_masked.float() / self.student_temp, dim=-1)  # (n, K2)
         ce = torch.sum(-p * log_q, dim=-1)  # (n,)
-        return (ce * weight).sum() / m.shape[0]
+        return (ce * weight).sum() / mask.shape[0]
 
     @torch.no_grad()
     def update_center(self, teacher_cls: torch.Tensor, teacher_patch: torch.Tensor) -> None:
