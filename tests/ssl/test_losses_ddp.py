@@ -56,7 +56,7 @@ def worker(rank, init_file, out_dir):
 
 def test_negatives_gathered_with_gradients(tmp_path):
     mp.spawn(worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
-    res = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     views, f_int, idx1, idx2, alpha = make_data()
 
     # one process on the whole batch: rows ordered rank-major, each rank's rows view-major, labels = global ids

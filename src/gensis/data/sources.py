@@ -47,6 +47,13 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+
+def _derived_key(parent_key: str, arr: np.ndarray) -> str:
+    """Identity (or layout) of a dataset derived from ``parent_key`` by a subset or relabelling ``arr``."""
+    h = hashlib.sha256(parent_key.encode())
+    h.update(np.ascontiguousarray(arr).data)
+    return h.hexdigest()[:16]
+
 class ImageSet:
     """Random access to images (H×W×3 uint8) with optional labels, groups and class names."""
 
@@ -183,17 +190,13 @@ class SubsetImageSet(ImageSet):
 
     @property
     def identity(self) -> str:
-        h = hashlib.sha256(self.parent.identity.encode())
-        h.update(np.ascontiguousarray(self.indices).data)
-        return h.hexdigest()[:16]
+        return _derived_key(self.parent.identity, self.indices)
 
     @property
     def layout(self) -> str:
         if self.parent.layout == self.parent.identity:
             return self.identity
-        h = hashlib.sha256(self.parent.layout.encode())
-        h.update(np.ascontiguousarray(self.indices).data)
-        return h.hexdigest()[:16]
+        return _derived_key(self.parent.layout, self.indices)
 
 
 FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
@@ -583,17 +586,13 @@ class RelabelledImageSet(ImageSet):
 
     @property
     def identity(self) -> str:
-        h = hashlib.sha256(self.parent.identity.encode())
-        h.update(np.ascontiguousarray(self.labels).data)
-        return h.hexdigest()[:16]
+        return _derived_key(self.parent.identity, self.labels)
 
     @property
     def layout(self) -> str:
         if self.parent.layout == self.parent.identity:
             return self.identity
-        h = hashlib.sha256(self.parent.layout.encode())
-        h.update(np.ascontiguousarray(self.labels).data)
-        return h.hexdigest()[:16]
+        return _derived_key(self.parent.layout, self.labels)
 
 
 def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
