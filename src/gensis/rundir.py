@@ -15,6 +15,7 @@ so a kill at any moment leaves either the old file or the new one, never a torn 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +24,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 if TYPE_CHECKING:  # torch is imported where tensors are read or written: tiling workers import this module fast
     import torch
@@ -67,6 +68,19 @@ def _commit(tmp: Path, path: Path) -> None:
         _unlink_quietly(tmp)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write ``path`` with any library (e.g. h5py); committed like every kept file."""
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        yield tmp
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    _commit(tmp, path)
 
 
 def _unlink_quietly(p: Path) -> None:

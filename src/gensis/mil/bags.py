@@ -13,13 +13,13 @@ format (``gensis-bag/1``). Files are written atomically: one that exists is comp
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.rundir import atomic_path
 
 FORMAT = "gensis-bag/1"
 
@@ -36,13 +36,11 @@ def write_bag(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict)
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("features", data=np.asarray(features, np.float32))
         f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
         for k, v in {**attrs, "format": FORMAT}.items():
             f.attrs[k] = str(v) if isinstance(v, Path) else v
-    os.replace(tmp, path)
 
 
 def _attr(v):

@@ -24,13 +24,13 @@ slide_id, backend, mpp_source (metadata / csv / --slide-mpp), target_magnificati
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.rundir import atomic_path
 from gensis.wsi.geometry import TileGeometry
 
 FORMAT = "gensis-tiles/1"
@@ -56,15 +56,13 @@ def write_slide_tiles(path: Path, coords: np.ndarray, tissue: np.ndarray, attrs:
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         d = f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
         f.create_dataset("tissue", data=np.asarray(tissue, np.float32))
         for k, v in {**attrs, "format": FORMAT}.items():
             v = str(v) if isinstance(v, Path) else v
             f.attrs[k] = v
             d.attrs[k] = v
-    os.replace(tmp, path)
 
 
 def _attr(v):
