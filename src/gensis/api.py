@@ -54,18 +54,14 @@ def make_config(stage: str, preset: str = "demo", overrides: Mapping[str, Any] |
     (``smoke``, ``demo``, ``small``, ``paper`` or a YAML file) → overrides (``{"optim.epochs": 2}`` or
     ``["optim.epochs=2"]``). The same schema check as the command line: unknown keys and bad values raise
     ``gensis.errors.UserError`` with one line."""
-    from gensis.config import load_config, merge, validate
+    from gensis.config import load_config
 
     if stage not in STAGES:
         from gensis.errors import UserError
 
         raise UserError(f"unknown stage '{stage}'; valid: {', '.join(STAGES)}")
-    if overrides is None or isinstance(overrides, Mapping):
-        cfg = load_config(stage, preset)
-        if overrides:
-            cfg = merge(cfg, _nested(overrides), where="overrides")
-            validate(stage, cfg, load_config(stage, "base"))
-        return cfg
+    if overrides is None or isinstance(overrides, Mapping):  # nested before resolving: a "method" picks per_method
+        return load_config(stage, preset, _nested(overrides or {}), where="overrides")
     return load_config(stage, preset, list(overrides))
 
 
@@ -149,8 +145,11 @@ def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: Mapping[
     mode = interp if interp is not None else ("bank" if bank is not None else None)
     if mode is not None:
         extra["gen.interp"] = mode
+    if config is None and extra:  # with the preset, so that the method's per_method values apply
+        overrides = ({**overrides, **extra} if isinstance(overrides, Mapping)
+                     else [*(overrides or ()), *(f"{k}={v}" for k, v in extra.items())])
     cfg = _resolve("pretrain", config, preset, overrides)
-    if extra:
+    if config is not None and extra:
         cfg = _resolve("pretrain", cfg, preset, extra)
     run = train(cfg, _data_spec(data), Path(out), resume=resume, bank_path=None if bank is None else str(bank),
                 quiet=quiet)

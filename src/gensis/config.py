@@ -110,17 +110,85 @@ def parse_overrides(items: Iterable[str]) -> dict:
     return delta
 
 
-def load_config(family: str, preset: str = "demo", overrides: Iterable[str] = ()) -> dict:
+PER_METHOD = "per_method"  # section of a preset (or base.yaml): deltas applied only when `method` matches
+
+
+def _method_names(family: str) -> list[str] | None:
+    from gensis.configs.schema import method_names
+
+    return method_names(family)
+
+
+def _unknown_method(name: Any, names: list[str], where: str = "") -> UserError:
+    close = difflib.get_close_matches(str(name), names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return UserError(f"unknown method '{name}'{where} (valid: {', '.join(names)}){hint}")
+
+
+def _split_per_method(family: str, data: dict, where: str) -> tuple[dict, dict]:
+    """``data`` without its ``per_method`` section, and that section (``{method: delta}``), checked.
+
+    Only families whose ``base.yaml`` has a top-level ``method`` key (``pretrain``) accept the section; its keys
+    must be registered method names (``gensis.configs.schema.method_names``) and its values mappings of config
+    keys that do not choose the method again.
+    """
+    if PER_METHOD not in data:
+        return data, {}
+    data = dict(data)
+    section = data.pop(PER_METHOD)
+    names = _method_names(family)
+    if names is None:
+        raise UserError(f"'{PER_METHOD}' in {where}: the {family} config has no 'method' to select by")
+    if section is None:
+        return data, {}
+    if not isinstance(section, dict):
+        raise UserError(f"'{PER_METHOD}' in {where} must map method names to config deltas")
+    for name, delta in section.items():
+        if name not in names:
+            raise _unknown_method(name, names, f" in {where} {PER_METHOD}")
+        if delta is not None and not isinstance(delta, dict):
+            raise UserError(f"{PER_METHOD}.{name} in {where} must be a mapping of config keys")
+        if delta and ("method" in delta or PER_METHOD in delta):
+            raise UserError(f"{PER_METHOD}.{name} in {where} cannot set '{'method' if 'method' in delta else PER_METHOD}'")
+    return data, {k: v or {} for k, v in section.items()}
+
+
+def load_config(family: str, preset: str = "demo", overrides: Iterable[str] | dict = (),
+                where: str = "command line") -> dict:
     """Resolve ``configs/<family>/base.yaml`` -> preset -> command-line overrides into one plain dict.
 
     ``family`` is the stage (``pretrain``, ``eldm``, ``bank`` ...); ``preset`` a name shipped with the
-    package (``smoke``, ``demo``, ``small``, ``paper``) or a path to a YAML file of deltas.
+    package (``smoke``, ``demo``, ``small``, ``paper``) or a path to a YAML file of deltas; ``overrides`` dotted
+    ``key=value`` strings or an already nested dict of deltas (``where`` names them in errors).
+
+    A preset (and ``base.yaml``) may hold a ``per_method`` section, ``{METHOD: {section: {key: value}}}``: the
+    delta of the selected method (``method`` from the overrides, else the preset, else base) is merged right
+    after the values of the file that holds it, so the order is base -> base's ``per_method`` -> preset ->
+    preset's ``per_method`` -> overrides (the user's overrides always win). The result holds no ``per_method``:
+    it is the resolved config runs save and stage keys hash. Every method's delta is checked, not only the
+    selected one's.
     """
-    base = _read_yaml(_preset_text("base", family), f"{family}/base.yaml")
-    cfg = base
+    user = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+    base, base_pm = _split_per_method(family, _read_yaml(_preset_text("base", family), f"{family}/base.yaml"),
+                                      f"{family}/base.yaml")
+    layers = [(base, base_pm, f"{family}/base.yaml")]
     if preset and preset != "base":
-        cfg = merge(cfg, _read_yaml(_preset_text(preset, family), f"preset '{preset}'"), where=f"preset '{preset}'")
-    cfg = merge(cfg, parse_overrides(overrides), where="command line")
+        src = f"preset '{preset}'"
+        layers.append((*_split_per_method(family, _read_yaml(_preset_text(preset, family), src), src), src))
+    method = user.get("method", next((d["method"] for d, _, _ in reversed(layers) if "method" in d), None))
+    names = _method_names(family)
+    if names is not None and method not in names:
+        raise _unknown_method(method, names)
+    cfg = base
+    for delta, per_method, src in layers:
+        if delta is not base:
+            cfg = merge(cfg, delta, where=src)
+        for name, pm in per_method.items():  # every method's delta is checked, the selected one applied
+            at = f"{src} {PER_METHOD}.{name}"
+            validate(family, merge(base, pm, where=at), base, where=at)
+            if name == method:
+                cfg = merge(cfg, pm, where=at)
+    cfg = merge(cfg, user, where=where)
     validate(family, cfg, base)
     return cfg
 
@@ -251,7 +319,7 @@ def implied_rule(default: Any):
     return Rule("any")
 
 
-def validate(family: str, cfg: dict, base: dict) -> None:
+def validate(family: str, cfg: dict, base: dict, where: str = "") -> None:
     """Check every key of ``cfg`` against its rule; the first bad value is one ``UserError`` line."""
     from gensis.configs.schema import rules_for
 
@@ -270,7 +338,7 @@ def validate(family: str, cfg: dict, base: dict) -> None:
             if isinstance(d, float) and full not in rules and isinstance(v, int) and not isinstance(v, bool):
                 continue  # an int where a float is expected
             if not check_value(v, rule):
-                raise UserError(f"{full}={_fmt(v)}: must be {describe(rule)}")
+                raise UserError(f"{full}={_fmt(v)}: must be {describe(rule)}{' (in ' + where + ')' if where else ''}")
 
     walk(cfg, base, "")
 

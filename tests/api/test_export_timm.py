@@ -80,3 +80,42 @@ def test_eldm_run_exports_its_conditioning_encoder(vq_eldm_run, encoder_run, tmp
                        load_file(str(encoder_run / "teacher_backbone.safetensors"))["cls_token"])
     with pytest.raises(Exception, match="unknown export format"):
         export(vq_eldm_run, "onnx", tmp_path / "x")
+
+
+def test_layer_scale_is_rebuilt_by_timm(tmp_path, without_gensis):
+    """``model.init_values`` (DINOv2's LayerScale) reaches the timm folder: timm rebuilds the ``ls1``/``ls2``
+    gammas, loads them strictly and gives gensis' features."""
+    from safetensors.torch import load_file
+
+    from gensis.models.encoder import load_encoder
+    from gensis.rundir import save_tensors
+    from tiny_runs import make_encoder_run
+
+    run = make_encoder_run(tmp_path / "ls", overrides=("model.init_values=1e-5",))
+    path = run / "teacher_backbone.safetensors"
+    tensors = load_file(str(path))
+    gammas = [k for k in tensors if k.endswith(("ls1.gamma", "ls2.gamma"))]
+    assert len(gammas) == 4 and torch.allclose(tensors[gammas[0]], torch.full_like(tensors[gammas[0]], 1e-5))
+    g = torch.Generator().manual_seed(0)
+    for k in gammas:  # trained-looking gains, so that dropping them would change the features
+        tensors[k] = torch.rand(tensors[k].shape, generator=g) + 0.5
+    save_tensors(path, tensors)
+
+    out = tmp_path / "vit"
+    assert main(["export", str(run), "--to", "timm", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["model_args"]["init_values"] == pytest.approx(1e-5)
+    imgs = _images()
+    np.save(tmp_path / "images.npy", imgs)
+    without_gensis(f"""
+import numpy as np, timm, torch
+from PIL import Image
+m = timm.create_model("local-dir:{out}", pretrained=True).eval()
+assert float(m.blocks[0].ls1.gamma[0]) != 1e-5
+tf = timm.data.create_transform(**timm.data.resolve_data_config({{}}, model=m))
+x = torch.stack([tf(Image.fromarray(a)) for a in np.load("images.npy")])
+with torch.no_grad():
+    np.save("timm_features.npy", m(x).numpy())
+""", tmp_path)
+    theirs = torch.from_numpy(np.load(tmp_path / "timm_features.npy"))
+    ours = load_encoder(str(run))(torch.from_numpy(imgs).permute(0, 3, 1, 2))
+    assert torch.allclose(theirs, ours, atol=1e-5), (theirs - ours).abs().max()

@@ -30,12 +30,12 @@ def make_images(path: Path, n: int = 48, size: int = 16, seed: int = 0) -> Path:
     return path
 
 
-def make_encoder_run(run: Path, seed: int = 0) -> Path:
+def make_encoder_run(run: Path, seed: int = 0, overrides: tuple[str, ...] = ()) -> Path:
     """A finished-looking pretraining run holding a randomly initialised tiny ViT (patch 4, 16 px, depth 2)."""
     from gensis.models.backbone import build_backbone
     from gensis.rundir import atomic_write_json, save_tensors
 
-    cfg = load_config("pretrain", "smoke", ENCODER)
+    cfg = load_config("pretrain", "smoke", [*ENCODER, *overrides])
     torch.manual_seed(seed)
     run.mkdir(parents=True, exist_ok=True)
     for which in ("teacher", "student"):

@@ -204,3 +204,17 @@ def test_student_learns_the_targets_of_a_fixed_batch(name):
     before = copy.deepcopy(start).loss(start.student(v), t, step)[0].item()
     after = copy.deepcopy(start).loss(m.student(v), t, step)[0].item()
     assert math.isfinite(after) and after < before - 0.05 * abs(before)
+
+
+def test_dinov2_layer_scale_from_model_init_values():
+    """``model.init_values`` (DINOv2's ``layerscale: 1e-5``) puts LayerScale in every block of student and teacher;
+    its gammas get the block's layer-wise lr and no weight decay, as dinov2's param groups."""
+    m = method("dinov2", "model.init_values=1e-5", "dinov2.layerwise_decay=0.5")
+    for net in (m.student, m.teacher):
+        for blk in net.backbone.blocks:
+            assert torch.allclose(blk.ls1.gamma, torch.full_like(blk.ls1.gamma, 1e-5))
+            assert torch.allclose(blk.ls2.gamma, torch.full_like(blk.ls2.gamma, 1e-5))
+    mult = {id(p): (g["lr_mult"], g["wd_mult"]) for g in m.param_groups() for p in g["params"]}
+    assert mult[id(m.student.backbone.blocks[0].ls1.gamma)] == (0.5 ** 2, 0.0)
+    assert mult[id(m.student.backbone.blocks[1].ls2.gamma)] == (0.5 ** 1, 0.0)
+    assert not hasattr(method("dinov2").student.backbone.blocks[0].ls1, "gamma")  # default: none

@@ -68,6 +68,22 @@ def rules_for(family: str, base: dict) -> dict[str, Rule]:
     return out
 
 
+# families whose top-level ``method`` key selects a registered method (and a preset's ``per_method`` delta):
+# family -> "module:REGISTRY" (a dict of names), read when a config is resolved so late registrations count;
+# ``gensis.config.load_config`` refuses other names with the valid ones listed
+METHOD_REGISTRIES: dict[str, str] = {"pretrain": "gensis.ssl.methods:METHODS"}
+
+
+def method_names(family: str) -> list[str] | None:
+    """The valid values of ``family``'s ``method`` key (None: the family has no method registry)."""
+    if family not in METHOD_REGISTRIES:
+        return None
+    import importlib
+
+    module, attr = METHOD_REGISTRIES[family].split(":")
+    return list(getattr(importlib.import_module(module), attr))
+
+
 DEVICE = OneOf("auto", "cpu", "cuda", "cuda:N")
 AMP = OneOf("auto", "bf16", "off")
 PROB = Float(ge=0, le=1)
@@ -113,6 +129,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "model.depth": Int(ge=1, nullable=True),
         "model.num_heads": Int(ge=1, nullable=True),
         "model.drop_path_rate": FRACTION,
+        "model.init_values": Float(gt=0, nullable=True),
+        "optim.betas": List(Float(ge=0, lt=1), length=2),
         "dino.out_dim": POS_INT,
         "dino.hidden_dim": POS_INT,
         "dino.bottleneck_dim": POS_INT,

@@ -28,7 +28,7 @@ from gensis.rundir import RunDir, atomic_write_json, load_tensors, save_tensors
 
 WHICH = ("teacher", "student")
 # model config keys that change the architecture (drop_path_rate is training-only and left out)
-_ARCH_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+_ARCH_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "init_values")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 ``model.arch`` is any timm ViT name (``vit_small_patch16_224``, ``vit_tiny_patch16_224`` ...); the
 optional ``patch_size``/``embed_dim``/``depth``/``num_heads`` keys override the named architecture, which
-is how the small CPU presets are made. ``dynamic_img_size=True`` makes timm interpolate the position
+is how the small CPU presets are made; ``init_values`` adds LayerScale (a learnable per-channel gain, timm's
+``ls1.gamma``/``ls2.gamma``) to every block, DINOv2's ``layerscale: 1e-5``. ``dynamic_img_size=True`` makes timm interpolate the position
 embeddings, so global and local crops of different sizes go through the same model in one step.
 The representation used downstream is the CLS token after the final norm (``forward`` with
 ``num_classes=0``, ``global_pool='token'``), as in DINO.
@@ -28,7 +29,7 @@ from gensis.errors import UserError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-_OVERRIDES = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate")
+_OVERRIDES = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate", "init_values")
 
 
 def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:

@@ -78,7 +78,8 @@ class PretrainTask(Task):
         self.model = self.method.student
         self.spec = self.method.view_spec()
         self.clip_mode, self.clip_value = self.method.clip_mode, o["clip_grad"]
-        self.optimizer = torch.optim.AdamW(self.method.param_groups(), fused=rt.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(self.method.param_groups(), betas=tuple(o.get("betas", (0.9, 0.999))),
+                                           fused=rt.device.type == "cuda")
         self.frozen = [p for g in self.optimizer.param_groups if g.get("last_layer") for p in g["params"]]
         if self.method.teacher is not None:  # EMA pairs, fixed once
             self.ema_pairs = (list(self.method.teacher.parameters()), list(self.method.student.parameters()))
@@ -179,6 +180,8 @@ def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path
 
     ``on_epoch_end(epoch, eval_backbone)`` (rank 0 only) may return a dict that is logged to metrics.
     """
+    if bank_path is None and cfg["gen"]["interp"] == "bank":  # before anything is built or written
+        raise UserError("gen.interp=bank needs --bank BANK (baseline: gen.interp=none; ablation: --interp pixel)")
     rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
     task = claim_and_build(run, rt, resume, PretrainTask, cfg, data, rt, bank_path, on_epoch_end)

@@ -24,8 +24,9 @@ the same rate in every block (``drop_path_uniform``). Teacher temperature: linea
 from ``warmup_teacher_temp`` to ``teacher_temp`` over ``warmup_teacher_temp_epochs``, then constant;
 teacher momentum cosine from ``momentum_teacher`` to ``final_momentum_teacher``.
 
-Not reproduced: layer scale (``layerscale: 1e-5``; the exported backbones are plain timm ViTs without it),
-xFormers/FSDP and the stochastic-depth batch subsampling of ``drop_add_residual_stochastic_depth``.
+Layer scale (``layerscale: 1e-5``): ``model.init_values`` (timm's LayerScale), set for DINOv2 by the ``paper``
+preset's ``per_method``; its gammas get no weight decay. Not reproduced: xFormers/FSDP and the stochastic-depth
+batch subsampling of ``drop_add_residual_stochastic_depth``.
 
 Gen-DINOv2: disentanglement at the image-level (DINO head) output only, through this method's teacher
 targets of the mixed teacher outputs (the softmax center read, not updated; or Sinkhorn-Knopp on the
