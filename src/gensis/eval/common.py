@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Callable, TypeVar
+
 import numpy as np
 
 from gensis.errors import UserError
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def no_grad(fn: _F) -> _F:
+    """``torch.no_grad()`` as a decorator that imports torch only when ``fn`` runs (``gensis eval --help``
+    stays free of torch)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def labels_of(ds, role: str) -> np.ndarray:

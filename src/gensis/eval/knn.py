@@ -28,11 +28,15 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from gensis.errors import UserError
 from gensis.eval.common import describe_data, describe_encoder, labels_of, num_classes_of
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `gensis eval --help` starts without it
+    import torch
 
 DEFAULT_KS = (10, 20)
 DEFAULT_TEMPERATURE = 0.07
@@ -67,6 +71,7 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     Top-5 counts the min(5, k, C) best-scored classes (DINO: min(5, k)).
     """
     import faiss
+    import torch
 
     train_labels = np.asarray(train_labels, dtype=np.int64)
     test_labels = np.asarray(test_labels, dtype=np.int64)

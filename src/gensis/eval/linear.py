@@ -41,12 +41,15 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from gensis.errors import UserError
-from gensis.eval.common import describe_data, describe_encoder, labels_of, num_classes_of
+from gensis.eval.common import describe_data, describe_encoder, labels_of, no_grad, num_classes_of
+
+if TYPE_CHECKING:  # torch is imported where it is used, so `gensis eval --help` starts without it
+    import torch
 
 # learning rates at batch 256 (scaled by batch/256), half-decade steps around DINO's default 0.001; wider at
 # the top than DINOv2's sweep (1e-5 … 0.1) because weak features (random, pixels) want large steps
@@ -86,6 +89,7 @@ class LinearConfig:
 def random_resized_crop_flip(images: torch.Tensor, size: int, scale: tuple[float, float],
                              g: torch.Generator) -> torch.Tensor:
     """uint8 (B, 3, H, W) → uint8 (B, 3, size, size): RandomResizedCrop(size, scale) + horizontal flip."""
+    import torch
     from torchvision.ops import roi_align
 
     from gensis.data.batch_augment import random_resized_boxes
@@ -100,10 +104,12 @@ def random_resized_crop_flip(images: torch.Tensor, size: int, scale: tuple[float
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
-@torch.no_grad()
+@no_grad
 def augmented_features(encoder, ds, copies: int, scale: tuple[float, float] = (0.08, 1.0), seed: int = 0,
                        batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
     """(copies, N, D) float32 features of ``copies`` independently augmented versions of every image."""
+    import torch
+
     from gensis.data.loader import ImageBatches, _is_array_backed
     from gensis.progress import progress
 
@@ -137,6 +143,8 @@ class HeadResult:
 @contextlib.contextmanager
 def _cpu_threads(n: int):
     """Run the block with at most ``n`` torch CPU threads."""
+    import torch
+
     old = torch.get_num_threads()
     if n >= old:
         yield
@@ -158,6 +166,8 @@ def fit_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, num_class
     their matmuls are too small for threading to pay, and spinning OpenMP threads cost far more than they
     save when the cores are shared. Returns weight (H, C, D), bias (H, C) and each head's last loss (H,).
     """
+    import torch
+
     if train_feats.ndim == 2:
         train_feats = train_feats[None]  # (1, N, D)
     device = torch.device(device)
@@ -168,6 +178,9 @@ def fit_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, num_class
 
 
 def _fit(train_feats, y_train, num_classes, cfg, show_progress, device):
+    import torch
+    import torch.nn.functional as F
+
     from gensis.progress import progress
 
     K, N, D = train_feats.shape
@@ -205,10 +218,12 @@ def _fit(train_feats, y_train, num_classes, cfg, show_progress, device):
     return weight.detach(), bias.detach(), last_loss
 
 
-@torch.no_grad()
+@no_grad
 def score_linear_heads(weight: torch.Tensor, bias: torch.Tensor, test_feats: torch.Tensor,
                        y_test: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 4: top-1 and top-5 accuracy (%) of every head, each (H,)."""
+    import torch
+
     H, C, _ = weight.shape
     correct1 = torch.zeros(H, dtype=torch.long, device=weight.device)
     correct5 = torch.zeros(H, dtype=torch.long, device=weight.device)
@@ -231,6 +246,8 @@ def train_linear_heads(train_feats: torch.Tensor, y_train: torch.Tensor, test_fe
 
 
 def _train_heads(train_feats, y_train, test_feats, y_test, num_classes, cfg, show_progress, device):
+    import torch
+
     weight, bias, last_loss = fit_linear_heads(train_feats, y_train, num_classes, cfg, show_progress, device)
     top1, top5 = score_linear_heads(weight, bias, test_feats, y_test)
     weight, bias, last_loss = weight.cpu(), bias.cpu(), last_loss.cpu()
@@ -253,6 +270,8 @@ def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, dev
     and both datasets. ``test_features`` (from ``extract_features``) skips the test extraction.
     ``return_heads``: return ``(result, (weight, bias))`` with the best head's (C, D) and (C,) parameters.
     """
+    import torch
+
     from gensis.eval.features import extract_features
 
     cfg = cfg or LinearConfig()
