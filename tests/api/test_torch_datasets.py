@@ -69,3 +69,30 @@ def test_image_set_as_torch_dataset(images_npz):
     assert torch.equal(raw[-1][0], torch.from_numpy(images.get(len(images) - 1)).permute(2, 0, 1))
     with pytest.raises(IndexError):
         raw[len(images)]
+
+
+def test_bank_dataset_fidelity_filter_is_pretrainings(fake_bank):
+    """``min_score`` / ``keep_quantile`` / ``weighting`` give the sampling weights pretraining draws by
+    (``gensis.bank.scores.entry_weights`` of the same ``gen.bank_*`` values); without them every weight is 1."""
+    from gensis.bank.scores import entry_weights
+    from gensis.errors import UserError
+
+    reader = BankReader(fake_bank)
+    scores = reader.scores()  # (N, K + A)
+    plain = BankDataset(fake_bank)
+    assert plain[3]["generated_weight"].tolist() == [1.0, 1.0] and plain[3]["interpolated_weight"].tolist() == [1, 1]
+    ds = BankDataset(fake_bank, keep_quantile=0.5, weighting="score")
+    expect = entry_weights(scores, 2, {"bank_min_score": None, "bank_keep_quantile": 0.5, "bank_weighting": "score"})
+    gen = torch.stack([ds[i]["generated_weight"] for i in range(len(ds))]).numpy()
+    interp = torch.stack([ds[i]["interpolated_weight"] for i in range(len(ds))]).numpy()
+    np.testing.assert_allclose(gen, expect[:, :2], rtol=1e-6)
+    np.testing.assert_allclose(interp, expect[:, 2:], rtol=1e-6)  # alphas 0.3, 0.7 in slot order
+    assert 0 < (gen > 0).mean() < 1 and 0 < (interp > 0).mean() < 1  # the filter removed some, kept some
+    thr = float(np.median(scores[:, :2]))
+    hard = BankDataset(fake_bank, min_score=thr)
+    assert torch.stack([hard[i]["generated_weight"] for i in range(len(hard))]).numpy().tolist() == \
+        (scores[:, :2] >= thr).astype(np.float32).tolist()
+    with pytest.raises(UserError, match="bank_weighting"):
+        BankDataset(fake_bank, weighting="rank")
+    batch = next(iter(DataLoader(ds, batch_size=8, num_workers=0)))
+    assert batch["generated_weight"].shape == (8, 2) and batch["interpolated_weight"].shape == (8, 2)

@@ -14,6 +14,13 @@ bank was generated from,
     partner        the secondary (partner) real image of the interpolations  transform(uint8 (3, H, W))
     partner_index  its index in the split                           int
     index, label   i and its class (−1 when unlabeled)              int
+    generated_weight, interpolated_weight   sampling weight of each generative entry (K,) and interpolation (A,),
+                   float32: 1 without a fidelity filter; with one, what ``gensis pretrain --bank`` draws by
+                   (0 = filtered out, else 1 or the score with ``weighting="score"``)
+
+The fidelity filters are those of pretraining (``gen.bank_min_score`` / ``bank_keep_quantile`` /
+``bank_weighting``: ``BankDataset(bank, min_score=..., keep_quantile=..., weighting=...)``), computed by the same
+function (``gensis.bank.scores.entry_weights``); they need a bank with scores.
 
 The interpolated image at α is the E-LDM's image of slerp(α·e_i, (1−α)·e_partner) (paper Sec. 9.5.2), so
 α = 1 is image i's side. Both datasets pickle without open files, so ``DataLoader(..., num_workers=N)`` works
@@ -76,7 +83,8 @@ class BankDataset(Dataset[dict[str, Any]]):
     """
 
     def __init__(self, bank: str | os.PathLike[str], data: ImageSet | str | None = None,
-                 transform: Transform | None = None):
+                 transform: Transform | None = None, *, min_score: float | None = None,
+                 keep_quantile: float | None = None, weighting: str = "none"):
         from gensis.bank.reader import BankReader
 
         self.reader = BankReader(bank, decode_threads=0)
@@ -84,6 +92,20 @@ class BankDataset(Dataset[dict[str, Any]]):
         self.reader.check_dataset(self.images)
         self.transform = transform
         self.alphas = np.asarray(self.reader.alphas, np.float64)
+        self.gen_weight, self.interp_weight = self._weights(min_score, keep_quantile, weighting)
+
+    def _weights(self, min_score: float | None, keep_quantile: float | None,
+                 weighting: str) -> tuple[np.ndarray, np.ndarray]:
+        """Sampling weights (N, K) and (N, A) of the entries: pretraining's fidelity filter, or ones."""
+        from gensis.bank.scores import entry_weights, filter_active
+
+        k, n = self.reader.num_generative, len(self.images)
+        g = {"bank_min_score": min_score, "bank_keep_quantile": keep_quantile, "bank_weighting": weighting}
+        if not filter_active(g):
+            return np.ones((n, k), np.float32), np.ones((n, len(self.alphas)), np.float32)
+        w = entry_weights(self.reader.scores(), k, g)  # (N, E) in slot order
+        interp = w[:, self.reader.layout.alpha_slot(self.alphas)] if len(self.alphas) else w[:, k:k]  # (N, A)
+        return w[:, :k].astype(np.float32), interp.astype(np.float32)
 
     def _open(self, data: ImageSet | str | None) -> ImageSet:
         if isinstance(data, ImageSet):
@@ -119,12 +141,14 @@ class BankDataset(Dataset[dict[str, Any]]):
             "index": i, "label": int(labels[i]) if labels is not None else -1,
             "image": self._t(_chw(self.images.get(i))),
             "generated": _stack([self._t(g) for g in gen]),
+            "generated_weight": torch.from_numpy(self.gen_weight[i].copy()),
         }
         if len(self.alphas):
             interp, sec = self.reader.interpolated_batch(np.repeat(idx, len(self.alphas)), self.alphas)  # (A, 3, S, S)
             partner = int(sec[0])
             item.update(interpolated=_stack([self._t(x) for x in interp]),
                         alpha=torch.tensor(self.alphas, dtype=torch.float32),
+                        interpolated_weight=torch.from_numpy(self.interp_weight[i].copy()),
                         partner=self._t(_chw(self.images.get(partner))), partner_index=partner)
         return item
 
