@@ -4,6 +4,7 @@ As in DINOv2, a preset file holds only plain data; ``base.yaml`` holds every key
 preset (``smoke``, ``demo``, ``small``, ``paper``) is a delta on top of it. Overrides such as
 ``optim.epochs=3`` are parsed with YAML scalars, so ``3`` is an int, ``1e-3`` a float, ``[2,4]`` a list.
 A key that does not exist is an error naming the closest valid key: a typo never silently does nothing.
+A preset's ``per_method`` section holds values for one SSL method only (``load_config``; docs/methods.md).
 """
 
 from __future__ import annotations
