@@ -3,11 +3,15 @@
 The public API (guide and runnable examples: docs/api.md); names are imported on first use, so
 ``import gensis`` stays fast:
 
-    gensis.make_config(stage, preset, overrides)  resolved, validated config dict of pretrain / eldm / bank
+    gensis.PretrainConfig / ELDMConfig / BankConfig / MILConfig   typed configs (dataclasses, the CLI's schema):
+        .from_preset(preset, overrides), .from_dict(d), .to_dict(), .with_overrides(...), attribute access
+    gensis.make_config(stage, preset, overrides)  the same, as a plain dict
     gensis.pretrain(data, out, ...)               DINO / Gen-DINO pretraining           -> run directory
     gensis.train_autoencoder(data, out, ...)      the E-LDM's VQ autoencoder            -> run directory
     gensis.train_eldm(encoder, data, out, ...)    the embedding-conditioned diffusion model -> run directory
     gensis.generate_bank(eldm, data, out, ...)    the augmentation bank                 -> bank folder
+    gensis.eldm_figures(eldm, data, out) / gensis.evaluate_eldm(eldm, data)   E-LDM grids, fidelity numbers
+    gensis.train_mil(feats, labels, out, ...)     ABMIL on slide bags (cross-validated) -> metrics
     gensis.load_encoder(run) / gensis.embed(encoder, images)      frozen encoder, (N, D) embeddings
     gensis.load_generator(run)                    E-LDM: encode / generate / interpolate
     gensis.open_bank(path) / gensis.BankDataset(path, transform=...)   a bank, as a torch Dataset
@@ -28,7 +32,9 @@ __version__ = "0.1.0"
 _LAZY = {
     **{name: "gensis.api" for name in ("make_config", "pretrain", "train_autoencoder", "train_eldm",
                                         "generate_bank", "load_encoder", "embed", "load_generator", "open_bank",
-                                        "knn", "linear", "export_model", "as_image_set")},
+                                        "knn", "linear", "export_model", "as_image_set", "eldm_figures",
+                                        "evaluate_eldm", "train_mil")},
+    **{name: "gensis.configs.typed" for name in ("PretrainConfig", "ELDMConfig", "BankConfig", "MILConfig")},
     "open_data": "gensis.data.sources",
     "ImageSet": "gensis.data.sources",
     "BankDataset": "gensis.data.torch_datasets",
@@ -39,8 +45,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from gensis.api import (as_image_set, embed, export_model, generate_bank, knn, linear, load_encoder,
-                            load_generator, make_config, open_bank, pretrain, train_autoencoder, train_eldm)
+    from gensis.api import (as_image_set, eldm_figures, embed, evaluate_eldm, export_model, generate_bank, knn,
+                            linear, load_encoder, load_generator, make_config, open_bank, pretrain,
+                            train_autoencoder, train_eldm, train_mil)
+    from gensis.configs.typed import BankConfig, ELDMConfig, MILConfig, PretrainConfig
     from gensis.data.sources import ImageSet, open_data
     from gensis.data.torch_datasets import BankDataset, ImageDataset
     from gensis.eldm.generator import EmbeddingConditionedGenerator

@@ -1,10 +1,12 @@
 """The public Python API of gensis (re-exported by ``import gensis``; guide: docs/api.md).
 
 Every pipeline stage is a function taking objects: a dataset (an ``ImageSet``, a ``--data`` string, an image
-array or any torch Dataset of images), a config (a dict from ``gensis.make_config(...)``, or a preset name plus
-overrides) and a ``Path``. Each returns the run directory it wrote, the same folder the command line writes,
-so what the CLI does and what Python does can be mixed freely. The command line is a thin layer over the same
-library functions (``gensis.ssl.train.train``, ``gensis.eldm.train.train``, ``gensis.bank.generate_bank``).
+array or any torch Dataset of images), a config (a typed ``PretrainConfig`` / ``ELDMConfig`` / ``BankConfig`` /
+``MILConfig``, a dict from ``gensis.make_config(...)``, or a preset name plus overrides) and a ``Path``. Each
+returns the run directory it wrote, the same folder the command line writes, so what the CLI does and what
+Python does can be mixed freely. The command line is a thin layer over these functions: ``gensis pretrain``
+calls ``pretrain``, ``--print-config`` prints ``pretrain_config(...)`` (``eldm_config``, ``bank_config``,
+``mil_config``), and so on.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+from gensis.configs.typed import CONFIGS, BankConfig, ELDMConfig, MILConfig, PretrainConfig
+from gensis.configs.typed_base import StageConfig, nest_overrides, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -27,74 +32,114 @@ if TYPE_CHECKING:
 
 Config = dict[str, Any]
 PathLike = str | os.PathLike[str]
-STAGES = ("pretrain", "eldm", "bank")
+Overrides = Mapping[str, Any] | Sequence[str]
+ConfigLike = StageConfig | Mapping[str, Any]
+STAGES = tuple(CONFIGS)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
 
-def _nested(overrides: Mapping[str, Any]) -> Config:
-    """``{"optim.epochs": 2, "data": {"limit": 64}}`` → nested dict (values kept as given, not parsed)."""
-    out: Config = {}
-    for key, value in overrides.items():
-        node = out
-        parts = str(key).split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]].update(_nested(value))
-        else:
-            node[parts[-1]] = _nested(value) if isinstance(value, Mapping) else value
-    return out
-
-
-def make_config(stage: str, preset: str = "demo", overrides: Mapping[str, Any] | Sequence[str] | None = None) -> Config:
-    """The resolved, validated config of ``stage`` (``pretrain``, ``eldm`` or ``bank``): ``base.yaml`` → preset
-    (``smoke``, ``demo``, ``small``, ``paper`` or a YAML file) → overrides (``{"optim.epochs": 2}`` or
-    ``["optim.epochs=2"]``). The same schema check as the command line: unknown keys and bad values raise
-    ``gensis.errors.UserError`` with one line."""
-    from gensis.config import load_config
-
-    if stage not in STAGES:
+def _check_stage(stage: str) -> type[StageConfig]:
+    if stage not in CONFIGS:
         from gensis.errors import UserError
 
         raise UserError(f"unknown stage '{stage}'; valid: {', '.join(STAGES)}")
-    if overrides is None or isinstance(overrides, Mapping):  # nested before resolving: a "method" picks per_method
-        return load_config(stage, preset, _nested(overrides or {}), where="overrides")
-    return load_config(stage, preset, list(overrides))
+    return CONFIGS[stage]
 
 
-def _resolve(stage: str, cfg: Mapping[str, Any] | Any | None, preset: str,
-             overrides: Mapping[str, Any] | Sequence[str] | None) -> Config:
-    if cfg is None:
-        return make_config(stage, preset, overrides)
-    given: dict[str, Any]
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        given = dataclasses.asdict(cfg)
-    elif hasattr(cfg, "to_dict"):
-        given = dict(cfg.to_dict())
-    elif isinstance(cfg, Mapping):
-        given = dict(cfg)
+def make_config(stage: str, preset: str = "demo", overrides: Overrides | None = None) -> Config:
+    """The resolved, validated config of ``stage`` (``pretrain``, ``eldm``, ``bank`` or ``mil``) as a plain
+    dict: ``base.yaml`` → preset (``smoke``, ``demo``, ``small``, ``paper`` or a YAML file) → overrides
+    (``{"optim.epochs": 2}`` or ``["optim.epochs=2"]``). The same schema check as the command line: unknown
+    keys and bad values raise ``gensis.errors.UserError`` with one line. The typed equivalent:
+    ``gensis.PretrainConfig.from_preset(preset, overrides)`` (``ELDMConfig``, ``BankConfig``, ``MILConfig``)."""
+    _check_stage(stage)
+    return resolve(stage, preset, overrides)
+
+
+def stage_config(stage: str, config: ConfigLike | None = None, preset: str = "demo",
+                 overrides: Overrides | None = None) -> StageConfig:
+    """The typed config a stage runs with: ``config`` (a typed config, a dict from ``make_config`` or a run's
+    ``config.yaml``, a partial dict: missing keys take their defaults) or else ``preset``, then
+    ``overrides``; validated (also values assigned to a typed config after it was made)."""
+    cls = _check_stage(stage)
+    if config is None:
+        return cls.from_preset(preset, overrides)
+    if isinstance(config, StageConfig):
+        if config.family != stage:
+            from gensis.errors import UserError
+
+            raise UserError(f"a {type(config).__name__} was given where the {stage} stage needs a "
+                            f"{cls.__name__}")
+        given: Mapping[str, Any] = config.to_dict()
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        given = dataclasses.asdict(config)
+    elif isinstance(config, Mapping):
+        given = config
     else:
         from gensis.errors import UserError
 
-        raise UserError(f"config must be a mapping (from gensis.make_config) or a dataclass, got {type(cfg).__name__}")
-    from gensis.config import load_config, merge, validate
-
-    base = load_config(stage, "base")
-    full = merge(base, given, where="config")
-    if overrides:
-        full = merge(full, _nested(overrides) if isinstance(overrides, Mapping) else _parse(overrides),
-                     where="overrides")
-    validate(stage, full, base)
-    return full
+        raise UserError(f"config must be a {cls.__name__} or a mapping (from gensis.make_config), "
+                        f"got {type(config).__name__}")
+    typed = cls.from_dict(given)
+    return typed.with_overrides(overrides) if overrides else typed
 
 
-def _parse(items: Sequence[str]) -> Config:
-    from gensis.config import parse_overrides
+def _sets(overrides: Overrides | None, key: str) -> bool:
+    """Whether ``overrides`` set the top-level ``key``."""
+    if not overrides:
+        return False
+    if isinstance(overrides, Mapping):
+        return key in nest_overrides(overrides)
+    return any(str(o).split("=", 1)[0].strip() == key for o in overrides)
 
-    return parse_overrides(items)
+
+def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *, preset: str = "demo",
+                    overrides: Overrides | None = None, method: str | None = None, interp: str | None = None,
+                    bank: PathLike | None = None) -> PretrainConfig:
+    """The config ``pretrain`` runs with (what ``gensis pretrain --print-config`` prints): ``config`` or
+    ``preset``, then ``overrides``, then ``method`` (``--method``) and the disentanglement source
+    (``interp``; ``bank`` when a bank is given). With a preset, ``method`` also selects the preset's
+    ``per_method`` values (a ``config`` object is already resolved: its values stay)."""
+    extra: dict[str, Any] = {}
+    if method is not None:
+        from gensis.ssl.methods import method_class
+
+        method_class(method)  # an unknown name lists the valid ones
+        extra["method"] = method
+    mode = interp if interp is not None else ("bank" if bank is not None else None)
+    if mode is not None:
+        extra["gen.interp"] = mode
+    if config is None and extra:  # with the preset, so that the method's per_method values apply
+        overrides = ({**overrides, **extra} if isinstance(overrides, Mapping)
+                     else [*(overrides or ()), *(f"{k}={v}" for k, v in extra.items())])
+        extra = {}
+    cfg = stage_config("pretrain", config, preset, overrides)
+    return cast(PretrainConfig, cfg.with_overrides(extra) if extra else cfg)
+
+
+def eldm_config(config: ELDMConfig | Mapping[str, Any] | None = None, *, preset: str = "demo",
+                overrides: Overrides | None = None, autoencoder: PathLike | None = None) -> ELDMConfig:
+    """The config ``train_eldm`` / ``train_autoencoder`` run with (``gensis eldm ... --print-config``): with
+    an ``autoencoder`` the latent space is ``vq`` unless ``overrides`` set ``space``."""
+    cfg = stage_config("eldm", config, preset, overrides)
+    if autoencoder is not None and not _sets(overrides, "space") and cfg.to_dict()["space"] != "vq":
+        cfg = cfg.with_overrides({"space": "vq"})
+    return cast(ELDMConfig, cfg)
+
+
+def bank_config(config: BankConfig | Mapping[str, Any] | None = None, *, preset: str = "demo",
+                overrides: Overrides | None = None) -> BankConfig:
+    """The config ``generate_bank`` runs with (``gensis bank generate --print-config``)."""
+    return cast(BankConfig, stage_config("bank", config, preset, overrides))
+
+
+def mil_config(config: MILConfig | Mapping[str, Any] | None = None, *, preset: str = "base",
+               overrides: Overrides | None = None) -> MILConfig:
+    """The config ``train_mil`` runs with (``gensis mil train --print-config``)."""
+    return cast(MILConfig, stage_config("mil", config, preset, overrides))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -118,88 +163,126 @@ def _data_spec(data: Any) -> str:
     return register_data(as_image_set(data)) + "@all"
 
 
+def _split_spec(data: Any, split: str | None) -> str:
+    """A ``--data`` string as it is (the caller's split rules apply); an object registered in-process, whole
+    (``split``: the split the caller reads, ``None`` when it reads several)."""
+    if isinstance(data, (str, os.PathLike)):
+        return str(data)
+    if split is None:
+        from gensis.errors import UserError
+
+        raise UserError("this evaluation reads a dataset's train and val splits: give a --data string or path")
+    return _data_spec(data)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # pipeline stages
 
 
-def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: Mapping[str, Any] | None = None,
-             overrides: Mapping[str, Any] | Sequence[str] | None = None, bank: PathLike | None = None,
-             interp: str | None = None, method: str | None = None, resume: bool = False,
-             quiet: bool = True) -> Path:
+def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: PretrainConfig | Mapping[str, Any] | None = None,
+             overrides: Overrides | None = None, bank: PathLike | None = None, interp: str | None = None,
+             method: str | None = None, resume: bool = False, quiet: bool = True) -> Path:
     """Self-supervised pretraining (DINO by default; the Gen- variant with ``bank``), as ``gensis pretrain``;
     returns the run directory.
 
-    ``data``: a ``--data`` string (its train split is used) or an object (used whole). ``interp``: the
+    ``data``: a ``--data`` string (its train split is used) or an object (used whole). ``config``: a
+    ``PretrainConfig`` (or dict); without one, ``preset``. ``overrides`` apply on top of either. ``interp``: the
     disentanglement source, ``bank`` (default with a bank), ``pixel`` or ``none``. ``method``: a registered
     SSL method (``gensis.ssl.methods.METHODS``: dino, dinov2, ibot, simclr, ...), as ``--method``; default: the
     config's ``method`` (dino). An unknown name is a ``UserError`` listing the valid ones.
     """
     from gensis.ssl.train import train
 
-    extra: dict[str, Any] = {}
-    if method is not None:
-        from gensis.ssl.methods import method_class
+    cfg = pretrain_config(config, preset=preset, overrides=overrides, method=method, interp=interp, bank=bank)
+    run = train(cfg.to_dict(), _data_spec(data), Path(out), resume=resume,
+                bank_path=None if bank is None else str(bank), quiet=quiet)
+    return Path(run.path)
 
-        method_class(method)  # an unknown name lists the valid ones
-        extra["method"] = method
-    mode = interp if interp is not None else ("bank" if bank is not None else None)
-    if mode is not None:
-        extra["gen.interp"] = mode
-    if config is None and extra:  # with the preset, so that the method's per_method values apply
-        overrides = ({**overrides, **extra} if isinstance(overrides, Mapping)
-                     else [*(overrides or ()), *(f"{k}={v}" for k, v in extra.items())])
-    cfg = _resolve("pretrain", config, preset, overrides)
-    if config is not None and extra:
-        cfg = _resolve("pretrain", cfg, preset, extra)
-    run = train(cfg, _data_spec(data), Path(out), resume=resume, bank_path=None if bank is None else str(bank),
+
+def train_autoencoder(data: Any, out: PathLike, *, preset: str = "demo",
+                      config: ELDMConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
+                      resume: bool = False, quiet: bool = True) -> Path:
+    """The E-LDM's VQ autoencoder (the ``ae`` section of an ``ELDMConfig``), as ``gensis eldm train-ae``;
+    returns the run directory."""
+    from gensis.eldm.train_ae import train_ae
+
+    cfg = eldm_config(config, preset=preset, overrides=overrides)
+    return Path(train_ae(cfg.to_dict(), _data_spec(data), Path(out), resume=resume, quiet=quiet).path)
+
+
+def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: PathLike | None = None,
+               preset: str = "demo", config: ELDMConfig | Mapping[str, Any] | None = None,
+               overrides: Overrides | None = None, resume: bool = False, quiet: bool = True) -> Path:
+    """The embedding-conditioned diffusion model, as ``gensis eldm train``; returns the run directory.
+
+    ``encoder``: a pretraining run; ``autoencoder``: a ``train_autoencoder`` run (sets ``space=vq`` unless
+    ``overrides`` set ``space``).
+    """
+    from gensis.eldm.train import train
+
+    cfg = eldm_config(config, preset=preset, overrides=overrides, autoencoder=autoencoder)
+    ae_path = None if autoencoder is None else str(autoencoder)
+    run = train(cfg.to_dict(), str(encoder), _data_spec(data), Path(out), ae_path=ae_path, resume=resume,
                 quiet=quiet)
     return Path(run.path)
 
 
-def train_autoencoder(data: Any, out: PathLike, *, preset: str = "demo", config: Mapping[str, Any] | None = None,
-                      overrides: Mapping[str, Any] | Sequence[str] | None = None, resume: bool = False,
-                      quiet: bool = True) -> Path:
-    """The E-LDM's VQ autoencoder, as ``gensis eldm train-ae``; returns the run directory."""
-    from gensis.eldm.train_ae import train_ae
-
-    cfg = _resolve("eldm", config, preset, overrides)
-    return Path(train_ae(cfg, _data_spec(data), Path(out), resume=resume, quiet=quiet).path)
-
-
-def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: PathLike | None = None,
-               preset: str = "demo", config: Mapping[str, Any] | None = None,
-               overrides: Mapping[str, Any] | Sequence[str] | None = None, resume: bool = False,
-               quiet: bool = True) -> Path:
-    """The embedding-conditioned diffusion model, as ``gensis eldm train``; returns the run directory.
-
-    ``encoder``: a pretraining run; ``autoencoder``: a ``train_autoencoder`` run (needed for ``space=vq``).
-    """
-    from gensis.eldm.train import train
-
-    cfg = _resolve("eldm", config, preset, overrides)
-    ae_path = None if autoencoder is None else str(autoencoder)
-    run = train(cfg, str(encoder), _data_spec(data), Path(out), ae_path=ae_path, resume=resume, quiet=quiet)
-    return Path(run.path)
-
-
 def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator: Any = None, preset: str = "demo",
-                  config: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | Sequence[str] | None = None,
+                  config: BankConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
                   quiet: bool = True) -> Path:
     """The augmentation bank, as ``gensis bank generate``; returns the bank folder (rerun to finish a killed one).
 
     ``generator``: instead of an E-LDM run, any object implementing
-    ``gensis.eldm.generator.EmbeddingConditionedGenerator`` (docs/api.md shows an adapter).
+    ``gensis.eldm.generator.EmbeddingConditionedGenerator`` (docs/api.md shows an adapter), or a
+    ``"module:factory"`` string as ``--generator``.
     """
     from gensis.bank.generate import generate_bank as _generate
 
-    cfg = _resolve("bank", config, preset, overrides)
-    res = _generate(cfg, _data_spec(data), Path(out), eldm=None if eldm is None else str(eldm), generator=generator,
-                    quiet=quiet)
+    cfg = bank_config(config, preset=preset, overrides=overrides)
+    spec = generator if isinstance(generator, str) else None
+    res = _generate(cfg.to_dict(), _data_spec(data), Path(out), eldm=None if eldm is None else str(eldm),
+                    generator=None if spec is not None else generator, generator_spec=spec, quiet=quiet)
     if not res.complete:
         from gensis.errors import UserError
 
         raise UserError(f"bank {out} is incomplete; call generate_bank again to finish it")
     return Path(out)
+
+
+def eldm_figures(eldm: PathLike, data: Any, out: PathLike, *, overrides: Overrides | None = None,
+                 method: str | None = None, seed: int | None = None, guidance: float | None = None,
+                 steps: int | None = None, sampler: str | None = None, device: str = "auto",
+                 amp: str = "auto") -> list[Path]:
+    """The E-LDM's PNG grids (generative, interpolation: paper Fig. 7-13), as ``gensis eldm sample``; returns
+    the PNG paths. Settings: the run's ``figures`` section, then ``overrides`` (``{"figures.rows": 4}``)."""
+    from gensis.eldm.figures import sample_run
+
+    return sample_run(str(eldm), _split_spec(data, "val"), str(out), overrides=overrides, method=method, seed=seed,
+                      guidance=guidance, steps=steps, sampler=sampler, device=device, amp=amp)
+
+
+def evaluate_eldm(eldm: PathLike, data: Any, *, n: int | None = None, overrides: Overrides | None = None,
+                  guidance: float | None = None, steps: int | None = None, sampler: str | None = None,
+                  device: str = "auto", amp: str = "auto", quiet: bool = True) -> dict[str, Any]:
+    """The E-LDM's fidelity numbers on held-out images (source retrieval, k-NN label agreement, Fréchet
+    distance), as ``gensis eldm eval``; returns the JSON-ready result. ``data``: a ``--data`` string (its val
+    split is held out, its train split is the k-NN bank)."""
+    from gensis.eldm.evaluate import evaluate_run
+
+    return evaluate_run(eldm, _split_spec(data, None), n=n, overrides=overrides, guidance=guidance, steps=steps,
+                        sampler=sampler, device=device, amp=amp, quiet=quiet)
+
+
+def train_mil(feats: PathLike, labels: PathLike, out: PathLike, *, preset: str = "base",
+              config: MILConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
+              quiet: bool = True) -> dict[str, Any]:
+    """ABMIL slide classification on bags of tile embeddings (``gensis wsi embed``), cross-validated, as
+    ``gensis mil train``; writes ``out`` (metrics.json, metrics.md, predictions.csv) and returns the metrics
+    (``splits``, ``summary``, ``n_slides``, ``mode``)."""
+    from gensis.mil.train import train_mil as _train
+
+    cfg = mil_config(config, preset=preset, overrides=overrides)
+    return _train(cfg.to_dict(), str(feats), str(labels), str(out), quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -280,6 +363,7 @@ def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") 
     return _export(run, to, out, which)
 
 
-__all__ = ["Config", "as_image_set", "embed", "export_model", "generate_bank", "knn", "linear", "load_encoder",
-           "load_generator",
-           "make_config", "open_bank", "pretrain", "train_autoencoder", "train_eldm"]
+__all__ = ["BankConfig", "Config", "ELDMConfig", "MILConfig", "PretrainConfig", "StageConfig", "as_image_set",
+           "bank_config", "eldm_config", "eldm_figures", "embed", "evaluate_eldm", "export_model", "generate_bank",
+           "knn", "linear", "load_encoder", "load_generator", "make_config", "mil_config", "open_bank", "pretrain",
+           "pretrain_config", "stage_config", "train_autoencoder", "train_eldm", "train_mil"]

@@ -82,16 +82,16 @@ def add_parser(sub) -> None:
 
 
 def run_generate(args) -> int:
-    from gensis.config import dump, load_config
+    from gensis.api import bank_config
 
-    cfg = load_config("bank", args.preset, args.overrides)
+    cfg = bank_config(preset=args.preset, overrides=args.overrides)
     if args.print_config:
-        print(dump(cfg), end="")
+        print(cfg.to_yaml(), end="")
         return 0
-    from gensis.bank.generate import generate_bank
+    from gensis.bank.generate import generate_bank  # the library call (the result's summary, exit 1 if partial)
     from gensis.distributed import cleanup
 
-    result = generate_bank(cfg, args.data, args.out, eldm=args.eldm, generator_spec=args.generator,
+    result = generate_bank(cfg.to_dict(), args.data, args.out, eldm=args.eldm, generator_spec=args.generator,
                            quiet=args.quiet)
     cleanup()  # not on errors: main() reports them to the other ranks and leaves the group without waiting
     import os

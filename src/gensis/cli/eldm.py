@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from gensis.cli.main import add_common
 
@@ -120,106 +118,53 @@ def add_parser(sub) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
-def _cfg(args) -> dict:
-    from gensis.config import load_config
-
-    return load_config("eldm", args.preset, args.overrides)
-
-
 def run_train_ae(args) -> int:
-    from gensis.config import dump
+    from gensis.api import eldm_config, train_autoencoder
+    from gensis.rundir import RunDir
 
-    cfg = _cfg(args)
     if args.print_config:
-        print(dump(cfg), end="")
+        print(eldm_config(preset=args.preset, overrides=args.overrides).to_yaml(), end="")
         return 0
-    from gensis.eldm.train_ae import train_ae
-
-    run = train_ae(cfg, args.data, args.out, resume=args.resume, quiet=args.quiet)
-    val = run.manifest().get("val", {})
-    print(f"autoencoder done: {run.path} (held-out MSE {val.get('val_mse', float('nan')):.5f}, "
+    run = train_autoencoder(args.data, args.out, preset=args.preset, overrides=args.overrides, resume=args.resume,
+                            quiet=args.quiet)
+    val = RunDir(run).manifest().get("val", {})
+    print(f"autoencoder done: {run} (held-out MSE {val.get('val_mse', float('nan')):.5f}, "
           f"PSNR {val.get('val_psnr', float('nan')):.2f} dB)")
     return 0
 
 
 def run_train(args) -> int:
-    from gensis.config import dump
+    from gensis.api import eldm_config, train_eldm
 
-    overrides = list(args.overrides)
-    if args.ae is not None and not any(o.startswith("space=") for o in overrides):
-        overrides.append("space=vq")
-    args.overrides = overrides
-    cfg = _cfg(args)
     if args.print_config:
-        print(dump(cfg), end="")
+        print(eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae).to_yaml(), end="")
         return 0
-    from gensis.eldm.train import train
-
-    run = train(cfg, args.encoder, args.data, args.out, ae_path=args.ae, resume=args.resume, quiet=args.quiet)
-    print(f"E-LDM training done: {run.path}")
+    run = train_eldm(args.encoder, args.data, args.out, autoencoder=args.ae, preset=args.preset,
+                     overrides=args.overrides, resume=args.resume, quiet=args.quiet)
+    print(f"E-LDM training done: {run}")
     return 0
 
 
-def _run_cfg(eldm: str) -> dict:
-    from gensis.config import load_config, merge
-    from gensis.rundir import RunDir
-
-    run = RunDir(eldm)
-    if not run.is_done():
-        from gensis.errors import UserError
-
-        raise UserError(f"{eldm} is not a finished `gensis eldm train` run")
-    return merge(load_config("eldm", "base"), run.config(), where=f"{eldm}/config.yaml")
-
-
 def _settings(args) -> dict:
-    return {"guidance": args.guidance, "steps": args.steps, "sampler": args.sampler}
+    return {"guidance": args.guidance, "steps": args.steps, "sampler": args.sampler, "device": args.device,
+            "amp": args.amp}
 
 
 def run_sample(args) -> int:
-    from gensis.config import merge, parse_overrides
-    from gensis.data.sources import open_data
-    from gensis.eldm import load_generator
-    from gensis.eldm.figures import write_figures
+    from gensis.api import eldm_figures
 
-    cfg = merge(_run_cfg(args.eldm), parse_overrides(args.overrides), where="command line")
-    fig = dict(cfg["figures"])
-    if args.method:
-        fig["method"] = args.method
-    if args.seed is not None:
-        fig["seed"] = args.seed
-    d = cfg["data"]
-    ds = open_data(args.data, "val", d["val_fraction"], d["split_seed"])
-    gen = load_generator(args.eldm, device=args.device, amp=args.amp, **_settings(args))
-    paths = write_figures(gen, ds, args.out, fig)
-    for p in paths:
+    for p in eldm_figures(args.eldm, args.data, args.out, overrides=args.overrides, method=args.method,
+                          seed=args.seed, **_settings(args)):
         print(p)
     return 0
 
 
 def run_eval(args) -> int:
-    from pathlib import Path
-
-    from gensis.config import merge, parse_overrides
-    from gensis.data.sources import open_data
-    from gensis.eldm import load_generator
-    from gensis.eldm.evaluate import evaluate, format_report
-    from gensis.eldm.train import cached_embeddings
+    from gensis.api import evaluate_eldm
+    from gensis.eldm.evaluate import format_report
     from gensis.rundir import atomic_write_json
 
-    cfg = merge(_run_cfg(args.eldm), parse_overrides(args.overrides), where="command line")
-    ev, d = cfg["eval"], cfg["data"]
-    val = open_data(args.data, "val", d["val_fraction"], d["split_seed"])
-    train_ds = open_data(args.data, "train", d["val_fraction"], d["split_seed"])
-    gen = load_generator(args.eldm, device=args.device, amp=args.amp, **_settings(args))
-    train_emb = cached_embeddings(Path(args.eldm) / "cache", gen.encoder, train_ds, gen.device,
-                                  int(cfg["cond"]["encode_batch_size"]), tag="eval-train")
-    r = evaluate(gen, val, train_ds, train_emb, n=args.n or int(ev["n"]), seed=int(ev["seed"]),
-                 batch_size=int(ev["batch_size"]), knn_k=int(ev["knn_k"]), quiet=args.quiet, **_settings(args))
-    r["eldm"] = str(args.eldm)
-    r["data"] = args.data
-    r["generator_identity"] = gen.identity
-    r["amp"] = "bf16" if gen.bf16 else "off"
+    r = evaluate_eldm(args.eldm, args.data, n=args.n, overrides=args.overrides, quiet=args.quiet, **_settings(args))
     print(format_report(r))
     if args.json:
         atomic_write_json(args.json, r)

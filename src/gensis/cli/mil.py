@@ -56,16 +56,15 @@ def add_parser(sub) -> None:
 def run_train(args) -> int:
     import os
 
-    from gensis.config import dump, load_config
-    from gensis.mil.train import train_mil
+    from gensis.api import mil_config, train_mil
 
-    cfg = load_config("mil", args.preset, args.overrides)
+    cfg = mil_config(preset=args.preset, overrides=args.overrides)
     if args.print_config:
-        print(dump(cfg), end="")
+        print(cfg.to_yaml(), end="")
         return 0
     if args.quiet:
         os.environ["GENSIS_NO_PROGRESS"] = "1"
-    res = train_mil(cfg, args.feats, args.labels, args.out, quiet=False)
+    res = train_mil(args.feats, args.labels, args.out, config=cfg, quiet=False)
     print(f"MIL run: {args.out} (metrics.json, metrics.md, predictions.csv); {res['n_slides']} slides, "
           f"{len(res['splits'])} {res['mode']} splits")
     return 0

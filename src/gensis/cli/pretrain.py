@@ -35,24 +35,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from gensis.config import dump, load_config
+    from gensis.api import pretrain, pretrain_config
 
-    overrides = list(args.overrides)
-    if args.method is not None:
-        from gensis.ssl.methods import method_class
-
-        method_class(args.method)  # an unknown name lists the valid ones
-        overrides.append(f"method={args.method}")
-    if args.interp is not None:
-        overrides.append(f"gen.interp={args.interp}")
-    elif args.bank is not None:
-        overrides.append("gen.interp=bank")
-    cfg = load_config("pretrain", args.preset, overrides)
+    kw = {"preset": args.preset, "overrides": args.overrides, "method": args.method, "interp": args.interp,
+          "bank": args.bank}
     if args.print_config:
-        print(dump(cfg), end="")
+        print(pretrain_config(**kw).to_yaml(), end="")
         return 0
-    from gensis.ssl.train import train
-
-    run_dir = train(cfg, args.data, args.out, resume=args.resume, bank_path=args.bank)
-    print(f"pretraining done: {run_dir.path}")
+    run_dir = pretrain(args.data, args.out, resume=args.resume, quiet=False, **kw)
+    print(f"pretraining done: {run_dir}")
     return 0

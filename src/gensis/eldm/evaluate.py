@@ -163,3 +163,32 @@ def format_report(r: dict) -> str:
                  f"{r['denoising_loss_uncond']:.4f} with the null condition (gain {r['cond_gain']:.4f})")
     lines.append(f"  sampling          {r['images_per_s']:.2f} images/s")
     return "\n".join(lines)
+
+
+def evaluate_run(eldm, data: str, n: int | None = None, overrides=None, guidance: float | None = None,
+                 steps: int | None = None, sampler: str | None = None, device: str = "auto", amp: str = "auto",
+                 quiet: bool = False) -> dict:
+    """``gensis eldm eval``: the fidelity numbers of a finished E-LDM run on ``data``'s val split (its train
+    split: the k-NN bank; embeddings cached in the run's ``cache/``); settings: the run's ``eval`` section,
+    then ``overrides``, then ``n``. Returns the JSON-ready result (``format_report`` prints it)."""
+    from pathlib import Path
+
+    from gensis.data.sources import open_data
+    from gensis.eldm.model import finished_run_config, load_generator
+    from gensis.eldm.train import cached_embeddings
+
+    cfg = finished_run_config(eldm, overrides)
+    ev, d = cfg.eval, cfg.data
+    val = open_data(data, "val", d.val_fraction, d.split_seed)
+    train_ds = open_data(data, "train", d.val_fraction, d.split_seed)
+    settings = {"guidance": guidance, "steps": steps, "sampler": sampler}
+    gen = load_generator(eldm, device=device, amp=amp, **settings)
+    train_emb = cached_embeddings(Path(eldm) / "cache", gen.encoder, train_ds, gen.device,
+                                  int(cfg.cond.encode_batch_size), tag="eval-train")
+    r = evaluate(gen, val, train_ds, train_emb, n=n or int(ev.n), seed=int(ev.seed), batch_size=int(ev.batch_size),
+                 knn_k=int(ev.knn_k), quiet=quiet, **settings)
+    r["eldm"] = str(eldm)
+    r["data"] = data
+    r["generator_identity"] = gen.identity
+    r["amp"] = "bf16" if gen.bf16 else "off"
+    return r

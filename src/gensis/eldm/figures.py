@@ -149,3 +149,23 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     p2 = out / "interpolation.png"
     atomic_save_image(g, p2)
     return [p1, p2]
+
+
+def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, method: str | None = None,
+               seed: int | None = None, guidance: float | None = None, steps: int | None = None,
+               sampler: str | None = None, device: str = "auto", amp: str = "auto") -> list[Path]:
+    """``gensis eldm sample``: both grids of a finished E-LDM run for the held-out (val) images of ``data``
+    (``@train``/``@all`` picks another split); settings: the run's ``figures``, then ``overrides``,
+    ``method``, ``seed``. Returns the PNG paths."""
+    from gensis.data.sources import open_data
+    from gensis.eldm.model import finished_run_config, load_generator
+
+    cfg = finished_run_config(eldm, overrides)
+    fig = cfg.figures.to_dict()
+    if method:
+        fig["method"] = method
+    if seed is not None:
+        fig["seed"] = seed
+    ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed)
+    gen = load_generator(eldm, device=device, amp=amp, guidance=guidance, steps=steps, sampler=sampler)
+    return write_figures(gen, ds, out, fig)

@@ -193,3 +193,16 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
     return ELDMGenerator(den, ae, NoiseSchedule.from_cfg(info["diffusion"]), encoder, int(info["image_size"]),
                          (int(info["latent_channels"]), ls, ls), defaults, info["weights_identity"], dev,
                          use_bf16(dev, amp), {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])})
+
+
+def finished_run_config(eldm_run_dir: str | Path, overrides=None):
+    """The ``ELDMConfig`` of a finished ``gensis eldm train`` run (its ``config.yaml`` over ``base.yaml``), then
+    ``overrides`` (``{"figures.rows": 4}`` or ``["eval.n=100"]``), validated; what ``sample``/``eval`` read."""
+    from gensis.configs.typed import ELDMConfig
+    from gensis.rundir import RunDir
+
+    run = RunDir(eldm_run_dir)
+    if not run.is_done():
+        raise UserError(f"{eldm_run_dir} is not a finished `gensis eldm train` run")
+    cfg = ELDMConfig.from_dict(run.config(), where=f"{eldm_run_dir}/config.yaml")
+    return cfg.with_overrides(overrides) if overrides else cfg

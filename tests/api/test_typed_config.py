@@ -1,0 +1,98 @@
+"""Typed configs (gensis.configs.typed): generated from base.yaml + schema.py, validated like the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import typing
+
+import pytest
+
+import gensis
+import gensis.api
+from gensis.config import load_config
+from gensis.configs import codegen
+from gensis.configs.typed import CONFIGS, ELDMConfig, PretrainConfig, PretrainOptim
+from gensis.errors import UserError
+
+
+def test_generated_module_is_up_to_date():
+    assert codegen.main(["--check"]) == 0, "run: python -m gensis.configs.codegen"
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_every_preset_matches_the_cli_resolution(family):
+    cls = CONFIGS[family]
+    assert cls().to_dict() == load_config(family, "base")  # defaults are base.yaml's
+    for preset in ("base", "smoke", "demo", "paper"):
+        try:
+            expected = load_config(family, preset)
+        except UserError:
+            continue  # a family without this preset
+        cfg = cls.from_preset(preset)
+        assert cfg.to_dict() == expected, (family, preset)
+        assert cls.from_dict(expected) == cfg
+
+
+def test_attribute_access_types_and_overrides():
+    cfg = gensis.PretrainConfig.from_preset("smoke", {"optim.epochs": 3, "data": {"limit": 10}})
+    assert cfg.optim.epochs == 3 and cfg.data.limit == 10 and isinstance(cfg.optim, PretrainOptim)
+    assert cfg.to_dict() == load_config("pretrain", "smoke", ["optim.epochs=3", "data.limit=10"])
+    assert gensis.PretrainConfig.from_preset("smoke", ["optim.lr=1e-3"]).optim.lr == 1e-3  # CLI parsing
+    other = cfg.with_overrides(["optim.epochs=5"])
+    assert other.optim.epochs == 5 and cfg.optim.epochs == 3  # a new object; the old one unchanged
+    hints = typing.get_type_hints(PretrainOptim)
+    assert hints["epochs"] is int and hints["clip_grad"] == float | None  # types from the schema rules
+    assert typing.get_type_hints(ELDMConfig)["space"] == typing.Literal["vq", "pixel"]
+    d = cfg.to_dict()
+    d["optim"]["epochs"] = 99
+    assert cfg.optim.epochs == 3  # to_dict copies
+
+
+def test_bad_values_are_the_cli_one_line_error(tmp_path):
+    with pytest.raises(UserError) as e:
+        PretrainConfig(optim=PretrainOptim(epochs=0))
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "pretrain", "--out", str(tmp_path / "r"),
+                        "--preset", "smoke", "optim.epochs=0"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and r.stderr.strip() == f"gensis: error: {e.value}"
+    assert str(e.value) == "optim.epochs=0: must be an integer >= 1"
+    with pytest.raises(UserError, match=r"unknown config key 'optim.epoks'; did you mean 'optim.epochs'"):
+        PretrainConfig.from_preset("smoke", {"optim.epoks": 1})
+    with pytest.raises(UserError, match=r"gen.interp=nope: must be one of none, bank, pixel"):
+        PretrainConfig.from_dict({"gen": {"interp": "nope"}})
+    with pytest.raises(UserError, match="optim.lr"):
+        PretrainConfig(optim={"lr": -1.0})  # a section as a mapping is checked the same way
+    assert PretrainConfig(optim={"epochs": 7}).optim.epochs == 7
+    with pytest.raises(UserError, match="must be a PretrainOptim"):
+        PretrainConfig(optim=3)  # type: ignore[arg-type]
+    cfg = PretrainConfig.from_preset("smoke")
+    cfg.optim.batch_size = -4  # assignment is not checked at once ...
+    with pytest.raises(UserError, match=r"optim.batch_size=-4"):
+        gensis.api.stage_config("pretrain", cfg)  # ... but by every stage before any work
+    with pytest.raises(UserError, match="needs a PretrainConfig"):
+        gensis.api.stage_config("pretrain", ELDMConfig())
+
+
+def test_stage_configs_apply_the_cli_flags():
+    cfg = gensis.api.pretrain_config(preset="smoke", method="simclr", bank="somewhere")
+    assert cfg.method == "simclr" and cfg.gen.interp == "bank"
+    assert gensis.api.pretrain_config(preset="smoke", interp="pixel", bank="b").gen.interp == "pixel"
+    with pytest.raises(UserError, match="unknown method"):
+        gensis.api.pretrain_config(preset="smoke", method="simclar")
+    pix = {"space": "pixel"}
+    assert gensis.api.eldm_config(ELDMConfig.from_dict(pix), autoencoder="ae").space == "vq"
+    assert gensis.api.eldm_config(preset="smoke", overrides=["space=pixel"], autoencoder="ae").space == "pixel"
+    assert gensis.api.eldm_config(preset="smoke", overrides=pix).space == "pixel"
+
+
+def test_print_config_is_the_typed_config(tmp_path):
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1"}
+    r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "pretrain", "--out", str(tmp_path / "r"),
+                        "--preset", "smoke", "--method", "ibot", "--print-config", "optim.epochs=2"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    expected = gensis.api.pretrain_config(preset="smoke", overrides=["optim.epochs=2"], method="ibot")
+    assert r.stdout == expected.to_yaml()
+    assert PretrainConfig.from_dict(__import__("yaml").safe_load(r.stdout)) == expected  # a round trip
