@@ -13,7 +13,9 @@ import os
 import warnings
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +25,9 @@ from gensis.bank.header import layout_of, read_header
 from gensis.bank.plan import KIND_GEN, KIND_INTERP
 from gensis.bank.scores import SCORE_DIR, has_scores, read_scores, score_name
 from gensis.errors import UserError
+
+if TYPE_CHECKING:
+    from gensis.data.sources import ImageSet
 
 
 class _Shard:
@@ -53,7 +58,7 @@ class BankReader:
     Attributes: ``num_generative`` (K), ``alphas``, ``identity``, ``image_size``, ``num_images``, ``header``.
     """
 
-    def __init__(self, path: str | os.PathLike, decode_threads: int | None = None, max_open: int = 128):
+    def __init__(self, path: str | os.PathLike[str], decode_threads: int | None = None, max_open: int = 128):
         self.path = Path(path)
         self.header = read_header(self.path)
         self.layout = layout_of(self.header)
@@ -79,12 +84,12 @@ class BankReader:
                 f"alphas={self.alphas}, {self.image_size}px {self.codec.name}, identity {self.identity})")
 
     # pickling into DataLoader workers: no open files, no threads
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         d = self.__dict__.copy()
         d["_shards"], d["_pool"] = OrderedDict(), None
         return d
 
-    def __setstate__(self, d: dict) -> None:
+    def __setstate__(self, d: dict[str, Any]) -> None:
         self.__dict__.update(d)
         self._pid = os.getpid()
 
@@ -103,7 +108,7 @@ class BankReader:
         d = self.path / SHARD_DIR
         return [s for s in range(self.layout.num_shards) if not (d / shard_name(s)).is_file()]
 
-    def check_dataset(self, ds) -> None:
+    def check_dataset(self, ds: ImageSet) -> None:
         """Raise UserError unless the bank was made from exactly this dataset split and is complete."""
         src = self.header["sources"]
         if ds.identity != src["data_identity"] or len(ds) != self.num_images:
@@ -160,7 +165,7 @@ class BankReader:
     def _decode_many(self, refs: list[tuple[_Shard, int]]) -> torch.Tensor:
         size = self.image_size
 
-        def one(ref):
+        def one(ref: tuple[_Shard, int]) -> np.ndarray:
             sh, r = ref
             return self.codec.decode(sh.payload(r), size)
 
@@ -232,7 +237,7 @@ class BankReader:
         return np.fromiter((sh.rows[r]["secondary"] for sh, r in refs), dtype=np.int64, count=len(refs))
 
     @staticmethod
-    def _check(refs, idx, kind) -> None:
+    def _check(refs: list[tuple[_Shard, int]], idx: Iterable[int], kind: int) -> None:
         for (sh, r), i in zip(refs, idx):
             row = sh.rows[r]
             if row["primary"] != i or row["kind"] != kind:

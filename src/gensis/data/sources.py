@@ -98,7 +98,7 @@ class ImageSet:
 
         return ImageDataset(self, transform)
 
-    def stack(self, indices: Sequence[int] | None = None) -> np.ndarray:
+    def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """All (or the given) images as one N×H×W×3 array; every image must have the same size."""
         idx = range(len(self)) if indices is None else indices
         imgs = [self.get(int(i)) for i in idx]
@@ -109,7 +109,8 @@ class ImageSet:
 
 
 class ArrayImageSet(ImageSet):
-    def __init__(self, images: np.ndarray, labels=None, groups=None, classes=None, name: str = "array"):
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, groups: np.ndarray | None = None,
+                 classes: list[str] | None = None, name: str = "array"):
         self.images, self.labels, self.groups, self.classes, self.name = images, labels, groups, classes, name
         self._identity: str | None = None
 
@@ -119,7 +120,7 @@ class ArrayImageSet(ImageSet):
     def get(self, i: int) -> np.ndarray:
         return _to_rgb(self.images[i])
 
-    def stack(self, indices=None) -> np.ndarray:
+    def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         imgs = self.images if indices is None else self.images[np.asarray(indices)]
         if imgs.ndim == 3:
             return np.repeat(imgs[..., None], 3, axis=3)
@@ -140,7 +141,8 @@ class ArrayImageSet(ImageSet):
 class FolderImageSet(ImageSet):
     skip_bad = False  # unreadable images met while reading are skipped (data.skip_bad_images) instead of an error
 
-    def __init__(self, paths: list[Path], labels=None, classes=None, name: str = "folder"):
+    def __init__(self, paths: list[Path], labels: np.ndarray | None = None, classes: list[str] | None = None,
+                 name: str = "folder"):
         self.paths, self.labels, self.classes, self.name, self.groups = paths, labels, classes, name, None
         self._identity: str | None = None
 
@@ -184,7 +186,7 @@ class SubsetImageSet(ImageSet):
     def get(self, i: int) -> np.ndarray:
         return self.parent.get(int(self.indices[i]))
 
-    def stack(self, indices=None) -> np.ndarray:
+    def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         idx = self.indices if indices is None else self.indices[np.asarray(indices)]
         return self.parent.stack(idx)
 
@@ -215,7 +217,7 @@ class BadImageError(UserError):
         super().__init__(f"cannot read image {path}: {why}")
 
 
-def pil_to_rgb(im) -> np.ndarray:
+def pil_to_rgb(im: Any) -> np.ndarray:
     """Any PIL image -> H×W×3 uint8, converting every mode correctly.
 
     RGBA/LA/transparent palette images are composited over white (what a viewer shows); CMYK and YCbCr
@@ -359,9 +361,10 @@ DEFAULT_DATA = "builtin:animal-mnist"
 # npz and folders
 
 
-def _npz_array(z, path: Path, key: str) -> np.ndarray:
+def _npz_array(z: Any, path: Path, key: str) -> np.ndarray:
     try:
-        return z[key]
+        arr: np.ndarray = z[key]
+        return arr
     except ValueError as e:  # object arrays need pickle: refused (arbitrary code on load)
         raise UserError(f"{path}: '{key}' is an object array, which needs pickle; refused (save plain numeric "
                         f"arrays)") if "pickle" in str(e) else UserError(f"{path}: cannot read '{key}': {e}") from None
@@ -547,6 +550,7 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
             if "train" in sub and val_dir is not None and split != "all":
                 # classes are the train split's, matched by name (val may lack some, never add one)
                 train_classes = [d.name for d in _class_dirs(sub["train"])] or None
+                out: ImageSet
                 if split == "train":
                     out = _load_folder(sub["train"], name=f"{path.name}@train", skip_bad=skip_bad_images)
                 else:
@@ -572,6 +576,7 @@ class RelabelledImageSet(ImageSet):
 
     def __init__(self, parent: ImageSet, labels: np.ndarray, classes: list[str]):
         self.parent, self.labels, self.classes = parent, labels, classes
+        self._labels = labels
         self.name, self.groups = parent.name, parent.groups
         self.split, self.source_size = parent.split, parent.source_size
 
@@ -581,18 +586,18 @@ class RelabelledImageSet(ImageSet):
     def get(self, i: int) -> np.ndarray:
         return self.parent.get(i)
 
-    def stack(self, indices=None) -> np.ndarray:
+    def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         return self.parent.stack(indices)
 
     @property
     def identity(self) -> str:
-        return _derived_key(self.parent.identity, self.labels)
+        return _derived_key(self.parent.identity, self._labels)
 
     @property
     def layout(self) -> str:
         if self.parent.layout == self.parent.identity:
             return self.identity
-        return _derived_key(self.parent.layout, self.labels)
+        return _derived_key(self.parent.layout, self._labels)
 
 
 def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
@@ -27,8 +27,13 @@ from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 from gensis.rundir import load_tensors
 
+if TYPE_CHECKING:
+    from gensis.configs.typed import ELDMConfig
+    from gensis.configs.typed_base import Overrides
+    from gensis.models.encoder import Encoder
 
-def resolve_clip(clip, space: str) -> float | None:
+
+def resolve_clip(clip: Any, space: str) -> float | None:
     if clip == "auto":
         return 1.0 if space == "pixel" else None
     if clip in (None, False, "off", "none"):
@@ -39,7 +44,8 @@ def resolve_clip(clip, space: str) -> float | None:
 class ELDMGenerator:
     """Embedding-conditioned latent diffusion model (implements ``EmbeddingConditionedGenerator``)."""
 
-    def __init__(self, denoiser: Denoiser, autoencoder, schedule: NoiseSchedule, encoder, image_size: int,
+    def __init__(self, denoiser: Denoiser, autoencoder: Any, schedule: NoiseSchedule, encoder: Encoder | None,
+                 image_size: int,
                  latent_shape: tuple[int, int, int], defaults: SamplerSettings, weights_identity: str,
                  device: torch.device | str = "cpu", bf16: bool = False,
                  steps_by_sampler: dict[str, int] | None = None, micro_batch: int = 32):
@@ -77,7 +83,8 @@ class ELDMGenerator:
         """uint8 (B, 3, H, W) → float32 (B, D) on the CPU: the conditioning encoder's embedding."""
         if self.encoder is None:
             raise UserError("this generator was loaded without its encoder")
-        return self.encoder(images).float().cpu()
+        out: torch.Tensor = self.encoder(images).float().cpu()
+        return out
 
     def settings(self, guidance: float | None = None, steps: int | None = None, sampler: str | None = None,
                  eta: float | None = None) -> SamplerSettings:
@@ -133,15 +140,16 @@ class ELDMGenerator:
         with autocast(dev, self.bf16):
             ctx = self.denoiser.condition(e.to(dev))  # (B, Cc)
             z = sampler.sample(self._model, x_T, ctx.float(), self.denoiser.null_context.float(), s.guidance, gens)
-            x = self.autoencoder.decode(z.float())
+            x: torch.Tensor = self.autoencoder.decode(z.float())
         return x.float().clamp(-1, 1).cpu()[:b]
 
     def _model(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        return self.denoiser(x, t, c).float()
+        out: torch.Tensor = self.denoiser(x, t, c).float()
+        return out
 
     # -- interpolation ---------------------------------------------------------------------------------
     def interpolate(self, e1: torch.Tensor, e2: torch.Tensor, alpha: float | torch.Tensor, method: str = "slerp",
-                    seeds: Sequence[int] | int = 0, **kw) -> torch.Tensor:
+                    seeds: Sequence[int] | int = 0, **kw: Any) -> torch.Tensor:
         """Generate from the interpolated embedding: ``slerp`` (default) or ``lerp`` = α·e1 + (1−α)·e2.
 
         α = 1 gives e1's generation, α = 0 e2's (with the same seeds). e1, e2: (B, D); α scalar or (B,).
@@ -152,10 +160,11 @@ class ELDMGenerator:
         return self.generate(e, seeds, **kw)
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path.parent} has no {path.name}: is it a finished `gensis eldm train` run?")
-    return json.loads(path.read_text())
+    out: dict[str, Any] = json.loads(path.read_text())
+    return out
 
 
 def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu", guidance: float | None = None,
@@ -195,7 +204,7 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
                          use_bf16(dev, amp), {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])})
 
 
-def finished_run_config(eldm_run_dir: str | Path, overrides=None):
+def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = None) -> ELDMConfig:
     """The ``ELDMConfig`` of a finished ``gensis eldm train`` run (its ``config.yaml`` over ``base.yaml``), then
     ``overrides`` (``{"figures.rows": 4}`` or ``["eval.n=100"]``), validated; what ``sample``/``eval`` read."""
     from gensis.configs.typed import ELDMConfig

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +35,35 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+FLOAT_MAX = 1.5   # float images above this are taken for unscaled 0..255 values
+FLOAT_MIN = -0.5  # ... below this for images standardized by a mean and std
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """``images`` if they are a (B, 3, H, W) uint8 tensor (0..255) or floating-point tensor in [0, 1] (half
+    precision: as float32); otherwise a one-line ``UserError`` saying what is wrong."""
+    if not isinstance(images, torch.Tensor):
+        raise UserError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise UserError(f"images must be (B, 3, H, W) with 3 colour channels, got shape {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images
+    if not images.dtype.is_floating_point:
+        raise UserError(f"images must be uint8 (0..255) or float (0..1), got {images.dtype}")
+    x = images if images.dtype in (torch.float32, torch.float64) else images.float()
+    if x.numel():
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise UserError("float images hold NaN or infinite values")
+        if lo < FLOAT_MIN:
+            raise UserError(f"float images must be in [0, 1], got values down to {lo:g}: already normalized by "
+                            f"a mean/std? pass the [0, 1] images (the encoder normalizes them)")
+        if hi > FLOAT_MAX:
+            raise UserError(f"float images must be in [0, 1], got values up to {hi:g}: unscaled 0..255 pixels? "
+                            f"divide by 255 or pass uint8")
+    return x
+
+
 @dataclass
 class Encoder:
     """A frozen image → feature function with what is needed to feed it."""
@@ -48,25 +79,32 @@ class Encoder:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, H, W) → float (B, D) on the model's device. Images are resized to ``image_size``."""
+        """(B, 3, H, W) images → float (B, D) on the model's device; images are resized to ``image_size``.
+
+        Two encodings of pixel values are accepted: uint8 in 0..255 (what datasets, banks and generators
+        give) and floating point in [0, 1] (``torchvision`` ``ToDtype(float32, scale=True)``); the encoder
+        standardizes them itself. Anything else is a one-line ``UserError``: other dtypes, and float images
+        whose values cannot be [0, 1] ones (above 1.5: unscaled 0..255 values; below -0.5: images already
+        standardized by a mean/std).
+        """
         from torchvision.transforms.v2 import functional as TF
 
-        x = images
+        x = check_images(images)
         if self.model is not None:  # to the model's device first: resizing there is what a GPU is for
             x = x.to(next(self.model.parameters()).device, non_blocking=True)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
+        x = x.float().div(255) if x.dtype == torch.uint8 else x.float()  # (B, 3, S, S) in [0, 1]
         if self.model is None:
-            return x.float().div(255).flatten(1)
-        x = normalize(x.float().div(255))
-        return self.model(x).float()
+            return x.flatten(1)
+        return self.model(normalize(x)).float()  # type: ignore[no-any-return]
 
     @property
     def patch_size(self) -> int:
         """Side of a patch in pixels (the ViT's; 8 for the raw-pixel baseline)."""
         if self.model is None:
             return PIXEL_PATCH
-        ps = self.model.patch_embed.patch_size
+        ps: Any = getattr(self.model.patch_embed, "patch_size")  # timm: an int or an (h, w) tuple
         return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
 
     @property
@@ -86,11 +124,12 @@ class Encoder:
             patches = x[:, :, :h * ps, :w * ps].unfold(2, ps, ps).unfold(3, ps, ps)  # (B, 3, h, w, ps, ps)
             patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(b, h, w, 3 * ps * ps)  # (B, h, w, 3·ps²)
             return x.flatten(1), patches
-        out = self.model.forward_features(normalize(x.to(self.device).float())).float()  # (B, prefix + N, D)
+        features: Any = getattr(self.model, "forward_features")  # timm ViT
+        out = features(normalize(x.to(self.device).float())).float()  # (B, prefix + N, D)
         prefix = getattr(self.model, "num_prefix_tokens", 1)
         return out[:, 0], out[:, prefix:].reshape(b, h, w, -1)  # (B, D), (B, h, w, D)
 
-    def to(self, device) -> "Encoder":
+    def to(self, device: torch.device | str) -> "Encoder":
         if self.model is not None:
             self.model.to(device)
         return self
@@ -170,6 +209,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Weights from a safetensors file or a torch checkpoint (read with ``weights_only=True``, no code runs);
     DINO-style wrappers (``teacher``/``student``/``state_dict``/``model``) and ``module.``/``backbone.``
     prefixes are unwrapped."""
+    state: Any
     if path.suffix == ".safetensors":
         state = load_tensors(path)
     else:
