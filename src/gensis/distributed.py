@@ -131,8 +131,9 @@ def barrier() -> None:
 
 
 def report_failure(error: BaseException | str) -> None:
-    """Tell the other ranks that this one failed (a no-op outside a process group, or for ``PeerFailed``)."""
-    if not _initialized() or isinstance(error, PeerFailed):
+    """Tell the other ranks that this one failed (a no-op outside a process group, for ``PeerFailed``, and
+    for an error every rank raises together, ``UserError.all_ranks``)."""
+    if not _initialized() or isinstance(error, PeerFailed) or getattr(error, "all_ranks", False):
         return
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     text = (text.splitlines() or [type(error).__name__])[0]
@@ -147,6 +148,12 @@ def report_failure(error: BaseException | str) -> None:
                 time.sleep(0.02)
     except Exception:
         pass  # the store is gone: the others notice that themselves
+
+
+def prints_error(error: BaseException) -> bool:
+    """Whether this process prints ``error``: always, except an ``all_ranks`` error on a rank other than 0
+    (``RANK`` as torchrun sets it; the process group may already be gone)."""
+    return not getattr(error, "all_ranks", False) or os.environ.get("RANK", "0") in ("", "0")
 
 
 def abort() -> None:

@@ -2,4 +2,10 @@
 
 
 class UserError(Exception):
-    """A mistake in the user's input (path, data, config key): reported as one line, exit status 2."""
+    """A mistake in the user's input (path, data, config key): reported as one line, exit status 2.
+
+    ``all_ranks``: a verdict every rank of a ``torchrun`` job reaches at the same point (e.g. a non-finite loss,
+    all-reduced): only rank 0 prints it, the other ranks exit with the same status quietly, and no rank
+    reports it to the others as its own failure (``gensis.distributed.report_failure``)."""
+
+    all_ranks: bool = False

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from train_state import assert_same_state, capture_before_step, task_state
+
 from gensis.checkpoint import load_checkpoint, sub_state
 from gensis.rundir import load_tensors
 
@@ -163,42 +165,52 @@ def test_two_processes_with_torchrun(tmp_path, encoder_run, tiny_npz, tiny_overr
     assert load_generator(out).generate(torch.randn(1, 32), [0]).shape == (1, 3, 16, 16)
 
 
+@pytest.mark.parametrize("mode", ["every_step", "deferred"])
 @pytest.mark.parametrize("trainer", ["train", "train-ae"])
-def test_non_finite_loss_stops_with_one_line(trainer, tmp_path, encoder_run, tiny_npz, tiny_overrides, cli, capsys,
-                                             monkeypatch):
-    """A NaN loss in epoch 1 stops before the optimizer step; the epoch-0 checkpoint stays as it was."""
+def test_non_finite_loss_stops_with_one_line(trainer, mode, tmp_path, encoder_run, tiny_npz, tiny_overrides, cli,
+                                             capsys, monkeypatch):
+    """A NaN loss at step 4 (epoch 1) stops training; the epoch-0 checkpoint stays as it was. every_step (the
+    CPU default) stops before the optimizer step; deferred (the CUDA default) reads the flag at step 7, and the
+    denoiser, its EMA, the autoencoder, its discriminator and their AdamW states are bit for bit as step 3
+    left them (the discriminator's NaN loss of step 4 is checked before its own step)."""
     import gensis.eldm.train as eldm_train
-    import gensis.eldm.train_ae as ae_train
+    from gensis.eldm.autoencoder import VQAutoencoder
+    from gensis.eldm.train_ae import AutoencoderTask
 
+    run = tmp_path / "run"
+    task_cls = eldm_train.ELDMTask if trainer == "train" else AutoencoderTask
+    box = capture_before_step(monkeypatch, task_cls, 4, run / "checkpoint.safetensors")
     if trainer == "train":
         original = eldm_train.training_step
-        calls = []
 
         def poisoned(*a, **k):
-            calls.append(1)
             loss = original(*a, **k)
-            return loss * float("nan") if len(calls) == 5 else loss  # 64 images / 16 = 4 steps per epoch
+            return loss * float("nan") if box["its"][-1] == 4 else loss  # 64 images / 16 = 4 steps per epoch
 
         monkeypatch.setattr(eldm_train, "training_step", poisoned)
         argv = ["eldm", "train", "--encoder", encoder_run]
     else:
-        from gensis.eldm.autoencoder import VQAutoencoder
-
         original = VQAutoencoder.forward
-        calls = []
 
         def poisoned(self, x):
-            calls.append(1)
             xh, q = original(self, x)
-            return (xh * float("nan") if len(calls) == 5 else xh), q
+            return (xh * float("nan") if torch.is_grad_enabled() and box["its"][-1] == 4 else xh), q
 
         monkeypatch.setattr(VQAutoencoder, "forward", poisoned)
-        argv = ["eldm", "train-ae"]
-    run = tmp_path / "run"
+        argv = ["eldm", "train-ae", "ae.loss.disc_weight=0.1"]
+    monkeypatch.setenv("GENSIS_FINITE_CHECK", mode)
     assert cli(*argv, "--data", tiny_npz, "--out", run, "--preset", "smoke", "--quiet", *tiny_overrides,
-               "data.limit=64", "ae.optim.batch_size=16", "ae.optim.epochs=2", "optim.epochs=2") == 2
+               "data.limit=64", "ae.optim.batch_size=16", "ae.optim.epochs=2", "optim.epochs=2",
+               "train.log_every=10") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "epoch 1, step 4" in err[0] and "(epoch 0) is untouched" in err[0], err
     tensors, info = load_checkpoint(run / "checkpoint.safetensors")
     assert info["meta"]["epoch"] == 0
     assert all(torch.isfinite(v).all() for v in tensors.values() if v.is_floating_point())
+    assert (run / "checkpoint.safetensors").read_bytes() == box["checkpoint"]
+    if mode == "deferred":
+        assert "skipped" in err[0] and box["its"] == list(range(8))
+        assert all(o.defaults["fused"] for o in box["task"].state_optimizers().values())
+        assert_same_state(box["before"], task_state(box["task"]))
+    else:
+        assert "before the optimizer step" in err[0] and box["its"] == list(range(5))

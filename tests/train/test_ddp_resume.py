@@ -1,4 +1,5 @@
-"""Kill-and-resume under DDP (2 processes, gloo, torchrun) ends with the weights of an uninterrupted run.
+"""Kill-and-resume under DDP (2 processes, gloo, torchrun) ends with the weights of an uninterrupted run; a
+non-finite loss on one rank stops both with one line.
 
 One parametrized test for every trainer on the shared loop: each rank saves and restores its own random
 state (augmentation, Gen- choices, diffusion noise, global generators), so nothing depends on the kill.
@@ -107,3 +108,42 @@ def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path, tiny_n
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     ref_rows = [json.loads(l) for l in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in rows if "loss" in r] == [r["loss"] for r in ref_rows if "loss" in r]
+
+
+POISON = """
+import os, sys
+from gensis.ssl.methods.dino import DINO
+
+original = DINO.loss
+
+
+def poisoned(self, s_out, t_out, step):  # a NaN loss at step 5 on rank 1 only
+    loss, parts = original(self, s_out, t_out, step)
+    return (loss * float("nan") if step.it == 5 and os.environ["RANK"] == "1" else loss), parts
+
+
+DINO.loss = poisoned
+from gensis.cli.main import main
+
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("mode", ["every_step", "deferred"])
+def test_divergence_under_torchrun_is_one_line(mode, tmp_path):
+    """A NaN loss on one rank stops both (the verdict is all-reduced) and is printed once, by rank 0."""
+    script = tmp_path / "poisoned.py"
+    script.write_text(POISON)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           f"--master_port={_port()}", str(script), "pretrain", *TINY_VIT, "optim.epochs=2", "train.log_every=10",
+           "--out", str(run)]
+    p = subprocess.run(cmd, env={**ENV, "GENSIS_FINITE_CHECK": mode}, capture_output=True, text=True, timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert out.count("gensis: error:") == 1, out[-3000:]  # (two ranks' lines may share one line of output)
+    line = next(l for l in out.splitlines() if "gensis: error:" in l)
+    assert "epoch 1, step 5" in line and "(epoch 0) is untouched" in line, out[-3000:]
+    assert "Traceback" not in out.split("gensis: error:")[0]
+    _, info = load_checkpoint(run / "checkpoint.safetensors")
+    assert info["meta"]["epoch"] == 0

@@ -1,11 +1,15 @@
-"""Failures of a training run: a non-finite loss stops cleanly, --resume refuses other settings."""
+"""Failures of a training run: a non-finite loss stops cleanly (on the host-checked and the deferred device path),
+--resume refuses other settings."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
+from devices import DEVICES
 from safetensors.torch import load_file
+from train_state import assert_same_state, capture_before_step, task_state
 
 from gensis.checkpoint import load_checkpoint
 from gensis.cli.main import main
@@ -43,3 +47,42 @@ def test_nan_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path, monke
     assert json.loads((run / "manifest.json").read_text())["status"] == "done"
     w = load_file(run / "teacher_backbone.safetensors")
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+@pytest.mark.parametrize("method", ["dino", "ibot", "dinov2"])  # centers: in place, re-assigned, lazy
+@pytest.mark.parametrize("device", DEVICES)
+def test_deferred_check_applies_no_update_of_the_bad_step(device, method, tmp_path, monkeypatch, capsys):
+    """The device path (``GENSIS_FINITE_CHECK=deferred``, the default on CUDA): the NaN of step 5 is only read
+    at the end of epoch 1 (step 7), yet student, teacher, AdamW moments and step counts and the method's
+    centers are bit for bit as step 4 left them, and the epoch-0 checkpoint is byte for byte the same."""
+    from gensis.ssl.train import PretrainTask
+
+    original = PretrainTask.step
+
+    def poisoned(self, model, batch, it, epoch):  # after the method's loss has updated its centers
+        loss, parts = original(self, model, batch, it, epoch)
+        return (loss * float("nan") if it == 5 else loss), parts
+
+    monkeypatch.setattr(PretrainTask, "step", poisoned)
+    monkeypatch.setenv("GENSIS_FINITE_CHECK", "deferred" if device == "cpu" else "auto")
+    run = tmp_path / "run"
+    box = capture_before_step(monkeypatch, PretrainTask, 5, run / "checkpoint.safetensors")
+    assert main(["pretrain", "--out", str(run), *TINY, "--method", method, f"train.device={device}",
+                 "train.log_every=10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "epoch 1, step 5" in err[0] and "skipped" in err[0] and "(epoch 0) is untouched" in err[0], err[0]
+    assert box["its"] == list(range(8))  # steps 6 and 7 ran after the bad one: the flag was read at step 7
+    assert box["task"].optimizer.defaults["fused"]
+    state = task_state(box["task"])
+    assert any(k.startswith("task.method.") for k in state), "no center compared"
+    assert_same_state(box["before"], state)
+    assert (run / "checkpoint.safetensors").read_bytes() == box["checkpoint"]
+
+
+def test_unknown_finite_check_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENSIS_FINITE_CHECK", "sometimes")
+    assert main(["pretrain", "--out", str(tmp_path / "run"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["gensis: error: GENSIS_FINITE_CHECK=sometimes: must be one of auto, every_step, deferred"]
+    assert not (tmp_path / "run").exists()

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from devices import DEVICES
 
 from gensis.train.foreach import clip_gradients, ema_lerp, ema_update
 from gensis.train.resume import resume_differences
@@ -98,3 +99,80 @@ def test_resume_differences_lists_keys_and_inputs_but_not_speed_only():
     assert other == ["input data (other files, labels or split)"]
     older = resume_differences(old, old, {"data_identity": "h1"}, {"data_identity": "h2", "data_layout": "L"})
     assert older == ["input data (content differs)"]  # a manifest without a layout: compared by content
+
+
+def test_ema_updates_skip_on_a_device_flag():
+    """With ``skip`` 0. the gated EMA is the EMA; with 1. the target is left bit for bit as it was."""
+    for fn, w in ((ema_update, 0.9), (ema_lerp, 0.3)):
+        t, s = _params(1), _params(2)
+        want = [p.detach().clone() for p in t]
+        fn(want, [p.detach() for p in s], w)
+        got = [p.detach().clone() for p in t]
+        fn(got, [p.detach() for p in s], w, skip=torch.zeros(()))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        before = [g.clone() for g in got]
+        fn(got, [p.detach() for p in s], w, skip=torch.ones(()))
+        assert all(torch.equal(a, b) for a, b in zip(got, before))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deferred_guard_puts_back_buffers_and_state_tensors(device, tmp_path):
+    """Deferred: what the forward and the loss change outside the optimizer (batch-norm statistics, a center
+    re-assigned as iBOT's is) is kept after a good step and put back after a bad one and every later one;
+    the fused AdamW step and a gated EMA are skipped on the same flag; the host learns of it at ``sync``.
+    On CUDA the steps run under ``torch.cuda.set_sync_debug_mode("error")``: no host sync in any of it."""
+    from gensis.distributed import DistInfo
+    from gensis.rundir import RunDir
+    from gensis.train.loop import FiniteGuard, Runtime, Task, TrainingDiverged
+
+    dev = torch.device(device)
+
+    class Toy(Task):
+        stage, niter = "toy", 4
+
+        def __init__(self):
+            torch.manual_seed(0)
+            self.model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).to(dev)
+            self.ema = [p.detach().clone() for p in self.model.parameters()]
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=0.1, fused=True)
+            self.center = torch.zeros(4, device=dev)
+
+        def state_tensors(self):
+            return {"center": self.center}
+
+        def load_state_tensors(self, tensors):
+            self.center.copy_(tensors["center"])
+
+    task = Toy()
+    rt = Runtime(dev, DistInfo(), False, 0, deferred_check=True)
+    guard = FiniteGuard(task, rt, RunDir(tmp_path))
+    snap = []
+    x = torch.randn(3, 8, 3, device=dev)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        for it, factor in enumerate([1.0, float("nan"), 1.0]):
+            snap.append({k: v.clone() for k, v in {**task.model.state_dict(), "center": task.center}.items()})
+            snap[-1].update({f"ema{i}": e.clone() for i, e in enumerate(task.ema)})
+            guard.save_state()
+            out = task.model(x[it])
+            loss = out.square().mean() * factor
+            task.center = task.center * 0.9 + out.detach().mean(0) * 0.1  # re-assigned, not in place
+            task.optimizer.zero_grad()
+            loss.backward()
+            guard.check(it, loss, clip_gradients(list(task.model.parameters()), "global", 1.0))
+            guard.step(task.optimizer)
+            ema_update(task.ema, [p.detach() for p in task.model.parameters()], 0.5, skip=guard.skip)
+            guard.restore_state()
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    now = {**task.model.state_dict(), "center": task.center, **{f"ema{i}": e for i, e in enumerate(task.ema)}}
+    for k in ("1.running_mean", "center", "0.weight", "ema0"):  # the good step 0 was kept
+        assert not torch.equal(snap[1][k], snap[0][k]), k
+    assert all(torch.equal(now[k], snap[1][k]) for k in now)  # steps 1 (NaN) and 2 (after it): nothing kept
+    assert float(task.optimizer.state[task.model[0].weight]["step"]) == 1
+    with pytest.raises(TrainingDiverged, match="step 1; stopped; the updates of that step"):
+        guard.sync()

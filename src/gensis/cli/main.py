@@ -84,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         if debug:
             raise
-        print(f"gensis: error: {_one_line(e)}", file=sys.stderr)
+        from gensis.distributed import prints_error
+
+        if prints_error(e):  # a verdict all ranks of a torchrun job share is printed once, by rank 0
+            print(f"gensis: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gensis: interrupted", file=sys.stderr)

@@ -57,13 +57,15 @@ class EMA:
         return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> float:
+    def update(self, model: nn.Module, step: int, skip: torch.Tensor | None = None) -> float:
+        """One EMA step; ``skip`` (a 0-dim device flag, ``FiniteGuard.skip``) leaves the weights as they are
+        when set (the buffers are copied from ``model``, which the guard restores)."""
         d = self.decay_at(step)
         if not hasattr(self, "_pairs"):  # fixed lists of (ema, model) tensors, built once
             self._pairs = (list(self.model.parameters()), [p.detach() for p in model.parameters()],
                            list(self.model.buffers()), list(model.buffers()))
         ema_p, src_p, ema_b, src_b = self._pairs
-        ema_lerp(ema_p, src_p, 1 - d)
+        ema_lerp(ema_p, src_p, 1 - d, skip)
         if ema_b:
             torch._foreach_copy_(ema_b, src_b)
         return d
@@ -246,7 +248,7 @@ class ELDMTask(Task):
         rt.seed_ranks()
         self.ema = EMA(self.model, cfg["ema"]["decay"], cfg["ema"]["warmup"])
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr_at(cfg, 0),
-                                           weight_decay=float(o["weight_decay"]))
+                                           weight_decay=float(o["weight_decay"]), fused=rt.fused_optim)
         self.clip_mode, self.clip_value = "global", o["clip_grad"]
         self.gen = torch.Generator().manual_seed(seed * 1000 + rank)  # flips, drops, t, ε
         self.inputs = {"data": data, "data_identity": ds.identity, "data_layout": ds.layout, "encoder": str(encoder_spec),
@@ -293,7 +295,7 @@ class ELDMTask(Task):
         return loss, {}
 
     def after_update(self, it: int, epoch: int) -> dict:
-        return {"ema_decay": self.ema.update(self.model, it)}
+        return {"ema_decay": self.ema.update(self.model, it, self.guard.skip if self.guard else None)}
 
     def state_modules(self) -> dict[str, nn.Module]:
         return {"denoiser": self.model, "ema": self.ema.model}

@@ -26,6 +26,7 @@ from gensis.data.sources import open_data
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
 from gensis.errors import UserError
 from gensis.rundir import RunDir
+from gensis.train.foreach import clip_gradients
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
 class PatchDiscriminator(nn.Module):
@@ -117,12 +118,12 @@ class AutoencoderTask(Task):
         self.model = ae = VQAutoencoder(build_vq(a["model"], size)).to(device)
         self.lr = float(o["lr"]) * (bs if o["scale_lr"] else 1)
         self.optimizer = torch.optim.AdamW(ae.parameters(), lr=self.lr, betas=tuple(o["betas"]),
-                                           weight_decay=float(o["weight_decay"]))
+                                           weight_decay=float(o["weight_decay"]), fused=rt.fused_optim)
         self.disc = self.opt_d = None
         if float(self.lw["disc_weight"]) > 0:
             self.disc = PatchDiscriminator(int(self.lw["disc_channels"]), int(self.lw["disc_layers"])).to(device)
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=self.lr, betas=tuple(o["betas"]),
-                                           weight_decay=0.0)
+                                           weight_decay=0.0, fused=rt.fused_optim)
             if rt.dist.enabled:  # the discriminator is stepped outside DDP: same start on every rank
                 import torch.distributed as dist
 
@@ -172,7 +173,8 @@ class AutoencoderTask(Task):
                       "g_loss": g_loss.detach()}
 
     def after_update(self, it: int, epoch: int) -> dict:
-        """The discriminator's hinge-loss step on (x, x̂) of this iteration (gradients averaged over ranks)."""
+        """The discriminator's hinge-loss step on (x, x̂) of this iteration (gradients averaged over ranks;
+        its loss and gradient norm checked before its step, which is skipped like the autoencoder's)."""
         x, xh = self._x, self._xh
         self._x = self._xh = None
         if not self.use_d:
@@ -189,7 +191,11 @@ class AutoencoderTask(Task):
             dist.all_reduce(flat)
             torch._foreach_copy_(grads, [f.view_as(g) for f, g in zip(flat.div_(self.rt.dist.world).split(
                 [g.numel() for g in grads]), grads)])
-        self.opt_d.step()
+        if self.guard is not None:  # checked before its step, skipped (deferred) like the autoencoder's
+            self.guard.check(it, d_loss, clip_gradients(list(self.disc.parameters()), None, None))
+            self.guard.step(self.opt_d)
+        else:
+            self.opt_d.step()
         return {"d_loss": d_loss.detach()}
 
     def state_modules(self) -> dict[str, nn.Module]:

@@ -79,7 +79,7 @@ class PretrainTask(Task):
         self.spec = self.method.view_spec()
         self.clip_mode, self.clip_value = self.method.clip_mode, o["clip_grad"]
         self.optimizer = torch.optim.AdamW(self.method.param_groups(), betas=tuple(o.get("betas", (0.9, 0.999))),
-                                           fused=rt.device.type == "cuda")
+                                           fused=rt.fused_optim)
         self.frozen = [p for g in self.optimizer.param_groups if g.get("last_layer") for p in g["params"]]
         if self.method.teacher is not None:  # EMA pairs, fixed once
             self.ema_pairs = (list(self.method.teacher.parameters()), list(self.method.student.parameters()))
@@ -137,7 +137,7 @@ class PretrainTask(Task):
 
     def after_update(self, it: int, epoch: int) -> dict:
         if self.method.teacher is not None:
-            ema_update(*self.ema_pairs, self.values["momentum"])
+            ema_update(*self.ema_pairs, self.values["momentum"], skip=self.guard.skip if self.guard else None)
         return {}
 
     # -- state ---------------------------------------------------------------------------------------------

@@ -32,13 +32,30 @@ def clip_gradients(params: list[torch.Tensor], mode: str | None, max_norm: float
 
 
 @torch.no_grad()
-def ema_update(target: list[torch.Tensor], source: list[torch.Tensor], momentum: float) -> None:
-    """target ← m·target + (1 − m)·source (DINO's teacher update, same arithmetic)."""
-    torch._foreach_mul_(target, momentum)
-    torch._foreach_add_(target, source, alpha=1 - momentum)
+def ema_update(target: list[torch.Tensor], source: list[torch.Tensor], momentum: float,
+               skip: torch.Tensor | None = None) -> None:
+    """target ← m·target + (1 − m)·source (DINO's teacher update, same arithmetic).
+
+    ``skip``: a 0-dim device tensor, 1. for "leave target as it is" (a non-finite step, ``FiniteGuard``), read
+    on the device: m becomes exactly 1 and 1 − m exactly 0 (one temporary the size of ``source``).
+    """
+    if skip is None:
+        torch._foreach_mul_(target, momentum)
+        torch._foreach_add_(target, source, alpha=1 - momentum)
+        return
+    keep = 1 - skip
+    torch._foreach_mul_(target, skip + keep * momentum)
+    torch._foreach_add_(target, torch._foreach_mul(source, keep * (1 - momentum)))
 
 
 @torch.no_grad()
-def ema_lerp(target: list[torch.Tensor], source: list[torch.Tensor], weight: float) -> None:
-    """target ← target + w·(source − target) (``lerp_``, as the E-LDM's EMA)."""
-    torch._foreach_lerp_(target, source, weight)
+def ema_lerp(target: list[torch.Tensor], source: list[torch.Tensor], weight: float,
+             skip: torch.Tensor | None = None) -> None:
+    """target ← target + w·(source − target) (``lerp_``, as the E-LDM's EMA); ``skip`` as in ``ema_update``
+    (w becomes exactly 0; then target + 0·(source − target), through a temporary)."""
+    if skip is None:
+        torch._foreach_lerp_(target, source, weight)
+        return
+    delta = torch._foreach_sub(source, target)
+    torch._foreach_mul_(delta, (1 - skip) * weight)
+    torch._foreach_add_(target, delta)

@@ -4,13 +4,16 @@ A trainer is a small ``Task`` (what to build, one forward + loss, its extra stat
 once for all of them. One iteration, top to bottom::
 
     values = task.schedule(it, epoch)              lr / weight decay / momentum ... of this iteration
+    guard.save_state()                             deferred check only: centers, buffers as they are
     loss, parts = task.step(model, batch, it, epoch)   forward + loss (model = DDP(task.model) under torchrun)
     zero_grad → loss.backward()
     grad_norm = clip_gradients(...)                per-parameter (DINO) or global, torch._foreach_* kernels
     task.before_update(epoch)                      e.g. no update of DINO's last layer in the first epoch(s)
-    guard.check(loss, grad_norm)                   non-finite → stop before the optimizer step (see below)
-    optimizer.step()
-    task.after_update(it, epoch)                   EMA of the teacher / weights, a discriminator step ...
+    guard.check(loss, grad_norm)                   non-finite → no update from this step on (see below)
+    guard.step(optimizer)                          optimizer.step(), skipped on the device flag when deferred
+    task.after_update(it, epoch)                   EMA of the teacher / weights (gated by ``guard.skip``), a
+                                                   discriminator step (checked and skipped the same way) ...
+    guard.restore_state()                          deferred: centers, buffers back where the step is skipped
     every log_every iterations: metrics row (the only host sync of the step on CUDA)
 
 At the end of every epoch: one checkpoint (``checkpoint.safetensors``: task modules, optimizers, task
@@ -20,15 +23,31 @@ one never interrupted, under DDP too; it first checks that settings and inputs a
 (``gensis.train.resume``). At the end, ``task.export`` (rank 0) writes the final weights.
 
 Precision: tasks run their forward under ``rt.autocast()`` (bf16 where ``train.amp`` allows it).
-Non-finite values: the loss and the total gradient norm are checked *before* the optimizer step; on a CPU
-device every step (free: no device queue to drain), on CUDA the check is a flag kept on the device and read
-at each metrics row and at the end of the epoch, so no step waits for the host. Either way training stops
-with one line naming the stage, epoch and step, before anything of the bad step reaches a checkpoint: the
-last good checkpoint is left untouched and the run can be resumed from it (``--resume``) after a fix.
+
+Non-finite values (``FiniteGuard``): the loss and the total gradient norm are checked *before* the optimizer
+step, in one of two ways (``GENSIS_FINITE_CHECK=auto|every_step|deferred``; ``auto``: every_step on a CPU,
+deferred on CUDA):
+
+- every_step: the check is read on the host each step (free on a CPU: no device queue to drain) and a bad
+  value stops training before the optimizer step.
+- deferred: no step waits for the host. The check sets a sticky flag on the device (``guard.skip``, 0./1.);
+  the optimizer step reads it as ``found_inf`` (the fused AdamW kernel skips the update and its step count,
+  as under a GradScaler; hence ``rt.fused_optim``), the EMA of the teacher / weights gets a zero weight, a
+  second optimizer (the autoencoder's discriminator) is checked and skipped the same way, and the buffers of
+  the task's modules and its state tensors (batch-norm statistics, DINO/iBOT centers) are put back as they
+  were before the step (``torch.where``, bit for bit). The flag is read at each metrics row and at the end of
+  the epoch, so the steps between the bad one and that point leave every weight, optimizer moment and center
+  as it was after the last good step.
+
+Either way no non-finite update ever reaches the weights, training stops with one line naming the stage,
+epoch and step, nothing of the bad step reaches a checkpoint, the last good checkpoint is left untouched and
+the run can be resumed from it (``--resume``) after a fix. Under ``torchrun`` every rank reaches the same
+verdict (the first bad step is all-reduced at each read); rank 0 prints the line, the others exit quietly.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,10 +69,14 @@ from gensis.train.resume import check_resume
 from gensis.train.rng import capture_rng, restore_rng, seed_everything
 
 CHECKPOINT = "checkpoint.safetensors"
+FINITE_CHECKS = ("auto", "every_step", "deferred")
 
 
 class TrainingDiverged(UserError):
-    """A non-finite loss or gradient: one line, exit status 2, the last checkpoint untouched."""
+    """A non-finite loss or gradient: one line, exit status 2, the last checkpoint untouched. Every rank of a
+    torchrun job raises it at the same step (the verdict is all-reduced): rank 0 prints it."""
+
+    all_ranks = True
 
 
 @dataclass
@@ -64,14 +87,25 @@ class Runtime:
     dist: DistInfo
     bf16: bool
     seed: int
+    deferred_check: bool = False  # non-finite check read on the host only at metrics rows (see module doc)
 
     @classmethod
     def setup(cls, train_cfg: dict) -> "Runtime":
         """Device, threads, process group; every global RNG seeded with ``seed`` (the same initial weights on
         every rank). Call ``seed_ranks`` once the models are built."""
+        mode = os.environ.get("GENSIS_FINITE_CHECK", "auto").strip() or "auto"
+        if mode not in FINITE_CHECKS:
+            raise UserError(f"GENSIS_FINITE_CHECK={mode}: must be one of {', '.join(FINITE_CHECKS)}")
         device, info, bf16, seed = setup_training(train_cfg)
         seed_everything(seed)
-        return cls(device, info, bf16, seed)
+        deferred = mode == "deferred" or (mode == "auto" and device.type == "cuda")
+        return cls(device, info, bf16, seed, deferred)
+
+    @property
+    def fused_optim(self) -> bool:
+        """Build AdamW with ``fused=True``: on CUDA (speed), and wherever the finite check is deferred (the
+        fused step is the one that can skip itself on a device flag)."""
+        return self.device.type == "cuda" or self.deferred_check
 
     def seed_ranks(self) -> None:
         """Give every rank its own global random streams (rank 0 keeps ``seed``)."""
@@ -101,6 +135,8 @@ class Task:
     clip_mode: str | None = None  # "per_param" | "global" | None
     clip_value: float | None = None
     log_every: int = 10
+    guard: "FiniteGuard | None" = None  # set by ``fit``: ``guard.skip`` for EMA updates, ``guard.check`` and
+    #                                     ``guard.step`` for a second optimizer (see ``after_update``)
 
     def batches(self, epoch: int) -> Iterable:
         raise NotImplementedError
@@ -121,7 +157,9 @@ class Task:
         pass
 
     def after_update(self, it: int, epoch: int) -> dict[str, "torch.Tensor | float"]:
-        """After the optimizer step (EMA, a second optimizer ...): named scalars to log."""
+        """After the optimizer step (EMA, a second optimizer ...): named scalars to log. An EMA passes
+        ``self.guard.skip`` to ``gensis.train.foreach`` (no update once a step was not finite); a second optimizer
+        is stepped as ``self.guard.check(it, its loss, its grad norm); self.guard.step(opt)``."""
         return {}
 
     # checkpointed state
@@ -154,26 +192,78 @@ class Task:
 
 
 class FiniteGuard:
-    """Stops training at the first non-finite loss or gradient norm (see the module docstring)."""
+    """Stops training at the first non-finite loss or gradient norm; when deferred, no update of that step or
+    of a later one is applied before training stops (see the module docstring)."""
 
     def __init__(self, task: Task, rt: Runtime, run: RunDir):
         self.task, self.rt, self.run = task, rt, run
-        self.every_step = rt.device.type != "cuda"
-        self.never = torch.tensor(np.iinfo(np.int64).max, device=rt.device)
+        self.every_step = not rt.deferred_check
+        self._never = int(np.iinfo(np.int64).max)
+        self.never = torch.tensor(self._never, device=rt.device)
         self.first_bad = self.never.clone()
+        # deferred: 1. from the first non-finite value on (sticky, updated in place), read by the optimizer
+        # step as found_inf and by the tasks' EMA updates; None when every step is read on the host
+        self.skip: torch.Tensor | None = None if self.every_step else torch.zeros((), device=rt.device)
+        self._saved: tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None = None
 
     def check(self, it: int, *values: torch.Tensor | None) -> None:
-        """Record whether every value is finite (on the device: no host sync unless ``every_step``)."""
+        """Record whether every value is finite (on the device: no host sync unless ``every_step``, where a
+        non-finite value raises ``TrainingDiverged`` at once)."""
         flags = [torch.isfinite(v.detach().float()).all() for v in values if v is not None]
         if not flags:
             return
         ok = torch.stack(flags).all()
         bad_at = torch.where(ok, self.never, it)  # python int as a wrapped scalar: no host→device copy
         self.first_bad = torch.minimum(self.first_bad, bad_at)
+        if self.skip is not None:
+            self.skip.masked_fill_(~ok, 1.0)
         if self.every_step:
             self.sync()
 
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()``; when deferred, the step (update, moments and step count) is skipped on the
+        device while ``skip`` is set, as a GradScaler skips it (``found_inf``; the fused AdamW supports it)."""
+        if self.skip is None:
+            optimizer.step()
+            return
+        if not getattr(optimizer, "_step_supports_amp_scaling", False):
+            self.sync()  # an optimizer that cannot skip itself on a device flag: read the flag on the host
+            optimizer.step()
+            return
+        optimizer.found_inf = self.skip  # type: ignore[attr-defined]
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf  # type: ignore[attr-defined]
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in self.task.state_modules().values() for b in m.buffers()]
+
+    def save_state(self) -> None:
+        """Deferred, before the step: a copy of the task's state tensors (centers ...) and of its modules'
+        buffers (batch-norm statistics ...), which the forward and the loss update outside the optimizer."""
+        if self.skip is None:
+            return
+        tensors = {k: v.detach().clone() for k, v in self.task.state_tensors().items()}
+        self._saved = (tensors, [torch.cat([b.reshape(-1) for b in group]) for group in _by_dtype(self._buffers())])
+
+    def restore_state(self) -> None:
+        """Deferred, after the step: put back what ``save_state`` copied where ``skip`` is set (``torch.where``:
+        the values of a good step are kept bit for bit; no host sync)."""
+        if self._saved is None:
+            return
+        tensors, flats = self._saved
+        self._saved = None
+        bad = self.skip.bool()  # type: ignore[union-attr]
+        if tensors:
+            now = self.task.state_tensors()
+            self.task.load_state_tensors({k: torch.where(bad, v, now[k]) for k, v in tensors.items()})
+        for group, old in zip(_by_dtype(self._buffers()), flats):
+            kept = torch.where(bad, old, torch.cat([b.reshape(-1) for b in group]))  # (total elements,)
+            torch._foreach_copy_(group, [k.view_as(b) for k, b in zip(kept.split([b.numel() for b in group]), group)])
+
     def sync(self) -> None:
+        """Read the flag on the host (all ranks together): raise ``TrainingDiverged`` after a bad step."""
         bad = self.first_bad
         if self.rt.dist.enabled:
             import torch.distributed as dist
@@ -181,7 +271,7 @@ class FiniteGuard:
             bad = bad.clone()
             dist.all_reduce(bad, op=dist.ReduceOp.MIN)
         it = int(bad.item())
-        if it != int(self.never.item()):
+        if it != self._never:
             raise TrainingDiverged(self._message(it))
 
     def _message(self, it: int) -> str:
@@ -193,9 +283,17 @@ class FiniteGuard:
                    f"fix the cause and continue it with --resume"
         else:
             last = "no checkpoint was written yet"
-        when = "before the optimizer step" if self.every_step else "without saving anything after it"
-        return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; stopped "
-                f"{when} ({last}; e.g. lower the learning rate or enable clipping)")
+        when = "stopped before the optimizer step" if self.every_step else \
+            "stopped; the updates of that step and of the steps after it were skipped and nothing after it was saved"
+        return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; {when} "
+                f"({last}; e.g. lower the learning rate or enable clipping)")
+
+
+def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault(t.dtype, []).append(t)
+    return list(groups.values())
 
 
 def _save(task: Task, rt: Runtime, run: RunDir, epoch: int) -> None:
@@ -301,7 +399,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
 
     model = DDP(task.model) if rt.dist.enabled else task.model
     params = [p for p in task.model.parameters() if p.requires_grad]
-    guard = FiniteGuard(task, rt, run)
+    guard = task.guard = FiniteGuard(task, rt, run)
     bar = progress(total=task.epochs * niter, initial=start_epoch * niter, disable=not main or quiet,
                    desc=task.desc, unit="it")
     t_start = time.time()
@@ -310,17 +408,19 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
         for i, batch in enumerate(task.batches(epoch)):
             it = epoch * niter + i
             values = task.schedule(it, epoch)
+            guard.save_state()
             loss, parts = task.step(model, batch, it, epoch)
             task.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = clip_gradients(params, task.clip_mode, task.clip_value)
             task.before_update(epoch)
             guard.check(it, loss, grad_norm)  # before anything is updated
-            task.optimizer.step()
+            guard.step(task.optimizer)
             after = task.after_update(it, epoch)  # named scalars (tensors are checked too)
             checked = [v for v in after.values() if torch.is_tensor(v)]
             if checked:
                 guard.check(it, *checked)
+            guard.restore_state()
             n_img += task.batch_images(batch) * rt.dist.world
             if it % task.log_every == 0 or i == niter - 1:
                 guard.sync()

@@ -219,15 +219,23 @@ class Method(nn.Module):
         return (self.teacher if self.teacher is not None else self.student).backbone
 
     # -- state the checkpoint keeps besides the student and teacher weights ----------------------------------
+    def _extra_modules(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.named_children() if n not in ("student", "teacher")]
+
     def extra_state(self) -> dict[str, torch.Tensor]:
         """Every buffer of the method outside student and teacher (centers, queues), by name (through
-        ``state_dict``, so a module's ``_save_to_state_dict`` hook, e.g. a lazy center update, runs first)."""
-        return {name: t for name, t in self.state_dict().items()
-                if not (name.startswith("student.") or name.startswith("teacher."))}
+        ``state_dict``, so a module's ``_save_to_state_dict`` hook, e.g. a lazy center update, runs first).
+        Student and teacher are not walked: the training loop calls this every step on the deferred
+        non-finite check (``FiniteGuard.save_state``)."""
+        out = {n: b.detach() for n, b in self._buffers.items() if b is not None and n not in self._non_persistent_buffers_set}
+        for name, child in self._extra_modules():
+            out.update(child.state_dict(prefix=f"{name}."))
+        return out
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        own = {name: b for name, b in self.named_buffers()
-               if not (name.startswith("student.") or name.startswith("teacher."))}
+        own = dict(self.named_buffers(recurse=False))
+        for name, child in self._extra_modules():
+            own.update(child.named_buffers(prefix=name))
         missing = sorted(set(self.extra_state()) - set(tensors))
         if missing:
             raise KeyError(f"checkpoint lacks the method state {', '.join(missing)}")
