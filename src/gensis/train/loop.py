@@ -205,6 +205,7 @@ class FiniteGuard:
         # step as found_inf and by the tasks' EMA updates; None when every step is read on the host
         self.skip: torch.Tensor | None = None if self.every_step else torch.zeros((), device=rt.device)
         self._saved: tuple[dict[str, torch.Tensor], list[torch.Tensor]] | None = None
+        self._slots: list[tuple[nn.Module, str]] | None = None
 
     def check(self, it: int, *values: torch.Tensor | None) -> None:
         """Record whether every value is finite (on the device: no host sync unless ``every_step``, where a
@@ -237,7 +238,17 @@ class FiniteGuard:
             del optimizer.found_inf  # type: ignore[attr-defined]
 
     def _buffers(self) -> list[torch.Tensor]:
-        return [b for m in self.task.state_modules().values() for b in m.buffers()]
+        """The buffers of the task's modules, looked up by (module, name) found once: no walk of the module
+        tree per step (host time), and a buffer re-assigned by a forward is still the one found."""
+        if self._slots is None:
+            seen: set[int] = set()
+            self._slots = []
+            for top in self.task.state_modules().values():
+                for mod in top.modules():
+                    if id(mod) not in seen:
+                        seen.add(id(mod))
+                        self._slots += [(mod, name) for name, b in mod._buffers.items() if b is not None]
+        return [mod._buffers[name] for mod, name in self._slots]  # type: ignore[misc]
 
     def save_state(self) -> None:
         """Deferred, before the step: a copy of the task's state tensors (centers ...) and of its modules'
