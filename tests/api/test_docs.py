@@ -23,7 +23,8 @@ def test_docs_have_runnable_blocks():
     script = "\n".join(blocks)
     compile(script, str(DOC), "exec")  # syntax, at least, in the fast suite
     for name in ("gensis.pretrain(", "gensis.train_eldm(", "gensis.generate_bank(", "gensis.BankDataset(",
-                 "gensis.knn(", "timm.create_model(\"local-dir:", "EmbeddingConditionedPipeline", "num_workers=2"):
+                 "gensis.knn(", "timm.create_model(\"local-dir:", "EmbeddingConditionedPipeline", "num_workers=2",
+                 "gensis.PretrainConfig.from_preset(", "config=cfg", "gensis.evaluate_eldm("):
         assert name in script, name
 
 

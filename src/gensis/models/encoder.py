@@ -83,7 +83,9 @@ class Encoder:
 
         Two encodings of pixel values are accepted: uint8 in 0..255 (what datasets, banks and generators
         give) and floating point in [0, 1] (``torchvision`` ``ToDtype(float32, scale=True)``); the encoder
-        standardizes them itself. Anything else is a one-line ``UserError``: other dtypes, and float images
+        standardizes them itself. Both give the same features on images of ``image_size``; images of another
+        size are resized in their own dtype (uint8 results are rounded), so there the two differ by that
+        rounding. Anything else is a one-line ``UserError``: other dtypes, and float images
         whose values cannot be [0, 1] ones (above 1.5: unscaled 0..255 values; below -0.5: images already
         standardized by a mean/std).
         """
