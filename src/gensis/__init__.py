@@ -18,6 +18,7 @@ The public API (guide and runnable examples: docs/api.md); names are imported on
     gensis.open_data(spec, split) / gensis.as_image_set(obj)          datasets (ImageSet)
     gensis.knn(encoder, train, test)              DINO k-NN accuracy
     gensis.linear(encoder, train, test)           DINO linear probe (learning-rate sweep)
+    gensis.evaluate(protocol, **options)          any `gensis eval` protocol (robustness, copydetect, davis, umap ...)
     gensis.export_model(run, to, out)             timm / safetensors / diffusers
 """
 
@@ -33,7 +34,7 @@ _LAZY = {
     **{name: "gensis.api" for name in ("make_config", "pretrain", "train_autoencoder", "train_eldm",
                                         "generate_bank", "load_encoder", "embed", "load_generator", "open_bank",
                                         "knn", "linear", "export_model", "as_image_set", "eldm_figures",
-                                        "evaluate_eldm", "train_mil")},
+                                        "evaluate", "evaluate_eldm", "train_mil")},
     **{name: "gensis.configs.typed" for name in ("PretrainConfig", "ELDMConfig", "BankConfig", "MILConfig")},
     "open_data": "gensis.data.sources",
     "ImageSet": "gensis.data.sources",
@@ -45,9 +46,9 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from gensis.api import (as_image_set, eldm_figures, embed, evaluate_eldm, export_model, generate_bank, knn,
-                            linear, load_encoder, load_generator, make_config, open_bank, pretrain,
-                            train_autoencoder, train_eldm, train_mil)
+    from gensis.api import (as_image_set, eldm_figures, embed, evaluate, evaluate_eldm, export_model,
+                            generate_bank, knn, linear, load_encoder, load_generator, make_config, open_bank,
+                            pretrain, train_autoencoder, train_eldm, train_mil)
     from gensis.configs.typed import BankConfig, ELDMConfig, MILConfig, PretrainConfig
     from gensis.data.sources import ImageSet, open_data
     from gensis.data.torch_datasets import BankDataset, ImageDataset

@@ -355,6 +355,19 @@ def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 
     return linear_eval(enc, as_image_set(train), as_image_set(test), cfg, pick_device(device), batch_size)
 
 
+def evaluate(protocol: str, **options: Any) -> dict[str, Any]:
+    """Any registered evaluation, as ``gensis eval PROTOCOL`` (``knn``, ``linear``, ``robustness``,
+    ``copydetect``, ``retrieval``, ``davis``, ``umap``, ``all``: ``gensis.eval.registry``), with its
+    command-line options as keyword arguments, parsed by the same parser (same defaults and checks):
+    ``gensis.evaluate("umap", encoder=[run, "pixels"], data="builtin:digits", out="map.png", per_class=20)``.
+    Lists give several values (``k=[10, 20]``) or one comma-separated value (``encoder=[a, b]``); ``True``
+    sets a flag; ``json="res.json"`` also writes the result. Returns the JSON-ready result. ``knn`` and
+    ``linear`` also take objects: ``gensis.knn`` / ``gensis.linear``."""
+    from gensis.eval.registry import run_evaluation
+
+    return run_evaluation(protocol, **{k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in options.items()})
+
+
 def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") -> Path:
     """``gensis export``: ``to`` = ``timm`` (folder for ``timm.create_model("local-dir:OUT")``),
     ``safetensors`` (plain state_dict) or ``diffusers`` (an E-LDM run as diffusers folders)."""
@@ -364,6 +377,6 @@ def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") 
 
 
 __all__ = ["BankConfig", "Config", "ELDMConfig", "MILConfig", "PretrainConfig", "StageConfig", "as_image_set",
-           "bank_config", "eldm_config", "eldm_figures", "embed", "evaluate_eldm", "export_model", "generate_bank",
+           "bank_config", "eldm_config", "eldm_figures", "embed", "evaluate", "evaluate_eldm", "export_model", "generate_bank",
            "knn", "linear", "load_encoder", "load_generator", "make_config", "mil_config", "open_bank", "pretrain",
            "pretrain_config", "stage_config", "train_autoencoder", "train_eldm", "train_mil"]

@@ -66,12 +66,12 @@ def curves_figure(out: Path, dest: Path, runs: list[tuple[str, str]] | None = No
 
 def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n_interp: int = 40,
                      seed: int = 0) -> Path | None:
-    """Paper Fig. 6: real embeddings of three classes + interpolated samples, same projection."""
-    import torch
-
+    """Paper Fig. 6 for DINO and Gen-DINO: held-out embeddings of three classes and E-LDM interpolations
+    (α = 0.5) between images of two different ones, mapped by the projection fitted on the real points
+    (``gensis.eval.umap.embedding_map``, the map of ``gensis eval umap``)."""
     from gensis.data.sources import open_data
-    from gensis.data.transforms import to_tensor
     from gensis.eldm import load_generator
+    from gensis.eval.umap import choose_classes, embedding_map
     from gensis.models.encoder import load_encoder
     from gensis.rundir import RunDir
 
@@ -82,61 +82,35 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
     ds = open_data(data, "val", cfg["data"]["val_fraction"], cfg["data"]["split_seed"])
     if ds.labels is None:
         return None
+    chosen = choose_classes(ds, None)
+    if len(chosen) < 2:
+        return None
+    labels = np.asarray(ds.labels)
+    by_class = {c: np.flatnonzero(labels == c) for c in chosen}
+    pairs = [(a, b) for i, a in enumerate(chosen) for b in chosen[i + 1:]]
     rng = np.random.default_rng(seed)
-    classes = rng.choice(np.unique(ds.labels), 3, replace=False)
-    idx = [rng.choice(np.where(ds.labels == c)[0], min(n_per_class, (ds.labels == c).sum()), replace=False)
-           for c in classes]
-    real_idx = np.concatenate(idx)
-    real = torch.stack([to_tensor(ds.get(int(i))) for i in real_idx])
-    # interpolations between random pairs of images from two different classes among the three
-    gen = load_generator(out / "eldm")
-    pairs = [(a, b) for a in range(3) for b in range(a + 1, 3)]
-    i1, i2 = [], []
-    for j in range(n_interp):
+    firsts, seconds, classes = [], [], []
+    for j in range(n_interp):  # interpolations between random images of two different chosen classes
         a, b = pairs[j % len(pairs)]
-        i1.append(rng.choice(idx[a]))
-        i2.append(rng.choice(idx[b]))
-    im1 = torch.stack([to_tensor(ds.get(int(i))) for i in i1])
-    im2 = torch.stack([to_tensor(ds.get(int(i))) for i in i2])
-    e1, e2 = gen.encode(im1), gen.encode(im2)
-    inter = gen.interpolate(e1, e2, 0.5, "slerp", seeds=list(range(seed, seed + n_interp)))
-    try:
-        import umap
+        firsts.append(int(rng.choice(by_class[a])))
+        seconds.append(int(rng.choice(by_class[b])))
+        classes.append((a, b))
+    gen = load_generator(out / "eldm")
+    import torch
 
-        def project(fit, extra):
-            import warnings
+    def load(idx: list[int]) -> torch.Tensor:  # uint8 (B, 3, H, W)
+        return torch.from_numpy(ds.stack(idx)).permute(0, 3, 1, 2)
 
-            with warnings.catch_warnings():  # "n_jobs overridden by random_state": the seed is the point
-                warnings.filterwarnings("ignore", message=".*n_jobs.*", category=UserWarning)
-                m = umap.UMAP(n_neighbors=15, random_state=seed).fit(fit)
-                return m.embedding_, m.transform(extra), "UMAP"
-    except ImportError:  # t-SNE cannot map new points; fit on both, as an approximation
-        from sklearn.manifold import TSNE
-
-        def project(fit, extra):
-            z = TSNE(random_state=seed, init="pca").fit_transform(np.concatenate([fit, extra]))
-            return z[:len(fit)], z[len(fit):], "t-SNE"
-
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4.4), squeeze=False)
-    names = ds.classes or [str(c) for c in range(ds.num_classes)]
-    for ax, (name, label) in zip(axes[0], methods):
+    inter = gen.interpolate(gen.encode(load(firsts)), gen.encode(load(seconds)), 0.5, "slerp",
+                            seeds=list(range(seed, seed + n_interp)))
+    encoders = []
+    for name, label in methods:
         enc = load_encoder(str(out / name))
-        f_real = torch.nn.functional.normalize(enc(real), dim=1).numpy()
-        f_int = torch.nn.functional.normalize(enc(inter), dim=1).numpy()
-        z_real, z_int, how = project(f_real, f_int)
-        start = 0
-        for c, ix in zip(classes, idx):
-            ax.scatter(*z_real[start:start + len(ix)].T, s=6, alpha=0.6, label=names[int(c)])
-            start += len(ix)
-        ax.scatter(*z_int.T, s=28, marker="*", c="k", label="interpolated (α=0.5)")
-        ax.set_title(f"{label}: {how} of real + interpolated")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.legend(fontsize=7, markerscale=2)
-    fig.tight_layout()
-    atomic_savefig(fig, dest, dpi=110)
-    plt.close(fig)
+        enc.name = label  # the panel's title
+        encoders.append(enc)
+    names = [ds.classes[c] if ds.classes else str(c) for c in chosen]
+    embedding_map(encoders, ds, dest, classes=names, per_class=n_per_class, seed=seed,
+                  interpolations=(inter, np.full(n_interp, 0.5), np.asarray(classes)))
     return dest
 
 

@@ -116,3 +116,16 @@ def test_bank_of_an_object_then_gen_dino_on_it(images_npz, tmp_path):
         "aug.n_local": 0, "train.threads": 1, "data.limit": None})
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("disent" in key for r in rows for key in r), rows[0].keys()  # the bank's interpolations were used
+
+
+def test_evaluate_runs_any_protocol_with_the_cli_parser(images_npz, tmp_path):
+    res = gensis.evaluate("knn", encoder="pixels", train=f"{images_npz}@train", test=f"{images_npz}@val", k=[1, 3],
+                          cache="none", json=tmp_path / "knn.json")
+    assert res["protocol"] == "knn" and {r["k"] for r in res["results"]} == {1, 3}
+    assert json.loads((tmp_path / "knn.json").read_text())["top1"] == res["top1"]
+    with pytest.raises(UserError, match=r"unknown option 'kk'; did you mean 'k'"):
+        gensis.evaluate("knn", encoder="pixels", kk=[1])
+    with pytest.raises(UserError, match=r"gensis eval knn: .*--k.*invalid int value"):
+        gensis.evaluate("knn", encoder="pixels", k=["x"])
+    with pytest.raises(UserError, match="unknown evaluation 'knnn'"):
+        gensis.evaluate("knnn")

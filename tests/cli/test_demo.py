@@ -30,6 +30,7 @@ def test_demo_smoke_end_to_end_and_rerun_skips(tmp_path):
     assert (out / "report.md").is_file() and (out / "report.html").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "Gen-DINO" in md and "![" in md
+    assert "figure skipped" not in md and (out / "report" / "embedding.png").is_file()  # Fig. 6 (eval.umap's map)
     # a second run finds every stage up to date and only re-prints the table
     r2 = gensis("demo", "--preset", "smoke", "--out", str(out), "--quiet", "--no-linear")
     assert r2.returncode == 0, r2.stderr[-2000:]

@@ -51,3 +51,23 @@ def test_umap_wrong_bank_and_class_are_one_line(tmp_path, capsys):
                  "--out", str(png)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "nobank" in lines[0]
+
+
+def test_map_with_interpolations_given_directly(tmp_path):
+    """The demo report's path: interpolated images passed in (E-LDM samples), no bank."""
+    import torch
+
+    from gensis.data.sources import open_data
+    from gensis.eval.umap import embedding_map
+    from gensis.models.encoder import load_encoder
+
+    ds = open_data(str(_npz(tmp_path / "d.npz")), "all")
+    a, b = np.flatnonzero(ds.labels == 0)[:5], np.flatnonzero(ds.labels == 2)[:5]
+    mixed = (ds.stack(a).astype(np.float32) + ds.stack(b)) / 2  # (5, 8, 8, 3) "interpolations"
+    inter = torch.from_numpy(mixed.round().astype(np.uint8)).permute(0, 3, 1, 2)
+    enc = load_encoder("pixels", image_size=8)
+    enc.name = "raw pixels"
+    res = embedding_map([enc], ds, tmp_path / "m.png", per_class=10, method="tsne",
+                        interpolations=(inter, np.full(5, 0.5), np.stack([ds.labels[a], ds.labels[b]], 1)))
+    assert res["interpolated"] == 5 and res["bank"] is None and res["encoders"][0]["encoder"]["name"] == "raw pixels"
+    assert res["encoders"][0]["interp_to_segment"] is not None and (tmp_path / "m.png").stat().st_size > 1000

@@ -37,20 +37,13 @@ def add_parser(sub) -> None:
 
 def run_evaluation(name: str, args) -> int:
     """Run the registered evaluation ``name``; print its table; write ``--json``."""
-    from gensis.eval.registry import get_evaluation
+    from gensis.eval.registry import get_evaluation, write_result
 
     ev = get_evaluation(name)
     res = ev.run(args)
     print(ev.format(res))
     json_path = getattr(args, "json", None)
     if json_path:
-        write_json(json_path, res)
+        write_result(json_path, res)
         print(f"results written to {json_path}")
     return 0
-
-
-def write_json(path: str, res: dict) -> None:
-    import gensis
-    from gensis.rundir import atomic_write_json
-
-    atomic_write_json(path, {**res, "gensis_version": getattr(gensis, "__version__", None)})

@@ -92,22 +92,12 @@ def add_parser(sub) -> None:
 
 def run_tile(args) -> int:
     from gensis.errors import UserError
-    from gensis.wsi.geometry import magnification_to_mpp
-    from gensis.wsi.slide import MppSource, find_slides, read_mpp_csv
-    from gensis.wsi.tiler import TileSettings, tile_slides
+    from gensis.wsi.slide import find_slides
+    from gensis.wsi.tiler import mpp_source, tile_settings, tile_slides
 
-    if args.mpp is not None and args.mpp <= 0:
-        raise UserError(f"--mpp must be positive, got {args.mpp}")
-    if args.slide_mpp is not None and args.slide_mpp <= 0:
-        raise UserError(f"--slide-mpp must be positive, got {args.slide_mpp}")
-    if not 0 <= args.min_tissue <= 1:
-        raise UserError(f"--min-tissue must be in [0, 1], got {args.min_tissue}")
-    target = args.mpp if args.mpp is not None else magnification_to_mpp(args.mag if args.mag is not None else 20)
-    settings = TileSettings(target_mpp=target, patch_size=args.tile_size, overlap=args.overlap,
-                            min_tissue=0.0 if args.no_tissue else args.min_tissue, fill_holes=args.fill_holes,
-                            tissue="none" if args.no_tissue else "otsu", thumb_size=args.thumb_size,
-                            backend=args.backend)
-    mpp = MppSource(args.slide_mpp, read_mpp_csv(args.mpp_csv) if args.mpp_csv else None)
+    settings = tile_settings(args.mag, args.mpp, args.tile_size, args.overlap, args.min_tissue, args.fill_holes,
+                             args.no_tissue, args.thumb_size, args.backend)
+    mpp = mpp_source(args.slide_mpp, args.mpp_csv)
     slides = find_slides(args.slides)
     out, results = tile_slides(slides, args.out, settings, mpp, workers=args.workers, quiet=args.quiet)
     failed = [r for r in results if r.status == "failed"]

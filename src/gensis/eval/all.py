@@ -16,40 +16,13 @@ parsed by the evaluation's own parser, so a wrong option or value is reported as
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from gensis.errors import UserError
+from gensis.eval.registry import parse_options, write_result
 
 RUNTIME = ("device", "threads", "cache", "feature_batch_size", "backbone", "init_seed", "random_like")
 DEFAULT_RUN = {"knn": {}}
-
-
-def _argv(section: dict, name: str) -> list[str]:
-    argv: list[str] = []
-    if not isinstance(section, dict):
-        raise UserError(f"config section '{name}' must be a mapping of options, got {type(section).__name__}")
-    for key, value in section.items():
-        opt = "--" + str(key).replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(opt)
-        elif isinstance(value, (list, tuple)):
-            joined = name in ("robustness",) and key == "ood" or key in ("classes", "sequences", "encoder")
-            argv += [opt, ",".join(map(str, value))] if joined else [opt, *map(str, value)]
-        else:
-            argv += [opt, str(value)]
-    return argv
-
-
-def _parse(ev, argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog=f"gensis eval {ev.name}", add_help=False, exit_on_error=False)
-    ev.add_arguments(p)
-    try:
-        return p.parse_args(argv)
-    except (argparse.ArgumentError, SystemExit) as e:
-        raise UserError(f"config section '{ev.name}': {e}") from None
 
 
 def run_all(args) -> dict:
@@ -73,13 +46,13 @@ def run_all(args) -> dict:
             raise UserError(f"{path}: unknown evaluation '{unknown[0]}' (one of {', '.join(evs)})")
     else:
         cfg = DEFAULT_RUN
-    common = ["--encoder", args.encoder]
-    for key in RUNTIME:
-        v = getattr(args, key, None)
-        if v is not None:
-            common += ["--" + key.replace("_", "-"), str(v)]
-    # parse every section first: a wrong option fails before any work
-    parsed = {name: _parse(evs[name], common + _argv(section or {}, name)) for name, section in cfg.items()}
+    common = {"encoder": args.encoder, **{key: getattr(args, key, None) for key in RUNTIME}}
+    # parse every section first (by the evaluation's own parser): a wrong option fails before any work
+    parsed = {}
+    for name, section in cfg.items():
+        if not isinstance(section or {}, dict):
+            raise UserError(f"config section '{name}' must be a mapping of options, got {type(section).__name__}")
+        parsed[name] = parse_options(name, {**common, **(section or {})}, where=f"config section '{name}'")
     results, rows = {}, []
     for name, ns in parsed.items():
         ev = evs[name]
@@ -119,11 +92,9 @@ def _run(args) -> dict:
     res = run_all(args)
     failed = [n for n, r in res["results"].items() if "error" in r]
     if failed:
-        from gensis.cli.eval import write_json
-
         print(format_all(res))
         if args.json:
-            write_json(args.json, res)
+            write_result(args.json, res)
         raise UserError(f"{len(failed)} of {len(res['results'])} evaluations failed: {', '.join(failed)}")
     return res
 

@@ -49,3 +49,79 @@ def get_evaluation(name: str) -> Evaluation:
     if name not in PROTOCOLS:
         raise UserError(f"unknown evaluation '{name}'; available: {', '.join(PROTOCOLS)}")
     return evaluations()[name]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An evaluation's own option parser, raising ``UserError`` (prefixed by ``where``) instead of exiting."""
+
+    where = ""
+
+    def error(self, message: str):  # type: ignore[override]
+        from gensis.errors import UserError
+
+        raise UserError(f"{self.where or self.prog}: {message}")
+
+
+def option_parser(name: str, where: str = "") -> argparse.ArgumentParser:
+    """The option parser of ``gensis eval NAME`` (without ``--help``/``--debug``); errors name ``where``."""
+    ev = get_evaluation(name)
+    parser = _Parser(prog=f"gensis eval {name}", add_help=False)
+    parser.where = where
+    ev.add_arguments(parser)
+    return parser
+
+
+def options_to_argv(parser: argparse.ArgumentParser, options: dict, where: str = "") -> list[str]:
+    """Keyword options (``per_class=12``, ``encoder=[run, "pixels"]``, ``k=[10, 20]``, ``multiscale=True``) as
+    the command line of ``parser``: keys are option names without dashes (``-``/``_`` alike); lists give an
+    option that takes several values (``--k 10 20``) each value, and any other option one comma-separated
+    value; paths become strings, ``True`` a bare flag, ``None``/``False`` nothing."""
+    import difflib
+
+    from gensis.errors import UserError
+
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    argv: list[str] = []
+    for key, value in options.items():
+        action = actions.get(str(key).replace("-", "_"))
+        if action is None:
+            close = difflib.get_close_matches(str(key), list(actions), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(sorted(actions))}"
+            raise UserError(f"{where or parser.prog}: unknown option '{key}'{hint}")
+        if value is None or value is False:
+            continue
+        flag = action.option_strings[:1]
+        if action.nargs == 0:  # a flag
+            argv += flag
+        elif isinstance(value, (list, tuple)):
+            several = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+            argv += flag + ([str(v) for v in value] if several else [",".join(str(v) for v in value)])
+        else:
+            argv += flag + [str(value)]
+    return argv
+
+
+def parse_options(name: str, options: dict, where: str = "") -> argparse.Namespace:
+    """``options`` (see ``options_to_argv``) parsed by ``gensis eval NAME``'s own parser: same defaults, types
+    and checks as the command line; a wrong option or value is a one-line ``UserError``."""
+    parser = option_parser(name, where)
+    return parser.parse_args(options_to_argv(parser, options, where))
+
+
+def run_evaluation(name: str, **options) -> dict:
+    """Run ``gensis eval NAME`` from Python: its command-line options as keyword arguments (``--per-class`` →
+    ``per_class``), parsed by the same parser (same defaults, types and checks). Returns the JSON-ready result;
+    ``json=PATH`` also writes it."""
+    args = parse_options(name, options)
+    res = get_evaluation(name).run(args)
+    if getattr(args, "json", None):
+        write_result(args.json, res)
+    return res
+
+
+def write_result(path, res: dict) -> None:
+    """The result as JSON (atomically), with the gensis version."""
+    import gensis
+    from gensis.rundir import atomic_write_json
+
+    atomic_write_json(path, {**res, "gensis_version": getattr(gensis, "__version__", None)})

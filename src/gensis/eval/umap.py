@@ -107,8 +107,12 @@ def _project(real: np.ndarray, interp: np.ndarray | None, method: str, seed: int
 
 def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | None = None,
                   classes: list[str] | None = None, per_class: int = 150, interp_limit: int = 150,
-                  method: str = "umap", seed: int = 0, batch_size: int = 128, cache=None) -> dict:
-    """Fit and draw the maps (see module doc); returns a JSON-ready summary. ``encoders``: ``Encoder`` objects."""
+                  method: str = "umap", seed: int = 0, batch_size: int = 128, cache=None,
+                  interpolations=None) -> dict:
+    """Fit and draw the maps (see module doc); returns a JSON-ready summary. ``encoders``: ``Encoder`` objects.
+
+    ``interpolations``: instead of a bank's, interpolated images given directly, as (uint8 (M, 3, S, S)
+    images, (M,) alphas, (M, 2) class pairs of their two sources) (the demo report passes E-LDM samples)."""
     import torch
     from sklearn.metrics import silhouette_score
 
@@ -128,7 +132,8 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
     sel = np.concatenate(sel)
     sub = ds.subset(sel, f"{ds.name}[{len(sel)}]")
     y = labels[sel]
-    inter = _bank_interpolations(bank, ds, chosen, interp_limit, seed) if bank else None
+    inter = interpolations if interpolations is not None else (
+        _bank_interpolations(bank, ds, chosen, interp_limit, seed) if bank else None)
     if bank and inter is None:
         from gensis.eval.options import warn
 

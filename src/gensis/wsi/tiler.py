@@ -50,6 +50,36 @@ class TileSettings:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def tile_settings(mag: float | None = None, mpp: float | None = None, tile_size: int = 256, overlap: int = 0,
+                  min_tissue: float = 0.5, fill_holes: bool = False, no_tissue: bool = False,
+                  thumb_size: int = 1024, backend: str = "auto") -> TileSettings:
+    """``TileSettings`` from the options of ``gensis wsi tile`` (``mag`` or ``mpp``; default 20x = 0.5 µm/px);
+    bad values are one-line ``UserError``s."""
+    from gensis.wsi.geometry import magnification_to_mpp
+
+    if mag is not None and mpp is not None:
+        raise UserError("give a magnification (--mag) or a resolution (--mpp), not both")
+    if mpp is not None and mpp <= 0:
+        raise UserError(f"--mpp must be positive, got {mpp}")
+    if mag is not None and mag <= 0:
+        raise UserError(f"--mag must be positive, got {mag}")
+    if not 0 <= min_tissue <= 1:
+        raise UserError(f"--min-tissue must be in [0, 1], got {min_tissue}")
+    target = mpp if mpp is not None else magnification_to_mpp(mag if mag is not None else 20)
+    return TileSettings(target_mpp=target, patch_size=tile_size, overlap=overlap,
+                        min_tissue=0.0 if no_tissue else min_tissue, fill_holes=fill_holes,
+                        tissue="none" if no_tissue else "otsu", thumb_size=thumb_size, backend=backend)
+
+
+def mpp_source(slide_mpp: float | None = None, mpp_csv: str | Path | None = None) -> MppSource:
+    """Where slides without resolution metadata get theirs: one value for all, and/or a CSV ``slide,mpp``."""
+    from gensis.wsi.slide import read_mpp_csv
+
+    if slide_mpp is not None and slide_mpp <= 0:
+        raise UserError(f"--slide-mpp must be positive, got {slide_mpp}")
+    return MppSource(slide_mpp, read_mpp_csv(mpp_csv) if mpp_csv else None)
+
+
 @dataclass
 class SlideResult:
     slide: str
