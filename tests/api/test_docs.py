@@ -24,7 +24,7 @@ def test_docs_have_runnable_blocks():
     compile(script, str(DOC), "exec")  # syntax, at least, in the fast suite
     for name in ("gensis.pretrain(", "gensis.train_eldm(", "gensis.generate_bank(", "gensis.BankDataset(",
                  "gensis.knn(", "timm.create_model(\"local-dir:", "EmbeddingConditionedPipeline", "num_workers=2",
-                 "gensis.PretrainConfig.from_preset(", "config=cfg", "gensis.evaluate_eldm("):
+                 "gensis.PretrainConfig.from_preset(", "config=cfg", "gensis.evaluate_eldm(", "gensis.evaluate(\"umap\""):
         assert name in script, name
 
 

@@ -96,3 +96,11 @@ def test_print_config_is_the_typed_config(tmp_path):
     expected = gensis.api.pretrain_config(preset="smoke", overrides=["optim.epochs=2"], method="ibot")
     assert r.stdout == expected.to_yaml()
     assert PretrainConfig.from_dict(__import__("yaml").safe_load(r.stdout)) == expected  # a round trip
+
+
+def test_a_key_the_classes_lack_is_never_dropped():
+    """If base.yaml gains a key and typed.py was not regenerated, building a config says so."""
+    data = load_config("pretrain", "smoke")
+    data["optim"]["new_key"] = 1
+    with pytest.raises(RuntimeError, match=r"no key 'optim.new_key'.*gensis.configs.codegen"):
+        PretrainConfig._build(data)

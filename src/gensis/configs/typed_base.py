@@ -107,6 +107,11 @@ class ConfigSection:
     @classmethod
     def _build(cls: type[S], data: Mapping[str, Any], prefix: str = "") -> S:
         """An instance from a complete, already merged dict (sections built recursively)."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        stale = [k for k in data if k not in names]
+        if stale:  # base.yaml has a key the generated classes lack: never drop it silently
+            raise RuntimeError(f"gensis.configs.typed has no key '{prefix}{stale[0]}' of base.yaml: regenerate it "
+                               f"with `python -m gensis.configs.codegen`")
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             value = data.get(f.name, dataclasses.MISSING)
