@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from typing import Any
 
 import torch
 
@@ -63,11 +64,11 @@ def use_bf16(device: torch.device, amp: str = "auto") -> bool:
     if amp == "bf16":
         return True
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return bool(torch.cuda.is_bf16_supported())
     return cpu_bf16_pays()
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

@@ -25,10 +25,9 @@ Results equal DINO's ``knn_classifier`` (tests compare against its outputs on se
 
 from __future__ import annotations
 
+import argparse
 import time
-from typing import Sequence
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -38,6 +37,9 @@ from gensis.eval.common import describe_data, describe_encoder, labels_of, num_c
 if TYPE_CHECKING:  # torch is imported where it is used, so `gensis eval --help` starts without it
     import torch
 
+    from gensis.data.sources import ImageSet
+    from gensis.models.encoder import Encoder
+
 DEFAULT_KS = (10, 20)
 DEFAULT_TEMPERATURE = 0.07
 
@@ -46,7 +48,8 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows of ``x`` scaled to unit L2 norm (float32; all-zero rows stay zero, as ``F.normalize``)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, eps)
+    out: np.ndarray = x / np.maximum(norms, eps)
+    return out
 
 
 def check_knn_args(ks: Sequence[int], temperature: float, n_train: int) -> list[int]:
@@ -107,9 +110,9 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     return {k: (float(100.0 * c[0] / n), float(100.0 * c[1] / n)) for k, c in correct.items()}
 
 
-def knn_eval(encoder, train_ds, test_ds, ks: Sequence[int] = DEFAULT_KS, T: float = DEFAULT_TEMPERATURE,
-             device: str | torch.device = "cpu", batch_size: int = 256,
-             features: tuple[np.ndarray, np.ndarray] | None = None, cache=None) -> dict:
+def knn_eval(encoder: Encoder, train_ds: ImageSet, test_ds: ImageSet, ks: Sequence[int] = DEFAULT_KS,
+             T: float = DEFAULT_TEMPERATURE, device: str | torch.device = "cpu", batch_size: int = 256,
+             features: tuple[np.ndarray, np.ndarray] | None = None, cache: Any = None) -> dict[str, Any]:
     """DINO k-NN evaluation of a frozen ``encoder`` (``gensis.models.encoder.Encoder``).
 
     Returns a JSON-ready dict: ``results`` (one row per k: ``k``, ``top1``, ``top5`` in %), the best row's
@@ -147,7 +150,7 @@ def knn_eval(encoder, train_ds, test_ds, ks: Sequence[int] = DEFAULT_KS, T: floa
 # command line: gensis eval knn
 
 
-def _add_arguments(p) -> None:
+def _add_arguments(p: argparse.ArgumentParser) -> None:
     from gensis.eval.common import add_data_options
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
@@ -160,16 +163,16 @@ def _add_arguments(p) -> None:
     add_runtime_options(p)
 
 
-def _run(args) -> dict:
+def _run(args: argparse.Namespace) -> dict[str, Any]:
     from gensis.eval.common import prepare_classification
 
     check_knn_args(args.k, args.temperature, 10**12)  # before loading anything
-    encoder, train_ds, test_ds, device, cache = prepare_classification(args)
+    encoder, train_ds, test_ds, device, cache = prepare_classification(args)  # type: ignore[no-untyped-call]
     return knn_eval(encoder, train_ds, test_ds, ks=args.k, T=args.temperature, device=device,
                     batch_size=args.feature_batch_size, cache=cache)
 
 
-def format_knn(res: dict) -> str:
+def format_knn(res: dict[str, Any]) -> str:
     from gensis.eval.common import footer_lines, header_lines
 
     lines = header_lines(f"k-NN (T={res['temperature']:g})", res)

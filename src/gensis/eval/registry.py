@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+import os
+from collections.abc import Mapping
+from typing import Any, Callable, NoReturn
 
 # the order is that of `gensis eval --help` and of `gensis eval all`
 PROTOCOLS = ("knn", "linear", "robustness", "copydetect", "retrieval", "davis", "umap", "all")
@@ -24,9 +26,9 @@ class Evaluation:
     summary: str  # one line for `gensis eval --help`
     description: str  # the sub-command's --help text
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], dict]  # parsed options → JSON-ready result
-    format: Callable[[dict], str]  # result → the printed table
-    headline: Callable[[dict], list[tuple[str, float]]] = lambda res: []  # (metric, value) for `eval all`
+    run: Callable[[argparse.Namespace], dict[str, Any]]  # parsed options → JSON-ready result
+    format: Callable[[dict[str, Any]], str]  # result → the printed table
+    headline: Callable[[dict[str, Any]], list[tuple[str, float]]] = lambda res: []  # (metric, value) for `eval all`
     data_options: tuple[str, ...] = field(default=())  # options that `eval all` needs set to run it
 
 
@@ -56,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 
     where = ""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         from gensis.errors import UserError
 
         raise UserError(f"{self.where or self.prog}: {message}")
@@ -71,7 +73,7 @@ def option_parser(name: str, where: str = "") -> argparse.ArgumentParser:
     return parser
 
 
-def options_to_argv(parser: argparse.ArgumentParser, options: dict, where: str = "") -> list[str]:
+def options_to_argv(parser: argparse.ArgumentParser, options: Mapping[str, Any], where: str = "") -> list[str]:
     """Keyword options (``per_class=12``, ``encoder=[run, "pixels"]``, ``k=[10, 20]``, ``multiscale=True``) as
     the command line of ``parser``: keys are option names without dashes (``-``/``_`` alike); lists give an
     option that takes several values (``--k 10 20``) each value, and any other option one comma-separated
@@ -90,7 +92,7 @@ def options_to_argv(parser: argparse.ArgumentParser, options: dict, where: str =
             raise UserError(f"{where or parser.prog}: unknown option '{key}'{hint}")
         if value is None or value is False:
             continue
-        flag = action.option_strings[:1]
+        flag = list(action.option_strings[:1])
         if action.nargs == 0:  # a flag
             argv += flag
         elif isinstance(value, (list, tuple)):
@@ -101,14 +103,14 @@ def options_to_argv(parser: argparse.ArgumentParser, options: dict, where: str =
     return argv
 
 
-def parse_options(name: str, options: dict, where: str = "") -> argparse.Namespace:
+def parse_options(name: str, options: Mapping[str, Any], where: str = "") -> argparse.Namespace:
     """``options`` (see ``options_to_argv``) parsed by ``gensis eval NAME``'s own parser: same defaults, types
     and checks as the command line; a wrong option or value is a one-line ``UserError``."""
     parser = option_parser(name, where)
     return parser.parse_args(options_to_argv(parser, options, where))
 
 
-def run_evaluation(name: str, **options) -> dict:
+def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
     """Run ``gensis eval NAME`` from Python: its command-line options as keyword arguments (``--per-class`` →
     ``per_class``), parsed by the same parser (same defaults, types and checks). Returns the JSON-ready result;
     ``json=PATH`` also writes it."""
@@ -119,7 +121,7 @@ def run_evaluation(name: str, **options) -> dict:
     return res
 
 
-def write_result(path, res: dict) -> None:
+def write_result(path: str | os.PathLike[str], res: Mapping[str, Any]) -> None:
     """The result as JSON (atomically), with the gensis version."""
     import gensis
     from gensis.rundir import atomic_write_json
