@@ -129,3 +129,20 @@ def test_evaluate_runs_any_protocol_with_the_cli_parser(images_npz, tmp_path):
         gensis.evaluate("knn", encoder="pixels", k=["x"])
     with pytest.raises(UserError, match="unknown evaluation 'knnn'"):
         gensis.evaluate("knnn")
+
+
+def test_eldm_figures_and_fidelity_from_python(pixel_eldm_run, images_npz, tmp_path):
+    """`gensis eldm sample` / `eval` as functions: the run's config, then validated overrides."""
+    imgs = gensis.open_data(str(images_npz), "val")
+    pngs = gensis.eldm_figures(pixel_eldm_run, imgs, tmp_path / "fig", device="cpu", steps=2, overrides={
+        "figures.rows": 2, "figures.per_image": 2, "figures.pairs": 2, "figures.alphas": [0.5]})
+    assert [p.name for p in pngs] == ["generative.png", "interpolation.png"] and all(p.is_file() for p in pngs)
+    with pytest.raises(UserError, match=r"figures.rows=0: must be an integer >= 1"):
+        gensis.eldm_figures(pixel_eldm_run, imgs, tmp_path / "bad", overrides={"figures.rows": 0})
+    res = gensis.evaluate_eldm(pixel_eldm_run, str(images_npz), n=4, steps=2, device="cpu",
+                               overrides=["eval.knn_k=3"])
+    assert res["n"] == 4 and res["steps"] == 2 and 0 <= res["retrieval_top1"] <= 1
+    with pytest.raises(UserError, match="train and val splits"):
+        gensis.evaluate_eldm(pixel_eldm_run, imgs)
+    with pytest.raises(UserError, match="not a finished"):
+        gensis.evaluate_eldm(tmp_path, str(images_npz))
