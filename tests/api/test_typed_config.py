@@ -104,3 +104,9 @@ def test_a_key_the_classes_lack_is_never_dropped():
     data["optim"]["new_key"] = 1
     with pytest.raises(RuntimeError, match=r"no key 'optim.new_key'.*gensis.configs.codegen"):
         PretrainConfig._build(data)
+
+
+def test_method_selects_the_presets_per_method_values():
+    a = PretrainConfig.from_preset("paper", {"method": "ibot"})
+    assert a == gensis.api.pretrain_config(preset="paper", method="ibot")
+    assert a.to_dict() == load_config("pretrain", "paper", ["method=ibot"])

@@ -188,7 +188,10 @@ class StageConfig(ConfigSection):
         return cls._build(complete(cls.family, data, where))
 
     def with_overrides(self: C, overrides: Overrides) -> C:
-        """A new, validated config: this one with ``overrides`` applied (this one is left unchanged)."""
+        """A new, validated config: this one with ``overrides`` applied (this one is left unchanged).
+
+        The config is already resolved: setting ``method`` here does not bring in a preset's ``per_method``
+        values; for those, name the method when resolving (``from_preset(preset, {"method": "ibot"})``)."""
         from gensis.config import merge
 
         delta = overrides_delta(overrides)
