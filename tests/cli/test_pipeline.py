@@ -100,3 +100,31 @@ def test_methods_flag():
         parse_methods(" , ")
     with pytest.raises(UserError, match="nosuch"):
         parse_methods("dino,nosuch")
+
+
+def test_a_stage_is_a_library_call_one_line_error_resumed_locks_released(tmp_path, capsys):
+    from gensis.rundir import held_locks, lock_folder
+
+    pipe = Pipeline(tmp_path)
+    runs = []
+
+    def call(resume):
+        runs.append(resume)
+        lock_folder(tmp_path / "s")  # as a trainer locks its run folder
+        if len(runs) == 1:
+            raise UserError("the data is gone")
+        (tmp_path / "s" / "manifest.json").write_text(json.dumps({"stage": "pretrain", "status": "done"}))
+
+    st = Stage("s", ["pretrain", "--out", "X"], "k1", kind="pretrain", call=call)
+    with pytest.raises(UserError) as e:
+        pipe.run(st)
+    assert str(e.value).startswith("stage 's' failed: the data is gone;") and "\n" not in str(e.value)
+    assert (tmp_path / "s").resolve() not in held_locks()  # free again, as after a separate command
+    assert Pipeline(tmp_path).run(st) == tmp_path / "s" and runs == [False, True]  # a new demo run resumes
+    Pipeline(tmp_path).run(st)
+    assert runs == [False, True]  # finished with the same key: skipped
+    err = capsys.readouterr().err
+    assert "[s] running: gensis pretrain --out X" in err and "[s] resuming: gensis pretrain --out X" in err
+    assert "[s] up to date, skipped" in err
+    with pytest.raises(ValueError, match="nothing to call"):
+        Pipeline(tmp_path).run(Stage("t", [], "k"))

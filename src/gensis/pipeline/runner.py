@@ -1,10 +1,12 @@
 """Resumable stages of a pipeline folder, keyed by a hash of their resolved config and inputs.
 
-Each stage writes one folder under the pipeline folder and is a ``gensis`` command line (so what it runs can be
-read, copied and re-run by hand). ``OUT/stages.json`` records, per stage, the key it was made with:
+Each stage writes one folder under the pipeline folder by calling the library (``gensis.api`` with a typed
+config object) in this process; it also carries the equivalent ``gensis`` command line, printed when the stage
+starts, so what it runs can be read, copied and re-run by hand. ``OUT/stages.json`` records, per stage, the key
+it was made with:
 
 - same key, finished        -> skipped ("up to date")
-- same key, not finished    -> resumed (``--resume``)
+- same key, not finished    -> resumed (``resume=True``, as ``--resume``)
 - other key                 -> redone; the old folder is removed only when gensis can prove it wrote it (its
                                manifest names the same stage kind); anything else is refused with one line.
 
@@ -19,12 +21,13 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
-from gensis.rundir import atomic_write_json
+from gensis.rundir import atomic_write_json, held_locks, release_folder
 
 STATE = "stages.json"
 
@@ -36,7 +39,8 @@ def stage_key(*parts: Any) -> str:
 
 @dataclass
 class Stage:
-    """``gensis <argv>`` writing ``OUT/<name>``.
+    """A library call writing ``OUT/<name>``: ``call(resume)`` runs it; ``argv`` is the equivalent ``gensis``
+    command line (printed, never parsed).
 
     ``kind``: the manifest stage that proves a folder is this stage's output (``pretrain``, ``eldm-ae``,
     ``eldm``, ``bank``); ``None`` for stages whose files are simply rewritten in place (figures, eval JSON).
@@ -50,6 +54,7 @@ class Stage:
     done_file: str = "manifest.json"
     resumable: bool = True
     extra: dict = field(default_factory=dict)
+    call: Callable[[bool], Any] | None = None
 
 
 def proves_kind(path: Path, kind: str) -> bool:
@@ -69,7 +74,7 @@ def proves_kind(path: Path, kind: str) -> bool:
 
 
 class Pipeline:
-    """Runs stages in order in one folder; each stage is a ``gensis`` command line executed in this process."""
+    """Runs stages in order in one folder; each stage is a library call executed in this process."""
 
     def __init__(self, out: Path, quiet: bool = False):
         self.out = Path(out)
@@ -116,8 +121,8 @@ class Pipeline:
 
     def run(self, stage: Stage) -> Path:
         """Run ``stage`` unless it already finished with the same key."""
-        from gensis.cli.main import main
-
+        if stage.call is None:
+            raise ValueError(f"stage '{stage.name}' has nothing to call")
         path = self.out / stage.name
         if self.state.get(stage.name) == stage.key and self.finished(stage):
             self.say(f"[{stage.name}] up to date, skipped ({path})")
@@ -129,13 +134,26 @@ class Pipeline:
         t0 = time.time()
         self.state[stage.name] = stage.key
         self._save()
-        code = main(stage.argv + (["--resume"] if resume and "--resume" not in stage.argv else []))
-        if code != 0:
-            raise UserError(f"stage '{stage.name}' failed (exit {code}); fix the cause and run the demo again "
-                            f"to resume")
+        locks_before = held_locks()
+        try:
+            stage.call(resume)
+        except UserError as e:
+            if "\n" in str(e):  # e.g. raised in a DataLoader worker: the command line keeps its own last line
+                raise
+            raise _failed(stage.name, e) from e
+        finally:  # the run folders the stage locked are free again, as after a separate command
+            for folder in held_locks() - locks_before:
+                release_folder(folder)
         self.times[stage.name] = round(self.times.get(stage.name, 0.0) * resume + time.time() - t0, 1)
         self._save()
         return path
 
     def say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+
+
+def _failed(name: str, e: UserError) -> UserError:
+    """The stage's own one-line error, naming the stage and how to continue."""
+    err = UserError(f"stage '{name}' failed: {e}; fix the cause and run the demo again to resume")
+    err.all_ranks = e.all_ranks
+    return err
