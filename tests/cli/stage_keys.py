@@ -1,7 +1,8 @@
 """Record the demo's stage keys without running any stage (helper of test_stage_keys.py).
 
 ``plan_keys`` replaces ``Pipeline.run`` by a recorder, runs ``run_pipeline`` for the stages that write run
-folders and returns ``{stage name: key}``, the command line each stage prints, plus every config resolution the keys were derived from. With
+folders and returns ``{stage name: key}``, the command line each stage prints, plus every config resolution
+the keys were derived from. With
 ``frozen`` (a recording), config resolution and the data identity come from the recording instead of today's
 presets, so the comparison checks the key derivation itself, not whether someone edited ``base.yaml`` since.
 
@@ -44,6 +45,8 @@ def plan_keys(out: Path, preset: str, seed: int, methods: tuple[str, ...], froze
 
     def load_config(family, preset="demo", overrides=(), where="command line"):
         ident = [family, preset, list(overrides) if not isinstance(overrides, dict) else overrides]
+        if preset == "base":  # the schema's defaults (typed configs complete themselves with them), not a stage's
+            return real_load(family, preset, overrides, where)
         if frozen is not None:
             k = json.dumps(ident, sort_keys=True)
             if k not in recorded:
@@ -76,7 +79,8 @@ def plan_keys(out: Path, preset: str, seed: int, methods: tuple[str, ...], froze
 
 
 def record_all(tmp: Path) -> dict:
-    return {"_note": "stage keys of `gensis demo` (smoke and demo presets) as recorded by tests/cli/stage_keys.py; see there",
+    return {"_note": "stage keys of `gensis demo` (smoke and demo presets) as recorded by "
+                     "tests/cli/stage_keys.py; see there",
             **{name: plan_keys(tmp / name, preset, seed, methods) for name, preset, seed, methods in SCENARIOS}}
 
 

@@ -8,10 +8,10 @@
     eval      k-NN (and linear probe) of each, next to raw-pixel and random-init baselines
     report    Markdown + HTML report with curves, grids and a UMAP
 
-Each stage calls the library (``gensis.api``: ``pretrain``, ``train_eldm``, ... with the typed config it is keyed
-by) and prints the equivalent ``gensis`` command line, to re-run it by hand. It writes its own run directory
-under ``out`` and is keyed by a hash of its resolved config and inputs
-(``gensis.pipeline.runner``): a finished stage with the same key is skipped, a killed one resumed, one made
+Each stage calls the library (``gensis.pipeline.calls``: ``gensis.api.pretrain``, ``train_eldm``, ... with the
+typed config whose resolved dict its key hashes) and prints the equivalent ``gensis`` command line, to re-run
+it by hand. It writes its own run directory under ``out`` and is keyed by a hash of its resolved config and
+inputs (``gensis.pipeline.runner``): a finished stage with the same key is skipped, a killed one resumed, one made
 with other settings redone. So a killed demo continues where it stopped when run again.
 
 Methods: ``methods=("dino",)`` by default. Another SSL method X (from ``gensis pretrain --method X``) adds the
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
 from gensis.errors import UserError
+from gensis.pipeline import calls
 from gensis.pipeline.results import evaluate, results_table, variants
 from gensis.pipeline.runner import Pipeline, Stage, stage_key
 
@@ -162,7 +163,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         if want("dino"):
             pipe.run(Stage(base.name, ["pretrain", "--data", D, "--out", str(out / base.name), "--preset", P,
                                        *dbg, *pre_ov], k_base, kind="pretrain",
-                           call=_pretrain(cfg, D, out / base.name)))
+                           call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / base.name)))
         eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
         k_eldm = k_base
         if have_gen and want("eldm"):
@@ -181,21 +182,24 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
                                       "--out", str(out / bank_dir), "--preset", P, *dbg, *same]
                            + (["--quiet"] if opts.quiet else []),
                            k_bank, kind="bank", done_file="bank.json", resumable=False,
-                           call=_bank(cfg, out / eldm_dir, D, out / bank_dir, opts.quiet)))
+                           call=calls.bank(BankConfig.from_dict(cfg), out / eldm_dir, D, out / bank_dir,
+                                           opts.quiet)))
         if have_gen and want("gendino"):
             ov = [*pre_ov, "gen.interp=bank"]
             cfg = keys.config("pretrain", ov)
             k = stage_key("pretrain", cfg, keys.data, D, method, k_bank)
             pipe.run(Stage(gen.name, ["pretrain", "--data", D, "--out", str(out / gen.name), "--preset", P,
                                       "--bank", str(out / bank_dir), *dbg, *pre_ov], k, kind="pretrain",
-                           call=_pretrain(cfg, D, out / gen.name, bank=out / bank_dir)))
+                           call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / gen.name,
+                                                 bank=out / bank_dir)))
         if want("pixel"):
             ov = [*pre_ov, "gen.interp=pixel"]
             cfg = keys.config("pretrain", ov)
             k = stage_key("pretrain", cfg, keys.data, D, method)
             pipe.run(Stage(pixel.name, ["pretrain", "--data", D, "--out", str(out / pixel.name), "--preset", P,
                                         "--interp", "pixel", *dbg, *pre_ov], k, kind="pretrain",
-                           call=_pretrain(cfg, D, out / pixel.name, interp="pixel")))
+                           call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / pixel.name,
+                                                 interp="pixel")))
     results = None
     if want("eval"):
         results = evaluate(out, D, P, opts.linear, opts.methods)
@@ -225,92 +229,19 @@ def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir:
         k_ae = stage_key("eldm-ae", ae_cfg, keys.data, D)
         ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
                                         "--preset", P, *extra], k_ae, kind="eldm-ae",
-                            call=_autoencoder(ae_cfg, D, out / "eldm-ae")))
+                            call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae")))
         argv += ["--ae", str(ae)]
     k = stage_key("eldm", cfg, keys.data, D, k_encoder, k_ae)
-    pipe.run(Stage(eldm_dir, argv, k, kind="eldm", call=_eldm(cfg, out / encoder, D, out / eldm_dir, ae)))
+    pipe.run(Stage(eldm_dir, argv, k, kind="eldm",
+                   call=calls.eldm(ELDMConfig.from_dict(cfg), out / encoder, D, out / eldm_dir, ae)))
     fig_dir = "eldm-figures" if eldm_dir == "eldm" else f"{eldm_dir}-figures"
     ev_dir = "eldm-eval" if eldm_dir == "eldm" else f"{eldm_dir}-eval"
     pipe.run(Stage(fig_dir, ["eldm", "sample", "--eldm", str(out / eldm_dir), "--data", D,
                              "--out", str(out / fig_dir), *extra], stage_key("figures", k),
                    done_file="interpolation.png", resumable=False,
-                   call=_eldm_figures(out / eldm_dir, D, out / fig_dir)))
+                   call=calls.eldm_figures(out / eldm_dir, D, out / fig_dir)))
     pipe.run(Stage(ev_dir, ["eldm", "eval", "--eldm", str(out / eldm_dir), "--data", D,
                             "--json", str(out / ev_dir / "eval.json"), *extra], stage_key("eval", k),
                    done_file="eval.json", resumable=False,
-                   call=_eldm_eval(out / eldm_dir, D, out / ev_dir / "eval.json")))
+                   call=calls.eldm_eval(out / eldm_dir, D, out / ev_dir / "eval.json")))
     return k
-
-
-# ---------------------------------------------------------------------------------------------------------
-# what each stage calls: the library (gensis.api) with the typed config its key hashes; ``call(resume)``
-# prints what the matching command prints
-
-
-def _pretrain(cfg: dict, data: str, out: Path, bank: Path | None = None,
-              interp: str | None = None) -> Callable[[bool], None]:
-    def call(resume: bool) -> None:
-        from gensis.api import pretrain
-        from gensis.configs.typed import PretrainConfig
-
-        run = pretrain(data, out, config=PretrainConfig.from_dict(cfg), bank=bank, interp=interp, resume=resume,
-                       quiet=False)
-        print(f"pretraining done: {run}")
-    return call
-
-
-def _autoencoder(cfg: dict, data: str, out: Path) -> Callable[[bool], None]:
-    def call(resume: bool) -> None:
-        from gensis.api import train_autoencoder
-        from gensis.configs.typed import ELDMConfig
-        from gensis.rundir import RunDir
-
-        run = train_autoencoder(data, out, config=ELDMConfig.from_dict(cfg), resume=resume, quiet=False)
-        val = RunDir(run).manifest().get("val", {})
-        print(f"autoencoder done: {run} (held-out MSE {val.get('val_mse', float('nan')):.5f}, "
-              f"PSNR {val.get('val_psnr', float('nan')):.2f} dB)")
-    return call
-
-
-def _eldm(cfg: dict, encoder: Path, data: str, out: Path, ae: Path | None) -> Callable[[bool], None]:
-    def call(resume: bool) -> None:
-        from gensis.api import train_eldm
-        from gensis.configs.typed import ELDMConfig
-
-        run = train_eldm(encoder, data, out, autoencoder=ae, config=ELDMConfig.from_dict(cfg), resume=resume,
-                         quiet=False)
-        print(f"E-LDM training done: {run}")
-    return call
-
-
-def _bank(cfg: dict, eldm: Path, data: str, out: Path, quiet: bool) -> Callable[[bool], None]:
-    def call(resume: bool) -> None:  # a bank always continues where it stopped (complete shards are kept)
-        from gensis.api import bank_config
-        from gensis.bank.generate import generate_bank  # not gensis.api's: the result's summary is printed
-
-        result = generate_bank(bank_config(cfg).to_dict(), data, out, eldm=str(eldm), quiet=quiet)
-        print(result.summary())
-        if not result.complete:
-            raise UserError(f"bank {out} is incomplete")
-    return call
-
-
-def _eldm_figures(eldm: Path, data: str, out: Path) -> Callable[[bool], None]:
-    def call(resume: bool) -> None:
-        from gensis.api import eldm_figures
-
-        for p in eldm_figures(eldm, data, out):
-            print(p)
-    return call
-
-
-def _eldm_eval(eldm: Path, data: str, json_path: Path) -> Callable[[bool], None]:
-    def call(resume: bool) -> None:
-        from gensis.api import evaluate_eldm
-        from gensis.eldm.evaluate import format_report
-        from gensis.rundir import atomic_write_json
-
-        r = evaluate_eldm(eldm, data, quiet=False)
-        print(format_report(r))
-        atomic_write_json(json_path, r)
-    return call

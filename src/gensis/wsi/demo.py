@@ -1,7 +1,8 @@
 """The slide demo: a real whole-slide image → tiles → DINO and Gen-DINO → bags of regions → ABMIL.
 
-One entry point, ``run_wsi_demo`` (``gensis wsi demo`` and ``gensis demo --preset wsi`` call it). Stages,
-each skipped when its output exists from the same settings (so a killed demo resumes):
+One entry point, ``run_wsi_demo`` (``gensis wsi demo`` and ``gensis demo --preset wsi`` call it). Stages call the
+library in this process (``gensis.pipeline.calls``; each prints its equivalent ``gensis`` command line), each
+skipped when its output exists from the same settings (so a killed demo resumes):
 
     tiles     tile the slide at 10x (1 µm/px, BRIGHT's setting) into 32 px tiles (514 tissue tiles)
     dino      DINO on every tile (preset histo-cpu)
@@ -26,13 +27,15 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from gensis.errors import UserError
 
-TILE_ARGS = ["--mag", "10", "--tile-size", "32", "--min-tissue", "0.5"]
+TILE_ARGS = ["--mag", "10", "--tile-size", "32", "--min-tissue", "0.5"]  # printed and hashed into the key
+TILE_SETTINGS = {"mag": 10.0, "tile_size": 32, "min_tissue": 0.5}     # the same, as the tiler takes them
 REGION_UM = 160           # region side in µm (bags of at most 5×5 tiles of 32 µm)
 MIN_REGION_TILES = 8
 LABELS = ("0-light", "1-medium", "2-dark")  # names sort in grade order: quadratic kappa reads it as ordinal
@@ -60,7 +63,8 @@ def _key(*parts) -> str:
 
 
 class _Stages:
-    """Runs ``gensis`` command lines in this process; a stage is skipped when done with the same key."""
+    """Runs stages (library calls) in this process; a stage is skipped when done with the same key. Each prints
+    its equivalent ``gensis`` command line when it starts."""
 
     def __init__(self, out: Path, debug: bool):
         self.out, self.debug = out, debug
@@ -72,10 +76,11 @@ class _Stages:
 
         atomic_write_json(self.path, self.state)
 
-    def run(self, name: str, argv: list[str], key: str, done: Path, resumable: bool = False) -> None:
+    def run(self, name: str, argv: list[str], key: str, done: Path, call: Callable[[bool], None],
+            resumable: bool = False) -> None:
         import shutil
 
-        from gensis.cli.main import main
+        from gensis.rundir import held_locks, release_folder
 
         entry = self.state.get(name, {})
         if entry.get("key") == key and entry.get("done") and done.exists():
@@ -90,11 +95,54 @@ class _Stages:
         self.state[name] = {"key": key, "done": False}
         self._save()
         t0 = time.time()
-        code = main(argv)
-        if code != 0:
-            raise UserError(f"stage '{name}' failed (exit {code}); fix the cause and run the demo again to resume")
+        locks_before = held_locks()
+        try:
+            call(resume)
+        except UserError as e:
+            if "\n" in str(e):
+                raise
+            raise UserError(f"stage '{name}' failed: {e}; fix the cause and run the demo again to resume") from e
+        finally:  # run folders the stage locked are free again, as after a separate command
+            for folder in held_locks() - locks_before:
+                release_folder(folder)
         self.state[name] = {"key": key, "done": True, "seconds": round(time.time() - t0, 1)}
         self._save()
+
+
+def _tile(slide: Path, out: Path, quiet: bool) -> Callable[[bool], None]:
+    """``gensis wsi tile SLIDE --out OUT`` with ``TILE_SETTINGS``."""
+    def call(resume: bool) -> None:
+        from gensis.wsi.tiler import mpp_source, tile_settings, tile_slides
+
+        root, results = tile_slides([slide], out, tile_settings(**TILE_SETTINGS), mpp_source(), quiet=quiet)
+        failed = [r for r in results if r.status == "failed"]
+        if failed:
+            raise UserError(failed[0].error)
+        print(f"tiled {len(results)} slide(s), {sum(r.n_tiles for r in results)} tiles -> {root}")
+    return call
+
+
+def _embed(encoder: Path, tiles: Path, feats: Path, quiet: bool) -> Callable[[bool], None]:
+    """``gensis wsi embed --workers 0``."""
+    def call(resume: bool) -> None:
+        from gensis.wsi.embed import check_encoder, embed_tiles
+
+        check_encoder(str(encoder))
+        status = embed_tiles(str(encoder), str(tiles), str(feats), 256, 0, "auto", quiet)
+        done = sum(v == "done" for v in status.values())
+        print(f"embedded {done} slide(s), {len(status) - done} already done -> {feats}")
+    return call
+
+
+def _mil(feats: Path, labels: Path, out: Path, preset: str, overrides: list[str]) -> Callable[[bool], None]:
+    """``gensis.api.train_mil`` (``gensis mil train``)."""
+    def call(resume: bool) -> None:
+        from gensis.api import train_mil
+
+        res = train_mil(feats, labels, out, preset=preset, overrides=overrides, quiet=False)
+        print(f"MIL run: {out} (metrics.json, metrics.md, predictions.csv); {res['n_slides']} slides, "
+              f"{len(res['splits'])} {res['mode']} splits")
+    return call
 
 
 def _finished(run: Path) -> Path:
@@ -147,6 +195,8 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     """Run (or resume) the slide demo into ``out``; returns {encoder: MIL metrics summary}."""
     import os
 
+    from gensis.api import bank_config, eldm_config, pretrain_config
+    from gensis.pipeline import calls
     from gensis.rundir import atomic_write_json, atomic_write_text
 
     if quiet:
@@ -159,45 +209,56 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     q = ["--quiet"] if quiet else []
     k_tiles = _key("tiles", str(slide.resolve()), TILE_ARGS)
     st.run("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *q], k_tiles,
-           out / "tiles")
+           out / "tiles", _tile(slide, out / "tiles", quiet))
     data = f"tiles:{out / 'tiles'}@all"
     S = str(seed)
+    seed_ov = [f"train.seed={S}"]
     k_dino = _key("dino", k_tiles, preset, S)
-    st.run("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, f"train.seed={S}"],
-           k_dino, _finished(out / "dino"), resumable=True)
+    st.run("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, *seed_ov],
+           k_dino, _finished(out / "dino"), calls.pretrain(pretrain_config(preset=preset, overrides=seed_ov), data,
+                                                           out / "dino"), resumable=True)
     from gensis.config import load_config
 
     k_ae = _key("ae", k_tiles, preset)
     eldm_argv = ["eldm", "train", "--encoder", str(out / "dino"), "--data", data, "--out", str(out / "eldm"),
-                 "--preset", preset, f"train.seed={S}"]
+                 "--preset", preset, *seed_ov]
+    ae = None
     if load_config("eldm", preset).get("space", "pixel") != "pixel":
-        st.run("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(out / "eldm-ae"), "--preset", preset],
-               k_ae, _finished(out / "eldm-ae"), resumable=True)
-        eldm_argv += ["--ae", str(out / "eldm-ae")]
+        ae = out / "eldm-ae"
+        st.run("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(ae), "--preset", preset],
+               k_ae, _finished(ae), calls.autoencoder(eldm_config(preset=preset), data, ae), resumable=True)
+        eldm_argv += ["--ae", str(ae)]
     k_eldm = _key("eldm", k_dino, k_ae, preset, S)
-    st.run("eldm", eldm_argv, k_eldm, _finished(out / "eldm"), resumable=True)
+    st.run("eldm", eldm_argv, k_eldm, _finished(out / "eldm"),
+           calls.eldm(eldm_config(preset=preset, overrides=seed_ov, autoencoder=ae), out / "dino", data,
+                      out / "eldm", ae), resumable=True)
     k_bank = _key("bank", k_eldm, preset, S)
+    bank_ov = ["gen.secondary=random", f"gen.seed={S}"]
     st.run("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", data, "--out", str(out / "bank"),
-                    "--preset", preset, "gen.secondary=random", f"gen.seed={S}", *q], k_bank, out / "bank" / "bank.json")
+                    "--preset", preset, *bank_ov, *q], k_bank, out / "bank" / "bank.json",
+           calls.bank(bank_config(preset=preset, overrides=bank_ov), out / "eldm", data, out / "bank", quiet))
     k_gen = _key("gendino", k_bank, preset, S)
     st.run("gendino", ["pretrain", "--data", data, "--out", str(out / "gendino"), "--preset", preset,
-                       "--bank", str(out / "bank"), f"train.seed={S}"], k_gen, _finished(out / "gendino"),
-           resumable=True)
+                       "--bank", str(out / "bank"), *seed_ov], k_gen, _finished(out / "gendino"),
+           calls.pretrain(pretrain_config(preset=preset, overrides=seed_ov, bank=out / "bank"), data,
+                          out / "gendino", bank=out / "bank"), resumable=True)
     results = {}
     for name, k_enc in (("dino", k_dino), ("gendino", k_gen)):
         k_emb = _key("embed", k_enc)
         feats = out / f"embed-{name}"
         st.run(f"embed-{name}", ["wsi", "embed", "--encoder", str(out / name), "--tiles", str(out / "tiles"),
-                                 "--out", str(feats), "--workers", "0", *q], k_emb, feats)
+                                 "--out", str(feats), "--workers", "0", *q], k_emb, feats,
+               _embed(out / name, out / "tiles", feats, quiet))
         regions_dir = out / f"regions-{name}"
         rows = region_bags(feats, out / "tiles", regions_dir)
         labels = out / f"regions-{name}.csv"
         atomic_write_text(labels, "slide,label,patient,n_tiles,mean_od\n" + "".join(
             f"{r['slide']},{r['label']},{r['patient']},{r['n_tiles']},{r['od']:.4f}\n" for r in rows))
         k_mil = _key("mil", k_emb, mil_preset, list(mil_overrides), REGION_UM, MIN_REGION_TILES, LABELS, len(rows))
+        mil_ov = [f"cv.seed={S}", *mil_overrides]
         st.run(f"mil-{name}", ["mil", "train", "--feats", str(regions_dir), "--labels", str(labels),
-                               "--out", str(out / f"mil-{name}"), "--preset", mil_preset, f"cv.seed={S}",
-                               *mil_overrides, *q], k_mil, out / f"mil-{name}" / "metrics.json")
+                               "--out", str(out / f"mil-{name}"), "--preset", mil_preset, *mil_ov, *q], k_mil,
+               out / f"mil-{name}" / "metrics.json", _mil(regions_dir, labels, out / f"mil-{name}", mil_preset, mil_ov))
         results[name] = json.loads((out / f"mil-{name}" / "metrics.json").read_text())
     table = format_results(results)
     print(table)
