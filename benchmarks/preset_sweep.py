@@ -2,7 +2,7 @@
 
     python benchmarks/preset_sweep.py data                     # writes the CIFAR dev / final files (below)
     python benchmarks/preset_sweep.py baselines --data SPEC    # random-init ViT and raw pixels, @train → @val
-    python benchmarks/preset_sweep.py run NAME [--data SPEC] [--preset demo] [key=value ...]
+    python benchmarks/preset_sweep.py run [--data SPEC] [--preset demo] NAME [key=value ...]
     python benchmarks/preset_sweep.py tiles --slide ../shared/data/wsi/cmu-1-small-region.svs
     python benchmarks/preset_sweep.py tile-proxy RUN random pixels   # histology proxy (see make_tiles)
 
