@@ -24,13 +24,14 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
 
 if TYPE_CHECKING:  # torch is imported where tensors are read or written: tiling workers import this module fast
     import torch
 
 from gensis.errors import UserError
 
+StrPath = str | os.PathLike[str]  # a path argument: a string or a Path
 
 TMP_SUFFIX = ".tmp"
 # our temporary names: ".<final name>.<pid>-<8 hex>.tmp" (older versions: mkstemp's ".<name>.<chars>.tmp")
@@ -41,7 +42,7 @@ def _tmp_path(path: Path) -> Path:
     return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
 
 
-def fsync_dir(folder: str | os.PathLike) -> None:
+def fsync_dir(folder: StrPath) -> None:
     """Make a rename inside ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -71,7 +72,7 @@ def _commit(tmp: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: StrPath) -> Iterator[Path]:
     """Yield a temporary path to write ``path`` with any library (e.g. h5py); committed like every kept file."""
     path = Path(path)
     tmp = _tmp_path(path)
@@ -90,7 +91,7 @@ def _unlink_quietly(p: Path) -> None:
         pass
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes]) -> None:
+def atomic_write_bytes(path: StrPath, data: bytes | Iterable[bytes]) -> None:
     """Write ``data`` (bytes, or pieces written in order) durably and atomically.
 
     temporary name in the same folder -> fsync -> ``os.replace`` -> fsync(folder): a kill or a power cut at any
@@ -116,24 +117,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | Iterable[bytes]) -
         raise
 
 
-def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+def atomic_copy(src: StrPath, dst: StrPath) -> None:
     """Copy ``src`` to ``dst`` atomically and durably (streamed in 1 MiB pieces)."""
-    def pieces():
+    def pieces() -> Iterator[bytes]:
         with open(src, "rb") as f:
             yield from iter(lambda: f.read(1 << 20), b"")
 
     atomic_write_bytes(dst, pieces())
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: StrPath, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: StrPath, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_save_image(image: Any, path: str | os.PathLike, format: str | None = None, **kw: Any) -> Path:
+def atomic_save_image(image: Any, path: StrPath, format: str | None = None, **kw: Any) -> Path:
     """Save a PIL image atomically (format from the suffix, as PIL maps it, unless given)."""
     import io
 
@@ -146,7 +147,7 @@ def atomic_save_image(image: Any, path: str | os.PathLike, format: str | None = 
     return path
 
 
-def atomic_savefig(fig: Any, path: str | os.PathLike, **kw: Any) -> Path:
+def atomic_savefig(fig: Any, path: StrPath, **kw: Any) -> Path:
     """``matplotlib`` ``fig.savefig`` to ``path`` atomically."""
     import io
 
@@ -157,13 +158,13 @@ def atomic_savefig(fig: Any, path: str | os.PathLike, **kw: Any) -> Path:
     return path
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+def remove_stale_temps(folder: StrPath) -> list[Path]:
     """Delete temporary files a killed gensis process left in ``folder`` (our naming pattern only).
 
     A file whose name carries a pid that is still alive on this host is kept (another rank may be writing it).
     """
     folder = Path(folder)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
@@ -178,7 +179,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict | None = None) -> None:
+def save_tensors(path: StrPath, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> None:
     """Atomic, durable ``safetensors`` save (tensors made contiguous and moved to CPU)."""
     from safetensors.torch import save
 
@@ -225,20 +226,20 @@ class RunLock:
     may take its own lock again (stages run in one process by the demo). Released by ``release()`` or at exit.
     """
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: StrPath):
         self.folder = Path(folder).resolve()
         self.path = self.folder / LOCK_NAME
-        self.mine = {"pid": os.getpid(), "host": platform.node(), "start": _start_time(os.getpid())}
+        self.mine: dict[str, Any] = {"pid": os.getpid(), "host": platform.node(), "start": _start_time(os.getpid())}
 
-    def _holder(self) -> dict | None:
+    def _holder(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.path.read_text())
+            return cast("dict[str, Any] | None", json.loads(self.path.read_text()))
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
             return {}  # torn or unreadable: written by a process killed while writing it
 
-    def _stale(self, h: dict) -> bool:
+    def _stale(self, h: dict[str, Any]) -> bool:
         if not h or not isinstance(h, dict) or "pid" not in h:
             return True
         if h.get("host") != self.mine["host"]:
@@ -287,7 +288,7 @@ class RunLock:
         self.release()
 
 
-def lock_folder(folder: str | os.PathLike) -> RunLock:
+def lock_folder(folder: StrPath) -> RunLock:
     """Take (or re-take) this process's lock on ``folder``; released at exit unless released earlier."""
     return RunLock(folder).acquire()
 
@@ -297,7 +298,7 @@ def held_locks() -> set[Path]:
     return set(_HELD)
 
 
-def release_folder(folder: str | os.PathLike) -> None:
+def release_folder(folder: StrPath) -> None:
     lock = _HELD.get(Path(folder).resolve())
     if lock is not None:
         lock.release()
@@ -309,19 +310,19 @@ def _release_all() -> None:
         lock.release()
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_tensors(path: StrPath) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"missing weights file {path}")
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        return cast("dict[str, torch.Tensor]", load_file(str(path)))
     except Exception as e:
         raise UserError(f"cannot read {path}: {e}") from None
 
 
-def file_hash(path: str | os.PathLike, n: int = 16) -> str:
+def file_hash(path: StrPath, n: int = 16) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -342,7 +343,7 @@ def versions() -> dict[str, str]:
 class RunDir:
     """A stage's output folder (see module docstring)."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: StrPath):
         self.path = Path(path)
 
     def __truediv__(self, name: str) -> Path:
@@ -355,7 +356,7 @@ class RunDir:
     def exists(self) -> bool:
         return self.manifest_path.is_file()
 
-    def manifest(self) -> dict:
+    def manifest(self) -> dict[str, Any]:
         if not self.exists():
             raise UserError(f"{self.path} is not a gensis run directory (no manifest.json)")
         try:
@@ -367,7 +368,7 @@ class RunDir:
             raise UserError(f"{self.manifest_path} is damaged (not a JSON object)")
         return m
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         import yaml
 
         p = self.path / "config.yaml"
@@ -407,7 +408,7 @@ class RunDir:
             release_folder(self.path)
             raise
 
-    def start(self, stage: str, cfg: dict, seed: int, inputs: dict[str, str], resume: bool = False) -> None:
+    def start(self, stage: str, cfg: dict[str, Any], seed: int, inputs: dict[str, str], resume: bool = False) -> None:
         """Claim the folder (``claim``), then write config + manifest (status 'running')."""
         from gensis.config import dump
 
@@ -439,12 +440,12 @@ class RunDir:
 RUN_FILES = {LOCK_NAME, "manifest.json", "config.yaml", "metrics.jsonl", "checkpoint.safetensors", "cache", "tensorboard"}
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: StrPath) -> list[dict[str, Any]]:
     """Rows of a JSON-lines log; a line that does not parse (a torn last line after a kill) is skipped."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for line in path.read_text(errors="replace").splitlines():
         if not line.strip():
             continue
@@ -476,7 +477,7 @@ class MetricsLog:
     discards the events past the restored step, as the JSON log does.
     """
 
-    def __init__(self, path: str | os.PathLike, keep_until_step: int | None = None, logger: str | None = None):
+    def __init__(self, path: StrPath, keep_until_step: int | None = None, logger: str | None = None):
         self.path = Path(path)
         if keep_until_step is not None and self.path.exists():
             rows = [r for r in read_jsonl(self.path) if r.get("step", -1) < keep_until_step]
@@ -486,7 +487,7 @@ class MetricsLog:
         self.logger = logger or os.environ.get("GENSIS_LOGGER") or "jsonl"
         if self.logger not in LOGGERS:
             raise UserError(f"unknown logger '{self.logger}'; valid: {', '.join(LOGGERS)}")
-        self._tb = None
+        self._tb: Any = None
         if self.logger == "tensorboard":
             folder = self.path.parent / TB_DIR
             if keep_until_step is None and folder.is_dir():  # a fresh run: no events of an earlier one
@@ -494,7 +495,7 @@ class MetricsLog:
                     f.unlink()
             self._tb = _tensorboard_writer(folder, keep_until_step)
 
-    def log(self, row: dict) -> None:
+    def log(self, row: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self._tb is not None:
@@ -521,11 +522,11 @@ class MetricsLog:
             self._tb.close()
             self._tb = None
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path)
 
 
-def _numbers(row: dict, prefix: str = "") -> Iterable[tuple[str, float]]:
+def _numbers(row: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
     """(key, value) of every finite-or-not number of a metrics row; nested dicts as ``outer/inner``."""
     for k, v in row.items():
         if isinstance(v, dict):

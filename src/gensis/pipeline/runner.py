@@ -53,7 +53,7 @@ class Stage:
     kind: str | None = None
     done_file: str = "manifest.json"
     resumable: bool = True
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     call: Callable[[bool], Any] | None = None
 
 
@@ -99,7 +99,7 @@ class Pipeline:
         if f.suffix != ".json":
             return True
         try:
-            return json.loads(f.read_text()).get("status", "done") == "done"
+            return bool(json.loads(f.read_text()).get("status", "done") == "done")
         except (OSError, ValueError, AttributeError):
             return False
 
