@@ -42,3 +42,14 @@ def test_stage_error_is_one_line_then_resumed_then_skipped(tmp_path, capsys):
     assert runs == [False, True]
     err = capsys.readouterr().err
     assert "[dino] resuming: gensis pretrain --out X --resume --debug" in err and "[dino] up to date" in err
+
+
+def test_results_table_names_the_folds_the_mil_preset_ran():
+    from gensis.mil.metrics import METRICS
+    from gensis.wsi.demo import format_results
+
+    summary = {m: {"mean": 0.5, "std": 0.1} for m in METRICS}
+    run = {"n_slides": 24, "mode": "kfold", "summary": summary}
+    two = format_results({"dino": {**run, "splits": {"fold-0": {}, "fold-1": {}}}})
+    five = format_results({"dino": {**run, "splits": {f"fold-{i}": {} for i in range(5)}}})
+    assert two.startswith("ABMIL, 2-fold CV over 24 regions") and five.startswith("ABMIL, 5-fold CV over 24")

@@ -277,8 +277,10 @@ def format_results(results: dict) -> str:
     from gensis.mil.metrics import METRICS
 
     names = {"dino": "DINO", "gendino": "Gen-DINO"}
-    n = next(iter(results.values()))["n_slides"]
-    lines = [f"ABMIL, 5-fold CV over {n} regions of one slide, SYNTHETIC labels (staining tertile); mean ± std",
+    first = next(iter(results.values()))
+    n, k = first["n_slides"], len(first.get("splits", ()))
+    how = f"{k}-fold CV" if first.get("mode", "kfold") == "kfold" else f"{k} {first['mode']} splits"  # mil.cv
+    lines = [f"ABMIL, {how} over {n} regions of one slide, SYNTHETIC labels (staining tertile); mean ± std",
              f"{'':<20}" + "".join(f"{names[k]:>16}" for k in results)]
     def num(v) -> float:  # metrics.json holds null for an undefined metric
         return float("nan") if v is None else float(v)
