@@ -326,9 +326,10 @@ def open_bank(path: PathLike) -> BankReader:
     return BankReader(path)
 
 
-def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = (10, 20, 100, 200),
+def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = (10, 20),
         temperature: float = 0.07, batch_size: int = 256, device: str = "cpu") -> dict[str, Any]:
-    """DINO's weighted k-NN accuracy (top-1/top-5 in %) of a frozen encoder, as ``gensis eval knn``.
+    """DINO's weighted k-NN accuracy (top-1/top-5 in %) of a frozen encoder, as ``gensis eval knn`` (same default
+    ``ks``; DINO's paper also reports k = 100, 200: ``ks=[10, 20, 100, 200]``).
 
     ``train``/``test``: labelled images (anything ``as_image_set`` takes). Returns the JSON-ready result
     (``top1``, ``top5``, ``k`` of the best k, ``results`` per k)."""

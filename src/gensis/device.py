@@ -19,12 +19,29 @@ import torch
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a device this machine does
+    not have is a one-line ``UserError`` (not torch's traceback at the first tensor moved there)."""
+    from gensis.errors import UserError
+
     if name == "auto":
         if torch.cuda.is_available():
             lr = os.environ.get("LOCAL_RANK")
             return torch.device(f"cuda:{lr}" if lr is not None else "cuda")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device '{name}' asked for, but CUDA is not available here (torch "
+                            f"{torch.__version__}, no usable GPU): use device auto or cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device '{name}' asked for, but this machine has {torch.cuda.device_count()} "
+                            f"CUDA device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type != "cpu":
+        raise UserError(f"device '{name}' is not supported (use auto, cpu, cuda or cuda:N)")
+    return dev
 
 
 @functools.lru_cache(maxsize=1)

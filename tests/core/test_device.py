@@ -25,3 +25,36 @@ def test_real_cpu_flags_are_read():
     flags = d._cpu_flags()
     assert isinstance(flags, frozenset)
     assert d.cpu_has_avx512_bf16() == ("avx512_bf16" in flags)
+
+
+def test_a_device_the_machine_lacks_is_one_user_error(monkeypatch):
+    from gensis.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:0"):
+        with pytest.raises(UserError, match="CUDA is not available"):
+            d.pick_device(name)
+    with pytest.raises(UserError, match="unknown device 'gpu'"):
+        d.pick_device("gpu")
+    with pytest.raises(UserError, match="not supported"):
+        d.pick_device("meta")
+    assert d.pick_device("cpu") == torch.device("cpu") and d.pick_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="1 CUDA device"):
+        d.pick_device("cuda:3")
+    assert d.pick_device("cuda:0") == torch.device("cuda:0")
+
+
+def test_pretrain_on_cuda_without_one_is_one_line_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "pretrain", "--data", "builtin:digits", "--preset",
+                        "smoke", "--out", str(tmp_path / "run"), "train.device=cuda"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2, r.stderr
+    assert "CUDA is not available" in r.stderr and "Traceback" not in r.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import add_common
+from gensis.cli.main import DefaultsHelp, add_common
 
 PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                     "settings changed is redone (gensis only removes folders it can prove it wrote). "
                     "Presets: smoke (~2 min, tests), demo (~16 min on 2 CPU cores with AMX), small (~35 min per "
                     "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelp)
     p.add_argument("--preset", default="demo", choices=PRESETS + ("wsi",),
                    help="size of every stage; wsi: the whole-slide demo (`gensis wsi demo`: a real slide, tiles, "
                         "DINO vs Gen-DINO, ABMIL on region bags with synthetic labels)")

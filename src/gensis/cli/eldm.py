@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from gensis.cli.main import RawDefaultsHelp as _Fmt
 from gensis.cli.main import add_common
 
 DEFAULT_DATA = "builtin:animal-mnist"
-
-
-class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:

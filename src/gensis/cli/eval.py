@@ -9,13 +9,10 @@ import argparse
 import functools
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except empty ones and those the help text already explains."""
+def _help_formatter():
+    from gensis.cli.main import DefaultsHelp
 
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or "default:" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
+    return DefaultsHelp
 
 
 def add_parser(sub) -> None:
@@ -29,7 +26,7 @@ def add_parser(sub) -> None:
                     "Sub-commands: " + ", ".join(evs) + ".")
     verbs = p.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
     for name, ev in evs.items():
-        q = verbs.add_parser(name, help=ev.summary, description=ev.description, formatter_class=_Help)
+        q = verbs.add_parser(name, help=ev.summary, description=ev.description, formatter_class=_help_formatter())
         ev.add_arguments(q)
         add_common(q)
         q.set_defaults(func=functools.partial(run_evaluation, name))

@@ -31,11 +31,26 @@ VERBS = {
 }
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default, except empty ones (None, False) and those the help text already
+    explains ("default: ...")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class RawDefaultsHelp(DefaultsHelp, argparse.RawDescriptionHelpFormatter):
+    """``DefaultsHelp`` keeping the description's own line breaks."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gensis",
         description="Gen-SIS: generative self-augmentation for self-supervised learning. "
-                    "Pipeline: pretrain (DINO) -> eldm train -> bank generate -> pretrain --bank (Gen-DINO) -> eval.")
+                    "Pipeline: pretrain (DINO, iBOT, DINOv2, SimCLR) -> eldm train -> bank generate -> "
+                    "pretrain --bank (Gen-DINO ...) -> eval.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="verb", metavar="COMMAND")
     for verb, mod in VERBS.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import add_common
+from gensis.cli.main import DefaultsHelp, add_common
 from gensis.ssl.methods import METHODS
 
 
@@ -15,16 +15,18 @@ def add_parser(sub) -> None:
                     "its Gen- variant (Gen-DINO ...): views from the bank's generative augmentations and the "
                     "disentanglement loss on its interpolations. "
                     "Config: a preset, then key=value overrides (e.g. optim.epochs=3 data.image_size=32).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelp)
     p.add_argument("--data", default="builtin:animal-mnist",
-                   help="dataset: builtin:NAME, an ImageFolder folder, or an .npz (suffix @train/@val/@all picks a split; "
-                        "default split: train)")
+                   help="dataset: builtin:NAME, an ImageFolder folder, or an .npz; a suffix @train/@val/@all picks "
+                        "a split, else the train split is used")
     p.add_argument("--out", required=True, help="run directory to create (or to resume)")
     p.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
     p.add_argument("--method", default=None,
                    help=f"self-supervised method: {', '.join(METHODS)} (default: the config's 'method', dino)")
-    p.add_argument("--bank", default=None, help="augmentation bank (from `gensis bank generate`): trains Gen-DINO")
+    p.add_argument("--bank", default=None,
+                   help="augmentation bank (from `gensis bank generate`): trains the method's Gen- variant "
+                        "(Gen-DINO, Gen-iBOT ...)")
     p.add_argument("--interp", choices=["bank", "pixel", "none"], default=None,
                    help="disentanglement source: bank interpolations, pixel interpolation (ablation) or none "
                         "(default: bank when --bank is given, else none)")

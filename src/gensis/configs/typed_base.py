@@ -96,6 +96,18 @@ def complete(family: str, given: Mapping[str, Any], where: str = "config") -> di
 class ConfigSection:
     """A section of a config: a dataclass whose fields are values or sections (generated subclasses)."""
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Only the section's keys can be set: a typo (``cfg.optim.epoks = 3``) is a ``UserError`` naming the
+        closest key, not a new attribute the stages would never read."""
+        names = [f.name for f in dataclasses.fields(self)]  # type: ignore[arg-type]
+        if name not in names and not name.startswith("_"):
+            import difflib
+
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (its keys: {', '.join(names)})"
+            raise UserError(f"unknown config key '{name}' in {type(self).__name__}{hint}")
+        object.__setattr__(self, name, value)
+
     def to_dict(self) -> dict[str, Any]:
         """The section as a plain nested dict (copies: editing it leaves the object alone)."""
         out: dict[str, Any] = {}

@@ -202,7 +202,7 @@ class SubsetImageSet(ImageSet):
 
 
 FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
-SKIP_HINT = "fix or remove it, or set data.skip_bad_images=true to skip unreadable images"
+SKIP_HINT = "fix or remove it, or (in a training stage) set data.skip_bad_images=true to skip unreadable images"
 
 
 class BadImageError(UserError):
@@ -515,7 +515,7 @@ class DataSpec:
         return cls(spec, None)
 
 
-def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, seed: int = 0,
+def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_fraction: float = 0.2, seed: int = 0,
               limit: int | None = None, skip_bad_images: bool = False) -> ImageSet:
     """Open ``spec`` (see module docstring) and return the requested split.
 
@@ -523,8 +523,10 @@ def open_data(spec: str, default_split: str = "all", val_fraction: float = 0.2, 
     Folders of at most ``FULL_DECODE_LIMIT`` images are decoded completely first; an unreadable image (here or
     when read later) is an error naming it, or, with ``skip_bad_images``, skipped and counted.
     """
-    ds = DataSpec.parse(spec)
+    ds = DataSpec.parse(os.fspath(spec) if isinstance(spec, os.PathLike) else spec)
     split = ds.split or default_split
+    if split not in ("train", "val", "all"):
+        raise UserError(f"unknown split '{split}' (use train, val or all)")
     src = ds.source
     if src.startswith("tiles:") or (Path(src).expanduser().is_dir() and _is_tiles(Path(src).expanduser())):
         from gensis.wsi.dataset import open_tiles_split  # slides tiled by `gensis wsi tile`, read lazily

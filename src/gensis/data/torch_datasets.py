@@ -30,7 +30,7 @@ with any start method; each worker opens the bank's shards it touches (memory-ma
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,9 @@ Transform = Callable[[torch.Tensor], Any]
 
 
 def _chw(img: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+    from gensis.data.transforms import to_tensor
+
+    return to_tensor(img)  # (3, H, W) uint8
 
 
 def _stack(items: list[Any]) -> Any:
@@ -157,26 +159,79 @@ class BankDataset(Dataset[dict[str, Any]]):
 # any image collection → ImageSet
 
 
-def _to_hwc_uint8(x: Any) -> np.ndarray:
-    """A PIL image, an H×W(×C) array or a (C, H, W) tensor (uint8, or float in [0, 1]) → H×W×3 uint8."""
-    if isinstance(x, (tuple, list)):  # (image, label, ...) items
+_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
+
+
+def _float_to_uint8(t: torch.Tensor, where: str) -> torch.Tensor:
+    """A float image tensor in [0, 1] → uint8; unscaled (0..255) or normalized values are a ``UserError``
+    (the encoder's own rule, ``gensis.models.encoder.check_images``)."""
+    from gensis.models.encoder import FLOAT_MAX, FLOAT_MIN
+
+    t = t.float()
+    if t.numel():
+        lo, hi = (float(v) for v in torch.aminmax(t))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise UserError(f"{where}float image holds NaN or infinite values")
+        if lo < FLOAT_MIN:
+            raise UserError(f"{where}float images must be in [0, 1], got values down to {lo:g}: already "
+                            f"normalized by a mean/std? give the [0, 1] images (gensis normalizes them itself)")
+        if hi > FLOAT_MAX:
+            raise UserError(f"{where}float images must be in [0, 1], got values up to {hi:g}: unscaled 0..255 "
+                            f"pixels? divide by 255 or give uint8")
+    return (t.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _to_hwc_uint8(x: Any, where: str = "") -> np.ndarray:
+    """One image → H×W×3 uint8: a PIL image (any mode), an image file path, an H×W(×C) array, or a (C, H, W)
+    tensor (uint8, or float in [0, 1]); items ``(image, label, ...)`` give their first element. Anything else
+    (a dict, a number, a wrong shape) is a one-line ``UserError`` starting with ``where``."""
+    from gensis.data.sources import decode_image, pil_to_rgb
+
+    if isinstance(x, (tuple, list)) and x:  # (image, label, ...) items
         x = x[0]
+    if isinstance(x, Mapping):
+        raise UserError(f"{where}is a dict (keys {', '.join(map(str, list(x)[:5]))}), not an image: items must be "
+                        f"an image or (image, label); e.g. wrap the dataset to return (item['image'], item['label'])")
+    if isinstance(x, (str, os.PathLike)):
+        return decode_image(Path(x))
+    if hasattr(x, "convert") and hasattr(x, "mode"):  # a PIL image
+        return pil_to_rgb(x)
+    channels_first = isinstance(x, torch.Tensor)  # torch's convention (C, H, W), numpy's (H, W, C)
     if isinstance(x, torch.Tensor):
         t = x.detach().cpu()
         if t.is_floating_point():
-            t = (t.clamp(0, 1) * 255).round()
-        arr = t.to(torch.uint8).numpy()
-        if arr.ndim == 3:
-            arr = arr.transpose(1, 2, 0)  # tensors are channels-first: (C, H, W) → (H, W, C)
+            t = _float_to_uint8(t, where)
+        arr = t.numpy()
+    elif isinstance(x, np.ndarray):
+        arr = x
     else:
-        arr = np.asarray(x.convert("RGB") if hasattr(x, "convert") else x)
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8) if arr.dtype.kind == "f" else arr.astype(np.uint8)
-    if arr.ndim == 2:
+        raise UserError(f"{where}is a {type(x).__name__}, not an image (a PIL image, an image file path, an "
+                        f"H×W×3 array or a (3, H, W) tensor)")
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "uif":
+        raise UserError(f"{where}is an array of {arr.dtype}, not an image")
+    if arr.dtype.kind == "f":
+        arr = _float_to_uint8(torch.from_numpy(np.array(arr, np.float32)), where).numpy()
+    elif arr.dtype != np.uint8:
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if lo < 0 or hi > 255:
+            raise UserError(f"{where}integer image with values in [{lo}, {hi}]: give uint8 (0..255)")
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 3:
+        first, last = arr.shape[0] in _CHANNELS, arr.shape[2] in _CHANNELS
+        if channels_first and first or not last and first:
+            arr = arr.transpose(1, 2, 0)  # (C, H, W) → (H, W, C)
+        elif not last:
+            raise UserError(f"{where}has shape {tuple(arr.shape)}: an image needs 1, 3 or 4 channels, as (C, H, W) "
+                            f"or (H, W, C)")
+    elif arr.ndim == 2:
         arr = arr[:, :, None]
+    else:
+        raise UserError(f"{where}has shape {tuple(arr.shape)}, not an image ((H, W), (H, W, C) or (C, H, W))")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise UserError(f"{where}is an empty image of shape {tuple(arr.shape)}")
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3])
+    return np.ascontiguousarray(arr[:, :, :3])  # RGBA arrays: alpha dropped
 
 
 class TorchImageSet(ImageSet):
@@ -187,7 +242,7 @@ class TorchImageSet(ImageSet):
                  name: str | None = None):
         self.dataset = dataset
         targets = labels if labels is not None else getattr(dataset, "targets", None)
-        self.labels = None if targets is None else np.asarray(targets, dtype=np.int64)
+        self.labels = None if targets is None else _int_labels(targets, len(dataset))  # type: ignore[arg-type]
         self.groups = None
         self.classes = classes if classes is not None else getattr(dataset, "classes", None)
         self.name = name or type(dataset).__name__
@@ -197,7 +252,7 @@ class TorchImageSet(ImageSet):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def get(self, i: int) -> np.ndarray:
-        return _to_hwc_uint8(self.dataset[i])
+        return _to_hwc_uint8(self.dataset[i], f"item {i} of {self.name}: ")
 
     @property
     def identity(self) -> str:
@@ -216,6 +271,25 @@ class TorchImageSet(ImageSet):
         return self._identity
 
 
+def _int_labels(targets: Any, n: int) -> np.ndarray:
+    """Integer class labels (N,) from ``targets`` / ``labels=``: one per image, integers >= 0."""
+    try:
+        arr = np.asarray(targets.tolist() if isinstance(targets, torch.Tensor) else targets)
+    except Exception as e:  # ragged sequences and the like
+        raise UserError(f"labels must be one integer per image ({type(e).__name__}: {e})") from None
+    if arr.ndim != 1 or len(arr) != n:
+        raise UserError(f"labels must be one integer per image: got shape {arr.shape} for {n} images")
+    if arr.dtype.kind not in "iu" and not (arr.dtype.kind == "f" and np.all(np.isfinite(arr))
+                                           and np.all(arr == np.round(arr))):
+        example = arr[0] if len(arr) else ""
+        raise UserError(f"labels must be integers (class indices), got {arr.dtype} (e.g. {example!r}); "
+                        f"map class names to indices first")
+    arr = arr.astype(np.int64)
+    if len(arr) and arr.min() < 0:
+        raise UserError(f"labels must be class indices >= 0, got {int(arr.min())}")
+    return arr
+
+
 def as_image_set(data: Any, labels: Any = None) -> ImageSet:
     """An ``ImageSet`` from an ImageSet, a ``--data`` string / path (whole source: ``@all`` unless a split is
     named), an N×H×W(×3) uint8 array, a uint8 (N, 3, H, W) tensor, or any map-style torch Dataset of images."""
@@ -225,14 +299,41 @@ def as_image_set(data: Any, labels: Any = None) -> ImageSet:
         return data
     if isinstance(data, (str, os.PathLike)):
         return open_data(str(data), "all")
-    if isinstance(data, torch.Tensor) and data.ndim == 4:
-        data = data.detach().cpu().permute(0, 2, 3, 1).numpy()  # (N, 3, H, W) → (N, H, W, 3)
+    if isinstance(data, torch.Tensor):
+        data = _tensor_batch(data)
     if isinstance(data, np.ndarray):
-        if data.dtype != np.uint8 or data.ndim not in (3, 4):
+        if data.ndim == 4 and data.shape[3] != 3 and data.shape[1] == 3:
+            data = data.transpose(0, 2, 3, 1)  # (N, 3, H, W) → (N, H, W, 3)
+        if data.dtype != np.uint8 or data.ndim not in (3, 4) or data.ndim == 4 and data.shape[3] != 3:
             raise UserError(f"image arrays must be uint8 N×H×W or N×H×W×3, got {data.dtype} {data.shape}")
         lab = None if labels is None else np.asarray(labels, np.int64)
         return ArrayImageSet(np.ascontiguousarray(data), lab, None, None, "array")
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-        return TorchImageSet(data, labels)
-    raise UserError(f"cannot use a {type(data).__name__} as images: give an ImageSet, a --data string, an array "
-                    f"or a torch Dataset")
+        out = TorchImageSet(data, labels)
+        if len(out) == 0:
+            raise UserError(f"the {out.name} holds no images")
+        out.get(0)  # a dataset of things that are not images fails here, naming its item 0
+        return out
+    one = " (one image? give a list: [image])" if hasattr(data, "convert") and hasattr(data, "mode") else ""
+    raise UserError(f"cannot use a {type(data).__name__} as images{one}: give an ImageSet, a --data string, an "
+                    f"array, a (N, 3, H, W) tensor, a list of images or a torch Dataset")
+
+
+def _tensor_batch(t: torch.Tensor) -> np.ndarray:
+    """A batch tensor → N×H×W×3 uint8: (N, C, H, W) (torch's layout) or (N, H, W, C), C in 1, 3, 4; uint8, or
+    float in [0, 1] (as the encoder takes)."""
+    t = t.detach().cpu()
+    if t.ndim != 4:
+        hint = " (one image? add a batch dimension: x[None])" if t.ndim == 3 else ""
+        raise UserError(f"an image tensor must be a batch (N, 3, H, W), got shape {tuple(t.shape)}{hint}")
+    if t.shape[1] in _CHANNELS:
+        t = t.permute(0, 2, 3, 1)  # (N, C, H, W) → (N, H, W, C)
+    elif t.shape[3] not in _CHANNELS:
+        raise UserError(f"an image tensor must be (N, 3, H, W) (or (N, H, W, 3)), got shape {tuple(t.shape)}")
+    if t.is_floating_point():
+        t = _float_to_uint8(t, "")
+    elif t.dtype != torch.uint8:
+        raise UserError(f"image tensors must be uint8 (0..255) or float (0..1), got {t.dtype}")
+    if t.shape[3] == 1:
+        t = t.expand(-1, -1, -1, 3)
+    return np.ascontiguousarray(t[..., :3].numpy())  # (N, H, W, 3)

@@ -33,7 +33,10 @@ def _normalize() -> v2.Transform:
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8 array → 3×H×W uint8 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).contiguous()
+    arr = np.ascontiguousarray(img)
+    if not arr.flags.writeable:  # e.g. np.asarray of a PIL image: torch warns about read-only arrays
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 @dataclass

@@ -156,7 +156,13 @@ class ELDMGenerator:
         """
         if method not in INTERPOLATIONS:
             raise UserError(f"unknown interpolation '{method}'; valid: {', '.join(INTERPOLATIONS)}")
-        e = INTERPOLATIONS[method](torch.as_tensor(e1).float(), torch.as_tensor(e2).float(), alpha)
+        e1, e2 = torch.as_tensor(e1).float(), torch.as_tensor(e2).float()
+        if e1.shape != e2.shape:
+            raise UserError(f"e1 and e2 must have the same shape (B, D), got {tuple(e1.shape)} and {tuple(e2.shape)}")
+        a = torch.as_tensor(alpha, dtype=torch.float64)
+        if not bool(torch.isfinite(a).all()) or bool((a < 0).any()) or bool((a > 1).any()):
+            raise UserError(f"alpha must be in [0, 1] (1: e1's side, 0: e2's), got {a.tolist()}")
+        e = INTERPOLATIONS[method](e1, e2, alpha)
         return self.generate(e, seeds, **kw)
 
 

@@ -201,7 +201,7 @@ class ELDMTask(Task):
     resume_ignore = ("ae", "figures", "eval")  # sections `eldm train` does not read
 
     def __init__(self, cfg: dict, encoder_spec: str, data: str, run: RunDir, rt: Runtime, ae_path: str | None):
-        from gensis.models.encoder import load_encoder
+        from gensis.models.encoder import check_encoder_run, load_encoder
 
         o = cfg["optim"]
         self.cfg, self.rt, self.encoder_spec, self.ae_path = cfg, rt, encoder_spec, ae_path
@@ -209,11 +209,13 @@ class ELDMTask(Task):
         if run.is_done():
             raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
         size = int(cfg["data"]["image_size"])
+        check_encoder_run(encoder_spec, cfg["cond"]["which"])  # a wrong --encoder is refused before reading data
         ds = open_training_data(cfg, data)
         if o["batch_size"] % world:
             raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
         if len(ds) < o["batch_size"]:
-            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}")
+            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}: "
+                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give more images")
         self.encoder = encoder = load_encoder(encoder_spec, cfg["cond"]["which"]).to(device)
         self.ae = ae = resolve_autoencoder(cfg, ae_path, device)
         if ae.factor > 1 and size % ae.factor:

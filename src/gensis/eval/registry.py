@@ -92,14 +92,21 @@ def options_to_argv(parser: argparse.ArgumentParser, options: Mapping[str, Any],
             raise UserError(f"{where or parser.prog}: unknown option '{key}'{hint}")
         if value is None or value is False:
             continue
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if not isinstance(v, (str, int, float, os.PathLike)):
+                hint = (" (an Encoder object: use gensis.knn / gensis.linear, which take objects)"
+                        if type(v).__name__ == "Encoder" else "")
+                raise UserError(f"{where or parser.prog}: option '{key}' takes text, numbers or paths (as on the "
+                                f"command line), got a {type(v).__name__}{hint}")
         flag = list(action.option_strings[:1])
         if action.nargs == 0:  # a flag
             argv += flag
         elif isinstance(value, (list, tuple)):
             several = action.nargs in ("+", "*") or isinstance(action.nargs, int)
-            argv += flag + ([str(v) for v in value] if several else [",".join(str(v) for v in value)])
+            argv += flag + ([os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in value] if several
+                            else [",".join(os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in value)])
         else:
-            argv += flag + [str(value)]
+            argv += flag + [os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
     return argv
 
 

@@ -47,6 +47,38 @@ def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
     return model
 
 
+def patch_size_of(model_cfg: dict) -> int | None:
+    """The patch size a config's backbone will have, read without building it: ``model.patch_size`` or the
+    ``patchN`` in the timm name (None when neither says)."""
+    import re
+
+    if model_cfg.get("patch_size") is not None:
+        return int(model_cfg["patch_size"])
+    m = re.search(r"patch(\d+)", str(model_cfg.get("arch", "")))
+    return int(m.group(1)) if m else None
+
+
+def model_patch_size(model: nn.Module) -> int | None:
+    """The patch size of a built timm ViT (None when it has no patch embedding)."""
+    ps = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    if ps is None:
+        return None
+    return int(ps[0] if isinstance(ps, (tuple, list)) else ps)
+
+
+def check_patch_multiple(sizes: dict[str, int], patch: int | None) -> None:
+    """Every crop size (``{"data.image_size": 224, "aug.local_size": 96}``) must be a multiple of the ViT's
+    patch size: a one-line ``UserError`` naming the key, instead of timm's assertion at the first step."""
+    if not patch:
+        return
+    for key, size in sizes.items():
+        if int(size) % patch:
+            lo, hi = (int(size) // patch) * patch, (int(size) // patch + 1) * patch
+            near = f"{lo} or {hi}" if lo > 0 else f"{hi}"
+            raise UserError(f"{key}={size} is not a multiple of the ViT's patch size {patch} (model.patch_size / "
+                            f"model.arch): use e.g. {near}")
+
+
 def embed_dim(model: nn.Module) -> int:
     return int(getattr(model, "num_features", getattr(model, "embed_dim")))
 

@@ -137,6 +137,22 @@ class Encoder:
         return self
 
 
+def check_encoder_run(spec: str, which: str = "teacher") -> Path:
+    """The weights file of the finished pretraining run ``spec`` (cheap checks only, nothing loaded), so a stage
+    can refuse a wrong ``--encoder`` before it reads any data; ``pixels``/``random``/``timm:`` pass through."""
+    if spec in ("pixels", "random") or str(spec).startswith("timm:"):
+        return Path(spec)
+    run = RunDir(spec)
+    if not Path(spec).is_dir():
+        raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
+    if run.exists() and run.manifest().get("stage") not in ("pretrain", None):
+        raise UserError(f"encoder '{spec}' holds a {run.manifest().get('stage')} run, not a pretraining run")
+    weights = run / f"{which}_backbone.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
+    return Path(weights)
+
+
 def load_encoder(spec: str, which: str = "teacher", image_size: int | None = None, seed: int = 0,
                  like: str | None = None) -> Encoder:
     """``spec``: a pretraining RUN directory, ``pixels`` or ``random``.
@@ -158,13 +174,7 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
     if spec.startswith("timm:"):
         return _timm_encoder(spec, image_size)
     run = RunDir(spec)
-    if not Path(spec).is_dir():
-        raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
-    if run.exists() and run.manifest().get("stage") not in ("pretrain", None):
-        raise UserError(f"encoder '{spec}' holds a {run.manifest().get('stage')} run, not a pretraining run")
-    weights = run / f"{which}_backbone.safetensors"
-    if not weights.is_file():
-        raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
+    weights = check_encoder_run(spec, which)
     cfg = run.config()
     size = cfg["data"]["image_size"]
     model = build_backbone({**cfg["model"], "drop_path_rate": 0.0}, size)

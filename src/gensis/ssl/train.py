@@ -29,6 +29,7 @@ from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
 from gensis.data.transforms import MultiCropConfig
 from gensis.errors import UserError
+from gensis.models.backbone import check_patch_multiple, model_patch_size, patch_size_of
 from gensis.rundir import RunDir, save_tensors
 from gensis.ssl.gen import GenViews
 from gensis.ssl.methods import build_method
@@ -47,12 +48,14 @@ class PretrainTask(Task):
         o = cfg["optim"]
         self.cfg, self.rt, self.on_epoch_end = cfg, rt, on_epoch_end
         world, rank, seed = rt.dist.world, rt.dist.rank, rt.seed
+        check_patch_multiple(self._crop_sizes(cfg), patch_size_of(cfg["model"]))  # before reading any image
         ds = open_data(data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"],
                        cfg["data"].get("skip_bad_images", False))
         if o["batch_size"] % world:
             raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
         if len(ds) < o["batch_size"]:
-            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}")
+            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}: "
+                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give more images")
         size = cfg["data"]["image_size"]
         load_size = cfg["data"]["load_size"]
         self.loader = ImageBatches(ds, o["batch_size"], seed, rank, world, load_size, cfg["data"]["num_workers"])
@@ -86,6 +89,8 @@ class PretrainTask(Task):
         crops = MultiCropConfig.from_cfg(cfg["aug"], self.spec.global_size or size)
         crops.n_local = self.spec.n_local
         crops.local_size = self.spec.local_size or crops.local_size
+        vit = next((m for m in self.model.modules() if hasattr(m, "patch_embed")), None)
+        check_patch_multiple(self._crop_sizes(cfg, crops), model_patch_size(vit) if vit is not None else None)
         self.aug = BatchDINOAugmentation(crops, seed * 1000 + rank, rt.device)
         self.mask_rng = random.Random(seed * 1000 + 99 + rank)  # the method's block masks
 
@@ -93,6 +98,15 @@ class PretrainTask(Task):
         self.sched = {"lr": cosine_schedule(lr, o["min_lr"], o["epochs"], self.niter, o["warmup_epochs"]),
                       "wd": cosine_schedule(o["weight_decay"], o["weight_decay_end"], o["epochs"], self.niter),
                       **self.method.schedules(self.epochs, self.niter)}
+
+    @staticmethod
+    def _crop_sizes(cfg: dict, crops: MultiCropConfig | None = None) -> dict[str, int]:
+        """The crop sizes the backbone sees, by the config key that sets them (local ones only if used);
+        without ``crops`` (before the method is built) the global size only."""
+        if crops is not None:
+            sizes = {"data.image_size": crops.global_size}
+            return {**sizes, "aug.local_size": crops.local_size} if crops.n_local else sizes
+        return {"data.image_size": cfg["data"]["image_size"]}  # local crops: the method decides (checked later)
 
     # -- one iteration --------------------------------------------------------------------------------------
     def batches(self, epoch: int):

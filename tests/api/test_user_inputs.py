@@ -1,0 +1,181 @@
+"""What a researcher plausibly passes from a notebook, right or wrong: the right forms work, the wrong ones are
+one ``UserError`` naming the problem (not a TypeError/RuntimeError from deep inside numpy or torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gensis
+from gensis.errors import UserError
+
+
+def _u8(n: int = 4, size: int = 16) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+class _Items(torch.utils.data.Dataset):
+    """A torch Dataset whose items are whatever ``make(i)`` returns."""
+
+    def __init__(self, make, n: int = 6):
+        self.make, self.n = make, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.make(i)
+
+
+def test_batches_as_tensors_in_either_layout_and_dtype():
+    x = _u8()
+    ref = gensis.as_image_set(x)
+    assert ref.get(2).shape == (16, 16, 3) and np.array_equal(ref.get(2), x[2].permute(1, 2, 0).numpy())
+    nhwc = gensis.as_image_set(x.permute(0, 2, 3, 1))  # channels last: same images, not a garbled reshape
+    assert np.array_equal(nhwc.get(2), ref.get(2))
+    floats = gensis.as_image_set(x.float() / 255)  # what torchvision's ToDtype(scale=True) gives: accepted
+    assert np.array_equal(floats.get(2), ref.get(2))
+    grey = gensis.as_image_set(x[:, :1])
+    assert grey.get(0).shape == (16, 16, 3) and np.array_equal(grey.get(0)[..., 2], x[0, 0].numpy())
+
+
+@pytest.mark.parametrize("bad,match", [
+    (_u8()[0], r"batch \(N, 3, H, W\).*x\[None\]"),  # one (3, H, W) image: not 3 grey images
+    (_u8().float(), "unscaled 0..255"),
+    (_u8().float() / 255 * 4 - 2, "already normalized"),
+    (_u8().long(), "uint8"),
+    (torch.zeros(2, 5, 16, 16, dtype=torch.uint8), "must be"),
+])
+def test_wrong_tensor_batches_are_one_user_error(bad, match):
+    with pytest.raises(UserError, match=match):
+        gensis.as_image_set(bad)
+
+
+def test_lists_of_pil_images_and_of_paths(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (12, 10 + i, 3), dtype=np.uint8) for i in range(3)]  # mixed sizes
+    paths = []
+    for i, a in enumerate(arrays):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    from_paths = gensis.as_image_set(paths)  # Path objects
+    from_strs = gensis.as_image_set([str(p) for p in paths])
+    from_pil = gensis.as_image_set([Image.fromarray(a) for a in arrays])
+    for i, a in enumerate(arrays):
+        assert np.array_equal(from_paths.get(i), a) and np.array_equal(from_strs.get(i), a)
+        assert np.array_equal(from_pil.get(i), a)
+    grey = gensis.as_image_set([Image.fromarray(a[..., 0]) for a in arrays])  # mode "L"
+    assert grey.get(1).shape == (12, 11, 3)
+    with pytest.raises(UserError, match=r"one image\? give a list"):
+        gensis.as_image_set(Image.fromarray(arrays[0]))
+    with pytest.raises(UserError, match="missing.png"):
+        gensis.as_image_set([tmp_path / "missing.png"])
+
+
+def test_dataset_items_in_numpy_or_torch_layout():
+    img = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    hwc = gensis.as_image_set(_Items(lambda i: (img, 0)))
+    chw_np = gensis.as_image_set(_Items(lambda i: (np.ascontiguousarray(img.transpose(2, 0, 1)), 0)))
+    chw_t = gensis.as_image_set(_Items(lambda i: (torch.from_numpy(img).permute(2, 0, 1), 0)))
+    for ds in (hwc, chw_np, chw_t):
+        assert np.array_equal(ds.get(0), img)
+
+
+@pytest.mark.parametrize("item,match", [
+    ({"image": np.zeros((8, 8, 3), np.uint8), "label": 0}, r"item 0 of _Items: is a dict \(keys image, label\)"),
+    (3, "item 0 of _Items: is a int, not an image"),
+    ("not/a/file.png", "not/a/file.png"),
+    (np.zeros((8, 8, 7), np.uint8), r"shape \(8, 8, 7\)"),
+    (np.full((8, 8, 3), 300, np.int32), "values in"),
+    (np.zeros((2, 8, 8, 3), np.uint8), "not an image"),
+])
+def test_datasets_of_things_that_are_not_images_fail_at_once(item, match):
+    with pytest.raises(UserError, match=match):
+        gensis.as_image_set(_Items(lambda i: item))
+
+
+def test_a_bad_item_further_in_is_named_and_stops_pretraining(tmp_path):
+    ds = _Items(lambda i: {"x": 1} if i == 13 else (torch.rand(3, 28, 28), i % 3), n=24)
+    cfg = gensis.PretrainConfig.from_preset("smoke", {"optim.batch_size": 8})
+    with pytest.raises(UserError, match="item 13 of _Items: is a dict"):
+        gensis.pretrain(ds, tmp_path / "run", config=cfg)
+    assert not (tmp_path / "run" / "teacher_backbone.safetensors").exists()
+
+
+def test_labels_are_checked():
+    x = _u8(3)
+    assert gensis.as_image_set(_Items(lambda i: x[i], 3), labels=torch.tensor([0, 1, 1])).labels.tolist() == [0, 1, 1]
+    with pytest.raises(UserError, match="one integer per image"):
+        gensis.as_image_set(_Items(lambda i: x[i], 3), labels=[0, 1])
+    with pytest.raises(UserError, match="map class names to indices"):
+        gensis.as_image_set(_Items(lambda i: x[i], 3), labels=["cat", "dog", "cat"])
+
+
+def test_a_typo_when_editing_a_typed_config_is_refused():
+    cfg = gensis.PretrainConfig.from_preset("smoke")
+    cfg.optim.epochs = 3
+    assert cfg.to_dict()["optim"]["epochs"] == 3
+    with pytest.raises(UserError, match="unknown config key 'epoks' in PretrainOptim; did you mean 'epochs'"):
+        cfg.optim.epoks = 4
+    with pytest.raises(UserError, match="'optimm'.*did you mean 'optim'"):
+        cfg.optimm = {}
+    assert gensis.PretrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_evaluate_refuses_objects_where_the_command_line_takes_text(encoder_run, images_npz):
+    enc = gensis.load_encoder(encoder_run)
+    with pytest.raises(UserError, match="option 'encoder'.*Encoder object: use gensis.knn"):
+        gensis.evaluate("knn", encoder=enc, train=str(images_npz))
+
+
+def test_crop_sizes_must_be_multiples_of_the_patch_size(tmp_path):
+    from gensis.models.backbone import check_patch_multiple, patch_size_of
+
+    assert patch_size_of({"arch": "vit_small_patch16_224", "patch_size": None}) == 16
+    assert patch_size_of({"arch": "vit_tiny_patch16_224", "patch_size": 7}) == 7
+    check_patch_multiple({"data.image_size": 28}, 7)
+    with pytest.raises(UserError, match=r"data.image_size=30 is not a multiple of the ViT's patch size 7.*28 or 35"):
+        check_patch_multiple({"data.image_size": 30}, 7)
+    for key, value in (("data.image_size", 30), ("aug.local_size", 15)):  # smoke: patch 7
+        with pytest.raises(UserError, match=f"{key}={value} is not a multiple"):
+            gensis.pretrain("builtin:digits", tmp_path / key, preset="smoke", overrides={key: value})
+        assert not (tmp_path / key).exists()
+
+
+def test_help_shows_no_empty_defaults():
+    out = subprocess.run([sys.executable, "-m", "gensis.cli.main", "pretrain", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "(default: None)" not in out and "(default: False)" not in out
+    assert "dino) (default" not in out and "(default: demo)" in out
+
+
+def test_open_data_takes_paths_and_refuses_unknown_splits(images_npz):
+    assert len(gensis.open_data(images_npz, "train")) == len(gensis.open_data(str(images_npz), "train"))
+    with pytest.raises(UserError, match="unknown split 'trian'"):
+        gensis.open_data(images_npz, "trian")
+
+
+def test_knn_defaults_to_the_command_lines_ks(encoder_run, images_npz):
+    res = gensis.knn(encoder_run, f"{images_npz}@train", f"{images_npz}@val")  # 40 training images: k=100 would fail
+    assert [r["k"] for r in res["results"]] == [10, 20]
+
+
+def test_interpolation_weights_outside_0_1_are_refused(pixel_eldm_run):
+    gen = gensis.load_generator(pixel_eldm_run)
+    e = gen.encode(_u8(2))
+    for alpha in (2.0, -0.1, float("nan"), torch.tensor([0.5, 1.5])):
+        with pytest.raises(UserError, match="alpha must be in"):
+            gen.interpolate(e[:1].expand(2, -1), e[1:].expand(2, -1), alpha=alpha, seeds=[0, 1])
+    with pytest.raises(UserError, match="same shape"):
+        gen.interpolate(e[:1], e, alpha=0.5, seeds=[0])
+
+
+def test_train_eldm_refuses_a_wrong_encoder_before_reading_data(tmp_path):
+    few = np.zeros((4, 16, 16, 3), np.uint8)  # fewer images than the batch: that error would come first
+    with pytest.raises(UserError, match="is not a run directory"):
+        gensis.train_eldm(tmp_path / "no-run", few, tmp_path / "eldm", preset="smoke")
