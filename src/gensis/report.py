@@ -122,6 +122,13 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
     out = Path(out)
     if not out.is_dir():
         raise UserError(f"{out} is not a folder made by `gensis demo`")
+    if RunDir(out).exists():  # a stage's own run folder: writing a report into it would only add clutter
+        raise UserError(f"{out} is a {RunDir(out).manifest().get('stage', 'gensis')} run folder, not a folder made by "
+                        f"`gensis demo` (give the demo's --out)")
+    known = ["results.json", "stages.json", "eldm", *(v.name for m in methods for v in variants(m))]
+    if not any((out / name).exists() for name in known):
+        raise UserError(f"{out} is not a folder made by `gensis demo` (it holds none of "
+                        f"{', '.join(known[:4])} ...)")
     figs = out / "report"
     figs.mkdir(exist_ok=True)
     if data is None and RunDir(out / "dino").exists():

@@ -179,3 +179,16 @@ def test_train_eldm_refuses_a_wrong_encoder_before_reading_data(tmp_path):
     few = np.zeros((4, 16, 16, 3), np.uint8)  # fewer images than the batch: that error would come first
     with pytest.raises(UserError, match="is not a run directory"):
         gensis.train_eldm(tmp_path / "no-run", few, tmp_path / "eldm", preset="smoke")
+
+
+def test_report_refuses_folders_the_demo_did_not_make(tmp_path, encoder_run):
+    from gensis.report import write_report
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.png").write_bytes(b"")
+    with pytest.raises(UserError, match="not a folder made by `gensis demo`"):
+        write_report(tmp_path / "photos")
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["a.png"]  # nothing added
+    with pytest.raises(UserError, match="is a pretrain run folder"):
+        write_report(encoder_run)
+    assert not (encoder_run / "report.md").exists()

@@ -146,7 +146,9 @@ def check_encoder_run(spec: str, which: str = "teacher") -> Path:
     if not Path(spec).is_dir():
         raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
     if run.exists() and run.manifest().get("stage") not in ("pretrain", None):
-        raise UserError(f"encoder '{spec}' holds a {run.manifest().get('stage')} run, not a pretraining run")
+        stage = str(run.manifest().get("stage"))
+        article = "an" if stage[:1] in "aeiou" else "a"
+        raise UserError(f"encoder '{spec}' holds {article} {stage} run, not a pretraining run")
     weights = run / f"{which}_backbone.safetensors"
     if not weights.is_file():
         raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
