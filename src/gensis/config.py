@@ -205,6 +205,13 @@ def _fmt(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, list):
         return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, str):
+        try:
+            parsed = yaml.safe_load(v)
+        except yaml.YAMLError:
+            parsed = v
+        if not isinstance(parsed, str):  # "2" from Python: shown as 2 it would look valid
+            return f"'{v}' (a string)"
     return str(v)
 
 

@@ -192,3 +192,15 @@ def test_report_refuses_folders_the_demo_did_not_make(tmp_path, encoder_run):
     with pytest.raises(UserError, match="is a pretrain run folder"):
         write_report(encoder_run)
     assert not (encoder_run / "report.md").exists()
+
+
+def test_edited_config_values_are_reported_as_given():
+    cfg = gensis.PretrainConfig.from_preset("smoke")
+    cfg.optim.epochs = "2"  # a string from Python: the message must not read "optim.epochs=2: must be an integer"
+    with pytest.raises(UserError, match=r"optim.epochs='2' \(a string\): must be an integer >= 1"):
+        cfg.validate()
+    cfg.optim = {"epochs": 2}  # a section assigned as a mapping stays a section (its defaults + the mapping)
+    assert isinstance(cfg.optim, gensis.configs.typed.PretrainOptim) and cfg.optim.epochs == 2
+    cfg.validate()
+    with pytest.raises(UserError, match="did you mean 'epochs'"):
+        cfg.optim = {"epoks": 2}

@@ -106,6 +106,12 @@ class ConfigSection:
             close = difflib.get_close_matches(name, names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f" (its keys: {', '.join(names)})"
             raise UserError(f"unknown config key '{name}' in {type(self).__name__}{hint}")
+        field = next((f for f in dataclasses.fields(self) if f.name == name), None)  # type: ignore[arg-type]
+        sub = _section_type(field) if field is not None else None
+        if sub is not None and isinstance(value, Mapping):  # cfg.optim = {"epochs": 3}: a section again, made
+            from gensis.config import merge  # of its defaults + the mapping (as the constructor does)
+
+            value = sub._build(merge(sub().to_dict(), nest_overrides(value), where=f"section '{name}'"), f"{name}.")
         object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
