@@ -39,6 +39,10 @@ def test_map_with_bank_two_encoders(tmp_path, capsys, method):
     assert res["encoders"][0]["silhouette_real"] > 0.2  # pixels separate the stripe classes
     with Image.open(png) as im:
         assert im.width > 1.8 * im.height  # two panels side by side
+    # the whole source instead of the bank's split: the message names the spec that works
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(data), "--bank", str(bank), "--out", str(png),
+                 "--method", method]) == 2
+    assert f"({data}@train)" in capsys.readouterr().err
 
 
 def test_umap_wrong_bank_and_class_are_one_line(tmp_path, capsys):

@@ -52,9 +52,12 @@ def _bank_interpolations(bank: str | Path, ds, chosen: list[int], limit: int, se
     reader = BankReader(bank)
     src = reader.header["sources"]
     if src.get("data_identity") != ds.identity or reader.num_images != len(ds):
+        spec = str(src.get("data"))
+        if "@" not in spec and src.get("split"):
+            spec = f"{spec}@{src['split']}"  # the split the bank was made from, not the whole source
         raise UserError(f"bank {bank} was generated from '{src.get('dataset_name')}' ({src.get('num_images')} "
                         f"images), not from {ds.name} ({len(ds)} images): give --data the bank's data and split "
-                        f"({src.get('data')})")
+                        f"({spec})")
     if not reader.alphas:
         raise UserError(f"bank {bank} holds no interpolated images")
     labels = np.asarray(ds.labels)
