@@ -204,3 +204,14 @@ def test_edited_config_values_are_reported_as_given():
     cfg.validate()
     with pytest.raises(UserError, match="did you mean 'epochs'"):
         cfg.optim = {"epoks": 2}
+
+
+def test_demo_refuses_fewer_images_than_a_batch_before_writing(tmp_path, capsys):
+    from gensis.cli.main import main
+
+    data = tmp_path / "few.npz"
+    np.savez(data, images=np.zeros((30, 8, 8, 3), np.uint8), labels=np.arange(30) % 3)
+    assert main(["demo", "--preset", "smoke", "--data", str(data), "--out", str(tmp_path / "demo"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "24 training images, fewer than the batch of 64 the 'smoke' preset uses" in err[0]
+    assert not (tmp_path / "demo").exists()

@@ -90,6 +90,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    _check_enough_images(opts)
     lock_folder(out)  # one demo per folder
     if opts.seeds is None:
         return run_pipeline(opts, out, opts.seed)
@@ -140,6 +141,38 @@ def _module_exists(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _check_enough_images(opts: DemoOptions) -> None:
+    """Refuse, before anything is written, a dataset with fewer training images than a batch of the preset: the
+    demo takes no config overrides, so the stages' own "set optim.batch_size" advice could not be followed."""
+    from gensis.data.sources import open_data
+
+    keys = _Keys(opts)
+    have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
+
+    def want(name: str) -> bool:
+        return opts.stages is None or name in opts.stages
+
+    need: dict[str, int] = {}
+    if any(want(s) for s in ("dino", "gendino", "pixel")):
+        for method in opts.methods:
+            cfg = keys.config("pretrain", [] if method == "dino" else [f"method={method}"])
+            need[f"pretrain ({method})"] = int(cfg["optim"]["batch_size"])
+    if have_gen and want("eldm"):
+        e = keys.config("eldm", [])
+        need["eldm train"] = int(e["optim"]["batch_size"])
+        if e["space"] == "vq":
+            need["eldm train-ae"] = int(e["ae"]["optim"]["batch_size"])
+    if not need:
+        return
+    d = keys.config("pretrain", [])["data"]
+    n = len(open_data(opts.data, "train", d["val_fraction"], d["split_seed"], d["limit"]))
+    stage, batch = max(need.items(), key=lambda kv: kv[1])
+    if n < batch:
+        raise UserError(f"{opts.data} has {n} training images, fewer than the batch of {batch} the '{opts.preset}' "
+                        f"preset uses ({stage}): give at least {batch} training images, or run the stages one by "
+                        f"one with a smaller optim.batch_size (README, \"The pipeline\")")
 
 
 def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
