@@ -33,6 +33,7 @@ def test_docs_examples_run(tmp_path):
     script = "\n\n".join(python_blocks(DOC.read_text()))
     (tmp_path / "api_examples.py").write_text(script)
     env = {**os.environ, "GENSIS_NO_PROGRESS": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("GENSIS_CPU_BF16", None)  # as a user runs it: bf16 where the CPU has it (the suite pins fp32 elsewhere)
     p = subprocess.run([sys.executable, "api_examples.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=1200)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
