@@ -215,3 +215,11 @@ def test_demo_refuses_fewer_images_than_a_batch_before_writing(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "24 training images, fewer than the batch of 64 the 'smoke' preset uses" in err[0]
     assert not (tmp_path / "demo").exists()
+
+
+def test_too_few_images_for_a_batch_names_the_fix(tmp_path):
+    with pytest.raises(UserError, match=r"fewer than optim.batch_size=64: .*optim.batch_size=N, N <= 4\) or give a "
+                                        r"larger data.limit \(now 4\)"):
+        gensis.pretrain("builtin:digits", tmp_path / "run", preset="smoke", overrides={"data.limit": 4})
+    with pytest.raises(UserError, match=r"N <= 3\) or give more images"):
+        gensis.pretrain(_u8(3), tmp_path / "run2", preset="smoke")

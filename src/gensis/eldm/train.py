@@ -214,8 +214,10 @@ class ELDMTask(Task):
         if o["batch_size"] % world:
             raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
         if len(ds) < o["batch_size"]:
+            lim = cfg["data"].get("limit")
+            more = f"a larger data.limit (now {lim})" if lim is not None and len(ds) >= lim else "more images"
             raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}: "
-                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give more images")
+                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give {more}")
         self.encoder = encoder = load_encoder(encoder_spec, cfg["cond"]["which"]).to(device)
         self.ae = ae = resolve_autoencoder(cfg, ae_path, device)
         if ae.factor > 1 and size % ae.factor:

@@ -54,8 +54,10 @@ class PretrainTask(Task):
         if o["batch_size"] % world:
             raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
         if len(ds) < o["batch_size"]:
+            lim = cfg["data"].get("limit")
+            more = f"a larger data.limit (now {lim})" if lim is not None and len(ds) >= lim else "more images"
             raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}: "
-                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give more images")
+                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give {more}")
         size = cfg["data"]["image_size"]
         load_size = cfg["data"]["load_size"]
         self.loader = ImageBatches(ds, o["batch_size"], seed, rank, world, load_size, cfg["data"]["num_workers"])
