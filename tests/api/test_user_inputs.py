@@ -223,3 +223,15 @@ def test_too_few_images_for_a_batch_names_the_fix(tmp_path):
         gensis.pretrain("builtin:digits", tmp_path / "run", preset="smoke", overrides={"data.limit": 4})
     with pytest.raises(UserError, match=r"N <= 3\) or give more images"):
         gensis.pretrain(_u8(3), tmp_path / "run2", preset="smoke")
+
+
+def test_hidden_files_in_an_image_folder_are_not_images(tmp_path):
+    for c in ("cat", "dog"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+        (tmp_path / c / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # what macOS copies leave
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / ".ipynb_checkpoints" / "x.png")
+    ds = gensis.open_data(tmp_path, "all")
+    assert len(ds) == 6 and ds.classes == ["cat", "dog"]

@@ -425,7 +425,10 @@ def _load_npz(path: Path) -> ArrayImageSet:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    """Image files of ``folder`` by extension; hidden ones (``.name``: e.g. macOS' ``._photo.png`` AppleDouble
+    files, which are not images) are skipped, as hidden class folders are."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS)
 
 
 def _class_dirs(folder: Path) -> list[Path]:
