@@ -235,3 +235,12 @@ def test_hidden_files_in_an_image_folder_are_not_images(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / ".ipynb_checkpoints" / "x.png")
     ds = gensis.open_data(tmp_path, "all")
     assert len(ds) == 6 and ds.classes == ["cat", "dog"]
+
+
+def test_knn_on_its_own_training_images_warns_from_python_too(encoder_run, images_npz, capsys):
+    ds = gensis.open_data(images_npz, "all")
+    gensis.knn(encoder_run, ds, ds, ks=[1])
+    err = capsys.readouterr().err
+    assert err.count("warning: the test set is the training set") == 1 and "not a held-out accuracy" in err
+    gensis.knn(encoder_run, f"{images_npz}@train", f"{images_npz}@val", ks=[1])
+    assert "warning" not in capsys.readouterr().err

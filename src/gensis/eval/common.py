@@ -35,6 +35,19 @@ def labels_of(ds, role: str) -> np.ndarray:
     return np.asarray(ds.labels, dtype=np.int64)
 
 
+def warn_if_test_is_train(train_ds, test_ds) -> bool:
+    """A warning line (stderr) when the test images are the training images (``X@all`` twice, the same object):
+    every test image then finds itself, so the score is not a held-out one. Returns whether they are."""
+    same = train_ds is test_ds or (len(train_ds) == len(test_ds) and train_ds.identity == test_ds.identity)
+    if same:
+        import sys
+
+        print(f"gensis: warning: the test set is the training set ({test_ds.name}, {len(test_ds)} images): each "
+              f"image is scored against itself, so this is not a held-out accuracy; test on other images (e.g. "
+              f"DATA@train and DATA@val)", file=sys.stderr)
+    return bool(same)
+
+
 def num_classes_of(train_ds, test_ds, y_train: np.ndarray, y_test: np.ndarray) -> int:
     return max(train_ds.num_classes, test_ds.num_classes, int(max(y_train.max(), y_test.max())) + 1)
 
@@ -123,15 +136,11 @@ def split_defaults(args) -> tuple[float, int]:
 
 def prepare_classification(args):
     """(encoder, train_ds, test_ds, device, cache) from the shared options; user mistakes raise UserError."""
-    import sys
-
     from gensis.eval.options import feature_cache, open_encoder, setup_runtime
 
     device = setup_runtime(args)
     val_fraction, split_seed = split_defaults(args)
     train_ds, test_ds = open_train_test(args.train, args.test, val_fraction, split_seed)
-    if train_ds.identity == test_ds.identity:
-        print(f"gensis: warning: the test set is the training set ({test_ds.name})", file=sys.stderr)
     encoder = open_encoder(args.encoder, args, device=device)
     return encoder, train_ds, test_ds, device, feature_cache(args)
 
