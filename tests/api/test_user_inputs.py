@@ -244,3 +244,22 @@ def test_knn_on_its_own_training_images_warns_from_python_too(encoder_run, image
     assert err.count("warning: the test set is the training set") == 1 and "not a held-out accuracy" in err
     gensis.knn(encoder_run, f"{images_npz}@train", f"{images_npz}@val", ks=[1])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_paths_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch, encoder_run, fake_bank):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    import shutil
+
+    shutil.copytree(encoder_run, tmp_path / "runs" / "dino")
+    shutil.copytree(fake_bank, tmp_path / "bank")
+    assert gensis.load_encoder("~/runs/dino").dim == gensis.load_encoder(encoder_run).dim
+    out = gensis.export_model("~/runs/dino", "timm", "~/export/dino")
+    assert (tmp_path / "export" / "dino" / "config.json").is_file() and not (tmp_path / "~").exists()
+    assert out == tmp_path / "export" / "dino"
+    assert gensis.open_bank("~/bank").num_images == len(gensis.BankDataset("~/bank"))
+    cfg = gensis.PretrainConfig.from_preset("smoke", {"optim.epochs": 1, "optim.batch_size": 8})
+    run = gensis.pretrain(_u8(8), "~/runs/new", config=cfg)
+    assert run == tmp_path / "runs" / "new" and (run / "teacher_backbone.safetensors").is_file()
+    assert not (tmp_path / "~").exists()

@@ -89,7 +89,7 @@ class BankDataset(Dataset[dict[str, Any]]):
                  keep_quantile: float | None = None, weighting: str = "none"):
         from gensis.bank.reader import BankReader
 
-        self.reader = BankReader(bank, decode_threads=0)
+        self.reader = BankReader(os.path.expanduser(os.fspath(bank)), decode_threads=0)
         self.images = self._open(data)
         self.reader.check_dataset(self.images)
         self.transform = transform
