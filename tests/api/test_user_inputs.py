@@ -263,3 +263,11 @@ def test_paths_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch, encoder_r
     run = gensis.pretrain(_u8(8), "~/runs/new", config=cfg)
     assert run == tmp_path / "runs" / "new" and (run / "teacher_backbone.safetensors").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_a_width_that_the_heads_do_not_divide_is_one_user_error():
+    from gensis.models.backbone import build_backbone
+
+    cfg = {"arch": "vit_tiny_patch16_224", "patch_size": 7, "embed_dim": 100, "num_heads": 3, "depth": 1}
+    with pytest.raises(UserError, match=r"model.embed_dim=100, model.num_heads=3.*multiple of model.num_heads"):
+        build_backbone(cfg, 28)

@@ -44,6 +44,10 @@ def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
                                   img_size=img_size, dynamic_img_size=True, **kwargs)
     except TypeError as e:
         raise UserError(f"backbone '{arch}' does not accept these settings ({e}); use a ViT") from None
+    except AssertionError as e:  # timm's own checks, e.g. "dim should be divisible by num_heads"
+        given = ", ".join(f"model.{k}={v}" for k, v in kwargs.items() if k in ("embed_dim", "num_heads", "patch_size"))
+        hint = "; model.embed_dim must be a multiple of model.num_heads" if "num_heads" in str(e) else ""
+        raise UserError(f"backbone '{arch}' cannot be built with {given or 'these settings'}: {e}{hint}") from None
     return model
 
 
