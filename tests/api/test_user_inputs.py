@@ -271,3 +271,9 @@ def test_a_width_that_the_heads_do_not_divide_is_one_user_error():
     cfg = {"arch": "vit_tiny_patch16_224", "patch_size": 7, "embed_dim": 100, "num_heads": 3, "depth": 1}
     with pytest.raises(UserError, match=r"model.embed_dim=100, model.num_heads=3.*multiple of model.num_heads"):
         build_backbone(cfg, 28)
+
+
+def test_eldm_figures_with_a_bad_setting_leave_no_folder(pixel_eldm_run, images_npz, tmp_path):
+    with pytest.raises(UserError, match="steps must be in"):
+        gensis.eldm_figures(pixel_eldm_run, str(images_npz), tmp_path / "figs", steps=0)
+    assert not (tmp_path / "figs").exists()

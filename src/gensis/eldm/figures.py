@@ -126,7 +126,6 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     from gensis.rundir import atomic_save_image
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
 
     def load(idx):
         return torch.stack([to_tensor(ds.get(int(i))) for i in idx])
@@ -141,6 +140,7 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     g = generative_grid(gen, load(rows), int(fig["per_image"]), int(fig["seed"]), int(fig["scale"]),
                         names(rows), **settings)
     p1 = out / "generative.png"
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write (a bad setting leaves no folder)
     atomic_save_image(g, p1)
     a, b = pick_pairs(ds, int(fig["pairs"]), int(fig["seed"]))
     labels = None if ds.labels is None else [f"{x}>{y}" for x, y in zip(names(a), names(b))]
