@@ -277,3 +277,10 @@ def test_eldm_figures_with_a_bad_setting_leave_no_folder(pixel_eldm_run, images_
     with pytest.raises(UserError, match="steps must be in"):
         gensis.eldm_figures(pixel_eldm_run, str(images_npz), tmp_path / "figs", steps=0)
     assert not (tmp_path / "figs").exists()
+
+
+def test_embed_refuses_a_batch_size_below_one(encoder_run):
+    for bs in (0, -1):
+        with pytest.raises(UserError, match="batch_size must be an integer >= 1"):
+            gensis.embed(encoder_run, _u8(2), batch_size=bs)
+    assert gensis.embed(encoder_run, _u8(3), batch_size=2).shape[0] == 3

@@ -267,6 +267,12 @@ def dataset_features(encoder, ds, spec: FeatureSpec = FeatureSpec(), batch_size:
 def extract_features(encoder, ds, batch_size: int = 256, device=None, desc: str = "features",
                      cache: FeatureCache | None = None) -> np.ndarray:
     """(N, D) CLS features of every image of ``ds`` at the encoder's own input size (k-NN, linear, E-LDM)."""
+    import numbers
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        from gensis.errors import UserError
+
+        raise UserError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if device is not None:
         encoder.to(device)
     return dataset_features(encoder, ds, FeatureSpec("cls"), batch_size, cache, desc)
