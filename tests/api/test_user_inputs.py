@@ -284,3 +284,18 @@ def test_embed_refuses_a_batch_size_below_one(encoder_run):
         with pytest.raises(UserError, match="batch_size must be an integer >= 1"):
             gensis.embed(encoder_run, _u8(2), batch_size=bs)
     assert gensis.embed(encoder_run, _u8(3), batch_size=2).shape[0] == 3
+
+
+def test_an_output_path_that_is_the_wrong_kind_is_one_line(tmp_path, capsys, images_npz):
+    from gensis.cli.main import main
+
+    (tmp_path / "afile").write_text("notes")
+    assert main(["pretrain", "--data", str(images_npz), "--out", str(tmp_path / "afile"), "--preset", "smoke",
+                 "optim.batch_size=8"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "notes"
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(images_npz), "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder: name a file" in err[0]
+    with pytest.raises(UserError, match="is a folder"):
+        gensis.evaluate("knn", encoder="pixels", train=str(images_npz), json=tmp_path)

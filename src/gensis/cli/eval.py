@@ -34,9 +34,10 @@ def add_parser(sub) -> None:
 
 def run_evaluation(name: str, args) -> int:
     """Run the registered evaluation ``name``; print its table; write ``--json``."""
-    from gensis.eval.registry import get_evaluation, write_result
+    from gensis.eval.registry import check_result_path, get_evaluation, write_result
 
     ev = get_evaluation(name)
+    check_result_path(getattr(args, "json", None))
     res = ev.run(args)
     print(ev.format(res))
     json_path = getattr(args, "json", None)

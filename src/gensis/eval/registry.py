@@ -122,10 +122,19 @@ def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
     ``per_class``), parsed by the same parser (same defaults, types and checks). Returns the JSON-ready result;
     ``json=PATH`` also writes it."""
     args = parse_options(name, options)
+    check_result_path(getattr(args, "json", None))
     res = get_evaluation(name).run(args)
     if getattr(args, "json", None):
         write_result(args.json, res)
     return res
+
+
+def check_result_path(path: str | os.PathLike[str] | None) -> None:
+    """A ``--json`` path that is a folder is refused (before an evaluation runs, not after)."""
+    from gensis.errors import UserError
+
+    if path and os.path.isdir(path):
+        raise UserError(f"--json {path} is a folder: name a file (e.g. {os.path.join(path, 'results.json')})")
 
 
 def write_result(path: str | os.PathLike[str], res: Mapping[str, Any]) -> None:
@@ -133,4 +142,5 @@ def write_result(path: str | os.PathLike[str], res: Mapping[str, Any]) -> None:
     import gensis
     from gensis.rundir import atomic_write_json
 
+    check_result_path(path)
     atomic_write_json(path, {**res, "gensis_version": getattr(gensis, "__version__", None)})

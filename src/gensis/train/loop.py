@@ -368,6 +368,8 @@ def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Cal
     stage = stage or build.stage  # type: ignore[union-attr]
     created = False
     if rt.is_main:
+        if run.path.exists() and not run.path.is_dir():
+            raise UserError(f"--out {run.path} is a file, not a folder: give a new or empty folder")
         created = not run.path.exists()
         run.path.mkdir(parents=True, exist_ok=True)
         try:
