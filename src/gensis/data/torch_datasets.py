@@ -165,19 +165,10 @@ _CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 def _float_to_uint8(t: torch.Tensor, where: str) -> torch.Tensor:
     """A float image tensor in [0, 1] → uint8; unscaled (0..255) or normalized values are a ``UserError``
     (the encoder's own rule, ``gensis.models.encoder.check_images``)."""
-    from gensis.models.encoder import FLOAT_MAX, FLOAT_MIN
+    from gensis.models.encoder import check_unit_range
 
     t = t.float()
-    if t.numel():
-        lo, hi = (float(v) for v in torch.aminmax(t))
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise UserError(f"{where}float image holds NaN or infinite values")
-        if lo < FLOAT_MIN:
-            raise UserError(f"{where}float images must be in [0, 1], got values down to {lo:g}: already "
-                            f"normalized by a mean/std? give the [0, 1] images (gensis normalizes them itself)")
-        if hi > FLOAT_MAX:
-            raise UserError(f"{where}float images must be in [0, 1], got values up to {hi:g}: unscaled 0..255 "
-                            f"pixels? divide by 255 or give uint8")
+    check_unit_range(t, where)
     return (t.clamp(0, 1) * 255).round().to(torch.uint8)
 
 

@@ -39,6 +39,21 @@ FLOAT_MAX = 1.5   # float images above this are taken for unscaled 0..255 values
 FLOAT_MIN = -0.5  # ... below this for images standardized by a mean and std
 
 
+def check_unit_range(x: torch.Tensor, where: str = "") -> None:
+    """One-line errors for float images outside [FLOAT_MIN, FLOAT_MAX] or not finite; ``where`` prefixes them."""
+    if not x.numel():
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise UserError(f"{where}float images hold NaN or infinite values")
+    if lo < FLOAT_MIN:
+        raise UserError(f"{where}float images must be in [0, 1], got values down to {lo:g}: already normalized by "
+                        f"a mean/std? give the [0, 1] images (gensis normalizes them itself)")
+    if hi > FLOAT_MAX:
+        raise UserError(f"{where}float images must be in [0, 1], got values up to {hi:g}: unscaled 0..255 pixels? "
+                        f"divide by 255 or give uint8")
+
+
 def check_images(images: torch.Tensor) -> torch.Tensor:
     """``images`` if they are a (B, 3, H, W) uint8 tensor (0..255) or floating-point tensor in [0, 1] (half
     precision: as float32); otherwise a one-line ``UserError`` saying what is wrong."""
@@ -51,16 +66,7 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     if not images.dtype.is_floating_point:
         raise UserError(f"images must be uint8 (0..255) or float (0..1), got {images.dtype}")
     x = images if images.dtype in (torch.float32, torch.float64) else images.float()
-    if x.numel():
-        lo, hi = (float(v) for v in torch.aminmax(x))
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise UserError("float images hold NaN or infinite values")
-        if lo < FLOAT_MIN:
-            raise UserError(f"float images must be in [0, 1], got values down to {lo:g}: already normalized by "
-                            f"a mean/std? pass the [0, 1] images (the encoder normalizes them)")
-        if hi > FLOAT_MAX:
-            raise UserError(f"float images must be in [0, 1], got values up to {hi:g}: unscaled 0..255 pixels? "
-                            f"divide by 255 or pass uint8")
+    check_unit_range(x)
     return x
 
 
