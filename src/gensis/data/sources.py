@@ -534,7 +534,7 @@ def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_frac
     if src.startswith("tiles:") or (Path(src).expanduser().is_dir() and _is_tiles(Path(src).expanduser())):
         from gensis.wsi.dataset import open_tiles_split  # slides tiled by `gensis wsi tile`, read lazily
 
-        return _limit(open_tiles_split(src, split, val_fraction, seed), limit, seed)
+        return apply_limit(open_tiles_split(src, split, val_fraction, seed), limit, seed)
     full: ImageSet
     if src.startswith("python:"):
         if src not in _REGISTERED:
@@ -561,19 +561,19 @@ def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_frac
                 else:
                     out = _load_folder(val_dir, classes=train_classes, name=f"{path.name}@{split}",
                                        skip_bad=skip_bad_images)
-                return _limit(out, limit, seed)
+                return apply_limit(out, limit, seed)
             full = _load_folder(path, skip_bad=skip_bad_images)
         elif path.suffix == ".npz":
             full = _load_npz(path)
         else:
             raise UserError(f"unsupported dataset '{src}': give a folder, an .npz file or builtin:NAME")
     if split == "all":
-        return _limit(full, limit, seed)
+        return apply_limit(full, limit, seed)
     tr, va = _split_indices(full.labels, len(full), val_fraction, seed)
     idx = tr if split == "train" else va
     out = full.subset(idx, f"{full.name}@{split}")
     out.split, out.source_size = split, len(full)
-    return _limit(out, limit, seed)
+    return apply_limit(out, limit, seed)
 
 
 class RelabelledImageSet(ImageSet):
@@ -650,7 +650,8 @@ def register_data(ds: ImageSet) -> str:
     return key
 
 
-def _limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
+def apply_limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
+    """The deterministic subset of at most ``limit`` images that ``open_data(..., limit=limit)`` keeps."""
     if limit is None or limit >= len(ds):
         return ds
     rng = np.random.default_rng(seed + 1)

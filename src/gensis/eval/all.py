@@ -10,7 +10,8 @@ command-line options (without dashes; lists for repeated or comma-separated valu
     davis:      {data: /data/DAVIS, out: davis-out}
     umap:       {data: /data/imagenet@train, classes: [n02701002, n01986214, n07718472], out: umap.png}
 
-Without a config, the evaluations that have default data run (k-NN on the builtin data). Each section is
+Without a config, the evaluations that have default data run (k-NN on the data the encoder run was
+pretrained on; the builtin data for the baselines). Each section is
 parsed by the evaluation's own parser, so a wrong option or value is reported as that command would.
 """
 
@@ -84,7 +85,8 @@ def _add_arguments(p) -> None:
 
     add_encoder_options(p)
     p.add_argument("--config", default=None, metavar="evals.yaml",
-                   help="one section per evaluation with its options (default: k-NN on the builtin data)")
+                   help="one section per evaluation with its options (default: k-NN on the data the --encoder run "
+                        "was pretrained on; builtin:animal-mnist for the baselines)")
     add_runtime_options(p)
 
 

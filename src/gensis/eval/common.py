@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import numpy as np
@@ -96,13 +97,16 @@ def split_note(train: dict, test: dict) -> str | None:
 # ---------------------------------------------------------------------------------------------------------
 # options of the classification protocols (knn, linear, robustness)
 
-DEFAULT_DATA = "builtin:animal-mnist"
+DEFAULT_DATA = "builtin:animal-mnist"  # the baselines' data (pixels, random, timm:) when --train is not given
+PASS_DATA = "pass --train DATA (and --test DATA) to say which labelled images to evaluate on"
 
 
-def add_data_options(p, default_train: str | None = DEFAULT_DATA) -> None:
-    p.add_argument("--train", default=default_train, required=default_train is None, metavar="DATA",
+def add_data_options(p, train_required: bool = False) -> None:
+    p.add_argument("--train", default=None, required=train_required, metavar="DATA",
                    help="labelled training data: builtin:NAME, an ImageFolder folder or an .npz; DATA@train, "
-                        "@val or @all picks a split")
+                        "@val or @all picks a split" + ("" if train_required else
+                        " (default: the data the --encoder run was pretrained on, as its manifest records; "
+                        f"{DEFAULT_DATA} for the pixels, random and timm: encoders)"))
     p.add_argument("--test", default=None, metavar="DATA",
                    help="labelled test data (same forms; default: the --train data). One source: its train "
                         "and val splits; two different sources: each whole, unless a split is named")
@@ -113,10 +117,54 @@ def add_data_options(p, default_train: str | None = DEFAULT_DATA) -> None:
                    help="seed of that split (default: the run's data.split_seed, else 0)")
 
 
+def is_run_encoder(spec: str) -> bool:
+    """Whether ``--encoder spec`` names a pretraining run folder (not a baseline or a timm: weights file)."""
+    return spec not in ("pixels", "random") and not spec.startswith("timm:")
+
+
+def run_training_data(run: str) -> str:
+    """The data source (without a split suffix) the pretraining run ``run`` was trained on, as its manifest
+    records it (``inputs.data``); a UserError asking for ``--train`` when it records none."""
+    from gensis.data.sources import DataSpec
+    from gensis.rundir import RunDir
+
+    rd = RunDir(run)
+    recorded = rd.manifest().get("inputs", {}).get("data") if rd.exists() else None
+    if not isinstance(recorded, str) or not recorded:
+        raise UserError(f"{run} does not record the data it was pretrained on (no inputs.data in its "
+                        f"manifest.json); {PASS_DATA}")
+    source = DataSpec.parse(recorded).source
+    path = Path(source.split(":", 1)[1] if source.startswith("tiles:") else source).expanduser()
+    if ":" not in source.replace("tiles:", "", 1) and not path.exists():
+        where = (f"which no longer exists (moved or deleted?)" if path.is_absolute() else
+                 f"a path relative to the folder pretraining ran in, not found from {Path.cwd()}: run from that "
+                 f"folder or")
+        raise UserError(f"{run} was pretrained on {source}, {where}{':' if path.is_absolute() else ''} {PASS_DATA}")
+    return source
+
+
+def resolve_data(args) -> tuple[str, str | None, bool]:
+    """``(train, test, from_run)``: ``--train``/``--test`` as given; without ``--train``, the data the
+    ``--encoder`` run was pretrained on (its manifest), or ``DEFAULT_DATA`` for the baselines, and one line
+    saying which data that is. ``from_run``: the data came from the run's manifest."""
+    if args.train is not None:
+        return args.train, args.test, False
+    enc = str(args.encoder)
+    roles = "train/test" if args.test is None else "train"
+    if not is_run_encoder(enc):
+        print(f"{roles}: {DEFAULT_DATA} (the default for --encoder {enc.split('=', 1)[0]}; --train DATA to change)",
+              flush=True)
+        return DEFAULT_DATA, args.test, False
+    from gensis.models.encoder import check_encoder_run
+
+    check_encoder_run(enc, getattr(args, "backbone", "teacher"))  # a wrong --encoder is named before its data
+    source = run_training_data(enc)
+    print(f"{roles}: {source} (from the run's manifest)", flush=True)
+    return source, args.test, True
+
+
 def split_defaults(args) -> tuple[float, int]:
     """The pretraining run's split (so its held-out images stay held out), else 0.2 / seed 0."""
-    from pathlib import Path
-
     val_fraction, split_seed = 0.2, 0
     enc = str(args.encoder)
     if enc not in ("pixels", "random") and not enc.startswith("timm:") and (Path(enc) / "config.yaml").is_file():
@@ -140,9 +188,40 @@ def prepare_classification(args):
 
     device = setup_runtime(args)
     val_fraction, split_seed = split_defaults(args)
-    train_ds, test_ds = open_train_test(args.train, args.test, val_fraction, split_seed)
+    train, test, from_run = resolve_data(args)
+    if not from_run:
+        train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
+    else:
+        try:
+            train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
+            labels_of(train_ds, "train"), labels_of(test_ds, "test")
+        except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
+            raise UserError(f"cannot evaluate on the data {args.encoder} was pretrained on ({train}, from its "
+                            f"manifest): {e}; {PASS_DATA}") from None
+        _warn_if_changed(args, train_ds)
     encoder = open_encoder(args.encoder, args, device=device)
     return encoder, train_ds, test_ds, device, feature_cache(args)
+
+
+def _warn_if_changed(args, train_ds) -> None:
+    """A warning when the run's data source now holds other images than those it was pretrained on (compared
+    where the split is the one pretraining read: the run's own split settings, its data.limit applied)."""
+    from gensis.data.sources import DataSpec, apply_limit
+    from gensis.rundir import RunDir
+
+    rd = RunDir(args.encoder)
+    inputs, cfg = rd.manifest().get("inputs", {}), rd.config().get("data", {})
+    recorded = inputs.get("data_identity")
+    split = DataSpec.parse(str(inputs.get("data"))).split
+    if (recorded is None or split not in (None, "train") or cfg.get("skip_bad_images")
+            or args.val_fraction is not None or args.split_seed is not None):
+        return
+    seen = apply_limit(train_ds, cfg.get("limit"), int(cfg.get("split_seed", 0))).identity
+    if seen != recorded:
+        import sys
+
+        print(f"gensis: warning: {inputs['data']} now holds other images than {args.encoder} was pretrained on "
+              f"(content hash {seen}, the manifest records {recorded}); {PASS_DATA}", file=sys.stderr)
 
 
 def header_lines(title: str, res: dict) -> list[str]:

@@ -121,7 +121,7 @@ def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
     add_encoder_options(p)
-    add_data_options(p, default_train=None)
+    add_data_options(p, train_required=True)
     p.add_argument("--ood", required=True, metavar="DIR[,DIR...]",
                    help="out-of-distribution ImageFolders whose class folders are named like the training classes")
     p.add_argument("--probe", default=None, metavar="FILE",

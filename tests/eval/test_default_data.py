@@ -1,0 +1,135 @@
+"""``gensis eval knn|linear|all --encoder RUN`` without ``--train``: the data the run was pretrained on (its
+manifest), with the run's split; one line says which; a source that moved or has no labels is one error line."""
+
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from gensis.cli.main import main
+
+os.environ.setdefault("GENSIS_NO_PROGRESS", "1")
+
+
+def _images(n=60, labelled=True):
+    g = np.random.default_rng(0)
+    labels = np.arange(n) % 3
+    imgs = (g.random((n, 16, 16, 3)) * 50).astype(np.uint8)
+    for c in range(3):
+        imgs[labels == c, :, c * 5:c * 5 + 4] += 180  # a bright stripe whose place gives the class
+    return (imgs, labels) if labelled else (imgs, None)
+
+
+def _run(folder, data, val_fraction=0.25, identity=None):
+    """A finished pretraining-run folder (tiny random ViT) whose manifest records ``data``."""
+    from gensis.config import dump, load_config
+    from gensis.models.backbone import build_backbone
+    from gensis.rundir import atomic_write_json, save_tensors
+
+    cfg = load_config("pretrain", "smoke", ["data.image_size=16", "model.patch_size=4", "model.embed_dim=32",
+                                            "model.depth=1", "model.num_heads=2", f"data.val_fraction={val_fraction}"])
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    (folder / "config.yaml").write_text(dump(cfg))
+    save_tensors(folder / "teacher_backbone.safetensors",
+                 build_backbone({**cfg["model"], "drop_path_rate": 0.0}, 16).state_dict())
+    inputs = {} if data is None else {"data": str(data), **({"data_identity": identity} if identity else {})}
+    atomic_write_json(folder / "manifest.json", {"stage": "pretrain", "status": "done", "inputs": inputs})
+    return folder
+
+
+@pytest.fixture()
+def mine(tmp_path):
+    imgs, labels = _images()
+    path = tmp_path / "mine.npz"
+    np.savez(path, images=imgs, labels=labels)
+    return path
+
+
+def _one_error_line(err: str) -> str:
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("gensis: error: ")
+    return lines[0]
+
+
+def test_knn_without_train_uses_the_runs_own_data_and_split(tmp_path, mine, capsys):
+    run = _run(tmp_path / "run", mine)
+    js = tmp_path / "knn.json"
+    assert main(["eval", "knn", "--encoder", str(run), "--k", "3", "--cache", "none", "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert f"train/test: {mine} (from the run's manifest)" in out
+    res = json.loads(js.read_text())
+    assert res["train"]["name"] == "mine@train" and res["test"]["name"] == "mine@val"
+    assert (res["train"]["size"], res["test"]["size"]) == (45, 15)  # the run's data.val_fraction=0.25
+
+
+def test_linear_and_all_without_train_use_the_runs_own_data(tmp_path, mine, capsys):
+    run = _run(tmp_path / "run", f"{mine}@train")  # a recorded split suffix: the source's train/val splits
+    js = tmp_path / "lin.json"
+    assert main(["eval", "linear", "--encoder", str(run), "--epochs", "1", "--lrs", "0.1", "--aug-copies", "1",
+                 "--batch-size", "16", "--cache", "none", "--json", str(js)]) == 0
+    assert f"train/test: {mine} (from the run's manifest)" in capsys.readouterr().out
+    assert json.loads(js.read_text())["test"]["name"] == "mine@val"
+    js = tmp_path / "all.json"
+    assert main(["eval", "all", "--encoder", str(run), "--cache", "none", "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["results"]["knn"]["train"]["name"] == "mine@train"
+
+
+def test_an_explicit_train_is_used_as_given(tmp_path, mine, capsys):
+    other = tmp_path / "other.npz"
+    imgs, labels = _images(30)
+    np.savez(other, images=imgs, labels=labels)
+    run = _run(tmp_path / "run", mine)
+    js = tmp_path / "knn.json"
+    assert main(["eval", "knn", "--encoder", str(run), "--train", str(other), "--k", "3", "--cache", "none",
+                 "--json", str(js)]) == 0
+    assert "from the run's manifest" not in capsys.readouterr().out
+    assert json.loads(js.read_text())["train"]["name"] == "other@train"
+
+
+@pytest.mark.parametrize("case,msg", [("moved", "which no longer exists"), ("unlabelled", "no labels"),
+                                      ("relative", "a path relative to the folder pretraining ran in"),
+                                      ("unrecorded", "does not record the data"),
+                                      ("python-object", "another session")])
+def test_unusable_recorded_data_is_one_line_asking_for_train(tmp_path, capsys, case, msg):
+    path = tmp_path / "data.npz"
+    imgs, labels = _images(labelled=case != "unlabelled")
+    if case not in ("moved", "relative"):
+        np.savez(path, images=imgs, **({} if labels is None else {"labels": labels}))
+    data = {"unrecorded": None, "python-object": "python:deadbeef@all", "relative": "data/d.npz"}.get(case, path)
+    run = _run(tmp_path / "run", data)
+    for verb in ("knn", "linear"):
+        assert main(["eval", verb, "--encoder", str(run), "--cache", "none"]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert msg in line and "pass --train DATA (and --test DATA)" in line
+
+
+def test_changed_data_is_a_warning(tmp_path, mine, capsys):
+    run = _run(tmp_path / "run", mine, identity="0123456789abcdef")
+    assert main(["eval", "knn", "--encoder", str(run), "--k", "3", "--cache", "none"]) == 0
+    assert "now holds other images than" in capsys.readouterr().err
+    from gensis.data.sources import open_data
+
+    same = _run(tmp_path / "same", mine, identity=open_data(str(mine), "train", 0.25, 0, limit=512).identity)
+    assert main(["eval", "knn", "--encoder", str(same), "--k", "3", "--cache", "none"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoder", ["pixels", "random", "timm:vit_tiny_patch16_224=w.pth"])
+def test_baselines_keep_the_builtin_default_and_say_so(encoder, capsys):
+    from gensis.eval.common import DEFAULT_DATA, resolve_data
+
+    args = argparse.Namespace(encoder=encoder, train=None, test=None)
+    assert resolve_data(args) == (DEFAULT_DATA, None, False)
+    assert capsys.readouterr().out.startswith(f"train/test: {DEFAULT_DATA} (the default for --encoder ")
+
+
+def test_help_says_where_the_default_data_comes_from(capsys):
+    for verb in ("knn", "linear"):
+        with pytest.raises(SystemExit):
+            main(["eval", verb, "--help"])
+        assert "pretrained on" in " ".join(capsys.readouterr().out.split())
