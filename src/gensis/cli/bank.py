@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from gensis.cli.main import add_common
+from gensis.cli.main import CommaList, add_common
 
 GENERATE_EPILOG = """\
 examples:
@@ -75,7 +75,8 @@ def add_parser(sub) -> None:
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--n", type=int, default=6, help="number of images (rows), drawn at random by --seed")
     s.add_argument("--seed", type=int, default=0, help="which images to draw")
-    s.add_argument("--indices", default=None, help="comma-separated image indices (instead of --n/--seed)")
+    s.add_argument("--indices", default=None, action=CommaList,
+                   help="comma-separated image indices, or the option repeated (instead of --n/--seed)")
     s.add_argument("--data", default=None, help="dataset for the real images (default: the one recorded in the bank)")
     add_common(s)
     s.set_defaults(func=run_show)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import DefaultsHelp, add_common
+from gensis.cli.main import CommaList, DefaultsHelp, add_common
 
 PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
@@ -26,13 +26,13 @@ def add_parser(sub) -> None:
                         "evaluation its val split")
     p.add_argument("--out", default="gensis-demo", help="folder for all stages' outputs")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage")
-    p.add_argument("--seeds", default=None,
-                   help="comma-separated seeds (e.g. 0,1,2): run the whole pipeline once per seed in OUT/seed-S, "
+    p.add_argument("--seeds", default=None, action=CommaList,
+                   help="comma-separated seeds (e.g. 0,1,2; or the option repeated): run the whole pipeline once per seed in OUT/seed-S, "
                         "then print every number as mean ± std over the seeds (also OUT/seeds.md, seeds.json)")
-    p.add_argument("--stages", default=None,
-                   help="comma-separated subset of stages to run (dino,eldm,bank,gendino,pixel,eval,report)")
-    p.add_argument("--methods", default="dino",
-                   help="comma-separated SSL methods (e.g. dino,ibot,dinov2,simclr): for each method X the table "
+    p.add_argument("--stages", default=None, action=CommaList,
+                   help="comma-separated (or repeated) subset of stages to run (dino,eldm,bank,gendino,pixel,eval,report)")
+    p.add_argument("--methods", default="dino", action=CommaList,
+                   help="comma-separated (or repeated) SSL methods (e.g. dino,ibot,dinov2,simclr): for each method X the table "
                         "shows X | X w/ pixel disent. | Gen-X and the report gets a section (needs `gensis pretrain "
                         "--method`)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe (k-NN only)")

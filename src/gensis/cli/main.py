@@ -45,6 +45,19 @@ class RawDefaultsHelp(DefaultsHelp, argparse.RawDescriptionHelpFormatter):
     """``DefaultsHelp`` keeping the description's own line breaks."""
 
 
+class CommaList(argparse.Action):
+    """A comma-separated list option that may also be repeated: ``--ood a,b --ood c`` is ``a,b,c`` (argparse's
+    plain store keeps only the last occurrence, silently dropping the others). A default is replaced, not
+    extended. For options taking several values (``--k 10 20``) use ``action="extend"`` with ``default=None``."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        seen = namespace.__dict__.setdefault("_given_lists", set())
+        prev = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, f"{prev},{values}" if self.dest in seen and prev else values)
+        seen.add(self.dest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gensis",

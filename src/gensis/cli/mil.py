@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import add_common
+from gensis.cli.main import CommaList, add_common
 
 TRAIN_EPILOG = """\
 labels CSV columns: slide,label (+ patient: folds never split a patient; + split: train/test rows, trained
@@ -47,7 +47,8 @@ def add_parser(sub) -> None:
     q.add_argument("--run", required=True, help="MIL run directory")
     q.add_argument("--feats", required=True, help="features folder")
     q.add_argument("--out", required=True, help="folder for predictions.csv and heatmaps/")
-    q.add_argument("--slides", default=None, help="comma-separated slide ids (default: every bag)")
+    q.add_argument("--slides", default=None, action=CommaList,
+                   help="comma-separated slide ids, or the option repeated (default: every bag)")
     q.add_argument("--no-heatmaps", action="store_true")
     add_common(q)
     q.set_defaults(func=run_predict)

@@ -157,8 +157,10 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_encoder_options(p)
     add_data_options(p)
-    p.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), metavar="K",
-                   help="numbers of neighbours to evaluate (one result row each)")
+    p.add_argument("--k", type=int, nargs="+", action="extend", default=None, metavar="K",
+                   help="numbers of neighbours to evaluate, one result row each, in increasing order; repeating "
+                        "the option adds values (--k 5 --k 3 is --k 3 5) (default: "
+                        f"{' '.join(map(str, DEFAULT_KS))})")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, metavar="T",
                    help="temperature T of the vote weights exp(similarity / T)")
     add_runtime_options(p)
@@ -167,9 +169,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from gensis.eval.common import prepare_classification
 
-    check_knn_args(args.k, args.temperature, 10**12)  # before loading anything
+    ks = check_knn_args(args.k or DEFAULT_KS, args.temperature, 10**12)  # sorted, distinct; before loading anything
     encoder, train_ds, test_ds, device, cache = prepare_classification(args)  # type: ignore[no-untyped-call]
-    return knn_eval(encoder, train_ds, test_ds, ks=args.k, T=args.temperature, device=device,
+    return knn_eval(encoder, train_ds, test_ds, ks=ks, T=args.temperature, device=device,
                     batch_size=args.feature_batch_size, cache=cache)
 
 

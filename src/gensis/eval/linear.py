@@ -315,8 +315,10 @@ def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, dev
 
 def add_probe_arguments(p) -> None:
     d = LinearConfig()
-    p.add_argument("--lrs", type=float, nargs="+", default=list(d.lrs), metavar="LR",
-                   help="learning rates to sweep, at batch 256 (scaled by batch-size/256, as DINO)")
+    p.add_argument("--lrs", type=float, nargs="+", action="extend", default=None, metavar="LR",
+                   help="learning rates to sweep, at batch 256 (scaled by batch-size/256, as DINO); repeating the "
+                        "option adds values, a repeated value counts once (default: "
+                        f"{' '.join(f'{lr:g}' for lr in d.lrs)})")
     p.add_argument("--epochs", type=int, default=d.epochs, metavar="N", help="training epochs of the linear heads")
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="SGD batch size of the linear heads")
     p.add_argument("--aug-copies", type=int, default=d.aug_copies, metavar="K",
@@ -329,7 +331,8 @@ def add_probe_arguments(p) -> None:
 
 
 def probe_config(args) -> LinearConfig:
-    cfg = LinearConfig(lrs=tuple(args.lrs), epochs=args.epochs, batch_size=args.batch_size,
+    lrs = tuple(dict.fromkeys(args.lrs or DEFAULT_LRS))  # distinct, in the given order (head h's init is slice h)
+    cfg = LinearConfig(lrs=lrs, epochs=args.epochs, batch_size=args.batch_size,
                        momentum=args.momentum, weight_decay=args.weight_decay, aug_copies=args.aug_copies,
                        crop_scale=tuple(args.crop_scale), seed=args.seed)
     cfg.check()

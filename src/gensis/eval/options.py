@@ -13,8 +13,11 @@ ENCODER_HELP = ("a pretraining run directory (its exported backbone), a baseline
 
 
 def add_encoder_options(p: argparse.ArgumentParser, many: bool = False) -> None:
+    from gensis.cli.main import CommaList
+
     p.add_argument("--encoder", required=True, metavar="E[,E...]" if many else "RUN|pixels|random|timm:NAME=W",
-                   help=ENCODER_HELP + (" (several, comma-separated, side by side)" if many else ""))
+                   help=ENCODER_HELP + (" (several side by side: comma-separated or the option repeated)" if many else ""),
+                   **({"action": CommaList} if many else {}))
     p.add_argument("--backbone", choices=["teacher", "student"], default="teacher",
                    help="which exported backbone of a run to evaluate (DINO evaluates the teacher)")
     p.add_argument("--init-seed", type=int, default=0, metavar="SEED", help="initialisation seed of --encoder random")

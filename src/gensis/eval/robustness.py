@@ -116,14 +116,16 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
 
 
 def _add_arguments(p) -> None:
+    from gensis.cli.main import CommaList
     from gensis.eval.common import add_data_options
     from gensis.eval.linear import add_probe_arguments
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
     add_encoder_options(p)
     add_data_options(p, train_required=True)
-    p.add_argument("--ood", required=True, metavar="DIR[,DIR...]",
-                   help="out-of-distribution ImageFolders whose class folders are named like the training classes")
+    p.add_argument("--ood", required=True, metavar="DIR[,DIR...]", action=CommaList,
+                   help="out-of-distribution ImageFolders whose class folders are named like the training classes "
+                        "(comma-separated or the option repeated)")
     p.add_argument("--probe", default=None, metavar="FILE",
                    help="save the trained linear probe here (safetensors); if FILE exists, use it instead of training")
     add_probe_arguments(p)

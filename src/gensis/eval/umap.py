@@ -207,13 +207,15 @@ def _draw(panels, y, chosen, names, inter, out_png) -> None:
 
 
 def _add_arguments(p) -> None:
+    from gensis.cli.main import CommaList
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
     add_encoder_options(p, many=True)
     p.add_argument("--data", required=True, metavar="DATA", help="labelled images (any --data form; DATA@train ...)")
     p.add_argument("--bank", default=None, metavar="BANK",
                    help="augmentation bank made from the same DATA: its interpolations between the classes are mapped too")
-    p.add_argument("--classes", default=None, metavar="a,b,c", help="classes to show (names or labels; default: the first 3)")
+    p.add_argument("--classes", default=None, metavar="a,b,c", action=CommaList,
+                   help="classes to show (names or labels, comma-separated or the option repeated; default: the first 3)")
     p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
     p.add_argument("--per-class", type=int, default=150, metavar="N", help="real images per class")
     p.add_argument("--method", choices=["umap", "tsne"], default="umap", help="projection (t-SNE without umap-learn)")
