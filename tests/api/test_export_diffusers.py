@@ -24,14 +24,17 @@ vq = VQModel.from_pretrained(out / "vqvae").eval() if (out / "vqvae").is_dir() e
 cfg = json.loads((out / "conditioner" / "config.json").read_text())
 w = load_file(str(out / "conditioner" / "diffusion_pytorch_model.safetensors"))
 
-def condition(e):  # LayerNorm (no affine) -> Linear -> SiLU -> Linear
+def condition(e):  # LayerNorm (no affine) -> Linear -> SiLU -> Linear; T > 1: T tokens + position embedding
     h = torch.nn.functional.layer_norm(e, e.shape[-1:])
     h = torch.nn.functional.silu(h @ w["proj.1.weight"].T + w["proj.1.bias"])
-    return h @ w["proj.3.weight"].T + w["proj.3.bias"]
+    c = h @ w["proj.3.weight"].T + w["proj.3.bias"]                      # (B, T*C)
+    T = cfg.get("tokens", 1)
+    return c if T == 1 else c.view(len(c), T, -1) + w["pos"]              # (B, C) or (B, T, C)
 
 def predict(x, t, c):
-    ctx = c[:, None, :] if cfg["mode"] != "time" else torch.zeros_like(c[:, None, :])
-    labels = c @ w["to_time.weight"].T + w["to_time.bias"] if "to_time.weight" in w else None
+    ctx, pooled = (c[:, None, :], c) if c.ndim == 2 else (c, c.mean(1))   # (B, T, C); the time path's (B, C)
+    ctx = ctx if cfg["mode"] != "time" else torch.zeros_like(ctx)
+    labels = pooled @ w["to_time.weight"].T + w["to_time.bias"] if "to_time.weight" in w else None
     return unet(x, t, encoder_hidden_states=ctx, class_labels=labels).sample
 
 emb = torch.from_numpy(np.load("emb.npy"))
@@ -52,18 +55,22 @@ np.save("diffusers.npy", img.clamp(-1, 1).numpy())
 """
 
 
-@pytest.mark.parametrize("space", ["vq", pytest.param("pixel", marks=pytest.mark.slow)])
-def test_diffusers_models_without_gensis_reproduce_the_eldm_sampler(space, vq_eldm_run, pixel_eldm_run, tmp_path,
-                                                                     without_gensis):
+@pytest.mark.parametrize("space", ["vq", pytest.param("pixel", marks=pytest.mark.slow), "vq-4-tokens"])
+def test_diffusers_models_without_gensis_reproduce_the_eldm_sampler(space, vq_eldm_run, pixel_eldm_run, encoder_run,
+                                                                     tmp_path, without_gensis):
+    import tiny_runs  # on sys.path through conftest.py
+
     from gensis.eldm import load_generator
 
-    run = vq_eldm_run if space == "vq" else pixel_eldm_run
+    run = {"vq": vq_eldm_run, "pixel": pixel_eldm_run}.get(space)
+    if run is None:  # four context tokens, cross-attention and the time path (their mean)
+        run = tiny_runs.make_eldm_run(tmp_path / "eldm-4", encoder_run, "vq", mode="both", tokens=4)
     out = tmp_path / "export"
     assert main(["export", str(run), "--to", "diffusers", str(out)]) == 0
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "EmbeddingConditionedPipeline"
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
-    assert (out / "vqvae" / "config.json").is_file() == (space == "vq")
+    assert (out / "vqvae" / "config.json").is_file() == space.startswith("vq")
     assert (out / "encoder" / "config.json").is_file()  # the conditioning encoder, as a timm folder
 
     gen = load_generator(run, with_encoder=False)

@@ -46,14 +46,15 @@ def make_encoder_run(run: Path, seed: int = 0, overrides: tuple[str, ...] = ()) 
     return run
 
 
-def make_eldm_run(run: Path, encoder_run: Path, space: str = "vq", seed: int = 0, mode: str = "both") -> Path:
+def make_eldm_run(run: Path, encoder_run: Path, space: str = "vq", seed: int = 0, mode: str = "both",
+                  tokens: int = 1) -> Path:
     """A finished-looking E-LDM run with random weights (written by ``gensis.eldm.train.export``)."""
     from gensis.eldm.autoencoder import PixelSpace, VQAutoencoder, build_vq, load_autoencoder, save_autoencoder
     from gensis.eldm.train import build_denoiser, export
     from gensis.models.encoder import load_encoder
     from gensis.rundir import RunDir, atomic_write_json
 
-    cfg = load_config("eldm", "smoke", [*ELDM, f"space={space}", f"cond.mode={mode}"])
+    cfg = load_config("eldm", "smoke", [*ELDM, f"space={space}", f"cond.mode={mode}", f"cond.tokens={tokens}"])
     torch.manual_seed(seed)
     run.mkdir(parents=True, exist_ok=True)
     encoder = load_encoder(str(encoder_run))

@@ -85,7 +85,8 @@ def trained_pixel_run(tmp_path_factory, encoder_run, tiny_npz) -> Path:
     return out
 
 
-def tiny_generator(mode: str = "both", space: str = "pixel", prediction: str = "epsilon", seed: int = 0):
+def tiny_generator(mode: str = "both", space: str = "pixel", prediction: str = "epsilon", seed: int = 0,
+                   tokens: int = 1):
     """An untrained ELDMGenerator with a random tiny UNet (no encoder): for sampler/determinism tests."""
     from gensis.eldm.autoencoder import PixelSpace
     from gensis.eldm.ddim_sampler import SamplerSettings
@@ -96,7 +97,7 @@ def tiny_generator(mode: str = "both", space: str = "pixel", prediction: str = "
     torch.manual_seed(seed)
     u = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention": [False, True], "mid_attention": False,
          "attention_head_dim": 4, "norm_num_groups": 4}
-    den = Denoiser(12, 3, 8, u, 16, mode)
+    den = Denoiser(12, 3, 8, u, 16, mode, tokens)
     if den.to_time is not None:  # give the time path non-zero weights so the condition matters
         torch.nn.init.normal_(den.to_time.weight, std=0.5)
     sched = NoiseSchedule.create(1000, "linear", 1e-4, 0.02, prediction)
@@ -106,5 +107,5 @@ def tiny_generator(mode: str = "both", space: str = "pixel", prediction: str = "
 
 @pytest.fixture(scope="session")
 def make_generator():
-    """make_generator(mode="both", prediction="epsilon", seed=0) -> an untrained tiny ELDMGenerator."""
+    """make_generator(mode="both", prediction="epsilon", seed=0, tokens=1) -> an untrained tiny ELDMGenerator."""
     return tiny_generator

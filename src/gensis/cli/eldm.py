@@ -61,8 +61,8 @@ def add_parser(sub) -> None:
         "train", help="train the embedding-conditioned denoiser", formatter_class=_Fmt,
         description="Train a UNet (diffusers UNet2DConditionModel, from scratch) to denoise images (space=pixel) or "
                     "VQ latents (--ae AE_RUN) conditioned on the frozen encoder's CLS embedding of the image, "
-                    "projected to unet.context_dim; cond.mode: cross_attn (single context token, the paper's family), "
-                    "time (added to the timestep embedding) or both. The condition is replaced by a learned null "
+                    "projected to unet.context_dim; cond.mode: cross_attn (cond.tokens context tokens, 1 in the "
+                    "paper's family), time (added to the timestep embedding) or both. The condition is replaced by a learned null "
                     "embedding with probability cond.drop_prob for classifier-free guidance. Embeddings of the "
                     "training set are computed once and cached in ELDM_RUN/cache (keyed by the encoder's hash). "
                     "Writes config.yaml, manifest.json, metrics.jsonl, an atomic checkpoint every epoch "

@@ -213,6 +213,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "unet.context_dim": POS_INT,
         "cond.which": OneOf("teacher", "student"),
         "cond.mode": OneOf("cross_attn", "time", "both"),
+        "cond.tokens": POS_INT,
         "cond.drop_prob": FRACTION,
         "cond.encode_batch_size": POS_INT,
         "diffusion.timesteps": Int(ge=2),

@@ -362,6 +362,8 @@ class ELDMCond(ConfigSection):
     which: Literal["teacher", "student"] = "teacher"
     #: cross_attn (paper's family) | time (added to the timestep embedding) | both
     mode: Literal["cross_attn", "time", "both"] = "cross_attn"
+    #: T context tokens the embedding is projected to (1: the paper's single token); T > 1 needs cross-attention (mode cross_attn | both); the time path uses their mean
+    tokens: int = 1
     #: p: condition replaced by the learned null embedding (classifier-free guidance)
     drop_prob: float = 0.1
     encode_batch_size: int = 256

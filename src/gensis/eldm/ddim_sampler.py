@@ -8,7 +8,8 @@ Notation
     x_t          ``x``                        current sample (latent or pixels), (B, C, H, W)
     t, t'        ``t``, ``t_prev``            current and next (smaller) timestep; t' = −1 means "done"
     ᾱ_t, ᾱ_t'    ``a_t``, ``a_prev``          cumulative products of the schedule; ᾱ_{−1} := 1
-    c, ∅         ``ctx``, ``null_ctx``        projected condition and the learned null condition
+    c, ∅         ``ctx``, ``null_ctx``        projected condition (B, C) or (B, T, C) with T context tokens,
+                                              and the learned null condition, one row of it: (C,) or (T, C)
     w            ``guidance``                 CFG scale; ε̃ = ε_∅ + w · (ε_c − ε_∅)   (w = 1: conditional only)
     η            ``eta``                      DDIM stochasticity (0: deterministic)
     σ_t          ``sigma``                    η · √((1 − ᾱ_t')/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_t')
@@ -36,7 +37,7 @@ import torch
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 
-# model(x (N,C,H,W), t (N,) long, ctx (N,Cc)) -> prediction (N,C,H,W)
+# model(x (N,C,H,W), t (N,) long, ctx (N,Cc) or (N,T,Cc)) -> prediction (N,C,H,W)
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 SAMPLERS = ("ddim", "dpmpp")
@@ -75,7 +76,7 @@ def guided_prediction(model: DenoiseFn, x: torch.Tensor, t: torch.Tensor, ctx: t
     b = x.shape[0]
     if guidance == 1.0:
         return model(x, t, ctx)
-    null = null_ctx.to(ctx).expand(b, -1)  # (B, Cc)
+    null = null_ctx.to(ctx).expand(b, *null_ctx.shape)  # (B, Cc) or (B, T, Cc), as ctx
     if guidance == 0.0:
         return model(x, t, null)
     out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([ctx, null]))  # (2B, C, H, W)

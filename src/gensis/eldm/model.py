@@ -138,7 +138,7 @@ class ELDMGenerator:
         x_T = x_T.contiguous(memory_format=torch.channels_last)
         sampler = make_sampler(self.schedule, s)
         with autocast(dev, self.bf16):
-            ctx = self.denoiser.condition(e.to(dev))  # (B, Cc)
+            ctx = self.denoiser.condition(e.to(dev))  # (B, Cc), or (B, T, Cc) with cond.tokens = T > 1
             z = sampler.sample(self._model, x_T, ctx.float(), self.denoiser.null_context.float(), s.guidance, gens)
             x: torch.Tensor = self.autoencoder.decode(z.float())
         return x.float().clamp(-1, 1).cpu()[:b]
@@ -180,14 +180,13 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
 
     ``guidance``/``steps``/``sampler`` replace the run's ``sample`` defaults (and enter ``identity``).
     """
-    from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON
+    from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON, build_denoiser
     from gensis.models.encoder import load_encoder
 
     run = Path(eldm_run_dir)
     info = _read_json(run / MODEL_JSON)
     dev = pick_device(str(device))
-    den = Denoiser(int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]), info["unet"],
-                   int(info["unet"]["context_dim"]), info["cond"]["mode"])
+    den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
     den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
     den.to(dev)
     ae = PixelSpace(int(info.get("pixel_patch", 1))) if info["space"] == "pixel" else load_autoencoder(run / info["autoencoder"]["dir"], dev)

@@ -11,10 +11,16 @@
 
 The conditioner, in plain torch (``conditioner/diffusion_pytorch_model.safetensors``; config in ``config.json``)::
 
-    c   = proj.3(silu(proj.1(layer_norm(e))))      # e (B, D) encoder embedding → c (B, C); no affine LayerNorm
+    c   = proj.3(silu(proj.1(layer_norm(e))))      # e (B, D) encoder embedding → c (B, T·C); no affine LayerNorm
+    T = tokens == 1 (config.json):
     ∅   = null                                     # (C,), the learned "no condition" used for guidance
     encoder_hidden_states = c[:, None, :]          # (B, 1, C), zeros when mode == "time"
     class_labels          = to_time(c)             # (B, T_emb), only when mode is "time" or "both"
+    T = tokens > 1 (mode "cross_attn" or "both"):
+    c   = c.view(B, T, C) + pos                    # (B, T·C) → (B, T, C): T tokens + position embedding pos (T, C)
+    ∅   = null                                     # (T, C)
+    encoder_hidden_states = c                      # (B, T, C)
+    class_labels          = to_time(c.mean(1))     # (B, T_emb), only when mode is "both"
     latents → images: vqvae.decode(z / latent_scale) (VQ runs) or pixel_shuffle(z, pixel_patch) (pixel runs)
 
 Classifier-free guidance: ε̃ = ε(∅) + w · (ε(c) − ε(∅)); each step is ``scheduler.step(ε̃, t, x,
@@ -45,27 +51,34 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):  # type: ignore[misc]
     def __init__(self, emb_dim: int, context_dim: int, time_embed_dim: int | None = None, mode: str = "both",
                  image_size: int = 256, latent_channels: int = 3, latent_size: int = 64, latent_scale: float = 1.0,
                  pixel_patch: int = 1, space: str = "vq", guidance: float = 6.0, num_inference_steps: int = 50,
-                 encoder_identity: str = "", weights_identity: str = ""):
+                 encoder_identity: str = "", weights_identity: str = "", tokens: int = 1):
         super().__init__()
         if mode not in COND_MODES:
             raise ValueError(f"mode must be one of {COND_MODES}, got {mode!r}")
+        if tokens < 1 or (tokens > 1 and mode == "time"):
+            raise ValueError(f"tokens must be >= 1 (and 1 with mode 'time'), got {tokens}")
+        self.tokens, self.context_dim = int(tokens), int(context_dim)
         self.proj = nn.Sequential(nn.LayerNorm(emb_dim, elementwise_affine=False), nn.Linear(emb_dim, context_dim),
-                                  nn.SiLU(), nn.Linear(context_dim, context_dim))
-        self.null = nn.Parameter(torch.zeros(context_dim))
+                                  nn.SiLU(), nn.Linear(context_dim, self.tokens * context_dim))
+        self.null = nn.Parameter(torch.zeros(context_dim) if self.tokens == 1 else torch.zeros(self.tokens, context_dim))
+        self.pos = nn.Parameter(torch.zeros(self.tokens, context_dim)) if self.tokens > 1 else None
         with_time = time_embed_dim is not None and mode in ("time", "both")
         self.to_time = nn.Linear(context_dim, int(time_embed_dim or 0)) if with_time else None
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """e (B, D) → c (B, C)."""
-        c: torch.Tensor = self.proj(embeddings.float())
+        """e (B, D) → c: (B, C) for one token, (B, T, C) for T > 1 tokens."""
+        c: torch.Tensor = self.proj(embeddings.float())  # (B, T·C)
+        if self.pos is not None:
+            c = c.view(len(c), self.tokens, self.context_dim) + self.pos  # (B, T·C) → (B, T, C)
         return c
 
     def unet_inputs(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """c (B, C) → (encoder_hidden_states (B, 1, C), class_labels (B, T_emb) or None)."""
-        ctx = c[:, None, :]  # (B, 1, C): a single context token
+        """c (B, C) or (B, T, C) → (encoder_hidden_states (B, T, C) (T = 1 for (B, C)), class_labels (B, T_emb)
+        or None): the time path reads c, or the mean of the T tokens."""
+        ctx, pooled = (c[:, None, :], c) if c.ndim == 2 else (c, c.mean(dim=1))  # (B, 1, C) or (B, T, C); (B, C)
         if self.config.mode == "time":
             ctx = torch.zeros_like(ctx)
-        return ctx, (self.to_time(c) if self.to_time is not None else None)
+        return ctx, (self.to_time(pooled) if self.to_time is not None else None)
 
 
 class EmbeddingConditionedPipeline(DiffusionPipeline):  # type: ignore[misc]
@@ -127,8 +140,8 @@ class EmbeddingConditionedPipeline(DiffusionPipeline):  # type: ignore[misc]
         for g in gens:  # advance past x_T, exactly as gensis' sampler does before any η-noise
             torch.randn((int(cfg.latent_channels), int(cfg.latent_size), int(cfg.latent_size)), generator=g)
         x = self.initial_noise(seed_list).to(dev)
-        c = self.conditioner(e)  # (B, C)
-        null = self.conditioner.null.to(c).expand_as(c)  # (B, C)
+        c = self.conditioner(e)  # (B, C) or (B, T, C)
+        null = self.conditioner.null.to(c).expand_as(c)  # (B, C) or (B, T, C)
         sch = self.scheduler
         sch.set_timesteps(steps, device=dev)
         x = x * sch.init_noise_sigma

@@ -31,7 +31,7 @@ from gensis.data.sources import ImageSet, open_data
 from gensis.device import autocast
 from gensis.distributed import barrier
 from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space, to_uint8
-from gensis.eldm.denoiser import Denoiser, count_parameters
+from gensis.eldm.denoiser import Denoiser, check_tokens, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 from gensis.progress import progress
@@ -72,7 +72,9 @@ class EMA:
 
 
 def build_denoiser(cfg: dict, emb_dim: int, channels: int, latent_size: int) -> Denoiser:
-    return Denoiser(emb_dim, channels, latent_size, cfg["unet"], int(cfg["unet"]["context_dim"]), cfg["cond"]["mode"])
+    """The denoiser of an E-LDM config (or of a run's ``eldm.json``: runs older than ``cond.tokens`` have 1)."""
+    return Denoiser(emb_dim, channels, latent_size, cfg["unet"], int(cfg["unet"]["context_dim"]), cfg["cond"]["mode"],
+                    int(cfg["cond"].get("tokens", 1)))
 
 
 def lr_at(cfg: dict, step: int) -> float:
@@ -199,6 +201,7 @@ class ELDMTask(Task):
 
     stage, desc = "eldm", "eldm train"
     resume_ignore = ("ae", "figures", "eval")  # sections `eldm train` does not read
+    resume_added = {"cond.tokens": 1}  # runs started before the key existed had one context token
 
     def __init__(self, cfg: dict, encoder_spec: str, data: str, run: RunDir, rt: Runtime, ae_path: str | None):
         from gensis.models.encoder import check_encoder_run, load_encoder
@@ -209,6 +212,7 @@ class ELDMTask(Task):
         if run.is_done():
             raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
         size = int(cfg["data"]["image_size"])
+        check_tokens(cfg["cond"]["tokens"], cfg["cond"]["mode"])  # refused before any data is read
         check_encoder_run(encoder_spec, cfg["cond"]["which"])  # a wrong --encoder is refused before reading data
         ds = open_training_data(cfg, data)
         if o["batch_size"] % world:
@@ -261,7 +265,8 @@ class ELDMTask(Task):
 
     def start_message(self) -> str:
         return (f"[gensis] E-LDM: {self.ae.space} space {self.ae.channels}x{self.latent_size}x{self.latent_size}, "
-                f"denoiser {count_parameters(self.model) / 1e6:.2f}M parameters, cond {self.cfg['cond']['mode']}, "
+                f"denoiser {count_parameters(self.model) / 1e6:.2f}M parameters, cond {self.cfg['cond']['mode']}"
+                f"{'' if self.model.tokens == 1 else f' ({self.model.tokens} tokens)'}, "
                 f"{self.niter} steps/epoch")
 
     def batches(self, epoch: int):
@@ -323,7 +328,7 @@ class ELDMTask(Task):
         was_training = den.training
         den.eval()
         x_T, gens = initial_noise(list(range(n)), (self.ae.channels, self.latent_size, self.latent_size), dev)
-        ctx = den.condition(self.emb[:n].float().to(dev))  # (n, C)
+        ctx = den.condition(self.emb[:n].float().to(dev))  # (n, C) or (n, T, C)
         z = make_sampler(self.schedule_, s).sample(lambda x, t, c: den(x, t, c).float(), x_T, ctx,
                                                    den.null_context.float(), s.guidance, gens)
         den.train(was_training)

@@ -33,18 +33,16 @@ def ddim_scheduler(diffusion: dict[str, Any], sample: dict[str, Any], clip: floa
 def build_pipeline(eldm_run: str | os.PathLike[str]) -> Any:
     """The E-LDM of a finished ``gensis eldm train`` run as an ``EmbeddingConditionedPipeline`` (CPU, eval)."""
     from gensis.eldm.autoencoder import load_autoencoder
-    from gensis.eldm.denoiser import Denoiser
     from gensis.eldm.model import resolve_clip
     from gensis.eldm.pipeline import EmbeddingConditionedPipeline, EmbeddingConditioner
-    from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON
+    from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON, build_denoiser
 
     run = Path(eldm_run)
     if not (run / MODEL_JSON).is_file():
         raise UserError(f"{run} has no {MODEL_JSON}: is it a finished `gensis eldm train` run?")
     info = json.loads((run / MODEL_JSON).read_text())
     context = int(info["unet"]["context_dim"])
-    den = Denoiser(int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]), info["unet"],
-                   context, info["cond"]["mode"])
+    den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
     den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
     den.eval()
     vq, scale = None, 1.0
@@ -53,7 +51,7 @@ def build_pipeline(eldm_run: str | os.PathLike[str]) -> Any:
         vq, scale = ae.vq, ae.scale
     smp = info["sample"]
     cond = EmbeddingConditioner(
-        emb_dim=int(info["emb_dim"]), context_dim=context,
+        emb_dim=int(info["emb_dim"]), context_dim=context, tokens=den.tokens,
         time_embed_dim=None if den.to_time is None else int(den.to_time.out_features), mode=den.mode,
         image_size=int(info["image_size"]), latent_channels=int(info["latent_channels"]),
         latent_size=int(info["latent_size"]), latent_scale=float(scale), pixel_patch=int(info.get("pixel_patch", 1)),
@@ -61,6 +59,8 @@ def build_pipeline(eldm_run: str | os.PathLike[str]) -> Any:
         encoder_identity=str(info["encoder"]["identity"]), weights_identity=str(info["weights_identity"]))
     sd = {f"proj.{k}": v for k, v in den.conditioner.proj.state_dict().items()}
     sd["null"] = den.conditioner.null.detach()
+    if den.conditioner.pos is not None:
+        sd["pos"] = den.conditioner.pos.detach()
     if den.to_time is not None:
         sd.update({f"to_time.{k}": v for k, v in den.to_time.state_dict().items()})
     cond.load_state_dict(sd)

@@ -128,6 +128,7 @@ class Task:
     cfg: dict  # the resolved config (written to the run folder, compared on --resume)
     inputs: dict  # manifest inputs: paths and identities (compared on --resume)
     resume_ignore: tuple[str, ...] = ()  # config keys/sections this stage does not read
+    resume_added: dict = {}  # keys added after runs were made: {key: the value that reproduces those runs}
     epochs: int
     niter: int  # iterations per epoch
     model: nn.Module  # the module that gets gradients (wrapped in DDP under torchrun)
@@ -395,7 +396,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
         raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
     start_epoch = 0
     if resume:
-        check_resume(run, task.stage, task.cfg, task.inputs, task.resume_ignore)
+        check_resume(run, task.stage, task.cfg, task.inputs, task.resume_ignore, task.resume_added)
         if (run / CHECKPOINT).is_file():
             start_epoch = _load(task, rt, run)
         elif main and not quiet:

@@ -3,7 +3,9 @@
 The run folder's ``config.yaml`` and ``manifest.json`` (inputs with their identities) are compared with the
 new invocation; any difference is refused with one line listing every differing key and input. Keys that
 only change speed or logging may differ (``SPEED_ONLY``), as may sections a stage does not read (``ignore``,
-e.g. the ``ae`` section for ``eldm train``). ``train.device`` and ``train.amp`` must match: they change the
+e.g. the ``ae`` section for ``eldm train``), and so may a key added to the config after the run was started,
+when it is absent from the run's config and set to the value that reproduces the run (``added``, e.g.
+``cond.tokens: 1`` for ``eldm train``). ``train.device`` and ``train.amp`` must match: they change the
 numbers (and a checkpoint's random state belongs to its device type).
 An input ``x`` that has an ``x_identity`` (a hash of its content) is compared by identity only, so a moved
 dataset or run folder with the same content resumes. An input that also has an ``x_layout`` (which files, with
@@ -14,7 +16,7 @@ manifest keeps ``x_identity`` (the content) for provenance.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from gensis.errors import UserError
 from gensis.rundir import RunDir
@@ -38,14 +40,18 @@ def _short(v) -> str:
 
 
 def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_inputs: dict,
-                       ignore: Iterable[str] = ()) -> list[str]:
-    """'key (old → new)' for every setting and input that differs (speed-only and ignored keys excepted)."""
+                       ignore: Iterable[str] = (), added: Mapping[str, Any] | None = None) -> list[str]:
+    """'key (old → new)' for every setting and input that differs (speed-only and ignored keys excepted, and
+    keys of ``added`` absent from ``old_cfg`` whose new value is the one that reproduces the old run)."""
     skip = tuple(SPEED_ONLY) + tuple(ignore)
+    added = added or {}
     a, b = _flatten(old_cfg), _flatten(new_cfg)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if k in skip or any(k.startswith(p.rstrip(".") + ".") for p in skip):
             continue
+        if k not in a and k in added and k in b and b[k] == added[k]:
+            continue  # added to the config after this run was started, at the value the run had
         if a.get(k, "<absent>") != b.get(k, "<absent>"):
             diffs.append(f"{k} ({_short(a.get(k, '<absent>'))} -> {_short(b.get(k, '<absent>'))})")
     for k in sorted(set(old_inputs) | set(new_inputs)):
@@ -75,7 +81,8 @@ def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_input
     return diffs
 
 
-def check_resume(run: RunDir, stage: str, cfg: dict, inputs: dict, ignore: Iterable[str] = ()) -> None:
+def check_resume(run: RunDir, stage: str, cfg: dict, inputs: dict, ignore: Iterable[str] = (),
+                 added: Mapping[str, Any] | None = None) -> None:
     """Raise a one-line ``UserError`` unless ``run`` can be resumed by this invocation (nothing to compare in
     a folder without a manifest: the run starts from scratch)."""
     if not run.exists():
@@ -83,7 +90,7 @@ def check_resume(run: RunDir, stage: str, cfg: dict, inputs: dict, ignore: Itera
     m = run.manifest()
     if m.get("stage") != stage:
         raise UserError(f"--resume: {run.path} holds a {m.get('stage')} run, not {stage}; use another --out")
-    diffs = resume_differences(run.config(), cfg, m.get("inputs", {}), inputs, ignore)
+    diffs = resume_differences(run.config(), cfg, m.get("inputs", {}), inputs, ignore, added)
     if diffs:
         raise UserError(f"--resume: {run.path} was started with other settings or inputs: {'; '.join(diffs)}. "
                         f"Resume with the same ones, or use another --out")
