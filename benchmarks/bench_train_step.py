@@ -4,7 +4,7 @@ Times the median of ``--steps`` forward+backward+AdamW steps (after 2 warm-up st
 autoencoder, and the denoiser UNet with each conditioning mode / attention layout of docs/eldm.md, for each
 thread count given.
 
-    .venv/bin/python benchmarks/bench_train_step.py [--threads 1,2] [--steps 10] [--amp off|bf16]
+    .venv/bin/python benchmarks/bench_train_step.py [--threads 1,2] [--steps 10] [--amp off|bf16] [--only TEXT]
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-VARIANTS = [  # name, cond.mode, unet.attention, in-space (channels, size)
-    ("denoiser time, no attention (demo)", "time", [False, False], (3, 7)),
-    ("denoiser both, attention at level 2", "both", [False, True], (3, 7)),
-    ("denoiser cross_attn, attention at level 2", "cross_attn", [False, True], (3, 7)),
-    ("denoiser time, pixel space 28x28x3, [32,64]", "time", [False, False], (3, 28)),
+VARIANTS = [  # name, cond.mode, unet.attention, in-space (channels, size), cond.tokens
+    ("denoiser time, no attention (demo)", "time", [False, False], (3, 7), 1),
+    ("denoiser both, attention at level 2", "both", [False, True], (3, 7), 1),
+    ("denoiser cross_attn, attention at level 2", "cross_attn", [False, True], (3, 7), 1),
+    ("denoiser cross_attn, attention at level 2, 4 tokens", "cross_attn", [False, True], (3, 7), 4),
+    ("denoiser time, pixel space 28x28x3, [32,64]", "time", [False, False], (3, 28), 1),
 ]
 
 
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--amp", default="off", help="off | bf16 (bf16 autocast, as train.amp=bf16)")
+    ap.add_argument("--only", default=None, help="time only the pieces whose name contains this text")
     a = ap.parse_args()
     cfg = load_config("eldm", "demo")
     b = a.batch
@@ -68,13 +70,16 @@ def main() -> None:
             loss.backward()
             opt.step()
 
-        print(f"[{threads} thread(s)] VQ autoencoder (demo): {1000 * median_step(ae_step, a.steps):.0f} ms/step")
-        for name, mode, attn, (ch, size) in VARIANTS:
+        if a.only is None or a.only in "VQ autoencoder (demo)":
+            print(f"[{threads} thread(s)] VQ autoencoder (demo): {1000 * median_step(ae_step, a.steps):.0f} ms/step")
+        for name, mode, attn, (ch, size), tokens in VARIANTS:
+            if a.only is not None and a.only not in name:
+                continue
             u = dict(cfg["unet"], attention=attn)
             if size == 28:
                 u["block_out_channels"] = [32, 64]
             torch.manual_seed(0)
-            m = Denoiser(192, ch, size, u, int(u["context_dim"]), mode)
+            m = Denoiser(192, ch, size, u, int(u["context_dim"]), mode, tokens)
             o = torch.optim.AdamW(m.parameters(), 1e-3)
             xs, t, e = torch.randn(b, ch, size, size), torch.randint(0, 1000, (b,)), torch.randn(b, 192)
 
