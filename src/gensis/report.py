@@ -114,6 +114,17 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
     return dest
 
 
+def _settings(out: Path) -> str | None:
+    """The settings line (preset, data, seed, methods, config overrides) of the demo pass that wrote ``out``."""
+    from gensis.pipeline.demo import SETTINGS
+
+    try:
+        s = json.loads((out / SETTINGS).read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return s if isinstance(s, str) else None
+
+
 def write_report(out: str | Path, data: str | None = None, methods: tuple[str, ...] = ("dino",)) -> tuple[Path, Path]:
     """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``); one section per method."""
     from gensis.errors import UserError
@@ -167,11 +178,14 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
             sections.append(("Embedding space (paper Fig. 6)",
                              "Real embeddings of three classes and E-LDM interpolations between them (stars), "
                              "projected with the map fitted on the real points.", p))
-    md = ["# Gen-SIS report", f"Folder: `{out}`" + (f"; data: `{data}`" if data else ""), ""]
+    settings = _settings(out)
+    md = ["# Gen-SIS report", f"Folder: `{out}`" + (f"; data: `{data}`" if data else ""),
+          *([f"Settings: `{settings}`"] if settings else []), ""]
     h = ["<!doctype html><meta charset='utf-8'><title>Gen-SIS report</title>",
          "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>",
-         f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code></p>"]
+         f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code></p>"
+         + (f"<p>Settings: <code>{html.escape(settings)}</code></p>" if settings else "")]
     for title, text, png in sections:
         md += [f"## {title}", "", text.markdown() if isinstance(text, Table) else text, ""]
         h.append(f"<h2>{html.escape(title)}</h2>")

@@ -16,7 +16,14 @@ def add_parser(sub) -> None:
                     "Stages are resumable: run the same command again after an interruption; a stage whose "
                     "settings changed is redone (gensis only removes folders it can prove it wrote). "
                     "Presets: smoke (~2 min, tests), demo (~16 min on 2 CPU cores with AMX), small (~35 min per "
-                    "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds.",
+                    "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds. "
+                    "Config overrides take the prefix of the stages they change: pretrain. (DINO, Gen-DINO, the "
+                    "pixel ablation), eldm. (autoencoder and E-LDM; eldm.eval.* and eldm.figures.* only its "
+                    "evaluation and figures), bank.; the rest is a key=value of `gensis pretrain`, `gensis eldm "
+                    "train`, `gensis bank generate`, checked the same way. A stage whose overrides changed is redone "
+                    "with the stages that read it.",
+        epilog="example: gensis demo --preset smoke pretrain.optim.epochs=5 eldm.optim.epochs=4 bank.gen.num_generative=2 "
+               "(or, for 32x32 colour images: --data cifar.npz pretrain.data.image_size=32 eldm.data.image_size=32)",
         formatter_class=DefaultsHelp)
     p.add_argument("--preset", default="demo", choices=PRESETS + ("wsi",),
                    help="size of every stage; wsi: the whole-slide demo (`gensis wsi demo`: a real slide, tiles, "
@@ -37,6 +44,9 @@ def add_parser(sub) -> None:
                         "--method`)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe (k-NN only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("overrides", nargs="*", metavar="STAGE.key=value",
+                   help="config overrides of a stage family, e.g. pretrain.optim.epochs=5 (prefixes: pretrain, "
+                        "eldm, bank)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -48,6 +58,10 @@ def run(args) -> int:
 
     if args.quiet:  # stages run in this process: one switch silences every progress bar
         os.environ["GENSIS_NO_PROGRESS"] = "1"
+    if args.preset == "wsi" and args.overrides:
+        from gensis.errors import UserError
+
+        raise UserError("the slide demo (--preset wsi) takes no STAGE.key=value overrides")
     if args.preset == "wsi":  # the slide pipeline lives in gensis.wsi.demo (one entry point)
         from gensis.wsi.demo import run_wsi_demo
 
@@ -56,5 +70,6 @@ def run(args) -> int:
     run_demo(DemoOptions(preset=args.preset, data=args.data, out=args.out, seed=args.seed,
                          seeds=None if args.seeds is None else parse_seeds(args.seeds),
                          stages=parse_stages(args.stages), linear=not args.no_linear, quiet=args.quiet,
-                         debug=args.debug, methods=parse_methods(args.methods)))
+                         debug=args.debug, methods=parse_methods(args.methods),
+                         overrides=tuple(args.overrides or ())))
     return 0

@@ -8,7 +8,7 @@ Errors are ``UserError``s of the library; the runners name the stage in them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
@@ -65,24 +65,25 @@ def bank(config: BankConfig, eldm_run: Path, data: str, out: Path, quiet: bool) 
     return call
 
 
-def eldm_figures(eldm_run: Path, data: str, out: Path) -> StageCall:
-    """``gensis.api.eldm_figures`` (``gensis eldm sample``): the PNG grids."""
+def eldm_figures(eldm_run: Path, data: str, out: Path, overrides: Sequence[str] = ()) -> StageCall:
+    """``gensis.api.eldm_figures`` (``gensis eldm sample``): the PNG grids; ``overrides``: figures.* key=value."""
     def call(resume: bool) -> None:
         from gensis.api import eldm_figures as _figures
 
-        for p in _figures(eldm_run, data, out):
+        for p in _figures(eldm_run, data, out, overrides=list(overrides) or None):
             print(p)
     return call
 
 
-def eldm_eval(eldm_run: Path, data: str, json_path: Path) -> StageCall:
-    """``gensis.api.evaluate_eldm`` (``gensis eldm eval --json``): fidelity numbers, printed and saved."""
+def eldm_eval(eldm_run: Path, data: str, json_path: Path, overrides: Sequence[str] = ()) -> StageCall:
+    """``gensis.api.evaluate_eldm`` (``gensis eldm eval --json``): fidelity numbers, printed and saved;
+    ``overrides``: eval.* key=value."""
     def call(resume: bool) -> None:
         from gensis.api import evaluate_eldm
         from gensis.eldm.evaluate import format_report
         from gensis.rundir import atomic_write_json
 
-        r = evaluate_eldm(eldm_run, data, quiet=False)
+        r = evaluate_eldm(eldm_run, data, overrides=list(overrides) or None, quiet=False)
         print(format_report(r))
         atomic_write_json(json_path, r)
     return call

@@ -14,6 +14,11 @@ it by hand. It writes its own run directory under ``out`` and is keyed by a hash
 inputs (``gensis.pipeline.runner``): a finished stage with the same key is skipped, a killed one resumed, one made
 with other settings redone. So a killed demo continues where it stopped when run again.
 
+Overrides: ``overrides=("pretrain.optim.epochs=5", "eldm.optim.epochs=4", "bank.gen.num_generative=2")`` change the config of
+every stage of that family (``gensis.pipeline.overrides``); ``eldm.eval.*`` and ``eldm.figures.*`` go to the
+E-LDM's evaluation and figure stages, which read them, so they do not retrain it. Without overrides the stages'
+keys and commands are exactly those of a demo without the option.
+
 Methods: ``methods=("dino",)`` by default. Another SSL method X (from ``gensis pretrain --method X``) adds the
 runs X, X-pixel and gen-X (``gensis.pipeline.results.variants``); their E-LDM is conditioned on X's encoder.
 """
@@ -22,12 +27,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
 from gensis.errors import UserError
 from gensis.pipeline import calls
+from gensis.pipeline.overrides import check_overrides, split_overrides
 from gensis.pipeline.results import evaluate, results_table, variants
 from gensis.pipeline.runner import Pipeline, Stage, stage_key
 
@@ -46,6 +53,21 @@ class DemoOptions:
     quiet: bool = False
     debug: bool = False
     methods: tuple[str, ...] = ("dino",)
+    overrides: tuple[str, ...] = ()  # STAGE.key=value (gensis.pipeline.overrides)
+
+
+ELDM_AFTER_TRAINING = {"eval": "eldm-eval", "figures": "eldm-figures"}  # eldm.* sections read after training
+
+
+SETTINGS = "demo-settings.json"  # OUT/: the settings of the last pass (the report shows them)
+
+
+def header(opts: DemoOptions, seed: int | None = None) -> str:
+    """The settings line the demo prints first (and the report repeats); ``seed``: one pass's seed."""
+    seeds = (f"seed {seed}" if seed is not None else f"seeds {','.join(map(str, opts.seeds))}"
+             if opts.seeds is not None else f"seed {opts.seed}")
+    text = f"preset {opts.preset}, data {opts.data}, {seeds}, methods {','.join(opts.methods)}"
+    return text + (f"; overrides: {' '.join(opts.overrides)}" if opts.overrides else "")
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -90,7 +112,9 @@ def run_demo(opts: DemoOptions) -> dict | None:
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder")
+    check_overrides(split_overrides(opts.overrides), opts.preset, opts.methods)  # before anything is written
     _check_enough_images(opts)
+    print(f"gensis demo: {header(opts)}", file=sys.stderr, flush=True)
     lock_folder(out)  # one demo per folder
     if opts.seeds is None:
         return run_pipeline(opts, out, opts.seed)
@@ -144,35 +168,45 @@ def _module_exists(name: str) -> bool:
 
 
 def _check_enough_images(opts: DemoOptions) -> None:
-    """Refuse, before anything is written, a dataset with fewer training images than a batch of the preset: the
-    demo takes no config overrides, so the stages' own "set optim.batch_size" advice could not be followed."""
+    """Refuse, before anything is written, a dataset with fewer training images than a batch of a stage, naming
+    the override that sets a smaller one."""
     from gensis.data.sources import open_data
 
     keys = _Keys(opts)
+    ov = split_overrides(opts.overrides)
     have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
 
     def want(name: str) -> bool:
         return opts.stages is None or name in opts.stages
 
-    need: dict[str, int] = {}
+    need: dict[str, tuple[int, str]] = {}  # stage -> (batch, the override that sets it)
     if any(want(s) for s in ("dino", "gendino", "pixel")):
         for method in opts.methods:
-            cfg = keys.config("pretrain", [] if method == "dino" else [f"method={method}"])
-            need[f"pretrain ({method})"] = int(cfg["optim"]["batch_size"])
+            cfg = keys.config("pretrain", ([] if method == "dino" else [f"method={method}"]) + ov["pretrain"])
+            need[f"pretrain ({method})"] = (int(cfg["optim"]["batch_size"]), "pretrain.optim.batch_size")
     if have_gen and want("eldm"):
-        e = keys.config("eldm", [])
-        need["eldm train"] = int(e["optim"]["batch_size"])
+        e = keys.config("eldm", _eldm_training(ov["eldm"]))
+        need["eldm train"] = (int(e["optim"]["batch_size"]), "eldm.optim.batch_size")
         if e["space"] == "vq":
-            need["eldm train-ae"] = int(e["ae"]["optim"]["batch_size"])
+            need["eldm train-ae"] = (int(e["ae"]["optim"]["batch_size"]), "eldm.ae.optim.batch_size")
     if not need:
         return
-    d = keys.config("pretrain", [])["data"]
+    d = keys.config("pretrain", ov["pretrain"])["data"]
     n = len(open_data(opts.data, "train", d["val_fraction"], d["split_seed"], d["limit"]))
-    stage, batch = max(need.items(), key=lambda kv: kv[1])
+    stage, (batch, key) = max(need.items(), key=lambda kv: kv[1][0])
     if n < batch:
         raise UserError(f"{opts.data} has {n} training images, fewer than the batch of {batch} the '{opts.preset}' "
-                        f"preset uses ({stage}): give at least {batch} training images, or run the stages one by "
-                        f"one with a smaller optim.batch_size (README, \"The pipeline\")")
+                        f"preset uses ({stage}): give at least {batch} training images, or a smaller batch "
+                        f"({key}=N, N <= {n}; the same for every stage whose batch is larger)")
+
+
+def _eldm_training(user: Sequence[str]) -> list[str]:
+    """The ``eldm.*`` overrides the E-LDM's training reads (not its eval.* / figures.* sections)."""
+    return [o for o in user if o.split("=", 1)[0].strip().split(".", 1)[0] not in ELDM_AFTER_TRAINING]
+
+
+def _eldm_after(user: Sequence[str], section: str) -> list[str]:
+    return [o for o in user if o.split("=", 1)[0].strip().split(".", 1)[0] == section]
 
 
 def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
@@ -180,6 +214,10 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     out.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline(out, opts.quiet)
     keys = _Keys(opts)
+    user_ov = split_overrides(opts.overrides)  # {family: [key=value, ...]}; all empty without overrides
+    from gensis.rundir import atomic_write_json
+
+    atomic_write_json(out / SETTINGS, {"settings": header(opts, seed), "overrides": list(opts.overrides)})
     P, D, S = opts.preset, opts.data, str(seed)
     dbg = ["--debug"] if opts.debug else []  # in the printed command lines only (errors reach the caller)
     t_start = time.time()
@@ -191,6 +229,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     for method in opts.methods:
         base, pixel, gen = variants(method)
         pre_ov = [f"train.seed={S}"] + ([] if method == "dino" else [f"method={method}"])  # = --method X
+        pre_ov += user_ov["pretrain"]
         cfg = keys.config("pretrain", pre_ov)
         k_base = stage_key("pretrain", cfg, keys.data, D, method)
         if want("dino"):
@@ -200,7 +239,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
         k_eldm = k_base
         if have_gen and want("eldm"):
-            k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg)
+            k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg, user_ov["eldm"])
         k_bank = stage_key("bank-of", k_eldm)
         bank_dir = "bank" if method == "dino" else f"bank-{method}"
         if have_gen and want("bank"):
@@ -208,7 +247,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
             d = keys.config("pretrain", pre_ov)["data"]
             same = [f"data.limit={'null' if d['limit'] is None else d['limit']}",
                     f"data.val_fraction={d['val_fraction']}", f"data.split_seed={d['split_seed']}",
-                    f"gen.seed={S}"]
+                    f"gen.seed={S}", *user_ov["bank"]]
             cfg = keys.config("bank", same)
             k_bank = stage_key("bank", cfg, k_eldm, keys.data, D)
             pipe.run(Stage(bank_dir, ["bank", "generate", "--eldm", str(out / eldm_dir), "--data", D,
@@ -249,19 +288,21 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
 
 
 def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir: str, P: str, D: str, S: str,
-                 k_encoder: str, extra: list[str]) -> str:
-    """Autoencoder (latent space only), E-LDM, its figures and fidelity numbers; returns the E-LDM's key."""
-    ov = [f"train.seed={S}"]
+                 k_encoder: str, extra: list[str], user: Sequence[str] = ()) -> str:
+    """Autoencoder (latent space only), E-LDM, its figures and fidelity numbers; returns the E-LDM's key.
+    ``user``: the ``eldm.*`` overrides (eval.* / figures.* go to those stages; the rest to both trainings)."""
+    training, figs, evs = _eldm_training(user), _eldm_after(user, "figures"), _eldm_after(user, "eval")
+    ov = [f"train.seed={S}", *training]
     cfg = keys.config("eldm", ov)
     argv = ["eldm", "train", "--encoder", str(out / encoder), "--data", D, "--out", str(out / eldm_dir),
             "--preset", P, *extra, *ov]
     k_ae = "pixel"
     ae: Path | None = None
     if cfg.get("space", cfg.get("ae", {}).get("space")) not in (None, "pixel"):
-        ae_cfg = keys.config("eldm", [])
+        ae_cfg = keys.config("eldm", list(training))
         k_ae = stage_key("eldm-ae", ae_cfg, keys.data, D)
         ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
-                                        "--preset", P, *extra], k_ae, kind="eldm-ae",
+                                        "--preset", P, *extra, *training], k_ae, kind="eldm-ae",
                             call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae")))
         argv += ["--ae", str(ae)]
     k = stage_key("eldm", cfg, keys.data, D, k_encoder, k_ae)
@@ -269,12 +310,15 @@ def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir:
                    call=calls.eldm(ELDMConfig.from_dict(cfg), out / encoder, D, out / eldm_dir, ae)))
     fig_dir = "eldm-figures" if eldm_dir == "eldm" else f"{eldm_dir}-figures"
     ev_dir = "eldm-eval" if eldm_dir == "eldm" else f"{eldm_dir}-eval"
+    # their keys take the overrides only when there are some (keys without overrides stay those of before)
     pipe.run(Stage(fig_dir, ["eldm", "sample", "--eldm", str(out / eldm_dir), "--data", D,
-                             "--out", str(out / fig_dir), *extra], stage_key("figures", k),
+                             "--out", str(out / fig_dir), *extra, *figs],
+                   stage_key("figures", k, figs) if figs else stage_key("figures", k),
                    done_file="interpolation.png", resumable=False,
-                   call=calls.eldm_figures(out / eldm_dir, D, out / fig_dir)))
+                   call=calls.eldm_figures(out / eldm_dir, D, out / fig_dir, figs)))
     pipe.run(Stage(ev_dir, ["eldm", "eval", "--eldm", str(out / eldm_dir), "--data", D,
-                            "--json", str(out / ev_dir / "eval.json"), *extra], stage_key("eval", k),
+                            "--json", str(out / ev_dir / "eval.json"), *extra, *evs],
+                   stage_key("eval", k, evs) if evs else stage_key("eval", k),
                    done_file="eval.json", resumable=False,
-                   call=calls.eldm_eval(out / eldm_dir, D, out / ev_dir / "eval.json")))
+                   call=calls.eldm_eval(out / eldm_dir, D, out / ev_dir / "eval.json", evs)))
     return k

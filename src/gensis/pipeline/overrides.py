@@ -1,0 +1,84 @@
+"""``gensis demo pretrain.optim.epochs=5 eldm.optim.epochs=4 bank.gen.num_generative=2``: config overrides for the stages of
+a pipeline, each prefixed by the config family it changes.
+
+The part after the prefix is an ordinary ``key=value`` override of that family (what ``gensis pretrain``,
+``gensis eldm train`` and ``gensis bank generate`` take), checked by the same ``gensis.config.load_config`` (same
+rules, same one-line errors). Keys the pipeline sets itself (the method, the seeds, the disentanglement source
+of each variant, the bank's split) are refused with the option that sets them. The overrides join each stage's
+resolved config, which its key hashes, so changing one redoes that stage and those that read it; without
+overrides every config, key and printed command is what it was before overrides existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from gensis.errors import UserError
+
+EXAMPLE = "pretrain.optim.epochs=5"
+
+# keys a pipeline sets itself, per family -> what sets them
+PIPELINE_KEYS = {
+    "pretrain": {"method": "--methods", "gen.interp": "the demo's variants (X | X w/ pixel disent. | Gen-X)",
+                 "train.seed": "--seed / --seeds"},
+    "eldm": {"train.seed": "--seed / --seeds"},
+    "bank": {"gen.seed": "--seed / --seeds",
+             **{f"data.{k}": f"pretrain.data.{k} (the bank covers exactly the images pretraining reads)"
+                for k in ("limit", "val_fraction", "split_seed")}},
+    "mil": {"cv.seed": "--seed"},
+}
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in d.items():
+        out.append(f"{prefix}{k}")
+        if isinstance(v, Mapping):
+            out += _flat(v, f"{prefix}{k}.")
+    return out
+
+
+def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain", "eldm", "bank")
+                    ) -> dict[str, list[str]]:
+    """``["pretrain.optim.epochs=5", "bank.gen.k=2"]`` -> ``{"pretrain": ["optim.epochs=5"], "eldm": [],
+    "bank": ["gen.k=2"]}`` (order kept); a UserError for a missing or unknown prefix or a key the pipeline sets."""
+    from gensis.config import parse_overrides
+
+    out: dict[str, list[str]] = {f: [] for f in families}
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        if "=" not in item:
+            raise UserError(f"override '{item}' must look like STAGE.key=value (e.g. {EXAMPLE})")
+        family, _, rest = key.partition(".")
+        if family in out and not rest:
+            raise UserError(f"override '{item}': name a {family} config key after '{family}.' (e.g. {EXAMPLE})")
+        if family not in out:
+            raise UserError(f"override '{item}': unknown stage prefix '{family}'; valid prefixes: "
+                            f"{', '.join(families)} (e.g. {EXAMPLE})")
+        body = item.split(".", 1)[1].lstrip()
+        for k in _flat(parse_overrides([body])):
+            if k in PIPELINE_KEYS.get(family, {}):
+                raise UserError(f"override '{item}': the demo sets {family}.{k} itself; use "
+                                f"{PIPELINE_KEYS[family][k]}")
+        out[family].append(body)
+    return out
+
+
+def check_overrides(by_family: Mapping[str, Sequence[str]], preset: str, methods: Sequence[str] = ("dino",),
+                    presets: Mapping[str, str] | None = None) -> None:
+    """Resolve each family's config with its overrides (``load_config``: the checks of ``gensis pretrain`` ...
+    key=value), for every method the pretraining stages use, before any stage runs. A bad key or value is the
+    same one-line error, naming the prefix it came with."""
+    from gensis.config import load_config
+
+    for family, items in by_family.items():
+        if not items:
+            continue
+        where = f"the demo's {family}.* overrides"
+        for extra in ([[] if m == "dino" else [f"method={m}"] for m in methods] if family == "pretrain" else [[]]):
+            try:
+                load_config(family, (presets or {}).get(family, preset), [*extra, *items], where=where)
+            except UserError as e:
+                raise UserError(str(e) if "(in " in str(e) else f"{e} (in {where})") from None
+
