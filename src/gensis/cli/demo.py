@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("overrides", nargs="*", metavar="STAGE.key=value",
                    help="config overrides of a stage family, e.g. pretrain.optim.epochs=5 (prefixes: pretrain, "
-                        "eldm, bank)")
+                        "eldm, bank; with --preset wsi also mil)")
     add_common(p)
     p.set_defaults(func=run)
 
@@ -58,14 +58,11 @@ def run(args) -> int:
 
     if args.quiet:  # stages run in this process: one switch silences every progress bar
         os.environ["GENSIS_NO_PROGRESS"] = "1"
-    if args.preset == "wsi" and args.overrides:
-        from gensis.errors import UserError
-
-        raise UserError("the slide demo (--preset wsi) takes no STAGE.key=value overrides")
     if args.preset == "wsi":  # the slide pipeline lives in gensis.wsi.demo (one entry point)
         from gensis.wsi.demo import run_wsi_demo
 
-        run_wsi_demo(args.out, seed=args.seed, quiet=args.quiet, debug=args.debug)
+        run_wsi_demo(args.out, seed=args.seed, quiet=args.quiet, debug=args.debug,
+                     overrides=tuple(args.overrides or ()))
         return 0
     run_demo(DemoOptions(preset=args.preset, data=args.data, out=args.out, seed=args.seed,
                          seeds=None if args.seeds is None else parse_seeds(args.seeds),

@@ -86,6 +86,9 @@ def add_parser(sub) -> None:
     d.add_argument("--preset", default="histo-cpu", help="pretrain/eldm/bank preset (histo-cpu, histo)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
+    d.add_argument("overrides", nargs="*", metavar="STAGE.key=value",
+                   help="config overrides with the prefix of the stages they change: pretrain., eldm., bank., mil. "
+                        "(e.g. pretrain.optim.epochs=2 mil.cv.folds=3); changing one redoes those stages")
     add_common(d)
     d.set_defaults(func=run_demo)
 
@@ -140,5 +143,5 @@ def run_demo(args) -> int:
     from gensis.wsi.demo import run_wsi_demo
 
     run_wsi_demo(args.out, slide=args.slide, preset=args.preset, seed=args.seed, quiet=args.quiet,
-                 debug=args.debug)
+                 debug=args.debug, overrides=tuple(args.overrides or ()))
     return 0

@@ -189,16 +189,32 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
     return regions
 
 
+WSI_FAMILIES = ("pretrain", "eldm", "bank", "mil")  # the prefixes of the slide demo's overrides
+
+
+def _with(parts: list, *user: list[str]) -> list:
+    """Key parts plus the stage's overrides, only when there are some (keys without overrides stay as before)."""
+    return parts + [list(u) for u in user if u]
+
+
 def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None = None, preset: str = "histo-cpu",
                  seed: int = 0, quiet: bool = False, debug: bool = False, mil_preset: str = "base",
-                 mil_overrides: tuple[str, ...] = ()) -> dict:
-    """Run (or resume) the slide demo into ``out``; returns {encoder: MIL metrics summary}."""
+                 mil_overrides: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> dict:
+    """Run (or resume) the slide demo into ``out``; returns {encoder: MIL metrics summary}. ``overrides``:
+    ``pretrain.``/``eldm.``/``bank.``/``mil.``-prefixed config overrides (``gensis.pipeline.overrides``)."""
     import os
 
     from gensis.api import bank_config, eldm_config, pretrain_config
     from gensis.pipeline import calls
+    from gensis.pipeline.overrides import check_overrides, split_overrides
     from gensis.rundir import atomic_write_json, atomic_write_text
 
+    user = split_overrides(overrides, WSI_FAMILIES)
+    check_overrides(user, preset, presets={"mil": mil_preset})  # before anything is written
+    if overrides:
+        print(f"slide demo: preset {preset}, seed {seed}; overrides: {' '.join(overrides)}", file=sys.stderr,
+              flush=True)
+    mil_overrides = (*mil_overrides, *user["mil"])
     if quiet:
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     out = Path(out)
@@ -213,34 +229,40 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     data = f"tiles:{out / 'tiles'}@all"
     S = str(seed)
     seed_ov = [f"train.seed={S}"]
-    k_dino = _key("dino", k_tiles, preset, S)
-    st.run("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, *seed_ov],
-           k_dino, _finished(out / "dino"), calls.pretrain(pretrain_config(preset=preset, overrides=seed_ov), data,
+    pre_ov, eldm_ov = [*seed_ov, *user["pretrain"]], [*seed_ov, *user["eldm"]]
+    k_dino = _key(*_with(["dino", k_tiles, preset, S], user["pretrain"]))
+    st.run("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, *pre_ov],
+           k_dino, _finished(out / "dino"), calls.pretrain(pretrain_config(preset=preset, overrides=pre_ov), data,
                                                            out / "dino"), resumable=True)
     from gensis.config import load_config
 
-    k_ae = _key("ae", k_tiles, preset)
+    k_ae = _key(*_with(["ae", k_tiles, preset], user["eldm"]))
     eldm_argv = ["eldm", "train", "--encoder", str(out / "dino"), "--data", data, "--out", str(out / "eldm"),
-                 "--preset", preset, *seed_ov]
+                 "--preset", preset, *eldm_ov]
     ae = None
-    if load_config("eldm", preset).get("space", "pixel") != "pixel":
+    if load_config("eldm", preset, user["eldm"]).get("space", "pixel") != "pixel":
         ae = out / "eldm-ae"
-        st.run("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(ae), "--preset", preset],
-               k_ae, _finished(ae), calls.autoencoder(eldm_config(preset=preset), data, ae), resumable=True)
+        st.run("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(ae), "--preset", preset, *user["eldm"]],
+               k_ae, _finished(ae), calls.autoencoder(eldm_config(preset=preset, overrides=user["eldm"] or None),
+                                                      data, ae), resumable=True)
         eldm_argv += ["--ae", str(ae)]
-    k_eldm = _key("eldm", k_dino, k_ae, preset, S)
+    k_eldm = _key(*_with(["eldm", k_dino, k_ae, preset, S], user["eldm"]))
     st.run("eldm", eldm_argv, k_eldm, _finished(out / "eldm"),
-           calls.eldm(eldm_config(preset=preset, overrides=seed_ov, autoencoder=ae), out / "dino", data,
+           calls.eldm(eldm_config(preset=preset, overrides=eldm_ov, autoencoder=ae), out / "dino", data,
                       out / "eldm", ae), resumable=True)
-    k_bank = _key("bank", k_eldm, preset, S)
     bank_ov = ["gen.secondary=random", f"gen.seed={S}"]
+    if any(o.startswith("data.") for o in user["pretrain"]):  # the bank covers exactly the images pretraining reads
+        d = pretrain_config(preset=preset, overrides=pre_ov).to_dict()["data"]
+        bank_ov += [f"data.{k}={'null' if d[k] is None else d[k]}" for k in ("limit", "val_fraction", "split_seed")]
+    bank_ov += user["bank"]
+    k_bank = _key(*_with(["bank", k_eldm, preset, S], user["bank"]))
     st.run("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", data, "--out", str(out / "bank"),
                     "--preset", preset, *bank_ov, *q], k_bank, out / "bank" / "bank.json",
            calls.bank(bank_config(preset=preset, overrides=bank_ov), out / "eldm", data, out / "bank", quiet))
-    k_gen = _key("gendino", k_bank, preset, S)
+    k_gen = _key(*_with(["gendino", k_bank, preset, S], user["pretrain"]))
     st.run("gendino", ["pretrain", "--data", data, "--out", str(out / "gendino"), "--preset", preset,
-                       "--bank", str(out / "bank"), *seed_ov], k_gen, _finished(out / "gendino"),
-           calls.pretrain(pretrain_config(preset=preset, overrides=seed_ov, bank=out / "bank"), data,
+                       "--bank", str(out / "bank"), *pre_ov], k_gen, _finished(out / "gendino"),
+           calls.pretrain(pretrain_config(preset=preset, overrides=pre_ov, bank=out / "bank"), data,
                           out / "gendino", bank=out / "bank"), resumable=True)
     results = {}
     for name, k_enc in (("dino", k_dino), ("gendino", k_gen)):
