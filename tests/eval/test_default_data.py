@@ -92,8 +92,8 @@ def test_an_explicit_train_is_used_as_given(tmp_path, mine, capsys):
 
 
 @pytest.mark.parametrize("case,msg", [("moved", "which no longer exists"), ("unlabelled", "no labels"),
-                                      ("relative", "a path relative to the folder pretraining ran in"),
-                                      ("unrecorded", "does not record the data"),
+                                      ("relative", "a path relative to the folder the run was started in"),
+                                      ("unrecorded", "does not record the data it was trained on"),
                                       ("python-object", "another session")])
 def test_unusable_recorded_data_is_one_line_asking_for_train(tmp_path, capsys, case, msg):
     path = tmp_path / "data.npz"

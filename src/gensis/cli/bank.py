@@ -8,6 +8,8 @@ import textwrap
 
 from gensis.cli.main import CommaList, add_common
 
+DEFAULT_DATA = "builtin:animal-mnist"  # with --generator only (no run to read the data from)
+
 GENERATE_EPILOG = """\
 examples:
   gensis bank generate --eldm runs/eldm --data builtin:animal-mnist --out banks/am --preset demo
@@ -39,9 +41,10 @@ def add_parser(sub) -> None:
             "ImageNet-1K bank.", 100),
         epilog=GENERATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--eldm", default=None, help="E-LDM run directory (from `gensis eldm train`)")
-    g.add_argument("--data", default="builtin:animal-mnist",
+    g.add_argument("--data", default=None,
                    help="dataset, as for `gensis pretrain`: builtin:NAME, an ImageFolder folder or an .npz "
-                        "(suffix @train/@val/@all picks a split; default: train)")
+                        "(suffix @train/@val/@all picks a split; default: train). Default: the data the --eldm run "
+                        f"was trained on, as its manifest records ({DEFAULT_DATA} with --generator only)")
     g.add_argument("--out", required=True, help="bank folder to create, or to finish after a kill")
     g.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file "
                                                      "(default: demo)")
@@ -92,7 +95,14 @@ def run_generate(args) -> int:
     from gensis.bank.generate import generate_bank  # the library call (the result's summary, exit 1 if partial)
     from gensis.distributed import cleanup
 
-    result = generate_bank(cfg.to_dict(), args.data, args.out, eldm=args.eldm, generator_spec=args.generator,
+    from gensis.data.recorded import data_or_recorded
+
+    if args.data is None and args.eldm is not None:
+        from gensis.eldm.model import finished_run_config
+
+        finished_run_config(args.eldm)  # a wrong --eldm is named before its data
+    data = data_or_recorded(args.data, args.eldm, "--data DATA", "the --eldm run", keep_split=True) or DEFAULT_DATA
+    result = generate_bank(cfg.to_dict(), data, args.out, eldm=args.eldm, generator_spec=args.generator,
                            quiet=args.quiet)
     cleanup()  # not on errors: main() reports them to the other ranks and leaves the group without waiting
     import os

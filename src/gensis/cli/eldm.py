@@ -7,7 +7,7 @@ import argparse
 from gensis.cli.main import RawDefaultsHelp as _Fmt
 from gensis.cli.main import add_common
 
-DEFAULT_DATA = "builtin:animal-mnist"
+DEFAULT_DATA = "builtin:animal-mnist"  # for train-ae (no run to read the data from)
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -70,7 +70,9 @@ def add_parser(sub) -> None:
                     "autoencoder. Multi-process: torchrun --nproc_per_node=N -m gensis.cli.main eldm train ...")
     t.add_argument("--encoder", required=True, help="pretraining run directory whose teacher backbone conditions "
                                                     "the generator (cond.which=student for the student)")
-    t.add_argument("--data", default=DEFAULT_DATA, help="dataset (the training split is used)")
+    t.add_argument("--data", default=None,
+                   help="dataset (the training split is used; default: the data the --encoder run was pretrained "
+                        "on, as its manifest records)")
     t.add_argument("--out", required=True, help="run directory to create (or to resume)")
     t.add_argument("--ae", default=None, help="autoencoder run from `gensis eldm train-ae` (sets space=vq)")
     t.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
@@ -86,8 +88,8 @@ def add_parser(sub) -> None:
                     "samples from the interpolated embedding at figures.alphas, real image 2 at alpha=0; same seed "
                     "along a row). Settings come from the E-LDM run's config; override figures.* as key=value.")
     m.add_argument("--eldm", required=True, help="finished `gensis eldm train` run")
-    m.add_argument("--data", default=DEFAULT_DATA, help="dataset whose held-out (val) images are shown "
-                                                        "(suffix @train/@all for another split)")
+    m.add_argument("--data", default=None, help="dataset whose held-out (val) images are shown (suffix @train/@all "
+                                                 "for another split; default: the data the E-LDM was trained on)")
     m.add_argument("--out", required=True, help="folder for the PNG files")
     m.add_argument("--method", choices=["slerp", "lerp"], default=None, help="interpolation (default figures.method)")
     m.add_argument("--seed", type=int, default=None, help="seed of the rows and samples (default figures.seed)")
@@ -104,7 +106,8 @@ def add_parser(sub) -> None:
                     "embeddings) of the sample equals the source's label (labelled data only); (c) the Frechet "
                     "distance between real and generated embeddings in the encoder's feature space.")
     e.add_argument("--eldm", required=True, help="finished `gensis eldm train` run")
-    e.add_argument("--data", default=DEFAULT_DATA, help="dataset; its val split is held out (train split: k-NN bank)")
+    e.add_argument("--data", default=None, help="dataset; its val split is held out (train split: k-NN bank; "
+                                                 "default: the data the E-LDM was trained on)")
     e.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     e.add_argument("--n", type=int, default=None, help="number of held-out images (default eval.n)")
     _settings_args(e)
@@ -136,7 +139,14 @@ def run_train(args) -> int:
     if args.print_config:
         print(eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae).to_yaml(), end="")
         return 0
-    run = train_eldm(args.encoder, args.data, args.out, autoencoder=args.ae, preset=args.preset,
+    from gensis.data.recorded import data_or_recorded
+    from gensis.models.encoder import check_encoder_run
+
+    if args.data is None:  # a bad setting, then a wrong --encoder, are named before its data
+        eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae)
+        check_encoder_run(args.encoder)
+    data = data_or_recorded(args.data, args.encoder, "--data DATA", "the --encoder run", keep_split=True)
+    run = train_eldm(args.encoder, data, args.out, autoencoder=args.ae, preset=args.preset,
                      overrides=args.overrides, resume=args.resume, quiet=args.quiet)
     print(f"E-LDM training done: {run}")
     return 0
@@ -147,10 +157,20 @@ def _settings(args) -> dict:
             "amp": args.amp}
 
 
+def _eldm_data(args) -> str:
+    """``--data``, else the data the finished E-LDM run was trained on (its held-out split is what is shown)."""
+    from gensis.data.recorded import data_or_recorded
+    from gensis.eldm.model import finished_run_config
+
+    if args.data is None:
+        finished_run_config(args.eldm)  # a wrong --eldm is named before its data
+    return str(data_or_recorded(args.data, args.eldm, "--data DATA", "the E-LDM run"))
+
+
 def run_sample(args) -> int:
     from gensis.api import eldm_figures
 
-    for p in eldm_figures(args.eldm, args.data, args.out, overrides=args.overrides, method=args.method,
+    for p in eldm_figures(args.eldm, _eldm_data(args), args.out, overrides=args.overrides, method=args.method,
                           seed=args.seed, **_settings(args)):
         print(p)
     return 0
@@ -161,7 +181,7 @@ def run_eval(args) -> int:
     from gensis.eldm.evaluate import format_report
     from gensis.rundir import atomic_write_json
 
-    r = evaluate_eldm(args.eldm, args.data, n=args.n, overrides=args.overrides, quiet=args.quiet, **_settings(args))
+    r = evaluate_eldm(args.eldm, _eldm_data(args), n=args.n, overrides=args.overrides, quiet=args.quiet, **_settings(args))
     print(format_report(r))
     if args.json:
         atomic_write_json(args.json, r)

@@ -98,7 +98,8 @@ def split_note(train: dict, test: dict) -> str | None:
 # options of the classification protocols (knn, linear, robustness)
 
 DEFAULT_DATA = "builtin:animal-mnist"  # the baselines' data (pixels, random, timm:) when --train is not given
-PASS_DATA = "pass --train DATA (and --test DATA) to say which labelled images to evaluate on"
+GIVE_DATA = "--train DATA (and --test DATA) to say which labelled images to evaluate on"
+PASS_DATA = f"pass {GIVE_DATA}"
 
 
 def add_data_options(p, train_required: bool = False) -> None:
@@ -122,27 +123,6 @@ def is_run_encoder(spec: str) -> bool:
     return spec not in ("pixels", "random") and not spec.startswith("timm:")
 
 
-def run_training_data(run: str) -> str:
-    """The data source (without a split suffix) the pretraining run ``run`` was trained on, as its manifest
-    records it (``inputs.data``); a UserError asking for ``--train`` when it records none."""
-    from gensis.data.sources import DataSpec
-    from gensis.rundir import RunDir
-
-    rd = RunDir(run)
-    recorded = rd.manifest().get("inputs", {}).get("data") if rd.exists() else None
-    if not isinstance(recorded, str) or not recorded:
-        raise UserError(f"{run} does not record the data it was pretrained on (no inputs.data in its "
-                        f"manifest.json); {PASS_DATA}")
-    source = DataSpec.parse(recorded).source
-    path = Path(source.split(":", 1)[1] if source.startswith("tiles:") else source).expanduser()
-    if ":" not in source.replace("tiles:", "", 1) and not path.exists():
-        where = (f"which no longer exists (moved or deleted?)" if path.is_absolute() else
-                 f"a path relative to the folder pretraining ran in, not found from {Path.cwd()}: run from that "
-                 f"folder or")
-        raise UserError(f"{run} was pretrained on {source}, {where}{':' if path.is_absolute() else ''} {PASS_DATA}")
-    return source
-
-
 def resolve_data(args) -> tuple[str, str | None, bool]:
     """``(train, test, from_run)``: ``--train``/``--test`` as given; without ``--train``, the data the
     ``--encoder`` run was pretrained on (its manifest), or ``DEFAULT_DATA`` for the baselines, and one line
@@ -157,8 +137,10 @@ def resolve_data(args) -> tuple[str, str | None, bool]:
         return DEFAULT_DATA, args.test, False
     from gensis.models.encoder import check_encoder_run
 
+    from gensis.data.recorded import recorded_data
+
     check_encoder_run(enc, getattr(args, "backbone", "teacher"))  # a wrong --encoder is named before its data
-    source = run_training_data(enc)
+    source = recorded_data(enc, GIVE_DATA)
     print(f"{roles}: {source} (from the run's manifest)", flush=True)
     return source, args.test, True
 
