@@ -24,7 +24,8 @@ def _plan(tmp_path, overrides=()):
 
     out = tmp_path / "wsi"
     with mock.patch.object(demo._Stages, "run", record), mock.patch.object(demo, "region_bags", lambda *a: []), \
-            mock.patch.object(demo, "format_results", lambda r: ""):
+            mock.patch.object(demo, "format_results", lambda *a: ""), \
+            mock.patch.object(demo, "column_evidence", lambda *a: {}):
         demo.run_wsi_demo(out, slide=tmp_path / "slide.svs", quiet=True, overrides=tuple(overrides))
     return seen
 
@@ -51,10 +52,10 @@ def test_overrides_change_the_keys_of_their_stages_and_what_reads_them(tmp_path)
         return {n for n in now if now[n][0] != base[n][0]}, now
 
     diff, now = changed("pretrain.optim.epochs=1")
-    assert {"dino", "eldm", "bank", "gendino", "embed-dino", "embed-gendino", "mil-dino"} <= diff
+    assert {"dino", "eldm", "bank", "gendino", "embed-dino", "embed-gendino", "mil-dino", "embed-random"} <= diff
     assert "tiles" not in diff and "optim.epochs=1" in now["dino"][1]
     diff, now = changed("mil.cv.folds=3")
-    assert diff == {"mil-dino", "mil-gendino"} and "cv.folds=3" in now["mil-dino"][1]
+    assert diff == {"mil-dino", "mil-gendino", "mil-random"} and "cv.folds=3" in now["mil-dino"][1]
     diff, now = changed("bank.gen.num_generative=2")
     assert diff == {"bank", "gendino", "embed-gendino", "mil-gendino"}
     diff, now = changed("pretrain.data.limit=100")  # the bank follows pretraining's images
