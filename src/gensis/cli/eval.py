@@ -39,9 +39,10 @@ def run_evaluation(name: str, args) -> int:
     ev = get_evaluation(name)
     check_result_path(getattr(args, "json", None))
     res = ev.run(args)
-    print(ev.format(res))
     json_path = getattr(args, "json", None)
-    if json_path:
+    if json_path:  # first: the file is written even when the reader of the table goes away (`| head`)
         write_result(json_path, res)
+    print(ev.format(res))
+    if json_path:
         print(f"results written to {json_path}")
     return 0

@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             report_failure(e)
             abort()
             raise
+        sys.stdout.flush()  # here, not at exit: a reader that went away is then caught below
         return int(result or 0)
     except UserError as e:
         if debug:
@@ -120,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gensis: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `gensis eval knn ... | head`: the reader left; stop quietly, as other tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        except (OSError, ValueError):
+            pass
+        return 141  # 128 + SIGPIPE, the status a shell reports for a killed writer
     except OSError as e:  # the environment, not the input: full disk, read-only folder, missing permission
         if debug or e.errno not in _ENV_ERRNOS:
             raise
