@@ -150,3 +150,14 @@ def test_help_shows_an_example(capsys):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "STAGE.key=value" in text and "pretrain.optim.epochs=5" in text
+
+
+def test_seeds_summary_command_repeats_the_overrides():
+    from types import SimpleNamespace
+
+    from gensis.pipeline.seeds import seeds_markdown, summarize_seeds
+
+    per_seed = {s: {"dino": {"label": "DINO", "knn": {"results": [{"k": 20, "top1": 50.0 + s}]}}} for s in (0, 1)}
+    md = seeds_markdown(summarize_seeds(per_seed), SimpleNamespace(
+        preset="smoke", data="D", out="OUT", methods=("dino", "simclr"), overrides=("pretrain.optim.epochs=5",)))
+    assert "--seeds 0,1 --out OUT --methods dino,simclr pretrain.optim.epochs=5`" in md

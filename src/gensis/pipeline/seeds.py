@@ -79,7 +79,10 @@ def per_seed_table(summary: dict) -> Table:
 
 def seeds_markdown(summary: dict, args) -> str:
     cmd = f"gensis demo --preset {args.preset} --data {args.data} --seeds {','.join(map(str, summary['seeds']))}"
-    md = [f"# Gen-SIS over seeds {summary['seeds']}", "", f"Command: `{cmd} --out {args.out}`", "",
+    methods = tuple(getattr(args, "methods", ("dino",)))
+    extra = (f" --methods {','.join(methods)}" if methods != ("dino",) else "") + "".join(
+        f" {o}" for o in getattr(args, "overrides", ()))  # the config overrides every seed ran with
+    md = [f"# Gen-SIS over seeds {summary['seeds']}", "", f"Command: `{cmd} --out {args.out}{extra}`", "",
           "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds.", "",
           seed_table(summary).markdown()]
     md += [line + "\n" for line in _paired_line(summary, "; ")]
