@@ -105,10 +105,18 @@ def test_table_reports_what_columns_come_from_and_explains_ties(demo):
     ev = column_evidence(out, LABELS)
     assert ev["dino"]["cka"]["dino"] == 1.0 and ev["gendino"]["cka"]["dino"] < 1.0
     # two columns forced to print the same numbers get a note with how close they are, not a silent tie
-    tied = {**results, "gendino": {**results["gendino"], "summary": results["dino"]["summary"]}}
-    notes = [ln for ln in format_results(tied, ev).splitlines() if ln.startswith("note:")]
-    assert any("DINO and Gen-DINO tie on every metric, from different embeddings" in ln for ln in notes)
-    assert any("1 - CKA to the random init" in ln for ln in notes)
+    other = {m: {"mean": 0.123, "std": 0.0} for m in results["random"]["summary"]}
+    tied = {"dino": results["dino"], "gendino": {**results["gendino"], "summary": results["dino"]["summary"]},
+            "random": {**results["random"], "summary": other}}
+    (note,) = [ln for ln in format_results(tied, ev).splitlines() if ln.startswith("note:")]
+    assert note.startswith("note: DINO and Gen-DINO tie on every metric, from different embeddings")
+    assert f"({ev['dino']['embeddings']}, {ev['gendino']['embeddings']}; 1 - linear CKA" in note
+    assert "1 - CKA to the random init: DINO" in note
+    all3 = {n: {**results[n], "summary": results["dino"]["summary"]} for n in LABELS}
+    (note,) = [ln for ln in format_results(all3, ev).splitlines() if ln.startswith("note:")]
+    assert note.startswith("note: DINO, Gen-DINO and random init tie on every metric") and "to the random" not in note
+    untied = {"dino": results["dino"], "random": tied["random"]}
+    assert "note:" not in format_results(untied, {n: ev[n] for n in untied})
 
 
 def test_columns_from_identical_embeddings_or_predictions_are_refused(demo, tmp_path):
@@ -145,3 +153,14 @@ def test_printed_embed_line_of_the_random_column_reproduces_it(demo, tmp_path):
     np.testing.assert_array_equal(again.features, read_bag(ours).features)
     bad = subprocess.run([*cmd[:6], "pixels", *cmd[7:]], capture_output=True, text=True)
     assert bad.returncode == 2 and "--like goes with --encoder random" in bad.stderr
+
+
+def test_linear_cka_is_one_up_to_rotation_and_scale_and_low_for_unrelated_embeddings():
+    from gensis.wsi.provenance import linear_cka
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 8))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    assert linear_cka(x, 3 * x @ q + 1) == pytest.approx(1.0)
+    assert linear_cka(x, rng.normal(size=(200, 8))) < 0.2
+    assert linear_cka(x, x[:, :4]) < 1.0

@@ -106,25 +106,29 @@ def check_distinct(evidence: dict[str, dict], labels: dict[str, str]) -> None:
 
 
 def tie_notes(cells: dict[str, list[str]], evidence: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """One line for each pair of columns whose printed cells (``cells``: column → its metric cells as the table
+    """One line for each group of columns whose printed cells (``cells``: column → its metric cells as the table
     prints them) are all equal: how different their embeddings and predictions are, so a tie reads as what it is."""
-    names = [n for n in cells if n in evidence]
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for n in cells:
+        if n in evidence:
+            groups.setdefault(tuple(cells[n]), []).append(n)
     notes = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if cells[a] != cells[b]:
-                continue
-            pa, pb = evidence[a]["probs"], evidence[b]["probs"]
-            common = sorted(set(pa) & set(pb))
-            same = sum(int(np.argmax(pa[s])) == int(np.argmax(pb[s])) for s in common)
-            dp = max((float(np.abs(np.subtract(pa[s], pb[s])).max()) for s in common), default=float("nan"))
-            la, lb = labels.get(a, a), labels.get(b, b)
-            line = (f"note: {la} and {lb} tie on every metric, from different embeddings "
-                    f"({evidence[a]['embeddings']} vs {evidence[b]['embeddings']}, 1 - linear CKA "
-                    f"{1 - evidence[a]['cka'][b]:.1e}): ABMIL picks the same class for {same} of {len(common)} "
-                    f"regions (largest probability difference {dp:.4f})")
-            if "random" in evidence and "random" not in (a, b):
-                line += (f"; 1 - CKA to the {labels.get('random', 'random')}: {la} "
-                         f"{1 - evidence[a]['cka']['random']:.1e}, {lb} {1 - evidence[b]['cka']['random']:.1e}")
-            notes.append(line + ". At this size the comparison cannot separate them; the tie is no result.")
+    for tied in (g for g in groups.values() if len(g) > 1):
+        pairs = [(a, b) for i, a in enumerate(tied) for b in tied[i + 1:]]
+        gaps = [1 - evidence[a]["cka"][b] for a, b in pairs]
+        probs = [evidence[n]["probs"] for n in tied]
+        common = sorted(set.intersection(*(set(p) for p in probs)))
+        same = sum(len({int(np.argmax(p[s])) for p in probs}) == 1 for s in common)
+        dp = max((float(np.abs(np.subtract(pa[s], pb[s])).max()) for s in common
+                  for i, pa in enumerate(probs) for pb in probs[i + 1:]), default=float("nan"))
+        names = [labels.get(n, n) for n in tied]
+        who = " and ".join([", ".join(names[:-1]), names[-1]])
+        gap = f"{gaps[0]:.1e}" if len(gaps) == 1 else f"{min(gaps):.1e} to {max(gaps):.1e}"
+        fps = ", ".join(evidence[n]["embeddings"] for n in tied)
+        line = (f"note: {who} tie on every metric, from different embeddings ({fps}; 1 - linear CKA {gap}): ABMIL "
+                f"picks the same class for {same} of {len(common)} regions (largest probability difference {dp:.4f})")
+        if "random" in evidence and "random" not in tied:
+            line += f"; 1 - CKA to the {labels.get('random', 'random')}: " + ", ".join(
+                f"{labels.get(n, n)} {1 - evidence[n]['cka']['random']:.1e}" for n in tied)
+        notes.append(line + ". At this size the comparison cannot separate them; the tie is no result.")
     return notes
