@@ -164,3 +164,23 @@ def test_linear_cka_is_one_up_to_rotation_and_scale_and_low_for_unrelated_embedd
     assert linear_cka(x, 3 * x @ q + 1) == pytest.approx(1.0)
     assert linear_cka(x, rng.normal(size=(200, 8))) < 0.2
     assert linear_cka(x, x[:, :4]) < 1.0
+
+
+def test_random_like_run_is_the_initialisation_of_that_run(demo, tmp_path):
+    """A teacher that never moves (momentum 1) keeps the run's initial weights: ``--encoder random --like RUN``
+    rebuilds exactly those (RUN's architecture at RUN's train.seed)."""
+    import torch
+
+    from gensis.cli.main import main
+    from gensis.rundir import load_tensors
+    from gensis.wsi.embed import _encoder
+
+    out, _ = demo
+    run = tmp_path / "frozen-teacher"
+    assert main(["pretrain", "--data", f"tiles:{out / 'tiles'}@all", "--out", str(run), "--preset", "smoke",
+                 "dino.momentum_teacher=1.0", "optim.epochs=1", "train.seed=3"]) == 0
+    init = _encoder("random", run).model.state_dict()
+    teacher = load_tensors(run / "teacher_backbone.safetensors")
+    assert set(teacher) == set(init) and all(torch.equal(teacher[k], init[k]) for k in teacher)
+    seed0 = _encoder("random", out / "dino").model.state_dict()   # another seed: other weights
+    assert not all(torch.equal(seed0[k], init[k]) for k in init)
