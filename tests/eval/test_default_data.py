@@ -133,3 +133,29 @@ def test_help_says_where_the_default_data_comes_from(capsys):
         with pytest.raises(SystemExit):
             main(["eval", verb, "--help"])
         assert "pretrained on" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("verb,extra", [("knn", ["--k", "3"]),
+                                        ("linear", ["--epochs", "1", "--lrs", "0.1", "--aug-copies", "1",
+                                                    "--batch-size", "16"])])
+def test_random_like_run_is_scored_on_the_runs_own_data(tmp_path, mine, capsys, verb, extra):
+    """The random-init baseline of a run (--encoder random --random-like RUN) reads RUN's data and split, as
+    --encoder RUN does, with the same line; never builtin:animal-mnist silently."""
+    run = _run(tmp_path / "run", mine)
+    js = tmp_path / f"{verb}.json"
+    assert main(["eval", verb, "--encoder", "random", "--random-like", str(run), *extra, "--cache", "none",
+                 "--json", str(js)]) == 0
+    assert f"train/test: {mine} (from the run's manifest)" in capsys.readouterr().out
+    res = json.loads(js.read_text())
+    assert res["train"]["name"] == "mine@train" and res["test"]["name"] == "mine@val"
+    assert (res["train"]["size"], res["test"]["size"]) == (45, 15)  # the run's data.val_fraction=0.25
+    assert res["encoder"]["name"] == "random"
+
+
+def test_random_like_mistakes_are_one_line(tmp_path, mine, capsys):
+    run = _run(tmp_path / "run", mine)
+    assert main(["eval", "knn", "--encoder", "pixels", "--random-like", str(run), "--cache", "none"]) == 2
+    assert "--random-like" in _one_error_line(capsys.readouterr().err)
+    unrecorded = _run(tmp_path / "unrecorded", None)
+    assert main(["eval", "knn", "--encoder", "random", "--random-like", str(unrecorded), "--cache", "none"]) == 2
+    assert "pass --train DATA" in _one_error_line(capsys.readouterr().err)

@@ -61,7 +61,10 @@ def make_header(settings: dict, sources: dict, layout: dict) -> dict:
 
 
 def read_header(bank: str | Path) -> dict:
+    from gensis.folder_kind import require_kind
+
     path = Path(bank) / HEADER
+    require_kind(bank, "bank")
     if not path.is_file():
         if not Path(bank).exists():
             raise UserError(f"bank not found: {bank}")

@@ -8,6 +8,8 @@ from gensis.cli.main import CommaList, DefaultsHelp, add_common
 
 PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
+DEMO_DATA = "builtin:animal-mnist"
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -28,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", default="demo", choices=PRESETS + ("wsi",),
                    help="size of every stage; wsi: the whole-slide demo (`gensis wsi demo`: a real slide, tiles, "
                         "DINO vs Gen-DINO, ABMIL on region bags with synthetic labels)")
-    p.add_argument("--data", default="builtin:animal-mnist",
+    p.add_argument("--data", default=DEMO_DATA,
                    help="labelled dataset (builtin:NAME, folder or .npz); pretraining uses its train split, "
                         "evaluation its val split")
     p.add_argument("--out", default="gensis-demo", help="folder for all stages' outputs")
@@ -59,7 +61,15 @@ def run(args) -> int:
     if args.quiet:  # stages run in this process: one switch silences every progress bar
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     if args.preset == "wsi":  # the slide pipeline lives in gensis.wsi.demo (one entry point)
+        from gensis.errors import UserError
         from gensis.wsi.demo import run_wsi_demo
+
+        given = [opt for opt, on in (("--data", args.data != DEMO_DATA),
+                                     ("--seeds", args.seeds is not None), ("--stages", args.stages is not None),
+                                     ("--methods", str(args.methods) != "dino"), ("--no-linear", args.no_linear)) if on]
+        if given:  # never ignored silently: the slide demo has its own slide, one seed, DINO vs Gen-DINO
+            raise UserError(f"{given[0]} does not apply to --preset wsi (the slide demo: its own slide, one --seed, "
+                            f"DINO against Gen-DINO); see `gensis wsi demo --help`")
 
         run_wsi_demo(args.out, seed=args.seed, quiet=args.quiet, debug=args.debug,
                      overrides=tuple(args.overrides or ()))

@@ -142,6 +142,10 @@ def run_train(args) -> int:
     from gensis.data.recorded import data_or_recorded
     from gensis.models.encoder import check_encoder_run
 
+    from gensis.folder_kind import require_kind
+
+    if args.ae is not None:
+        require_kind(args.ae, "eldm-ae", "--ae")
     if args.data is None:  # a bad setting, then a wrong --encoder, are named before its data
         eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae)
         check_encoder_run(args.encoder)

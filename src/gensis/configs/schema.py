@@ -263,4 +263,14 @@ RULES: dict[str, dict[str, Rule]] = {
         "run.num_workers": NONNEG_INT,
         "run.threads": Int(ge=1, nullable=True),
     },
+    "mil": {
+        "model.hidden": POS_INT,
+        "model.attn_dim": POS_INT,
+        "model.dropout": FRACTION,
+        "optim.accumulation": POS_INT,
+        "cv.folds": Int(ge=2),  # more folds than slides/patients is refused when the labels are read (mil.cv.kfold)
+        "cv.seeds": POS_INT,
+        "cv.seed": NONNEG_INT,
+        "run.device": DEVICE,
+    },
 }

@@ -138,7 +138,10 @@ def save_autoencoder(folder: str | Path, ae: VQAutoencoder, model_cfg: dict, ima
 
 def load_autoencoder(folder: str | Path, device: str | torch.device = "cpu") -> VQAutoencoder:
     """An autoencoder from a ``gensis eldm train-ae`` run (or the copy inside an E-LDM run)."""
+    from gensis.folder_kind import require_kind
+
     folder = Path(folder)
+    require_kind(folder, "eldm-ae")
     if not (folder / AE_CONFIG).is_file():
         raise UserError(f"{folder} has no {AE_CONFIG}: is it a finished `gensis eldm train-ae` run?")
     info = json.loads((folder / AE_CONFIG).read_text())

@@ -183,6 +183,9 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
     from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON, build_denoiser
     from gensis.models.encoder import load_encoder
 
+    from gensis.folder_kind import require_kind
+
+    require_kind(eldm_run_dir, "eldm")
     run = Path(eldm_run_dir)
     info = _read_json(run / MODEL_JSON)
     dev = pick_device(str(device))
@@ -215,6 +218,9 @@ def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = 
     from gensis.configs.typed import ELDMConfig
     from gensis.rundir import RunDir
 
+    from gensis.folder_kind import require_kind
+
+    require_kind(eldm_run_dir, "eldm")  # a pretraining run, a bank, ...: named as such, before its config is read
     run = RunDir(eldm_run_dir)
     if not run.is_done():
         raise UserError(f"{eldm_run_dir} is not a finished `gensis eldm train` run")

@@ -123,15 +123,38 @@ def is_run_encoder(spec: str) -> bool:
     return spec not in ("pixels", "random") and not spec.startswith("timm:")
 
 
+def data_run(args) -> str | None:
+    """The pretraining run whose data and split are the defaults: the ``--encoder`` run, or for ``--encoder random
+    --random-like RUN`` that RUN (the random-init baseline of a run is scored on the run's data); else None."""
+    enc = str(args.encoder)
+    if is_run_encoder(enc):
+        return enc
+    like = getattr(args, "random_like", None)
+    return str(like) if enc == "random" and like is not None else None
+
+
+def check_random_like(like: str | None) -> None:
+    """``--random-like RUN``: a UserError unless RUN is a pretraining run (its config.yaml gives the architecture)."""
+    if like is None:
+        return
+    from gensis.folder_kind import require_kind
+
+    require_kind(like, "pretrain", "--random-like")
+    if not (Path(like) / "config.yaml").is_file():
+        raise UserError(f"--random-like {like}: not a pretraining run (no config.yaml)")
+
+
 def resolve_data(args) -> tuple[str, str | None, bool]:
     """``(train, test, from_run)``: ``--train``/``--test`` as given; without ``--train``, the data the
-    ``--encoder`` run was pretrained on (its manifest), or ``DEFAULT_DATA`` for the baselines, and one line
-    saying which data that is. ``from_run``: the data came from the run's manifest."""
+    ``--encoder`` run (or the ``--random-like`` run of ``--encoder random``) was pretrained on (its manifest), or
+    ``DEFAULT_DATA`` for the other baselines, and one line saying which data that is. ``from_run``: the data came
+    from the run's manifest."""
     if args.train is not None:
         return args.train, args.test, False
     enc = str(args.encoder)
     roles = "train/test" if args.test is None else "train"
-    if not is_run_encoder(enc):
+    run = data_run(args)
+    if run is None:
         print(f"{roles}: {DEFAULT_DATA} (the default for --encoder {enc.split('=', 1)[0]}; --train DATA to change)",
               flush=True)
         return DEFAULT_DATA, args.test, False
@@ -139,8 +162,11 @@ def resolve_data(args) -> tuple[str, str | None, bool]:
 
     from gensis.data.recorded import recorded_data
 
-    check_encoder_run(enc, getattr(args, "backbone", "teacher"))  # a wrong --encoder is named before its data
-    source = recorded_data(enc, GIVE_DATA)
+    if run == enc:
+        check_encoder_run(enc, getattr(args, "backbone", "teacher"))  # a wrong --encoder is named before its data
+    else:
+        check_random_like(run)
+    source = recorded_data(run, GIVE_DATA)
     print(f"{roles}: {source} (from the run's manifest)", flush=True)
     return source, args.test, True
 
@@ -148,11 +174,11 @@ def resolve_data(args) -> tuple[str, str | None, bool]:
 def split_defaults(args) -> tuple[float, int]:
     """The pretraining run's split (so its held-out images stay held out), else 0.2 / seed 0."""
     val_fraction, split_seed = 0.2, 0
-    enc = str(args.encoder)
-    if enc not in ("pixels", "random") and not enc.startswith("timm:") and (Path(enc) / "config.yaml").is_file():
+    run = data_run(args)
+    if run is not None and (Path(run) / "config.yaml").is_file():
         from gensis.rundir import RunDir
 
-        data = RunDir(enc).config().get("data", {})
+        data = RunDir(run).config().get("data", {})
         val_fraction = float(data.get("val_fraction", val_fraction))
         split_seed = int(data.get("split_seed", split_seed))
     if args.val_fraction is not None:
@@ -168,6 +194,9 @@ def prepare_classification(args):
     """(encoder, train_ds, test_ds, device, cache) from the shared options; user mistakes raise UserError."""
     from gensis.eval.options import feature_cache, open_encoder, setup_runtime
 
+    like = getattr(args, "random_like", None)
+    if like is not None and str(args.encoder) != "random":
+        raise UserError(f"--random-like {like} sets the architecture of --encoder random; --encoder is {args.encoder}")
     device = setup_runtime(args)
     val_fraction, split_seed = split_defaults(args)
     train, test, from_run = resolve_data(args)
@@ -178,7 +207,7 @@ def prepare_classification(args):
             train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
             labels_of(train_ds, "train"), labels_of(test_ds, "test")
         except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
-            raise UserError(f"cannot evaluate on the data {args.encoder} was pretrained on ({train}, from its "
+            raise UserError(f"cannot evaluate on the data {data_run(args)} was pretrained on ({train}, from its "
                             f"manifest): {e}; {PASS_DATA}") from None
         _warn_if_changed(args, train_ds)
     encoder = open_encoder(args.encoder, args, device=device)
@@ -191,7 +220,8 @@ def _warn_if_changed(args, train_ds) -> None:
     from gensis.data.sources import DataSpec, apply_limit
     from gensis.rundir import RunDir
 
-    rd = RunDir(args.encoder)
+    run = data_run(args)
+    rd = RunDir(str(run))
     inputs, cfg = rd.manifest().get("inputs", {}), rd.config().get("data", {})
     recorded = inputs.get("data_identity")
     split = DataSpec.parse(str(inputs.get("data"))).split
@@ -202,7 +232,7 @@ def _warn_if_changed(args, train_ds) -> None:
     if seen != recorded:
         import sys
 
-        print(f"gensis: warning: {inputs['data']} now holds other images than {args.encoder} was pretrained on "
+        print(f"gensis: warning: {inputs['data']} now holds other images than {run} was pretrained on "
               f"(content hash {seen}, the manifest records {recorded}); {PASS_DATA}", file=sys.stderr)
 
 

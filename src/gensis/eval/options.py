@@ -72,9 +72,10 @@ def open_encoder(spec: str, args, image_size: int | None = None, device=None):
     """The frozen encoder ``spec`` (see ``ENCODER_HELP``), on ``device``."""
     from gensis.models.encoder import load_encoder
 
+    from gensis.eval.common import check_random_like
+
     like = getattr(args, "random_like", None)
-    if like is not None and not (Path(like) / "config.yaml").is_file():
-        raise UserError(f"--random-like {like}: not a pretraining run (no config.yaml)")
+    check_random_like(like)
     enc = load_encoder(spec, getattr(args, "backbone", "teacher"), image_size=image_size,
                        seed=getattr(args, "init_seed", 0), like=like)
     return enc.to(device) if device is not None else enc

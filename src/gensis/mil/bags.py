@@ -81,6 +81,9 @@ def list_bags(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f"features folder not found: {folder}")
+    from gensis.folder_kind import require_kind
+
+    require_kind(folder, "features")
     files = sorted(folder.glob("*.h5"))
     if not files:
         raise UserError(f"no bags (*.h5) in {folder}: run `gensis wsi embed --out {folder}` first")

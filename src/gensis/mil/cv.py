@@ -31,7 +31,8 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[Spl
     if k < 2:
         raise UserError(f"cv.folds must be >= 2, got {k}")
     if n_groups < k:
-        raise UserError(f"{k}-fold cross-validation needs at least {k} slides/patients, found {n_groups}")
+        raise UserError(f"cv.folds={k}: {k}-fold cross-validation needs at least {k} slides/patients, found "
+                        f"{n_groups}" + (f"; set cv.folds={n_groups} or fewer" if n_groups >= 2 else ""))
     import warnings
 
     with warnings.catch_warnings():  # "least populated class has only N members": fine for small cohorts

@@ -20,7 +20,10 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
     from gensis.mil.train import build_model, predict
     from gensis.rundir import RunDir, atomic_write_text, load_tensors
 
+    from gensis.folder_kind import require_kind
+
     run = Path(run)
+    require_kind(run, "mil")
     if not (run / "mil.json").is_file():
         raise UserError(f"{run} is not a MIL run (no mil.json): train one with `gensis mil train`")
     meta = json.loads((run / "mil.json").read_text())

@@ -176,6 +176,9 @@ def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | P
     from gensis.device import pick_device
     from gensis.rundir import atomic_write_json, atomic_write_text, save_tensors
 
+    from gensis.folder_kind import refuse_other_kind
+
+    refuse_other_kind(out, "mil")  # never write config.yaml into a pretraining run, a bank, ...
     cohort = load_cohort(feats, labels_csv)
     splits = make_splits(cohort, cfg)
     out = Path(out)

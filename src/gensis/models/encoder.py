@@ -148,13 +148,12 @@ def check_encoder_run(spec: str, which: str = "teacher") -> Path:
     can refuse a wrong ``--encoder`` before it reads any data; ``pixels``/``random``/``timm:`` pass through."""
     if spec in ("pixels", "random") or str(spec).startswith("timm:"):
         return Path(spec)
+    from gensis.folder_kind import require_kind
+
     run = RunDir(spec)
     if not Path(spec).is_dir():
         raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
-    if run.exists() and run.manifest().get("stage") not in ("pretrain", None):
-        stage = str(run.manifest().get("stage"))
-        article = "an" if stage[:1] in "aeiou" else "a"
-        raise UserError(f"encoder '{spec}' holds {article} {stage} run, not a pretraining run")
+    require_kind(spec, "pretrain")  # an E-LDM run, a bank, ...: one line naming both kinds
     weights = run / f"{which}_backbone.safetensors"
     if not weights.is_file():
         raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
@@ -173,6 +172,10 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
     if spec == "random":
         from gensis.config import load_config
 
+        if like:
+            from gensis.folder_kind import require_kind
+
+            require_kind(like, "pretrain")
         cfg = RunDir(like).config() if like else load_config("pretrain", "demo")
         torch.manual_seed(seed)
         size = image_size or cfg["data"]["image_size"]

@@ -18,15 +18,26 @@ from gensis.errors import UserError
 
 EXAMPLE = "pretrain.optim.epochs=5"
 
-# keys a pipeline sets itself, per family -> what sets them
+_BANK_DATA = {f"data.{k}": f"use pretrain.data.{k} (the bank covers exactly the images pretraining reads)"
+              for k in ("limit", "val_fraction", "split_seed")}
+
+# keys a pipeline sets itself, per family -> the rest of the refusal line (what sets them), one table per demo:
+# ``gensis demo`` ...
 PIPELINE_KEYS = {
-    "pretrain": {"method": "--methods", "gen.interp": "the demo's variants (X | X w/ pixel disent. | Gen-X)",
-                 "train.seed": "--seed / --seeds"},
-    "eldm": {"train.seed": "--seed / --seeds"},
-    "bank": {"gen.seed": "--seed / --seeds",
-             **{f"data.{k}": f"pretrain.data.{k} (the bank covers exactly the images pretraining reads)"
-                for k in ("limit", "val_fraction", "split_seed")}},
-    "mil": {"cv.seed": "--seed"},
+    "pretrain": {"method": "use --methods", "gen.interp": "use the demo's variants (X | X w/ pixel disent. | Gen-X)",
+                 "train.seed": "use --seed / --seeds"},
+    "eldm": {"train.seed": "use --seed / --seeds"},
+    "bank": {"gen.seed": "use --seed / --seeds", **_BANK_DATA},
+}
+
+# ... and the slide demo (``gensis wsi demo`` = ``gensis demo --preset wsi``): one seed, DINO against Gen-DINO
+WSI_PIPELINE_KEYS = {
+    "pretrain": {"method": "its columns are DINO and Gen-DINO (`gensis demo --methods` compares other methods)",
+                 "gen.interp": "its columns are DINO (no interpolation) and Gen-DINO (the bank's)",
+                 "train.seed": "use --seed"},
+    "eldm": {"train.seed": "use --seed"},
+    "bank": {"gen.seed": "use --seed", **_BANK_DATA},
+    "mil": {"cv.seed": "use --seed"},
 }
 
 
@@ -39,10 +50,11 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> list[str]:
     return out
 
 
-def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain", "eldm", "bank")
-                    ) -> dict[str, list[str]]:
+def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain", "eldm", "bank"),
+                    pipeline_keys: Mapping[str, Mapping[str, str]] = PIPELINE_KEYS) -> dict[str, list[str]]:
     """``["pretrain.optim.epochs=5", "bank.gen.k=2"]`` -> ``{"pretrain": ["optim.epochs=5"], "eldm": [],
-    "bank": ["gen.k=2"]}`` (order kept); a UserError for a missing or unknown prefix or a key the pipeline sets."""
+    "bank": ["gen.k=2"]}`` (order kept); a UserError for a missing or unknown prefix or a key the pipeline sets
+    (``pipeline_keys``: that demo's table, ``PIPELINE_KEYS`` or ``WSI_PIPELINE_KEYS``)."""
     from gensis.config import parse_overrides
 
     out: dict[str, list[str]] = {f: [] for f in families}
@@ -58,9 +70,9 @@ def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain",
                             f"{', '.join(families)} (e.g. {EXAMPLE})")
         body = item.split(".", 1)[1].lstrip()
         for k in _flat(parse_overrides([body])):
-            if k in PIPELINE_KEYS.get(family, {}):
-                raise UserError(f"override '{item}': the demo sets {family}.{k} itself; use "
-                                f"{PIPELINE_KEYS[family][k]}")
+            if k in pipeline_keys.get(family, {}):
+                raise UserError(f"override '{item}': the demo sets {family}.{k} itself; "
+                                f"{pipeline_keys[family][k]}")
         out[family].append(body)
     return out
 

@@ -215,10 +215,10 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
 
     from gensis.api import bank_config, eldm_config, pretrain_config
     from gensis.pipeline import calls
-    from gensis.pipeline.overrides import check_overrides, split_overrides
+    from gensis.pipeline.overrides import WSI_PIPELINE_KEYS, check_overrides, split_overrides
     from gensis.rundir import atomic_write_json, atomic_write_text
 
-    user = split_overrides(overrides, WSI_FAMILIES)
+    user = split_overrides(overrides, WSI_FAMILIES, WSI_PIPELINE_KEYS)
     check_overrides(user, preset, presets={"mil": mil_preset})  # before anything is written
     if overrides:
         print(f"slide demo: preset {preset}, seed {seed}; overrides: {' '.join(overrides)}", file=sys.stderr,

@@ -1,0 +1,95 @@
+"""What kind of gensis folder a path is (pretraining run, E-LDM run, bank, ...), named from the files its writer
+leaves there, so that a folder passed to the wrong option (``--eldm`` given a pretraining run, ``--encoder`` given a
+bank, ...) is one line naming both kinds and the command that writes the right one.
+
+One registry (``KINDS``) and one check (``require_kind``), used by every command that reads a folder made by
+another command; a folder of no known kind is left to the caller's own check (its "not found"/"no X.json" line).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from gensis.errors import UserError
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _stage(path: Path) -> str | None:
+    """The ``stage`` of the folder's ``manifest.json`` (written by ``RunDir.start``), if any."""
+    m = _json(path / "manifest.json")
+    s = m.get("stage") if m is not None else None
+    return s if isinstance(s, str) else None
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str        # the manifest stage, where the writer records one
+    noun: str        # "a pretraining run"
+    writer: str      # the command that writes such a folder
+    has: Callable[[Path], bool]  # whether a folder holds what that writer leaves (besides its manifest stage)
+
+
+# in the order they are tried: a folder can hold another's files (an E-LDM run holds copies of its encoder and
+# autoencoder in sub-folders, never at its top level; a bank holds config.yaml like a run)
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("bank", "an augmentation bank", "gensis bank generate",
+         lambda p: (_json(p / "bank.json") or {}).get("format") == "gensis-bank"),
+    Kind("eldm", "an E-LDM run", "gensis eldm train", lambda p: (p / "eldm.json").is_file()),
+    Kind("eldm-ae", "an autoencoder run", "gensis eldm train-ae", lambda p: (p / "autoencoder.json").is_file()),
+    Kind("pretrain", "a pretraining run", "gensis pretrain",
+         lambda p: (p / "teacher_backbone.safetensors").is_file()),
+    Kind("mil", "a MIL run", "gensis mil train", lambda p: (p / "mil.json").is_file()),
+    Kind("demo", "a demo folder", "gensis demo",
+         lambda p: (p / "stages.json").is_file() or (p / "demo-settings.json").is_file()),
+    Kind("tiles", "a tiles folder", "gensis wsi tile",
+         lambda p: (p / "tiling.json").is_file() or (p / "patches").is_dir()),
+    Kind("features", "a features folder (slide bags)", "gensis wsi embed", lambda p: any(p.glob("*.h5"))),
+)}
+
+
+def folder_kind(path: str | Path) -> str | None:
+    """The ``KINDS`` name of the folder ``path`` (its manifest stage first, then the files it holds); None when it
+    is no folder or of no known kind. Cheap: reads at most two small JSON files."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        return None
+    stage = _stage(p)
+    if stage in KINDS:
+        return stage
+    return next((k.name for k in KINDS.values() if k.has(p)), None)
+
+
+def describe(kind: str) -> str:
+    """``a pretraining run`` for ``pretrain``; an unknown stage name as ``a X run``."""
+    k = KINDS.get(kind)
+    return k.noun if k is not None else f"a {kind} run"
+
+
+def require_kind(path: str | Path, kind: str, option: str | None = None) -> None:
+    """A UserError when ``path`` is a gensis folder of another kind than ``kind``:
+    ``[--option ]X is a pretraining run, not an E-LDM run: pass the folder written by `gensis eldm train```.
+    A folder of no known kind (or a missing path) passes: the caller's own checks name what is missing."""
+    found = folder_kind(path)
+    if found is None or found == kind:
+        return
+    want = KINDS[kind]
+    where = f"{option} {path}" if option else str(path)
+    raise UserError(f"{where} is {describe(found)}, not {want.noun}: pass the folder written by `{want.writer}`")
+
+
+def refuse_other_kind(out: str | Path, kind: str, option: str = "--out") -> None:
+    """Before a ``kind`` writer writes into ``out``: a UserError when ``out`` holds another kind of gensis folder
+    (whose files it would overwrite)."""
+    found = folder_kind(out)
+    if found is not None and found != kind:
+        raise UserError(f"{option} {out} is {describe(found)}, not {KINDS[kind].noun}: use another {option}")

@@ -1,0 +1,112 @@
+"""A folder passed to the wrong option (``--eldm`` given a pretraining run, ``--encoder`` given a bank, ...) is one
+line naming what the folder is, what was expected and the command that writes it (``gensis.folder_kind``)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gensis.cli.main import main
+from gensis.folder_kind import folder_kind, require_kind
+
+
+def _folder(path, files):
+    path.mkdir(parents=True)
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    return path
+
+
+def _manifest(stage):
+    return json.dumps({"stage": stage, "status": "done"})
+
+
+@pytest.fixture()
+def kinds(tmp_path):
+    """One folder of each kind, holding what its writer leaves there (contents are not read by the check)."""
+    from gensis.config import dump, load_config
+
+    return {
+        "pretrain": _folder(tmp_path / "dino", {"config.yaml": dump(load_config("pretrain", "smoke")),
+                                                "manifest.json": _manifest("pretrain"),
+                                                "teacher_backbone.safetensors": ""}),
+        "eldm": _folder(tmp_path / "eldm", {"config.yaml": dump(load_config("eldm", "smoke")),
+                                            "manifest.json": _manifest("eldm"), "eldm.json": "{}",
+                                            "encoder/teacher_backbone.safetensors": ""}),
+        "eldm-ae": _folder(tmp_path / "ae", {"manifest.json": _manifest("eldm-ae"), "autoencoder.json": "{}"}),
+        "bank": _folder(tmp_path / "bank", {"bank.json": json.dumps({"format": "gensis-bank"}),
+                                            "config.yaml": dump(load_config("bank", "smoke"))}),
+        "mil": _folder(tmp_path / "mil", {"mil.json": "{}", "config.yaml": "{}"}),
+        "features": _folder(tmp_path / "feats", {"s1.h5": ""}),
+    }
+
+
+@pytest.fixture()
+def npz(tmp_path):
+    path = tmp_path / "img.npz"
+    np.savez(path, images=np.zeros((24, 16, 16, 3), np.uint8), labels=np.arange(24) % 2)
+    return path
+
+
+def test_each_kind_is_named_from_what_its_writer_leaves(kinds, tmp_path):
+    for kind, path in kinds.items():
+        assert folder_kind(path) == kind
+    # without a manifest: the files alone (an autoencoder copy inside an E-LDM run, a run of an older gensis)
+    (kinds["eldm-ae"] / "manifest.json").unlink()
+    assert folder_kind(kinds["eldm-ae"]) == "eldm-ae"
+    (kinds["pretrain"] / "manifest.json").unlink()
+    assert folder_kind(kinds["pretrain"]) == "pretrain"
+    assert folder_kind(tmp_path / "missing") is None and folder_kind(_folder(tmp_path / "empty", {})) is None
+    require_kind(tmp_path / "empty", "eldm")  # no known kind: left to the caller's own check
+
+
+def _line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("gensis: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv,given,expected", [
+    (["eldm", "sample", "--eldm", "{pretrain}", "--out", "{tmp}/o"], "a pretraining run",
+     "not an E-LDM run: pass the folder written by `gensis eldm train`"),
+    (["eldm", "eval", "--eldm", "{pretrain}"], "a pretraining run", "not an E-LDM run"),
+    (["eldm", "eval", "--eldm", "{bank}"], "an augmentation bank", "not an E-LDM run"),
+    (["eldm", "sample", "--eldm", "{eldm-ae}", "--out", "{tmp}/o"], "an autoencoder run", "not an E-LDM run"),
+    (["bank", "generate", "--eldm", "{pretrain}", "--out", "{tmp}/b", "--preset", "smoke"], "a pretraining run",
+     "not an E-LDM run"),
+    (["eval", "knn", "--encoder", "{eldm}", "--cache", "none"], "an E-LDM run",
+     "not a pretraining run: pass the folder written by `gensis pretrain`"),
+    (["eval", "knn", "--encoder", "{bank}", "--cache", "none"], "an augmentation bank", "not a pretraining run"),
+    (["eval", "linear", "--encoder", "{eldm-ae}", "--cache", "none"], "an autoencoder run", "not a pretraining run"),
+    (["eval", "knn", "--encoder", "random", "--random-like", "{eldm}", "--cache", "none"], "an E-LDM run",
+     "not a pretraining run"),
+    (["eldm", "train", "--encoder", "{bank}", "--out", "{tmp}/e", "--preset", "smoke"], "an augmentation bank",
+     "not a pretraining run"),
+    (["eldm", "train", "--encoder", "{pretrain}", "--ae", "{pretrain}", "--out", "{tmp}/e", "--preset", "smoke"],
+     "a pretraining run", "not an autoencoder run: pass the folder written by `gensis eldm train-ae`"),
+    (["pretrain", "--data", "{npz}", "--bank", "{eldm}", "--out", "{tmp}/p", "--preset", "smoke",
+      "optim.batch_size=8"], "an E-LDM run", "not an augmentation bank: pass the folder written by `gensis bank generate`"),
+    (["bank", "verify", "{pretrain}"], "a pretraining run", "not an augmentation bank"),
+    (["mil", "predict", "--run", "{pretrain}", "--feats", "{features}", "--out", "{tmp}/m"], "a pretraining run",
+     "not a MIL run: pass the folder written by `gensis mil train`"),
+    (["mil", "train", "--feats", "{eldm}", "--labels", "{tmp}/l.csv", "--out", "{tmp}/m", "--preset", "smoke"],
+     "an E-LDM run", "not a features folder (slide bags): pass the folder written by `gensis wsi embed`"),
+])
+def test_a_folder_of_another_kind_is_one_line_naming_both(kinds, npz, tmp_path, capsys, argv, given, expected):
+    fill = {**{k: str(v) for k, v in kinds.items()}, "tmp": str(tmp_path), "npz": str(npz)}
+    argv = [a.format(**fill) if "{" in a else a for a in argv]
+    assert main(argv) == 2
+    line = _line(capsys)
+    assert f" is {given}, {expected}" in line, line
+
+
+def test_mil_train_never_writes_into_another_kind_of_folder(kinds, tmp_path, capsys):
+    run = kinds["pretrain"]
+    before = (run / "config.yaml").read_text()
+    (tmp_path / "l.csv").write_text("slide,label\ns1,a\n")
+    assert main(["mil", "train", "--feats", str(kinds["features"]), "--labels", str(tmp_path / "l.csv"),
+                 "--out", str(run), "--preset", "smoke"]) == 2
+    assert "is a pretraining run, not a MIL run: use another --out" in _line(capsys)
+    assert (run / "config.yaml").read_text() == before and not (run / "mil.json").exists()
