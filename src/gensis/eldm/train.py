@@ -201,7 +201,7 @@ class ELDMTask(Task):
 
     stage, desc = "eldm", "eldm train"
     resume_ignore = ("ae", "figures", "eval")  # sections `eldm train` does not read
-    resume_added = {"cond.tokens": 1}  # runs started before the key existed had one context token
+    family = "eldm"  # resume_added: gensis.configs.added.ADDED["eldm"] (cond.tokens: 1)
 
     def __init__(self, cfg: dict, encoder_spec: str, data: str, run: RunDir, rt: Runtime, ae_path: str | None):
         from gensis.models.encoder import check_encoder_run, load_encoder

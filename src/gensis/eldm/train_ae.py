@@ -83,7 +83,7 @@ def latent_scale(ae: VQAutoencoder, batches: ImageBatches, device, max_batches: 
 class AutoencoderTask(Task):
     """VQ autoencoder training as a loop ``Task``: reconstruction + codebook loss, optional PatchGAN step."""
 
-    stage, desc = "eldm-ae", "eldm train-ae"
+    stage, desc, family = "eldm-ae", "eldm train-ae", "eldm"
     # sections `eldm train-ae` does not read
     resume_ignore = ("space", "pixel_patch", "unet", "cond", "diffusion", "optim", "ema", "sample", "figures", "eval")
 

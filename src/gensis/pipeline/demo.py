@@ -12,7 +12,9 @@ Each stage calls the library (``gensis.pipeline.calls``: ``gensis.api.pretrain``
 typed config whose resolved dict its key hashes) and prints the equivalent ``gensis`` command line, to re-run
 it by hand. It writes its own run directory under ``out`` and is keyed by a hash of its resolved config and
 inputs (``gensis.pipeline.runner``): a finished stage with the same key is skipped, a killed one resumed, one made
-with other settings redone. So a killed demo continues where it stopped when run again.
+with other settings redone. So a killed demo continues where it stopped when run again. Config keys added to gensis
+later at the value that reproduces older runs (``gensis.configs.added``) are left out of the hash: upgrading
+gensis keeps a finished demo up to date.
 
 Overrides: ``overrides=("pretrain.optim.epochs=5", "eldm.optim.epochs=4", "bank.gen.num_generative=2")`` change the config of
 every stage of that family (``gensis.pipeline.overrides``); ``eldm.eval.*`` and ``eldm.figures.*`` go to the
@@ -31,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gensis.configs.added import without_added
 from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
 from gensis.errors import UserError
 from gensis.pipeline import calls
@@ -231,7 +234,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         pre_ov = [f"train.seed={S}"] + ([] if method == "dino" else [f"method={method}"])  # = --method X
         pre_ov += user_ov["pretrain"]
         cfg = keys.config("pretrain", pre_ov)
-        k_base = stage_key("pretrain", cfg, keys.data, D, method)
+        k_base = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method)
         if want("dino"):
             pipe.run(Stage(base.name, ["pretrain", "--data", D, "--out", str(out / base.name), "--preset", P,
                                        *dbg, *pre_ov], k_base, kind="pretrain",
@@ -249,7 +252,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
                     f"data.val_fraction={d['val_fraction']}", f"data.split_seed={d['split_seed']}",
                     f"gen.seed={S}", *user_ov["bank"]]
             cfg = keys.config("bank", same)
-            k_bank = stage_key("bank", cfg, k_eldm, keys.data, D)
+            k_bank = stage_key("bank", without_added("bank", cfg), k_eldm, keys.data, D)
             pipe.run(Stage(bank_dir, ["bank", "generate", "--eldm", str(out / eldm_dir), "--data", D,
                                       "--out", str(out / bank_dir), "--preset", P, *dbg, *same]
                            + (["--quiet"] if opts.quiet else []),
@@ -259,7 +262,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         if have_gen and want("gendino"):
             ov = [*pre_ov, "gen.interp=bank"]
             cfg = keys.config("pretrain", ov)
-            k = stage_key("pretrain", cfg, keys.data, D, method, k_bank)
+            k = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method, k_bank)
             pipe.run(Stage(gen.name, ["pretrain", "--data", D, "--out", str(out / gen.name), "--preset", P,
                                       "--bank", str(out / bank_dir), *dbg, *pre_ov], k, kind="pretrain",
                            call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / gen.name,
@@ -267,7 +270,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         if want("pixel"):
             ov = [*pre_ov, "gen.interp=pixel"]
             cfg = keys.config("pretrain", ov)
-            k = stage_key("pretrain", cfg, keys.data, D, method)
+            k = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method)
             pipe.run(Stage(pixel.name, ["pretrain", "--data", D, "--out", str(out / pixel.name), "--preset", P,
                                         "--interp", "pixel", *dbg, *pre_ov], k, kind="pretrain",
                            call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / pixel.name,
@@ -300,12 +303,12 @@ def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir:
     ae: Path | None = None
     if cfg.get("space", cfg.get("ae", {}).get("space")) not in (None, "pixel"):
         ae_cfg = keys.config("eldm", list(training))
-        k_ae = stage_key("eldm-ae", ae_cfg, keys.data, D)
+        k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)
         ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
                                         "--preset", P, *extra, *training], k_ae, kind="eldm-ae",
                             call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae")))
         argv += ["--ae", str(ae)]
-    k = stage_key("eldm", cfg, keys.data, D, k_encoder, k_ae)
+    k = stage_key("eldm", without_added("eldm", cfg), keys.data, D, k_encoder, k_ae)
     pipe.run(Stage(eldm_dir, argv, k, kind="eldm",
                    call=calls.eldm(ELDMConfig.from_dict(cfg), out / encoder, D, out / eldm_dir, ae)))
     fig_dir = "eldm-figures" if eldm_dir == "eldm" else f"{eldm_dir}-figures"

@@ -12,6 +12,12 @@ it was made with:
 
 The key is a hash of the stage's resolved config (preset + overrides, after the schema check), the identity of
 its data and the keys of the stages it reads, so editing a preset redoes exactly the stages it changes.
+
+Keys added to a ``base.yaml`` later do not redo anything: the resolved config is hashed through
+``gensis.configs.added.without_added``, which leaves out every key registered in ``gensis.configs.added.ADDED``
+(the registry ``--resume`` reads too) while it holds the value that reproduces runs made before it existed. So
+a new key with such a default keeps every existing demo folder's keys; setting it to another value changes the
+keys of the stages that read it. A new key whose default reproduces older runs goes into that registry.
 """
 
 from __future__ import annotations

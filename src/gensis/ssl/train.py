@@ -42,7 +42,7 @@ from gensis.train.loop import Runtime, Task, claim_and_build, fit
 class PretrainTask(Task):
     """Pretraining of ``cfg['method']`` (+ Gen- when ``gen`` is given) as a loop ``Task``."""
 
-    stage, desc = "pretrain", "pretrain"
+    stage, desc, family = "pretrain", "pretrain", "pretrain"
 
     def __init__(self, cfg: dict, data: str, rt: Runtime, bank_path: str | None = None, on_epoch_end=None):
         o = cfg["optim"]

@@ -51,7 +51,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
+from gensis.configs.added import added_keys
 from gensis.device import autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError
@@ -128,7 +129,7 @@ class Task:
     cfg: dict  # the resolved config (written to the run folder, compared on --resume)
     inputs: dict  # manifest inputs: paths and identities (compared on --resume)
     resume_ignore: tuple[str, ...] = ()  # config keys/sections this stage does not read
-    resume_added: dict = {}  # keys added after runs were made: {key: the value that reproduces those runs}
+    family: str | None = None  # config family (gensis/configs/<family>/base.yaml) whose keys ``cfg`` holds
     epochs: int
     niter: int  # iterations per epoch
     model: nn.Module  # the module that gets gradients (wrapped in DDP under torchrun)
@@ -138,6 +139,12 @@ class Task:
     log_every: int = 10
     guard: "FiniteGuard | None" = None  # set by ``fit``: ``guard.skip`` for EMA updates, ``guard.check`` and
     #                                     ``guard.step`` for a second optimizer (see ``after_update``)
+
+    @property
+    def resume_added(self) -> Mapping[str, Any]:
+        """Keys added after runs were made: {key: the value that reproduces those runs}, from the one registry
+        the demo's stage keys read too (``gensis.configs.added``)."""
+        return added_keys(self.family) if self.family is not None else {}
 
     def batches(self, epoch: int) -> Iterable:
         raise NotImplementedError

@@ -4,8 +4,9 @@ The run folder's ``config.yaml`` and ``manifest.json`` (inputs with their identi
 new invocation; any difference is refused with one line listing every differing key and input. Keys that
 only change speed or logging may differ (``SPEED_ONLY``), as may sections a stage does not read (``ignore``,
 e.g. the ``ae`` section for ``eldm train``), and so may a key added to the config after the run was started,
-when it is absent from the run's config and set to the value that reproduces the run (``added``, e.g.
-``cond.tokens: 1`` for ``eldm train``). ``train.device`` and ``train.amp`` must match: they change the
+when it is absent from the run's config and set to the value that reproduces the run (``added``: the
+stage's family in the registry ``gensis.configs.added.ADDED``, e.g. ``cond.tokens: 1`` for ``eldm train``;
+the demo's stage keys read the same registry). ``train.device`` and ``train.amp`` must match: they change the
 numbers (and a checkpoint's random state belongs to its device type).
 An input ``x`` that has an ``x_identity`` (a hash of its content) is compared by identity only, so a moved
 dataset or run folder with the same content resumes. An input that also has an ``x_layout`` (which files, with
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from gensis.configs.added import reproduces_old
 from gensis.errors import UserError
 from gensis.rundir import RunDir
 
@@ -50,7 +52,7 @@ def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_input
     for k in sorted(set(a) | set(b)):
         if k in skip or any(k.startswith(p.rstrip(".") + ".") for p in skip):
             continue
-        if k not in a and k in added and k in b and b[k] == added[k]:
+        if k not in a and k in added and k in b and reproduces_old(added[k], b[k]):
             continue  # added to the config after this run was started, at the value the run had
         if a.get(k, "<absent>") != b.get(k, "<absent>"):
             diffs.append(f"{k} ({_short(a.get(k, '<absent>'))} -> {_short(b.get(k, '<absent>'))})")
