@@ -314,7 +314,10 @@ def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, devic
     from gensis.eval.features import extract_features
 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
-    return extract_features(enc, as_image_set(images), batch_size, pick_device(device))
+    ds = as_image_set(images)
+    if len(ds) == 0:  # (0, D), so that it stacks with other embeddings of this encoder
+        return np.zeros((0, enc.dim), np.float32)
+    return extract_features(enc, ds, batch_size, pick_device(device))
 
 
 def load_generator(run: PathLike, device: str = "cpu", guidance: float | None = None, steps: int | None = None,

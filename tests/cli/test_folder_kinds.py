@@ -89,6 +89,7 @@ def _line(capsys) -> str:
     (["pretrain", "--data", "{npz}", "--bank", "{eldm}", "--out", "{tmp}/p", "--preset", "smoke",
       "optim.batch_size=8"], "an E-LDM run", "not an augmentation bank: pass the folder written by `gensis bank generate`"),
     (["bank", "verify", "{pretrain}"], "a pretraining run", "not an augmentation bank"),
+    (["export", "{pretrain}", "--to", "diffusers", "{tmp}/x"], "a pretraining run", "not an E-LDM run"),
     (["mil", "predict", "--run", "{pretrain}", "--feats", "{features}", "--out", "{tmp}/m"], "a pretraining run",
      "not a MIL run: pass the folder written by `gensis mil train`"),
     (["mil", "train", "--feats", "{eldm}", "--labels", "{tmp}/l.csv", "--out", "{tmp}/m", "--preset", "smoke"],

@@ -614,6 +614,16 @@ def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
     labels are the class identities and are returned unchanged.
     """
     if other.labels is None or not reference.classes or not other.classes:
+        named = reference if reference.classes else other if other.classes else None
+        if other.labels is not None and named is not None:  # integer labels read as the other's classes, in order
+            import sys
+
+            bare = other if named is reference else reference
+            shown = ", ".join(f"{i}={c}" for i, c in enumerate(named.classes[:5])) + (
+                ", ..." if len(named.classes) > 5 else "")
+            print(f"gensis: warning: {bare.name} has no class names, {named.name} has: {bare.name}'s integer labels "
+                  f"are taken as {named.name}'s classes in order ({shown}); name them (folders, an npz 'classes' "
+                  f"array) to match by name", file=sys.stderr)
         return other
     if list(other.classes) == list(reference.classes):
         return other

@@ -286,6 +286,9 @@ def as_image_set(data: Any, labels: Any = None) -> ImageSet:
     named), an N×H×W(×3) uint8 array, a uint8 (N, 3, H, W) tensor, or any map-style torch Dataset of images."""
     from gensis.data.sources import ArrayImageSet
 
+    if labels is not None and isinstance(data, (ImageSet, str, os.PathLike)):  # never dropped silently
+        raise UserError("labels= is for arrays, tensors and torch Datasets: an ImageSet or a --data source "
+                        "brings its own labels")
     if isinstance(data, ImageSet):
         return data
     if isinstance(data, (str, os.PathLike)):
@@ -297,7 +300,7 @@ def as_image_set(data: Any, labels: Any = None) -> ImageSet:
             data = data.transpose(0, 2, 3, 1)  # (N, 3, H, W) → (N, H, W, 3)
         if data.dtype != np.uint8 or data.ndim not in (3, 4) or data.ndim == 4 and data.shape[3] != 3:
             raise UserError(f"image arrays must be uint8 N×H×W or N×H×W×3, got {data.dtype} {data.shape}")
-        lab = None if labels is None else np.asarray(labels, np.int64)
+        lab = None if labels is None else _int_labels(labels, len(data))  # one integer >= 0 per image
         return ArrayImageSet(np.ascontiguousarray(data), lab, None, None, "array")
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
         out = TorchImageSet(data, labels)

@@ -58,7 +58,7 @@ def check_knn_args(ks: Sequence[int], temperature: float, n_train: int) -> list[
     if not ks or ks[0] < 1:
         raise UserError(f"k must be positive integers, got {ks}")
     if ks[-1] > n_train:
-        raise UserError(f"k={ks[-1]} is more than the {n_train} training images")
+        raise UserError(f"k={ks[-1]} is more than the {n_train} training images: use k <= {n_train} (--k)")
     if not temperature > 0:
         raise UserError(f"the temperature must be > 0, got {temperature}")
     return ks

@@ -37,7 +37,10 @@ def build_pipeline(eldm_run: str | os.PathLike[str]) -> Any:
     from gensis.eldm.pipeline import EmbeddingConditionedPipeline, EmbeddingConditioner
     from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON, build_denoiser
 
+    from gensis.folder_kind import require_kind
+
     run = Path(eldm_run)
+    require_kind(run, "eldm")  # a pretraining run (export --to timm), a bank, ...: named as such
     if not (run / MODEL_JSON).is_file():
         raise UserError(f"{run} has no {MODEL_JSON}: is it a finished `gensis eldm train` run?")
     info = json.loads((run / MODEL_JSON).read_text())

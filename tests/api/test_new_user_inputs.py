@@ -1,0 +1,58 @@
+"""Small things a new user does on tiny data (a few images, two classes) that used to pass silently or print a
+number that reads wrong: labels that do not fit the images, an empty batch, top-5 with two classes, a test set
+whose integer labels are matched to another set's class names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gensis
+from gensis.cli.main import main
+from gensis.errors import UserError
+
+
+@pytest.mark.parametrize("labels,match", [([0, 1], "one integer per image: got shape"),
+                                          ([0, 1, -1, 0], "class indices >= 0"),
+                                          (["a", "b", "a", "b"], "must be integers")])
+def test_array_labels_are_checked_like_dataset_labels(labels, match):
+    with pytest.raises(UserError, match=match):
+        gensis.as_image_set(np.zeros((4, 8, 8, 3), np.uint8), labels=labels)
+    assert list(gensis.as_image_set(np.zeros((4, 8, 8, 3), np.uint8), labels=[0, 1, 1, 0]).labels) == [0, 1, 1, 0]
+
+
+def test_labels_for_a_source_that_has_its_own_are_refused(images_npz):
+    with pytest.raises(UserError, match="brings its own labels"):
+        gensis.as_image_set(str(images_npz), labels=[0] * 48)
+    with pytest.raises(UserError, match="brings its own labels"):
+        gensis.as_image_set(gensis.open_data(str(images_npz), "all"), labels=[0] * 48)
+
+
+def test_embedding_no_images_keeps_the_feature_dimension(encoder_run):
+    enc = gensis.load_encoder(encoder_run)
+    assert gensis.embed(enc, np.zeros((0, 16, 16, 3), np.uint8)).shape == (0, enc.dim)
+
+
+def _two_class_npz(path, named):
+    rng = np.random.default_rng(0)
+    extra = {"classes": np.array(["cat", "dog"])} if named else {}
+    np.savez(path, images=rng.integers(0, 255, (20, 16, 16, 3), dtype=np.uint8), labels=np.arange(20) % 2, **extra)
+    return path
+
+
+def test_two_classes_say_top5_is_trivial_and_unnamed_labels_are_announced(tmp_path, encoder_run, capsys):
+    named, bare = _two_class_npz(tmp_path / "named.npz", True), _two_class_npz(tmp_path / "bare.npz", False)
+    assert main(["eval", "knn", "--encoder", str(encoder_run), "--train", str(named), "--test", str(bare),
+                 "--k", "3", "--cache", "none"]) == 0
+    out, err = capsys.readouterr()
+    assert "top-5 is 100% by construction with 2 classes" in out
+    assert "bare has no class names" in err and "(0=cat, 1=dog)" in err
+    assert main(["eval", "knn", "--encoder", str(encoder_run), "--train", str(named), "--k", "3",
+                 "--cache", "none"]) == 0
+    assert "warning" not in capsys.readouterr().err  # one source: nothing to match
+
+
+def test_k_larger_than_the_training_set_names_the_fix(tmp_path, encoder_run, capsys):
+    data = _two_class_npz(tmp_path / "d.npz", True)
+    assert main(["eval", "knn", "--encoder", str(encoder_run), "--train", str(data), "--cache", "none"]) == 2
+    assert "k=20 is more than the 16 training images: use k <= 16 (--k)" in capsys.readouterr().err
