@@ -619,8 +619,8 @@ def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
             import sys
 
             bare = other if named is reference else reference
-            shown = ", ".join(f"{i}={c}" for i, c in enumerate(named.classes[:5])) + (
-                ", ..." if len(named.classes) > 5 else "")
+            names = list(named.classes or [])
+            shown = ", ".join(f"{i}={c}" for i, c in enumerate(names[:5])) + (", ..." if len(names) > 5 else "")
             print(f"gensis: warning: {bare.name} has no class names, {named.name} has: {bare.name}'s integer labels "
                   f"are taken as {named.name}'s classes in order ({shown}); name them (folders, an npz 'classes' "
                   f"array) to match by name", file=sys.stderr)
