@@ -30,3 +30,30 @@ def test_more_folds_than_slides_names_the_key():
     with pytest.raises(UserError, match=r"cv\.folds=5: .* found 3; set cv\.folds=3 or fewer"):
         kfold(np.array([0, 1, 0]), np.array(["a", "b", "c"]), 5, seed=0)
     assert len(kfold(np.array([0, 1, 0]), np.array(["a", "b", "c"]), 3, seed=0)) == 3
+
+
+def _bags(tmp_path, n=4):
+    from gensis.mil.bags import write_bag
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_bag(tmp_path / "feats" / f"s{i}.h5", rng.normal(size=(3, 4)) + i % 2, np.zeros((3, 2)), {})
+    (tmp_path / "labels.csv").write_text("slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(n)))
+    return tmp_path / "feats", tmp_path / "labels.csv"
+
+
+def test_predict_on_bags_without_a_thumbnail_or_into_the_run_is_one_line(tmp_path, capsys):
+    feats, labels = _bags(tmp_path)
+    run = tmp_path / "mil"
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), "--preset", "smoke",
+                 "optim.epochs=1", "--quiet"]) == 0
+    cv = (run / "predictions.csv").read_text()
+    capsys.readouterr()
+    assert main(["mil", "predict", "--run", str(run), "--feats", str(feats), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "slide s0 names no thumbnail" in err and "pass --no-heatmaps" in err and "Traceback" not in err
+    assert main(["mil", "predict", "--run", str(run), "--feats", str(feats), "--out", str(run), "--no-heatmaps"]) == 2
+    assert "is the MIL run itself" in capsys.readouterr().err
+    assert (run / "predictions.csv").read_text() == cv
+    assert main(["mil", "predict", "--run", str(run), "--feats", str(feats), "--out", str(tmp_path / "p"),
+                 "--no-heatmaps"]) == 0

@@ -39,9 +39,13 @@ def save_heatmap(path: Path, bag_attrs: dict, coords: np.ndarray, attention: np.
     from gensis.errors import UserError
     from gensis.wsi.tiler import _save_png
 
-    thumb_path = Path(bag_attrs.get("thumbnail", ""))
+    slide = bag_attrs.get("slide_id") or path.stem
+    if not bag_attrs.get("thumbnail"):  # a bag written by other code than `gensis wsi embed`
+        raise UserError(f"the bag of slide {slide} names no thumbnail to draw its heatmap on (bags from "
+                        f"`gensis wsi embed` do): pass --no-heatmaps")
+    thumb_path = Path(bag_attrs["thumbnail"])
     if not thumb_path.is_file():
-        raise UserError(f"thumbnail {thumb_path} of slide {bag_attrs.get('slide_id')} is missing (tiles folder moved?)")
+        raise UserError(f"thumbnail {thumb_path} of slide {slide} is missing (tiles folder moved?)")
     thumb = np.asarray(Image.open(thumb_path).convert("RGB"))
     img = attention_heatmap(thumb, coords, attention, int(bag_attrs["patch_size_level0"]),
                             (float(bag_attrs["thumb_scale_x"]), float(bag_attrs["thumb_scale_y"])))

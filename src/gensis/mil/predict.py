@@ -26,6 +26,9 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
     require_kind(run, "mil")
     if not (run / "mil.json").is_file():
         raise UserError(f"{run} is not a MIL run (no mil.json): train one with `gensis mil train`")
+    if Path(out).expanduser().resolve() == run.resolve():  # its predictions.csv holds the cross-validated ones
+        raise UserError(f"--out {out} is the MIL run itself (whose predictions.csv holds its cross-validation "
+                        f"predictions): use another --out")
     meta = json.loads((run / "mil.json").read_text())
     cfg = RunDir(run).config()
     device = pick_device(cfg["run"]["device"])
