@@ -184,3 +184,18 @@ def test_random_like_run_is_the_initialisation_of_that_run(demo, tmp_path):
     assert set(teacher) == set(init) and all(torch.equal(teacher[k], init[k]) for k in teacher)
     seed0 = _encoder("random", out / "dino").model.state_dict()   # another seed: other weights
     assert not all(torch.equal(seed0[k], init[k]) for k in init)
+
+
+def test_the_same_command_again_finds_every_stage_up_to_date(demo, capsys):
+    """Run last on the module's demo: the same call again redoes no stage (keys of the resolved configs and
+    inputs are the same), and the results are those of the first run."""
+    from gensis.wsi.demo import run_wsi_demo
+
+    out, summary = demo
+    capsys.readouterr()
+    again = run_wsi_demo(out, slide=out.parent / "tiny.svs", preset="smoke", mil_preset="smoke", quiet=True)
+    err = capsys.readouterr().err
+    stages = [s for s in json.loads((out / "stages.json").read_text()) if not s.startswith("_")]
+    assert len(stages) >= 11 and all(f"[{s}] up to date" in err for s in stages)
+    assert "running" not in err and "resuming" not in err
+    assert again["results"] == summary["results"] and again["columns"] == summary["columns"]

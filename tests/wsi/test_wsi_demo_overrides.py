@@ -10,38 +10,102 @@ from gensis.cli.main import main
 from gensis.errors import UserError
 
 
-def _plan(tmp_path, overrides=()):
+def _plan(tmp_path, overrides=(), mil_preset="base"):
     """{stage: (key, printed command)} of the slide demo, nothing run (stages and region cutting replaced)."""
+    from gensis.pipeline.runner import Pipeline
     from gensis.wsi import demo
 
     seen = {}
 
-    def record(self, name, argv, key, done, call, resumable=False):
-        seen[name] = (key, " ".join(argv))
-        if name.startswith("mil-"):
-            (self.out / name).mkdir(parents=True, exist_ok=True)
-            (self.out / name / "metrics.json").write_text(json.dumps({"summary": {}, "n_slides": 0}))
+    def record(self, stage):
+        seen[stage.name] = (stage.key, " ".join(stage.argv))
+        if stage.name.startswith("mil-"):
+            (self.out / stage.name).mkdir(parents=True, exist_ok=True)
+            (self.out / stage.name / "metrics.json").write_text(json.dumps({"summary": {}, "n_slides": 0}))
+        return self.out / stage.name
 
     out = tmp_path / "wsi"
-    with mock.patch.object(demo._Stages, "run", record), mock.patch.object(demo, "region_bags", lambda *a: []), \
+    slide = tmp_path / "slide.svs"
+    if not slide.exists():
+        slide.write_bytes(b"not a real slide: nothing reads it here")
+    with mock.patch.object(Pipeline, "run", record), mock.patch.object(demo, "region_bags", lambda *a: []), \
             mock.patch.object(demo, "format_results", lambda *a: ""), \
             mock.patch.object(demo, "column_evidence", lambda *a: {}):
-        demo.run_wsi_demo(out, slide=tmp_path / "slide.svs", quiet=True, overrides=tuple(overrides))
+        demo.run_wsi_demo(out, slide=slide, quiet=True, overrides=tuple(overrides), mil_preset=mil_preset)
     return seen
 
 
-def test_keys_without_overrides_are_those_of_before(tmp_path):
-    """The keys as the slide demo computed them before overrides existed (its _key of the same parts)."""
-    from gensis.wsi.demo import TILE_ARGS, _key
+def _edited(family, preset, edit):
+    """``gensis.config._preset_text`` that serves ``family``'s ``preset`` file with ``edit`` applied to its data
+    (as if the user edited that YAML file)."""
+    import yaml
 
-    seen = _plan(tmp_path)
-    k_tiles = _key("tiles", str((tmp_path / "slide.svs").resolve()), TILE_ARGS)
-    k_dino = _key("dino", k_tiles, "histo-cpu", "0")
-    assert seen["dino"][0] == k_dino
-    k_ae = _key("ae", k_tiles, "histo-cpu")
-    k_eldm = _key("eldm", k_dino, k_ae, "histo-cpu", "0")
-    assert seen["eldm"][0] == k_eldm
-    assert seen["bank"][0] == _key("bank", k_eldm, "histo-cpu", "0")
+    from gensis import config
+
+    real = config._preset_text
+
+    def text(name, fam):
+        t = real(name, fam)
+        if (name, fam) != (preset, family):
+            return t
+        data = yaml.safe_load(t) or {}
+        edit(data)
+        return yaml.safe_dump(data)
+    return mock.patch.object(config, "_preset_text", text)
+
+
+ALL = {"tiles", "dino", "eldm", "bank", "gendino", "embed-dino", "embed-gendino", "embed-random", "mil-dino",
+       "mil-gendino", "mil-random"}
+
+
+@pytest.mark.parametrize("family,preset,edit,changed", [
+    # a value the bank reads: the bank and what reads it (Gen-DINO, its embeddings and its MIL run)
+    ("bank", "histo-cpu", lambda d: d["gen"].update(guidance=2.5),
+     {"bank", "gendino", "embed-gendino", "mil-gendino"}),
+    # pretraining: both encoders, the E-LDM conditioned on DINO, the bank, every column (random init is DINO's)
+    ("pretrain", "histo-cpu", lambda d: d.setdefault("optim", {}).update(epochs=7), ALL - {"tiles"}),
+    # a base.yaml value the MIL stages read
+    ("mil", "base", lambda d: d["cv"].update(folds=4), {"mil-dino", "mil-gendino", "mil-random"}),
+])
+def test_editing_a_preset_redoes_exactly_the_stages_that_read_it(tmp_path, family, preset, edit, changed):
+    """Stages are keyed by their resolved config, not the preset's name: an edited preset file changes the keys
+    of the stages that read the edited value and of the stages that read theirs, and no other."""
+    base = _plan(tmp_path)
+    assert set(base) == ALL | ({"eldm-ae"} if "eldm-ae" in base else set())
+    with _edited(family, preset, edit):
+        now = _plan(tmp_path)
+    assert {n for n in base if now[n][0] != base[n][0]} == changed
+    assert now["dino"][1] == base["dino"][1]  # same printed commands: the preset is still named, not inlined
+
+
+def test_an_edited_eldm_preset_redoes_the_eldm_and_what_reads_it(tmp_path):
+    base = _plan(tmp_path)
+    with _edited("eldm", "histo-cpu", lambda d: d.setdefault("optim", {}).update(epochs=3)):
+        now = _plan(tmp_path)
+    diff = {n for n in base if now[n][0] != base[n][0]}
+    assert {"eldm", "bank", "gendino", "embed-gendino", "mil-gendino"} <= diff
+    assert not diff & {"tiles", "dino", "embed-dino", "mil-dino", "embed-random", "mil-random"}
+
+
+def test_another_slide_file_redoes_everything(tmp_path):
+    base = _plan(tmp_path)
+    (tmp_path / "slide.svs").write_bytes(b"another slide, another size")
+    now = _plan(tmp_path)
+    assert all(now[n][0] != base[n][0] for n in base)
+
+
+def test_keys_leave_out_added_keys_at_their_old_value(tmp_path):
+    """``gensis.configs.added``: a key registered as added later, at its old value, is not hashed (upgrading
+    gensis keeps a finished slide demo up to date); another value redoes the E-LDM and what reads it."""
+    from gensis.configs.added import ADDED
+
+    base = _plan(tmp_path)
+    with mock.patch.dict(ADDED["eldm"], clear=True):  # as if cond.tokens were hashed like any key
+        hashed = _plan(tmp_path)
+    assert {n for n in base if hashed[n][0] != base[n][0]} == {"eldm", "bank", "gendino", "embed-gendino",
+                                                                "mil-gendino"} | ({"eldm-ae"} & set(base))
+    diff = {n for n, v in _plan(tmp_path, ["eldm.cond.tokens=2"]).items() if v[0] != base[n][0]}
+    assert "eldm" in diff and "dino" not in diff
 
 
 def test_overrides_change_the_keys_of_their_stages_and_what_reads_them(tmp_path):

@@ -18,8 +18,8 @@ def test_tile_settings_are_those_of_the_printed_command_line():
 
 
 def test_stage_error_is_one_line_then_resumed_then_skipped(tmp_path, capsys):
+    from gensis.pipeline.runner import Pipeline, Stage
     from gensis.rundir import held_locks, lock_folder
-    from gensis.wsi.demo import _Stages
 
     runs = []
 
@@ -30,18 +30,128 @@ def test_stage_error_is_one_line_then_resumed_then_skipped(tmp_path, capsys):
             raise UserError("no tissue")
         (tmp_path / "dino" / "manifest.json").write_text("{}")
 
-    st = _Stages(tmp_path, debug=False)
+    def stage():
+        return Stage("dino", ["pretrain", "--out", "X", "--debug"], "k", kind="pretrain", call=call)
+
     with pytest.raises(UserError) as e:
-        st.run("dino", ["pretrain", "--out", "X"], "k", tmp_path / "dino" / "manifest.json", call, resumable=True)
+        Pipeline(tmp_path).run(stage())
     assert str(e.value).startswith("stage 'dino' failed: no tissue;") and "\n" not in str(e.value)
     assert (tmp_path / "dino").resolve() not in held_locks()
-    _Stages(tmp_path, debug=True).run("dino", ["pretrain", "--out", "X"], "k", tmp_path / "dino" / "manifest.json",
-                                      call, resumable=True)
-    _Stages(tmp_path, debug=False).run("dino", ["pretrain", "--out", "X"], "k", tmp_path / "dino" / "manifest.json",
-                                       call, resumable=True)
+    Pipeline(tmp_path).run(stage())
+    Pipeline(tmp_path).run(stage())
     assert runs == [False, True]
     err = capsys.readouterr().err
-    assert "[dino] resuming: gensis pretrain --out X --resume --debug" in err and "[dino] up to date" in err
+    assert "[dino] resuming: gensis pretrain --out X --debug --resume" in err and "[dino] up to date" in err
+
+
+class _Fake:
+    """Stand-ins for the stages' library calls: each writes what proves its folder finished and records
+    (stage, resume); ``fail`` names a stage that stops half-way once (a killed or failed run)."""
+
+    def __init__(self, fail=None):
+        self.calls, self.fail = [], fail
+
+    def make(self, name, out, files):
+        def call(resume):
+            self.calls.append((name, resume))
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "partial").write_text("")
+            if name == self.fail:
+                self.fail = None
+                raise UserError("killed")
+            for f, text in files.items():
+                (out / f).parent.mkdir(parents=True, exist_ok=True)
+                (out / f).write_text(text)
+        return call
+
+    def patches(self):
+        import json
+        from unittest import mock
+
+        from gensis.pipeline import calls
+        from gensis.wsi import demo
+
+        def manifest(kind):
+            return {"manifest.json": json.dumps({"stage": kind})}
+
+        def done(kind):  # what gensis.pipeline.runner.mark_done writes
+            return {demo.DONE: json.dumps({"status": "done", "stage": kind})}
+        return [mock.patch.object(calls, "pretrain", lambda cfg, data, out, **kw: self.make(out.name, out,
+                                                                                            manifest("pretrain"))),
+                mock.patch.object(calls, "autoencoder", lambda cfg, data, out: self.make(out.name, out,
+                                                                                       manifest("eldm-ae"))),
+                mock.patch.object(calls, "eldm", lambda cfg, enc, data, out, ae: self.make(out.name, out,
+                                                                                         manifest("eldm"))),
+                mock.patch.object(calls, "bank", lambda cfg, eldm, data, out, quiet: self.make(
+                    out.name, out, {"bank.json": json.dumps({"format": "gensis-bank"})})),
+                mock.patch.object(demo, "_tile", lambda slide, out, quiet: self.make(out.name, out, done("tiles"))),
+                mock.patch.object(demo, "_embed", lambda spec, tiles, feats, quiet, like: self.make(
+                    feats.name, feats, done("features"))),
+                mock.patch.object(demo, "_mil", lambda feats, labels, out, cfg: self.make(
+                    out.name, out, {"metrics.json": json.dumps({"summary": {}, "n_slides": 6}),
+                                    "mil.json": json.dumps({"classes": [], "splits": {}})})),
+                mock.patch.object(demo, "region_bags", lambda *a: []),
+                mock.patch.object(demo, "format_results", lambda *a: ""),
+                mock.patch.object(demo, "column_evidence", lambda *a: {})]
+
+
+def _run(tmp_path, fake, **kw):
+    from contextlib import ExitStack
+
+    from gensis.wsi.demo import run_wsi_demo
+
+    slide = tmp_path / "slide.svs"
+    if not slide.exists():
+        slide.write_bytes(b"a slide nothing reads here")
+    with ExitStack() as stack:
+        for p in fake.patches():
+            stack.enter_context(p)
+        run_wsi_demo(tmp_path / "out", slide=slide, quiet=True, **kw)
+    return fake.calls
+
+
+def test_same_command_twice_redoes_nothing(tmp_path, capsys):
+    first = _run(tmp_path, _Fake())
+    assert {n for n, _ in first} >= {"tiles", "dino", "eldm", "bank", "gendino", "embed-random", "mil-random"}
+    capsys.readouterr()
+    assert _run(tmp_path, _Fake()) == []
+    err = capsys.readouterr().err
+    assert all(f"[{n}] up to date" in err for n, _ in first)
+
+
+def test_an_interrupted_stage_resumes_and_only_it_and_what_follows_run_again(tmp_path, capsys):
+    with pytest.raises(UserError, match="stage 'eldm' failed: killed"):
+        _run(tmp_path, _Fake(fail="eldm"))
+    capsys.readouterr()
+    again = _run(tmp_path, _Fake())
+    assert again[0] == ("eldm", True) and not {"tiles", "dino"} & {n for n, _ in again}
+    assert ("bank", False) in again and ("gendino", False) in again
+    assert "[eldm] resuming: gensis eldm train" in capsys.readouterr().err
+
+
+def test_other_settings_redo_a_stage_and_remove_only_what_gensis_wrote(tmp_path):
+    _run(tmp_path, _Fake())
+    (tmp_path / "out" / "mil-dino" / "fold-9.json").write_text("{}")  # a file of the run made with other settings
+    calls = _run(tmp_path, _Fake(), overrides=("mil.cv.folds=3",))
+    assert {n for n, _ in calls} == {"mil-dino", "mil-gendino", "mil-random"}
+    assert not (tmp_path / "out" / "mil-dino" / "fold-9.json").exists()  # the proven MIL folder was replaced
+    (tmp_path / "out" / "mil-dino" / "mil.json").unlink()  # no longer provably a MIL run of the demo
+    (tmp_path / "out" / "mil-dino" / "mine.txt").write_text("a user's file")
+    with pytest.raises(UserError, match="mil-dino exists but is not a mil folder this demo wrote"):
+        _run(tmp_path, _Fake(), overrides=("mil.cv.folds=4",))
+    assert (tmp_path / "out" / "mil-dino" / "mine.txt").is_file()
+
+
+def test_a_folder_made_with_the_old_keys_redoes_its_stages_once(tmp_path):
+    """stages.json of before the shared runner ({stage: {key, done}}): every stage is redone once, then kept."""
+    import json
+
+    first = _run(tmp_path, _Fake())
+    state = tmp_path / "out" / "stages.json"
+    old = {n: {"key": "0123456789ab", "done": True, "seconds": 1.0} for n, _ in first}
+    state.write_text(json.dumps(old))
+    assert sorted(_run(tmp_path, _Fake())) == sorted((n, False) for n, _ in first)
+    assert _run(tmp_path, _Fake()) == []
 
 
 def test_results_table_names_the_folds_the_mil_preset_ran():

@@ -2,7 +2,8 @@
 
 Each stage writes one folder under the pipeline folder by calling the library (``gensis.api`` with a typed
 config object) in this process; it also carries the equivalent ``gensis`` command line, printed when the stage
-starts, so what it runs can be read, copied and re-run by hand. ``OUT/stages.json`` records, per stage, the key
+starts (with ``--resume`` when it resumes), so what it runs can be read, copied and re-run by hand. Both demos run
+on it: ``gensis demo`` (``gensis.pipeline.demo``) and the slide demo (``gensis.wsi.demo``). ``OUT/stages.json`` records, per stage, the key
 it was made with:
 
 - same key, finished        -> skipped ("up to date")
@@ -49,7 +50,7 @@ class Stage:
     command line (printed, never parsed).
 
     ``kind``: the manifest stage that proves a folder is this stage's output (``pretrain``, ``eldm-ae``,
-    ``eldm``, ``bank``); ``None`` for stages whose files are simply rewritten in place (figures, eval JSON).
+    ``eldm``, ``bank``; ``tiles``, ``features``, ``mil`` by ``PROOFS``); ``None`` for stages whose files are simply rewritten in place (figures, eval JSON).
     ``done_file``: the file whose presence (and ``status: done`` for JSON) says the stage finished.
     """
 
@@ -63,20 +64,63 @@ class Stage:
     call: Callable[[bool], Any] | None = None
 
 
-def proves_kind(path: Path, kind: str) -> bool:
-    """True when ``path`` is a folder gensis wrote as a ``kind`` stage (its manifest/header says so)."""
-    if kind == "bank":
-        f = path / "bank.json"
-        try:
-            h = json.loads(f.read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(h, dict) and h.get("format") == "gensis-bank"
+DONE = "stage-done.json"  # written by ``mark_done`` into a stage folder whose writer leaves no manifest
+
+
+def _json(path: Path) -> Any:
     try:
-        m = json.loads((path / "manifest.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def _is_bank(path: Path) -> bool:
+    h = _json(path / "bank.json")
+    return isinstance(h, dict) and h.get("format") == "gensis-bank"
+
+
+def _is_tiles(path: Path) -> bool:
+    """``gensis wsi tile`` output: ``tiling.json`` (with its settings) at the top or in one resolution folder."""
+    return any(isinstance(m := _json(f), dict) and "settings" in m and "slides" in m
+               for f in [path / "tiling.json", *path.glob("*/tiling.json")])
+
+
+def _is_features(path: Path) -> bool:
+    """``gensis wsi embed`` output: bags (``*.h5``), each naming the encoder that wrote it, and nothing else."""
+    from gensis.mil.bags import read_bag_attrs
+
+    bags = sorted(path.glob("*.h5"))
+    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE]
+    return bool(bags) and not others and all("encoder_identity" in (read_bag_attrs(b) or {}) for b in bags)
+
+
+def _is_mil(path: Path) -> bool:
+    m = _json(path / "mil.json")
+    return isinstance(m, dict) and "classes" in m and "splits" in m
+
+
+# kinds whose writer records no ``manifest.json`` stage: what proves a folder is theirs
+PROOFS: dict[str, Callable[[Path], bool]] = {"bank": _is_bank, "tiles": _is_tiles, "features": _is_features,
+                                             "mil": _is_mil}
+
+
+def proves_kind(path: Path, kind: str) -> bool:
+    """True when ``path`` is a folder gensis wrote as a ``kind`` stage: its manifest names the stage, or (kinds
+    in ``PROOFS``) the files its writer leaves say so, or ``mark_done`` recorded it."""
+    done = _json(path / DONE)
+    if isinstance(done, dict) and done.get("stage") == kind:
+        return True
+    proof = PROOFS.get(kind)
+    if proof is not None:
+        return proof(path)
+    m = _json(path / "manifest.json")
     return isinstance(m, dict) and m.get("stage") == kind
+
+
+def mark_done(path: Path, kind: str) -> None:
+    """Record in ``path`` that its stage (of ``kind``) finished: the ``done_file`` of stages whose writer leaves
+    no file that says so (``gensis wsi tile``/``embed``)."""
+    atomic_write_json(path / DONE, {"status": "done", "stage": kind})
 
 
 class Pipeline:
@@ -136,7 +180,8 @@ class Pipeline:
         if self.state.get(stage.name) != stage.key:
             self._clear(stage)
         resume = stage.resumable and path.exists()
-        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}: gensis {' '.join(stage.argv)}")
+        argv = [*stage.argv, "--resume"] if resume else stage.argv  # the command that continues it by hand
+        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}: gensis {' '.join(argv)}")
         t0 = time.time()
         self.state[stage.name] = stage.key
         self._save()

