@@ -163,3 +163,30 @@ def test_results_table_names_the_folds_the_mil_preset_ran():
     two = format_results({"dino": {**run, "splits": {"fold-0": {}, "fold-1": {}}}})
     five = format_results({"dino": {**run, "splits": {f"fold-{i}": {} for i in range(5)}}})
     assert two.startswith("ABMIL, 2-fold CV over 24 regions") and five.startswith("ABMIL, 5-fold CV over 24")
+
+
+def test_what_proves_a_features_or_tiles_folder_is_gensis_output(tmp_path):
+    """Bags that name their encoder (and a killed write's temporary file) prove an embed folder; a user's file
+    beside them does not; tiles are proven by tiling.json; a mark_done record proves either."""
+    import numpy as np
+
+    pytest.importorskip("h5py")
+    from gensis.mil.bags import write_bag
+    from gensis.pipeline.runner import mark_done, proves_kind
+    from gensis.rundir import TMP_SUFFIX
+
+    feats = tmp_path / "embed-dino"
+    feats.mkdir()
+    assert not proves_kind(feats, "features")
+    write_bag(feats / "s1.h5", np.zeros((2, 4), np.float32), np.zeros((2, 2), np.int64),
+              {"slide_id": "s1", "encoder_identity": "abc"})
+    (feats / f".s2.h5.123-ab{TMP_SUFFIX}").write_bytes(b"")
+    assert proves_kind(feats, "features") and not proves_kind(feats, "tiles")
+    (feats / "notes.txt").write_text("mine")
+    assert not proves_kind(feats, "features")
+    mark_done(feats, "features")
+    assert proves_kind(feats, "features") and not proves_kind(feats, "mil")
+    tiles = tmp_path / "tiles"
+    (tiles / "10x_32px_0px_overlap").mkdir(parents=True)
+    (tiles / "10x_32px_0px_overlap" / "tiling.json").write_text('{"settings": {}, "slides": {}}')
+    assert proves_kind(tiles, "tiles") and not proves_kind(tiles, "features")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
-from gensis.rundir import atomic_write_json, held_locks, release_folder
+from gensis.rundir import TMP_SUFFIX, atomic_write_json, held_locks, release_folder
 
 STATE = "stages.json"
 
@@ -86,11 +86,12 @@ def _is_tiles(path: Path) -> bool:
 
 
 def _is_features(path: Path) -> bool:
-    """``gensis wsi embed`` output: bags (``*.h5``), each naming the encoder that wrote it, and nothing else."""
+    """``gensis wsi embed`` output: bags (``*.h5``), each naming the encoder that wrote it, and nothing else (but
+    the temporary file of a bag being written when the stage was killed)."""
     from gensis.mil.bags import read_bag_attrs
 
     bags = sorted(path.glob("*.h5"))
-    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE]
+    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE and not p.name.endswith(TMP_SUFFIX)]
     return bool(bags) and not others and all("encoder_identity" in (read_bag_attrs(b) or {}) for b in bags)
 
 
