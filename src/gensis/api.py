@@ -59,14 +59,23 @@ def make_config(stage: str, preset: str = "demo", overrides: Overrides | None = 
     return resolve(stage, preset, overrides)
 
 
-def stage_config(stage: str, config: ConfigLike | None = None, preset: str = "demo",
+DEFAULT_PRESET = {"mil": "base"}  # the preset of a stage given neither config= nor preset= (else "demo")
+
+
+def stage_config(stage: str, config: ConfigLike | None = None, preset: str | None = None,
                  overrides: Overrides | None = None) -> StageConfig:
     """The typed config a stage runs with: ``config`` (a typed config, a dict from ``make_config`` or a run's
-    ``config.yaml``, a partial dict: missing keys take their defaults) or else ``preset``, then
-    ``overrides``; validated (also values assigned to a typed config after it was made)."""
+    ``config.yaml``, a partial dict: missing keys take their defaults) or else ``preset`` (default: ``demo``,
+    ``base`` for mil), then ``overrides``; validated (also values assigned to a typed config after it was made).
+    Both ``config`` and ``preset``: a UserError (the preset would be ignored)."""
     cls = _check_stage(stage)
     if config is None:
-        return cls.from_preset(preset, overrides)
+        return cls.from_preset(preset or DEFAULT_PRESET.get(stage, "demo"), overrides)
+    if preset is not None:
+        from gensis.errors import UserError
+
+        raise UserError(f"give config= or preset='{preset}', not both: a config is already resolved (change it "
+                        f"with overrides=, or make it with {cls.__name__}.from_preset('{preset}', ...))")
     if isinstance(config, StageConfig):
         if config.family != stage:
             from gensis.errors import UserError
@@ -96,7 +105,7 @@ def _sets(overrides: Overrides | None, key: str) -> bool:
     return any(str(o).split("=", 1)[0].strip() == key for o in overrides)
 
 
-def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *, preset: str = "demo",
+def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                     overrides: Overrides | None = None, method: str | None = None, interp: str | None = None,
                     bank: PathLike | None = None) -> PretrainConfig:
     """The config ``pretrain`` runs with (what ``gensis pretrain --print-config`` prints): ``config`` or
@@ -120,7 +129,7 @@ def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *,
     return cast(PretrainConfig, cfg.with_overrides(extra) if extra else cfg)
 
 
-def eldm_config(config: ELDMConfig | Mapping[str, Any] | None = None, *, preset: str = "demo",
+def eldm_config(config: ELDMConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                 overrides: Overrides | None = None, autoencoder: PathLike | None = None) -> ELDMConfig:
     """The config ``train_eldm`` / ``train_autoencoder`` run with (``gensis eldm ... --print-config``): with
     an ``autoencoder`` the latent space is ``vq`` unless ``overrides`` set ``space``."""
@@ -130,13 +139,13 @@ def eldm_config(config: ELDMConfig | Mapping[str, Any] | None = None, *, preset:
     return cast(ELDMConfig, cfg)
 
 
-def bank_config(config: BankConfig | Mapping[str, Any] | None = None, *, preset: str = "demo",
+def bank_config(config: BankConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                 overrides: Overrides | None = None) -> BankConfig:
     """The config ``generate_bank`` runs with (``gensis bank generate --print-config``)."""
     return cast(BankConfig, stage_config("bank", config, preset, overrides))
 
 
-def mil_config(config: MILConfig | Mapping[str, Any] | None = None, *, preset: str = "base",
+def mil_config(config: MILConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                overrides: Overrides | None = None) -> MILConfig:
     """The config ``train_mil`` runs with (``gensis mil train --print-config``)."""
     return cast(MILConfig, stage_config("mil", config, preset, overrides))
@@ -188,7 +197,7 @@ def _split_spec(data: Any, split: str | None) -> str:
 # pipeline stages
 
 
-def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: PretrainConfig | Mapping[str, Any] | None = None,
+def pretrain(data: Any, out: PathLike, *, preset: str | None = None, config: PretrainConfig | Mapping[str, Any] | None = None,
              overrides: Overrides | None = None, bank: PathLike | None = None, interp: str | None = None,
              method: str | None = None, resume: bool = False, quiet: bool = True) -> Path:
     """Self-supervised pretraining (DINO by default; the Gen- variant with ``bank``), as ``gensis pretrain``;
@@ -208,7 +217,7 @@ def pretrain(data: Any, out: PathLike, *, preset: str = "demo", config: Pretrain
     return Path(run.path)
 
 
-def train_autoencoder(data: Any, out: PathLike, *, preset: str = "demo",
+def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
                       config: ELDMConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
                       resume: bool = False, quiet: bool = True) -> Path:
     """The E-LDM's VQ autoencoder (the ``ae`` section of an ``ELDMConfig``), as ``gensis eldm train-ae``;
@@ -220,7 +229,7 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str = "demo",
 
 
 def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: PathLike | None = None,
-               preset: str = "demo", config: ELDMConfig | Mapping[str, Any] | None = None,
+               preset: str | None = None, config: ELDMConfig | Mapping[str, Any] | None = None,
                overrides: Overrides | None = None, resume: bool = False, quiet: bool = True) -> Path:
     """The embedding-conditioned diffusion model, as ``gensis eldm train``; returns the run directory.
 
@@ -236,7 +245,7 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     return Path(run.path)
 
 
-def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator: Any = None, preset: str = "demo",
+def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator: Any = None, preset: str | None = None,
                   config: BankConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
                   quiet: bool = True) -> Path:
     """The augmentation bank, as ``gensis bank generate``; returns the bank folder (rerun to finish a killed one).
@@ -282,7 +291,7 @@ def evaluate_eldm(eldm: PathLike, data: Any, *, n: int | None = None, overrides:
                         sampler=sampler, device=device, amp=amp, quiet=quiet)
 
 
-def train_mil(feats: PathLike, labels: PathLike, out: PathLike, *, preset: str = "base",
+def train_mil(feats: PathLike, labels: PathLike, out: PathLike, *, preset: str | None = None,
               config: MILConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
               quiet: bool = True) -> dict[str, Any]:
     """ABMIL slide classification on bags of tile embeddings (``gensis wsi embed``), cross-validated, as

@@ -56,3 +56,28 @@ def test_k_larger_than_the_training_set_names_the_fix(tmp_path, encoder_run, cap
     data = _two_class_npz(tmp_path / "d.npz", True)
     assert main(["eval", "knn", "--encoder", str(encoder_run), "--train", str(data), "--cache", "none"]) == 2
     assert "k=20 is more than the 16 training images: use k <= 16 (--k)" in capsys.readouterr().err
+
+
+def test_config_and_preset_together_are_refused_not_ignored():
+    cfg = gensis.PretrainConfig.from_preset("smoke")
+    with pytest.raises(UserError, match="give config= or preset='paper', not both"):
+        gensis.api.pretrain_config(cfg, preset="paper")
+    with pytest.raises(UserError, match="not both"):
+        gensis.api.mil_config(gensis.MILConfig.from_preset("smoke"), preset="base")
+    assert gensis.api.pretrain_config(cfg) == cfg  # one or the other: as before
+    assert gensis.api.pretrain_config() == gensis.PretrainConfig.from_preset("demo")
+    assert gensis.api.mil_config() == gensis.MILConfig.from_preset("base")
+
+
+def test_demo_on_unlabelled_images_is_refused_before_training(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "flat").mkdir()
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "flat" / f"{i}.png")
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "smoke", "--data", str(tmp_path / "flat"), "--out", str(out),
+                 "pretrain.optim.batch_size=8", "eldm.optim.batch_size=8"]) == 2
+    assert "has no labels, and the demo's eval stage" in capsys.readouterr().err
+    assert not out.exists()

@@ -57,3 +57,15 @@ def test_predict_on_bags_without_a_thumbnail_or_into_the_run_is_one_line(tmp_pat
     assert (run / "predictions.csv").read_text() == cv
     assert main(["mil", "predict", "--run", str(run), "--feats", str(feats), "--out", str(tmp_path / "p"),
                  "--no-heatmaps"]) == 0
+
+
+def test_a_metric_undefined_in_some_splits_is_not_shown_with_a_zero_std():
+    from gensis.mil.train import format_table, summarize
+
+    nan = float("nan")
+    per = {"fold-0": {"accuracy": 0.0, "balanced_accuracy": 0.0, "macro_f1": 0.0, "macro_auc_ovr": nan,
+                      "quadratic_kappa": 0.0},
+           "fold-1": {"accuracy": 1.0, "balanced_accuracy": 1.0, "macro_f1": 1.0, "macro_auc_ovr": nan,
+                      "quadratic_kappa": nan}}
+    row = format_table(per, summarize(per)).splitlines()[3].split()
+    assert row == ["mean±std", "0.500±0.707", "0.500±0.707", "0.500±0.707", "n/a", "0.000±n/a", "(1/2)"]

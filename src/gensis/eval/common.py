@@ -106,8 +106,9 @@ def add_data_options(p, train_required: bool = False) -> None:
     p.add_argument("--train", default=None, required=train_required, metavar="DATA",
                    help="labelled training data: builtin:NAME, an ImageFolder folder or an .npz; DATA@train, "
                         "@val or @all picks a split" + ("" if train_required else
-                        " (default: the data the --encoder run was pretrained on, as its manifest records; "
-                        f"{DEFAULT_DATA} for the pixels, random and timm: encoders)"))
+                        " (default: the data the --encoder run, or the --random-like run of --encoder random, was "
+                        f"pretrained on, as its manifest records; {DEFAULT_DATA} for the pixels, random and timm: "
+                        "encoders)"))
     p.add_argument("--test", default=None, metavar="DATA",
                    help="labelled test data (same forms; default: the --train data). One source: its train "
                         "and val splits; two different sources: each whole, unless a split is named")

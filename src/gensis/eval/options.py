@@ -22,7 +22,8 @@ def add_encoder_options(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="which exported backbone of a run to evaluate (DINO evaluates the teacher)")
     p.add_argument("--init-seed", type=int, default=0, metavar="SEED", help="initialisation seed of --encoder random")
     p.add_argument("--random-like", default=None, metavar="RUN",
-                   help="--encoder random gets the architecture of this pretraining run (default: the demo preset's)")
+                   help="--encoder random gets the architecture of this pretraining run (default: the demo preset's) "
+                        "and, without --train, is scored on the run's data, like --encoder RUN")
 
 
 def add_runtime_options(p: argparse.ArgumentParser, json_option: bool = True) -> None:

@@ -148,14 +148,25 @@ def summarize(per_split: dict[str, dict[str, float]]) -> dict:
     return out
 
 
+def mean_std_text(s: dict, total: int, sep: str = "±") -> str:
+    """``0.667±0.471`` of a ``summarize`` entry; over fewer splits than ``total`` (a metric undefined in some,
+    e.g. AUC of a one-class fold) it says over how many, and a std of one split or a mean of none is ``n/a``,
+    not 0."""
+    n = int(s.get("n", total))
+    if n == 0:
+        return "n/a"
+    text = f"{s['mean']:.3f}" + (f"{sep}{s['std']:.3f}" if n > 1 else f"{sep}n/a")
+    return text if n == total else f"{text} ({n}/{total})"
+
+
 def format_table(per_split: dict[str, dict[str, float]], summary: dict, pooled: dict | None = None) -> str:
     names = list(METRICS)
-    w = max(len(n) for n in names) + 2
+    total = len(per_split)
+    w = max([len(n) for n in names] + [len(mean_std_text(summary[n], total)) for n in names]) + 2
     lines = [f"{'':<10}" + "".join(f"{n:>{w}}" for n in names)]
     for s, m in per_split.items():
         lines.append(f"{s:<10}" + "".join(f"{m[n]:>{w}.3f}" for n in names))
-    lines.append(f"{'mean±std':<10}" + "".join(f"{summary[n]['mean']:.3f}±{summary[n]['std']:.3f}".rjust(w)
-                                                for n in names))
+    lines.append(f"{'mean±std':<10}" + "".join(mean_std_text(summary[n], total).rjust(w) for n in names))
     if pooled is not None:
         lines.append(f"{'pooled':<10}" + "".join(f"{pooled[n]:>{w}.3f}" for n in names))
     return "\n".join(lines)
@@ -230,7 +241,7 @@ def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | P
     md = [f"# ABMIL ({meta['mode']}, {len(splits)} splits, {len(cohort.slides)} slides, classes {cohort.classes})", "",
           "| split | " + " | ".join(METRICS) + " |", "|---|" + "---:|" * len(METRICS)]
     md += [f"| {s} | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |" for s, m in per_split.items()]
-    md.append("| mean ± std | " + " | ".join(f"{summary[k]['mean']:.3f} ± {summary[k]['std']:.3f}" for k in METRICS)
+    md.append("| mean ± std | " + " | ".join(mean_std_text(summary[k], len(per_split), " ± ") for k in METRICS)
               + " |")
     if pooled is not None:
         md.append("| pooled out-of-fold | " + " | ".join(f"{pooled[k]:.3f}" for k in METRICS) + " |")

@@ -117,6 +117,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
         raise UserError(f"--out {out} is a file, not a folder")
     check_overrides(split_overrides(opts.overrides), opts.preset, opts.methods)  # before anything is written
     _check_enough_images(opts)
+    _check_labels(opts)
     print(f"gensis demo: {header(opts)}", file=sys.stderr, flush=True)
     lock_folder(out)  # one demo per folder
     if opts.seeds is None:
@@ -168,6 +169,18 @@ def _module_exists(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
+
+
+def _check_labels(opts: DemoOptions) -> None:
+    """Refuse, before anything is written, unlabelled data when the eval stage runs (k-NN and linear probe need
+    labels): found at the end of an hour of training it would cost the whole run."""
+    if opts.stages is not None and "eval" not in opts.stages:
+        return
+    from gensis.data.sources import open_data
+
+    if open_data(opts.data, "all").labels is None:
+        raise UserError(f"{opts.data} has no labels, and the demo's eval stage (k-NN, linear probe) needs them: give "
+                        f"labelled images (one folder per class, an .npz with 'labels') or leave eval out (--stages)")
 
 
 def _check_enough_images(opts: DemoOptions) -> None:
