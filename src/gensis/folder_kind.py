@@ -25,10 +25,16 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 
 def _stage(path: Path) -> str | None:
-    """The ``stage`` of the folder's ``manifest.json`` (written by ``RunDir.start``), if any."""
-    m = _json(path / "manifest.json")
-    s = m.get("stage") if m is not None else None
-    return s if isinstance(s, str) else None
+    """The ``stage`` of the folder's ``manifest.json`` (written by ``RunDir.start``), else of the ``stage-done.json``
+    a pipeline writes into the folder of a stage whose writer leaves no manifest (``pipeline.runner.mark_done``)."""
+    from gensis.pipeline.runner import DONE
+
+    for name in ("manifest.json", DONE):
+        m = _json(path / name)
+        s = m.get("stage") if m is not None else None
+        if isinstance(s, str):
+            return s
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("demo", "a demo folder", "gensis demo",
          lambda p: (p / "stages.json").is_file() or (p / "demo-settings.json").is_file()),
     Kind("tiles", "a tiles folder", "gensis wsi tile",
-         lambda p: (p / "tiling.json").is_file() or (p / "patches").is_dir()),
+         lambda p: (p / "tiling.json").is_file() or (p / "patches").is_dir() or any(p.glob("*/tiling.json"))),
     Kind("features", "a features folder (slide bags)", "gensis wsi embed", lambda p: any(p.glob("*.h5"))),
 )}
 

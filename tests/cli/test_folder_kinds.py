@@ -39,6 +39,7 @@ def kinds(tmp_path):
                                             "config.yaml": dump(load_config("bank", "smoke"))}),
         "mil": _folder(tmp_path / "mil", {"mil.json": "{}", "config.yaml": "{}"}),
         "features": _folder(tmp_path / "feats", {"s1.h5": ""}),
+        "tiles": _folder(tmp_path / "tiles", {"mag10_px32/tiling.json": "{}", "mag10_px32/patches/s1.h5": ""}),
     }
 
 
@@ -57,6 +58,9 @@ def test_each_kind_is_named_from_what_its_writer_leaves(kinds, tmp_path):
     assert folder_kind(kinds["eldm-ae"]) == "eldm-ae"
     (kinds["pretrain"] / "manifest.json").unlink()
     assert folder_kind(kinds["pretrain"]) == "pretrain"
+    # `gensis wsi tile --out TILES` writes TILES/<resolution>/tiling.json; a pipeline marks stages without manifest
+    assert folder_kind(_folder(tmp_path / "tiles2", {"mag10_px32/tiling.json": "{}"})) == "tiles"
+    assert folder_kind(_folder(tmp_path / "marked", {"stage-done.json": '{"stage": "features"}'})) == "features"
     assert folder_kind(tmp_path / "missing") is None and folder_kind(_folder(tmp_path / "empty", {})) is None
     require_kind(tmp_path / "empty", "eldm")  # no known kind: left to the caller's own check
 
@@ -94,6 +98,8 @@ def _line(capsys) -> str:
      "not a MIL run: pass the folder written by `gensis mil train`"),
     (["mil", "train", "--feats", "{eldm}", "--labels", "{tmp}/l.csv", "--out", "{tmp}/m", "--preset", "smoke"],
      "an E-LDM run", "not a features folder (slide bags): pass the folder written by `gensis wsi embed`"),
+    (["mil", "train", "--feats", "{tiles}", "--labels", "{tmp}/l.csv", "--out", "{tmp}/m", "--preset", "smoke"],
+     "a tiles folder", "not a features folder (slide bags)"),
 ])
 def test_a_folder_of_another_kind_is_one_line_naming_both(kinds, npz, tmp_path, capsys, argv, given, expected):
     fill = {**{k: str(v) for k, v in kinds.items()}, "tmp": str(tmp_path), "npz": str(npz)}
