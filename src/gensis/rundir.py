@@ -393,7 +393,10 @@ class RunDir:
             if self.exists():
                 m = self.manifest()
                 if m.get("stage") != stage:
-                    raise UserError(f"{self.path} holds a {m.get('stage')} run, not a {stage} run; use another --out")
+                    from gensis.folder_kind import describe
+
+                    raise UserError(f"{self.path} holds {describe(str(m.get('stage')))}, not {describe(stage)}; "
+                                    f"use another --out")
                 if m.get("status") == "done" and not resume:
                     raise UserError(f"{self.path} already holds a finished {stage} run; use another --out")
             else:

@@ -155,7 +155,7 @@ def test_report_curves_survive_a_torn_log(tmp_path):
 def test_claim_refuses_other_stage_finished_run_and_foreign_folder(tmp_path):
     run = RunDir(tmp_path / "ae")
     run.start("eldm-ae", {}, 0, {})
-    with pytest.raises(UserError, match="holds a eldm-ae run, not a pretrain run"):
+    with pytest.raises(UserError, match="holds an autoencoder run, not a pretraining run; use another --out"):
         RunDir(tmp_path / "ae").start("pretrain", {}, 0, {}, resume=True)
     run.finish()
     with pytest.raises(UserError, match="already holds a finished eldm-ae run"):

@@ -187,7 +187,7 @@ def test_run_folder_of_another_stage_as_out_or_encoder(tmp_path, tiny_npz, small
     before = snapshot(ae)
     for resume in ([], ["--resume"]):
         assert_refused(main("pretrain", "--data", tiny_npz, "--out", ae, *TINY_PRETRAIN, *resume),
-                       capsys.readouterr().err, str(ae), "eldm-ae")
+                       capsys.readouterr().err, str(ae), "an autoencoder run")
     assert_refused(main("eldm", "train", "--encoder", ae, "--data", tiny_npz, "--out", tmp_path / "e",
                         "--preset", "smoke"), capsys.readouterr().err, str(ae), "not a pretraining run")
     assert_refused(main("eval", "knn", "--encoder", small_bank, "--train", tiny_npz), capsys.readouterr().err,

@@ -91,7 +91,10 @@ def check_resume(run: RunDir, stage: str, cfg: dict, inputs: dict, ignore: Itera
         return
     m = run.manifest()
     if m.get("stage") != stage:
-        raise UserError(f"--resume: {run.path} holds a {m.get('stage')} run, not {stage}; use another --out")
+        from gensis.folder_kind import describe
+
+        raise UserError(f"--resume: {run.path} holds {describe(str(m.get('stage')))}, not {describe(stage)}; "
+                        f"use another --out")
     diffs = resume_differences(run.config(), cfg, m.get("inputs", {}), inputs, ignore, added)
     if diffs:
         raise UserError(f"--resume: {run.path} was started with other settings or inputs: {'; '.join(diffs)}. "
