@@ -158,6 +158,11 @@ def atomic_savefig(fig: Any, path: StrPath, **kw: Any) -> Path:
     return path
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of our temporary names (``.<final name>.<pid>-<8 hex>.tmp``; older: mkstemp's)."""
+    return _TMP_RE.match(name) is not None
+
+
 def remove_stale_temps(folder: StrPath) -> list[Path]:
     """Delete temporary files a killed gensis process left in ``folder`` (our naming pattern only).
 

@@ -180,8 +180,11 @@ def test_what_proves_a_features_or_tiles_folder_is_gensis_output(tmp_path):
     assert not proves_kind(feats, "features")
     write_bag(feats / "s1.h5", np.zeros((2, 4), np.float32), np.zeros((2, 2), np.int64),
               {"slide_id": "s1", "encoder_identity": "abc"})
-    (feats / f".s2.h5.123-ab{TMP_SUFFIX}").write_bytes(b"")
+    (feats / f".s2.h5.123-abcdef01{TMP_SUFFIX}").write_bytes(b"")  # rundir's temporary name of s2.h5
     assert proves_kind(feats, "features") and not proves_kind(feats, "tiles")
+    (feats / f"mine{TMP_SUFFIX}").write_text("mine")  # a user's file that merely ends like a temporary one
+    assert not proves_kind(feats, "features")
+    (feats / f"mine{TMP_SUFFIX}").unlink()
     (feats / "notes.txt").write_text("mine")
     assert not proves_kind(feats, "features")
     mark_done(feats, "features")

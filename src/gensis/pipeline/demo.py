@@ -119,7 +119,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
     _check_enough_images(opts)
     _check_labels(opts)
     print(f"gensis demo: {header(opts)}", file=sys.stderr, flush=True)
-    lock_folder(out)  # one demo per folder
+    lock_folder(out)  # one demo per folder (a pass's own folder is locked by its Pipeline)
     if opts.seeds is None:
         return run_pipeline(opts, out, opts.seed)
     from gensis.pipeline.seeds import format_seed_table, seeds_markdown, summarize_seeds
@@ -127,7 +127,6 @@ def run_demo(opts: DemoOptions) -> dict | None:
     per_seed = {}
     for i, s in enumerate(opts.seeds):
         print(f"=== seed {s} ({i + 1}/{len(opts.seeds)}): {out / f'seed-{s}'}", file=sys.stderr, flush=True)
-        lock_folder(out / f"seed-{s}")
         results = run_pipeline(opts, out / f"seed-{s}", s)
         if results:
             per_seed[s] = results

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
-from gensis.rundir import TMP_SUFFIX, atomic_write_json, held_locks, release_folder
+from gensis.rundir import atomic_write_json, held_locks, is_temp_name, lock_folder, release_folder
 
 STATE = "stages.json"
 
@@ -91,8 +91,25 @@ def _is_features(path: Path) -> bool:
     from gensis.mil.bags import read_bag_attrs
 
     bags = sorted(path.glob("*.h5"))
-    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE and not p.name.endswith(TMP_SUFFIX)]
+    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE and not is_temp_name(p.name)]
     return bool(bags) and not others and all("encoder_identity" in (read_bag_attrs(b) or {}) for b in bags)
+
+
+REGIONS = "regions.json"  # written first into a folder of region bags (``gensis.wsi.demo.region_bags``)
+REGIONS_FORMAT = "gensis-regions"
+
+
+def _is_regions(path: Path) -> bool:
+    """Region bags of the slide demo: its ``regions.json`` marker and, besides it, only bags that name the encoder
+    that wrote them (or the temporary file of a bag being written when the demo was killed)."""
+    from gensis.mil.bags import read_bag_attrs
+
+    m = _json(path / REGIONS)
+    if not (isinstance(m, dict) and m.get("format") == REGIONS_FORMAT):
+        return False
+    others = [p for p in path.iterdir() if p.name != REGIONS and not (is_temp_name(p.name) and p.is_file())]
+    return all(p.suffix == ".h5" and p.is_file() and "encoder_identity" in (read_bag_attrs(p) or {})
+               for p in others)
 
 
 def _is_mil(path: Path) -> bool:
@@ -102,7 +119,7 @@ def _is_mil(path: Path) -> bool:
 
 # kinds whose writer records no ``manifest.json`` stage: what proves a folder is theirs
 PROOFS: dict[str, Callable[[Path], bool]] = {"bank": _is_bank, "tiles": _is_tiles, "features": _is_features,
-                                             "mil": _is_mil}
+                                             "mil": _is_mil, "regions": _is_regions}
 
 
 def proves_kind(path: Path, kind: str) -> bool:
@@ -128,7 +145,12 @@ class Pipeline:
     """Runs stages in order in one folder; each stage is a library call executed in this process."""
 
     def __init__(self, out: Path, quiet: bool = False):
+        """Lock ``out`` (created if missing) for this process: a second demo on the same folder stops with one
+        line (``rundir.RunLock``) before it writes anything; the lock is released at exit."""
         self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder")
+        lock_folder(self.out)
         self.quiet = quiet
         self.state_path = self.out / STATE
         try:

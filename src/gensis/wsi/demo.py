@@ -120,15 +120,28 @@ def _mil(feats: Path, labels: Path, out: Path, config: Any) -> Callable[[bool], 
 def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_UM,
                 min_tiles: int = MIN_REGION_TILES) -> list[dict]:
     """Cut each slide bag of ``feats`` into square regions → ``out/<slide>_r<row>_<col>.h5``; returns one row per
-    region with its synthetic label (tertile of mean optical density of its tiles)."""
-    from gensis.mil.bags import list_bags, read_bag, write_bag
-    from gensis.wsi.dataset import TileImageSet
+    region with its synthetic label (tertile of mean optical density of its tiles).
 
+    ``out`` is made anew: an existing one is removed only when gensis provably wrote it (its ``regions.json``
+    marker, written first, and nothing but region bags besides: ``pipeline.runner.proves_kind``); any other
+    existing ``out`` but an empty folder is refused with one line, its files kept."""
     import shutil
 
+    from gensis.mil.bags import list_bags, read_bag, write_bag
+    from gensis.pipeline.runner import REGIONS, REGIONS_FORMAT, proves_kind
+    from gensis.rundir import atomic_write_json
+    from gensis.wsi.dataset import TileImageSet
+
     ds = TileImageSet(tiles)
-    if out.exists():  # regions of other settings must not linger
+    if out.is_dir() and proves_kind(out, "regions"):  # regions of other settings must not linger
         shutil.rmtree(out)
+    elif out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise UserError(f"{out} exists but is not a folder of region bags this demo wrote (no {REGIONS} marker, "
+                        f"or files gensis did not write); gensis removes only what it made: move it away or use "
+                        f"another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / REGIONS, {"format": REGIONS_FORMAT, "features": str(feats), "region_um": region_um,
+                                      "min_tiles": min_tiles})  # first: from now on the folder is provably ours
     regions = []
     for sid, f in list_bags(feats).items():
         bag = read_bag(f)
@@ -196,8 +209,7 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     if quiet:
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline(out, quiet)
+    pipe = Pipeline(out, quiet)  # creates and locks out: a second demo on it stops here, having written nothing
     t_start = time.time()
     q = ["--quiet"] if quiet else []
     dbg = ["--debug"] if debug else []  # in the printed command lines only (errors reach the caller)
