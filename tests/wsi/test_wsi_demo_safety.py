@@ -98,19 +98,27 @@ def test_a_regions_folder_gensis_wrote_is_replaced(embedded, tmp_path):
     assert proves_kind(out, "regions")
     again = region_bags(feats, tiles, out, region_um=64, min_tiles=4)
     assert again == rows and {p.name for p in out.iterdir()} == names | {REGIONS}
+    # a folder the demo wrote before the marker existed: its region bags alone prove it
+    (out / REGIONS).unlink()
+    assert proves_kind(out, "regions")
+    assert region_bags(feats, tiles, out, region_um=64, min_tiles=4) == rows and (out / REGIONS).is_file()
 
 
-@pytest.mark.parametrize("marker", [False, True])
-def test_a_regions_folder_with_a_users_file_is_refused_and_kept(embedded, tmp_path, marker):
-    from gensis.pipeline.runner import REGIONS
+@pytest.mark.parametrize("made", ["by the user", "by gensis", "by gensis before the marker"])
+def test_a_regions_folder_with_a_users_file_is_refused_and_kept(embedded, tmp_path, made):
+    from gensis.pipeline.runner import REGIONS, proves_kind
     from gensis.wsi.demo import region_bags
 
     tiles, feats = embedded
     out = tmp_path / "regions-dino"
-    if marker:  # our marker, but a file gensis did not write beside it
-        region_bags(feats, tiles, out, region_um=64, min_tiles=4)
-    else:
+    if made == "by the user":
         out.mkdir()
+        (out / "data.h5").write_bytes(b"not a bag")
+    else:  # region bags gensis wrote, but a file it did not write beside them
+        region_bags(feats, tiles, out, region_um=64, min_tiles=4)
+        if made.endswith("marker"):
+            (out / REGIONS).unlink()
+        assert proves_kind(out, "regions")
     (out / "notes.txt").write_text("mine")
     before = _listing(out)
     with pytest.raises(UserError) as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 import time
@@ -99,17 +100,25 @@ REGIONS = "regions.json"  # written first into a folder of region bags (``gensis
 REGIONS_FORMAT = "gensis-regions"
 
 
+_REGION_BAG = re.compile(r"^.+_r\d+_c\d+\.h5$")  # <slide>_r<row>_c<col>.h5
+
+
 def _is_regions(path: Path) -> bool:
-    """Region bags of the slide demo: its ``regions.json`` marker and, besides it, only bags that name the encoder
-    that wrote them (or the temporary file of a bag being written when the demo was killed)."""
+    """Region bags of the slide demo: its ``regions.json`` marker and, besides it, only region bags that name the
+    encoder that wrote them and their own region (or the temporary file of a bag being written when the demo was
+    killed). A folder of such bags without the marker (written before it existed) is proven by its bags alone."""
     from gensis.mil.bags import read_bag_attrs
 
     m = _json(path / REGIONS)
-    if not (isinstance(m, dict) and m.get("format") == REGIONS_FORMAT):
-        return False
+    marked = isinstance(m, dict) and m.get("format") == REGIONS_FORMAT
     others = [p for p in path.iterdir() if p.name != REGIONS and not (is_temp_name(p.name) and p.is_file())]
-    return all(p.suffix == ".h5" and p.is_file() and "encoder_identity" in (read_bag_attrs(p) or {})
-               for p in others)
+    if not marked and (path / REGIONS).exists() or not marked and not any(p.suffix == ".h5" for p in others):
+        return False
+    for p in others:
+        a = read_bag_attrs(p) if _REGION_BAG.match(p.name) and p.is_file() else None
+        if a is None or "encoder_identity" not in a or a.get("slide_id") != p.stem:
+            return False
+    return True
 
 
 def _is_mil(path: Path) -> bool:
