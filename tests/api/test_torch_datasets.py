@@ -96,3 +96,39 @@ def test_bank_dataset_fidelity_filter_is_pretrainings(fake_bank):
         BankDataset(fake_bank, weighting="rank")
     batch = next(iter(DataLoader(ds, batch_size=8, num_workers=0)))
     assert batch["generated_weight"].shape == (8, 2) and batch["interpolated_weight"].shape == (8, 2)
+
+
+def test_bank_index_arguments_must_be_integers_in_range(fake_bank):
+    """A float or bool index was silently truncated (0.5 -> image 0, True -> 1): now one UserError line naming
+    the argument and its range; integer numpy/torch values still work, and the errors are still IndexErrors."""
+    from gensis.errors import UserError
+
+    r = BankReader(fake_bank)
+    n, k = r.num_images, r.num_generative
+    for call, match in [
+        (lambda: r.generative_batch([0.5], [0]), rf"idx must be integers in \[0, {n}\).*got 0\.5 \(a float\)"),
+        (lambda: r.generative_batch(np.array([0.0]), [0]), r"idx must be integers.*a float"),
+        (lambda: r.generative_batch([0], [0.5]), rf"k must be integers in \[0, {k}\).*got 0\.5"),
+        (lambda: r.generative_batch([True, 1], [0]), r"idx must be integers.*got True \(a bool\)"),
+        (lambda: r.generative_batch(np.array([True]), [0]), r"idx must be integers.*a bool"),
+        (lambda: r.generative_batch([n], [0]), rf"idx must be integers in \[0, {n}\).*got {n}$"),
+        (lambda: r.generative_batch([-1], [0]), r"idx must be integers.*got -1$"),
+        (lambda: r.generative_batch([0], [k]), rf"k must be integers in \[0, {k}\).*got {k}$"),
+        (lambda: r.interpolated_batch([1.5], [0.3]), r"idx must be integers.*got 1\.5"),
+        (lambda: r.secondary(torch.tensor([0.5])), r"idx must be integers.*got 0\.5"),
+        (lambda: r.entries([0], [0.5]), r"slot must be integers.*got 0\.5"),
+    ]:
+        with pytest.raises(UserError, match=match) as e:
+            call()
+        assert isinstance(e.value, IndexError) and "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"k has 2 values for 3 image indices"):  # was silently cut to 2
+        r.generative_batch([0, 1, 2], [0, 1])
+    ok = r.generative_batch(np.array([3], np.int32), torch.tensor([1]))
+    assert torch.equal(ok, r.generative_batch([3], [1])) and ok.shape[0] == 1
+    assert r.generative_batch([], []).shape[0] == 0
+    ds = BankDataset(fake_bank)
+    for bad in (0.5, True, len(ds)):
+        with pytest.raises(UserError, match="index") as e:
+            ds[bad]
+        assert isinstance(e.value, IndexError)
+    assert ds[np.int64(3)]["index"] == 3 and ds[-1]["index"] == len(ds) - 1

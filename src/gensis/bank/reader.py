@@ -25,6 +25,7 @@ from gensis.bank.header import layout_of, read_header
 from gensis.bank.plan import KIND_GEN, KIND_INTERP
 from gensis.bank.scores import SCORE_DIR, has_scores, read_scores, score_name
 from gensis.errors import UserError
+from gensis.indices import index_array
 
 if TYPE_CHECKING:
     from gensis.data.sources import ImageSet
@@ -49,6 +50,16 @@ class _Shard:
         except BufferError:  # a decoded raw view still points into the map: let GC close it
             pass
         self.file.close()
+
+
+def _paired(idx: np.ndarray, other: np.ndarray, name: str) -> np.ndarray:
+    """``other`` with one value per image index (a single value is repeated); other lengths are refused."""
+    if len(other) == len(idx):
+        return other
+    if len(other) == 1:
+        return np.repeat(other, len(idx))
+    raise UserError(f"{name} has {len(other)} values for {len(idx)} image indices (idx): give one value or one "
+                    f"per index")
 
 
 class BankReader:
@@ -158,6 +169,10 @@ class BankReader:
             self._shards.popitem(last=False)[1].close()
         return sh
 
+    def _images(self, name: str, idx: Any) -> np.ndarray:
+        """Image positions as a flat int64 array; floats, bools and out-of-range values are refused (one line)."""
+        return index_array(name, idx, self.num_images, " (image positions in the bank's dataset split)")
+
     def _rows(self, idx: np.ndarray, slot: np.ndarray) -> list[tuple[_Shard, int]]:
         shard, row = self.layout.locate(idx, slot)
         return [(self._shard(int(s)), int(r)) for s, r in zip(shard, row)]
@@ -181,22 +196,23 @@ class BankReader:
 
     def entries(self, idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
         """Manifest rows (``format.ENTRY_DTYPE``) of entries (image index, slot)."""
-        refs = self._rows(np.asarray(idx), np.asarray(slot))
+        idx = self._images("idx", idx)
+        slot = index_array("slot", slot, self.layout.entries_per_image, " (the bank's entries per image)")
+        refs = self._rows(idx, _paired(idx, slot, "slot"))
         return np.array([sh.rows[r] for sh, r in refs], dtype=ENTRY_DTYPE) if refs else np.zeros(0, ENTRY_DTYPE)
 
     def generative_batch(self, idx: np.ndarray, k: np.ndarray) -> torch.Tensor:
         """The k-th generative augmentation of each image: uint8 (B, 3, S, S)."""
-        idx, k = np.asarray(idx, np.int64).ravel(), np.asarray(k, np.int64).ravel()
-        if k.size and (k.min() < 0 or k.max() >= self.num_generative):
-            raise IndexError(f"k must be in [0, {self.num_generative}), got {k[(k < 0) | (k >= self.num_generative)][0]}")
-        refs = self._rows(idx, k)
+        idx = self._images("idx", idx)
+        k = index_array("k", k, self.num_generative, " (the bank's generative entries per image)")
+        refs = self._rows(idx, _paired(idx, k, "k"))
         self._check(refs, idx, KIND_GEN)
         return self._decode_many(refs)
 
     def interpolated_batch(self, idx: np.ndarray, alpha: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """The interpolated augmentation of each image at the stored α nearest to ``alpha``: (uint8 (B,3,S,S),
         secondary indices (B,))."""
-        idx = np.asarray(idx, np.int64).ravel()
+        idx = self._images("idx", idx)
         alpha = np.broadcast_to(np.asarray(alpha, np.float64), idx.shape)
         slot = self.layout.alpha_slot(alpha)
         if not self._warned and alpha.size:
@@ -232,7 +248,7 @@ class BankReader:
 
     def secondary(self, idx: np.ndarray) -> np.ndarray:
         """The secondary image of each image (the same for all its α)."""
-        idx = np.asarray(idx, np.int64).ravel()
+        idx = self._images("idx", idx)
         refs = self._rows(idx, np.full(len(idx), self.num_generative))
         return np.fromiter((sh.rows[r]["secondary"] for sh, r in refs), dtype=np.int64, count=len(refs))
 

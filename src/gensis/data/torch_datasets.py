@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from gensis.data.sources import ImageSet, open_data
 from gensis.errors import UserError
+from gensis.indices import index_item
 
 Transform = Callable[[torch.Tensor], Any]
 
@@ -68,9 +69,7 @@ class ImageDataset(Dataset[tuple[Any, int]]):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i = i % len(self)
+        i = index_item(i, len(self))
         x = _chw(self.images.get(i))
         labels = self.images.labels
         return (self.transform(x) if self.transform is not None else x), int(labels[i]) if labels is not None else -1
@@ -132,9 +131,7 @@ class BankDataset(Dataset[dict[str, Any]]):
         return self.transform(x) if self.transform is not None else x
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} images")
-        i = i % len(self)
+        i = index_item(i, len(self))
         k = self.reader.num_generative
         idx = np.array([i])
         gen = self.reader.generative_batch(np.repeat(idx, k), np.arange(k))  # (K, 3, S, S) uint8
