@@ -299,3 +299,28 @@ def test_an_output_path_that_is_the_wrong_kind_is_one_line(tmp_path, capsys, ima
     assert len(err) == 1 and "is a folder: name a file" in err[0]
     with pytest.raises(UserError, match="is a folder"):
         gensis.evaluate("knn", encoder="pixels", train=str(images_npz), json=tmp_path)
+
+
+def test_a_cache_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, images_npz, monkeypatch):
+    """``--cache FILE`` silently turned the feature cache off (every write failed): now refused up front."""
+    from gensis.cli.main import main
+
+    f = tmp_path / "afile"
+    f.write_text("notes")
+    for cache, what in [(f, "is a file"), (f / "sub", f"lies under the file {f}")]:
+        assert main(["eval", "knn", "--encoder", "pixels", "--train", str(images_npz), "--k", "3",
+                     "--cache", str(cache)]) == 2
+        out, err = capsys.readouterr()
+        err_lines = err.strip().splitlines()
+        assert len(err_lines) == 1 and f"--cache {cache} {what}" in err_lines[0] and "name a folder" in err_lines[0]
+        assert "top-1" not in out and "features" not in out  # no work was done
+        with pytest.raises(UserError, match=what):
+            gensis.evaluate("knn", encoder="pixels", train=str(images_npz), k=[3], cache=str(cache))
+    assert f.read_text() == "notes"
+    monkeypatch.setenv("GENSIS_CACHE_DIR", str(f))
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(images_npz), "--k", "3"]) == 2
+    assert "GENSIS_CACHE_DIR" in capsys.readouterr().err
+    cache_dir = tmp_path / "cache"  # a folder (existing or not) is fine
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(images_npz), "--k", "3",
+                 "--cache", str(cache_dir)]) == 0
+    assert list(cache_dir.glob("*.safetensors"))

@@ -60,6 +60,26 @@ def setup_runtime(args):
     return device
 
 
+def check_cache_option(args) -> None:
+    """A ``--cache`` (or ``$GENSIS_CACHE_DIR``) that is, or lies under, an existing file is refused before any
+    work: the cache would silently be off (every write fails)."""
+    import os
+
+    c = getattr(args, "cache", None)
+    where = "--cache"
+    if c is None:
+        c, where = os.environ.get("GENSIS_CACHE_DIR"), "GENSIS_CACHE_DIR"
+    if not c or c.lower() == "none":
+        return
+    p = Path(c).expanduser()
+    for q in (p, *p.parents):  # the nearest existing path must be a folder
+        if q.exists():
+            if not q.is_dir():
+                what = "is a file" if q == p else f"lies under the file {q}"
+                raise UserError(f"{where} {c} {what}: name a folder for the feature cache (or 'none' to turn it off)")
+            return
+
+
 def feature_cache(args):
     from gensis.eval.features import FeatureCache, default_cache_dir
 

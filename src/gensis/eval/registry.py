@@ -121,8 +121,11 @@ def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
     """Run ``gensis eval NAME`` from Python: its command-line options as keyword arguments (``--per-class`` →
     ``per_class``), parsed by the same parser (same defaults, types and checks). Returns the JSON-ready result;
     ``json=PATH`` also writes it."""
+    from gensis.eval.options import check_cache_option
+
     args = parse_options(name, options)
     check_result_path(getattr(args, "json", None))
+    check_cache_option(args)
     res = get_evaluation(name).run(args)
     if getattr(args, "json", None):
         write_result(args.json, res)
