@@ -159,3 +159,26 @@ def test_random_like_mistakes_are_one_line(tmp_path, mine, capsys):
     unrecorded = _run(tmp_path / "unrecorded", None)
     assert main(["eval", "knn", "--encoder", "random", "--random-like", str(unrecorded), "--cache", "none"]) == 2
     assert "pass --train DATA" in _one_error_line(capsys.readouterr().err)
+
+
+def test_robustness_without_train_uses_the_runs_own_data(tmp_path, capsys):
+    """robustness required --train although knn and linear default to the run's data: now the same default and
+    the same line."""
+    from PIL import Image
+
+    imgs, labels = _images()
+    data = tmp_path / "named.npz"
+    np.savez(data, images=imgs, labels=labels, classes=np.array(["a", "b", "c"]))
+    ood = tmp_path / "ood"
+    for c, name in ((1, "b"), (2, "c")):
+        (ood / name).mkdir(parents=True)
+        for i, img in enumerate(imgs[labels == c][:2]):
+            Image.fromarray(img).save(ood / name / f"{i}.png")
+    run = _run(tmp_path / "run", data)
+    js = tmp_path / "r.json"
+    assert main(["eval", "robustness", "--encoder", str(run), "--ood", str(ood), "--epochs", "1", "--lrs", "0.1",
+                 "--aug-copies", "1", "--batch-size", "16", "--cache", "none", "--json", str(js)]) == 0
+    assert f"train/test: {data} (from the run's manifest)" in capsys.readouterr().out
+    res = json.loads(js.read_text())
+    assert res["train"]["name"] == "named@train" and res["train"]["size"] == 45  # the run's val_fraction=0.25
+    assert [s["classes"] for s in res["ood"]] == [2]

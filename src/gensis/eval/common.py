@@ -102,13 +102,12 @@ GIVE_DATA = "--train DATA (and --test DATA) to say which labelled images to eval
 PASS_DATA = f"pass {GIVE_DATA}"
 
 
-def add_data_options(p, train_required: bool = False) -> None:
-    p.add_argument("--train", default=None, required=train_required, metavar="DATA",
+def add_data_options(p) -> None:
+    p.add_argument("--train", default=None, metavar="DATA",
                    help="labelled training data: builtin:NAME, an ImageFolder folder or an .npz; DATA@train, "
-                        "@val or @all picks a split" + ("" if train_required else
-                        " (default: the data the --encoder run, or the --random-like run of --encoder random, was "
-                        f"pretrained on, as its manifest records; {DEFAULT_DATA} for the pixels, random and timm: "
-                        "encoders)"))
+                        "@val or @all picks a split (default: the data the --encoder run, or the --random-like run "
+                        f"of --encoder random, was pretrained on, as its manifest records; {DEFAULT_DATA} for the "
+                        "pixels, random and timm: encoders)")
     p.add_argument("--test", default=None, metavar="DATA",
                    help="labelled test data (same forms; default: the --train data). One source: its train "
                         "and val splits; two different sources: each whole, unless a split is named")

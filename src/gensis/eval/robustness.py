@@ -2,7 +2,9 @@
 in-distribution set, applied unchanged to out-of-distribution test folders (ImageNet-A, -R, -Sketch).
 
 Steps
-    1. DINO's linear probe (``gensis.eval.linear``) on the frozen CLS features of ``--train``; its best head
+    1. DINO's linear probe (``gensis.eval.linear``) on the frozen CLS features of ``--train`` (default, as for
+       knn and linear: the data the ``--encoder`` run was pretrained on, ``gensis.eval.common.resolve_data``,
+       with one line saying so); its best head
        (top-1 on ``--test``) is kept, and saved as safetensors with its class names (``--probe FILE``; an
        existing FILE made for the same encoder is loaded instead of training again).
     2. Each ``--ood`` folder is an ImageFolder whose class folders are named like the training classes
@@ -122,7 +124,7 @@ def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
     add_encoder_options(p)
-    add_data_options(p, train_required=True)
+    add_data_options(p)
     p.add_argument("--ood", required=True, metavar="DIR[,DIR...]", action=CommaList,
                    help="out-of-distribution ImageFolders whose class folders are named like the training classes "
                         "(comma-separated or the option repeated)")
@@ -166,7 +168,8 @@ from gensis.eval.registry import Evaluation  # noqa: E402
 EVALUATION = Evaluation(
     name="robustness",
     summary="linear probe trained in-distribution, applied to OOD folders (ImageNet-A/R/Sketch; Tab. 10)",
-    description="Trains DINO's linear probe on --train (best lr on --test), then scores it on each --ood "
+    description="Trains DINO's linear probe on --train (default: the encoder run's own data; best lr on --test), "
+                "then scores it on each --ood "
                 "ImageFolder, with the logits restricted to the classes present there (as the ImageNet-A/R authors).",
     add_arguments=_add_arguments, run=_run, format=format_robustness,
     headline=lambda r: [(f"ID top-1 ({r['in_distribution']['name']})", r["in_distribution"]["top1"])]
