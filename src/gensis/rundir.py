@@ -444,8 +444,10 @@ class RunDir:
         return self.exists() and self.manifest().get("status") == "done"
 
 
-# what a stage may have written before its manifest (a run killed early): not "foreign" files
-RUN_FILES = {LOCK_NAME, "manifest.json", "config.yaml", "metrics.jsonl", "checkpoint.safetensors", "cache", "tensorboard"}
+# what a stage may have written before its manifest (a run killed early): not "foreign" files. Its log, checkpoint
+# and TensorBoard events come after the manifest: without one they are not ours (a fresh run would delete the log
+# and the events, and overwrite the checkpoint), so a folder holding them and no manifest is refused.
+RUN_FILES = {LOCK_NAME, "manifest.json", "config.yaml", "cache"}
 
 
 def read_jsonl(path: StrPath) -> list[dict[str, Any]]:

@@ -165,6 +165,14 @@ def test_claim_refuses_other_stage_finished_run_and_foreign_folder(tmp_path):
     with pytest.raises(UserError, match="not empty and not a gensis run folder .*my-notes.txt"):
         RunDir(tmp_path / "mine").start("pretrain", {}, 0, {})
     assert (tmp_path / "mine" / "my-notes.txt").read_text() == "notes"
+    # a log (or TensorBoard events) without a manifest is not a gensis run's: a fresh run would delete it
+    for name in ("metrics.jsonl", "tensorboard/events.out.tfevents.1.host"):
+        mine = tmp_path / f"mine-{name.split('/')[0]}"
+        (mine / name).parent.mkdir(parents=True)
+        (mine / name).write_text("mine")
+        with pytest.raises(UserError, match=f"not empty and not a gensis run folder .*{name.split('/')[0]}"):
+            RunDir(mine).start("pretrain", {}, 0, {})
+        assert (mine / name).read_text() == "mine" and not (mine / "config.yaml").exists()
     (tmp_path / "m2").mkdir()
     (tmp_path / "m2" / "manifest.json").write_text('{"stage": "pretr')
     with pytest.raises(UserError, match="manifest.json is damaged"):
