@@ -31,6 +31,7 @@ from gensis.errors import UserError
 
 FAILED_KEY = "gensis/failed"
 ACK_KEY = "gensis/failed-seen"  # ranks that have read FAILED_KEY
+LEFT_KEY = "gensis/left"  # ranks past the last barrier of cleanup(), no longer reading the store
 _BARRIER_POLL_MAX = 0.2  # seconds between store polls while waiting (start at 1 ms, doubling)
 _barrier_count = 0
 
@@ -170,7 +171,28 @@ def cleanup() -> None:
     if not _initialized():
         return
     barrier()  # no rank tears its connections down while a peer still uses them
+    _wait_before_store_goes(dist.get_rank(), dist.get_world_size())
     dist.destroy_process_group()
+
+
+def _wait_before_store_goes(rank: int, world: int, timeout: float = 10.0) -> None:
+    """Without torchrun's agent, rank 0 hosts the store: the last rank to reach a barrier returns at once,
+    while the others are still polling the store to see that it is complete. If that last rank is rank 0
+    and it exits, a peer's next poll finds the store gone and fails a run that ended well. So every other
+    rank says it has left the barrier, and rank 0 waits for that (at most ``timeout`` s) before going."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return  # the agent hosts the store; it outlives every rank
+    try:
+        store = _store()
+        if rank != 0:
+            store.add(LEFT_KEY, 1)
+            return
+        t0, delay = time.time(), 0.001
+        while store.add(LEFT_KEY, 0) < world - 1 and time.time() - t0 < timeout:
+            time.sleep(delay)
+            delay = min(2 * delay, _BARRIER_POLL_MAX)
+    except Exception:
+        pass  # the store is gone: nothing left to wait for
 
 
 def broadcast_object(obj, src: int = 0):

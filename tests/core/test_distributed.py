@@ -29,6 +29,16 @@ TEARDOWN = textwrap.dedent("""
     sys.exit(1 if any("gloo" in n for n in names) else 0)
 """)
 
+LAST_IS_HOST = textwrap.dedent("""
+    import sys, time
+    from gensis.distributed import cleanup, init_distributed
+    info = init_distributed("cpu")
+    if info.rank == 0:
+        time.sleep(1.0)  # rank 1 is already polling the store when rank 0, its host, completes the barrier
+    cleanup()
+    print("clean exit", flush=True)
+""")
+
 FAIL = textwrap.dedent("""
     import sys, time
     from gensis.cli.main import main
@@ -79,6 +89,15 @@ def test_no_gloo_thread_outlives_cleanup(tmp_path):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out + err[-2000:]
         assert "threads after cleanup:" in out
+
+
+def test_rank0_last_at_cleanup_does_not_take_the_store_from_a_polling_peer(tmp_path):
+    """Rank 0 hosts the store without torchrun's agent; reaching cleanup's barrier last, it must not exit
+    (and take the store with it) before the peer that polls the barrier has seen it complete."""
+    procs = _spawn(tmp_path, LAST_IS_HOST, [])
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0 and "clean exit" in out, out + err[-2000:]
 
 
 @pytest.mark.parametrize("failing", [1, 0])  # 0 also hosts the store: the survivor must notice it is gone
