@@ -202,3 +202,16 @@ def test_folder_dataset_of_mixed_sizes(tmp_path, fake, bank_cfg):
     assert res.complete and res.num_images == 16 and verify_bank(out, decode=True).ok
     ds = open_data(str(tmp_path / "imgs"), "train")
     BankReader(out).check_dataset(ds)
+
+
+def test_verify_delete_bad_keeps_a_tmp_file_gensis_did_not_name(bank_copy):
+    """``--delete-bad`` removes our own temporary files only; a user's ``*.tmp`` is reported, never deleted."""
+    sdir = bank_copy / SHARD_DIR
+    mine = sdir / "notes.tmp"
+    mine.write_bytes(b"user data")
+    ours = sdir / ".shard-000000.gsb.123-0123abcd.tmp"
+    ours.write_bytes(b"partial")
+    rep = verify_bank(bank_copy, delete_bad=True)
+    assert "shards/notes.tmp: unexpected file" in rep.summary().replace(SHARD_DIR + "/", "shards/")
+    assert mine.read_bytes() == b"user data"
+    assert not ours.exists() and ours.name in rep.deleted

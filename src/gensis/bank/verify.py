@@ -21,6 +21,7 @@ from gensis.bank.format import SHARD_DIR, Codec, ShardFormatError, read_tail, sh
 from gensis.bank.header import compute_identity, layout_of, read_header
 from gensis.bank.plan import KIND_NAMES, plan_shard
 from gensis.bank.scores import SCORE_DIR, has_scores, quantile_table, score_name
+from gensis.rundir import is_temp_name
 
 _SHARD_RE = re.compile(r"^shard-(\d{6})\.gsb$")
 MAX_PER_SHARD = 5
@@ -95,7 +96,7 @@ def verify_bank(path: str | Path, decode: bool = False, delete_bad: bool = False
         return rep
     for p in sorted(sdir.iterdir()):
         m = _SHARD_RE.match(p.name)
-        if p.name.endswith(".tmp"):
+        if is_temp_name(p.name):  # our own naming only: a user's other *.tmp file is reported, never deleted
             rep.problems.append(f"{SHARD_DIR}/{p.name}: partial temporary file left by a killed run "
                                 f"(rerun `gensis bank generate` to finish and clean up)")
             if delete_bad:
