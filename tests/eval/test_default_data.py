@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cli_asserts import one_error_line
 from gensis.cli.main import main
 
 os.environ.setdefault("GENSIS_NO_PROGRESS", "1")
@@ -49,11 +50,7 @@ def mine(tmp_path):
     return path
 
 
-def _one_error_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("gensis: error: ")
-    return lines[0]
+_one_error_line = one_error_line
 
 
 def test_knn_without_train_uses_the_runs_own_data_and_split(tmp_path, mine, capsys):

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from cli_asserts import one_error_line
 from gensis.cli.main import main
 
 
@@ -25,11 +26,7 @@ def _npz(tmp_path, n=60, labelled=True):
     return path
 
 
-def _one_error_line(err: str) -> str:
-    lines = [l for l in err.splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("gensis: error: ")
-    return lines[0]
+_one_error_line = one_error_line
 
 
 def test_knn_table_and_json(tmp_path, capsys):
