@@ -179,3 +179,24 @@ def test_robustness_without_train_uses_the_runs_own_data(tmp_path, capsys):
     res = json.loads(js.read_text())
     assert res["train"]["name"] == "named@train" and res["train"]["size"] == 45  # the run's val_fraction=0.25
     assert [s["classes"] for s in res["ood"]] == [2]
+
+
+def test_umap_without_data_uses_the_runs_own_data(tmp_path, mine, capsys):
+    """umap required --data although knn, linear and robustness default to the run's data: now the same default
+    (gensis.eval.common.default_data) and the same line; runs pretrained on different data need --data."""
+    run = _run(tmp_path / "run", mine)
+    png, js = tmp_path / "m.png", tmp_path / "m.json"
+    assert main(["eval", "umap", "--encoder", f"{run},pixels", "--per-class", "5", "--method", "tsne",
+                 "--cache", "none", "--out", str(png), "--json", str(js)]) == 0
+    assert f"data: {mine} (from the run's manifest)" in capsys.readouterr().out
+    res = json.loads(js.read_text())
+    assert res["data"] == "mine" and res["real"] == 15 and png.is_file()
+    other = tmp_path / "other.npz"
+    np.savez(other, images=_images(30)[0], labels=_images(30)[1])
+    two = _run(tmp_path / "two", other)
+    assert main(["eval", "umap", "--encoder", f"{run},{two}", "--out", str(png), "--cache", "none"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "pretrained on different data" in line and str(other) in line and "pass --data DATA" in line
+    unrecorded = _run(tmp_path / "unrecorded", None)
+    assert main(["eval", "umap", "--encoder", str(unrecorded), "--out", str(png), "--cache", "none"]) == 2
+    assert "pass --data DATA" in _one_error_line(capsys.readouterr().err)

@@ -123,10 +123,11 @@ def is_run_encoder(spec: str) -> bool:
     return spec not in ("pixels", "random") and not spec.startswith("timm:")
 
 
-def data_run(args) -> str | None:
-    """The pretraining run whose data and split are the defaults: the ``--encoder`` run, or for ``--encoder random
-    --random-like RUN`` that RUN (the random-init baseline of a run is scored on the run's data); else None."""
-    enc = str(args.encoder)
+def data_run(args, encoder: str | None = None) -> str | None:
+    """The pretraining run whose data and split are the defaults for ``encoder`` (default: ``args.encoder``): that
+    run, or for ``--encoder random --random-like RUN`` that RUN (the random-init baseline of a run is scored on the
+    run's data); else None."""
+    enc = str(args.encoder if encoder is None else encoder)
     if is_run_encoder(enc):
         return enc
     like = getattr(args, "random_like", None)
@@ -144,31 +145,46 @@ def check_random_like(like: str | None) -> None:
         raise UserError(f"--random-like {like}: not a pretraining run (no config.yaml)")
 
 
-def resolve_data(args) -> tuple[str, str | None, bool]:
-    """``(train, test, from_run)``: ``--train``/``--test`` as given; without ``--train``, the data the
-    ``--encoder`` run (or the ``--random-like`` run of ``--encoder random``) was pretrained on (its manifest), or
-    ``DEFAULT_DATA`` for the other baselines, and one line saying which data that is. ``from_run``: the data came
-    from the run's manifest."""
-    if args.train is not None:
-        return args.train, args.test, False
-    enc = str(args.encoder)
-    roles = "train/test" if args.test is None else "train"
-    run = data_run(args)
+def default_data(args, encoder: str, roles: str, flag: str, give: str) -> tuple[str, bool]:
+    """``(source, from_run)``: the data ``encoder`` is evaluated on when the command's data option (``flag``, e.g.
+    ``--train``) is not given: the data its run (``data_run``) was pretrained on, as the run's manifest records it,
+    or ``DEFAULT_DATA`` for the baselines; one line on stdout (``roles: SOURCE (...)``) says which. ``give``
+    completes the errors' "pass ..." (the options that give the data instead)."""
+    run = data_run(args, encoder)
     if run is None:
-        print(f"{roles}: {DEFAULT_DATA} (the default for --encoder {enc.split('=', 1)[0]}; --train DATA to change)",
+        print(f"{roles}: {DEFAULT_DATA} (the default for --encoder {encoder.split('=', 1)[0]}; {flag} DATA to change)",
               flush=True)
-        return DEFAULT_DATA, args.test, False
+        return DEFAULT_DATA, False
     from gensis.models.encoder import check_encoder_run
 
     from gensis.data.recorded import recorded_data
 
-    if run == enc:
-        check_encoder_run(enc, getattr(args, "backbone", "teacher"))  # a wrong --encoder is named before its data
+    if run == encoder:
+        check_encoder_run(encoder, getattr(args, "backbone", "teacher"))  # a wrong --encoder is named before its data
     else:
         check_random_like(run)
-    source = recorded_data(run, GIVE_DATA)
+    source = recorded_data(run, give)
     print(f"{roles}: {source} (from the run's manifest)", flush=True)
-    return source, args.test, True
+    return source, True
+
+
+def recorded_data_error(run: str | None, source: str, error: UserError, give: str) -> UserError:
+    """The one-line error when the data a run was pretrained on (``source``, from its manifest) cannot be
+    evaluated on (moved, unlabelled, an object of another Python session ...)."""
+    return UserError(f"cannot evaluate on the data {run} was pretrained on ({source}, from its manifest): {error}; "
+                     f"pass {give}")
+
+
+def resolve_data(args) -> tuple[str, str | None, bool]:
+    """``(train, test, from_run)``: ``--train``/``--test`` as given; without ``--train``, ``default_data`` of the
+    ``--encoder`` (the data its run, or the ``--random-like`` run of ``--encoder random``, was pretrained on, or
+    ``DEFAULT_DATA`` for the other baselines), announced in one line. ``from_run``: the data came from the run's
+    manifest."""
+    if args.train is not None:
+        return args.train, args.test, False
+    roles = "train/test" if args.test is None else "train"
+    source, from_run = default_data(args, str(args.encoder), roles, "--train", GIVE_DATA)
+    return source, args.test, from_run
 
 
 def split_defaults(args) -> tuple[float, int]:
@@ -207,8 +223,7 @@ def prepare_classification(args):
             train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
             labels_of(train_ds, "train"), labels_of(test_ds, "test")
         except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
-            raise UserError(f"cannot evaluate on the data {data_run(args)} was pretrained on ({train}, from its "
-                            f"manifest): {e}; {PASS_DATA}") from None
+            raise recorded_data_error(data_run(args), train, e, GIVE_DATA) from None
         _warn_if_changed(args, train_ds)
     encoder = open_encoder(args.encoder, args, device=device)
     return encoder, train_ds, test_ds, device, feature_cache(args)

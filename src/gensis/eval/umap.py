@@ -211,7 +211,10 @@ def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
     add_encoder_options(p, many=True)
-    p.add_argument("--data", required=True, metavar="DATA", help="labelled images (any --data form; DATA@train ...)")
+    p.add_argument("--data", default=None, metavar="DATA",
+                   help="labelled images (any --data form; DATA@train ...) (default: the data the --encoder run, or "
+                        "the --random-like run of --encoder random, was pretrained on, as its manifest records; "
+                        "builtin:animal-mnist for the other baselines)")
     p.add_argument("--bank", default=None, metavar="BANK",
                    help="augmentation bank made from the same DATA: its interpolations between the classes are mapped too")
     p.add_argument("--classes", default=None, metavar="a,b,c", action=CommaList,
@@ -224,18 +227,55 @@ def _add_arguments(p) -> None:
 
 
 def _run(args) -> dict:
-    from gensis.data.sources import open_data
     from gensis.eval.options import encoder_specs, feature_cache, open_encoder, setup_runtime
 
     device = setup_runtime(args)
     if not str(args.out).lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out}")
     specs = encoder_specs(args.encoder)
-    ds = open_data(args.data, "all")
+    ds = _open_map_data(args, specs)
     encs = [open_encoder(s, args, device=device) for s in specs]
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     return embedding_map(encs, ds, args.out, args.bank, classes, args.per_class, method=args.method,
                          seed=args.seed, batch_size=args.feature_batch_size, cache=feature_cache(args))
+
+
+GIVE_MAP_DATA = "--data DATA to say which labelled images to map"
+
+
+def _open_map_data(args, specs: list[str]):
+    """The images of the map: ``--data``; without it, the data the encoders' runs were pretrained on (the same
+    default, and the same line saying which, as ``gensis eval knn``: ``gensis.eval.common.default_data``); runs
+    pretrained on different data need ``--data``."""
+    from gensis.data.sources import open_data
+    from gensis.eval.common import data_run, default_data, labels_of, recorded_data_error
+
+    if args.data is not None:
+        return open_data(args.data, "all")
+    runs = {s: data_run(args, s) for s in specs}
+    with_run = [s for s in specs if runs[s] is not None]
+    if len({runs[s] for s in with_run}) > 1:
+        from gensis.data.recorded import recorded_data
+        from gensis.models.encoder import check_encoder_run
+
+        for s in with_run:
+            if runs[s] == s:
+                check_encoder_run(s, getattr(args, "backbone", "teacher"))  # a wrong --encoder before its data
+
+        sources = {runs[s]: recorded_data(str(runs[s]), GIVE_MAP_DATA) for s in with_run}
+        if len(set(sources.values())) > 1:
+            raise UserError("the encoders were pretrained on different data ("
+                            + "; ".join(f"{r}: {d}" for r, d in sources.items()) + f"): pass {GIVE_MAP_DATA}")
+    encoder = with_run[0] if with_run else specs[0]
+    source, from_run = default_data(args, encoder, "data", "--data", GIVE_MAP_DATA)
+    if not from_run:
+        return open_data(source, "all")
+    try:
+        ds = open_data(source, "all")
+        labels_of(ds, "data")
+    except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
+        raise recorded_data_error(runs[encoder], source, e, GIVE_MAP_DATA) from None
+    return ds
 
 
 def format_umap(res: dict) -> str:
@@ -260,5 +300,5 @@ EVALUATION = Evaluation(
     add_arguments=_add_arguments, run=_run, format=format_umap,
     headline=lambda r: [(f"silhouette ({e['encoder']['name'][-20:]})", e["silhouette_real"])
                         for e in r["encoders"] if e["silhouette_real"] is not None],
-    data_options=("data", "out"),
+    data_options=("out",),
 )
