@@ -417,12 +417,14 @@ class RunDir:
             raise
 
     def start(self, stage: str, cfg: dict[str, Any], seed: int, inputs: dict[str, str], resume: bool = False) -> None:
-        """Claim the folder (``claim``), then write config + manifest (status 'running')."""
+        """Claim the folder (``claim``), then write the manifest (status 'running') and then config.yaml.
+
+        The manifest comes first: it is what makes a folder a gensis run, so a folder holding a ``config.yaml``
+        and no manifest is never one of ours (``claim`` refuses it: it may be the user's own config)."""
         from gensis.config import dump
 
         self.path.mkdir(parents=True, exist_ok=True)
         self.claim(stage, resume)
-        atomic_write_text(self.path / "config.yaml", dump(cfg))
         prev = self.manifest() if (self.exists() and resume) else {}
         manifest = {
             "stage": stage,
@@ -433,6 +435,13 @@ class RunDir:
             "created": prev.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
         }
         atomic_write_json(self.manifest_path, manifest)
+        atomic_write_text(self.path / "config.yaml", dump(cfg))
+
+    def killed_before_config(self) -> bool:
+        """A manifest and no ``config.yaml``: a run killed between its first two writes (``start``), before it
+        wrote anything else (a resume has nothing to compare and nothing to continue)."""
+        return self.exists() and not (self.path / "config.yaml").exists() and all(
+            p.name in RUN_FILES or is_temp_name(p.name) for p in self.path.iterdir())
 
     def finish(self, **extra: Any) -> None:
         m = self.manifest()
@@ -444,10 +453,11 @@ class RunDir:
         return self.exists() and self.manifest().get("status") == "done"
 
 
-# what a stage may have written before its manifest (a run killed early): not "foreign" files. Its log, checkpoint
-# and TensorBoard events come after the manifest: without one they are not ours (a fresh run would delete the log
-# and the events, and overwrite the checkpoint), so a folder holding them and no manifest is refused.
-RUN_FILES = {LOCK_NAME, "manifest.json", "config.yaml", "cache"}
+# what a stage may have written before its manifest (a run killed early): not "foreign" files. Its config.yaml,
+# log, checkpoint and TensorBoard events come after the manifest: without one they are not ours (a fresh run would
+# overwrite the user's config.yaml, delete the log and the events, overwrite the checkpoint), so a folder holding
+# them and no manifest is refused.
+RUN_FILES = {LOCK_NAME, "manifest.json", "cache"}
 
 
 def read_jsonl(path: StrPath) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from PIL import Image
 from gensis import rundir
 from gensis.errors import UserError
 from gensis.rundir import (MetricsLog, RunDir, RunLock, atomic_save_image, atomic_savefig, atomic_write_bytes,
-                           atomic_write_json, read_jsonl, remove_stale_temps, save_tensors)
+                           atomic_write_json, read_jsonl, release_folder, remove_stale_temps, save_tensors)
 from gensis.wsi.dataset import export_tiles
 from gensis.wsi.tiler import _save_png
 
@@ -277,3 +277,34 @@ def test_atomic_copy(tmp_path):
     atomic_copy(src, tmp_path / "sub" / "b.bin")
     assert (tmp_path / "sub" / "b.bin").read_bytes() == src.read_bytes()
     assert not [p for p in (tmp_path / "sub").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_users_config_yaml_is_not_a_run_and_a_run_killed_before_its_config_resumes(tmp_path, monkeypatch):
+    """The manifest is written before config.yaml, so a folder holding a config.yaml and no manifest is the user's
+    (refused, untouched), and a run killed between the two writes resumes (nothing to compare)."""
+    import gensis.config
+    from gensis.train.resume import check_resume
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my: own config\n")
+    with pytest.raises(UserError, match="not empty and not a gensis run folder .*config.yaml"):
+        RunDir(mine).start("pretrain", {"a": 1}, 0, {})
+    assert (mine / "config.yaml").read_text() == "my: own config\n" and not (mine / "manifest.json").exists()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    run = RunDir(tmp_path / "run")
+    with monkeypatch.context() as m:
+        m.setattr(gensis.config, "dump", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run.start("pretrain", {"a": 1}, 0, {"data": "d"})
+    release_folder(run.path)
+    assert run.exists() and not (run / "config.yaml").exists() and run.killed_before_config()
+    check_resume(RunDir(run.path), "pretrain", {"a": 2}, {"data": "d"})  # nothing to compare
+    with pytest.raises(UserError, match="holds a pretraining run, not an autoencoder run"):
+        check_resume(RunDir(run.path), "eldm-ae", {"a": 2}, {"data": "d"})
+    RunDir(run.path).start("pretrain", {"a": 2}, 0, {"data": "d"}, resume=True)
+    assert RunDir(run.path).config() == {"a": 2} and not RunDir(run.path).killed_before_config()
+    release_folder(run.path)

@@ -95,6 +95,8 @@ def check_resume(run: RunDir, stage: str, cfg: dict, inputs: dict, ignore: Itera
 
         raise UserError(f"--resume: {run.path} holds {describe(str(m.get('stage')))}, not {describe(stage)}; "
                         f"use another --out")
+    if run.killed_before_config():  # killed between its manifest and its config.yaml: nothing to compare
+        return
     diffs = resume_differences(run.config(), cfg, m.get("inputs", {}), inputs, ignore, added)
     if diffs:
         raise UserError(f"--resume: {run.path} was started with other settings or inputs: {'; '.join(diffs)}. "
