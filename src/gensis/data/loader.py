@@ -40,25 +40,30 @@ def _is_array_backed(ds: ImageSet) -> bool:
     return isinstance(ds, ArrayImageSet)
 
 
+def load_image(ds: ImageSet, i: int, size: int | None) -> torch.Tensor:
+    """Image ``i`` of ``ds`` as uint8 (3, S, S), as a folder loader batches it: the short side resized to
+    ``size``, then a centre crop (an image already S×S is kept as is); ``size`` None: as stored."""
+    x = to_tensor(ds.get(i))  # (3, H, W)
+    if size is not None and (x.shape[1] != x.shape[2] or x.shape[1] != size):
+        x = v2.functional.center_crop(v2.functional.resize(x, size, antialias=True), [size, size])  # (3, S, S)
+    return x
+
+
 class _Decode(Dataset):
     """Decodes one image in a worker; an unreadable file comes back as its error message, not an exception
     (an exception in a DataLoader worker reaches the user as a multi-line traceback)."""
 
     def __init__(self, ds: ImageSet, size: int | None):
-        self.ds = ds
-        self.resize = None if size is None else v2.Compose(
-            [v2.Resize(size, antialias=True), v2.CenterCrop(size)])
+        self.ds, self.size = ds, size
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str | None]:
         try:
-            x = to_tensor(self.ds.get(i))
+            x = load_image(self.ds, i, self.size)
         except BadImageError as e:
             return None, i, str(e)
-        if self.resize is not None and (x.shape[1] != x.shape[2] or x.shape[1] != self.resize.transforms[1].size[0]):
-            x = self.resize(x)
         return x, i, None
 
 

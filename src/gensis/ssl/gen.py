@@ -72,12 +72,15 @@ class GenViews:
     def uses_generative(self) -> bool:
         return self.bank is not None and self.g["generative_prob"] > 0 and self.bank.num_generative > 0
 
-    def real(self, idx: np.ndarray) -> torch.Tensor:
+    def real(self, idx: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+        """Real images ``idx`` as uint8 (B, 3, H, W) of ``like``'s size, loaded as the training batches are
+        (a folder's images differ in size: each is resized and centre-cropped like the loader does)."""
         if self.images is not None:
-            return self.images[torch.from_numpy(idx)]
-        from gensis.data.transforms import to_tensor
+            return _match_size(self.images[torch.from_numpy(idx)], like)
+        from gensis.data.loader import load_image
 
-        return torch.stack([to_tensor(self.ds.get(int(i))) for i in idx])
+        size = like.shape[-1] if like.shape[-1] == like.shape[-2] else None
+        return _match_size(torch.stack([load_image(self.ds, int(i), size) for i in idx]), like)  # (B, 3, H, W)
 
     def generative(self, idx: np.ndarray, like: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         """One random synthetic image per sample, resized like the real batch; and which samples use it."""
@@ -101,10 +104,10 @@ class GenViews:
         if self.interp == "bank":
             img_int, sec = self.bank.interpolated_batch(idx, alpha)
             img_int = _match_size(img_int, like)
-            img2 = _match_size(self.real(sec), like)
+            img2 = self.real(sec, like)
         else:  # pixel
             sec = _random_secondary(idx, len(self.ds), self.rng, getattr(self.ds, "groups", None))
-            img2 = _match_size(self.real(sec), like)
+            img2 = self.real(sec, like)
             a = torch.from_numpy(alpha).float().view(-1, 1, 1, 1)
             img_int = (a * like.float() + (1 - a) * img2.float()).round().clamp(0, 255).to(torch.uint8)
         alpha_t = torch.from_numpy(alpha).float()
