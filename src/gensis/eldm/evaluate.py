@@ -179,8 +179,9 @@ def evaluate_run(eldm, data: str, n: int | None = None, overrides=None, guidance
 
     cfg = finished_run_config(eldm, overrides)
     ev, d = cfg.eval, cfg.data
-    val = open_data(data, "val", d.val_fraction, d.split_seed)
-    train_ds = open_data(data, "train", d.val_fraction, d.split_seed)
+    skip = bool(d.skip_bad_images)  # as the run was trained (or a data.skip_bad_images override)
+    val = open_data(data, "val", d.val_fraction, d.split_seed, skip_bad_images=skip)
+    train_ds = open_data(data, "train", d.val_fraction, d.split_seed, skip_bad_images=skip)
     settings = {"guidance": guidance, "steps": steps, "sampler": sampler}
     gen = load_generator(eldm, device=device, amp=amp, **settings)
     train_emb = cached_embeddings(Path(eldm) / "cache", gen.encoder, train_ds, gen.device,

@@ -166,6 +166,7 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
         fig["method"] = method
     if seed is not None:
         fig["seed"] = seed
-    ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed)
+    ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed,
+                   skip_bad_images=bool(cfg.data.skip_bad_images))  # as the run was trained (or data.* override)
     gen = load_generator(eldm, device=device, amp=amp, guidance=guidance, steps=steps, sampler=sampler)
     return write_figures(gen, ds, out, fig)

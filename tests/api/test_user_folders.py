@@ -1,0 +1,32 @@
+"""A researcher's own image folder through the stages that read a run: bad files, odd layouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import gensis
+from gensis.errors import UserError
+
+
+def _folder(root, n=16, size=16, classes=("a", "b")):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        d = root / classes[i % len(classes)]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_eldm_sample_and_eval_skip_bad_images_as_configured(tmp_path, pixel_eldm_run):
+    data = _folder(tmp_path / "imgs", n=40)
+    (data / "a" / "notes.jpg").write_text("not an image")
+    with pytest.raises(UserError, match="notes.jpg"):
+        gensis.eldm_figures(pixel_eldm_run, str(data), tmp_path / "fig", overrides={"figures.rows": 2})
+    skip = {"data.skip_bad_images": True}  # the key of the run's config (was accepted, then ignored)
+    pngs = gensis.eldm_figures(pixel_eldm_run, str(data), tmp_path / "fig",
+                               overrides={**skip, "figures.rows": 2, "figures.per_image": 1, "figures.pairs": 1})
+    assert all(p.is_file() for p in pngs)
+    r = gensis.evaluate_eldm(pixel_eldm_run, str(data), n=4, overrides={**skip, "eval.knn_k": 3})
+    assert r["n"] == 4
