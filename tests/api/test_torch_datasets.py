@@ -123,6 +123,14 @@ def test_bank_index_arguments_must_be_integers_in_range(fake_bank):
         assert isinstance(e.value, IndexError) and "\n" not in str(e.value)
     with pytest.raises(UserError, match=r"k has 2 values for 3 image indices"):  # was silently cut to 2
         r.generative_batch([0, 1, 2], [0, 1])
+    for alpha, match in [([0.3, 0.5], r"alpha has 2 values for 3 image indices"),  # numpy's broadcasting error
+                         ([[0.3], [0.5], [0.7]], r"alpha must be one value or one per image index.*\(3, 1\)"),
+                         ([0.3, float("nan"), 0.5], r"alpha must be finite, got nan")]:
+        with pytest.raises(UserError, match=match) as e:
+            r.interpolated_batch([0, 1, 2], alpha)
+        assert "\n" not in str(e.value)
+    one, _ = r.interpolated_batch([0, 1, 2], 0.5)  # one value for every index (a scalar or a list of one)
+    assert torch.equal(one, r.interpolated_batch([0, 1, 2], [0.5])[0]) and one.shape[0] == 3
     ok = r.generative_batch(np.array([3], np.int32), torch.tensor([1]))
     assert torch.equal(ok, r.generative_batch([3], [1])) and ok.shape[0] == 1
     assert r.generative_batch([], []).shape[0] == 0

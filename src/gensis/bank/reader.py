@@ -213,7 +213,12 @@ class BankReader:
         """The interpolated augmentation of each image at the stored α nearest to ``alpha``: (uint8 (B,3,S,S),
         secondary indices (B,))."""
         idx = self._images("idx", idx)
-        alpha = np.broadcast_to(np.asarray(alpha, np.float64), idx.shape)
+        alpha = np.atleast_1d(np.asarray(alpha, np.float64))
+        if alpha.ndim != 1:
+            raise UserError(f"alpha must be one value or one per image index, got an array of shape {alpha.shape}")
+        alpha = _paired(idx, alpha, "alpha")  # a wrong length is one line naming both lengths
+        if not np.isfinite(alpha).all():
+            raise UserError(f"alpha must be finite, got {alpha[~np.isfinite(alpha)][0]}")
         slot = self.layout.alpha_slot(alpha)
         if not self._warned and alpha.size:
             off = np.abs(np.asarray(self.alphas)[slot - self.num_generative] - alpha).max()
