@@ -87,6 +87,31 @@ def test_an_edited_eldm_preset_redoes_the_eldm_and_what_reads_it(tmp_path):
     assert not diff & {"tiles", "dino", "embed-dino", "mil-dino", "embed-random", "mil-random"}
 
 
+ELDM_ON = {"eldm", "bank", "gendino", "embed-gendino", "mil-gendino"}  # the E-LDM and what reads it
+
+
+@pytest.mark.parametrize("edit,changed", [
+    # sections neither E-LDM stage reads (their Tasks' resume_ignore): nothing is redone
+    (lambda d: d.setdefault("figures", {}).update(rows=3), set()),
+    (lambda d: d.setdefault("eval", {}).update(n=50), set()),
+    # the E-LDM's own sections: not the autoencoder
+    (lambda d: d.setdefault("unet", {}).update(attention_head_dim=4), ELDM_ON),
+    (lambda d: d.setdefault("sample", {}).update(guidance=2.0), ELDM_ON),
+    # the autoencoder's: it, and the E-LDM trained on its latents
+    (lambda d: d["ae"]["optim"].update(epochs=2), ELDM_ON | {"eldm-ae"}),
+])
+def test_eldm_stages_are_keyed_by_only_the_sections_they_read(tmp_path, edit, changed):
+    """A figures.* or eval.* setting (read by `gensis eldm sample|eval`, not by training) redid the E-LDM and the
+    autoencoder, and everything after them."""
+    base = _plan(tmp_path)
+    assert "eldm-ae" in base  # histo-cpu denoises VQ latents
+    with _edited("eldm", "histo-cpu", edit):
+        now = _plan(tmp_path)
+    assert {n for n in base if now[n][0] != base[n][0]} == changed
+    diff = {n for n, v in _plan(tmp_path, ["eldm.figures.rows=3", "eldm.eval.n=50"]).items() if v[0] != base[n][0]}
+    assert diff == set()
+
+
 def test_another_slide_file_redoes_everything(tmp_path):
     base = _plan(tmp_path)
     (tmp_path / "slide.svs").write_bytes(b"another slide, another size")
@@ -102,8 +127,9 @@ def test_keys_leave_out_added_keys_at_their_old_value(tmp_path):
     base = _plan(tmp_path)
     with mock.patch.dict(ADDED["eldm"], clear=True):  # as if cond.tokens were hashed like any key
         hashed = _plan(tmp_path)
+    # not the autoencoder: it does not read cond.* (AutoencoderTask.resume_ignore)
     assert {n for n in base if hashed[n][0] != base[n][0]} == {"eldm", "bank", "gendino", "embed-gendino",
-                                                                "mil-gendino"} | ({"eldm-ae"} & set(base))
+                                                                "mil-gendino"}
     diff = {n for n, v in _plan(tmp_path, ["eldm.cond.tokens=2"]).items() if v[0] != base[n][0]}
     assert "eldm" in diff and "dino" not in diff
 

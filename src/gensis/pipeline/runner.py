@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,18 @@ STATE = "stages.json"
 def stage_key(*parts: Any) -> str:
     """Short hash of JSON-able parts (resolved configs, data identities, upstream keys)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_reads(cfg: Mapping[str, Any], unread: Iterable[str]) -> dict[str, Any]:
+    """The part of a resolved config a stage reads, for its key: ``cfg`` without the sections (or dotted keys)
+    ``unread``, which are its Task's ``resume_ignore`` (the same list ``--resume`` skips; e.g. ``eldm train``
+    reads no ``figures.*`` / ``eval.*``), so that changing them neither redoes nor blocks the resume of it."""
+    drop = set(unread)
+
+    def keep(d: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        return {k: keep(v, f"{prefix}{k}.") if isinstance(v, Mapping) else v
+                for k, v in d.items() if f"{prefix}{k}" not in drop}
+    return keep(cfg, "")
 
 
 @dataclass

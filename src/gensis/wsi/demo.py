@@ -186,14 +186,16 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     Stages run on ``gensis.pipeline.runner`` and are keyed like the main demo's: a hash of the resolved config
     the stage runs with (``without_added``: keys added to gensis later at their old value are left out), of its
     inputs (the slide's identity, the tiling, embedding and region settings, the region labels) and of the keys
-    of the stages it reads; so editing a preset redoes exactly the stages that read what changed."""
+    of the stages it reads; so editing a preset redoes exactly the stages that read what changed. The E-LDM stages
+    hash only the sections they read (their Tasks' ``resume_ignore`` left out, ``runner.stage_reads``): a
+    ``figures.*`` or ``eval.*`` setting redoes neither, a ``unet.*`` one not the autoencoder."""
     import os
 
     from gensis.api import bank_config, eldm_config, mil_config, pretrain_config
     from gensis.configs.added import without_added
     from gensis.pipeline import calls
     from gensis.pipeline.overrides import WSI_PIPELINE_KEYS, check_overrides, split_overrides
-    from gensis.pipeline.runner import Pipeline, Stage, stage_key
+    from gensis.pipeline.runner import Pipeline, Stage, stage_key, stage_reads
     from gensis.rundir import atomic_write_json, atomic_write_text
     from gensis.wsi.tiler import tile_settings
 
@@ -214,9 +216,10 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     q = ["--quiet"] if quiet else []
     dbg = ["--debug"] if debug else []  # in the printed command lines only (errors reach the caller)
 
-    def hashed(cfg: Any) -> dict:
-        """The resolved config a stage key holds (a typed config; added keys at their old value left out)."""
-        return without_added(cfg.family, cfg.to_dict())
+    def hashed(cfg: Any, unread: tuple[str, ...] = ()) -> dict:
+        """The resolved config a stage key holds (a typed config; added keys at their old value left out, and the
+        sections ``unread`` the stage does not read: its Task's ``resume_ignore``, ``runner.stage_reads``)."""
+        return stage_reads(without_added(cfg.family, cfg.to_dict()), unread)
 
     tiling = {k: v for k, v in vars(tile_settings(**TILE_SETTINGS)).items() if k != "backend"}
     k_tiles = stage_key("tiles", slide_identity(slide), tiling)
@@ -231,6 +234,8 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     pipe.run(Stage("dino", ["pretrain", "--data", data, "--out", str(out / "dino"), "--preset", preset, *dbg,
                             *pre_ov], k_dino, kind="pretrain", call=calls.pretrain(dino_cfg, data, out / "dino")))
     from gensis.config import load_config
+    from gensis.eldm.train import ELDMTask  # their resume_ignore: the sections the E-LDM stages do not read
+    from gensis.eldm.train_ae import AutoencoderTask
 
     eldm_argv = ["eldm", "train", "--encoder", str(out / "dino"), "--data", data, "--out", str(out / "eldm"),
                  "--preset", preset, *dbg, *eldm_ov]
@@ -239,12 +244,12 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     if load_config("eldm", preset, user["eldm"]).get("space", "pixel") != "pixel":
         ae = out / "eldm-ae"
         ae_cfg = eldm_config(preset=preset, overrides=user["eldm"] or None)
-        k_ae = stage_key("eldm-ae", hashed(ae_cfg), k_tiles)
+        k_ae = stage_key("eldm-ae", hashed(ae_cfg, AutoencoderTask.resume_ignore), k_tiles)
         pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", data, "--out", str(ae), "--preset", preset, *dbg,
                                    *user["eldm"]], k_ae, kind="eldm-ae", call=calls.autoencoder(ae_cfg, data, ae)))
         eldm_argv += ["--ae", str(ae)]
     eldm_cfg = eldm_config(preset=preset, overrides=eldm_ov, autoencoder=ae)
-    k_eldm = stage_key("eldm", hashed(eldm_cfg), k_tiles, k_dino, k_ae)
+    k_eldm = stage_key("eldm", hashed(eldm_cfg, ELDMTask.resume_ignore), k_tiles, k_dino, k_ae)
     pipe.run(Stage("eldm", eldm_argv, k_eldm, kind="eldm",
                    call=calls.eldm(eldm_cfg, out / "dino", data, out / "eldm", ae)))
     bank_ov = ["gen.secondary=random", f"gen.seed={S}"]
