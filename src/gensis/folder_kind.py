@@ -9,6 +9,7 @@ another command; a folder of no known kind is left to the caller's own check (it
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +38,57 @@ def _stage(path: Path) -> str | None:
     return None
 
 
+_STAGE_KEY = re.compile(r"^[0-9a-f]{8,64}$")
+_SEED_DIR = re.compile(r"^seed-\d+$")
+
+
+def _demo_state(path: Path) -> dict[str, Any] | None:
+    """The ``stages.json`` a demo's ``Pipeline`` writes (``gensis.pipeline.runner.STATE``): each stage's name with
+    its key (hex; older demos: ``{key, done, seconds}``) and ``_seconds``; None for any other file (a user's own
+    stages.json), a damaged one or none."""
+    d = _json(path / "stages.json")
+    if not d or set(d) <= {"_seconds"}:
+        return None
+    for k, v in d.items():
+        ok = (isinstance(v, dict) if k == "_seconds" else
+              bool(_STAGE_KEY.match(v)) if isinstance(v, str) else isinstance(v, dict) and isinstance(v.get("key"), str))
+        if not ok:
+            return None
+    return d
+
+
+def _is_slide_demo(path: Path) -> bool:
+    """``gensis wsi demo`` (= ``gensis demo --preset wsi``): its stages.json, whose first stage is ``tiles``."""
+    state = _demo_state(path)
+    return state is not None and "tiles" in state
+
+
+def _only_ours(path: Path) -> bool:
+    """A folder holding nothing but what a gensis process leaves first (its lock, temporary files)."""
+    from gensis.rundir import LOCK_NAME, is_temp_name
+
+    return path.is_dir() and all(p.name == LOCK_NAME or is_temp_name(p.name) for p in path.iterdir())
+
+
+def _is_demo(path: Path, seeds: bool = True) -> bool:
+    """``gensis demo``: its stages.json (not the slide demo's), its ``demo-settings.json`` (written first), or, for
+    ``--seeds``, its ``seeds.json`` or ``seed-S`` folders (each a demo pass, or holding only what a pass writes
+    first)."""
+    state = _demo_state(path)
+    if state is not None:
+        return "tiles" not in state
+    settings = _json(path / "demo-settings.json")
+    if settings is not None and isinstance(settings.get("settings"), str) and "overrides" in settings:
+        return True
+    if not seeds:
+        return False
+    summary = _json(path / "seeds.json")
+    if summary is not None and isinstance(summary.get("seeds"), list):
+        return True
+    passes = [p for p in path.glob("seed-*") if _SEED_DIR.match(p.name) and p.is_dir()]
+    return bool(passes) and all(_is_demo(p, seeds=False) or _only_ours(p) for p in passes)
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str        # the manifest stage, where the writer records one
@@ -55,8 +107,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("pretrain", "a pretraining run", "gensis pretrain",
          lambda p: (p / "teacher_backbone.safetensors").is_file()),
     Kind("mil", "a MIL run", "gensis mil train", lambda p: (p / "mil.json").is_file()),
-    Kind("demo", "a demo folder", "gensis demo",
-         lambda p: (p / "stages.json").is_file() or (p / "demo-settings.json").is_file()),
+    Kind("wsi-demo", "a slide demo folder", "gensis wsi demo", _is_slide_demo),
+    Kind("demo", "a demo folder", "gensis demo", _is_demo),
     Kind("tiles", "a tiles folder", "gensis wsi tile",
          lambda p: (p / "tiling.json").is_file() or (p / "patches").is_dir() or any(p.glob("*/tiling.json"))),
     Kind("features", "a features folder (slide bags)", "gensis wsi embed", lambda p: any(p.glob("*.h5"))),
@@ -99,3 +151,28 @@ def refuse_other_kind(out: str | Path, kind: str, option: str = "--out") -> None
     found = folder_kind(out)
     if found is not None and found != kind:
         raise UserError(f"{option} {out} is {describe(found)}, not {KINDS[kind].noun}: use another {option}")
+
+
+def require_own_or_empty(out: str | Path, kind: str, option: str = "--out") -> None:
+    """Before a ``kind`` writer that rewrites files at the top of ``out`` (the demos: ``stages.json``, results, the
+    report) writes anything: a UserError unless ``out`` is missing, empty (but for a lock or temporary files a
+    killed gensis left) or a ``kind`` folder, i.e. one that writer made (resumed). Nothing is written or deleted."""
+    p = Path(out).expanduser()
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise UserError(f"{option} {out} is a file, not a folder")
+    if _only_ours(p):
+        return
+    found = folder_kind(p)
+    if found == kind:
+        return
+    want = KINDS[kind]
+    if found is not None:
+        raise UserError(f"{option} {out} is {describe(found)}, not {want.noun}: `{want.writer}` would rewrite files "
+                        f"at its top; use another {option}")
+    from gensis.rundir import LOCK_NAME, is_temp_name
+
+    names = sorted(q.name for q in p.iterdir() if q.name != LOCK_NAME and not is_temp_name(q.name))
+    raise UserError(f"{option} {out} is not empty and not {want.noun} (holds {names[0]}{' ...' if len(names) > 1 else ''}"
+                    f"): give a new or empty folder, or the {option} of an earlier `{want.writer}` to resume it")

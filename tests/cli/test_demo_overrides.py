@@ -135,6 +135,7 @@ def test_header_and_report_show_the_overrides(tmp_path, capsys, tiny):
     out = tmp_path / "demo"
     out.mkdir()
     (out / "results.json").write_text("{}")
+    (out / "stages.json").write_text('{"dino": "0123456789abcdef", "_seconds": {}}')  # an earlier demo's folder
     assert main(["demo", "--preset", "smoke", "--data", tiny, "--out", str(out), "--stages", "report",
                  "pretrain.optim.epochs=5", "bank.gen.num_generative=2"]) == 0
     err = capsys.readouterr().err

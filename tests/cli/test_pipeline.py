@@ -79,17 +79,20 @@ def test_variants_of_a_method():
 
 
 def test_demo_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
-    """Issue 10.1 as reported: notes in OUT/dino must survive `gensis demo --stages dino`."""
+    """Issue 10.1 as reported: notes in OUT/dino must survive `gensis demo --stages dino`: OUT is not a demo
+    folder (refused whole, tests/cli/test_demo_out.py); in a demo folder, OUT/dino is refused by the stage."""
     out = tmp_path / "OUT"
     (out / "dino").mkdir(parents=True)
     (out / "dino" / "my-notes.txt").write_text("notes")
-    r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "demo", "--preset", "smoke", "--out", str(out),
-                        "--stages", "dino", "--quiet"], capture_output=True, text=True,
-                       env={**os.environ, "GENSIS_NO_PROGRESS": "1"}, timeout=300)
-    assert r.returncode == 2, r.stderr[-2000:]
-    err = [l for l in r.stderr.splitlines() if l.startswith("gensis: error")]
-    assert len(err) == 1 and str(out / "dino") in err[0] and "Traceback" not in r.stderr
-    assert (out / "dino" / "my-notes.txt").read_text() == "notes"
+    for where in (out, out / "dino"):
+        r = subprocess.run([sys.executable, "-m", "gensis.cli.main", "demo", "--preset", "smoke", "--out", str(out),
+                            "--stages", "dino", "--quiet"], capture_output=True, text=True,
+                           env={**os.environ, "GENSIS_NO_PROGRESS": "1"}, timeout=300)
+        assert r.returncode == 2, r.stderr[-2000:]
+        err = [l for l in r.stderr.splitlines() if l.startswith("gensis: error")]
+        assert len(err) == 1 and f"{where} " in err[0] and "Traceback" not in r.stderr
+        assert (out / "dino" / "my-notes.txt").read_text() == "notes"
+        (out / "stages.json").write_text('{"dino": "0123456789abcdef", "_seconds": {}}')  # now an earlier demo's
 
 
 def test_methods_flag():

@@ -19,6 +19,8 @@ def _plan(tmp_path, overrides=(), mil_preset="base"):
 
     def record(self, stage):
         seen[stage.name] = (stage.key, " ".join(stage.argv))
+        self.state[stage.name] = stage.key  # as Pipeline.run records it: the folder stays the slide demo's
+        self._save()
         if stage.name.startswith("mil-"):
             (self.out / stage.name).mkdir(parents=True, exist_ok=True)
             (self.out / stage.name / "metrics.json").write_text(json.dumps({"summary": {}, "n_slides": 0}))

@@ -39,7 +39,7 @@ def test_a_second_slide_demo_on_a_locked_folder_stops_with_one_line_and_writes_n
     slide.write_bytes(b"never read: the demo stops before tiling")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "stages.json").write_text("{}")  # a demo folder of an earlier run
+    (out / "stages.json").write_text('{"tiles": "0123456789abcdef", "_seconds": {}}')  # an earlier slide demo's
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default=DEMO_DATA,
                    help="labelled dataset (builtin:NAME, folder or .npz); pretraining uses its train split, "
                         "evaluation its val split")
-    p.add_argument("--out", default="gensis-demo", help="folder for all stages' outputs")
+    p.add_argument("--out", default="gensis-demo",
+                   help="folder for all stages' outputs: new, empty, or an earlier demo's (resumed)")
     p.add_argument("--seed", type=int, default=0, help="seed of every stage")
     p.add_argument("--seeds", default=None, action=CommaList,
                    help="comma-separated seeds (e.g. 0,1,2; or the option repeated): run the whole pipeline once per seed in OUT/seed-S, "

