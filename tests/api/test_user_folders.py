@@ -30,3 +30,15 @@ def test_eldm_sample_and_eval_skip_bad_images_as_configured(tmp_path, pixel_eldm
     assert all(p.is_file() for p in pngs)
     r = gensis.evaluate_eldm(pixel_eldm_run, str(data), n=4, overrides={**skip, "eval.knn_k": 3})
     assert r["n"] == 4
+
+
+def test_a_train_val_folder_at_all_is_both_folders(tmp_path):
+    """README: a folder with train/ and val/ keeps its own split; DATA@all (and the default split "all" of the
+    demo and of --data without a split) is both (was: 'no images found in folder')."""
+    _folder(tmp_path / "tv" / "train", n=8, classes=("a", "b", "c"))
+    _folder(tmp_path / "tv" / "val", n=4, classes=("a", "c"))  # val's c is train's class 2
+    train, val = gensis.open_data(tmp_path / "tv", "train"), gensis.open_data(tmp_path / "tv", "val")
+    for both in (gensis.open_data(f"{tmp_path / 'tv'}@all"), gensis.open_data(tmp_path / "tv", "all")):
+        assert len(both) == len(train) + len(val) == 12 and both.classes == ["a", "b", "c"]
+        assert both.labels.tolist() == train.labels.tolist() + val.labels.tolist()
+        assert both.labels.tolist()[-4:] == [0, 0, 2, 2] and np.array_equal(both.get(8), val.get(0))

@@ -552,15 +552,22 @@ def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_frac
         if path.is_dir():
             sub = {p.name: p for p in path.iterdir() if p.is_dir()}
             val_dir = sub.get("val") or sub.get("test")
-            if "train" in sub and val_dir is not None and split != "all":
+            if "train" in sub and val_dir is not None:
                 # classes are the train split's, matched by name (val may lack some, never add one)
                 train_classes = [d.name for d in _class_dirs(sub["train"])] or None
                 out: ImageSet
                 if split == "train":
                     out = _load_folder(sub["train"], name=f"{path.name}@train", skip_bad=skip_bad_images)
-                else:
+                elif split == "val":
                     out = _load_folder(val_dir, classes=train_classes, name=f"{path.name}@{split}",
                                        skip_bad=skip_bad_images)
+                else:  # @all: both folders, val labelled by train's classes
+                    tr = _load_folder(sub["train"], skip_bad=skip_bad_images)
+                    va = _load_folder(val_dir, classes=train_classes, skip_bad=skip_bad_images)
+                    labels = None if tr.labels is None or va.labels is None else np.concatenate([tr.labels, va.labels])
+                    out = FolderImageSet(tr.paths + va.paths, labels, tr.classes if labels is not None else None,
+                                         path.name)
+                    out.skip_bad = skip_bad_images
                 return apply_limit(out, limit, seed)
             full = _load_folder(path, skip_bad=skip_bad_images)
         elif path.suffix == ".npz":
