@@ -119,3 +119,18 @@ with torch.no_grad():
     theirs = torch.from_numpy(np.load(tmp_path / "timm_features.npy"))
     ours = load_encoder(str(run))(torch.from_numpy(imgs).permute(0, 3, 1, 2))
     assert torch.allclose(theirs, ours, atol=1e-5), (theirs - ours).abs().max()
+
+
+def test_plain_state_dict_never_replaces_a_file(encoder_run, tmp_path, capsys):
+    """`gensis export RUN --to safetensors RUN/teacher_backbone.safetensors` replaced the run's own weights (or
+    another run's): an existing file is refused in one line, as the timm and diffusers exports refuse a folder."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(encoder_run, run)
+    target = run / "teacher_backbone.safetensors"
+    before = target.read_bytes()
+    assert main(["export", str(run), "--to", "safetensors", str(target), "--which", "student"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err
+    assert target.read_bytes() == before

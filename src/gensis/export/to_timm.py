@@ -133,6 +133,8 @@ def export_state_dict(run: str | os.PathLike[str], out: str | os.PathLike[str], 
     path = Path(out)
     if path.suffix != ".safetensors":
         path = path / "model.safetensors"
+    if path.exists() or path.is_symlink():  # e.g. a run's own teacher_backbone.safetensors: never replaced
+        raise UserError(f"{path} already exists; choose another output file or remove it")
     cfg = timm_config(src, _num_features(tensors))
     save_tensors(path, tensors, {"format": "pt", "timm_config": json.dumps(cfg)})
     return path
