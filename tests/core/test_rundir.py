@@ -308,3 +308,31 @@ def test_a_users_config_yaml_is_not_a_run_and_a_run_killed_before_its_config_res
     RunDir(run.path).start("pretrain", {"a": 2}, 0, {"data": "d"}, resume=True)
     assert RunDir(run.path).config() == {"a": 2} and not RunDir(run.path).killed_before_config()
     release_folder(run.path)
+
+
+def test_an_unfinished_run_with_a_checkpoint_is_not_restarted_without_resume(tmp_path):
+    """Ctrl-C, then the same command again without --resume: one line asking for --resume; the checkpoint and the
+    log stay (a fresh start overwrote both)."""
+    from gensis.train.loop import CHECKPOINT, claim_and_build
+
+    class Built:
+        stage = "pretrain"
+
+    class RT:
+        is_main = True
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    run.start("pretrain", {"a": 1}, 0, {"data": "d"})
+    save_tensors(run / CHECKPOINT, {"w": torch.ones(2)})
+    (run / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    release_folder(run.path)
+    before = {p.name: p.read_bytes() for p in run.path.iterdir()}
+    with pytest.raises(UserError, match="unfinished run with a checkpoint .*--resume"):
+        claim_and_build(RunDir(run.path), RT(), False, Built)
+    assert {p.name: p.read_bytes() for p in run.path.iterdir()} == before  # nothing changed, lock released
+    assert isinstance(claim_and_build(RunDir(run.path), RT(), True, Built), Built)
+    release_folder(run.path)
+    (run / CHECKPOINT).unlink()  # killed before its first checkpoint: nothing to lose, it starts over
+    assert isinstance(claim_and_build(RunDir(run.path), RT(), False, Built), Built)
+    release_folder(run.path)

@@ -382,6 +382,10 @@ def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Cal
         run.path.mkdir(parents=True, exist_ok=True)
         try:
             run.claim(stage, resume)
+            if not resume and not run.is_done() and (run / CHECKPOINT).is_file():
+                release_folder(run.path)  # a fresh start would overwrite the unfinished run's checkpoint
+                raise UserError(f"{run.path} holds an unfinished run with a checkpoint (interrupted?): continue it "
+                                f"with --resume, or give another --out to start over")
         except BaseException:
             if created and not any(run.path.iterdir()):
                 run.path.rmdir()
