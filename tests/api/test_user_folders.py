@@ -42,3 +42,24 @@ def test_a_train_val_folder_at_all_is_both_folders(tmp_path):
         assert len(both) == len(train) + len(val) == 12 and both.classes == ["a", "b", "c"]
         assert both.labels.tolist() == train.labels.tolist() + val.labels.tolist()
         assert both.labels.tolist()[-4:] == [0, 0, 2, 2] and np.array_equal(both.get(8), val.get(0))
+
+
+def test_images_the_layout_would_leave_out_are_named_not_dropped(tmp_path):
+    """Images beside class folders, and class folders whose images sit a level deeper, were left out without a
+    word (a whole class missing); a symlink back up (a loop) is not followed and is no error."""
+    mixed = _folder(tmp_path / "mixed", n=8)
+    Image.new("RGB", (8, 8)).save(mixed / "loose.png")
+    with pytest.raises(UserError, match=r"holds 1 image \(loose.png\) beside its class folders"):
+        gensis.open_data(mixed)
+    nested = _folder(tmp_path / "nested", n=8)
+    _folder(tmp_path / "nested" / "c", n=2, classes=("2019",))  # class c only in c/2019/
+    with pytest.raises(UserError, match=r"2019/0.png would be left out \(and class 'c', which holds no image"):
+        gensis.open_data(nested)
+    deeper = _folder(tmp_path / "deeper", n=8)
+    _folder(tmp_path / "deeper" / "a", n=1, classes=("more",))
+    with pytest.raises(UserError, match=r"a/more/0.png would be left out: .* a level deeper"):
+        gensis.open_data(deeper)
+    ok = _folder(tmp_path / "ok", n=8)
+    (ok / "a" / "loop").symlink_to(ok / "a")
+    (ok / "b" / "up").symlink_to(ok)
+    assert len(gensis.open_data(ok)) == 8

@@ -424,24 +424,64 @@ def _load_npz(path: Path) -> ArrayImageSet:
         return ArrayImageSet(images, labels, groups, classes, path.stem)
 
 
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(image files by extension, sub-folders) of ``folder``, sorted; hidden names (``.name``: e.g. macOS'
+    ``._photo.png`` AppleDouble files, which are not images, or ``.git``) are skipped."""
+    files, dirs = [], []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():
+                dirs.append(Path(e.path))
+            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
+                files.append(Path(e.path))
+    return sorted(files), sorted(dirs)
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """Image files of ``folder`` by extension; hidden ones (``.name``: e.g. macOS' ``._photo.png`` AppleDouble
-    files, which are not images) are skipped, as hidden class folders are."""
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS)
+    """Image files of ``folder`` by extension (not hidden ones, see ``_scan``)."""
+    return _scan(folder)[0]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    subdirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [d for d in subdirs if _image_files(d)]
+    return [d for d in _scan(folder)[1] if _image_files(d)]
+
+
+def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, tuple[list[Path], list[Path]]]) -> None:
+    """A UserError for images the layout would leave out without a word: images beside class folders, and images
+    a level below a class folder (a whole class when it holds none directly). Symlinks back to a folder above
+    (loops) are not followed."""
+    class_dirs = [d for d, (files, _) in subdirs.items() if files]
+    if class_dirs and direct:
+        raise UserError(f"{folder} holds {len(direct)} image{'s' if len(direct) > 1 else ''} ({direct[0].name}"
+                        f"{' ...' if len(direct) > 1 else ''}) beside its class folders ({class_dirs[0].name}"
+                        f"{' ...' if len(class_dirs) > 1 else ''}), which would be left out: put every image in a "
+                        f"class folder, or keep only images in a folder of unlabelled images")
+    for d, (files, inner) in subdirs.items():
+        real = d.resolve()
+        for sub in inner:
+            r = sub.resolve()
+            if r == real or r in real.parents:  # a symlink loop
+                continue
+            nested = _image_files(sub)
+            if nested:
+                lost = "" if files else f" (and class '{d.name}', which holds no image itself)"
+                raise UserError(f"{nested[0]} would be left out{lost}: gensis reads {folder}/CLASS/IMAGE, one level "
+                                f"of class folders, and {d.name}/{sub.name}/ is a level deeper; move its images into "
+                                f"{d.name}/, or move the folder away" + (
+                                    " (a folder keeps its own split with both train/ and val/ or test/)"
+                                    if d.name in ("train", "val", "test") else ""))
 
 
 def _load_folder(folder: Path, classes: list[str] | None = None, name: str | None = None,
                  skip_bad: bool = False) -> FolderImageSet:
     """ImageFolder (or flat) ``folder``. ``classes`` fixes the class list (names → indices), so the val
     split of a ``train/``+``val/`` folder is labelled by the train split's classes, matched by name."""
-    direct = _image_files(folder)
-    class_dirs = _class_dirs(folder)
+    direct, subdirs = _scan(folder)
+    scans = {d: _scan(d) for d in subdirs}
+    _refuse_unread_images(folder, direct, scans)
+    class_dirs = [d for d in subdirs if scans[d][0]]
     if class_dirs:
         names = [d.name for d in class_dirs]
         if classes is None:
@@ -453,7 +493,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
         index = {c: i for i, c in enumerate(classes)}
         paths, labels = [], []
         for d in class_dirs:
-            files = _image_files(d)
+            files = scans[d][0]
             paths += files
             labels += [index[d.name]] * len(files)
         out = FolderImageSet(paths, np.asarray(labels, np.int64), list(classes), name or folder.name)
