@@ -81,3 +81,14 @@ def test_demo_on_unlabelled_images_is_refused_before_training(tmp_path, capsys):
                  "pretrain.optim.batch_size=8", "eldm.optim.batch_size=8"]) == 2
     assert "has no labels, and the demo's eval stage" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_top5_note_holds_for_the_ks_printed(tmp_path, encoder_run, capsys):
+    """k-NN top-5 counts min(5, k) classes: with k=1 and 2 classes it is top-1, not 100% (the note said it was)."""
+    data = _two_class_npz(tmp_path / "d.npz", True)
+    assert main(["eval", "knn", "--encoder", str(encoder_run), "--train", str(data), "--k", "1", "2",
+                 "--cache", "none"]) == 0
+    out = capsys.readouterr().out
+    rows = {int(line.split()[0]): line.split()[1:] for line in out.splitlines() if line.strip()[:1].isdigit()}
+    assert rows[1][0] == rows[1][1] and rows[2][1] == "100.00"  # k=1: top-5 = top-1
+    assert "100% by construction for k >= 2" in out and "with 2 classes (<= 5)" not in out

@@ -263,5 +263,11 @@ def footer_lines(res: dict) -> list[str]:
     lines = [note] if note else []
     classes = res["train"].get("num_classes")
     if isinstance(classes, int) and 0 < classes <= 5:  # top-5 holds every class: 100% whatever the encoder
-        lines.append(f"top-5 is 100% by construction with {classes} classes (<= 5): read top-1")
+        ks = [r["k"] for r in res.get("results", []) if isinstance(r.get("k"), int)]  # k-NN: min(5, k) classes
+        noun = "class" if classes == 1 else "classes"
+        if ks and min(ks) < classes:
+            lines.append(f"top-5 counts the min(5, k) best-scored classes: with {classes} {noun} it is 100% by "
+                         f"construction for k >= {classes}: read top-1")
+        else:
+            lines.append(f"top-5 is 100% by construction with {classes} {noun} (<= 5): read top-1")
     return lines
