@@ -63,3 +63,21 @@ def test_images_the_layout_would_leave_out_are_named_not_dropped(tmp_path):
     (ok / "a" / "loop").symlink_to(ok / "a")
     (ok / "b" / "up").symlink_to(ok)
     assert len(gensis.open_data(ok)) == 8
+
+
+def test_eval_of_a_run_reads_its_data_as_pretraining_did(tmp_path, capsys):
+    """A run pretrained with data.skip_bad_images=true on a folder holding a broken file: `gensis eval knn
+    --encoder RUN` (its own data by default) skips it too, and scores the run's own split (was: an error)."""
+    import tiny_runs
+
+    from gensis.cli.main import main
+    from gensis.rundir import atomic_write_json
+
+    data = _folder(tmp_path / "imgs", n=24)
+    (data / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    run = tiny_runs.make_encoder_run(tmp_path / "run", overrides=("data.skip_bad_images=true",))
+    atomic_write_json(run / "manifest.json", {"stage": "pretrain", "status": "done", "inputs": {"data": str(data)}})
+    assert main(["eval", "knn", "--encoder", str(run), "--k", "3", "--cache", "none"]) == 0
+    out, err = capsys.readouterr()
+    assert "skipped 1 unreadable image of 25" in err and "broken.jpg" in err
+    assert "(20 images" in out and "(4 images" in out  # 24 readable images: 80/20 per class, as pretraining

@@ -65,18 +65,20 @@ def describe_encoder(encoder) -> dict:
             "image_size": encoder.image_size}
 
 
-def open_train_test(train: str, test: str | None, val_fraction: float = 0.2, split_seed: int = 0):
+def open_train_test(train: str, test: str | None, val_fraction: float = 0.2, split_seed: int = 0,
+                    skip_bad_images: bool = False):
     """(train_ds, test_ds) for ``--train``/``--test``, the test labels matched to train's classes by name.
 
     One source (``--test`` absent or naming the same data): its train and val splits, unless a split is
     named (``DATA@train``, ``@val``, ``@all``). Two different sources: each is used whole unless a split
-    is named.
+    is named. ``skip_bad_images``: unreadable images are left out (and counted), as the run's pretraining did.
     """
     from gensis.data.sources import DataSpec, match_classes, open_data
 
     same = test is None or DataSpec.parse(test).source == DataSpec.parse(train).source
-    train_ds = open_data(train, "train" if same else "all", val_fraction, split_seed)
-    test_ds = open_data(test or train, "val" if same else "all", val_fraction, split_seed)
+    train_ds = open_data(train, "train" if same else "all", val_fraction, split_seed, skip_bad_images=skip_bad_images)
+    test_ds = open_data(test or train, "val" if same else "all", val_fraction, split_seed,
+                        skip_bad_images=skip_bad_images)
     return train_ds, match_classes(train_ds, test_ds)
 
 
@@ -219,8 +221,12 @@ def prepare_classification(args):
     if not from_run:
         train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
     else:
-        try:
-            train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
+        from gensis.rundir import RunDir
+
+        run = RunDir(str(data_run(args)))
+        skip = (run / "config.yaml").is_file() and bool(run.config().get("data", {}).get("skip_bad_images", False))
+        try:  # the run's own images, read as its pretraining read them (data.skip_bad_images)
+            train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed, skip)
             labels_of(train_ds, "train"), labels_of(test_ds, "test")
         except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
             raise recorded_data_error(data_run(args), train, e, GIVE_DATA) from None
