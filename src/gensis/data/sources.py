@@ -602,11 +602,12 @@ def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_frac
                     out = _load_folder(val_dir, classes=train_classes, name=f"{path.name}@{split}",
                                        skip_bad=skip_bad_images)
                 else:  # @all: both folders, val labelled by train's classes
-                    tr = _load_folder(sub["train"], skip_bad=skip_bad_images)
-                    va = _load_folder(val_dir, classes=train_classes, skip_bad=skip_bad_images)
-                    labels = None if tr.labels is None or va.labels is None else np.concatenate([tr.labels, va.labels])
-                    out = FolderImageSet(tr.paths + va.paths, labels, tr.classes if labels is not None else None,
-                                         path.name)
+                    tr_set = _load_folder(sub["train"], skip_bad=skip_bad_images)
+                    va_set = _load_folder(val_dir, classes=train_classes, skip_bad=skip_bad_images)
+                    labels = None if tr_set.labels is None or va_set.labels is None else \
+                        np.concatenate([tr_set.labels, va_set.labels])
+                    out = FolderImageSet(tr_set.paths + va_set.paths, labels,
+                                         tr_set.classes if labels is not None else None, path.name)
                     out.skip_bad = skip_bad_images
                 return apply_limit(out, limit, seed)
             full = _load_folder(path, skip_bad=skip_bad_images)
