@@ -81,3 +81,23 @@ def test_eval_of_a_run_reads_its_data_as_pretraining_did(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "skipped 1 unreadable image of 25" in err and "broken.jpg" in err
     assert "(20 images" in out and "(4 images" in out  # 24 readable images: 80/20 per class, as pretraining
+
+
+def test_a_bank_made_skipping_a_broken_image_opens_the_same_way(tmp_path, capsys):
+    """BankDataset and `gensis bank show` open the bank's dataset as its generation did (the bank's
+    data.skip_bad_images): they failed, or showed no real images, on the folder the bank was made from."""
+    from gensis.bank import generate_bank
+    from gensis.bank.fake import FakeGenerator
+    from gensis.bank.show import show_bank
+    from gensis.config import load_config
+
+    data = _folder(tmp_path / "imgs", n=12)
+    (data / "a" / "broken.png").write_bytes(b"")
+    cfg = load_config("bank", "smoke", ["data.skip_bad_images=true", "data.limit=null", "run.threads=1"])
+    bank = tmp_path / "bank"
+    assert generate_bank(cfg, str(data), bank, generator=FakeGenerator(image_size=16, dim=8), quiet=True).complete
+    bds = gensis.BankDataset(bank)
+    assert len(bds) == 10 and bds[0]["image"].shape == (3, 16, 16)
+    capsys.readouterr()
+    show_bank(bank, tmp_path / "grid.png", n=2)
+    assert "real images not shown" not in capsys.readouterr().err and (tmp_path / "grid.png").is_file()

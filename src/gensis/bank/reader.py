@@ -112,6 +112,18 @@ class BankReader:
             self._pool.shutdown(wait=False)
             self._pool = None
 
+    @property
+    def skip_bad_images(self) -> bool:
+        """Whether the bank was generated with ``data.skip_bad_images`` (its ``config.yaml``): its dataset is then
+        opened the same way (unreadable images left out), so it has the identity the bank records."""
+        cfg = self.path / "config.yaml"
+        if not cfg.is_file():
+            return False
+        from gensis.rundir import RunDir
+
+        data = RunDir(self.path).config().get("data") or {}
+        return bool(data.get("skip_bad_images", False)) if isinstance(data, dict) else False
+
     # -----------------------------------------------------------------------------------------------------
     # checks
 

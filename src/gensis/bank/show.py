@@ -36,7 +36,7 @@ def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = 
         rng = np.random.default_rng(seed)
         indices = np.sort(rng.choice(reader.num_images, min(n, reader.num_images), replace=False)).tolist()
     idx = np.asarray(indices, np.int64)
-    ds = _open_dataset(h, data)
+    ds = _open_dataset(h, data, reader.skip_bad_images)
     S = reader.image_size
     cell = cell or max(S, 96)
     cols = ["real"] + [f"generative\nk={k}" for k in range(reader.num_generative)]
@@ -71,14 +71,15 @@ def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = 
     return out
 
 
-def _open_dataset(h: dict, data: str | None):
+def _open_dataset(h: dict, data: str | None, skip_bad_images: bool = False):
     """The bank's dataset (to show real images), or None with a warning when it cannot be opened."""
     from gensis.data.sources import open_data
 
     src = h["sources"]
     spec = data or src.get("data")
     try:
-        ds = open_data(spec, "train", src.get("val_fraction", 0.2), src.get("split_seed", 0), src.get("limit"))
+        ds = open_data(spec, "train", src.get("val_fraction", 0.2), src.get("split_seed", 0), src.get("limit"),
+                       skip_bad_images)  # read as the bank's generation read it
     except UserError as e:
         print(f"[gensis] real images not shown: {e}", file=sys.stderr)
         return None

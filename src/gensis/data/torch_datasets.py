@@ -118,7 +118,8 @@ class BankDataset(Dataset[dict[str, Any]]):
         local = str(spec).startswith(("builtin:", "python:")) or Path(str(spec).split("@")[0]).exists()
         if data is None and not local:
             raise UserError(f"bank {self.reader.path} was generated from '{spec}', which is not here; pass data=")
-        return open_data(str(spec), "train", src.get("val_fraction", 0.2), src.get("split_seed", 0), src.get("limit"))
+        return open_data(str(spec), "train", src.get("val_fraction", 0.2), src.get("split_seed", 0), src.get("limit"),
+                         self.reader.skip_bad_images)  # read as the bank's generation read it
 
     @property
     def num_generative(self) -> int:
