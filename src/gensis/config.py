@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
@@ -63,9 +64,24 @@ def merge(base: dict, delta: dict, where: str = "", _prefix: str = "", _valid: l
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-3``, ``5E-4``) as floats, as YAML 1.2
+    and the command line's ``key=value`` do (PyYAML follows YAML 1.1, where ``lr: 1e-3`` is the string '1e-3')."""
+
+
+_Loader.add_implicit_resolver(  # copies SafeLoader's resolvers first: yaml.safe_load is unchanged
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` of a user's YAML (a preset file): plain data, ``1e-3`` a float."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _read_yaml(text: str, where: str) -> dict:
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as e:
         raise UserError(f"cannot parse {where}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

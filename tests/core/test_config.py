@@ -122,3 +122,21 @@ def test_yaml_off_is_accepted_where_off_is_a_choice():
     assert load_config("pretrain", "smoke", ["train.amp=off"])["train"]["amp"] is False  # YAML 1.1 boolean
     with pytest.raises(UserError, match="train.amp=true: must be one of auto, bf16, off"):
         load_config("pretrain", "smoke", ["train.amp=true"])
+
+
+def test_a_preset_file_reads_exponent_floats_as_the_command_line_does(tmp_path):
+    """PyYAML (YAML 1.1) reads `lr: 1e-3` as the string '1e-3', so a user's preset file failed with
+    'optim.lr=1e-3: must be a finite number > 0'; the command line's optim.lr=1e-3 was a float already."""
+    import yaml
+
+    from gensis.config import load_config
+
+    p = tmp_path / "mine.yaml"
+    p.write_text("optim:\n  lr: 1e-3\n  epochs: 3\n  weight_decay: 5E-2\ndata: {val_fraction: .25}\n")
+    cfg = load_config("pretrain", str(p))
+    assert cfg["optim"]["lr"] == 0.001 and cfg["optim"]["weight_decay"] == 0.05
+    assert cfg["optim"]["epochs"] == 3 and isinstance(cfg["optim"]["epochs"], int)
+    assert cfg["data"]["val_fraction"] == 0.25
+    over = load_config("pretrain", str(p), ["optim.lr=1e-3", "optim.weight_decay=5E-2"])  # the command line's way
+    assert over == cfg
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML itself is left as it is
