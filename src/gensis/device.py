@@ -74,9 +74,10 @@ def cpu_bf16_pays() -> bool:
     return cpu_has_amx() or cpu_has_avx512_bf16()
 
 
-def use_bf16(device: torch.device, amp: str = "auto") -> bool:
-    """``amp``: 'auto' (bf16 on CUDA, and on CPUs with AMX or AVX512-BF16), 'bf16' (force), 'off'."""
-    if amp == "off":
+def use_bf16(device: torch.device, amp: str | bool = "auto") -> bool:
+    """``amp``: 'auto' (bf16 on CUDA, and on CPUs with AMX or AVX512-BF16), 'bf16' (force), 'off'. ``False`` is
+    'off': YAML 1.1 reads ``train.amp=off`` as the boolean, and the config keeps it so."""
+    if amp == "off" or amp is False:
         return False
     if amp == "bf16":
         return True

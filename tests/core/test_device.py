@@ -58,3 +58,14 @@ def test_pretrain_on_cuda_without_one_is_one_line_exit_2(tmp_path):
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 2, r.stderr
     assert "CUDA is not available" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_amp_off_from_a_config_is_off(monkeypatch):
+    """``train.amp=off`` resolves to YAML's boolean false: bf16 stays off even where ``auto`` turns it on."""
+    from gensis.config import load_config
+
+    monkeypatch.setattr(d, "_cpu_flags", lambda: frozenset({"amx_bf16", "avx512_bf16"}))
+    monkeypatch.delenv("GENSIS_CPU_BF16", raising=False)
+    amp = load_config("pretrain", "smoke", ["train.amp=off"])["train"]["amp"]
+    assert d.use_bf16(torch.device("cpu"), amp) is False
+    assert d.use_bf16(torch.device("cpu"), load_config("pretrain", "smoke")["train"]["amp"]) is True
