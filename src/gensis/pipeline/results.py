@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from gensis.pipeline.table import Table
 
+FEATURE_BATCH = 256  # images per encoder call, as ``gensis eval knn`` / ``linear`` extract them
 LINEAR_EPOCHS = {"smoke": 5, "demo": 30, "small": 100, "paper": 100, "gpu": 100}
 BASELINES = [("pixels", "raw pixels"), ("random", "random-init ViT")]
 DISPLAY = {"dino": "DINO", "ibot": "iBOT", "dinov2": "DINOv2", "simclr": "SimCLR"}
@@ -52,12 +54,15 @@ METHODS = [(v.name, v.label) for v in variants("dino")]  # the default (DINO) co
 def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str, ...] = ("dino",)) -> dict:
     """k-NN (and linear probe) of each finished run and of the two baselines; cached in ``results.json``.
 
+    The test images' features are extracted once per encoder, for the k-NN and the linear probe both.
+
     A cached row is reused only when its identity (encoder weights, train and test images, probe epochs) is the
     same, so a retrained run is always re-evaluated.
     """
     from gensis.data.sources import open_data
     from gensis.device import pick_device
     from gensis.errors import UserError
+    from gensis.eval.features import extract_features
     from gensis.eval.knn import knn_eval
     from gensis.models.encoder import load_encoder
     from gensis.rundir import RunDir, atomic_write_json
@@ -87,13 +92,19 @@ def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str
             rows[name] = cache[name]
             continue
         print(f"[eval] {label}", file=sys.stderr, flush=True)
-        row = {"label": label, "identity": ident, "knn": knn_eval(enc, train_ds, test_ds, device=dev)}
+        t0 = time.time()
+        f_train = extract_features(enc, train_ds, FEATURE_BATCH, dev, desc="train features")
+        f_test = extract_features(enc, test_ds, FEATURE_BATCH, dev, desc="test features")  # k-NN's and the probe's
+        t_feat = time.time() - t0
+        knn = knn_eval(enc, train_ds, test_ds, device=dev, batch_size=FEATURE_BATCH, features=(f_train, f_test))
+        knn["seconds"] = {"features": round(t_feat, 2), "total": round(time.time() - t0, 2)}  # extraction included
+        row = {"label": label, "identity": ident, "knn": knn}
         if linear:
             from gensis.eval.linear import LinearConfig, linear_eval
 
             # fewer probe epochs at the small presets keep the demo in budget (DINO's protocol: 100)
             row["linear"] = linear_eval(enc, train_ds, test_ds, LinearConfig(epochs=LINEAR_EPOCHS[preset]),
-                                        device=dev)
+                                        device=dev, batch_size=FEATURE_BATCH, test_features=f_test)
         rows[name] = row
         cache[name] = row
         atomic_write_json(path, cache)
