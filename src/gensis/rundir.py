@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, cast
 
 if TYPE_CHECKING:  # torch is imported where tensors are read or written: tiling workers import this module fast
     import torch
@@ -33,13 +33,34 @@ from gensis.errors import UserError
 
 StrPath = str | os.PathLike[str]  # a path argument: a string or a Path
 
-TMP_SUFFIX = ".tmp"
-# our temporary names: ".<final name>.<pid>-<8 hex>.tmp" (older versions: mkstemp's ".<name>.<chars>.tmp")
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-[0-9a-f]{8}|[A-Za-z0-9_]+)\.tmp$")
+TMP_PREFIX, TMP_SUFFIX = ".gensis-tmp-", ".tmp"
+# Our temporary names: ".gensis-tmp-<final name>.<pid>-<8 hex>.tmp". The fixed marker is what makes a name ours: a
+# user's file does not start with ".gensis-tmp-", so it is never taken for one of our temporary files (counted as
+# ours when a folder is claimed, or deleted as stale).
+_TMP_RE = re.compile(r"^\.gensis-tmp-(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+# Older versions wrote ".<final name>.<pid>-<8 hex>.tmp" (before them: mkstemp's ".<final name>.<8 of [a-z0-9_]>.tmp").
+# That shape alone proves nothing: a user's ".notes.backup.tmp" or ".notes.20240101.tmp" has it. Such a name is taken
+# as ours only where the caller says which files gensis writes in that folder (``finals``) and the name minus its
+# random part is one of them (".manifest.json.<random>.tmp" before a run's manifest, ".shard-000003.gsb.<random>.tmp"
+# in a bank's shards/): a user would not name a file after the file gensis writes there plus a random tail. Without
+# ``finals`` an old-style name is not ours: never deleted (at worst left behind by an old version), and a folder
+# holding one is not taken for an empty one.
+_LEGACY_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-[0-9a-f]{8}|[a-z0-9_]{8})\.tmp$")
+
+Finals = Callable[[str], object]  # which final names gensis writes in a folder: name -> truthy
 
 
 def _tmp_path(path: Path) -> Path:
-    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    return path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+
+
+def _temp_match(name: str, finals: Finals | None = None) -> re.Match[str] | None:
+    m = _TMP_RE.match(name)
+    if m is None and finals is not None:
+        m = _LEGACY_TMP_RE.match(name)
+        if m is not None and not finals(m.group("name")):
+            m = None
+    return m
 
 
 def fsync_dir(folder: StrPath) -> None:
@@ -158,13 +179,14 @@ def atomic_savefig(fig: Any, path: StrPath, **kw: Any) -> Path:
     return path
 
 
-def is_temp_name(name: str) -> bool:
-    """Whether ``name`` is one of our temporary names (``.<final name>.<pid>-<8 hex>.tmp``; older: mkstemp's)."""
-    return _TMP_RE.match(name) is not None
+def is_temp_name(name: str, finals: Finals | None = None) -> bool:
+    """Whether ``name`` is one of our temporary names (``.gensis-tmp-<final name>.<pid>-<8 hex>.tmp``), or an older
+    version's (``.<final name>.<random>.tmp``) for a final name ``finals`` accepts (see ``_LEGACY_TMP_RE``)."""
+    return _temp_match(name, finals) is not None
 
 
-def remove_stale_temps(folder: StrPath) -> list[Path]:
-    """Delete temporary files a killed gensis process left in ``folder`` (our naming pattern only).
+def remove_stale_temps(folder: StrPath, finals: Finals | None = None) -> list[Path]:
+    """Delete temporary files a killed gensis process left in ``folder`` (``is_temp_name(name, finals)`` only).
 
     A file whose name carries a pid that is still alive on this host is kept (another rank may be writing it).
     """
@@ -173,7 +195,7 @@ def remove_stale_temps(folder: StrPath) -> list[Path]:
     if not folder.is_dir():
         return removed
     for p in folder.iterdir():
-        m = _TMP_RE.match(p.name)
+        m = _temp_match(p.name, finals)
         if not m or not p.is_file():
             continue
         pid = m.group("pid")
@@ -406,11 +428,12 @@ class RunDir:
                     raise UserError(f"{self.path} already holds a finished {stage} run; use another --out")
             else:
                 foreign = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES
-                                 and not _TMP_RE.match(p.name))
+                                 and not is_temp_name(p.name, {"manifest.json"}.__contains__))
                 if foreign:
                     raise UserError(f"{self.path} is not empty and not a gensis run folder (holds {foreign[0]}"
                                     f"{' ...' if len(foreign) > 1 else ''}): give a new or empty folder")
-            for folder in (self.path, *(p for p in self.path.iterdir() if p.is_dir())):
+            remove_stale_temps(self.path, RUN_WRITES.__contains__)
+            for folder in (p for p in self.path.iterdir() if p.is_dir()):
                 remove_stale_temps(folder)
         except BaseException:
             release_folder(self.path)
@@ -441,7 +464,7 @@ class RunDir:
         """A manifest and no ``config.yaml``: a run killed between its first two writes (``start``), before it
         wrote anything else (a resume has nothing to compare and nothing to continue)."""
         return self.exists() and not (self.path / "config.yaml").exists() and all(
-            p.name in RUN_FILES or is_temp_name(p.name) for p in self.path.iterdir())
+            p.name in RUN_FILES or is_temp_name(p.name, FIRST_WRITES.__contains__) for p in self.path.iterdir())
 
     def finish(self, **extra: Any) -> None:
         m = self.manifest()
@@ -458,6 +481,9 @@ class RunDir:
 # overwrite the user's config.yaml, delete the log and the events, overwrite the checkpoint), so a folder holding
 # them and no manifest is refused.
 RUN_FILES = {LOCK_NAME, "manifest.json", "cache"}
+FIRST_WRITES = {"manifest.json", "config.yaml"}  # a run's first two files (``start``), whose older temporaries are ours
+# files every training run writes at its top: an older version's temporary file of one of them is ours (stale)
+RUN_WRITES = FIRST_WRITES | {"metrics.jsonl", "checkpoint.safetensors"}
 
 
 def read_jsonl(path: StrPath) -> list[dict[str, Any]]:

@@ -93,6 +93,16 @@ def test_other_settings_on_existing_bank_is_an_error(bank_copy, tiny_npz, fake, 
         generate_bank(bank_cfg("data.limit=40"), str(tiny_npz), bank_copy, generator=fake, quiet=True)
 
 
+@pytest.mark.parametrize("name", ["notes.tmp", ".notes.backup.tmp"])
+def test_a_folder_holding_a_users_tmp_file_is_not_made_a_bank(tiny_npz, fake, bank_cfg, tmp_path, name):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_text("notes")
+    with pytest.raises(UserError, match="exists and is not an augmentation bank"):
+        generate_bank(bank_cfg(), str(tiny_npz), out, generator=fake, quiet=True)
+    assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "notes"
+
+
 def test_random_secondary_raw_codec_and_resize(tiny_npz, fake, bank_cfg, tmp_path):
     out = tmp_path / "raw"
     res = generate_bank(bank_cfg("gen.secondary=random", "storage.codec=raw", "gen.image_size=12",
@@ -121,7 +131,7 @@ def test_verify_names_each_fault(bank_copy, reference_bank, tiny_npz, fake, bank
     p.write_bytes(bytes(data))
     # 2. a missing shard, 3. a partial temporary file, 4. a shard of another bank
     (sdir / "shard-000003.gsb").unlink()
-    (sdir / ".shard-000003.gsb.abc.tmp").write_bytes(b"partial")
+    (sdir / ".gensis-tmp-shard-000003.gsb.999999999-0123abcd.tmp").write_bytes(b"partial")
     other = tmp_path / "other"
     generate_bank(bank_cfg("gen.seed=1"), str(tiny_npz), other, generator=fake, quiet=True)
     shutil.copy(other / SHARD_DIR / "shard-000004.gsb", sdir / "shard-000004.gsb")
@@ -130,7 +140,7 @@ def test_verify_names_each_fault(bank_copy, reference_bank, tiny_npz, fake, bank
     assert not rep.ok and text.startswith("FAILED")
     assert "shard-000001.gsb: entry 6 (image 17 interp alpha=0.3): checksum mismatch" in text
     assert "1 of 5 shards missing: shard-000003.gsb" in text
-    assert ".shard-000003.gsb.abc.tmp: partial temporary file" in text
+    assert ".gensis-tmp-shard-000003.gsb.999999999-0123abcd.tmp: partial temporary file" in text
     assert "shard-000004.gsb: meta bank is" in text and "another bank" in text
     assert rep.shards_ok == 2
     # rerunning generate replaces missing/foreign shards; a corrupt payload needs verify --delete-bad first
@@ -207,11 +217,15 @@ def test_folder_dataset_of_mixed_sizes(tmp_path, fake, bank_cfg):
 def test_verify_delete_bad_keeps_a_tmp_file_gensis_did_not_name(bank_copy):
     """``--delete-bad`` removes our own temporary files only; a user's ``*.tmp`` is reported, never deleted."""
     sdir = bank_copy / SHARD_DIR
-    mine = sdir / "notes.tmp"
-    mine.write_bytes(b"user data")
-    ours = sdir / ".shard-000000.gsb.123-0123abcd.tmp"
-    ours.write_bytes(b"partial")
+    mine = [sdir / "notes.tmp", sdir / ".notes.backup.tmp", sdir / ".notes.123-0123abcd.tmp"]
+    for p in mine:
+        p.write_bytes(b"user data")
+    ours = [sdir / ".gensis-tmp-shard-000000.gsb.123-0123abcd.tmp",
+            sdir / ".shard-000000.gsb.123-0123abcd.tmp"]  # (an older version's name, of a shard: ours too)
+    for p in ours:
+        p.write_bytes(b"partial")
     rep = verify_bank(bank_copy, delete_bad=True)
-    assert "shards/notes.tmp: unexpected file" in rep.summary().replace(SHARD_DIR + "/", "shards/")
-    assert mine.read_bytes() == b"user data"
-    assert not ours.exists() and ours.name in rep.deleted
+    for p in mine:
+        assert f"shards/{p.name}: unexpected file" in rep.summary().replace(SHARD_DIR + "/", "shards/")
+        assert p.read_bytes() == b"user data"
+    assert all(not p.exists() and p.name in rep.deleted for p in ours)

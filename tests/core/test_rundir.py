@@ -16,7 +16,8 @@ from PIL import Image
 from gensis import rundir
 from gensis.errors import UserError
 from gensis.rundir import (MetricsLog, RunDir, RunLock, atomic_save_image, atomic_savefig, atomic_write_bytes,
-                           atomic_write_json, read_jsonl, release_folder, remove_stale_temps, save_tensors)
+                           atomic_write_json, atomic_write_text, read_jsonl, release_folder, remove_stale_temps,
+                           save_tensors)
 from gensis.wsi.dataset import export_tiles
 from gensis.wsi.tiler import _save_png
 
@@ -115,23 +116,65 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 def test_stale_temps_of_dead_processes_are_removed_others_kept(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [f".checkpoint.safetensors.{dead.pid}-0123abcd.tmp", ".manifest.json.ab_3XyZ9.tmp"]
-    live = f".checkpoint.safetensors.{os.getppid()}-0123abcd.tmp"  # a live process (another rank) is writing it
-    users = ["notes.tmp", ".hidden.tmp", "data.json"]
+    stale = [f".gensis-tmp-checkpoint.safetensors.{dead.pid}-0123abcd.tmp",
+             f".gensis-tmp-a.b.1-x.tmp.{dead.pid}-0123abcd.tmp"]
+    live = f".gensis-tmp-checkpoint.safetensors.{os.getppid()}-0123abcd.tmp"  # a live process (another rank) writes it
+    # users' files, some of the shape of an older version's temporary names (".<name>.<random>.tmp")
+    users = ["notes.tmp", ".hidden.tmp", "data.json", ".notes.backup.tmp", ".notes.20240101.tmp",
+             f".draft.{dead.pid}-0123abcd.tmp", ".gensis-tmp-notes.tmp"]
     for n in stale + [live] + users:
         (tmp_path / n).write_text("x")
     removed = remove_stale_temps(tmp_path)
     assert sorted(p.name for p in removed) == sorted(stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live] + users)
+    # an older version's temporary names are ours only for a file gensis writes in that folder
+    old = [f".manifest.json.{dead.pid}-0123abcd.tmp", ".manifest.json.ab_3xyz9.tmp"]
+    for n in old:
+        (tmp_path / n).write_text("x")
+    removed = remove_stale_temps(tmp_path, {"manifest.json"}.__contains__)
+    assert sorted(p.name for p in removed) == sorted(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live] + users)
+
+
+def test_temporary_names_carry_the_gensis_marker(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(rundir.os, "replace", lambda a, b: (seen.append(os.path.basename(a)), real(a, b)))
+    atomic_write_text(tmp_path / "notes.backup", "x")
+    assert len(seen) == 1 and seen[0].startswith(".gensis-tmp-notes.backup.") and rundir.is_temp_name(seen[0])
+    assert not rundir.is_temp_name(".notes.backup.tmp") and not rundir.is_temp_name(".notes.1234-0123abcd.tmp")
+
+
+def test_a_users_dot_tmp_file_is_not_taken_for_a_temporary_file(tmp_path):
+    """A user's ``.notes.backup.tmp`` (the shape of an older version's temporary names): a folder holding it is not
+    claimed, and a run folder holding it keeps it on resume."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / ".notes.backup.tmp").write_text("notes")
+    with pytest.raises(UserError, match=r"not empty and not a gensis run folder \(holds .notes.backup.tmp\)"):
+        RunDir(mine).start("pretrain", {}, 0, {})
+    assert sorted(p.name for p in mine.iterdir()) == [".notes.backup.tmp"]
+    run = RunDir(tmp_path / "run")
+    run.start("pretrain", {"a": 1}, 0, {})
+    release_folder(run.path)
+    (run.path / ".notes.backup.tmp").write_text("notes")
+    (run.path / "sub").mkdir()
+    (run.path / "sub" / ".notes.20240101.tmp").write_text("notes")
+    run.start("pretrain", {"a": 1}, 0, {}, resume=True)
+    assert (run.path / ".notes.backup.tmp").read_text() == "notes"
+    assert (run.path / "sub" / ".notes.20240101.tmp").read_text() == "notes"
 
 
 def test_resume_removes_stale_temps(tmp_path):
     run = RunDir(tmp_path / "run")
     run.start("pretrain", {"a": 1}, 0, {})
-    (run.path / ".checkpoint.safetensors.1-deadbeef.tmp").write_bytes(b"\0" * 10)  # pid 1 is alive: init
-    (run.path / ".checkpoint.safetensors.abcdefgh.tmp").write_bytes(b"\0" * 10)  # legacy mkstemp name
+    (run.path / ".gensis-tmp-checkpoint.safetensors.1-deadbeef.tmp").write_bytes(b"\0" * 10)  # pid 1 alive: init
+    (run.path / ".gensis-tmp-checkpoint.safetensors.999999999-deadbeef.tmp").write_bytes(b"\0" * 10)  # dead pid
+    (run.path / ".checkpoint.safetensors.abcdefgh.tmp").write_bytes(b"\0" * 10)  # an older version's (mkstemp)
+    (run.path / ".config.yaml.999999999-deadbeef.tmp").write_bytes(b"\0" * 10)  # an older version's
     run.start("pretrain", {"a": 1}, 0, {}, resume=True)
-    assert [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")] == [".checkpoint.safetensors.1-deadbeef.tmp"]
+    assert [p.name for p in run.path.iterdir() if p.name.endswith(".tmp")] == [
+        ".gensis-tmp-checkpoint.safetensors.1-deadbeef.tmp"]
 
 
 def test_torn_last_metrics_line_is_tolerated(tmp_path):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ ENTRY_DTYPE = np.dtype([
     ("seed", "<u8"), ("offset", "<u8"), ("length", "<u8"), ("crc32", "<u4"),
 ])
 SHARD_DIR, EMB_DIR = "shards", "embeddings"
+
+
+SHARD_RE = re.compile(r"^shard-(\d{6})\.gsb$")  # shard_name's names
 
 
 def shard_name(s: int) -> str:

@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from gensis.bank.format import (CODECS, EMB_DIR, ENTRY_DTYPE, SHARD_DIR, Codec, ShardFormatError, emb_name,
+from gensis.bank.format import (CODECS, EMB_DIR, ENTRY_DTYPE, SHARD_DIR, SHARD_RE, Codec, ShardFormatError, emb_name,
                                 read_shard_header, shard_name, write_shard)
 from gensis.bank.header import (HEADER, IMAGENET_TRAIN, header_diff, layout_dict, make_header, read_header,
                                 settings_from_cfg, write_header)
@@ -46,8 +46,8 @@ from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_d
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, lock_folder, release_folder,
-                           remove_stale_temps)
+from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, is_temp_name, lock_folder,
+                           release_folder, remove_stale_temps)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -384,7 +384,8 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
             raise UserError(f"{out} holds a bank made with other settings ({'; '.join(diff[:4])}"
                             f"{'; ...' if len(diff) > 4 else ''}): use another --out or the same settings")
         header = {**old, "status": old.get("status", "running")}
-    elif out.exists() and any(not p.name.endswith(".tmp") and p.name != LOCK_NAME for p in out.iterdir()):  # (a kill can leave a .tmp)
+    elif out.exists() and any(not is_temp_name(p.name, {HEADER}.__contains__) and p.name != LOCK_NAME
+                              for p in out.iterdir()):  # (a kill can leave the temporary file of bank.json)
         raise UserError(f"{out} exists and is not an augmentation bank: give a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     lock_folder(out)  # one process (group) per bank folder; released at exit
@@ -392,8 +393,9 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
         write_header(out, header)
     for sub in (SHARD_DIR, EMB_DIR, SCORE_DIR):
         (out / sub).mkdir(exist_ok=True)
-    for folder in (out, out / SHARD_DIR, out / EMB_DIR, out / SCORE_DIR):
+    for folder in (out, out / EMB_DIR, out / SCORE_DIR):
         remove_stale_temps(folder)  # left by a killed run: never a valid file
+    remove_stale_temps(out / SHARD_DIR, SHARD_RE.match)  # (and an older version's, of a shard)
     atomic_write_text(out / "config.yaml", dump(cfg))
     if groups is not None and not (out / "groups.npy").is_file():
         buf = io.BytesIO()

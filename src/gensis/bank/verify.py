@@ -10,20 +10,18 @@ the score quantiles).
 
 from __future__ import annotations
 
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from gensis.bank.format import SHARD_DIR, Codec, ShardFormatError, read_tail, shard_name
+from gensis.bank.format import SHARD_DIR, SHARD_RE, Codec, ShardFormatError, read_tail, shard_name
 from gensis.bank.header import compute_identity, layout_of, read_header
 from gensis.bank.plan import KIND_NAMES, plan_shard
 from gensis.bank.scores import SCORE_DIR, has_scores, quantile_table, score_name
 from gensis.rundir import is_temp_name
 
-_SHARD_RE = re.compile(r"^shard-(\d{6})\.gsb$")
 MAX_PER_SHARD = 5
 
 
@@ -95,8 +93,8 @@ def verify_bank(path: str | Path, decode: bool = False, delete_bad: bool = False
         rep.problems.append(f"{SHARD_DIR}/: missing")
         return rep
     for p in sorted(sdir.iterdir()):
-        m = _SHARD_RE.match(p.name)
-        if is_temp_name(p.name):  # our own naming only: a user's other *.tmp file is reported, never deleted
+        m = SHARD_RE.match(p.name)
+        if is_temp_name(p.name, SHARD_RE.match):  # ours only (or an older version's of a shard): a user's *.tmp is kept
             rep.problems.append(f"{SHARD_DIR}/{p.name}: partial temporary file left by a killed run "
                                 f"(rerun `gensis bank generate` to finish and clean up)")
             if delete_bad:

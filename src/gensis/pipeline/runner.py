@@ -104,7 +104,8 @@ def _is_features(path: Path) -> bool:
     from gensis.mil.bags import read_bag_attrs
 
     bags = sorted(path.glob("*.h5"))
-    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE and not is_temp_name(p.name)]
+    others = [p for p in path.iterdir() if p.suffix != ".h5" and p.name != DONE
+              and not is_temp_name(p.name, lambda n: n.endswith(".h5"))]  # (an older version's, of a bag)
     return bool(bags) and not others and all("encoder_identity" in (read_bag_attrs(b) or {}) for b in bags)
 
 
@@ -123,7 +124,8 @@ def _is_regions(path: Path) -> bool:
 
     m = _json(path / REGIONS)
     marked = isinstance(m, dict) and m.get("format") == REGIONS_FORMAT
-    others = [p for p in path.iterdir() if p.name != REGIONS and not (is_temp_name(p.name) and p.is_file())]
+    others = [p for p in path.iterdir() if p.name != REGIONS
+              and not (is_temp_name(p.name, lambda n: n == REGIONS or _REGION_BAG.match(n)) and p.is_file())]
     if not marked and (path / REGIONS).exists() or not marked and not any(p.suffix == ".h5" for p in others):
         return False
     for p in others:
