@@ -427,14 +427,13 @@ class RunDir:
                 if m.get("status") == "done" and not resume:
                     raise UserError(f"{self.path} already holds a finished {stage} run; use another --out")
             else:
-                foreign = sorted(p.name for p in self.path.iterdir() if p.name not in RUN_FILES
-                                 and not is_temp_name(p.name, {"manifest.json"}.__contains__))
+                foreign = sorted(p.name for p in self.path.iterdir() if not _before_manifest(p))
                 if foreign:
                     raise UserError(f"{self.path} is not empty and not a gensis run folder (holds {foreign[0]}"
                                     f"{' ...' if len(foreign) > 1 else ''}): give a new or empty folder")
             remove_stale_temps(self.path, RUN_WRITES.__contains__)
             for folder in (p for p in self.path.iterdir() if p.is_dir()):
-                remove_stale_temps(folder)
+                remove_stale_temps(folder, _cache_file if folder.name == CACHE_DIR else None)
         except BaseException:
             release_folder(self.path)
             raise
@@ -479,11 +478,60 @@ class RunDir:
 # what a stage may have written before its manifest (a run killed early): not "foreign" files. Its config.yaml,
 # log, checkpoint and TensorBoard events come after the manifest: without one they are not ours (a fresh run would
 # overwrite the user's config.yaml, delete the log and the events, overwrite the checkpoint), so a folder holding
-# them and no manifest is refused.
-RUN_FILES = {LOCK_NAME, "manifest.json", "cache"}
+# them and no manifest is refused. A cache/ only when it holds nothing but the E-LDM trainer's cache (``is_own_cache``).
+CACHE_DIR = "cache"
+RUN_FILES = {LOCK_NAME, "manifest.json", CACHE_DIR}
 FIRST_WRITES = {"manifest.json", "config.yaml"}  # a run's first two files (``start``), whose older temporaries are ours
 # files every training run writes at its top: an older version's temporary file of one of them is ours (stale)
 RUN_WRITES = FIRST_WRITES | {"metrics.jsonl", "checkpoint.safetensors"}
+
+
+# The E-LDM trainer's caches (``gensis.eldm.train.cached_embeddings`` / ``cached_latents``), computed into RUN/cache/
+# before the run's manifest is written: their names, and the cache key their safetensors metadata holds.
+_CACHE_FILES = ((re.compile(r"^embeddings-[\w.-]+\.safetensors$"), ("encoder", "data")),
+                (re.compile(r"^latents-train\.safetensors$"), ("autoencoder", "data", "size", "flip")))
+
+
+def _cache_file(name: str) -> bool:
+    return any(rx.match(name) for rx, _ in _CACHE_FILES)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, Any] | None:
+    """The ``__metadata__`` of a safetensors file's header (read without torch), None if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            head = json.loads(f.read(n)) if 2 <= n <= 100_000_000 else None
+    except (OSError, ValueError):
+        return None
+    meta = head.get("__metadata__") if isinstance(head, dict) else None
+    return meta if isinstance(meta, dict) else None
+
+
+def is_own_cache(folder: StrPath) -> bool:
+    """Whether ``folder`` (a ``cache/`` found without a manifest) is the E-LDM trainer's: a folder (not a link)
+    holding nothing but its cache files (their names, safetensors whose metadata holds the cache key) and temporary
+    files of them. A user's own ``cache/`` (anything else in it) is not, and the folder holding it is not claimed."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    for p in folder.iterdir():
+        if p.is_symlink() or not p.is_file():
+            return False
+        if is_temp_name(p.name, _cache_file):
+            continue
+        keys = next((k for rx, k in _CACHE_FILES if rx.match(p.name)), None)
+        meta = _safetensors_metadata(p) if keys is not None else None
+        if meta is None or not all(k in meta for k in (keys or ())):
+            return False
+    return True
+
+
+def _before_manifest(p: Path) -> bool:
+    """What a stage may have written into its folder before its manifest (see ``RUN_FILES``)."""
+    if p.name == CACHE_DIR:
+        return is_own_cache(p)
+    return p.name in RUN_FILES or is_temp_name(p.name, {"manifest.json"}.__contains__)
 
 
 def read_jsonl(path: StrPath) -> list[dict[str, Any]]:

@@ -165,6 +165,41 @@ def test_a_users_dot_tmp_file_is_not_taken_for_a_temporary_file(tmp_path):
     assert (run.path / "sub" / ".notes.20240101.tmp").read_text() == "notes"
 
 
+def test_a_users_cache_folder_is_not_claimed_the_trainers_is(tmp_path):
+    """Without a manifest, ``cache/`` is the E-LDM trainer's (written before its manifest) only when it holds nothing
+    but its cache files: a user's ``cache/`` is refused and kept, a killed trainer's is claimed."""
+    from gensis.eldm.train import _cached
+
+    def folder(name, files):
+        f = tmp_path / name
+        (f / "cache").mkdir(parents=True)
+        for n, data in files.items():
+            (f / "cache" / n).write_bytes(data)
+        return f
+
+    users = [folder("notes", {"notes.txt": b"mine"}),
+             folder("fake", {"embeddings-train.safetensors": b"not a safetensors file"}),
+             folder("other-st", {"embeddings-train.safetensors": b""})]
+    save_tensors(users[2] / "cache" / "embeddings-train.safetensors", {"w": torch.zeros(2)}, {"step": 3})
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "cache").symlink_to(tmp_path / "elsewhere")
+    for f in users + [tmp_path / "link"]:
+        before = sorted(str(p.relative_to(f)) for p in f.rglob("*"))
+        with pytest.raises(UserError, match=r"not empty and not a gensis run folder \(holds cache\)"):
+            RunDir(f).start("eldm", {}, 0, {})
+        assert sorted(str(p.relative_to(f)) for p in f.rglob("*")) == before
+    # a trainer killed while computing its caches: the cache files, a temporary file of the next one
+    killed = folder("killed", {".gensis-tmp-latents-train.safetensors.999999999-0123abcd.tmp": b"torn"})
+    _cached(killed / "cache" / "embeddings-train.safetensors", {"encoder": "e1", "data": "d1"},
+            lambda: {"embeddings": torch.zeros(4, 2)})
+    empty = folder("empty", {})  # killed right after creating it
+    for f in (killed, empty):
+        RunDir(f).start("eldm", {}, 0, {})
+        release_folder(f)
+    assert sorted(p.name for p in (killed / "cache").iterdir()) == ["embeddings-train.safetensors"]
+
+
 def test_resume_removes_stale_temps(tmp_path):
     run = RunDir(tmp_path / "run")
     run.start("pretrain", {"a": 1}, 0, {})

@@ -35,7 +35,7 @@ from gensis.eldm.denoiser import Denoiser, check_tokens, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, save_tensors
+from gensis.rundir import CACHE_DIR, RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, save_tensors
 from gensis.train.foreach import ema_lerp
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
@@ -232,7 +232,7 @@ class ELDMTask(Task):
         self.latent_size = size // ae.factor
 
         # caches (rank 0 computes, the others read)
-        cache = run / "cache"
+        cache = run / CACHE_DIR  # (written before the manifest: its files are what rundir.is_own_cache recognises)
         use_lat = ae.space == "vq" or ae.factor > 1  # VQ latents, or pixels folded into channels: encoded once
         flip = bool(cfg["data"]["hflip"])
         for turn in ("main", "others"):
