@@ -21,9 +21,9 @@ def add_parser(sub) -> None:
                     "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds. "
                     "Config overrides take the prefix of the stages they change: pretrain. (DINO, Gen-DINO, the "
                     "pixel ablation), eldm. (autoencoder and E-LDM; eldm.eval.* and eldm.figures.* only its "
-                    "evaluation and figures), bank.; the rest is a key=value of `gensis pretrain`, `gensis eldm "
-                    "train`, `gensis bank generate`, checked the same way. A stage whose overrides changed is redone "
-                    "with the stages that read it.",
+                    "evaluation and figures; refused with --preset wsi, which has neither), bank.; the rest is a "
+                    "key=value of `gensis pretrain`, `gensis eldm train`, `gensis bank generate`, checked the same "
+                    "way. A stage whose overrides changed is redone with the stages that read it.",
         epilog="example: gensis demo --preset smoke pretrain.optim.epochs=5 eldm.optim.epochs=4 bank.gen.num_generative=2 "
                "(or, for 32x32 colour images: --data cifar.npz pretrain.data.image_size=32 eldm.data.image_size=32)",
         formatter_class=DefaultsHelp)

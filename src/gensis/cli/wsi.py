@@ -91,8 +91,9 @@ def add_parser(sub) -> None:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
     d.add_argument("overrides", nargs="*", metavar="STAGE.key=value",
-                   help="config overrides with the prefix of the stages they change: pretrain., eldm., bank., mil. "
-                        "(e.g. pretrain.optim.epochs=2 mil.cv.folds=3); changing one redoes those stages")
+                   help="config overrides with the prefix of the stages they change: pretrain., eldm. (not eval.* or "
+                        "figures.*: no E-LDM evaluation or figures here), bank., mil. (e.g. pretrain.optim.epochs=2 "
+                        "mil.cv.folds=3); changing one redoes those stages")
     add_common(d)
     d.set_defaults(func=run_demo)
 

@@ -39,6 +39,13 @@ WSI_PIPELINE_KEYS = {
     "bank": {"gen.seed": "use --seed", **_BANK_DATA},
     "mil": {"cv.seed": "use --seed"},
 }
+# sections of a family that no stage of the slide demo reads (it has no E-LDM evaluation or figures stage): an
+# override of them would change nothing, so it is refused like a typo -> what reads them instead
+WSI_UNREAD = {
+    "eldm": {"eval": "the slide demo has no E-LDM evaluation stage (`gensis eldm eval --eldm OUT/eldm` takes eval.*)",
+             "figures": "the slide demo has no E-LDM figures stage (`gensis eldm sample --eldm OUT/eldm` takes "
+                        "figures.*)"},
+}
 
 
 def _flat(d: Mapping[str, Any], prefix: str = "") -> list[str]:
@@ -51,10 +58,12 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> list[str]:
 
 
 def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain", "eldm", "bank"),
-                    pipeline_keys: Mapping[str, Mapping[str, str]] = PIPELINE_KEYS) -> dict[str, list[str]]:
+                    pipeline_keys: Mapping[str, Mapping[str, str]] = PIPELINE_KEYS,
+                    unread: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list[str]]:
     """``["pretrain.optim.epochs=5", "bank.gen.k=2"]`` -> ``{"pretrain": ["optim.epochs=5"], "eldm": [],
-    "bank": ["gen.k=2"]}`` (order kept); a UserError for a missing or unknown prefix or a key the pipeline sets
-    (``pipeline_keys``: that demo's table, ``PIPELINE_KEYS`` or ``WSI_PIPELINE_KEYS``)."""
+    "bank": ["gen.k=2"]}`` (order kept); a UserError for a missing or unknown prefix, a key the pipeline sets
+    (``pipeline_keys``: that demo's table, ``PIPELINE_KEYS`` or ``WSI_PIPELINE_KEYS``) or a key of a section no
+    stage of that demo reads (``unread``: ``WSI_UNREAD`` for the slide demo)."""
     from gensis.config import parse_overrides
 
     out: dict[str, list[str]] = {f: [] for f in families}
@@ -73,6 +82,9 @@ def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain",
             if k in pipeline_keys.get(family, {}):
                 raise UserError(f"override '{item}': the demo sets {family}.{k} itself; "
                                 f"{pipeline_keys[family][k]}")
+            if k in (unread or {}).get(family, {}):
+                raise UserError(f"override '{item}': nothing in this demo reads {family}.{k}.*: "
+                                f"{(unread or {})[family][k]}")
         out[family].append(body)
     return out
 

