@@ -67,3 +67,53 @@ def table(title: str, times: dict[str, list[float]], images: int, ours: str = "g
     speedup = med[theirs] / med[ours]
     print(f"time {ours}/{theirs}: {med[ours] / med[theirs]:.3f}   speedup ({ours} images/s ÷ {theirs}): {speedup:.3f}")
     return speedup
+
+
+class PrecisionProbe:
+    """The dtype a side's matrix multiplies actually ran in, observed, not inferred from its settings.
+
+    While active (``with PrecisionProbe() as p:``), a global module forward hook records the output dtype of every
+    ``nn.Linear`` call (training forwards and the EMA teacher's, made without gradients) until ``limit`` calls
+    with gradients enabled have been seen (a step or two), then removes itself, so that the timed work is not
+    slowed beyond its first steps. ``name``
+    is ``'bf16'`` if any recorded output was bfloat16 (autocast), ``'fp16'`` if float16, ``'fp32'`` if all were
+    float32, ``'none'`` if no Linear ran. Written after a benchmark compared gensis in bf16 (``train.amp=off`` read
+    by YAML as the boolean false, taken for ``auto`` until commit d54810f) against lightly in fp32 while it said
+    fp32 on both sides."""
+
+    def __init__(self, limit: int = 64):
+        self.limit, self.dtypes, self.calls, self._handle = limit, set(), 0, None
+
+    def _hook(self, module, _inputs, output) -> None:
+        if not isinstance(module, torch.nn.Linear) or not isinstance(output, torch.Tensor):
+            return
+        self.dtypes.add(output.dtype)
+        self.calls += torch.is_grad_enabled()
+        if self.calls >= self.limit and self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def __enter__(self) -> "PrecisionProbe":
+        self._handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    @property
+    def name(self) -> str:
+        if torch.bfloat16 in self.dtypes:
+            return "bf16"
+        if torch.float16 in self.dtypes:
+            return "fp16"
+        return "fp32" if self.dtypes else "none"
+
+
+def require_precision(side: str, seen: str, want: str) -> None:
+    """Stop the benchmark (exit status 1, one line) when ``side`` ran in another precision than ``want``: a ratio of
+    bf16 against fp32 presented as fp32 against fp32 is what this prevents."""
+    if seen != want:
+        raise SystemExit(f"error: {side} ran in {seen}, the benchmark asked for {want}: its timings would not "
+                         f"compare what the table says (no result printed)")

@@ -108,6 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=10, help="timed steps of each pipeline")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps of each pipeline first")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--amp", choices=["off", "bf16", "auto"], default="off",
+                    help="bf16 autocast of both pipelines: off (fp32, the default), bf16, or auto (gensis's rule: "
+                    "CUDA, CPUs with AMX or AVX512-BF16); was the preset's auto, bf16 on such CPUs since e10a1fc")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args(argv)
     if args.threads:
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
     out_dim = args.out_dim or d["out_dim"]
     batch = args.batch_size or cfg["optim"]["batch_size"]
     device = pick_device(args.device)
-    bf16 = use_bf16(device, cfg["train"]["amp"])
+    bf16 = use_bf16(device, args.amp)
 
     torch.manual_seed(0)
     ds = open_data(args.data, "train", limit=batch)

@@ -15,7 +15,12 @@ block masks every step (gensis: the method's own sampler; lightly: ``random_bloc
 
 Repetitions are interleaved (gensis, lightly, lightly, gensis ...) so that load from other processes hits
 both alike; medians are turned into images/s (images of the batch per second, all crops included) and the
-ratios gensis time / lightly time and speedup (lightly time / gensis time) are printed per method. fp32.
+ratios gensis time / lightly time and speedup (lightly time / gensis time) are printed per method. fp32 on
+both sides (``--gensis-amp bf16``: gensis in bf16 autocast, its default on CPUs with AMX or AVX512-BF16, against
+lightly in fp32, labelled so). The precision each side ran in is checked on its first (untimed) step: the
+dtype of its Linear layers' outputs (``_timing.PrecisionProbe``) and gensis's own ``Runtime.bf16``; a mismatch
+stops the benchmark (exit status 1). Until commit d54810f ``train.amp=off`` ran bf16 on CPUs with AVX512-BF16
+and this benchmark compared a bf16 gensis with an fp32 lightly while it said fp32.
 """
 
 from __future__ import annotations
@@ -38,7 +43,9 @@ from gensis.train.loop import Runtime  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _lightly_methods import LightlyStep  # noqa: E402
-from _timing import interleaved, load_line, median, table  # noqa: E402
+from _timing import PrecisionProbe, interleaved, load_line, median, require_precision, table  # noqa: E402
+
+PRECISION = {"off": "fp32", "bf16": "bf16"}  # --gensis-amp → what gensis must run in
 
 
 def gensis_step(task: PretrainTask, batch) -> callable:
@@ -68,14 +75,19 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps of each side first")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--gensis-amp", choices=sorted(PRECISION), default="off",
+                    help="gensis's train.amp: off (fp32, as lightly; the default) or bf16 (autocast; lightly stays "
+                    "fp32)")
     args = ap.parse_args(argv)
+    want = PRECISION[args.gensis_amp]
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"preset {args.preset}, device {args.device}, fp32, threads {torch.get_num_threads()}, {args.reps} "
+    print(f"preset {args.preset}, device {args.device}, gensis {want} / lightly fp32 (checked), threads "
+          f"{torch.get_num_threads()}, {args.reps} "
           f"interleaved reps, {load_line()}")
     summary = {}
     for method in args.methods.split(","):
-        ov = [f"method={method}", "train.amp=off", f"train.device={args.device}"]
+        ov = [f"method={method}", f"train.amp={args.gensis_amp}", f"train.device={args.device}"]
         if args.batch_size:
             ov.append(f"optim.batch_size={args.batch_size}")
         if args.threads:
@@ -84,6 +96,7 @@ def main(argv=None) -> int:
         b = cfg["optim"]["batch_size"]
         cfg = load_config("pretrain", args.preset, ov + [f"data.limit={b}"])
         rt = Runtime.setup(cfg["train"])
+        require_precision("gensis (Runtime.bf16)", "bf16" if rt.bf16 else "fp32", want)
         task = PretrainTask(cfg, args.data, rt)
         images, idx = next(iter(task.batches(0)))
         crops = task.aug(images)  # made once: 2 global + n_local × (B, 3, s, s)
@@ -92,9 +105,15 @@ def main(argv=None) -> int:
         theirs = LightlyStep(method, cfg, vit, batched=True, lr=cfg["optim"]["lr"])
         views = [c for c in crops[:task.spec.n_global + task.spec.n_local]]
         ours = gensis_step(task, (images, idx))
-        l0, l1 = ours(), theirs.step(views)
+        with PrecisionProbe() as p0:
+            l0 = ours()
+        with PrecisionProbe() as p1:
+            l1 = theirs.step(views)
+        require_precision("gensis", p0.name, want)
+        require_precision("lightly", p1.name, "fp32")
         sizes = sorted({c.shape[-1] for c in views}, reverse=True)
-        print(f"\n== {method}: {cfg['model']['arch']} depth {cfg['model']['depth']} dim {vit.embed_dim}, "
+        print(f"\n== {method} (gensis {p0.name}, lightly {p1.name}): {cfg['model']['arch']} depth "
+              f"{cfg['model']['depth']} dim {vit.embed_dim}, "
               f"views {len(views)} ({'/'.join(map(str, sizes))} px), batch {b}; first loss gensis {l0:.4f}, "
               f"lightly {l1:.4f} (different heads' initialisation and loss definitions: not expected equal)")
         cpu: dict[str, list[float]] = {}
@@ -105,7 +124,7 @@ def main(argv=None) -> int:
         table(f"{method}: one training step", times, b)
         print(f"CPU ms per step (this process, all threads): gensis {1000 * summary[method][2]:.1f}, lightly "
               f"{1000 * summary[method][3]:.1f}")
-    print(f"\nsummary ({load_line()})")
+    print(f"\nsummary, gensis {want} / lightly fp32 ({load_line()})")
     print(f"{'method':8}{'gensis ms':>11}{'lightly ms':>12}{'time ratio':>12}{'speedup':>9}{'CPU speedup':>13}")
     for m, (g, t, gc, tc) in summary.items():
         print(f"{m:8}{1000 * g:11.1f}{1000 * t:12.1f}{g / t:12.3f}{t / g:9.2f}{tc / gc:13.2f}")

@@ -6,10 +6,11 @@ checkpoint, export) against a training loop written the way lightly's examples w
 
 Both sides train the same number of steps on the same images (``--data``'s first steps·batch training
 images), with the preset's ViT, crops (2 global + n_local local, the preset's sizes and scales) and batch,
-in fp32 on the CPU:
+in fp32 on the CPU (``--gensis-amp bf16``: gensis in bf16 autocast, its default on CPUs with AMX or
+AVX512-BF16, against lightly in fp32, labelled so):
 
     gensis   gensis.pretrain(data, out, preset=..., overrides=[method, data.limit=steps·batch, optim.epochs=1,
-             train.amp=off]): a run folder with checkpoint and exported weights, as ``gensis pretrain``
+             train.amp=off|bf16]): a run folder with checkpoint and exported weights, as ``gensis pretrain``
     lightly  a torch Dataset giving PIL images (the torchvision dataset pattern) → lightly's DINOTransform
              (multi-crop, PIL) in a DataLoader with ``--workers`` (2) processes, shuffle, drop_last; the step
              of ``_lightly_methods.LightlyStep`` (lightly's heads and losses, EMA with update_momentum)
@@ -20,6 +21,12 @@ workers included), which on a machine shared with other jobs says how much work 
 of the cores it got (more processes get more of a loaded machine). Runs alternate gensis, lightly, lightly,
 gensis ... (``--reps`` pairs) in one process so that load from other processes hits both alike; the machine's
 load is printed.
+
+The precision each side actually ran in is checked, not assumed: the dtype of the Linear layers' outputs in its
+first steps (``_timing.PrecisionProbe``) and, for gensis, ``use_bf16`` of the ``train.amp`` its run folder's
+config.yaml holds. Either differing from what was asked stops the benchmark (exit status 1) before any ratio
+is printed: until commit d54810f ``train.amp=off`` ran bf16 on this kind of CPU, and this benchmark reported a
+bf16 gensis against an fp32 lightly as fp32 against fp32.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _lightly_methods import LightlyStep  # noqa: E402
-from _timing import load_line  # noqa: E402
+from _timing import PrecisionProbe, load_line, require_precision  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -50,11 +57,15 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def measured(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one call of ``fn``."""
+def measured(fn, side: str, want: str) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one call of ``fn``, which must run its matrix multiplies in ``want``
+    ('fp32' or 'bf16'; observed with ``PrecisionProbe``, the benchmark stops otherwise)."""
     c0, t0 = cpu_seconds(), time.perf_counter()
-    fn()
-    return time.perf_counter() - t0, cpu_seconds() - c0
+    with PrecisionProbe() as probe:
+        fn()
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    require_precision(side, probe.name, want)
+    return wall, cpu
 
 
 class PILImages(Dataset):
@@ -70,22 +81,41 @@ class PILImages(Dataset):
         return self.transform(Image.fromarray(self.ds.get(i))), 0
 
 
-def overrides_for(method: str, steps: int, batch: int, threads: int | None = None) -> list[str]:
-    return [f"method={method}", f"data.limit={steps * batch}", "optim.epochs=1", "train.amp=off",
+PRECISION = {"off": "fp32", "bf16": "bf16"}  # --gensis-amp → what gensis must run in
+
+
+def overrides_for(method: str, steps: int, batch: int, threads: int | None = None, amp: str = "off") -> list[str]:
+    return [f"method={method}", f"data.limit={steps * batch}", "optim.epochs=1", f"train.amp={amp}",
             "train.device=cpu", *([f"train.threads={threads}"] if threads else [])]
 
 
-def run_gensis(method: str, args, batch: int) -> float:
+def gensis_setting(run_dir: str) -> str:
+    """What gensis's own precision choice (``use_bf16``) makes of the ``train.amp`` its run recorded."""
+    import torch
+
+    from gensis.config import load_yaml
+    from gensis.device import use_bf16
+
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        amp = load_yaml(f.read())["train"]["amp"]  # 'off' comes back as the boolean False (YAML 1.1)
+    return "bf16" if use_bf16(torch.device("cpu"), amp) else "fp32"
+
+
+def run_gensis(method: str, args, batch: int) -> tuple[float, float]:
     import gensis
 
+    want = PRECISION[args.gensis_amp]
     with tempfile.TemporaryDirectory() as tmp:
-        return measured(lambda: gensis.pretrain(args.data, os.path.join(tmp, "run"), preset=args.preset,
-                                                overrides=overrides_for(method, args.steps, batch, args.threads),
-                                                quiet=True))
+        run = os.path.join(tmp, "run")
+        ov = overrides_for(method, args.steps, batch, args.threads, args.gensis_amp)
+        out = measured(lambda: gensis.pretrain(args.data, run, preset=args.preset, overrides=ov, quiet=True),
+                       "gensis", want)
+        require_precision("gensis (its config's train.amp through use_bf16)", gensis_setting(run), want)
+    return out
 
 
 def run_lightly(method: str, args, cfg: dict) -> tuple[float, float]:
-    return measured(lambda: lightly_training(method, args, cfg))
+    return measured(lambda: lightly_training(method, args, cfg), "lightly", "fp32")
 
 
 def lightly_training(method: str, args, cfg: dict) -> None:
@@ -127,6 +157,9 @@ def main(argv=None) -> int:
                     help="lightly side: one backbone call per crop size (gensis's batching) instead of per view")
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the training process, both sides "
                     "(default: torch's; lightly's workers use 1 each, as torch sets it in DataLoader workers)")
+    ap.add_argument("--gensis-amp", choices=sorted(PRECISION), default="off",
+                    help="gensis's train.amp: off (fp32, as lightly; the default) or bf16 (autocast, gensis's "
+                    "default on CPUs with AMX or AVX512-BF16; lightly stays fp32)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,12 +173,14 @@ def main(argv=None) -> int:
 
     for m in args.methods.split(","):
         methods.method_class(m)
-    print(f"torch threads {torch.get_num_threads()}, {load_line()}")
+    print(f"torch threads {torch.get_num_threads()}, precision gensis {PRECISION[args.gensis_amp]} "
+          f"(train.amp={args.gensis_amp}) / lightly fp32, each checked after every run; {load_line()}")
     results = {}
     for method in args.methods.split(","):
         cfg0 = load_config("pretrain", args.preset, [f"method={method}"])
         batch = cfg0["optim"]["batch_size"]
-        cfg = load_config("pretrain", args.preset, overrides_for(method, args.steps, batch, args.threads))
+        cfg = load_config("pretrain", args.preset,
+                          overrides_for(method, args.steps, batch, args.threads, args.gensis_amp))
         times: dict[str, list[float]] = {"gensis": [], "lightly": []}
         cpu: dict[str, list[float]] = {"gensis": [], "lightly": []}
         run = {"gensis": lambda: run_gensis(method, args, batch), "lightly": lambda: run_lightly(method, args, cfg)}
@@ -154,19 +189,22 @@ def main(argv=None) -> int:
                 wall, cpu_s = run[side]()
                 times[side].append(wall)
                 cpu[side].append(cpu_s)
-                print(f"  {method} {side}: {wall:.1f} s ({args.steps * batch / wall:.1f} images/s), CPU {cpu_s:.1f} s "
-                      f"({1000 * cpu_s / (args.steps * batch):.0f} CPU-ms/image)  [{load_line()}]", flush=True)
+                prec = PRECISION[args.gensis_amp] if side == "gensis" else "fp32"  # checked by measured()
+                print(f"  {method} {side} ({prec}): {wall:.1f} s ({args.steps * batch / wall:.1f} images/s), "
+                      f"CPU {cpu_s:.1f} s ({1000 * cpu_s / (args.steps * batch):.0f} CPU-ms/image)  [{load_line()}]",
+                      flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
         results[method] = med["lightly"] / med["gensis"]
         print(f"{method}: {cfg['model']['arch']} depth {cfg['model']['depth']}, 2x{cfg['data']['image_size']}px + "
               f"{0 if method == 'simclr' else cfg['aug']['n_local']}x{cfg['aug']['local_size']}px, batch {batch}, "
-              f"{args.steps} steps; median s gensis {med['gensis']:.1f} / lightly {med['lightly']:.1f}; "
+              f"{args.steps} steps, gensis {PRECISION[args.gensis_amp]} / lightly fp32; median s gensis "
+              f"{med['gensis']:.1f} / lightly {med['lightly']:.1f}; "
               f"images/s {args.steps * batch / med['gensis']:.1f} / {args.steps * batch / med['lightly']:.1f}; "
               f"speedup gensis/lightly {results[method]:.2f}x; CPU s per run {med_cpu['gensis']:.1f} / "
               f"{med_cpu['lightly']:.1f} (CPU ratio lightly/gensis {med_cpu['lightly'] / med_cpu['gensis']:.2f})",
               flush=True)
-    print("\nspeedup (gensis images/s ÷ lightly images/s): "
+    print(f"\nspeedup (gensis {PRECISION[args.gensis_amp]} images/s ÷ lightly fp32 images/s): "
           + ", ".join(f"{m} {s:.2f}x" for m, s in results.items()) + f"   [{load_line()}]")
     return 0
 
