@@ -22,7 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 ADDED: dict[str, dict[str, Any]] = {
-    "pretrain": {},
+    "pretrain": {
+        # dinoopts: DINO's head without BatchNorm and softmax centering are what every DINO run before the keys
+        # used (tests/ssl/test_dino_options.py checks the default model and loss are unchanged)
+        "dino.use_bn_in_head": False,
+        "dino.centering": "centering",
+    },
     "eldm": {
         # d471ef7: one context token is the Conditioner of every run before the key (same parameters, initial
         # weights and outputs bit for bit: tests/eldm/test_tokens.py); the only key added to a base.yaml since

@@ -140,6 +140,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "dino.warmup_teacher_temp_epochs": NONNEG_INT,
         "dino.momentum_teacher": PROB,
         "dino.center_momentum": PROB,
+        "dino.use_bn_in_head": Bool(),
+        "dino.centering": OneOf("centering", "sinkhorn_knopp"),
         "aug.n_local": NONNEG_INT,
         "aug.local_size": POS_INT,
         "aug.global_scale": SCALE,

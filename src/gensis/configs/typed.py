@@ -67,6 +67,10 @@ class PretrainDino(ConfigSection):
     #: EMA momentum, cosine-scheduled to 1
     momentum_teacher: float = 0.996
     center_momentum: float = 0.9
+    #: BatchNorm in the head's MLP (DINO's --use_bn_in_head; SyncBatchNorm under DDP on CUDA)
+    use_bn_in_head: bool = False
+    #: centering (DINO's softmax with EMA center) | sinkhorn_knopp (DINOv2's option)
+    centering: Literal["centering", "sinkhorn_knopp"] = "centering"
 
 
 @dataclass(kw_only=True)

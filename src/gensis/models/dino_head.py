@@ -4,6 +4,8 @@
     z = h / ||h||_2         L2-normalized bottleneck
     out = W z               weight-normalized linear layer (no bias) to ``out_dim`` prototypes;
                             with ``norm_last_layer`` the norm g of W is fixed to 1 (DINO's stability trick)
+    ``use_bn``: BatchNorm1d after each hidden linear layer (before GELU), DINO's ``--use_bn_in_head``
+    (``DINOHead(use_bn=...)`` in facebookresearch/dino ``vision_transformer.py``; off for ViTs there).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from torch.nn.utils.parametrizations import weight_norm
 
 class DINOHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 nlayers: int = 3, norm_last_layer: bool = True):
+                 nlayers: int = 3, norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
         layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim if nlayers > 1 else bottleneck_dim)]
         if nlayers > 1:
+            layers += [nn.BatchNorm1d(hidden_dim)] if use_bn else []
             layers.append(nn.GELU())
             for _ in range(nlayers - 2):
-                layers += [nn.Linear(hidden_dim, hidden_dim), nn.GELU()]
+                layers.append(nn.Linear(hidden_dim, hidden_dim))
+                layers += [nn.BatchNorm1d(hidden_dim)] if use_bn else []
+                layers.append(nn.GELU())
             layers.append(nn.Linear(hidden_dim, bottleneck_dim))
         self.mlp = nn.Sequential(*layers)
         self.apply(self._init_weights)

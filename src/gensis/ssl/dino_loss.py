@@ -13,6 +13,10 @@ Steps
            mean_batch( −Σ_k P_t(x_i)_k · log P_s(x'_v)_k )
     4. c ← m·c + (1 − m)·mean_batch(g_θt(x))                    after the loss, all-reduced across ranks
 
+With ``centering="sinkhorn_knopp"`` step 1 is DINOv2's Sinkhorn-Knopp assignment of the teacher's global-crop
+outputs instead (``gensis.ssl.losses.centering.sinkhorn_knopp``: balanced over the prototypes, 3 iterations)
+and step 4 is skipped (no center).
+
 Reference: ``DINOLoss`` in facebookresearch/dino (``main_dino.py``); tests compare with its outputs.
 """
 
@@ -23,16 +27,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from gensis.ssl.losses.centering import check_centering, sinkhorn_knopp
+
 
 class DINOLoss(nn.Module):
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "centering"):
         super().__init__()
+        self.centering = check_centering(centering)
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def teacher_probs(self, teacher_out: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         """Step 1: centered, sharpened teacher distribution (no gradient)."""
+        if self.centering == "sinkhorn_knopp":
+            return sinkhorn_knopp(teacher_out.detach().float(), teacher_temp)  # (B, K), rows sum to 1
         return F.softmax((teacher_out.detach().float() - self.center) / teacher_temp, dim=-1)
 
     def cross_entropy(self, teacher_p: torch.Tensor, student_out: torch.Tensor) -> torch.Tensor:
@@ -56,7 +66,7 @@ class DINOLoss(nn.Module):
                     continue
                 total = total + self.cross_entropy(q, s)
                 n_terms += 1
-        if update_center:
+        if update_center and self.centering == "centering":
             self.update_center(teacher_out)
         return total / n_terms
 

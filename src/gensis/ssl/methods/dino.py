@@ -6,12 +6,18 @@
 Schedules as in ``main_dino.py``: teacher momentum cosine from ``dino.momentum_teacher`` to 1 per iteration,
 teacher temperature linear warm-up per epoch. Gen-DINO's disentanglement target: the DINO loss's own
 centering and sharpening of the mixed raw teacher logits (``gensis.ssl.disentangle_loss``, Eq. 7).
+
+Options beyond DINO's ViT defaults, both off by default: ``dino.use_bn_in_head`` (the original's
+``--use_bn_in_head``; SyncBatchNorm under DDP on CUDA, as ``main_dino.py`` converts; on CPU/gloo each rank
+normalizes its own batch) and ``dino.centering: sinkhorn_knopp`` (DINOv2's balanced teacher targets instead of
+softmax centering; the EMA center is then unused).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from gensis.models.backbone import build_backbone, embed_dim
@@ -48,14 +54,16 @@ class DINO(Method):
         def net(drop_path: float) -> DINONet:
             bb = build_backbone({**cfg["model"], "drop_path_rate": drop_path}, size)
             head = DINOHead(embed_dim(bb), d["out_dim"], d["hidden_dim"], d["bottleneck_dim"],
-                            norm_last_layer=d["norm_last_layer"])
+                            norm_last_layer=d["norm_last_layer"], use_bn=d["use_bn_in_head"])
+            if d["use_bn_in_head"] and dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+                head = nn.SyncBatchNorm.convert_sync_batchnorm(head)  # main_dino.py: SyncBN when the head has BN
             return DINONet(bb, head)
 
         self.student = net(cfg["model"]["drop_path_rate"])
         self.teacher = net(0.0)
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
-        self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"])  # buffer: center
+        self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"], d["centering"])  # buffer: center
 
     def view_spec(self) -> ViewSpec:
         return ViewSpec(n_global=2, n_local=int(self.cfg["aug"]["n_local"]))

@@ -1,0 +1,66 @@
+"""DINO's two options beyond its ViT defaults: BatchNorm in the head and Sinkhorn-Knopp teacher targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gensis.config import load_config
+from gensis.configs.added import added_keys
+from gensis.ssl.dino_loss import DINOLoss
+from gensis.ssl.losses.centering import sinkhorn_knopp
+from gensis.ssl.methods import build_method
+from gensis.ssl.methods.base import StepInfo, Views
+
+TINY = ["data.image_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
+        "dino.out_dim=16", "dino.hidden_dim=16", "dino.bottleneck_dim=8", "aug.n_local=2", "aug.local_size=8"]
+
+
+def _views(b: int = 4) -> Views:
+    return Views([torch.randn(b, 3, 16, 16) for _ in range(2)], [torch.randn(b, 3, 8, 8) for _ in range(2)])
+
+
+def test_defaults_are_the_registered_old_values_and_build_the_plain_head():
+    cfg = load_config("pretrain", "smoke", TINY)
+    for key, old in added_keys("pretrain").items():
+        section, name = key.split(".")
+        assert cfg[section][name] == old
+    m = build_method(cfg)
+    assert not any(isinstance(x, nn.BatchNorm1d) for x in m.student.modules())
+    assert m.dino_loss.centering == "centering"
+
+
+def test_bn_in_head_after_each_hidden_linear_and_the_step_runs():
+    torch.manual_seed(0)
+    m = build_method(load_config("pretrain", "smoke", TINY + ["dino.use_bn_in_head=true"]))
+    kinds = [type(x).__name__ for x in m.student.head.mlp]
+    assert kinds == ["Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU", "Linear"]
+    v = _views()
+    s, t = m.student(v), m.teacher(Views(v.global_views))
+    info = StepInfo(0, 0, {k: float(a[0]) for k, a in m.schedules(2, 3).items()})
+    loss, _ = m.loss(s, t, info)
+    loss.backward()
+    bn = m.student.head.mlp[1]
+    assert torch.isfinite(loss) and bn.weight.grad is not None and bn.weight.grad.abs().sum() > 0
+
+
+def test_sinkhorn_knopp_targets_replace_the_center():
+    torch.manual_seed(0)
+    loss = DINOLoss(16, centering="sinkhorn_knopp")
+    teacher, student = torch.randn(2 * 6, 16), torch.randn(4 * 6, 16)  # 2 global crops, 4 crops, batch 6
+    p = loss.teacher_probs(teacher, 0.04)
+    torch.testing.assert_close(p, sinkhorn_knopp(teacher, 0.04))
+    torch.testing.assert_close(p.sum(1), torch.ones(12))  # an assignment per sample
+    assert not torch.allclose(p, DINOLoss(16).teacher_probs(teacher, 0.04))  # not softmax centering
+    value = loss(student, teacher, 0.04, n_global=2)
+    s = student.chunk(4)
+    q = p.chunk(2)
+    want = sum(loss.cross_entropy(q[i], s[v]) for i in range(2) for v in range(4) if v != i) / 6
+    assert value.item() == pytest.approx(want.item(), rel=1e-6)
+    assert torch.equal(loss.center, torch.zeros(1, 16))  # no EMA center with Sinkhorn-Knopp
+
+
+def test_unknown_centering_is_refused():
+    with pytest.raises(ValueError, match="valid: sinkhorn_knopp, centering"):
+        DINOLoss(16, centering="sinkhorn")
