@@ -12,7 +12,7 @@ student network:
   with τ_s = 0.1 the student's distribution can be no sharper than this std / τ_s allows);
 - cls-cos / bottleneck-cos: mean cosine similarity between different images' CLS features / bottleneck vectors.
 
-An experiment, not a test (docs/pretrain.md, "A third sweep").
+An experiment, not a test (docs/pretrain.md, "A further sweep (2026-11-30, session 6)").
 """
 
 from __future__ import annotations
