@@ -98,8 +98,10 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
     gen = load_generator(out / "eldm")
     import torch
 
-    def load(idx: list[int]) -> torch.Tensor:  # uint8 (B, 3, H, W)
-        return torch.from_numpy(ds.stack(idx)).permute(0, 3, 1, 2)
+    def load(idx: list[int]) -> torch.Tensor:  # uint8 (B, 3, S, S): a folder's images of any size
+        from gensis.data.loader import load_images
+
+        return load_images(ds, idx, gen.image_size)
 
     inter = gen.interpolate(gen.encode(load(firsts)), gen.encode(load(seconds)), 0.5, "slerp",
                             seeds=list(range(seed, seed + n_interp)))

@@ -101,3 +101,37 @@ def test_a_bank_made_skipping_a_broken_image_opens_the_same_way(tmp_path, capsys
     capsys.readouterr()
     show_bank(bank, tmp_path / "grid.png", n=2)
     assert "real images not shown" not in capsys.readouterr().err and (tmp_path / "grid.png").is_file()
+
+
+def _mixed_sizes(root, n=24):
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        h, w = [(16, 16), (9, 40), (30, 12), (1, 1)][i % 4]
+        d = root / ("a", "b", "c")[i % 3]
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_eldm_sample_eval_and_report_take_images_of_any_size(tmp_path, monkeypatch):
+    """A user's photos differ in size: eldm sample / eldm eval stacked them as read (RuntimeError traceback), the
+    report's embedding figure refused them; each image is now loaded as the E-LDM's training loaded it."""
+    import tiny_runs
+
+    from gensis.report import embedding_figure
+
+    data = str(_mixed_sizes(tmp_path / "imgs")) + "@all"
+    demo = tmp_path / "demo"
+    tiny_runs.make_encoder_run(demo / "dino")
+    eldm = tiny_runs.make_eldm_run(demo / "eldm", demo / "dino", "pixel")
+    pngs = gensis.eldm_figures(eldm, data, tmp_path / "fig", overrides={"figures.rows": 8, "figures.per_image": 1,
+                                                                        "figures.pairs": 4})
+    assert all(p.is_file() for p in pngs)
+    assert gensis.evaluate_eldm(eldm, data, n=12, overrides={"eval.knn_k": 3})["n"] == 12
+    from functools import partial
+
+    from gensis.eval import umap
+
+    monkeypatch.setattr(umap, "embedding_map", partial(umap.embedding_map, method="tsne"))
+    dest = embedding_figure(demo, data, tmp_path / "emb.png", n_per_class=4, n_interp=3)  # t-SNE: no numba compile
+    assert dest is not None and dest.is_file()

@@ -49,6 +49,12 @@ def load_image(ds: ImageSet, i: int, size: int | None) -> torch.Tensor:
     return x
 
 
+def load_images(ds: ImageSet, idx: "np.ndarray | list[int]", size: int) -> torch.Tensor:
+    """Images ``idx`` of ``ds`` as one uint8 (B, 3, S, S) batch, each loaded as ``load_image`` does (a folder's
+    images differ in size and shape)."""
+    return torch.stack([load_image(ds, int(i), size) for i in idx])  # (B, 3, S, S)
+
+
 class _Decode(Dataset):
     """Decodes one image in a worker; an unreadable file comes back as its error message, not an exception
     (an exception in a DataLoader worker reaches the user as a multi-line traceback)."""

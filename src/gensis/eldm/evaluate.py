@@ -95,7 +95,7 @@ def denoising_loss(gen, images: torch.Tensor, timesteps=(100, 300, 500, 700, 900
 def evaluate(gen, val_ds, train_ds=None, train_emb: torch.Tensor | None = None, n: int = 500, seed: int = 0,
              batch_size: int = 100, knn_k: int = 20, quiet: bool = False, **settings) -> dict:
     """The three fidelity numbers (module docstring) for ``n`` held-out images of ``val_ds``."""
-    from gensis.data.transforms import to_tensor
+    from gensis.data.loader import load_images
     from gensis.progress import progress
 
     rng = np.random.default_rng(seed)
@@ -107,7 +107,7 @@ def evaluate(gen, val_ds, train_ds=None, train_emb: torch.Tensor | None = None, 
     bar = progress(total=n, desc="eldm eval", unit="img", disable=quiet)
     for lo in range(0, n, batch_size):
         chunk = idx[lo:lo + batch_size]
-        images = torch.stack([to_tensor(val_ds.get(int(i))) for i in chunk])  # (b, 3, H, W)
+        images = load_images(val_ds, chunk, gen.image_size)  # (b, 3, S, S), as the E-LDM's training read them
         e = gen.encode(images)
         x = gen.generate(e, [seed * 1_000_003 + int(i) for i in chunk], s.guidance, s.steps, s.name, s.eta)
         real_emb.append(e)
@@ -116,7 +116,7 @@ def evaluate(gen, val_ds, train_ds=None, train_emb: torch.Tensor | None = None, 
     bar.close()
     gen_seconds = time.time() - t0
     real_emb, gen_emb = torch.cat(real_emb), torch.cat(gen_emb)
-    images = torch.stack([to_tensor(val_ds.get(int(i))) for i in idx[:256]])
+    images = load_images(val_ds, idx[:256], gen.image_size)  # (≤256, 3, S, S)
     dl = denoising_loss(gen, images, seed=seed)
     ranks = retrieval_ranks(gen_emb, real_emb)
     out = {

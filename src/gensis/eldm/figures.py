@@ -121,14 +121,13 @@ def pick_pairs(ds, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]:
     """Both grids for held-out images of ``ds``; returns the PNG paths."""
-    from gensis.data.transforms import to_tensor
-
+    from gensis.data.loader import load_images
     from gensis.rundir import atomic_save_image
 
     out = Path(out)
 
-    def load(idx):
-        return torch.stack([to_tensor(ds.get(int(i))) for i in idx])
+    def load(idx):  # (B, 3, S, S): a folder's images of any size, as the E-LDM's training read them
+        return load_images(ds, idx, gen.image_size)
 
     def names(idx):
         if ds.labels is None:
