@@ -76,8 +76,8 @@ def add_parser(sub) -> None:
                                     "interpolation followed by the secondary image.")
     s.add_argument("bank", help="bank folder")
     s.add_argument("--out", required=True, help="PNG file to write")
-    s.add_argument("--n", type=int, default=6, help="number of images (rows), drawn at random by --seed")
-    s.add_argument("--seed", type=int, default=0, help="which images to draw")
+    s.add_argument("--n", type=int, default=6, help="number of images (rows), drawn at random by --seed (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="which images to draw (default: %(default)s)")
     s.add_argument("--indices", default=None, action=CommaList,
                    help="comma-separated image indices, or the option repeated (instead of --n/--seed)")
     s.add_argument("--data", default=None, help="dataset for the real images (default: the one recorded in the bank)")

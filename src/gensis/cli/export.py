@@ -27,7 +27,7 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("--to", required=True, choices=["timm", "safetensors", "diffusers"], help="format")
     p.add_argument("out", help="folder (or .safetensors file) to write; must not exist yet")
     p.add_argument("--which", default="teacher", choices=["teacher", "student"],
-                   help="which backbone of a pretraining run (DINO evaluates the teacher)")
+                   help="which backbone of a pretraining run (DINO evaluates the teacher; default: %(default)s)")
     add_common(p)
     p.set_defaults(func=run)
 

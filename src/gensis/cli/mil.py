@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     t.add_argument("--feats", required=True, help="features folder (one <slide>.h5 bag per slide)")
     t.add_argument("--labels", required=True, help="CSV with columns slide,label[,patient][,split]")
     t.add_argument("--out", required=True, help="MIL run directory (finished splits are kept on a rerun)")
-    t.add_argument("--preset", default="base", help="config preset (base = paper settings, smoke) or a YAML file")
+    t.add_argument("--preset", default="base", help="config preset (base = paper settings, smoke) or a YAML file (default: %(default)s)")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")

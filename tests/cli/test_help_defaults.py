@@ -1,0 +1,31 @@
+"""Every option of every verb whose default is a value says it in --help (a new user reads --help for them)."""
+
+import argparse
+
+from gensis.cli.main import build_parser
+
+
+def _actions(parser: argparse.ArgumentParser, name: str):
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub, p in a.choices.items():
+                yield from _actions(p, f"{name} {sub}")
+        else:
+            yield name, parser, a
+
+
+def test_every_option_with_a_default_shows_it():
+    missing = []
+    for name, parser, a in _actions(build_parser(), "gensis"):
+        if not a.option_strings or a.default is None or a.default is False or a.default is argparse.SUPPRESS:
+            continue
+        if a.help in (None, argparse.SUPPRESS):
+            continue
+        shown = "default" in a.help.lower() or issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)
+        if not shown:
+            missing.append(f"{name} {a.option_strings[-1]} (default {a.default!r})")
+    assert not missing, missing
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    wsi = next(a for a in sub.choices["wsi"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert "(default: 256)" in " ".join(wsi.choices["tile"].format_help().split())
