@@ -79,7 +79,8 @@ def embedding_figure(out: Path, data: str, dest: Path, n_per_class: int = 150, n
     if not methods or not (out / "eldm").is_dir():
         return None
     cfg = RunDir(out / "dino").config()
-    ds = open_data(data, "val", cfg["data"]["val_fraction"], cfg["data"]["split_seed"])
+    ds = open_data(data, "val", cfg["data"]["val_fraction"], cfg["data"]["split_seed"],
+                   skip_bad_images=bool(cfg["data"].get("skip_bad_images", False)))  # as DINO's pretraining read it
     if ds.labels is None:
         return None
     chosen = choose_classes(ds, None)

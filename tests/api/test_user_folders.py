@@ -135,3 +135,32 @@ def test_eldm_sample_eval_and_report_take_images_of_any_size(tmp_path, monkeypat
     monkeypatch.setattr(umap, "embedding_map", partial(umap.embedding_map, method="tsne"))
     dest = embedding_figure(demo, data, tmp_path / "emb.png", n_per_class=4, n_interp=3)  # t-SNE: no numba compile
     assert dest is not None and dest.is_file()
+
+
+def test_demo_reads_and_reports_a_folder_with_a_broken_image_when_pretraining_skips_it(tmp_path, monkeypatch):
+    """gensis demo ... pretrain.data.skip_bad_images=true (and eldm./bank.): the demo's own checks, its evaluation
+    and the report's figure opened the data without skipping, so the demo stopped before its first stage."""
+    import tiny_runs
+
+    from gensis.pipeline import results
+    from gensis.pipeline.demo import DemoOptions, _check_enough_images, _check_labels, _Keys
+    from gensis.report import embedding_figure
+
+    data = _folder(tmp_path / "imgs", n=40)
+    (data / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    opts = DemoOptions(preset="smoke", data=str(data), overrides=("pretrain.data.skip_bad_images=true",
+                                                                  "pretrain.optim.batch_size=8"))
+    _check_labels(opts), _check_enough_images(opts)  # were: cannot read image .../broken.jpg
+    assert _Keys(opts).data == gensis.open_data(data, "all", skip_bad_images=True).identity
+    demo = tmp_path / "demo"
+    tiny_runs.make_encoder_run(demo / "dino", overrides=("data.skip_bad_images=true",))
+    tiny_runs.make_eldm_run(demo / "eldm", demo / "dino", "pixel")
+    from functools import partial
+
+    from gensis.eval import umap
+
+    monkeypatch.setattr(umap, "embedding_map", partial(umap.embedding_map, method="tsne"))
+    assert embedding_figure(demo, str(data), tmp_path / "emb.png", n_per_class=3, n_interp=2).is_file()
+    (demo / "dino" / "manifest.json").write_text('{"stage": "pretrain", "status": "done"}')
+    r = results.evaluate(demo, str(data), "smoke", linear=False)
+    assert r["dino"]["knn"]["test"]["size"] == 8 and r["pixels"]["knn"]["train"]["size"] == 32  # 40 readable images

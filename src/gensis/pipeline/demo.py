@@ -158,8 +158,18 @@ class _Keys:
         if self._data is None:
             from gensis.data.sources import open_data
 
-            self._data = open_data(self.opts.data, "all").identity
+            self._data = open_data(self.opts.data, "all", skip_bad_images=_skips_bad_images(self.opts)).identity
         return self._data
+
+
+def _skips_bad_images(opts: DemoOptions) -> bool:
+    """``pretrain.data.skip_bad_images=true`` given: the demo's own reads of the data (its identity, the label and
+    size checks) leave unreadable images out as its pretraining does. (No shipped preset sets the key, and the
+    demo takes only those; the overrides are already checked, and parsed here as the stages parse them.)"""
+    from gensis.config import parse_overrides
+
+    data = parse_overrides(split_overrides(opts.overrides)["pretrain"]).get("data")
+    return isinstance(data, dict) and bool(data.get("skip_bad_images", False))
 
 
 def _module_exists(name: str) -> bool:
@@ -178,7 +188,7 @@ def _check_labels(opts: DemoOptions) -> None:
         return
     from gensis.data.sources import open_data
 
-    if open_data(opts.data, "all").labels is None:
+    if open_data(opts.data, "all", skip_bad_images=_skips_bad_images(opts)).labels is None:
         raise UserError(f"{opts.data} has no labels, and the demo's eval stage (k-NN, linear probe) needs them: give "
                         f"labelled images (one folder per class, an .npz with 'labels') or leave eval out (--stages)")
 
@@ -208,7 +218,7 @@ def _check_enough_images(opts: DemoOptions) -> None:
     if not need:
         return
     d = keys.config("pretrain", ov["pretrain"])["data"]
-    n = len(open_data(opts.data, "train", d["val_fraction"], d["split_seed"], d["limit"]))
+    n = len(open_data(opts.data, "train", d["val_fraction"], d["split_seed"], d["limit"], d["skip_bad_images"]))
     stage, (batch, key) = max(need.items(), key=lambda kv: kv[1][0])
     if n < batch:
         raise UserError(f"{opts.data} has {n} training images, fewer than the batch of {batch} the '{opts.preset}' "

@@ -78,7 +78,9 @@ def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str
     cfg = RunDir(first).config() if (first / "config.yaml").is_file() else None
     vf = cfg["data"]["val_fraction"] if cfg else 0.2
     seed = cfg["data"]["split_seed"] if cfg else 0
-    train_ds, test_ds = open_data(data, "train", vf, seed), open_data(data, "val", vf, seed)
+    skip = bool(cfg["data"].get("skip_bad_images", False)) if cfg else False  # as the pretraining read the data
+    train_ds, test_ds = open_data(data, "train", vf, seed, skip_bad_images=skip), \
+        open_data(data, "val", vf, seed, skip_bad_images=skip)
     if train_ds.labels is None or test_ds.labels is None:
         raise UserError(f"the demo evaluates with labels, and {data} has none")
     size = cfg["data"]["image_size"] if cfg else 28
