@@ -51,6 +51,25 @@ def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
     return model
 
 
+def set_fused_attention(model: nn.Module, fused: bool) -> nn.Module:
+    """How every timm attention block of ``model`` computes softmax(q·kᵀ/√d)·v: torch's fused
+    ``scaled_dot_product_attention`` (``fused=True``, timm's default) or timm's explicit matmul, softmax, matmul.
+    The same function (equal up to rounding), so the choice is not saved with the weights; only speed differs."""
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = fused
+    return model
+
+
+def fused_attention_for_training(device: torch.device, bf16: bool) -> bool:
+    """Whether a ViT that is *trained* on ``device`` (under bf16 autocast or not) should use the fused attention
+    kernel: yes, except on the CPU under bf16, where the backward of torch's flash attention for CPU is 2-4×
+    slower than the explicit form (5-257 tokens) and a whole demo pretraining step took 0.8× the time with the
+    explicit form (``benchmarks/bench_cpu_attention.py``; in fp32 the two cost the same, so fp32 keeps the
+    fused kernel). Forward-only uses (evaluation, features) keep timm's default: there the two cost the same."""
+    return not (device.type == "cpu" and bf16)
+
+
 def patch_size_of(model_cfg: dict) -> int | None:
     """The patch size a config's backbone will have, read without building it: ``model.patch_size`` or the
     ``patchN`` in the timm name (None when neither says)."""

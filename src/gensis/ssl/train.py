@@ -29,7 +29,8 @@ from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
 from gensis.data.transforms import MultiCropConfig
 from gensis.errors import UserError
-from gensis.models.backbone import check_patch_multiple, model_patch_size, patch_size_of
+from gensis.models.backbone import (check_patch_multiple, fused_attention_for_training, model_patch_size,
+                                    patch_size_of, set_fused_attention)
 from gensis.rundir import RunDir, save_tensors
 from gensis.ssl.gen import GenViews
 from gensis.ssl.methods import build_method
@@ -79,6 +80,7 @@ class PretrainTask(Task):
         self.gen = GenViews(cfg, ds, self.loader._array, bank, seed, rank) if gen_on else None
 
         self.method: Method = build_method(cfg).to(rt.device)  # identical initial weights on every rank
+        set_fused_attention(self.method, fused_attention_for_training(rt.device, rt.bf16))  # CPU bf16: explicit
         rt.seed_ranks()
         self.model = self.method.student
         self.spec = self.method.view_spec()
