@@ -332,8 +332,8 @@ def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, devic
 def load_generator(run: PathLike, device: str = "cpu", guidance: float | None = None, steps: int | None = None,
                    sampler: str | None = None, with_encoder: bool = True, amp: str = "auto") -> ELDMGenerator:
     """The E-LDM of a finished ``train_eldm`` run: ``.encode(images)``, ``.generate(embeddings, seeds)``,
-    ``.interpolate(e1, e2, alpha, seeds=...)``. ``amp``: bf16 autocast, ``auto`` (CUDA, AMX CPUs), ``bf16``
-    or ``off``."""
+    ``.interpolate(e1, e2, alpha, seeds=...)``. ``amp``: bf16 autocast, ``auto`` (CUDA, CPUs with AMX or
+    AVX512-BF16), ``bf16`` or ``off``."""
     from gensis.eldm.model import load_generator as _load
 
     return _load(_path(run), device=device, guidance=guidance, steps=steps, sampler=sampler, amp=amp,

@@ -26,7 +26,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
                    help="ddim (ours, CFG halves in one batch) or dpmpp (DPM-Solver++ 2M; default steps sample.dpmpp_steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
-                   help="bf16 autocast while sampling: auto (CUDA, AMX CPUs), bf16 (force), off")
+                   help="bf16 autocast while sampling: auto (CUDA, CPUs with AMX or AVX512-BF16), bf16 (force), off")
 
 
 def add_parser(sub) -> None:

@@ -228,7 +228,7 @@ class PretrainTrain(ConfigSection):
     seed: int = 0
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
-    #: auto (bf16 on CUDA and AMX CPUs) | bf16 | off
+    #: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16) | bf16 | off
     amp: Literal["auto", "bf16", "off"] = "auto"
     #: torch CPU threads (null: torch's default)
     threads: int | None = None
@@ -471,7 +471,7 @@ class ELDMTrain(ConfigSection):
     seed: int = 0
     #: auto | cpu | cuda | cuda:N
     device: str = "auto"
-    #: auto (bf16 on CUDA and AMX CPUs) | bf16 | off
+    #: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16) | bf16 | off
     amp: Literal["auto", "bf16", "off"] = "auto"
     #: torch CPU threads (null: torch's default)
     threads: int | None = None
