@@ -272,7 +272,7 @@ def footer_lines(res: dict) -> list[str]:
         ks = [r["k"] for r in res.get("results", []) if isinstance(r.get("k"), int)]  # k-NN: min(5, k) classes
         noun = "class" if classes == 1 else "classes"
         if ks and min(ks) < classes:
-            lines.append(f"top-5 counts the min(5, k) best-scored classes: with {classes} {noun} it is 100% by "
+            lines.append(f"top-5 counts the min(5, k) top-ranked classes: with {classes} {noun} it is 100% by "
                          f"construction for k >= {classes}: read top-1")
         else:
             lines.append(f"top-5 is 100% by construction with {classes} {noun} (<= 5): read top-1")
