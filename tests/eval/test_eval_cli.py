@@ -108,3 +108,21 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for opt in ("--encoder", "--train", "--test", "--json", "--lrs", "--epochs", "--aug-copies", "--device"):
         assert opt in text
+
+
+def test_json_never_overwrites_a_file_gensis_did_not_write_as_a_result(tmp_path, capsys):
+    """`--json RUN/manifest.json` replaced the run's manifest with the k-NN result (the run was no longer a run);
+    an existing file that is not an earlier result is refused before the evaluation; an earlier result is replaced."""
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, images=rng.integers(0, 256, (20, 8, 8), dtype=np.uint8), labels=np.arange(20) % 2)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"stage": "pretrain", "status": "done"}')
+    argv = ["eval", "knn", "--encoder", "pixels", "--train", str(data), "--k", "3", "--cache", "none", "--json"]
+    assert main([*argv, str(manifest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a result file gensis wrote" in err
+    assert manifest.read_text() == '{"stage": "pretrain", "status": "done"}'
+    out = tmp_path / "res.json"
+    assert main([*argv, str(out)]) == 0 and main([*argv, str(out)]) == 0  # a rerun replaces its own result
+    assert json.loads(out.read_text())["protocol"] == "knn"

@@ -183,10 +183,11 @@ def run_sample(args) -> int:
 def run_eval(args) -> int:
     from gensis.api import evaluate_eldm
     from gensis.eldm.evaluate import format_report
-    from gensis.rundir import atomic_write_json
+    from gensis.eval.registry import check_result_path, write_result
 
+    check_result_path(args.json)  # before the evaluation: never over a run's own files
     r = evaluate_eldm(args.eldm, _eldm_data(args), n=args.n, overrides=args.overrides, quiet=args.quiet, **_settings(args))
     print(format_report(r))
     if args.json:
-        atomic_write_json(args.json, r)
+        write_result(args.json, r)
     return 0

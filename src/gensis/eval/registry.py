@@ -133,11 +133,24 @@ def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
 
 
 def check_result_path(path: str | os.PathLike[str] | None) -> None:
-    """A ``--json`` path that is a folder is refused (before an evaluation runs, not after)."""
+    """A ``--json`` path that is a folder, or an existing file that is not a result gensis wrote (a run's
+    ``manifest.json``, a config, weights, any file of the user's), is refused before an evaluation runs; an
+    earlier result (JSON holding ``gensis_version``, as ``write_result`` writes) is replaced."""
+    import json
+
     from gensis.errors import UserError
 
     if path and os.path.isdir(path):
         raise UserError(f"--json {path} is a folder: name a file (e.g. {os.path.join(path, 'results.json')})")
+    if path and os.path.lexists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                ours = "gensis_version" in json.load(f)
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise UserError(f"--json {path} exists and is not a result file gensis wrote (a run's manifest, a "
+                            f"config or a file of yours would be overwritten): name another file, or remove it")
 
 
 def write_result(path: str | os.PathLike[str], res: Mapping[str, Any]) -> None:
