@@ -89,6 +89,24 @@ def _is_demo(path: Path, seeds: bool = True) -> bool:
     return bool(passes) and all(_is_demo(p, seeds=False) or _only_ours(p) for p in passes)
 
 
+FIGURES_MARKER = "figures.json"  # written first into the --out of `gensis eldm sample` (gensis.eldm.figures)
+FIGURES_FORMAT = "gensis-eldm-figures"
+FIGURES_PNGS = ("generative.png", "interpolation.png")
+
+
+def _is_figures(path: Path) -> bool:
+    """``gensis eldm sample``: its ``figures.json`` marker, or (written before the marker existed) exactly its two
+    PNG files, besides a lock, temporary files or a demo's ``stage-done.json``."""
+    from gensis.pipeline.runner import DONE
+    from gensis.rundir import LOCK_NAME, is_temp_name
+
+    m = _json(path / FIGURES_MARKER)
+    if m is not None and m.get("format") == FIGURES_FORMAT:
+        return True
+    names = {p.name for p in path.iterdir() if p.name not in (LOCK_NAME, DONE) and not is_temp_name(p.name)}
+    return names == set(FIGURES_PNGS) and all((path / n).is_file() for n in FIGURES_PNGS)
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str        # the manifest stage, where the writer records one
@@ -112,6 +130,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("tiles", "a tiles folder", "gensis wsi tile",
          lambda p: (p / "tiling.json").is_file() or (p / "patches").is_dir() or any(p.glob("*/tiling.json"))),
     Kind("features", "a features folder (slide bags)", "gensis wsi embed", lambda p: any(p.glob("*.h5"))),
+    Kind("eldm-figures", "an E-LDM figures folder", "gensis eldm sample", _is_figures),
 )}
 
 

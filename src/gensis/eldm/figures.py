@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gensis.folder_kind import FIGURES_FORMAT as MARKER_FORMAT, FIGURES_MARKER as MARKER, FIGURES_PNGS as PNGS
+
 GAP = 2  # pixels between cells (before scaling)
 
 
@@ -122,8 +124,10 @@ def pick_pairs(ds, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]:
     """Both grids for held-out images of ``ds``; returns the PNG paths."""
     from gensis.data.loader import load_images
-    from gensis.rundir import atomic_save_image
+    from gensis.folder_kind import require_own_or_empty
+    from gensis.rundir import atomic_save_image, atomic_write_json
 
+    require_own_or_empty(out, "eldm-figures")  # never into a user's folder (e.g. a class folder of their images)
     out = Path(out)
 
     def load(idx):  # (B, 3, S, S): a folder's images of any size, as the E-LDM's training read them
@@ -138,14 +142,15 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     rows = pick_rows(ds, int(fig["rows"]), int(fig["seed"]))
     g = generative_grid(gen, load(rows), int(fig["per_image"]), int(fig["seed"]), int(fig["scale"]),
                         names(rows), **settings)
-    p1 = out / "generative.png"
+    p1 = out / PNGS[0]
     out.mkdir(parents=True, exist_ok=True)  # only once there is something to write (a bad setting leaves no folder)
+    atomic_write_json(out / MARKER, {"format": MARKER_FORMAT, "files": list(PNGS)})  # first: the folder is ours
     atomic_save_image(g, p1)
     a, b = pick_pairs(ds, int(fig["pairs"]), int(fig["seed"]))
     labels = None if ds.labels is None else [f"{x}>{y}" for x, y in zip(names(a), names(b))]
     g = interpolation_grid(gen, load(a), load(b), fig["alphas"], fig["method"], int(fig["seed"]),
                            int(fig["scale"]), labels, **settings)
-    p2 = out / "interpolation.png"
+    p2 = out / PNGS[1]
     atomic_save_image(g, p2)
     return [p1, p2]
 
@@ -158,7 +163,9 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     ``method``, ``seed``. Returns the PNG paths."""
     from gensis.data.sources import open_data
     from gensis.eldm.model import finished_run_config, load_generator
+    from gensis.folder_kind import require_own_or_empty
 
+    require_own_or_empty(out, "eldm-figures")  # before anything is loaded; nothing is written when refused
     cfg = finished_run_config(eldm, overrides)
     fig = cfg.figures.to_dict()
     if method:
