@@ -162,3 +162,16 @@ def test_seeds_summary_command_repeats_the_overrides():
     md = seeds_markdown(summarize_seeds(per_seed), SimpleNamespace(
         preset="smoke", data="D", out="OUT", methods=("dino", "simclr"), overrides=("pretrain.optim.epochs=5",)))
     assert "--seeds 0,1 --out OUT --methods dino,simclr pretrain.optim.epochs=5`" in md
+
+
+def test_skip_bad_images_reaches_the_stages_that_read_the_same_data(tmp_path, tiny):
+    """``pretrain.data.skip_bad_images=true``: the E-LDM (its autoencoder; figures and eval read its config) and
+    the bank skip the unreadable image too (they stopped on the image the pretraining skipped)."""
+    base = _plan(tmp_path / "a", tiny)
+    now = _plan(tmp_path / "b", tiny, ["pretrain.data.skip_bad_images=true"])
+    for name in ("dino", "eldm-ae", "eldm", "bank"):
+        assert now[name][2]["data"]["skip_bad_images"] is True, name
+        assert base[name][2]["data"]["skip_bad_images"] is False, name
+    for name in ("eldm-ae", "eldm", "bank"):
+        assert "data.skip_bad_images=true" in now[name][1], name
+    assert all(now[n][0] != base[n][0] for n in ("eldm", "eldm-figures", "eldm-eval", "bank"))

@@ -241,6 +241,9 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     pipe = Pipeline(out, opts.quiet)
     keys = _Keys(opts)
     user_ov = split_overrides(opts.overrides)  # {family: [key=value, ...]}; all empty without overrides
+    # the stages that read the data the pretraining read skip its unreadable images too (E-LDM, its autoencoder,
+    # figures and eval through the E-LDM run's config, the bank); only when set, so other keys stay as before
+    same_data = ["data.skip_bad_images=true"] if _skips_bad_images(opts) else []
     from gensis.rundir import atomic_write_json
 
     atomic_write_json(out / SETTINGS, {"settings": header(opts, seed), "overrides": list(opts.overrides)})
@@ -265,7 +268,8 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
         k_eldm = k_base
         if have_gen and want("eldm"):
-            k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg, user_ov["eldm"])
+            k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg,
+                                  [*same_data, *user_ov["eldm"]])
         k_bank = stage_key("bank-of", k_eldm)
         bank_dir = "bank" if method == "dino" else f"bank-{method}"
         if have_gen and want("bank"):
@@ -273,7 +277,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
             d = keys.config("pretrain", pre_ov)["data"]
             same = [f"data.limit={'null' if d['limit'] is None else d['limit']}",
                     f"data.val_fraction={d['val_fraction']}", f"data.split_seed={d['split_seed']}",
-                    f"gen.seed={S}", *user_ov["bank"]]
+                    f"gen.seed={S}", *same_data, *user_ov["bank"]]
             cfg = keys.config("bank", same)
             k_bank = stage_key("bank", without_added("bank", cfg), k_eldm, keys.data, D)
             pipe.run(Stage(bank_dir, ["bank", "generate", "--eldm", str(out / eldm_dir), "--data", D,
