@@ -27,6 +27,8 @@ ADDED: dict[str, dict[str, Any]] = {
         # used (tests/ssl/test_dino_options.py checks the default model and loss are unchanged)
         "dino.use_bn_in_head": False,
         "dino.centering": "centering",
+        # convstem: an empty list builds the same timm ViT as before the key (tests/models/test_conv_stem.py)
+        "model.conv_stem": [],
     },
     "eldm": {
         # d471ef7: one context token is the Conditioner of every run before the key (same parameters, initial

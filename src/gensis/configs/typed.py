@@ -50,6 +50,8 @@ class PretrainModel(ConfigSection):
     drop_path_rate: float = 0.1
     #: LayerScale initial value in every block (timm's init_values; DINOv2: 1e-5), null: none
     init_values: float | None = None
+    #: channels of 3x3 convs before the patch embedding (early convolutions), []: plain ViT
+    conv_stem: list[int] = field(default_factory=lambda: [])
 
 
 @dataclass(kw_only=True)

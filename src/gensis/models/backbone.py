@@ -3,7 +3,8 @@
 ``model.arch`` is any timm ViT name (``vit_small_patch16_224``, ``vit_tiny_patch16_224`` ...); the
 optional ``patch_size``/``embed_dim``/``depth``/``num_heads`` keys override the named architecture, which
 is how the small CPU presets are made; ``init_values`` adds LayerScale (a learnable per-channel gain, timm's
-``ls1.gamma``/``ls2.gamma``) to every block, DINOv2's ``layerscale: 1e-5``. ``dynamic_img_size=True`` makes timm interpolate the position
+``ls1.gamma``/``ls2.gamma``) to every block, DINOv2's ``layerscale: 1e-5``. ``conv_stem`` (a list of channel counts, empty by default)
+puts early convolutions before the patch embedding (``ConvStemPatchEmbed``). ``dynamic_img_size=True`` makes timm interpolate the position
 embeddings, so global and local crops of different sizes go through the same model in one step.
 The representation used downstream is the CLS token after the final norm (``forward`` with
 ``num_classes=0``, ``global_pool='token'``), as in DINO.
@@ -22,6 +23,9 @@ import os
 import timm
 import torch
 from dataclasses import dataclass
+from functools import partial
+
+from timm.layers import LayerNorm2d, PatchEmbed
 
 from torch import nn
 
@@ -32,6 +36,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _OVERRIDES = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate", "init_values")
 
 
+class ConvStemPatchEmbed(PatchEmbed):
+    """timm's ``PatchEmbed`` after a stack of 3×3 stride-1 convolutions (each conv → LayerNorm2d → GELU).
+
+    Early convolutions give a ViT a convolutional inductive bias that makes it train faster and more stably
+    from scratch on small data (Xiao et al., "Early Convolutions Help Transformers See Better", NeurIPS 2021,
+    whose stem uses stride-2 3×3 convs with BatchNorm; Hassani et al.'s Compact Convolutional Transformers
+    tokenise CIFAR with convs the same way). Here the convolutions keep the resolution, so the token grid is
+    exactly that of the plain patch embedding (H/p × W/p) for any patch size and crop size, and the patchify
+    projection then reads ``channels[-1]`` channels instead of 3. The norm is per pixel over channels
+    (ConvNeXt's LayerNorm2d), so a view's tokens do not depend on the rest of its batch (no BatchNorm
+    statistics to synchronise under DDP or to keep apart between student and EMA teacher).
+    """
+
+    def __init__(self, *args, channels: tuple[int, ...] = (32,), in_chans: int = 3, **kwargs) -> None:
+        super().__init__(*args, in_chans=channels[-1], **kwargs)
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), LayerNorm2d(c), nn.GELU()]
+            c_in = c
+        self.stem = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.stem(x))  # (B, 3, H, W) -> (B, C, H, W) -> timm's patchify
+
+
 def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
     """Create a randomly initialised timm ViT whose ``forward`` returns the CLS embedding (B, D)."""
     arch = model_cfg["arch"]
@@ -39,6 +69,8 @@ def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
         raise UserError(f"unknown backbone '{arch}' (timm has e.g. {', '.join(close) or 'vit_small_patch16_224'})")
     kwargs = {k: model_cfg[k] for k in _OVERRIDES if model_cfg.get(k) is not None}
+    if model_cfg.get("conv_stem"):
+        kwargs["embed_layer"] = partial(ConvStemPatchEmbed, channels=tuple(int(c) for c in model_cfg["conv_stem"]))
     try:
         model = timm.create_model(arch, pretrained=False, num_classes=0, global_pool="token",
                                   img_size=img_size, dynamic_img_size=True, **kwargs)
