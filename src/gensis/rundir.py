@@ -54,6 +54,11 @@ def _tmp_path(path: Path) -> Path:
     return path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
 
 
+def temp_path(path: StrPath) -> Path:
+    """A fresh temporary name for ``path`` in its folder (``.gensis-tmp-<name>.<this pid>-<8 hex>.tmp``)."""
+    return _tmp_path(Path(path))
+
+
 def _temp_match(name: str, finals: Finals | None = None) -> re.Match[str] | None:
     m = _TMP_RE.match(name)
     if m is None and finals is not None:
@@ -203,6 +208,30 @@ def remove_stale_temps(folder: StrPath, finals: Finals | None = None) -> list[Pa
             continue
         _unlink_quietly(p)
         removed.append(p)
+    return removed
+
+
+def remove_stale_temp_dirs(folder: StrPath) -> list[Path]:
+    """Delete the staging folders (``gensis.export.atomic.staged_folder``) a killed gensis process left in
+    ``folder``: a real directory (not a link) named ``.gensis-tmp-<final name>.<pid>-<8 hex>.tmp`` whose pid is
+    not running on this host. A name without a pid (an older version's ``mkdtemp`` name) cannot be proved stale
+    and is kept, as is a directory of a live pid (another export in progress) or of this process."""
+    import shutil
+
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TMP_RE.match(p.name)
+        if not m or p.is_symlink() or not p.is_dir():
+            continue
+        pid = int(m.group("pid"))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
     return removed
 
 

@@ -134,3 +134,52 @@ def test_plain_state_dict_never_replaces_a_file(encoder_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "already exists" in err
     assert target.read_bytes() == before
+
+
+def test_a_killed_export_leaves_a_staging_folder_the_next_export_removes(encoder_run, tmp_path, capsys):
+    """A kill during `gensis export` left its hidden staging folder (``.gensis-tmp-OUT.*.tmp``) for ever: the next
+    export into that folder removes the staging folders of dead gensis processes (the marker and a dead pid in the
+    name), and nothing else: a live process's staging folder, a marked name without a pid, a user's look-alike."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "vit"
+    killed = f"""
+import os, sys
+import gensis.export.to_timm as t
+def die(src, folder):
+    (folder / "model.safetensors").write_bytes(b"half")
+    os._exit(9)  # as if killed mid-export: no cleanup runs
+t.write_timm_folder = die
+from gensis.cli.main import main
+main(["export", {str(encoder_run)!r}, "--to", "timm", {str(out)!r}])
+"""
+    p = subprocess.Popen([sys.executable, "-c", killed], stderr=subprocess.PIPE, text=True)
+    err = p.communicate(timeout=300)[1]
+    assert p.returncode == 9, err[-2000:]
+    stale = [q for q in tmp_path.iterdir() if q.name.startswith(".gensis-tmp-vit.")]
+    assert len(stale) == 1 and stale[0].is_dir() and not out.exists()  # what the kill leaves
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        keep = [tmp_path / f".gensis-tmp-vit.{live.pid}-0123abcd.tmp",  # a running export's
+                tmp_path / ".gensis-tmp-vit.a1b2c3d4.tmp",  # marked, but no pid: cannot be proved stale
+                tmp_path / ".vit.12345-0123abcd.tmp",  # no marker
+                tmp_path / "notes"]
+        for d in keep:
+            d.mkdir()
+            (d / "x").write_text("keep me")
+        link = tmp_path / f".gensis-tmp-vit.{p.pid}-feedbeef.tmp"  # a dead pid, but a link: never followed
+        os.symlink(tmp_path / "notes", link)
+        assert main(["export", str(encoder_run), "--to", "timm", str(out)]) == 0
+    finally:
+        live.kill()
+        live.wait()
+    assert not stale[0].exists() and str(stale[0]) in capsys.readouterr().err
+    assert (out / "model.safetensors").stat().st_size > 1000
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # an ordinary folder (mkdtemp's staging folder was 0700)
+    assert all((d / "x").read_text() == "keep me" for d in keep) and link.is_symlink()
+    left = {q.name for q in tmp_path.iterdir()}
+    assert left == {"vit", link.name, *(d.name for d in keep)}
