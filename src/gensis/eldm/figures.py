@@ -125,7 +125,7 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     """Both grids for held-out images of ``ds``; returns the PNG paths."""
     from gensis.data.loader import load_images
     from gensis.folder_kind import require_own_or_empty
-    from gensis.rundir import atomic_save_image, atomic_write_json
+    from gensis.rundir import atomic_save_image, atomic_write_json, lock_folder
 
     require_own_or_empty(out, "eldm-figures")  # never into a user's folder (e.g. a class folder of their images)
     out = Path(out)
@@ -143,7 +143,8 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     g = generative_grid(gen, load(rows), int(fig["per_image"]), int(fig["seed"]), int(fig["scale"]),
                         names(rows), **settings)
     p1 = out / PNGS[0]
-    out.mkdir(parents=True, exist_ok=True)  # only once there is something to write (a bad setting leaves no folder)
+    lock_folder(out)  # made only once there is something to write (a bad setting leaves no folder); one process
+    require_own_or_empty(out, "eldm-figures")  # again under the lock: another process may have written it meanwhile
     atomic_write_json(out / MARKER, {"format": MARKER_FORMAT, "files": list(PNGS)})  # first: the folder is ours
     atomic_save_image(g, p1)
     a, b = pick_pairs(ds, int(fig["pairs"]), int(fig["seed"]))
@@ -164,15 +165,23 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     from gensis.data.sources import open_data
     from gensis.eldm.model import finished_run_config, load_generator
     from gensis.folder_kind import require_own_or_empty
+    from gensis.rundir import held_locks, lock_folder, release_folder
 
     require_own_or_empty(out, "eldm-figures")  # before anything is loaded; nothing is written when refused
-    cfg = finished_run_config(eldm, overrides)
-    fig = cfg.figures.to_dict()
-    if method:
-        fig["method"] = method
-    if seed is not None:
-        fig["seed"] = seed
-    ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed,
-                   skip_bad_images=bool(cfg.data.skip_bad_images))  # as the run was trained (or data.* override)
-    gen = load_generator(eldm, device=device, amp=amp, guidance=guidance, steps=steps, sampler=sampler)
-    return write_figures(gen, ds, out, fig)
+    held = held_locks()
+    try:
+        if Path(out).is_dir():
+            lock_folder(out)  # a second sample on this --out is refused now (a new folder: when it writes)
+        cfg = finished_run_config(eldm, overrides)
+        fig = cfg.figures.to_dict()
+        if method:
+            fig["method"] = method
+        if seed is not None:
+            fig["seed"] = seed
+        ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed,
+                       skip_bad_images=bool(cfg.data.skip_bad_images))  # as the run was trained (or data.* override)
+        gen = load_generator(eldm, device=device, amp=amp, guidance=guidance, steps=steps, sampler=sampler)
+        return write_figures(gen, ds, out, fig)
+    finally:  # free again when done (from Python too), unless the caller held it already (the demo's stage)
+        for folder in held_locks() - held:
+            release_folder(folder)
