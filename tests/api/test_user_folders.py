@@ -164,3 +164,37 @@ def test_demo_reads_and_reports_a_folder_with_a_broken_image_when_pretraining_sk
     (demo / "dino" / "manifest.json").write_text('{"stage": "pretrain", "status": "done"}')
     r = results.evaluate(demo, str(data), "smoke", linear=False)
     assert r["dino"]["knn"]["test"]["size"] == 8 and r["pixels"]["knn"]["train"]["size"] == 32  # 40 readable images
+
+
+def test_bank_dataset_of_a_folder_of_mixed_sizes_batches_in_a_dataloader(tmp_path):
+    """A bank of a folder whose images differ in size: BankDataset in a DataLoader failed in default_collate
+    ('stack expects each tensor to be equal size') unless the user added a resize. Real images (and partners) now
+    come as the bank's generation loaded them (short side to the bank's image size, centre crop), so they batch
+    with the generated ones; ``resize=False`` gives them as stored."""
+    from torch.utils.data import DataLoader
+    import torch
+
+    from gensis.bank import generate_bank
+    from gensis.bank.fake import FakeGenerator
+    from gensis.config import load_config
+    from gensis.data.loader import load_image
+
+    data = _mixed_sizes(tmp_path / "imgs", n=16)
+    cfg = load_config("bank", "smoke", ["data.limit=null", "run.threads=1"])
+    bank = tmp_path / "bank"
+    assert generate_bank(cfg, str(data), bank, generator=FakeGenerator(image_size=16, dim=8), quiet=True).complete
+    bds = gensis.BankDataset(bank)
+    batch = next(iter(DataLoader(bds, batch_size=len(bds))))  # every size at once
+    n, k = len(bds), bds.num_generative
+    assert batch["image"].shape == batch["partner"].shape == (n, 3, 16, 16) and batch["image"].dtype == torch.uint8
+    assert batch["generated"].shape == (n, k, 3, 16, 16)
+    train = gensis.open_data(data, "train")
+    for i in range(n):  # each real image as the bank's generation read it (short side to 16, centre crop)
+        assert torch.equal(batch["image"][i], load_image(train, i, 16))
+        assert torch.equal(batch["partner"][i], load_image(train, int(batch["partner_index"][i]), 16))
+    raw = gensis.BankDataset(bank, resize=False)  # as stored: the user's transform makes them one size
+    shapes = {tuple(raw[i]["image"].shape) for i in range(n)}
+    assert len(shapes) > 1 and all(torch.equal(raw[i]["image"], torch.from_numpy(train.get(i)).permute(2, 0, 1))
+                                   for i in range(n))
+    with pytest.raises(UserError, match="resize must be True or False"):
+        gensis.BankDataset(bank, resize="no")

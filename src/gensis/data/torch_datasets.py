@@ -4,19 +4,24 @@
     ``(transform(image), label)``; the image is a uint8 tensor (3, H, W) (what torchvision v2 transforms take),
     the label an int (−1 for unlabeled data).
 
-``BankDataset(bank, data=None, transform=None)``: item i is a dict holding, for real image i of the split the
-bank was generated from,
+``BankDataset(bank, data=None, transform=None, resize=True)``: item i is a dict holding, for real image i of the
+split the bank was generated from,
 
-    image          the real image                                   transform(uint8 (3, H, W))
+    image          the real image                                   transform(uint8 (3, S, S))
     generated      its K generative augmentations                   stacked: (K, ...) or a list of K
     interpolated   its interpolated augmentation at every stored α  stacked: (A, ...) or a list of A
     alpha          the stored α values                              float32 (A,)
-    partner        the secondary (partner) real image of the interpolations  transform(uint8 (3, H, W))
+    partner        the secondary (partner) real image of the interpolations  transform(uint8 (3, S, S))
     partner_index  its index in the split                           int
     index, label   i and its class (−1 when unlabeled)              int
     generated_weight, interpolated_weight   sampling weight of each generative entry (K,) and interpolation (A,),
                    float32: 1 without a fidelity filter; with one, what ``gensis pretrain --bank`` draws by
                    (0 = filtered out, else 1 or the score with ``weighting="score"``)
+
+Real images (``image``, ``partner``) come at the bank's image size S, as its synthetic ones, loaded as the bank's
+generation and pretraining load a folder's images: the short side resized to S, then a centre crop (an image
+already S×S is unchanged), so items of a folder of mixed sizes batch in a ``DataLoader`` without a transform.
+``resize=False``: as stored (H×W, any size; your transform must then make them one size for default collation).
 
 The fidelity filters are those of pretraining (``gen.bank_min_score`` / ``bank_keep_quantile`` /
 ``bank_weighting``: ``BankDataset(bank, min_score=..., keep_quantile=..., weighting=...)``), computed by the same
@@ -80,14 +85,19 @@ class BankDataset(Dataset[dict[str, Any]]):
 
     ``data``: the dataset the bank was generated from, as an ``ImageSet`` or a ``--data`` string; default: the
     one recorded in the bank (same split, ``limit``, ``split_seed``). It must be exactly that split (checked by
-    content hash), because bank entries are addressed by position in it.
+    content hash), because bank entries are addressed by position in it. ``resize``: real images at the bank's
+    image size (default) or as stored (``False``).
     """
 
     def __init__(self, bank: str | os.PathLike[str], data: ImageSet | str | None = None,
                  transform: Transform | None = None, *, min_score: float | None = None,
-                 keep_quantile: float | None = None, weighting: str = "none"):
+                 keep_quantile: float | None = None, weighting: str = "none", resize: bool = True):
         from gensis.bank.reader import BankReader
 
+        if not isinstance(resize, bool):
+            raise UserError(f"resize must be True or False (real images at the bank's image size, or as stored), "
+                            f"got {resize!r}")
+        self.resize = resize
         self.reader = BankReader(os.path.expanduser(os.fspath(bank)), decode_threads=0)
         self.images = self._open(data)
         self.reader.check_dataset(self.images)
@@ -131,6 +141,12 @@ class BankDataset(Dataset[dict[str, Any]]):
     def _t(self, x: torch.Tensor) -> Any:
         return self.transform(x) if self.transform is not None else x
 
+    def _real(self, i: int) -> Any:
+        """Real image ``i``: (3, S, S) at the bank's size, loaded as its generation loaded it (or as stored)."""
+        from gensis.data.loader import load_image
+
+        return self._t(load_image(self.images, i, self.reader.image_size if self.resize else None))
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         i = index_item(i, len(self))
         k = self.reader.num_generative
@@ -139,7 +155,7 @@ class BankDataset(Dataset[dict[str, Any]]):
         labels = self.images.labels
         item: dict[str, Any] = {
             "index": i, "label": int(labels[i]) if labels is not None else -1,
-            "image": self._t(_chw(self.images.get(i))),
+            "image": self._real(i),
             "generated": _stack([self._t(g) for g in gen]),
             "generated_weight": torch.from_numpy(self.gen_weight[i].copy()),
         }
@@ -149,7 +165,7 @@ class BankDataset(Dataset[dict[str, Any]]):
             item.update(interpolated=_stack([self._t(x) for x in interp]),
                         alpha=torch.tensor(self.alphas, dtype=torch.float32),
                         interpolated_weight=torch.from_numpy(self.interp_weight[i].copy()),
-                        partner=self._t(_chw(self.images.get(partner))), partner_index=partner)
+                        partner=self._real(partner), partner_index=partner)
         return item
 
 
