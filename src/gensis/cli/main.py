@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 141  # 128 + SIGPIPE, the status a shell reports for a killed writer
+    except (NotADirectoryError, FileExistsError) as e:  # a file where a folder goes: e.g. --out FILE
+        if debug:
+            raise
+        why = "a file of that name is in the way" if e.errno == errno.EEXIST else "part of that path is a file"
+        print(f"gensis: error: cannot make the folder {e.filename}: {why} (give a folder, or a path where one "
+              f"can be made)", file=sys.stderr)
+        return 2
     except OSError as e:  # the environment, not the input: full disk, read-only folder, missing permission
         if debug or e.errno not in _ENV_ERRNOS:
             raise

@@ -43,6 +43,10 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
     from gensis.progress import progress
     from gensis.wsi.dataset import TileImageSet
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise UserError(f"--batch-size must be an integer >= 1, got {batch_size}")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
+        raise UserError(f"--workers must be an integer >= 0 (0: read tiles in this process), got {num_workers}")
     ds = TileImageSet(tiles)
     enc = _encoder(encoder_spec, like)
     dev = pick_device(device)

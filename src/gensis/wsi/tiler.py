@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -59,12 +60,14 @@ def tile_settings(mag: float | None = None, mpp: float | None = None, tile_size:
 
     if mag is not None and mpp is not None:
         raise UserError("give a magnification (--mag) or a resolution (--mpp), not both")
-    if mpp is not None and mpp <= 0:
-        raise UserError(f"--mpp must be positive, got {mpp}")
-    if mag is not None and mag <= 0:
-        raise UserError(f"--mag must be positive, got {mag}")
+    if mpp is not None and not (0 < mpp < math.inf):  # nan and inf too (nan failed later with a traceback)
+        raise UserError(f"--mpp must be a positive number, got {mpp}")
+    if mag is not None and not (0 < mag < math.inf):
+        raise UserError(f"--mag must be a positive number, got {mag}")
     if not 0 <= min_tissue <= 1:
         raise UserError(f"--min-tissue must be in [0, 1], got {min_tissue}")
+    if thumb_size < 1:  # was a ZeroDivisionError / OpenSlide's 'negative width' per slide
+        raise UserError(f"--thumb-size must be >= 1, got {thumb_size}")
     target = mpp if mpp is not None else magnification_to_mpp(mag if mag is not None else 20)
     return TileSettings(target_mpp=target, patch_size=tile_size, overlap=overlap,
                         min_tissue=0.0 if no_tissue else min_tissue, fill_holes=fill_holes,
@@ -75,8 +78,8 @@ def mpp_source(slide_mpp: float | None = None, mpp_csv: str | Path | None = None
     """Where slides without resolution metadata get theirs: one value for all, and/or a CSV ``slide,mpp``."""
     from gensis.wsi.slide import read_mpp_csv
 
-    if slide_mpp is not None and slide_mpp <= 0:
-        raise UserError(f"--slide-mpp must be positive, got {slide_mpp}")
+    if slide_mpp is not None and not (0 < slide_mpp < math.inf):
+        raise UserError(f"--slide-mpp must be a positive number, got {slide_mpp}")
     return MppSource(slide_mpp, read_mpp_csv(mpp_csv) if mpp_csv else None)
 
 
@@ -167,6 +170,8 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
 
     if not slides:
         raise UserError("no slides given")
+    if workers < 1:
+        raise UserError(f"--workers must be >= 1 (slides tiled in parallel), got {workers}")
     out = Path(out_root) / settings.folder_name
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "tiling.json"
