@@ -279,6 +279,31 @@ def test_eldm_figures_with_a_bad_setting_leave_no_folder(pixel_eldm_run, images_
     assert not (tmp_path / "figs").exists()
 
 
+def test_eldm_sample_and_eval_options_out_of_range_are_one_line(pixel_eldm_run, images_npz, tmp_path, capsys):
+    """`eldm sample --seed -1` and `eldm eval --n -3` were numpy ValueError tracebacks; `--n 0` silently evaluated
+    eval.n images; `--guidance nan` (or inf) was accepted and sampled images of nan: each is one line, exit 2."""
+    from gensis.cli.main import main
+
+    base = ["--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--device", "cpu", "--steps", "2"]
+    for argv, words in [(["eldm", "sample", *base, "--out", str(tmp_path / "f"), "--seed", "-1"], ("--seed", ">= 0")),
+                        (["eldm", "sample", *base, "--out", str(tmp_path / "f"), "--guidance", "nan"], ("guidance",)),
+                        (["eldm", "sample", *base, "--out", str(tmp_path / "f"), "--guidance", "inf"], ("guidance",)),
+                        (["eldm", "eval", *base, "--n", "0"], ("--n", ">= 1")),
+                        (["eldm", "eval", *base, "--n", "-3"], ("--n",)),
+                        (["eldm", "eval", *base, "--n", "4", "--guidance", "nan"], ("guidance",))]:
+        assert main(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and all(w in err[0] for w in words), (argv, err)
+    assert not (tmp_path / "f").exists()
+    from gensis.eldm.model import load_generator
+
+    gen = load_generator(pixel_eldm_run, device="cpu", steps=2)
+    emb = gen.encode(_u8(1))
+    with pytest.raises(UserError, match="guidance must be a number >= 0, got nan"):
+        gen.generate(emb, seeds=[0], guidance=float("nan"))
+    assert gen.generate(emb, seeds=[0], guidance=2.0).shape[0] == 1
+
+
 def test_embed_refuses_a_batch_size_below_one(encoder_run):
     for bs in (0, -1):
         with pytest.raises(UserError, match="batch_size must be an integer >= 1"):

@@ -28,6 +28,7 @@ therefore depends only on its (embedding, seed), never on the other rows of the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -98,8 +99,8 @@ class SamplerSettings:
             raise UserError(f"unknown sampler '{self.name}'; valid: {', '.join(SAMPLERS)}")
         if self.spacing not in SPACINGS:
             raise UserError(f"sampler spacing must be one of {', '.join(SPACINGS)}, got '{self.spacing}'")
-        if self.guidance < 0:
-            raise UserError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0 <= self.guidance < math.inf:  # nan passed `< 0` and gave images of nan (black)
+            raise UserError(f"guidance must be a number >= 0, got {self.guidance}")
         return self
 
 

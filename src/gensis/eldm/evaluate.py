@@ -18,6 +18,8 @@ import time
 import numpy as np
 import torch
 
+from gensis.errors import UserError
+
 KNN_T = 0.07
 
 
@@ -177,6 +179,8 @@ def evaluate_run(eldm, data: str, n: int | None = None, overrides=None, guidance
     from gensis.eldm.model import finished_run_config, load_generator
     from gensis.eldm.train import cached_embeddings
 
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
+        raise UserError(f"--n must be an integer >= 1 (eval.n), got {n}")  # 0 meant eval.n, -3 numpy's traceback
     cfg = finished_run_config(eldm, overrides)
     ev, d = cfg.eval, cfg.data
     skip = bool(d.skip_bad_images)  # as the run was trained (or a data.skip_bad_images override)
@@ -186,7 +190,7 @@ def evaluate_run(eldm, data: str, n: int | None = None, overrides=None, guidance
     gen = load_generator(eldm, device=device, amp=amp, **settings)
     train_emb = cached_embeddings(Path(eldm) / "cache", gen.encoder, train_ds, gen.device,
                                   int(cfg.cond.encode_batch_size), tag="eval-train")
-    r = evaluate(gen, val, train_ds, train_emb, n=n or int(ev.n), seed=int(ev.seed), batch_size=int(ev.batch_size),
+    r = evaluate(gen, val, train_ds, train_emb, n=int(ev.n) if n is None else int(n), seed=int(ev.seed), batch_size=int(ev.batch_size),
                  knn_k=int(ev.knn_k), quiet=quiet, **settings)
     r["eldm"] = str(eldm)
     r["data"] = data

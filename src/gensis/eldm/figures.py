@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gensis.errors import UserError
 from gensis.folder_kind import FIGURES_FORMAT as MARKER_FORMAT, FIGURES_MARKER as MARKER, FIGURES_PNGS as PNGS
 
 GAP = 2  # pixels between cells (before scaling)
@@ -167,6 +168,8 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     from gensis.folder_kind import require_own_or_empty
     from gensis.rundir import held_locks, lock_folder, release_folder
 
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise UserError(f"--seed must be an integer >= 0 (figures.seed), got {seed}")  # was numpy's traceback
     require_own_or_empty(out, "eldm-figures")  # before anything is loaded; nothing is written when refused
     held = held_locks()
     try:
