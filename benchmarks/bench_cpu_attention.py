@@ -76,7 +76,7 @@ class Trainer:
     def __call__(self) -> None:
         t, i = self.task, self.it
         t.schedule(i, 0)
-        loss, _ = t.step(t.model, self.batches[i % len(self.batches)], i, 0)
+        loss, _ = t.step(t.model, t.prepare(self.batches[i % len(self.batches)]), i, 0)
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(self.params, t.clip_mode, t.clip_value)

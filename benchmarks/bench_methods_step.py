@@ -54,7 +54,7 @@ def gensis_step(task: PretrainTask, batch) -> callable:
 
     def step() -> float:
         task.schedule(0, 0)
-        loss, _ = task.step(task.model, batch, 0, 0)
+        loss, _ = task.step(task.model, task.prepare(batch), 0, 0)  # masks drawn, fixed crops
         task.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(params, task.clip_mode, task.clip_value)
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         rt = Runtime.setup(cfg["train"])
         require_precision("gensis (Runtime.bf16)", "bf16" if rt.bf16 else "fp32", want)
         task = PretrainTask(cfg, args.data, rt)
-        images, idx = next(iter(task.batches(0)))
+        images, idx = next(iter(task.loader.epoch(0)))
         crops = task.aug(images)  # made once: 2 global + n_local × (B, 3, s, s)
         task.aug = lambda _images, _c=crops: _c  # the timed steps reuse them (augmentation not timed)
         vit = copy.deepcopy(task.method.student.backbone)  # same initial weights

@@ -12,6 +12,10 @@ One training step, top to bottom (``PretrainTask.step``; the loop around it is `
     loss = method.loss(s_out, t_out) [+ λ · disentanglement]
     (loop) backward → clip → no last-layer update in the first epoch(s) → AdamW step → EMA of the teacher
 
+The first three lines (``PretrainTask.prepare``: crops, Gen- views, masks) make a batch's ``StepInputs``; on a
+CPU with a free core they run one batch ahead on a helper thread, and the teacher's forward runs there next to
+the student's (``gensis.train.overlap``: the same results as in order on one thread).
+
 Schedules (per iteration): lr (linear warm-up + cosine), weight decay (cosine), and the method's own
 (teacher momentum, teacher temperature ...). All as in DINO's ``main_dino.py``.
 """
@@ -19,6 +23,7 @@ Schedules (per iteration): lr (linear warm-up + cosine), weight decay (cosine), 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,6 +43,17 @@ from gensis.ssl.methods.base import Method, StepInfo, Views
 from gensis.ssl.schedules import cosine_schedule
 from gensis.train.foreach import ema_update
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
+from gensis.train.overlap import Overlap
+
+
+@dataclass
+class StepInputs:
+    """What a step needs besides the models, made from one batch of images by ``PretrainTask.prepare``."""
+
+    views: Views  # the student's views: crops, Gen- extras, masks
+    teacher_extra: dict[str, torch.Tensor]  # the teacher's extra views (Gen-: "secondary")
+    alpha: torch.Tensor | None  # (B,) interpolation weights (Gen- with interpolation), else None
+    n_images: int  # images of the batch (this rank)
 
 
 class PretrainTask(Task):
@@ -97,6 +113,7 @@ class PretrainTask(Task):
         check_patch_multiple(self._crop_sizes(cfg, crops), model_patch_size(vit) if vit is not None else None)
         self.aug = BatchDINOAugmentation(crops, seed * 1000 + rank, rt.device)
         self.mask_rng = random.Random(seed * 1000 + 99 + rank)  # the method's block masks
+        self.overlap = Overlap(rt.overlap)  # a helper thread on a free CPU core, or inline
 
         lr = o["lr"] * self.method.lr_scale(o["batch_size"])
         self.sched = {"lr": cosine_schedule(lr, o["min_lr"], o["epochs"], self.niter, o["warmup_epochs"]),
@@ -114,7 +131,11 @@ class PretrainTask(Task):
 
     # -- one iteration --------------------------------------------------------------------------------------
     def batches(self, epoch: int):
-        return self.loader.epoch(epoch)
+        """This epoch's ``StepInputs``, each made while the step before it runs (when ``rt.overlap``)."""
+        return self.overlap.prefetch(self.prepare, self.loader.epoch(epoch))
+
+    def batch_images(self, batch: StepInputs) -> int:
+        return batch.n_images
 
     def schedule(self, it: int, epoch: int) -> dict[str, float]:
         values = {k: float(v[it]) for k, v in self.sched.items()}
@@ -124,9 +145,10 @@ class PretrainTask(Task):
         self.values = values
         return values
 
-    def step(self, model: nn.Module, batch, it: int, epoch: int):
+    def prepare(self, batch) -> StepInputs:
+        """Crops, Gen- views and masks of one batch (uint8 images (B, 3, H, W), dataset indices (B,)); draws
+        from the task's own generators only (augmentation, Gen-, masks), in the same order every time."""
         images, idx = batch
-        info = StepInfo(epoch, it, self.values)
         crops = self.aug(images)  # n_global (2) + n_local × (B, 3, s, s)
         views = Views(crops[:self.spec.n_global], crops[2:])
         teacher_extra, alpha = {}, None
@@ -134,13 +156,21 @@ class PretrainTask(Task):
             teacher_extra, alpha = self.gen.add_views(views, images, idx.numpy(), self.aug, self.method)
         if self.spec.masks:
             views.masks = self.method.sample_masks(len(images), self.mask_rng)
-        teacher = self.method.teacher
+        return StepInputs(views, teacher_extra, alpha, len(images))
+
+    def _teacher_forward(self, views: Views, extra: dict[str, torch.Tensor]) -> dict:
+        with self.rt.autocast(), torch.no_grad():  # both thread-local: set here, on whichever thread runs it
+            return self.method.teacher(Views(views.global_views, extra=extra))
+
+    def step(self, model: nn.Module, batch: StepInputs, it: int, epoch: int):
+        views, alpha = batch.views, batch.alpha
+        info = StepInfo(epoch, it, self.values)
+        t_job = None
+        if self.method.teacher is not None:  # on the helper thread while the student runs here (rt.overlap)
+            t_job = self.overlap.submit(self._teacher_forward, views, batch.teacher_extra)
         with self.rt.autocast():
-            t_out = None
-            if teacher is not None:
-                with torch.no_grad():
-                    t_out = teacher(Views(views.global_views, extra=teacher_extra))
             s_out = model(views)
+        t_out = t_job.result() if t_job is not None else None
         loss, parts = self.method.loss(s_out, t_out, info)
         if alpha is not None:
             l_dis = self.gen.loss(self.method, s_out, t_out, alpha, info)
@@ -203,4 +233,7 @@ def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path
     rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
     task = claim_and_build(run, rt, resume, PretrainTask, cfg, data, rt, bank_path, on_epoch_end)
-    return fit(task, rt, run, resume=resume, quiet=quiet)
+    try:
+        return fit(task, rt, run, resume=resume, quiet=quiet)
+    finally:
+        task.overlap.close()

@@ -66,6 +66,7 @@ from gensis.errors import UserError
 from gensis.progress import progress
 from gensis.rundir import LOCK_NAME, MetricsLog, RunDir, release_folder
 from gensis.train.foreach import clip_gradients
+from gensis.train.overlap import overlap_enabled
 from gensis.train.resume import check_resume
 from gensis.train.rng import capture_rng, restore_rng, seed_everything
 
@@ -89,6 +90,7 @@ class Runtime:
     bf16: bool
     seed: int
     deferred_check: bool = False  # non-finite check read on the host only at metrics rows (see module doc)
+    overlap: bool = False  # a helper thread on a free CPU core (``gensis.train.overlap``)
 
     @classmethod
     def setup(cls, train_cfg: dict) -> "Runtime":
@@ -100,7 +102,7 @@ class Runtime:
         device, info, bf16, seed = setup_training(train_cfg)
         seed_everything(seed)
         deferred = mode == "deferred" or (mode == "auto" and device.type == "cuda")
-        return cls(device, info, bf16, seed, deferred)
+        return cls(device, info, bf16, seed, deferred, overlap_enabled(device, info.enabled))
 
     @property
     def fused_optim(self) -> bool:
