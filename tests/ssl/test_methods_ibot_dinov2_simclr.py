@@ -77,14 +77,38 @@ def test_masked_distillation_methods(name):
 def test_ibot_outputs_and_mask_ratios():
     m = method("ibot", "ibot.shared_head=false")
     v = views(m)
-    assert m.student(v)["global_patch"].shape == (2, B, N, 12)
-    assert method("ibot", "ibot.shared_head=true").student(v)["global_patch"].shape == (2, B, N, 16)
+    n = int(v.masks.sum())
+    assert m.student(v)["global_patch_masked"].shape == (n, 12)  # the student's patch head: masked tokens only
+    assert method("ibot", "ibot.shared_head=true").student(v)["global_patch_masked"].shape == (n, 16)
+    assert m.teacher(Views(v.global_views))["global_patch"].shape == (2, B, N, 12)  # the teacher's: every token
     masks = m.sample_masks(200, random.Random(3)).flatten(0, 1)  # (400, N)
     ratio = masks.float().mean(1)
     assert 0.35 < (ratio == 0).float().mean() < 0.65  # pred_ratio [0, 0.3]: half the crops unmasked
     assert ratio.max() <= 0.5 + 1e-6  # 0.3 + 0.2 at most
     a, b = m.sample_masks(4, random.Random(5)), m.sample_masks(4, random.Random(5))
     assert torch.equal(a, b)  # masks follow the (checkpointed) generator
+
+
+def test_ibot_student_patch_head_on_masked_tokens_gives_the_dense_loss():
+    """The student's patch head runs on the masked tokens only; the values there and the loss (which reads no
+    other student token) are those of the original's dense (n_g·B, N, K2) outputs."""
+    from gensis.ssl.methods.base import run_backbone
+
+    m = method("ibot", "ibot.shared_head=false")
+    v = views(m)
+    flat = v.masks.flatten(0, 1)  # (2B, N)
+    assert 0 < int(flat.sum()) < flat.numel()
+    s, t = m.student(v), m.teacher(Views(v.global_views))
+    tok = run_backbone(m.student.backbone, [torch.cat(v.global_views)], [flat], m.student.mask_token)[0]
+    dense = m.student.head.patch(tok.patch)  # (2B, N, K2), the head on every token
+    torch.testing.assert_close(s["global_patch_masked"], dense[flat], rtol=1e-5, atol=1e-6)
+    loss = m.ibot_loss
+    args = ((s["global"].flatten(0, 1),), (t["global"].flatten(0, 1), t["global_patch"].flatten(0, 1)),
+            s["local"].flatten(0, 1), [x.view(B, 1, -1) for x in v.masks], 0)
+    got = loss((args[0][0], s["global_patch_masked"]), *args[1:], update_center=False)
+    want = loss((args[0][0], dense), *args[1:], update_center=False)
+    for k in ("cls", "patch", "loss"):
+        torch.testing.assert_close(got[k], want[k], rtol=1e-6, atol=1e-6)
 
 
 def test_ibot_shared_and_separate_head():

@@ -5,6 +5,7 @@ Notation (paper → code)
     u, v                 two global crops (teacher sees them unmasked, the student with block masks m)
     ĥ_s^{[CLS]}, ĥ_t     student_cls (n_g·B, K), teacher_cls (n_g·B, K)  raw CLS head outputs, crop-major
     ĥ_s^{patch}          student_patch, teacher_patch (n_g·B, N, K2)     raw patch head outputs, N = h·w
+                         (student_patch may instead hold the masked tokens' rows only, (n, K2): see ``forward``)
     student_local_cls    (n_l·B, K) CLS outputs of the local crops (or None)
     m_i                  student_mask[c] (B, h, w) bool, global crops c first
     τ_s, τ_t, τ_t'       student_temp, teacher temperature schedules for CLS and patches (per epoch)
@@ -95,7 +96,11 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
     def forward(self, student_output: tuple[torch.Tensor, torch.Tensor], teacher_output: tuple[torch.Tensor, torch.Tensor],
                 student_local_cls: torch.Tensor | None, student_mask: Sequence[torch.Tensor], epoch: int,
                 update_center: bool = True) -> dict[str, torch.Tensor]:
-        """Returns {"cls": λ_1·L_cls, "patch": λ_2·L_mim, "loss": their sum}; updates both centers."""
+        """Returns {"cls": λ_1·L_cls, "patch": λ_2·L_mim, "loss": their sum}; updates both centers.
+
+        ``student_patch``: (n_g·B, N, K2) as the original, or (n, K2), the outputs at the n masked tokens of the
+        global crops in the row-major order of their masks (what ``student_patch[masks]`` gives): the loss reads
+        no other student token, so a student may run its head on those alone (``iBOTNet`` does); same value."""
         student_cls, student_patch = student_output
         teacher_cls, teacher_patch = teacher_output
         if student_local_cls is not None:
@@ -104,7 +109,8 @@ class iBOTLoss(nn.Module):  # noqa: N801 (the original's name)
         # the masked tokens of all global crops in one gather: (n_g·B, N) masks -> n_g chunks of (n_q, K2)
         masks = torch.cat([m.flatten(-2, -1) for m in student_mask[:self.ngcrops]])  # (n_g·B, N)
         counts = masks.view(self.ngcrops, -1).sum(1).tolist()  # masked tokens per crop
-        s_patch = student_patch[masks].split(counts)  # n_g × (n_q, K2)
+        s_masked = student_patch if student_patch.dim() == 2 else student_patch[masks]  # (n, K2)
+        s_patch = s_masked.split(counts)  # n_g × (n_q, K2)
         t_patch = teacher_patch.detach()[masks].split(counts)  # n_g × (n_q, K2)
         m_chunks = masks.chunk(self.ngcrops)  # n_g × (B, N)
         t_cls = self.cls_targets(teacher_cls, epoch).chunk(self.ngcrops)  # n_g × (B, K)

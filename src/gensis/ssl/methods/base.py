@@ -50,8 +50,9 @@ A dict with at least
     "local":  (n_local, B, K)    the same for the local views (n_local may be 0)
     "extra":  {name: (B, K)}     the same for each named extra view in ``views.extra`` (Gen-)
 
-and any method-specific entries (e.g. ``"global_patch"``: (n_global, B, N, K') patch-head logits of the masked
-global views for iBOT). Views are never found by slicing a concatenated batch in the loss: the module that
+and any method-specific entries (e.g. ``"global_patch_masked"``: (n, K') patch-head logits at the n masked
+tokens of the global views for iBOT's student, ``"global_patch"`` (n_global, B, N, K') at every token for its
+teacher). Views are never found by slicing a concatenated batch in the loss: the module that
 batches crops for speed (``run_backbone``) splits its result back into named entries.
 
 Patch tokens and masks

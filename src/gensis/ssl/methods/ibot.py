@@ -72,7 +72,10 @@ class iBOTHead(nn.Module):  # noqa: N801 (the original's name)
 
 class iBOTNet(nn.Module):  # noqa: N801
     """Backbone + mask token + iBOT head. ``forward(views)`` → {"global": (n_g, B, K), "local": (n_l, B, K),
-    "extra": {name: (B, K)}, "global_patch": (n_g, B, N, K2), "masks": (n_g, B, N) when masked}."""
+    "extra": {name: (B, K)}} and the patch-head outputs of the global views: with masks (the student)
+    "global_patch_masked" (n, K2) at the n masked tokens only (row-major order of ``masks``), the only ones its
+    loss reads, and "masks" (n_g, B, N); without (the teacher, whose center averages every token)
+    "global_patch" (n_g, B, N, K2)."""
 
     def __init__(self, backbone: nn.Module, head: iBOTHead):
         super().__init__()
@@ -90,9 +93,11 @@ class iBOTNet(nn.Module):  # noqa: N801
         cls = torch.cat([glob.cls] + [t.cls for t in tokens[1:]])  # (n_views·B, D)
         logits = self.head(cls).view(n_g + len(crops) - 1, b, -1)  # (n_views, B, K)
         out = views.split(logits)
-        out["global_patch"] = self.head.patch(glob.patch).view(n_g, b, glob.patch.shape[1], -1)  # (n_g, B, N, K2)
         if views.masks is not None:
+            out["global_patch_masked"] = self.head.patch(glob.patch[masks[0]])  # (n_g·B, N, D)[mask] → (n, K2)
             out["masks"] = views.masks  # (n_g, B, N), for the loss
+        else:
+            out["global_patch"] = self.head.patch(glob.patch).view(n_g, b, glob.patch.shape[1], -1)  # (n_g, B, N, K2)
         return out
 
 
@@ -156,7 +161,7 @@ class IBOT(Method):
         n_g, b = s_out["global"].shape[:2]
         masks = s_out["masks"]  # (n_g, B, N)
         local = s_out["local"].flatten(0, 1) if s_out["local"].shape[0] else None  # (n_l·B, K)
-        out = self.ibot_loss((s_out["global"].flatten(0, 1), s_out["global_patch"].flatten(0, 1)),
+        out = self.ibot_loss((s_out["global"].flatten(0, 1), s_out["global_patch_masked"]),
                              (t_out["global"].flatten(0, 1), t_out["global_patch"].flatten(0, 1)),
                              local, [m.view(b, 1, -1) for m in masks], step.epoch)
         return out["loss"], {"loss_cls": out["cls"].detach(), "loss_mim": out["patch"].detach()}
