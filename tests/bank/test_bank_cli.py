@@ -77,3 +77,30 @@ def test_group_mode_needs_groups(tmp_path, capsys):
     rc = main(["bank", "generate", *FAKE, "--data", str(npz), "--out", str(tmp_path / "b"), "--preset", "smoke",
                "gen.secondary=group"])
     assert rc == 2 and "needs a dataset with 'groups'" in capsys.readouterr().err
+
+
+def test_show_writes_only_a_png_and_checks_its_numbers(bank_copy, tmp_path, capsys):
+    """`bank show BANK --out BANK/bank.json` replaced the bank's header with a PNG (the bank unreadable after);
+    --out config.yaml, a weights file ... likewise: --out must name a .png file (as `eval umap --out`). --n -2 and
+    --seed -1 were numpy tracebacks, --n 0 wrote an empty grid: one line, exit 2, nothing written."""
+    from gensis.bank.reader import BankReader
+
+    header = (bank_copy / "bank.json").read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    capsys.readouterr()
+    for out, extra, words in [(bank_copy / "bank.json", [], ("--out", ".png")),
+                              (bank_copy / "config.yaml", [], ("--out", ".png")),
+                              (notes, [], (".png",)),
+                              (tmp_path, [], (".png",)),
+                              (tmp_path / "g.png", ["--n", "0"], ("--n", ">= 1")),
+                              (tmp_path / "g.png", ["--n", "-2"], ("--n",)),
+                              (tmp_path / "g.png", ["--seed", "-1"], ("--seed", ">= 0"))]:
+        assert main(["bank", "show", str(bank_copy), "--out", str(out), *extra]) == 2, (out, extra)
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and err[0].startswith("gensis: error:") and all(w in err[0] for w in words), err
+    assert (bank_copy / "bank.json").read_bytes() == header and notes.read_text() == "keep me"
+    assert not (tmp_path / "g.png").exists()
+    BankReader(bank_copy).check_complete()
+    assert main(["bank", "show", str(bank_copy), "--out", str(tmp_path / "G.PNG"), "--n", "2"]) == 0
+    assert Image.open(tmp_path / "G.PNG").format == "PNG"

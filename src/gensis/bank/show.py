@@ -26,9 +26,17 @@ def _cell(img: np.ndarray | None, cell: int) -> "Image.Image":
 
 def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = None, seed: int = 0,
               indices: list[int] | None = None, cell: int | None = None) -> Path:
-    """Write the grid to ``out`` (PNG); returns its path."""
+    """Write the grid to ``out`` (PNG); returns its path. ``out`` must name a ``.png`` file: a bank's header, a
+    config or weights given as ``--out`` by mistake are never replaced."""
     from PIL import Image, ImageDraw
 
+    if Path(out).suffix.lower() != ".png" or Path(out).is_dir():
+        raise UserError(f"--out must be a .png file (the grid), got {out}")
+    if indices is None:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise UserError(f"--n must be an integer >= 1 (rows of the grid), got {n}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise UserError(f"--seed must be an integer >= 0, got {seed}")
     reader = BankReader(path)
     reader.check_complete()
     h = reader.header

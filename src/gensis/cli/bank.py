@@ -75,7 +75,7 @@ def add_parser(sub) -> None:
                         description="One row per image: real, its generative augmentations, and for each alpha its "
                                     "interpolation followed by the secondary image.")
     s.add_argument("bank", help="bank folder")
-    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--out", required=True, help="PNG file to write (name ending in .png)")
     s.add_argument("--n", type=int, default=6, help="number of images (rows), drawn at random by --seed (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="which images to draw (default: %(default)s)")
     s.add_argument("--indices", default=None, action=CommaList,
