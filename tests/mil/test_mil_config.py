@@ -69,3 +69,32 @@ def test_a_metric_undefined_in_some_splits_is_not_shown_with_a_zero_std():
                       "quadratic_kappa": nan}}
     row = format_table(per, summarize(per)).splitlines()[3].split()
     assert row == ["mean±std", "0.500±0.707", "0.500±0.707", "0.500±0.707", "n/a", "0.000±n/a", "(1/2)"]
+
+
+def test_labels_csv_mistakes_are_one_line_naming_the_line(tmp_path, capsys):
+    """A row without a label was an AttributeError traceback, a non-UTF-8 file a UnicodeDecodeError one; a slide
+    listed twice was trained on twice (or took its last label silently): one line naming the file and line, exit
+    2, no run written. Excel's "CSV UTF-8" (a BOM before 'slide') was 'needs columns slide and label'."""
+    from gensis.wsi.dataset import read_labels_csv
+
+    feats, _ = _bags(tmp_path)
+    cases = {"short.csv": ("slide,label\ns0,a\ns1,b\ns2\ns3,b\n", "line 4: slide s2 has no label"),
+             "empty-label.csv": ("slide,label\ns0,a\ns1, \ns2,a\n", "line 3: slide s1 has no label"),
+             "twice.csv": ("slide,label\ns0,a\ns1,b\ns0,b\ns2,a\n", "line 4: slide s0 is listed again (first on line 2)"),
+             "binary.csv": (b"\xff\xfe\x00\x01garbage", "not a text CSV")}
+    for name, (text, msg) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        out = tmp_path / f"mil-{name}"
+        assert main(["mil", "train", "--feats", str(feats), "--labels", str(p), "--out", str(out), "--preset",
+                     "smoke", "optim.epochs=1", "--quiet"]) == 2, name
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and msg in err[0] and str(p) in err[0], (name, err)
+        assert not (out / "metrics.json").exists()
+        with pytest.raises(UserError, match=msg.split(":")[-1].strip()[:20]):
+            read_labels_csv(p)  # the tiles:TILES?labels= reader is the same
+    bom = tmp_path / "excel.csv"
+    bom.write_bytes("\ufeffslide,label\ns0,a\ns1,b\ns2,a\ns3,b\n".encode())
+    assert read_labels_csv(bom)[0] == {"s0": "a", "s1": "b", "s2": "a", "s3": "b"}
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(bom), "--out", str(tmp_path / "ok"),
+                 "--preset", "smoke", "optim.epochs=1", "--quiet"]) == 0

@@ -17,7 +17,6 @@ epoch; the model after the last epoch is evaluated (no early stopping, no model 
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -48,17 +47,11 @@ class Cohort:
 
 
 def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
-    from gensis.wsi.dataset import class_names
+    from gensis.wsi.dataset import class_names, read_label_rows
 
     bags = list_bags(feats)
     path = Path(labels_csv).expanduser()
-    if not path.is_file():
-        raise UserError(f"labels CSV not found: {path}")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"slide", "label"} <= set(rows[0]):
-        raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(rows[0]) if rows else 'nothing'})")
-    rows = [r for r in rows if r["slide"].strip()]
+    rows = read_label_rows(path)  # stripped; one row per slide, each with a label
     missing = [r["slide"] for r in rows if r["slide"].strip() not in bags]
     rows = [r for r in rows if r["slide"].strip() in bags]
     if missing:

@@ -27,17 +27,46 @@ from gensis.wsi.tilefile import SlideTiles, list_slides, read_slide_tiles, tiles
 PREFIX = "tiles:"
 
 
-def read_labels_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
-    """({slide: label}, {slide: patient}) from a CSV with columns ``slide,label`` (+ optional ``patient``)."""
+def read_label_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a slide labels CSV (columns ``slide,label``, optional ``patient``, ``split``), values stripped,
+    missing cells as ``""``; rows without a slide name are skipped. One ``UserError`` line, naming the file and
+    line, for: no such file, not UTF-8 text, no ``slide``/``label`` header, a row without a label, a slide listed
+    twice (it was counted twice, or silently took its last label). A UTF-8 BOM (Excel's "CSV UTF-8") is read."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"labels CSV not found: {path}")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"slide", "label"} <= set(rows[0]):
-        raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(rows[0]) if rows else 'nothing'})")
-    labels = {r["slide"].strip(): r["label"].strip() for r in rows if r["slide"].strip()}
-    patients = {r["slide"].strip(): (r.get("patient") or "").strip() for r in rows if r["slide"].strip()}
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            raw = [(reader.line_num, r) for r in reader]
+            header = reader.fieldnames or []
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text CSV (it is not UTF-8); save it as CSV (UTF-8)") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: not a readable CSV ({e})") from None
+    if not raw or not {"slide", "label"} <= set(header):
+        raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(header) if header else 'nothing'})")
+    rows: list[dict[str, str]] = []
+    seen: dict[str, int] = {}
+    for line, r in raw:
+        row = {str(k).strip(): (v if isinstance(v, str) else "").strip() for k, v in r.items() if k is not None}
+        if not row["slide"]:
+            continue
+        if not row["label"]:
+            raise UserError(f"{path}, line {line}: slide {row['slide']} has no label")
+        if row["slide"] in seen:
+            raise UserError(f"{path}, line {line}: slide {row['slide']} is listed again (first on line "
+                            f"{seen[row['slide']]}); give each slide one row")
+        seen[row["slide"]] = line
+        rows.append(row)
+    return rows
+
+
+def read_labels_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
+    """({slide: label}, {slide: patient}) from a CSV with columns ``slide,label`` (+ optional ``patient``)."""
+    rows = read_label_rows(path)
+    labels = {r["slide"]: r["label"] for r in rows}
+    patients = {r["slide"]: r.get("patient", "") for r in rows}
     return labels, {k: v for k, v in patients.items() if v}
 
 
