@@ -81,7 +81,7 @@ def test_labels_csv_mistakes_are_one_line_naming_the_line(tmp_path, capsys):
     cases = {"short.csv": ("slide,label\ns0,a\ns1,b\ns2\ns3,b\n", "line 4: slide s2 has no label"),
              "empty-label.csv": ("slide,label\ns0,a\ns1, \ns2,a\n", "line 3: slide s1 has no label"),
              "twice.csv": ("slide,label\ns0,a\ns1,b\ns0,b\ns2,a\n", "line 4: slide s0 is listed again (first on line 2)"),
-             "binary.csv": (b"\xff\xfe\x00\x01garbage", "not a text CSV")}
+             "binary.csv": (b"\xff\xfe\x00\x01garbage", "not a UTF-8 text file")}
     for name, (text, msg) in cases.items():
         p = tmp_path / name
         p.write_bytes(text if isinstance(text, bytes) else text.encode())

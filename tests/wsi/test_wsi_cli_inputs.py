@@ -64,3 +64,29 @@ def test_out_that_is_a_file_is_one_line(tiled, tmp_path, capsys):
         assert main(argv) == 2, argv
         _one_line(capsys, str(f), "cannot make the folder")
     assert f.read_text() == "keep me"
+
+
+def test_mpp_csv_and_slide_lists_that_are_not_text_are_one_line(tiled, tmp_path, capsys):
+    """--mpp-csv or a slide list (.txt/.csv) that is not UTF-8 text was a UnicodeDecodeError traceback; a slide
+    given two mpp values took the last silently; a short row of a slide list CSV was an AttributeError."""
+    d, slide = tiled
+    binary = b"\xff\xfe\x00\x01PK\x03\x04"
+    cases = []
+    for name, text, argv_tail, words in [
+            ("m.csv", binary, lambda p: [str(slide), "--mpp-csv", str(p)], ("m.csv", "not a UTF-8 text file")),
+            ("two.csv", b"slide,mpp\ns,0.5\ns,0.25\n", lambda p: [str(slide), "--mpp-csv", str(p)],
+             ("two.csv:3", "listed again")),
+            ("list.txt", binary, lambda p: [str(p)], ("list.txt", "not a UTF-8 text file")),
+            ("list.csv", binary, lambda p: [str(p)], ("list.csv", "not a UTF-8 text file"))]:
+        p = tmp_path / name
+        p.write_bytes(text)
+        cases.append((p, argv_tail(p), words))
+    capsys.readouterr()
+    for p, tail, words in cases:
+        assert main(["wsi", "tile", *tail, "--out", str(tmp_path / "T"), "--quiet"]) == 2, p
+        _one_line(capsys, *words)
+    assert not (tmp_path / "T").exists()
+    lst = tmp_path / "slides.csv"  # Excel's CSV UTF-8 (BOM), a short row
+    lst.write_bytes(f"\ufeffslide,note\n{slide},first\n\n{slide}\n".encode())
+    assert main(["wsi", "tile", str(lst), "--out", str(tmp_path / "T"), "--mag", "10", "--tile-size", "32",
+                 "--quiet"]) == 0

@@ -12,7 +12,6 @@ are dropped (and counted in a warning).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import sys
 from pathlib import Path
@@ -32,24 +31,17 @@ def read_label_rows(path: str | Path) -> list[dict[str, str]]:
     missing cells as ``""``; rows without a slide name are skipped. One ``UserError`` line, naming the file and
     line, for: no such file, not UTF-8 text, no ``slide``/``label`` header, a row without a label, a slide listed
     twice (it was counted twice, or silently took its last label). A UTF-8 BOM (Excel's "CSV UTF-8") is read."""
+    from gensis.textfile import read_csv
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"labels CSV not found: {path}")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            raw = [(reader.line_num, r) for r in reader]
-            header = reader.fieldnames or []
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text CSV (it is not UTF-8); save it as CSV (UTF-8)") from None
-    except csv.Error as e:
-        raise UserError(f"{path}: not a readable CSV ({e})") from None
+    header, raw = read_csv(path)
     if not raw or not {"slide", "label"} <= set(header):
         raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(header) if header else 'nothing'})")
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
-    for line, r in raw:
-        row = {str(k).strip(): (v if isinstance(v, str) else "").strip() for k, v in r.items() if k is not None}
+    for line, row in raw:
         if not row["slide"]:
             continue
         if not row["label"]:

@@ -14,7 +14,6 @@ slide by name.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,19 +166,23 @@ def slide_id(path: str | Path) -> str:
 
 def read_mpp_csv(path: str | Path) -> dict[str, float]:
     """A CSV with columns ``slide,mpp`` → {slide id or file name: mpp}."""
+    from gensis.textfile import read_csv
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"mpp CSV not found: {path}")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"slide", "mpp"} <= set(rows[0]):
-        raise UserError(f"{path}: needs columns 'slide' and 'mpp' (found: {', '.join(rows[0]) if rows else 'nothing'})")
-    out = {}
-    for i, r in enumerate(rows, start=2):
+    header, rows = read_csv(path)
+    if not rows or not {"slide", "mpp"} <= set(header):
+        raise UserError(f"{path}: needs columns 'slide' and 'mpp' (found: {', '.join(header) if header else 'nothing'})")
+    out: dict[str, float] = {}
+    for i, r in rows:
         mpp = _parse_mpp(r["mpp"])
         if mpp is None:
             raise UserError(f"{path}:{i}: mpp '{r['mpp']}' is not a positive number")
-        out[r["slide"].strip()] = mpp
+        if r["slide"] in out and out[r["slide"]] != mpp:  # was: the last row won silently
+            raise UserError(f"{path}:{i}: slide {r['slide']} is listed again with another mpp ({r['mpp']} after "
+                            f"{out[r['slide']]:g})")
+        out[r["slide"]] = mpp
     return out
 
 
@@ -216,6 +219,8 @@ def resolve_mpp(slide: Slide, source: MppSource | None = None) -> tuple[float, s
 def find_slides(inputs: list[str]) -> list[Path]:
     """Slides from files, folders (every file with a slide extension) and list files (.txt: one path a line;
     .csv: a ``slide`` or ``path`` column). Relative paths in a list file are relative to the list file."""
+    from gensis.textfile import read_csv, read_text
+
     out: list[Path] = []
     for item in inputs:
         p = Path(item).expanduser()
@@ -225,15 +230,14 @@ def find_slides(inputs: list[str]) -> list[Path]:
                 raise UserError(f"no slides ({', '.join(sorted(SLIDE_EXTS))}) in folder {p}")
             out += found
         elif p.suffix.lower() == ".txt" and p.is_file():
-            out += [_rel(p, line.strip()) for line in p.read_text().splitlines()
+            out += [_rel(p, line.strip()) for line in read_text(p).splitlines()
                     if line.strip() and not line.startswith("#")]
         elif p.suffix.lower() == ".csv" and p.is_file():
-            with open(p, newline="") as f:
-                rows = list(csv.DictReader(f))
-            col = next((c for c in ("path", "slide") if rows and c in rows[0]), None)
+            header, rows = read_csv(p)
+            col = next((c for c in ("path", "slide") if rows and c in header), None)
             if col is None:
                 raise UserError(f"{p}: a slide list CSV needs a 'path' or 'slide' column")
-            out += [_rel(p, r[col].strip()) for r in rows if r[col].strip()]
+            out += [_rel(p, r[col]) for _, r in rows if r[col]]
         else:
             out.append(p)  # missing files are reported by name when tiled
     seen: dict[str, Path] = {}
