@@ -359,8 +359,20 @@ def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = 
     from gensis.models.encoder import Encoder as _Encoder
 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
-    return knn_eval(enc, as_image_set(train), as_image_set(test), list(ks), temperature, pick_device(device),
-                    batch_size)
+    return knn_eval(enc, as_image_set(train), as_image_set(test), _numbers(ks, "ks"), temperature,
+                    pick_device(device), batch_size)
+
+
+def _numbers(values: Any, name: str) -> list[Any]:
+    """``ks=20`` as ``[20]`` (was a TypeError from ``list(20)``), any sequence as a list."""
+    if isinstance(values, (int, float, np.integer, np.floating)) and not isinstance(values, bool):
+        return [values]
+    try:
+        return list(values)
+    except TypeError:
+        from gensis.errors import UserError
+
+        raise UserError(f"{name} must be a number or a list of numbers, got {values!r}") from None
 
 
 def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 100,
@@ -373,6 +385,7 @@ def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 
     from gensis.models.encoder import Encoder as _Encoder
 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
+    lrs = _numbers(lrs, "lrs") if lrs is not None else None
     cfg = LinearConfig(lrs=tuple(lrs) if lrs else DEFAULT_LRS, epochs=epochs, aug_copies=aug_copies, seed=seed)
     return linear_eval(enc, as_image_set(train), as_image_set(test), cfg, pick_device(device), batch_size)
 

@@ -349,3 +349,26 @@ def test_a_cache_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys, im
     assert main(["eval", "knn", "--encoder", "pixels", "--train", str(images_npz), "--k", "3",
                  "--cache", str(cache_dir)]) == 0
     assert list(cache_dir.glob("*.safetensors"))
+
+
+def test_knn_and_linear_take_one_number_and_generate_checks_its_embeddings(encoder_run, pixel_eldm_run, images_npz):
+    """gensis.knn(..., ks=20) and linear(..., lrs=0.1) were TypeErrors ('int' object is not iterable); generate()
+    with embeddings of another width was a RuntimeError from deep in the conditioner, with nan embeddings it
+    sampled images silently."""
+    from gensis.eldm.model import load_generator
+
+    train, test = f"{images_npz}@train", f"{images_npz}@val"
+    one = gensis.knn(encoder_run, train, test, ks=3)
+    assert [r["k"] for r in one["results"]] == [3]
+    assert one["results"] == gensis.knn(encoder_run, train, test, ks=[3])["results"]
+    assert [r["lr"] for r in gensis.linear(encoder_run, train, test, epochs=1, lrs=0.1, aug_copies=1)["results"]] == [0.1]
+    with pytest.raises(UserError, match="ks must be a number or a list"):
+        gensis.knn(encoder_run, train, test, ks=None)
+    gen = load_generator(pixel_eldm_run, device="cpu", steps=2)
+    emb = gen.encode(_u8(2))
+    assert gen.embedding_dim == emb.shape[1]
+    with pytest.raises(UserError, match=rf"embeddings must be \(B, {emb.shape[1]}\).*got shape \(2, 5\)"):
+        gen.generate(torch.zeros(2, 5), seeds=0)
+    with pytest.raises(UserError, match="nan or inf"):
+        gen.generate(torch.full_like(emb, float("nan")), seeds=0)
+    assert gen.generate(emb, seeds=0).shape == (2, 3, gen.image_size, gen.image_size)

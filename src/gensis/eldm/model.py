@@ -75,6 +75,11 @@ class ELDMGenerator:
         return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
 
     @property
+    def embedding_dim(self) -> int:
+        """D, the width of the embeddings the E-LDM is conditioned on (its encoder's output)."""
+        return int(self.denoiser.conditioner.proj[1].in_features)
+
+    @property
     def encoder_identity(self) -> str:
         return self.encoder.identity if self.encoder is not None else "-"
 
@@ -111,8 +116,12 @@ class ELDMGenerator:
                        ) -> torch.Tensor:
         """As ``generate`` but returns float images in [−1, 1] (B, 3, S, S) on the CPU (before rounding)."""
         e = torch.as_tensor(embeddings).float()
-        if e.ndim != 2:
-            raise UserError(f"embeddings must be (B, D), got shape {tuple(e.shape)}")
+        d = self.embedding_dim
+        if e.ndim != 2 or e.shape[1] != d:  # another width was a RuntimeError from the conditioner's LayerNorm
+            raise UserError(f"embeddings must be (B, {d}) (this E-LDM's encoder's dimension), got shape "
+                            f"{tuple(e.shape)}")
+        if not bool(torch.isfinite(e).all()):  # nan/inf rows sampled images of nothing, silently
+            raise UserError("embeddings hold nan or inf values")
         seeds = [seeds + i for i in range(len(e))] if isinstance(seeds, int) else [int(s) for s in seeds]
         if len(seeds) != len(e):
             raise UserError(f"{len(e)} embeddings but {len(seeds)} seeds")
