@@ -107,6 +107,16 @@ def _is_figures(path: Path) -> bool:
     return names == set(FIGURES_PNGS) and all((path / n).is_file() for n in FIGURES_PNGS)
 
 
+def _is_mil_predictions(path: Path) -> bool:
+    """``gensis mil predict``: its ``predictions.csv`` (header ``slide,predicted,p_<class>...``; a MIL run's own
+    starts with ``split,``)."""
+    try:
+        with open(path / "predictions.csv", encoding="utf-8") as f:
+            return f.readline().startswith("slide,predicted,p_")
+    except (OSError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str        # the manifest stage, where the writer records one
@@ -131,6 +141,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          lambda p: (p / "tiling.json").is_file() or (p / "patches").is_dir() or any(p.glob("*/tiling.json"))),
     Kind("features", "a features folder (slide bags)", "gensis wsi embed", lambda p: any(p.glob("*.h5"))),
     Kind("eldm-figures", "an E-LDM figures folder", "gensis eldm sample", _is_figures),
+    Kind("mil-predictions", "a MIL predictions folder", "gensis mil predict", _is_mil_predictions),
 )}
 
 

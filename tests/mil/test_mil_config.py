@@ -98,3 +98,38 @@ def test_labels_csv_mistakes_are_one_line_naming_the_line(tmp_path, capsys):
     assert read_labels_csv(bom)[0] == {"s0": "a", "s1": "b", "s2": "a", "s3": "b"}
     assert main(["mil", "train", "--feats", str(feats), "--labels", str(bom), "--out", str(tmp_path / "ok"),
                  "--preset", "smoke", "optim.epochs=1", "--quiet"]) == 0
+
+
+def test_train_and_predict_never_write_into_a_users_folder(tmp_path, capsys):
+    """`mil train --out DIR` replaced DIR/config.yaml (and predictions.csv, metrics.json) of a user's folder,
+    `mil predict --out DIR` its predictions.csv: both now refuse a non-empty folder they did not write (one line,
+    exit 2, nothing touched), and take back their own folder (rerun); a killed run's temporary files go."""
+    import os
+
+    feats, labels = _bags(tmp_path)
+    user = tmp_path / "project"
+    user.mkdir()
+    (user / "config.yaml").write_text("my: settings\n")
+    (user / "predictions.csv").write_text("id,score\n1,0.5\n")
+    before = {p.name: p.read_bytes() for p in user.iterdir()}
+    train = ["mil", "train", "--feats", str(feats), "--labels", str(labels), "--preset", "smoke", "optim.epochs=1",
+             "--quiet", "--out"]
+    capsys.readouterr()
+    assert main([*train, str(user)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "not empty and not a MIL run" in err[0], err
+    run = tmp_path / "mil"
+    assert main([*train, str(run)]) == 0
+    dead = 2 ** 22 + 12345  # above any pid_max default: no such process
+    stale = run / "fold-0" / f".gensis-tmp-model.safetensors.{dead}-0123abcd.tmp"
+    stale.write_bytes(b"half")
+    assert main([*train, str(run)]) == 0 and not stale.exists()  # its own folder, rerun
+    predict = ["mil", "predict", "--run", str(run), "--feats", str(feats), "--no-heatmaps", "--out"]
+    assert main([*predict, str(user)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "not empty and not a MIL predictions folder" in err[0], err
+    assert {p.name: p.read_bytes() for p in user.iterdir()} == before
+    preds = tmp_path / "preds"
+    assert main([*predict, str(preds)]) == 0 and main([*predict, str(preds)]) == 0  # its own output again
+    assert (preds / "predictions.csv").read_text().startswith("slide,predicted,p_a,p_b")
+    assert not os.path.exists(run / ".gensis.lock")

@@ -18,9 +18,9 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
     from gensis.device import pick_device
     from gensis.mil.heatmap import save_heatmap
     from gensis.mil.train import build_model, predict
-    from gensis.rundir import RunDir, atomic_write_text, load_tensors
+    from gensis.rundir import RunDir, atomic_write_text, load_tensors, remove_stale_temps
 
-    from gensis.folder_kind import require_kind
+    from gensis.folder_kind import require_kind, require_own_or_empty
 
     run = Path(run)
     require_kind(run, "mil")
@@ -29,6 +29,7 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
     if Path(out).expanduser().resolve() == run.resolve():  # its predictions.csv holds the cross-validated ones
         raise UserError(f"--out {out} is the MIL run itself (whose predictions.csv holds its cross-validation "
                         f"predictions): use another --out")
+    require_own_or_empty(out, "mil-predictions")  # never over a user's predictions.csv or heatmaps/
     meta = json.loads((run / "mil.json").read_text())
     cfg = RunDir(run).config()
     device = pick_device(cfg["run"]["device"])
@@ -47,6 +48,8 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
     if unknown:
         raise UserError(f"no bag for slide {unknown[0]} in {feats}")
     out = Path(out)
+    for folder in (out, out / "heatmaps"):
+        remove_stale_temps(folder)  # left by a killed predict
     rows = []
     for s in names:
         bag = read_bag(bags[s])

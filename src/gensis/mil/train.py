@@ -178,25 +178,30 @@ def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | P
     """Train and evaluate every split; returns {'splits': {name: metrics}, 'summary': {metric: mean/std}}."""
     from gensis.config import dump
     from gensis.device import pick_device
-    from gensis.rundir import atomic_write_json, atomic_write_text, save_tensors
+    from gensis.rundir import atomic_write_json, atomic_write_text, lock_folder, remove_stale_temps, save_tensors
 
-    from gensis.folder_kind import refuse_other_kind
+    from gensis.folder_kind import require_own_or_empty
 
-    refuse_other_kind(out, "mil")  # never write config.yaml into a pretraining run, a bank, ...
+    # never into a pretraining run, a bank ... or a user's folder (its config.yaml, predictions.csv were replaced)
+    require_own_or_empty(out, "mil")
     cohort = load_cohort(feats, labels_csv)
     splits = make_splits(cohort, cfg)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out)  # one process per MIL run (makes the folder)
+    require_own_or_empty(out, "mil")  # again under the lock
     meta = {"classes": cohort.classes, "in_dim": cohort.dim, "feats": str(Path(feats).resolve()),
             "labels": str(Path(labels_csv).resolve()), "mode": "seeds" if cohort.split is not None else "kfold",
             "grouped_by": "patient" if any(p != s for p, s in zip(cohort.patients, cohort.slides)) else "slide",
             "splits": {s.name: {"seed": s.seed, "train": [cohort.slides[i] for i in s.train],
                                 "test": [cohort.slides[i] for i in s.test]} for s in splits}}
     old = json.loads((out / "mil.json").read_text()) if (out / "mil.json").is_file() else None
-    if old is not None and (old.get("splits") != meta["splits"] or (out / "config.yaml").read_text() != dump(cfg)):
+    conf = out / "config.yaml"
+    if old is not None and (old.get("splits") != meta["splits"] or conf.is_file() and conf.read_text() != dump(cfg)):
         raise UserError(f"{out} holds a MIL run with other settings or slides: use another --out")
-    atomic_write_text(out / "config.yaml", dump(cfg))
-    atomic_write_json(out / "mil.json", meta)
+    for folder in (out, *(out / sp.name for sp in splits)):
+        remove_stale_temps(folder)  # left by a killed run
+    atomic_write_json(out / "mil.json", meta)  # first: it marks the folder as a MIL run (folder_kind)
+    atomic_write_text(conf, dump(cfg))
     device = pick_device(cfg["run"]["device"])
     per_split, rows = {}, []
     pooled_y, pooled_p = [], []
