@@ -97,3 +97,19 @@ def test_two_samples_on_one_out_the_second_is_refused(tmp_path, images_npz, pixe
         for p in started:
             p.kill()
             p.wait()
+
+
+def test_a_killed_samples_temporary_png_is_removed_by_the_rerun(tmp_path, images_npz, pixel_eldm_run):
+    """A kill while `eldm sample` wrote a PNG left its marked temporary file in --out for ever: the rerun removes
+    it (its pid is gone), never a live process's."""
+    import os
+
+    out = tmp_path / "fig"
+    out.mkdir()
+    dead = out / f".gensis-tmp-generative.png.{2 ** 22 + 777}-0123abcd.tmp"  # above any default pid_max
+    live = out / f".gensis-tmp-generative.png.{os.getppid()}-0123abcd.tmp"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    assert main(["eldm", "sample", "--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--out", str(out),
+                 "--device", "cpu", "--steps", "2", "figures.rows=2", "figures.per_image=1", "figures.pairs=1"]) == 0
+    assert not dead.exists() and live.read_bytes() == b"being written" and (out / "generative.png").is_file()

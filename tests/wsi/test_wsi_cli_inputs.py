@@ -90,3 +90,49 @@ def test_mpp_csv_and_slide_lists_that_are_not_text_are_one_line(tiled, tmp_path,
     lst.write_bytes(f"\ufeffslide,note\n{slide},first\n\n{slide}\n".encode())
     assert main(["wsi", "tile", str(lst), "--out", str(tmp_path / "T"), "--mag", "10", "--tile-size", "32",
                  "--quiet"]) == 0
+
+
+def test_a_killed_export_embed_or_tile_leaves_nothing_the_rerun_does_not_remove(tiled, tmp_path):
+    """A kill during `wsi export` (or tile / embed) left its marked temporary file for ever; the rerun removes
+    those whose pid is gone, never a live process's or a user's file."""
+    import os
+    import subprocess
+    import sys
+
+    d, slide = tiled
+    out = tmp_path / "E"
+    killed = f"""
+import os
+import gensis.rundir as r
+r._commit = lambda tmp, path: os._exit(9)  # killed between writing a tile and renaming it into place
+from gensis.cli.main import main
+main(["wsi", "export", "--tiles", {str(d / "T")!r}, "--out", {str(out)!r}, "--quiet"])
+"""
+    p = subprocess.run([sys.executable, "-c", killed], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 9, p.stderr[-2000:]
+    left = [q.name for q in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".gensis-tmp-")  # what the kill leaves
+    live = os.getppid()  # a running process: its temporary file is kept
+    dead = 2 ** 22 + 4321  # above any default pid_max: no such process
+    keep = [out / f".gensis-tmp-x.png.{live}-0123abcd.tmp", out / "notes.tmp", out / ".x.png.12345-0123abcd.tmp"]
+    for k in keep:
+        k.write_text("keep me")
+    assert main(["wsi", "export", "--tiles", str(d / "T"), "--out", str(out), "--quiet"]) == 0
+    names = {q.name for q in out.iterdir()}
+    assert left[0] not in names and {k.name for k in keep} <= names
+    assert len([n for n in names if n.endswith(".png")]) > 0 and all(k.read_text() == "keep me" for k in keep)
+
+    feats, tiles = tmp_path / "F", tmp_path / "T"
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(d / "T"), "--out", str(feats), "--quiet",
+                 "--device", "cpu", "--workers", "0"]) == 0
+    assert main(["wsi", "tile", str(slide), "--out", str(tiles), "--mag", "10", "--tile-size", "32", "--quiet"]) == 0
+    settings = next(tiles.iterdir())
+    stale = [feats / f".gensis-tmp-s.h5.{dead}-0123abcd.tmp", settings / "patches" / f".gensis-tmp-s.h5.{dead}-1.tmp",
+             settings / "thumbnails" / f".gensis-tmp-s.png.{dead}-0123abcd.tmp"]
+    stale[1] = stale[1].with_name(f".gensis-tmp-s.h5.{dead}-89abcdef.tmp")
+    for s in stale:
+        s.write_bytes(b"half")
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(d / "T"), "--out", str(feats), "--quiet",
+                 "--device", "cpu", "--workers", "0"]) == 0
+    assert main(["wsi", "tile", str(slide), "--out", str(tiles), "--mag", "10", "--tile-size", "32", "--quiet"]) == 0
+    assert not any(s.exists() for s in stale)

@@ -126,7 +126,7 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     """Both grids for held-out images of ``ds``; returns the PNG paths."""
     from gensis.data.loader import load_images
     from gensis.folder_kind import require_own_or_empty
-    from gensis.rundir import atomic_save_image, atomic_write_json, lock_folder
+    from gensis.rundir import atomic_save_image, atomic_write_json, lock_folder, remove_stale_temps
 
     require_own_or_empty(out, "eldm-figures")  # never into a user's folder (e.g. a class folder of their images)
     out = Path(out)
@@ -146,6 +146,7 @@ def write_figures(gen, ds, out: str | Path, fig: dict, **settings) -> list[Path]
     p1 = out / PNGS[0]
     lock_folder(out)  # made only once there is something to write (a bad setting leaves no folder); one process
     require_own_or_empty(out, "eldm-figures")  # again under the lock: another process may have written it meanwhile
+    remove_stale_temps(out)  # a killed sample's temporary PNG (marked, its pid gone)
     atomic_write_json(out / MARKER, {"format": MARKER_FORMAT, "files": list(PNGS)})  # first: the folder is ours
     atomic_save_image(g, p1)
     a, b = pick_pairs(ds, int(fig["pairs"]), int(fig["seed"]))

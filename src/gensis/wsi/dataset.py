@@ -189,9 +189,11 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
     from PIL import Image
 
     from gensis.progress import progress
-    from gensis.rundir import atomic_save_image
+    from gensis.rundir import atomic_save_image, remove_stale_temps
 
     out = Path(out)
+    for folder in (out, *(out / c for c in (ds.classes or []) if ds.labels is not None)):
+        remove_stale_temps(folder)  # a killed export's temporary files (marked, their pid gone)
     n = 0
     for i in progress(range(len(ds)), total=len(ds), desc="export", disable=quiet):
         s, x, y = ds.location(i)

@@ -51,8 +51,11 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
     enc = _encoder(encoder_spec, like)
     dev = pick_device(device)
     enc.to(dev)
+    from gensis.rundir import remove_stale_temps
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # a killed run's temporary bag files (marked, their pid gone)
     status: dict[str, str] = {}
     todo = []
     for s, st in enumerate(ds.slides):
