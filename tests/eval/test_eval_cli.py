@@ -71,6 +71,8 @@ def test_explicit_splits_and_same_set_warning(tmp_path, capsys):
     (["--k", "1000"], "more than"),
     (["--temperature", "0"], "temperature"),
     (["--val-fraction", "1.5"], "val-fraction"),
+    (["--split-seed", "-1"], "--split-seed must be >= 0"),  # was numpy's ValueError traceback
+    (["--encoder", "random", "--init-seed", "-1"], "--init-seed must be >= 0"),
 ])
 def test_knn_user_errors(tmp_path, capsys, argv, msg):
     args = ["eval", "knn", "--encoder", "pixels", "--train", str(_npz(tmp_path))] + argv  # the last one wins
@@ -126,3 +128,17 @@ def test_json_never_overwrites_a_file_gensis_did_not_write_as_a_result(tmp_path,
     out = tmp_path / "res.json"
     assert main([*argv, str(out)]) == 0 and main([*argv, str(out)]) == 0  # a rerun replaces its own result
     assert json.loads(out.read_text())["protocol"] == "knn"
+
+
+def test_negative_seeds_are_one_line(tmp_path, capsys):
+    """`eval umap --seed -1` was numpy's ValueError traceback; open_data(seed=-1) from Python likewise."""
+    import gensis
+    from gensis.errors import UserError
+
+    data = _npz(tmp_path)
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(data), "--out", str(tmp_path / "u.png"),
+                 "--seed", "-1"]) == 2
+    assert "--seed must be >= 0" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "u.png").exists()
+    with pytest.raises(UserError, match="split seed .* must be an integer >= 0, got -1"):
+        gensis.open_data(data, "train", seed=-1)

@@ -566,6 +566,8 @@ def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_frac
     Folders of at most ``FULL_DECODE_LIMIT`` images are decoded completely first; an unreadable image (here or
     when read later) is an error naming it, or, with ``skip_bad_images``, skipped and counted.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's traceback
+        raise UserError(f"the split seed (data.split_seed, --split-seed) must be an integer >= 0, got {seed}")
     ds = DataSpec.parse(os.fspath(spec) if isinstance(spec, os.PathLike) else spec)
     split = ds.split or default_split
     if split not in ("train", "val", "all"):

@@ -51,6 +51,10 @@ def setup_runtime(args):
         torch.set_num_threads(args.threads)
     if getattr(args, "feature_batch_size", 1) < 1:
         raise UserError(f"--feature-batch-size must be >= 1, got {args.feature_batch_size}")
+    for name in ("seed", "init_seed", "split_seed"):  # negative ones were numpy tracebacks (umap, split)
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     try:
         device = pick_device(getattr(args, "device", "auto"))
     except RuntimeError as e:
