@@ -78,7 +78,7 @@ class Trainer:
         t.schedule(i, 0)
         loss, _ = t.step(t.model, t.prepare(self.batches[i % len(self.batches)]), i, 0)
         t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        t.backward(loss)
         clip_gradients(self.params, t.clip_mode, t.clip_value)
         t.before_update(0)
         t.optimizer.step()

@@ -56,7 +56,7 @@ def gensis_step(task: PretrainTask, batch) -> callable:
         task.schedule(0, 0)
         loss, _ = task.step(task.model, task.prepare(batch), 0, 0)  # masks drawn, fixed crops
         task.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        task.backward(loss)
         clip_gradients(params, task.clip_mode, task.clip_value)
         task.before_update(0)
         task.optimizer.step()

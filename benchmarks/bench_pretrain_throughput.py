@@ -20,7 +20,11 @@ images/s = steps · batch / seconds. Also printed: the CPU time each side used (
 workers included), which on a machine shared with other jobs says how much work each side did, whatever share
 of the cores it got (more processes get more of a loaded machine). Runs alternate gensis, lightly, lightly,
 gensis ... (``--reps`` pairs) in one process so that load from other processes hits both alike; the machine's
-load is printed.
+load is printed. Before them, ``--warmup`` (1) untimed 2-step runs of each side pay the process's one-off costs.
+
+gensis on a CPU whose torch threads leave a core free (``--threads 1`` on 2 cores) uses a helper thread
+(``gensis.train.overlap``: next batch's crops, teacher forward, half of the backbone's backward), as lightly's
+loop uses its DataLoader worker processes; the CPU time columns include both.
 
 The precision each side actually ran in is checked, not assumed: the dtype of the Linear layers' outputs in its
 first steps (``_timing.PrecisionProbe``) and, for gensis, ``use_bf16`` of the ``train.amp`` its run folder's
@@ -57,15 +61,17 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def measured(fn, side: str, want: str) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one call of ``fn``, which must run its matrix multiplies in ``want``
-    ('fp32' or 'bf16'; observed with ``PrecisionProbe``, the benchmark stops otherwise)."""
-    c0, t0 = cpu_seconds(), time.perf_counter()
+def measured(fn, side: str, want: str) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, CPU seconds of the calling thread) of one call of ``fn``, which must run its
+    matrix multiplies in ``want`` ('fp32' or 'bf16'; observed with ``PrecisionProbe``, the benchmark stops
+    otherwise). The calling thread is the one that trains on both sides: the rest of the CPU time is lightly's
+    DataLoader workers or gensis's helper thread, work that can run on another core."""
+    c0, t0, m0 = cpu_seconds(), time.perf_counter(), time.thread_time()
     with PrecisionProbe() as probe:
         fn()
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    wall, cpu, main = time.perf_counter() - t0, cpu_seconds() - c0, time.thread_time() - m0
     require_precision(side, probe.name, want)
-    return wall, cpu
+    return wall, cpu, main
 
 
 class PILImages(Dataset):
@@ -101,7 +107,7 @@ def gensis_setting(run_dir: str) -> str:
     return "bf16" if use_bf16(torch.device("cpu"), amp) else "fp32"
 
 
-def run_gensis(method: str, args, batch: int) -> tuple[float, float]:
+def run_gensis(method: str, args, batch: int) -> tuple[float, float, float]:
     import gensis
 
     want = PRECISION[args.gensis_amp]
@@ -114,7 +120,7 @@ def run_gensis(method: str, args, batch: int) -> tuple[float, float]:
     return out
 
 
-def run_lightly(method: str, args, cfg: dict) -> tuple[float, float]:
+def run_lightly(method: str, args, cfg: dict) -> tuple[float, float, float]:
     return measured(lambda: lightly_training(method, args, cfg), "lightly", "fp32")
 
 
@@ -152,6 +158,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="builtin:animal-mnist")
     ap.add_argument("--steps", type=int, default=40, help="training steps of each run")
     ap.add_argument("--reps", type=int, default=2, help="pairs of runs (gensis, lightly), alternating order")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed 2-step runs of each side (lightly, gensis) before the timed ones (default 1): the "
+                    "process's one-off costs (first use of a kernel, lazily loaded code) are paid by neither side's "
+                    "timed runs (without it the first timed run, gensis's, pays them)")
     ap.add_argument("--workers", type=int, default=2, help="lightly's DataLoader worker processes")
     ap.add_argument("--lightly-batched", action="store_true",
                     help="lightly side: one backbone call per crop size (gensis's batching) instead of per view")
@@ -183,18 +193,29 @@ def main(argv=None) -> int:
                           overrides_for(method, args.steps, batch, args.threads, args.gensis_amp))
         times: dict[str, list[float]] = {"gensis": [], "lightly": []}
         cpu: dict[str, list[float]] = {"gensis": [], "lightly": []}
+        mains: dict[str, list[float]] = {"gensis": [], "lightly": []}
         run = {"gensis": lambda: run_gensis(method, args, batch), "lightly": lambda: run_lightly(method, args, cfg)}
+        if args.warmup:
+            short = argparse.Namespace(**{**vars(args), "steps": 2})
+            cfg_short = load_config("pretrain", args.preset,
+                                    overrides_for(method, 2, batch, args.threads, args.gensis_amp))
+            for _ in range(args.warmup):
+                run_lightly(method, short, cfg_short)
+                run_gensis(method, short, batch)
+            print(f"  {method}: {args.warmup} untimed 2-step run(s) of each side first", flush=True)
         for r in range(args.reps):
             for side in (("gensis", "lightly") if r % 2 == 0 else ("lightly", "gensis")):
-                wall, cpu_s = run[side]()
+                wall, cpu_s, main_s = run[side]()
+                mains[side].append(main_s)
                 times[side].append(wall)
                 cpu[side].append(cpu_s)
                 prec = PRECISION[args.gensis_amp] if side == "gensis" else "fp32"  # checked by measured()
                 print(f"  {method} {side} ({prec}): {wall:.1f} s ({args.steps * batch / wall:.1f} images/s), "
-                      f"CPU {cpu_s:.1f} s ({1000 * cpu_s / (args.steps * batch):.0f} CPU-ms/image)  [{load_line()}]",
+                      f"CPU {cpu_s:.1f} s ({1000 * cpu_s / (args.steps * batch):.0f} CPU-ms/image; training thread {main_s:.1f} s)  [{load_line()}]",
                       flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        med_main = {k: statistics.median(v) for k, v in mains.items()}
         results[method] = med["lightly"] / med["gensis"]
         print(f"{method}: {cfg['model']['arch']} depth {cfg['model']['depth']}, 2x{cfg['data']['image_size']}px + "
               f"{0 if method == 'simclr' else cfg['aug']['n_local']}x{cfg['aug']['local_size']}px, batch {batch}, "
@@ -202,7 +223,9 @@ def main(argv=None) -> int:
               f"{med['gensis']:.1f} / lightly {med['lightly']:.1f}; "
               f"images/s {args.steps * batch / med['gensis']:.1f} / {args.steps * batch / med['lightly']:.1f}; "
               f"speedup gensis/lightly {results[method]:.2f}x; CPU s per run {med_cpu['gensis']:.1f} / "
-              f"{med_cpu['lightly']:.1f} (CPU ratio lightly/gensis {med_cpu['lightly'] / med_cpu['gensis']:.2f})",
+              f"{med_cpu['lightly']:.1f} (CPU ratio lightly/gensis {med_cpu['lightly'] / med_cpu['gensis']:.2f}); training thread's CPU s "
+              f"{med_main['gensis']:.1f} / {med_main['lightly']:.1f} (ratio {med_main['lightly'] / med_main['gensis']:.2f}: "
+              f"the speedup on 2 idle cores if the other threads and processes keep up on the second one)",
               flush=True)
     print(f"\nspeedup (gensis {PRECISION[args.gensis_amp]} images/s ÷ lightly fp32 images/s): "
           + ", ".join(f"{m} {s:.2f}x" for m, s in results.items()) + f"   [{load_line()}]")

@@ -12,9 +12,11 @@ One training step, top to bottom (``PretrainTask.step``; the loop around it is `
     loss = method.loss(s_out, t_out) [+ λ · disentanglement]
     (loop) backward → clip → no last-layer update in the first epoch(s) → AdamW step → EMA of the teacher
 
-The first three lines (``PretrainTask.prepare``: crops, Gen- views, masks) make a batch's ``StepInputs``; on a
-CPU with a free core they run one batch ahead on a helper thread, and the teacher's forward runs there next to
-the student's (``gensis.train.overlap``: the same results as in order on one thread).
+The first three lines (``PretrainTask.prepare``: crops, Gen- views, masks) make a batch's ``StepInputs``. On a
+CPU with a free core (``gensis.train.overlap``) they run one batch ahead on a helper thread, the teacher's forward
+runs there next to the student's, and the backward of the backbone is split by crop size (globals here, the
+rest there, ``PretrainTask.backward``): the same results as in order on one thread (bit for bit with two crop
+sizes; the Gen- extra views add a third group, whose gradients are then summed in another order).
 
 Schedules (per iteration): lr (linear warm-up + cosine), weight decay (cosine), and the method's own
 (teacher momentum, teacher temperature ...). All as in DINO's ``main_dino.py``.
@@ -23,6 +25,7 @@ Schedules (per iteration): lr (linear warm-up + cosine), weight decay (cosine), 
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +42,7 @@ from gensis.models.backbone import (check_patch_multiple, fused_attention_for_tr
 from gensis.rundir import RunDir, save_tensors
 from gensis.ssl.gen import GenViews
 from gensis.ssl.methods import build_method
-from gensis.ssl.methods.base import Method, StepInfo, Views
+from gensis.ssl.methods.base import Method, StepInfo, Views, backward_cuts, cut_backbone_outputs
 from gensis.ssl.schedules import cosine_schedule
 from gensis.train.foreach import ema_update
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
@@ -168,7 +171,8 @@ class PretrainTask(Task):
         t_job = None
         if self.method.teacher is not None:  # on the helper thread while the student runs here (rt.overlap)
             t_job = self.overlap.submit(self._teacher_forward, views, batch.teacher_extra)
-        with self.rt.autocast():
+        self._cuts = [] if self.overlap.enabled else None  # backbone outputs whose backward runs in two halves
+        with self.rt.autocast(), (cut_backbone_outputs(self._cuts) if self._cuts is not None else nullcontext()):
             s_out = model(views)
         t_out = t_job.result() if t_job is not None else None
         loss, parts = self.method.loss(s_out, t_out, info)
@@ -177,6 +181,19 @@ class PretrainTask(Task):
             parts["loss_disent"] = l_dis.detach()
             loss = loss + self.cfg["gen"]["disent_weight"] * l_dis
         return loss, parts
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``; on a free core (``rt.overlap``) it stops at the backbone outputs and the backbone's
+        backward runs in two halves at once: the first crop group's here, the other groups' on the helper thread
+        (the autograd engine runs CPU work on the thread that calls it; ``.grad`` accumulation is locked)."""
+        loss.backward()
+        cuts, self._cuts = getattr(self, "_cuts", None), None
+        if not cuts:
+            return
+        job = self.overlap.submit(backward_cuts, cuts[1:]) if len(cuts) > 1 else None
+        backward_cuts(cuts[:1])
+        if job is not None:
+            job.result()
 
     def before_update(self, epoch: int) -> None:
         if epoch < self.cfg["optim"]["freeze_last_layer"]:

@@ -6,7 +6,7 @@ once for all of them. One iteration, top to bottom::
     values = task.schedule(it, epoch)              lr / weight decay / momentum ... of this iteration
     guard.save_state()                             deferred check only: centers, buffers as they are
     loss, parts = task.step(model, batch, it, epoch)   forward + loss (model = DDP(task.model) under torchrun)
-    zero_grad → loss.backward()
+    zero_grad → task.backward(loss)                 loss.backward() (pretraining on a free core: on two threads)
     grad_norm = clip_gradients(...)                per-parameter (DINO) or global, torch._foreach_* kernels
     task.before_update(epoch)                      e.g. no update of DINO's last layer in the first epoch(s)
     guard.check(loss, grad_norm)                   non-finite → no update from this step on (see below)
@@ -162,6 +162,10 @@ class Task:
     def step(self, model: nn.Module, batch: Any, it: int, epoch: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Forward and loss of one batch: (scalar loss, named detached scalars to log)."""
         raise NotImplementedError
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Gradients of ``loss`` into the parameters' ``.grad`` (a task may split the work across threads)."""
+        loss.backward()
 
     def before_update(self, epoch: int) -> None:
         pass
@@ -438,7 +442,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
             guard.save_state()
             loss, parts = task.step(model, batch, it, epoch)
             task.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            task.backward(loss)
             grad_norm = clip_gradients(params, task.clip_mode, task.clip_value)
             task.before_update(epoch)
             guard.check(it, loss, grad_norm)  # before anything is updated

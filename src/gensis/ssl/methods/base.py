@@ -88,8 +88,10 @@ Patch-level losses are untouched by Gen- (the paper applies disentanglement to t
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -156,10 +158,50 @@ def run_backbone(backbone: nn.Module, crops: list[torch.Tensor], masks: list[tor
             end += 1
         b = [c.shape[0] for c in crops[start:end]]
         m = None if masks[start] is None else torch.cat(masks[start:end])  # (n·B, N)
-        tok = forward_tokens(backbone, torch.cat(crops[start:end]), m, mask_token)  # (n·B, D), (n·B, N, D)
+        tok = _cut(forward_tokens(backbone, torch.cat(crops[start:end]), m, mask_token))  # (n·B, D), (n·B, N, D)
         out.extend(Tokens(c, p) for c, p in zip(tok.cls.split(b), tok.patch.split(b)))
         start = end
     return out
+
+
+Cut = tuple[Tokens, Tokens]  # (backbone outputs in the autograd graph, detached leaves that replace them)
+_CUTS: ContextVar["list[Cut] | None"] = ContextVar("gensis_backbone_cuts", default=None)
+
+
+@contextmanager
+def cut_backbone_outputs(cuts: list[Cut]) -> Iterator[list[Cut]]:
+    """Within this block (on this thread), ``run_backbone`` hands out each crop group's outputs as detached
+    leaves and appends (outputs, leaves) to ``cuts``: ``loss.backward()`` then stops at the leaves and
+    ``backward_cuts`` runs the backbone's backward of each group, on two threads (``PretrainTask.backward``).
+    Same gradients: with two groups bit for bit (each parameter gets one contribution per group and a sum of
+    two is the same in either order), with more the groups' sum in another order (rounding)."""
+    token = _CUTS.set(cuts)
+    try:
+        yield cuts
+    finally:
+        _CUTS.reset(token)
+
+
+def _cut(tok: Tokens) -> Tokens:
+    cuts = _CUTS.get()
+    if cuts is None or not torch.is_grad_enabled() or not tok.cls.requires_grad:
+        return tok
+    leaves = Tokens(tok.cls.detach().requires_grad_(), tok.patch.detach().requires_grad_())
+    cuts.append((tok, leaves))
+    return leaves
+
+
+def backward_cuts(cuts: list[Cut]) -> None:
+    """The backbone's backward of the cut groups, from the gradients ``loss.backward()`` left in their leaves
+    (one autograd call: the groups' gradients are summed before they reach the parameters)."""
+    outs, grads = [], []
+    for tok, leaves in cuts:
+        for out, leaf in ((tok.cls, leaves.cls), (tok.patch, leaves.patch)):
+            if leaf.grad is not None:  # an output the loss did not read (DINO's patch tokens) has none
+                outs.append(out)
+                grads.append(leaf.grad)
+    if outs:
+        torch.autograd.backward(outs, grads)
 
 
 def default_param_groups(module: nn.Module, last_layer: set[int] = frozenset()) -> list[dict]:
