@@ -136,3 +136,36 @@ main(["wsi", "export", "--tiles", {str(d / "T")!r}, "--out", {str(out)!r}, "--qu
                  "--device", "cpu", "--workers", "0"]) == 0
     assert main(["wsi", "tile", str(slide), "--out", str(tiles), "--mag", "10", "--tile-size", "32", "--quiet"]) == 0
     assert not any(s.exists() for s in stale)
+
+
+def test_a_damaged_tiling_json_is_rewritten_and_a_concurrent_runs_slides_are_kept(tiled, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """A damaged TILES/tiling.json was a JSONDecodeError (or TypeError) traceback on the next `wsi tile`; two
+    `wsi tile` runs into one folder (a job array) each rewrote it from what they read at their start, dropping
+    the other's slides."""
+    import json
+
+    import gensis.wsi.tiler as tiler
+
+    d, slide = tiled
+    argv = ["wsi", "tile", str(slide), "--out", str(tmp_path / "T"), "--mag", "10", "--tile-size", "32", "--quiet"]
+    assert main(argv) == 0
+    manifest = next((tmp_path / "T").iterdir()) / "tiling.json"
+    for damage in ('{"slides": {', "[1, 2]", '{"slides": 3}'):
+        manifest.write_text(damage)
+        capsys.readouterr()
+        assert main(argv) == 0, damage
+        err = capsys.readouterr().err
+        assert "tiling.json is damaged" in err and "Traceback" not in err
+        assert json.loads(manifest.read_text())["slides"]["s"]["status"] in ("done", "skipped")
+    tile_slide = tiler.tile_slide
+
+    def another_run_finishes_meanwhile(*a, **kw):
+        m = json.loads(manifest.read_text())
+        m["slides"]["other"] = {"status": "done", "n_tiles": 7}
+        manifest.write_text(json.dumps(m))
+        return tile_slide(*a, **kw)
+
+    monkeypatch.setattr(tiler, "tile_slide", another_run_finishes_meanwhile)
+    assert main(argv) == 0
+    assert set(json.loads(manifest.read_text())["slides"]) == {"s", "other"}

@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,6 +142,39 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
                            error=f"slide {path}: {type(e).__name__}: {e}")
 
 
+def _read_manifest(path: Path, warn: bool = False) -> dict:
+    """``tiling.json`` (settings + per-slide status; the tile files themselves are the data), or ``{}`` when
+    missing or damaged (a JSONDecodeError / TypeError traceback before): it is then rewritten."""
+    try:
+        m = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        m = None
+    if isinstance(m, dict) and isinstance(m.get("slides", {}), dict):
+        return m
+    if warn:
+        print(f"gensis: warning: {path} is damaged; it is rewritten with the slides tiled from now on (the tile "
+              f"files are not affected)", file=sys.stderr)
+    return {}
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the folder itself (no file is added), held while tiling.json is updated."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no concurrent runs are coordinated
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def outline_tiles(thumb: np.ndarray, coords: np.ndarray, size0: int, scale: tuple[float, float],
                   color=(0, 160, 0)) -> np.ndarray:
     """The thumbnail with each tile's outline drawn."""
@@ -179,25 +215,26 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
     for folder in (out, out / "patches", out / "thumbnails", out / "visualization"):
         remove_stale_temps(folder)  # a killed run's temporary files (marked, their pid gone)
     manifest_path = out / "tiling.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest["settings"] = asdict(settings)
-    manifest.setdefault("slides", {})
+    _read_manifest(manifest_path, warn=True)  # a damaged one is named once, then rewritten
     results: list[SlideResult] = []
     bar = progress(total=len(slides), desc="tiling", unit="slide", disable=quiet or len(slides) == 1)
 
     def record(r: SlideResult) -> None:
         results.append(r)
-        prev = manifest["slides"].get(r.slide, {})
-        if r.status == "skipped" and prev.get("status") == "done":
-            r.n_tiles = prev.get("n_tiles", 0)
-        else:
-            manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
+        with _folder_lock(out):  # re-read: another `wsi tile` on this folder (a job array) may have added slides
+            manifest = _read_manifest(manifest_path)
+            manifest["settings"] = asdict(settings)
+            prev = manifest.setdefault("slides", {}).get(r.slide, {})
+            if r.status == "skipped" and prev.get("status") == "done":
+                r.n_tiles = prev.get("n_tiles", 0)
+            else:
+                manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
+            atomic_write_json(manifest_path, manifest)
         if r.status == "failed" and len(slides) > 1:  # a single slide's error is the command's error line
             bar.write(f"gensis: skipped {r.error}", file=sys.stderr)
         bar.update(1)
         bar.set_postfix(tiles=sum(x.n_tiles for x in results), failed=sum(x.status == "failed" for x in results),
                         refresh=False)
-        atomic_write_json(manifest_path, manifest)
 
     if workers <= 1 or len(slides) == 1:
         for p in slides:
