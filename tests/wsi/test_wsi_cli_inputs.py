@@ -169,3 +169,31 @@ def test_a_damaged_tiling_json_is_rewritten_and_a_concurrent_runs_slides_are_kep
     monkeypatch.setattr(tiler, "tile_slide", another_run_finishes_meanwhile)
     assert main(argv) == 0
     assert set(json.loads(manifest.read_text())["slides"]) == {"s", "other"}
+
+
+def test_embed_never_replaces_files_that_are_not_its_bags(tiled, tmp_path, capsys):
+    """`wsi embed --out TILES/<settings>/patches` replaced every tile coordinate file with a bag (the tiling was
+    gone), and any <slide>.h5 of the user's in --out likewise: refused in one line, nothing written; an earlier
+    bag (of this or another encoder) is still replaced or kept as before."""
+    import shutil
+
+    d, slide = tiled
+    tiles = tmp_path / "T"
+    shutil.copytree(d / "T", tiles)
+    patches = next(tiles.iterdir()) / "patches"
+    before = {p.name: p.read_bytes() for p in patches.iterdir()}
+    embed = ["wsi", "embed", "--tiles", str(tiles), "--quiet", "--device", "cpu", "--workers", "0", "--encoder"]
+    capsys.readouterr()
+    assert main([*embed, "pixels", "--out", str(patches)]) == 2
+    _one_line(capsys, "s.h5", "not a bag of tile embeddings", "gensis-tiles")
+    assert {p.name: p.read_bytes() for p in patches.iterdir()} == before
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "s.h5").write_bytes(b"my own data")
+    assert main([*embed, "pixels", "--out", str(user)]) == 2
+    _one_line(capsys, "not a readable HDF5 file")
+    assert (user / "s.h5").read_bytes() == b"my own data"
+    feats = tmp_path / "F"
+    assert main([*embed, "pixels", "--out", str(feats)]) == 0
+    assert main([*embed, "random", "--out", str(feats)]) == 0  # another encoder's bags: replaced, as before
+    assert "1 slide(s), 0 already done" in capsys.readouterr().out

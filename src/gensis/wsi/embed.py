@@ -7,6 +7,7 @@ same encoder and tiles is skipped, so a killed run resumes at the slide it was o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from gensis.errors import UserError
-from gensis.mil.bags import read_bag_attrs, write_bag
+from gensis.mil.bags import FORMAT as BAG_FORMAT, read_bag_attrs, write_bag
 
 if TYPE_CHECKING:
     from gensis.models.encoder import Encoder
@@ -59,7 +60,12 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
     status: dict[str, str] = {}
     todo = []
     for s, st in enumerate(ds.slides):
-        a = read_bag_attrs(out / f"{st.slide_id}.h5")
+        path = out / f"{st.slide_id}.h5"
+        a = read_bag_attrs(path)
+        if os.path.lexists(path) and (a is None or a.get("format") != BAG_FORMAT):  # e.g. --out TILES/.../patches
+            what = f"format {a.get('format')!r}" if a is not None else "not a readable HDF5 file"
+            raise UserError(f"--out {out} holds {path.name}, which is not a bag of tile embeddings ({what}); "
+                            f"`wsi embed` would replace it: use another --out (nothing was written)")
         if a and a.get("encoder_identity") == enc.identity and a.get("tiles_key") == st.attrs.get("settings_key"):
             status[st.slide_id] = "skipped"
         else:
