@@ -171,7 +171,8 @@ class PretrainTask(Task):
         t_job = None
         if self.method.teacher is not None:  # on the helper thread while the student runs here (rt.overlap)
             t_job = self.overlap.submit(self._teacher_forward, views, batch.teacher_extra)
-        self._cuts = [] if self.overlap.enabled else None  # backbone outputs whose backward runs in two halves
+        # backbone outputs whose backward runs in two halves: only with a second crop group (local or extra views)
+        self._cuts = [] if self.overlap.enabled and (views.local_views or views.extra) else None
         with self.rt.autocast(), (cut_backbone_outputs(self._cuts) if self._cuts is not None else nullcontext()):
             s_out = model(views)
         t_out = t_job.result() if t_job is not None else None
