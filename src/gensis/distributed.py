@@ -27,7 +27,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from gensis.errors import UserError
+from gensis.errors import UserError, prints_error  # noqa: F401 (re-exported: its old home)
 
 FAILED_KEY = "gensis/failed"
 ACK_KEY = "gensis/failed-seen"  # ranks that have read FAILED_KEY
@@ -149,12 +149,6 @@ def report_failure(error: BaseException | str) -> None:
                 time.sleep(0.02)
     except Exception:
         pass  # the store is gone: the others notice that themselves
-
-
-def prints_error(error: BaseException) -> bool:
-    """Whether this process prints ``error``: always, except an ``all_ranks`` error on a rank other than 0
-    (``RANK`` as torchrun sets it; the process group may already be gone)."""
-    return not getattr(error, "all_ranks", False) or os.environ.get("RANK", "0") in ("", "0")
 
 
 def abort() -> None:

@@ -84,3 +84,31 @@ def test_demo_negative_seed_is_refused_before_anything_is_written(tmp_path, caps
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and "seed" in err[0] and ">= 0" in err[0], (argv, err)
         assert not out.exists(), argv
+
+
+def test_ctrl_c_while_torch_is_being_imported_is_one_line(tmp_path):
+    """A Ctrl-C in the first seconds of a command (torch still importing) printed two tracebacks: the CLI's error
+    path imported gensis.distributed, hence torch again, whose half-done first import made that a RuntimeError
+    ('Trying to override a python impl ...'). Now: 'gensis: interrupted', exit 130."""
+    script = f"""
+import sys
+import gensis.cli.report as report
+
+class HalfImportedTorch:  # what a Ctrl-C inside `import torch` leaves: importing it again fails
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise RuntimeError("Trying to override a python impl for DispatchKey.Meta on operator aten::x")
+        return None
+
+def interrupted(args):
+    sys.meta_path.insert(0, HalfImportedTorch())
+    raise KeyboardInterrupt
+
+report.run = interrupted
+from gensis.cli.main import main
+sys.exit(main(["report", {str(tmp_path)!r}]))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "GENSIS_NO_PROGRESS": "1"})
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert r.stderr.strip() == "gensis: interrupted", r.stderr[-2000:]

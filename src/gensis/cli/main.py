@@ -102,18 +102,20 @@ def main(argv: list[str] | None = None) -> int:
             result = args.func(args)
         except BaseException as e:
             # under torchrun: tell the other ranks (they stop at their next wait with one line) and leave the
-            # process group without waiting for them
-            from gensis.distributed import abort, report_failure
-
-            report_failure(e)
-            abort()
+            # process group without waiting for them. Only a command that loaded gensis.distributed can have a
+            # process group: importing it here would import torch, which a Ctrl-C in the middle of torch's own
+            # import leaves half-registered (a second import raised a RuntimeError traceback over the Ctrl-C)
+            dist = sys.modules.get("gensis.distributed")
+            if dist is not None:
+                dist.report_failure(e)
+                dist.abort()
             raise
         sys.stdout.flush()  # here, not at exit: a reader that went away is then caught below
         return int(result or 0)
     except UserError as e:
         if debug:
             raise
-        from gensis.distributed import prints_error
+        from gensis.errors import prints_error
 
         if prints_error(e):  # a verdict all ranks of a torchrun job share is printed once, by rank 0
             print(f"gensis: error: {_one_line(e)}", file=sys.stderr)
