@@ -120,6 +120,19 @@ def run_gensis(method: str, args, batch: int) -> tuple[float, float, float]:
     return out
 
 
+def one_thread(fn):
+    """``fn()`` with gensis's helper thread off (``GENSIS_OVERLAP=off``), the variable restored after."""
+    old = os.environ.get("GENSIS_OVERLAP")
+    os.environ["GENSIS_OVERLAP"] = "off"
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ["GENSIS_OVERLAP"]
+        else:
+            os.environ["GENSIS_OVERLAP"] = old
+
+
 def run_lightly(method: str, args, cfg: dict) -> tuple[float, float, float]:
     return measured(lambda: lightly_training(method, args, cfg), "lightly", "fp32")
 
@@ -158,6 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="builtin:animal-mnist")
     ap.add_argument("--steps", type=int, default=40, help="training steps of each run")
     ap.add_argument("--reps", type=int, default=2, help="pairs of runs (gensis, lightly), alternating order")
+    ap.add_argument("--one-thread-too", action="store_true",
+                    help="a third side in the rotation: gensis with GENSIS_OVERLAP=off (no helper thread), to see "
+                    "what the helper thread gives on this machine now")
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed 2-step runs of each side (lightly, gensis) before the timed ones (default 1): the "
                     "process's one-off costs (first use of a kernel, lazily loaded code) are paid by neither side's "
@@ -191,10 +207,12 @@ def main(argv=None) -> int:
         batch = cfg0["optim"]["batch_size"]
         cfg = load_config("pretrain", args.preset,
                           overrides_for(method, args.steps, batch, args.threads, args.gensis_amp))
-        times: dict[str, list[float]] = {"gensis": [], "lightly": []}
-        cpu: dict[str, list[float]] = {"gensis": [], "lightly": []}
-        mains: dict[str, list[float]] = {"gensis": [], "lightly": []}
-        run = {"gensis": lambda: run_gensis(method, args, batch), "lightly": lambda: run_lightly(method, args, cfg)}
+        sides = ["gensis", "lightly"] + (["gensis-1thread"] if args.one_thread_too else [])
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        cpu: dict[str, list[float]] = {k: [] for k in sides}
+        mains: dict[str, list[float]] = {k: [] for k in sides}
+        run = {"gensis": lambda: run_gensis(method, args, batch), "lightly": lambda: run_lightly(method, args, cfg),
+               "gensis-1thread": lambda: one_thread(lambda: run_gensis(method, args, batch))}
         if args.warmup:
             short = argparse.Namespace(**{**vars(args), "steps": 2})
             cfg_short = load_config("pretrain", args.preset,
@@ -204,12 +222,12 @@ def main(argv=None) -> int:
                 run_gensis(method, short, batch)
             print(f"  {method}: {args.warmup} untimed 2-step run(s) of each side first", flush=True)
         for r in range(args.reps):
-            for side in (("gensis", "lightly") if r % 2 == 0 else ("lightly", "gensis")):
+            for side in (sides if r % 2 == 0 else sides[::-1]):
                 wall, cpu_s, main_s = run[side]()
                 mains[side].append(main_s)
                 times[side].append(wall)
                 cpu[side].append(cpu_s)
-                prec = PRECISION[args.gensis_amp] if side == "gensis" else "fp32"  # checked by measured()
+                prec = "fp32" if side == "lightly" else PRECISION[args.gensis_amp]  # checked by measured()
                 print(f"  {method} {side} ({prec}): {wall:.1f} s ({args.steps * batch / wall:.1f} images/s), "
                       f"CPU {cpu_s:.1f} s ({1000 * cpu_s / (args.steps * batch):.0f} CPU-ms/image; training thread {main_s:.1f} s)  [{load_line()}]",
                       flush=True)
@@ -227,6 +245,10 @@ def main(argv=None) -> int:
               f"{med_main['gensis']:.1f} / {med_main['lightly']:.1f} (ratio {med_main['lightly'] / med_main['gensis']:.2f}: "
               f"the speedup on 2 idle cores if the other threads and processes keep up on the second one)",
               flush=True)
+        if args.one_thread_too:
+            m1 = "gensis-1thread"
+            print(f"{method}: gensis without its helper thread (GENSIS_OVERLAP=off): median s {med[m1]:.1f}, speedup "
+                  f"{med['lightly'] / med[m1]:.2f}x, CPU ratio {med_cpu['lightly'] / med_cpu[m1]:.2f}", flush=True)
     print(f"\nspeedup (gensis {PRECISION[args.gensis_amp]} images/s ÷ lightly fp32 images/s): "
           + ", ".join(f"{m} {s:.2f}x" for m, s in results.items()) + f"   [{load_line()}]")
     return 0
