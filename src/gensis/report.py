@@ -145,8 +145,9 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
                         f"{', '.join(known[:4])} ...)")
     figs = out / "report"
     figs.mkdir(exist_ok=True)
-    if data is None and RunDir(out / "dino").exists():
-        data = RunDir(out / "dino").manifest()["inputs"]["data"]
+    if data is None and RunDir(out / "dino").exists():  # a manifest without inputs (hand-made, older): no data
+        inputs = RunDir(out / "dino").manifest().get("inputs")
+        data = inputs.get("data") if isinstance(inputs, dict) else None
     try:
         results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     except ValueError:

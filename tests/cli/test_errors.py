@@ -112,3 +112,18 @@ sys.exit(main(["report", {str(tmp_path)!r}]))
                        env={**os.environ, "GENSIS_NO_PROGRESS": "1"})
     assert r.returncode == 130, r.stderr[-2000:]
     assert r.stderr.strip() == "gensis: interrupted", r.stderr[-2000:]
+
+
+def test_report_on_a_demo_whose_dino_manifest_has_no_inputs(tmp_path, capsys):
+    """`gensis report DEMO` was a KeyError traceback when DEMO/dino/manifest.json records no inputs (hand-made,
+    or written by an older version): the report is written without what needs the data."""
+    import json
+
+    from gensis.cli.main import main
+
+    demo = tmp_path / "demo"
+    (demo / "dino").mkdir(parents=True)
+    (demo / "dino" / "manifest.json").write_text(json.dumps({"stage": "pretrain", "status": "done"}))
+    (demo / "stages.json").write_text(json.dumps({"dino": "0123456789abcdef"}))
+    assert main(["report", str(demo)]) == 0, capsys.readouterr().err
+    assert (demo / "report.md").is_file() and (demo / "report.html").is_file()
