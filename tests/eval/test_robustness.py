@@ -63,3 +63,16 @@ def test_ood_class_unknown_is_one_line(tmp_path, capsys):
                  str(tmp_path / "X"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "n03" in lines[0]
+
+
+def test_ood_that_is_a_file_is_named_as_one(tmp_path, capsys):
+    """--ood naming a file (an .npz, an archive) said 'folder not found' although the path exists."""
+    _folder(tmp_path / "in" / "train", WNIDS[:2], 3)
+    npz = tmp_path / "ood.npz"
+    npz.write_bytes(b"x")
+    base = ["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"), "--epochs", "1"]
+    assert main([*base, "--ood", str(npz)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"--ood {npz} is a file, not a folder" in lines[0], lines
+    assert main([*base, "--ood", str(tmp_path / "missing")]) == 2
+    assert "--ood folder not found" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
     for o in ood:
         p = Path(o).expanduser()
         if not p.is_dir():
-            raise UserError(f"--ood folder not found: {p}")
+            raise UserError(_not_a_folder(p))
         ood_paths.append(p)
     classes = list(train_ds.classes)
     t0 = time.time()
@@ -142,7 +142,7 @@ def _run(args) -> dict:
     ood = [s.strip() for s in args.ood.split(",") if s.strip()]
     for o in ood:
         if not Path(o).expanduser().is_dir():
-            raise UserError(f"--ood folder not found: {o}")
+            raise UserError(_not_a_folder(Path(o)))
     encoder, train_ds, test_ds, device, cache = prepare_classification(args)
     return robustness_eval(encoder, train_ds, test_ds, ood, cfg, device, args.feature_batch_size, cache, args.probe)
 
@@ -176,3 +176,10 @@ EVALUATION = Evaluation(
     + [(f"OOD top-1 ({s['name']})", s["top1"]) for s in r["ood"]],
     data_options=("train", "ood"),
 )
+
+
+def _not_a_folder(p: Path) -> str:
+    """``--ood`` names folders of class sub-folders: a file (an .npz, an archive) was called 'not found'."""
+    if p.expanduser().exists():
+        return f"--ood {p} is a file, not a folder (give folders of class sub-folders, comma-separated)"
+    return f"--ood folder not found: {p}"
