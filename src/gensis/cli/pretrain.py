@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
                    help="disentanglement source: bank interpolations, pixel interpolation (ablation) or none "
                         "(default: bank when --bank is given, else none)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or start message (errors and the final line still print)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     add_common(p)
     p.set_defaults(func=run)
@@ -44,6 +45,10 @@ def run(args) -> int:
     if args.print_config:
         print(pretrain_config(**kw).to_yaml(), end="")
         return 0
-    run_dir = pretrain(args.data, args.out, resume=args.resume, quiet=False, **kw)
+    if args.quiet:  # also the bars of anything the run calls (e.g. a k-NN monitor's feature extraction)
+        import os
+
+        os.environ["GENSIS_NO_PROGRESS"] = "1"
+    run_dir = pretrain(args.data, args.out, resume=args.resume, quiet=args.quiet, **kw)
     print(f"pretraining done: {run_dir}")
     return 0
