@@ -198,3 +198,30 @@ def test_bank_dataset_of_a_folder_of_mixed_sizes_batches_in_a_dataloader(tmp_pat
                                    for i in range(n))
     with pytest.raises(UserError, match="resize must be True or False"):
         gensis.BankDataset(bank, resize="no")
+
+
+def test_as_torch_dataset_of_a_folder_of_mixed_sizes(tmp_path):
+    """``ImageSet.as_torch_dataset()`` of a folder whose images differ in size failed in the DataLoader's
+    default_collate. ``size=S`` loads them as gensis loads a folder (short side to S, centre crop) so they batch;
+    without ``size`` or a transform the set is refused at construction in one line naming ``size=``."""
+    from torch.utils.data import DataLoader
+    import torch
+
+    from gensis.data.loader import load_image
+
+    images = gensis.open_data(_mixed_sizes(tmp_path / "imgs", n=8), "all")
+    ds = images.as_torch_dataset(size=12)
+    x, y = next(iter(DataLoader(ds, batch_size=len(ds))))  # every size in one batch
+    assert x.shape == (len(images), 3, 12, 12) and x.dtype == torch.uint8
+    assert y.tolist() == images.labels.tolist()
+    assert all(torch.equal(x[i], load_image(images, i, 12)) for i in range(len(images)))
+    with pytest.raises(UserError, match=r"differ in size .*pass size=S") as e:
+        images.as_torch_dataset()
+    assert "\n" not in str(e.value)
+    as_stored = images.as_torch_dataset(lambda t: t)  # a transform of the user's: as stored, their call
+    assert {tuple(as_stored[i][0].shape) for i in range(len(images))} == {(3, 16, 16), (3, 9, 40), (3, 30, 12),
+                                                                           (3, 1, 1)}
+    with pytest.raises(UserError, match="size must be a positive int"):
+        images.as_torch_dataset(size=0)
+    one_size = gensis.open_data(_folder(tmp_path / "same", n=4), "all").as_torch_dataset()  # no check to fail
+    assert next(iter(DataLoader(one_size, batch_size=4)))[0].shape == (4, 3, 16, 16)

@@ -91,12 +91,20 @@ class ImageSet:
     def subset(self, indices: np.ndarray, name: str | None = None) -> "ImageSet":
         return SubsetImageSet(self, np.asarray(indices, dtype=np.int64), name)
 
-    def as_torch_dataset(self, transform: Callable[[Any], Any] | None = None) -> "ImageDataset":
+    def stored_size(self, i: int) -> tuple[int, int] | None:
+        """(H, W) of image ``i`` without decoding it, or None where that is not cheap to know."""
+        return None
+
+    def as_torch_dataset(self, transform: Callable[[Any], Any] | None = None, *,
+                         size: int | None = None) -> "ImageDataset":
         """This set as a ``torch.utils.data.Dataset``: item i is ``(transform(uint8 (3, H, W)), label)``
-        (label −1 when unlabeled); works in a ``DataLoader`` with workers."""
+        (label −1 when unlabeled); works in a ``DataLoader`` with workers. ``size``: every image at S×S as
+        gensis loads a folder (short side resized to S, centre crop), so images of mixed sizes batch; without
+        ``size`` or a ``transform``, images of different sizes are refused here (one line) rather than in the
+        DataLoader's collation."""
         from gensis.data.torch_datasets import ImageDataset
 
-        return ImageDataset(self, transform)
+        return ImageDataset(self, transform, size=size)
 
     def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """All (or the given) images as one N×H×W×3 array; every image must have the same size."""
@@ -119,6 +127,9 @@ class ArrayImageSet(ImageSet):
 
     def get(self, i: int) -> np.ndarray:
         return _to_rgb(self.images[i])
+
+    def stored_size(self, i: int) -> tuple[int, int] | None:
+        return int(self.images.shape[1]), int(self.images.shape[2])
 
     def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         imgs = self.images if indices is None else self.images[np.asarray(indices)]
@@ -151,6 +162,19 @@ class FolderImageSet(ImageSet):
 
     def get(self, i: int) -> np.ndarray:
         return _read_image(self.paths[i])
+
+    def stored_size(self, i: int) -> tuple[int, int] | None:
+        """From the file's header (EXIF rotation applied, as ``get`` does); None when it cannot be read."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                w, h = im.size
+                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: get() transposes it
+                    w, h = h, w
+        except Exception:  # an unreadable file is reported (or skipped) where it is decoded
+            return None
+        return h, w
 
     @property
     def identity(self) -> str:
@@ -185,6 +209,9 @@ class SubsetImageSet(ImageSet):
 
     def get(self, i: int) -> np.ndarray:
         return self.parent.get(int(self.indices[i]))
+
+    def stored_size(self, i: int) -> tuple[int, int] | None:
+        return self.parent.stored_size(int(self.indices[i]))
 
     def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         idx = self.indices if indices is None else self.indices[np.asarray(indices)]
@@ -640,6 +667,9 @@ class RelabelledImageSet(ImageSet):
 
     def get(self, i: int) -> np.ndarray:
         return self.parent.get(i)
+
+    def stored_size(self, i: int) -> tuple[int, int] | None:
+        return self.parent.stored_size(i)
 
     def stack(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         return self.parent.stack(indices)

@@ -1,8 +1,11 @@
 """gensis data as ``torch.utils.data.Dataset`` objects, for anyone's own training code.
 
-``ImageDataset(image_set, transform)``  (``ImageSet.as_torch_dataset(transform)``): item i is
-    ``(transform(image), label)``; the image is a uint8 tensor (3, H, W) (what torchvision v2 transforms take),
-    the label an int (−1 for unlabeled data).
+``ImageDataset(image_set, transform, size=None)``  (``ImageSet.as_torch_dataset(transform, size=None)``): item i
+    is ``(transform(image), label)``; the image is a uint8 tensor (3, H, W) (what torchvision v2 transforms take),
+    the label an int (−1 for unlabeled data). ``size=S``: the image at (3, S, S), loaded as gensis loads a folder
+    (short side resized to S, then a centre crop; an S×S image unchanged), so a folder of mixed sizes batches.
+    Without ``size`` and without a transform, a set whose images differ in size is refused at construction (one
+    line naming ``size=``), not by the DataLoader's collation ('stack expects each tensor to be equal size').
 
 ``BankDataset(bank, data=None, transform=None, resize=True)``: item i is a dict holding, for real image i of the
 split the bank was generated from,
@@ -63,19 +66,47 @@ def _stack(items: list[Any]) -> Any:
     return items
 
 
-class ImageDataset(Dataset[tuple[Any, int]]):
-    """An ``ImageSet`` as a torch Dataset: item i is ``(transform(uint8 (3, H, W)), label)``."""
+def _two_sizes(images: ImageSet) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Two different stored (H, W) sizes among ``images`` (headers only; stops at the first difference), or
+    None: all one size, or sizes that are not cheap to know."""
+    first = None
+    for i in range(len(images)):
+        hw = images.stored_size(i)
+        if hw is None:
+            return None
+        if first is None:
+            first = hw
+        elif hw != first:
+            return first, hw
+    return None
 
-    def __init__(self, images: ImageSet, transform: Transform | None = None):
+
+class ImageDataset(Dataset[tuple[Any, int]]):
+    """An ``ImageSet`` as a torch Dataset: item i is ``(transform(uint8 (3, H, W)), label)``; with ``size``,
+    uint8 (3, S, S) as gensis loads a folder (short side to S, centre crop)."""
+
+    def __init__(self, images: ImageSet, transform: Transform | None = None, *, size: int | None = None):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+            raise UserError(f"size must be a positive int (images at size×size) or None (as stored), got {size!r}")
+        if size is None and transform is None:
+            two = _two_sizes(images)
+            if two is not None:
+                (h1, w1), (h2, w2) = two
+                raise UserError(f"{images.name}: images differ in size ({w1}x{h1}, {w2}x{h2} ...), so a DataLoader "
+                                f"cannot batch them: pass size=S (short side resized to S, then a centre crop, as "
+                                f"gensis loads a folder) or a transform that makes them one size")
         self.images = images
         self.transform = transform
+        self.size = None if size is None else int(size)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
+        from gensis.data.loader import load_image
+
         i = index_item(i, len(self))
-        x = _chw(self.images.get(i))
+        x = load_image(self.images, i, self.size)
         labels = self.images.labels
         return (self.transform(x) if self.transform is not None else x), int(labels[i]) if labels is not None else -1
 
