@@ -14,11 +14,27 @@ from gensis.mil.bags import list_bags, read_bag
 def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool = True,
                    slides: list[str] | None = None) -> list[dict]:
     """Predict every bag of ``feats`` (or the named ``slides``) with every model of ``run``; average the
-    probabilities and attention. Writes ``out/predictions.csv`` and ``out/heatmaps/<slide>.png``."""
+    probabilities and attention. Writes ``out/predictions.csv`` and ``out/heatmaps/<slide>.png``.
+
+    Holds gensis's folder lock on ``out`` (``rundir.lock_folder``) while it writes: a second predict into the
+    same folder is refused in one line (before loading anything when the folder exists, else when it comes to
+    write); the lock is released when done, unless the caller held it already."""
+    from gensis.rundir import held_locks, release_folder
+
+    held = held_locks()
+    try:
+        return _predict(run, feats, out, heatmaps, slides)
+    finally:
+        for folder in held_locks() - held:
+            release_folder(folder)
+
+
+def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool,
+             slides: list[str] | None) -> list[dict]:
     from gensis.device import pick_device
     from gensis.mil.heatmap import save_heatmap
     from gensis.mil.train import build_model, predict
-    from gensis.rundir import RunDir, atomic_write_text, load_tensors, remove_stale_temps
+    from gensis.rundir import RunDir, atomic_write_text, load_tensors, lock_folder, remove_stale_temps
 
     from gensis.folder_kind import require_kind, require_own_or_empty
 
@@ -30,6 +46,8 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
         raise UserError(f"--out {out} is the MIL run itself (whose predictions.csv holds its cross-validation "
                         f"predictions): use another --out")
     require_own_or_empty(out, "mil-predictions")  # never over a user's predictions.csv or heatmaps/
+    if Path(out).is_dir():
+        lock_folder(out)  # a second predict on this --out is refused now (a new folder: when it writes)
     meta = json.loads((run / "mil.json").read_text())
     cfg = RunDir(run).config()
     device = pick_device(cfg["run"]["device"])
@@ -48,6 +66,8 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
     if unknown:
         raise UserError(f"no bag for slide {unknown[0]} in {feats}")
     out = Path(out)
+    lock_folder(out)  # made only once there is something to write; one process per folder
+    require_own_or_empty(out, "mil-predictions")  # again under the lock: another process may have written it
     for folder in (out, out / "heatmaps"):
         remove_stale_temps(folder)  # left by a killed predict
     rows = []

@@ -39,7 +39,23 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
     """Embed every tiled slide of ``tiles`` with ``encoder_spec`` into ``out/<slide>.h5``.
     ``like`` (with ``encoder_spec='random'``): a pretraining run whose architecture and ``train.seed`` the random
     encoder takes, i.e. the initialisation that run started from (the random-init baseline of the slide demo).
-    Returns {slide id: done | skipped}."""
+    Returns {slide id: done | skipped}.
+
+    Holds gensis's folder lock on ``out`` (``rundir.lock_folder``): a second embed into the same folder is
+    refused in one line (before the encoder is loaded when the folder exists); released when done, unless the
+    caller held it already."""
+    from gensis.rundir import held_locks, release_folder
+
+    held = held_locks()
+    try:
+        return _embed(encoder_spec, tiles, out, batch_size, num_workers, device, quiet, like)
+    finally:
+        for folder in held_locks() - held:
+            release_folder(folder)
+
+
+def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: int, num_workers: int,
+           device: str, quiet: bool, like: str | Path | None) -> dict[str, str]:
     from gensis.device import pick_device
     from gensis.progress import progress
     from gensis.wsi.dataset import TileImageSet
@@ -49,13 +65,15 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
         raise UserError(f"--workers must be an integer >= 0 (0: read tiles in this process), got {num_workers}")
     ds = TileImageSet(tiles)
+    from gensis.rundir import lock_folder, remove_stale_temps
+
+    out = Path(out)
+    if out.is_dir():
+        lock_folder(out)  # a second embed on this --out is refused now, before the encoder is loaded
     enc = _encoder(encoder_spec, like)
     dev = pick_device(device)
     enc.to(dev)
-    from gensis.rundir import remove_stale_temps
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out)  # makes the folder; one process per folder (its bags and temporary files)
     remove_stale_temps(out)  # a killed run's temporary bag files (marked, their pid gone)
     status: dict[str, str] = {}
     todo = []
