@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -90,3 +90,25 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# -- the thread share of a process that runs beside another one (the demo's side lane) ---------------------------
+_thread_share: Callable[[], int] | None = None
+
+
+def set_thread_share(share: Callable[[], int] | None) -> None:
+    """``share()``: how many torch threads this process should use now (None: leave them alone). The demo sets
+    it while its side lane runs (``gensis.pipeline.lanes``); long loops apply it at safe points."""
+    global _thread_share
+    _thread_share = share
+
+
+def apply_thread_share() -> None:
+    """Set torch's thread count to the current share, if one is set and it changed (training loops call this
+    at each metrics row, the bank once per batch): a stage that started while the side lane was busy gets
+    the freed threads back when the side lane is done."""
+    if _thread_share is None:
+        return
+    want = _thread_share()
+    if want >= 1 and torch.get_num_threads() != want:
+        torch.set_num_threads(want)

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
         description="Run Gen-SIS end to end and print DINO | DINO w/ pixel disent. | Gen-DINO (paper Table 12). "
                     "Stages are resumable: run the same command again after an interruption; a stage whose "
                     "settings changed is redone (gensis only removes folders it can prove it wrote). "
-                    "Presets: smoke (~2 min, tests), demo (~16 min on 2 CPU cores with AMX), small (~35 min per "
+                    "Presets: smoke (~2 min, tests), demo (~15 min on 2 CPU cores, estimated: README), small (~35 min per "
                     "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds. "
                     "Config overrides take the prefix of the stages they change: pretrain. (DINO, Gen-DINO, the "
                     "pixel ablation), eldm. (autoencoder and E-LDM; eldm.eval.* and eldm.figures.* only its "
@@ -47,6 +47,11 @@ def add_parser(sub) -> None:
                         "--method`)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe (k-NN only)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--serial", action="store_true",
+                   help="run every stage in this process, one after another (default on a CPU with 2+ threads: "
+                        "the stages that do not wait for the DINO -> E-LDM -> bank -> Gen-DINO chain (autoencoder, "
+                        "pixel ablation, E-LDM figures and fidelity) run beside it in a second process, the threads "
+                        "split between the two; same stages, keys and results)")
     p.add_argument("overrides", nargs="*", metavar="STAGE.key=value",
                    help="config overrides of a stage family, e.g. pretrain.optim.epochs=5 (prefixes: pretrain, "
                         "eldm, bank; with --preset wsi also mil)")
@@ -67,7 +72,8 @@ def run(args) -> int:
 
         given = [opt for opt, on in (("--data", args.data != DEMO_DATA),
                                      ("--seeds", args.seeds is not None), ("--stages", args.stages is not None),
-                                     ("--methods", str(args.methods) != "dino"), ("--no-linear", args.no_linear)) if on]
+                                     ("--methods", str(args.methods) != "dino"), ("--no-linear", args.no_linear),
+                                     ("--serial", args.serial)) if on]
         if given:  # never ignored silently: the slide demo has its own slide, one seed, DINO vs Gen-DINO
             raise UserError(f"{given[0]} does not apply to --preset wsi (the slide demo: its own slide, one --seed, "
                             f"DINO against Gen-DINO); see `gensis wsi demo --help`")
@@ -79,5 +85,5 @@ def run(args) -> int:
                          seeds=None if args.seeds is None else parse_seeds(args.seeds),
                          stages=parse_stages(args.stages), linear=not args.no_linear, quiet=args.quiet,
                          debug=args.debug, methods=parse_methods(args.methods),
-                         overrides=tuple(args.overrides or ())))
+                         overrides=tuple(args.overrides or ()), serial=args.serial))
     return 0

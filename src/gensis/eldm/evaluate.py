@@ -107,6 +107,9 @@ def evaluate(gen, val_ds, train_ds=None, train_emb: torch.Tensor | None = None, 
     t0 = time.time()
     real_emb, gen_emb = [], []
     bar = progress(total=n, desc="eldm eval", unit="img", disable=quiet)
+    # whole micro-batches per call (the generator pads a partial one): 100 at 32 → 96, the same images
+    micro = int(getattr(gen, "micro_batch", 1) or 1)
+    batch_size = max(micro, batch_size // micro * micro)
     for lo in range(0, n, batch_size):
         chunk = idx[lo:lo + batch_size]
         images = load_images(val_ds, chunk, gen.image_size)  # (b, 3, S, S), as the E-LDM's training read them

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from gensis.models.encoder import Encoder
 
 
+MICRO_BATCH = 32  # rows per denoiser call of ``load_generator``'s generator (the bank uses BANK_MICRO_BATCH)
+
+
 def resolve_clip(clip: Any, space: str) -> float | None:
     if clip == "auto":
         return 1.0 if space == "pixel" else None
@@ -49,6 +52,8 @@ class ELDMGenerator:
                  latent_shape: tuple[int, int, int], defaults: SamplerSettings, weights_identity: str,
                  device: torch.device | str = "cpu", bf16: bool = False,
                  steps_by_sampler: dict[str, int] | None = None, micro_batch: int = 32):
+        if int(micro_batch) < 1:
+            raise UserError(f"micro_batch must be >= 1, got {micro_batch}")
         # channels-last convolutions: measured ~10% more UNet rows/s on CPU (docs/eldm.md)
         self.denoiser = denoiser.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.autoencoder = autoencoder
@@ -184,10 +189,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu", guidance: float | None = None,
                    steps: int | None = None, sampler: str | None = None, amp: str = "auto",
-                   with_encoder: bool = True) -> ELDMGenerator:
+                   with_encoder: bool = True, micro_batch: int = MICRO_BATCH) -> ELDMGenerator:
     """The E-LDM of a finished ``gensis eldm train`` run as an ``EmbeddingConditionedGenerator``.
 
-    ``guidance``/``steps``/``sampler`` replace the run's ``sample`` defaults (and enter ``identity``).
+    ``guidance``/``steps``/``sampler`` replace the run's ``sample`` defaults (and enter ``identity``), as does
+    ``micro_batch`` (rows per denoiser call; a call with fewer rows is padded to it, see ``_generate_chunk``).
     """
     from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON, build_denoiser
     from gensis.models.encoder import load_encoder
@@ -218,7 +224,8 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
     ls = int(info["latent_size"])
     return ELDMGenerator(den, ae, NoiseSchedule.from_cfg(info["diffusion"]), encoder, int(info["image_size"]),
                          (int(info["latent_channels"]), ls, ls), defaults, info["weights_identity"], dev,
-                         use_bf16(dev, amp), {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])})
+                         use_bf16(dev, amp), {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])},
+                         int(micro_batch))
 
 
 def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = None) -> ELDMConfig:

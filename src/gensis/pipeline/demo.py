@@ -37,8 +37,9 @@ from gensis.configs.added import without_added
 from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
 from gensis.errors import UserError
 from gensis.pipeline import calls
+from gensis.pipeline.lanes import side_threads
 from gensis.pipeline.overrides import check_overrides, split_overrides
-from gensis.pipeline.results import evaluate, results_table, variants
+from gensis.pipeline.results import Variant, evaluate, results_table, variants
 from gensis.pipeline.runner import Pipeline, Stage, stage_key
 
 STAGES = ("dino", "eldm", "bank", "gendino", "pixel", "eval", "report")
@@ -57,6 +58,7 @@ class DemoOptions:
     debug: bool = False
     methods: tuple[str, ...] = ("dino",)
     overrides: tuple[str, ...] = ()  # STAGE.key=value (gensis.pipeline.overrides)
+    serial: bool = False  # no side lane: every stage in this process, one after another (gensis.pipeline.lanes)
 
 
 ELDM_AFTER_TRAINING = {"eval": "eldm-eval", "figures": "eldm-figures"}  # eldm.* sections read after training
@@ -248,7 +250,7 @@ def _eldm_after(user: Sequence[str], section: str) -> list[str]:
 def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     """One pass of the pipeline into ``out`` with ``seed``; returns the evaluation rows (None if not run)."""
     out.mkdir(parents=True, exist_ok=True)
-    pipe = Pipeline(out, opts.quiet)
+    pipe = Pipeline(out, opts.quiet, side_threads=0 if opts.serial else side_threads())
     keys = _Keys(opts)
     user_ov = split_overrides(opts.overrides)  # {family: [key=value, ...]}; all empty without overrides
     # the stages that read the data the pretraining read skip its unreadable images too (E-LDM, its autoencoder,
@@ -269,17 +271,41 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         base, pixel, gen = variants(method)
         pre_ov = [f"train.seed={S}"] + ([] if method == "dino" else [f"method={method}"])  # = --method X
         pre_ov += user_ov["pretrain"]
+        ae_stage: list[tuple[str, Path | None]] = [("pixel", None)]  # (key, folder) of the E-LDM's autoencoder
+
+        def autoencoder() -> None:
+            if have_gen and want("eldm"):
+                ae_stage[0] = _autoencoder_stage(pipe, keys, out, P, D, S, dbg, [*same_data, *user_ov["eldm"]])
+
+        def pixel_ablation(method: str = method, pre_ov: list[str] = pre_ov, pixel: Variant = pixel) -> None:
+            if want("pixel"):
+                ov = [*pre_ov, "gen.interp=pixel"]
+                cfg = keys.config("pretrain", ov)
+                k = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method)
+                pipe.run(Stage(pixel.name, ["pretrain", "--data", D, "--out", str(out / pixel.name), "--preset", P,
+                                            "--interp", "pixel", *dbg, *pre_ov], k, kind="pretrain",
+                               call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / pixel.name,
+                                                     interp="pixel"), background=True))
+
+        # the stages that read none of the chain's outputs: with a side lane they go first and run beside the
+        # chain; without one they run where they always did (the autoencoder before the E-LDM, the ablation last)
+        lanes = pipe.side is not None
+        if lanes:
+            autoencoder()
+            pixel_ablation()
         cfg = keys.config("pretrain", pre_ov)
         k_base = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method)
         if want("dino"):
             pipe.run(Stage(base.name, ["pretrain", "--data", D, "--out", str(out / base.name), "--preset", P,
                                        *dbg, *pre_ov], k_base, kind="pretrain",
                            call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / base.name)))
+        if not lanes:
+            autoencoder()
         eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
         k_eldm = k_base
         if have_gen and want("eldm"):
             k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg,
-                                  [*same_data, *user_ov["eldm"]])
+                                  [*same_data, *user_ov["eldm"]], *ae_stage[0])
         k_bank = stage_key("bank-of", k_eldm)
         bank_dir = "bank" if method == "dino" else f"bank-{method}"
         if have_gen and want("bank"):
@@ -304,14 +330,9 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
                                       "--bank", str(out / bank_dir), *dbg, *pre_ov], k, kind="pretrain",
                            call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / gen.name,
                                                  bank=out / bank_dir)))
-        if want("pixel"):
-            ov = [*pre_ov, "gen.interp=pixel"]
-            cfg = keys.config("pretrain", ov)
-            k = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method)
-            pipe.run(Stage(pixel.name, ["pretrain", "--data", D, "--out", str(out / pixel.name), "--preset", P,
-                                        "--interp", "pixel", *dbg, *pre_ov], k, kind="pretrain",
-                           call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / pixel.name,
-                                                 interp="pixel")))
+        if not lanes:
+            pixel_ablation()
+    pipe.join()  # the side lane's stages (if any) are done before anything reads them
     results = None
     if want("eval"):
         results = evaluate(out, D, P, opts.linear, opts.methods)
@@ -324,30 +345,45 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         md, html = write_report(out, methods=opts.methods)
         print(f"report: {md} and {html}")
     print(f"demo finished in {time.time() - t_start:.0f} s; outputs in {out}/")
+    if pipe.cpu:
+        print("stage seconds (wall / CPU): " + ", ".join(f"{k} {pipe.times.get(k, 0):.0f}/{v:.0f}"
+                                                          for k, v in pipe.cpu.items()), file=sys.stderr)
     return results
 
 
+def _autoencoder_stage(pipe: Pipeline, keys: _Keys, out: Path, P: str, D: str, S: str, extra: list[str],
+                       user: Sequence[str] = ()) -> tuple[str, Path | None]:
+    """The E-LDM's autoencoder (latent space only; a side-lane stage): (its key, its folder), or ("pixel",
+    None) in pixel space. ``user``: the ``eldm.*`` overrides."""
+    training = _eldm_training(user)
+    cfg = keys.config("eldm", [f"train.seed={S}", *training])
+    if cfg.get("space", cfg.get("ae", {}).get("space")) in (None, "pixel"):
+        return "pixel", None
+    ae_cfg = keys.config("eldm", list(training))
+    k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)
+    ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
+                                    "--preset", P, *extra, *training], k_ae, kind="eldm-ae",
+                        call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae"), background=True))
+    return k_ae, ae
+
+
 def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir: str, P: str, D: str, S: str,
-                 k_encoder: str, extra: list[str], user: Sequence[str] = ()) -> str:
-    """Autoencoder (latent space only), E-LDM, its figures and fidelity numbers; returns the E-LDM's key.
-    ``user``: the ``eldm.*`` overrides (eval.* / figures.* go to those stages; the rest to both trainings)."""
+                 k_encoder: str, extra: list[str], user: Sequence[str] = (), k_ae: str = "pixel",
+                 ae: Path | None = None) -> str:
+    """E-LDM (on the autoencoder ``ae`` with key ``k_ae``, from ``_autoencoder_stage``), its figures and
+    fidelity numbers (side-lane stages); returns the E-LDM's key. ``user``: the ``eldm.*`` overrides (eval.* /
+    figures.* go to those stages; the rest to both trainings)."""
     training, figs, evs = _eldm_training(user), _eldm_after(user, "figures"), _eldm_after(user, "eval")
     ov = [f"train.seed={S}", *training]
     cfg = keys.config("eldm", ov)
     argv = ["eldm", "train", "--encoder", str(out / encoder), "--data", D, "--out", str(out / eldm_dir),
             "--preset", P, *extra, *ov]
-    k_ae = "pixel"
-    ae: Path | None = None
-    if cfg.get("space", cfg.get("ae", {}).get("space")) not in (None, "pixel"):
-        ae_cfg = keys.config("eldm", list(training))
-        k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)
-        ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
-                                        "--preset", P, *extra, *training], k_ae, kind="eldm-ae",
-                            call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae")))
+    if ae is not None:
         argv += ["--ae", str(ae)]
     k = stage_key("eldm", without_added("eldm", cfg), keys.data, D, k_encoder, k_ae)
     pipe.run(Stage(eldm_dir, argv, k, kind="eldm",
-                   call=calls.eldm(ELDMConfig.from_dict(cfg), out / encoder, D, out / eldm_dir, ae)))
+                   call=calls.eldm(ELDMConfig.from_dict(cfg), out / encoder, D, out / eldm_dir, ae),
+                   after=("eldm-ae",) if ae is not None else ()))
     fig_dir = "eldm-figures" if eldm_dir == "eldm" else f"{eldm_dir}-figures"
     ev_dir = "eldm-eval" if eldm_dir == "eldm" else f"{eldm_dir}-eval"
     # their keys take the overrides only when there are some (keys without overrides stay those of before)
@@ -355,10 +391,10 @@ def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir:
                              "--out", str(out / fig_dir), *extra, *figs],
                    stage_key("figures", k, figs) if figs else stage_key("figures", k),
                    done_file="interpolation.png", resumable=False,
-                   call=calls.eldm_figures(out / eldm_dir, D, out / fig_dir, figs)))
+                   call=calls.eldm_figures(out / eldm_dir, D, out / fig_dir, figs), background=True))
     pipe.run(Stage(ev_dir, ["eldm", "eval", "--eldm", str(out / eldm_dir), "--data", D,
                             "--json", str(out / ev_dir / "eval.json"), *extra, *evs],
                    stage_key("eval", k, evs) if evs else stage_key("eval", k),
                    done_file="eval.json", resumable=False,
-                   call=calls.eldm_eval(out / eldm_dir, D, out / ev_dir / "eval.json", evs)))
+                   call=calls.eldm_eval(out / eldm_dir, D, out / ev_dir / "eval.json", evs), background=True))
     return k

@@ -28,6 +28,7 @@ import json
 import re
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
+from gensis.pipeline.lanes import SideLane, process_cpu_seconds
 from gensis.rundir import atomic_write_json, held_locks, is_temp_name, lock_folder, release_folder
 
 STATE = "stages.json"
@@ -75,6 +77,9 @@ class Stage:
     resumable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     call: Callable[[bool], Any] | None = None
+    # may run in the side lane (a child process running ``argv``) beside the main chain (``gensis.pipeline.lanes``)
+    background: bool = False
+    after: tuple[str, ...] = ()  # side-lane stages this one reads: waited for before it starts
 
 
 DONE = "stage-done.json"  # written by ``mark_done`` into a stage folder whose writer leaves no manifest
@@ -165,9 +170,11 @@ def mark_done(path: Path, kind: str) -> None:
 
 
 class Pipeline:
-    """Runs stages in order in one folder; each stage is a library call executed in this process."""
+    """Runs stages in order in one folder; each stage is a library call executed in this process, or, with
+    ``side_threads`` > 0, a ``background`` stage is a child process in the side lane (``gensis.pipeline.lanes``)
+    while the main stages go on here with the remaining threads. ``join()`` waits for the side lane."""
 
-    def __init__(self, out: Path, quiet: bool = False):
+    def __init__(self, out: Path, quiet: bool = False, side_threads: int = 0):
         """Lock ``out`` (created if missing) for this process: a second demo on the same folder stops with one
         line (``rundir.RunLock``) before it writes anything; the lock is released at exit."""
         self.out = Path(out)
@@ -183,10 +190,24 @@ class Pipeline:
         if not isinstance(self.state, dict):
             self.state = {}
         self.times: dict[str, float] = self.state.get("_seconds", {})
+        self.cpu: dict[str, float] = self.state.get("_cpu_seconds", {})
+        self._lock = threading.RLock()  # state and times: the side lane's worker thread writes them too
+        self._side_done: dict[str, threading.Event] = {}
+        self.side: SideLane | None = None
+        if side_threads > 0:
+            import torch
+
+            from gensis.device import set_thread_share
+
+            self.threads = torch.get_num_threads()
+            self.side = SideLane(side_threads, self._run_side, self._side_done.get)
+            set_thread_share(self._main_share)  # applied at each main stage's start and inside its loop
 
     def _save(self) -> None:
-        self.state["_seconds"] = self.times
-        atomic_write_json(self.state_path, self.state)
+        with self._lock:
+            self.state["_seconds"] = self.times
+            self.state["_cpu_seconds"] = self.cpu
+            atomic_write_json(self.state_path, self.state)
 
     def finished(self, stage: Stage) -> bool:
         f = self.out / stage.name / stage.done_file
@@ -216,34 +237,95 @@ class Pipeline:
         shutil.rmtree(path)
 
     def run(self, stage: Stage) -> Path:
-        """Run ``stage`` unless it already finished with the same key."""
+        """Run ``stage`` unless it already finished with the same key (in the side lane when it has one and
+        the stage is ``background``: then this returns at once)."""
         if stage.call is None:
             raise ValueError(f"stage '{stage.name}' has nothing to call")
         path = self.out / stage.name
-        if self.state.get(stage.name) == stage.key and self.finished(stage):
-            self.say(f"[{stage.name}] up to date, skipped ({path})")
+        if self.side is None:
+            self._run(stage, lambda resume, argv: stage.call(resume))  # type: ignore[misc]
             return path
+        from gensis.device import apply_thread_share
+
+        try:
+            self.side.check()  # a failed side stage stops the demo at the next stage
+            if stage.background:
+                self._side_done[stage.name] = threading.Event()
+                self.side.submit(stage)
+                return path
+            self.side.wait_for(stage.after)
+            apply_thread_share()  # while the side lane works, this lane keeps to its share of the threads
+            self._run(stage, lambda resume, argv: stage.call(resume))  # type: ignore[misc]
+        except BaseException:
+            self._end_side(stop=True)
+            raise
+        return path
+
+    def join(self) -> None:
+        """Wait for the side lane's stages (a failure there is raised here); a no-op without a side lane."""
+        if self.side is None:
+            return
+        try:
+            self.side.join()
+        except BaseException:
+            self._end_side(stop=True)
+            raise
+        self._end_side()
+
+    def _end_side(self, stop: bool = False) -> None:
+        """The side lane is done (``stop``: stopped, its child terminated): this process gets its threads back."""
+        import torch
+
+        from gensis.device import set_thread_share
+
+        if stop and self.side is not None:
+            self.side.stop()
+        set_thread_share(None)
+        torch.set_num_threads(self.threads)
+
+    def _main_share(self) -> int:
+        """Threads of the main lane now: all of them, less the side lane's while it has work."""
+        return self.threads - self.side.threads if self.side is not None and self.side.busy else self.threads
+
+    def _run_side(self, stage: Stage, execute: Callable[[list[str]], None]) -> None:
+        """A side-lane stage, on the side lane's worker thread: the same logic as a main stage, the work done by
+        ``execute(argv)`` (a child process); its event is set when it is done or up to date."""
+        self._run(stage, lambda resume, argv: execute(argv))
+        self._side_done[stage.name].set()
+
+    def _run(self, stage: Stage, execute: Callable[[bool, list[str]], Any]) -> None:
+        path = self.out / stage.name
+        with self._lock:
+            up_to_date = self.state.get(stage.name) == stage.key and self.finished(stage)
+        if up_to_date:
+            self.say(f"[{stage.name}] up to date, skipped ({path})")
+            return
         if self.state.get(stage.name) != stage.key:
             self._clear(stage)
         resume = stage.resumable and path.exists()
         argv = [*stage.argv, "--resume"] if resume else stage.argv  # the command that continues it by hand
-        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}: gensis {' '.join(argv)}")
-        t0 = time.time()
-        self.state[stage.name] = stage.key
-        self._save()
+        lane = " (side lane)" if stage.background and self.side is not None else ""
+        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}{lane}: gensis {' '.join(argv)}")
+        t0, c0 = time.time(), process_cpu_seconds()
+        with self._lock:
+            self.state[stage.name] = stage.key
+            self._save()
         locks_before = held_locks()
         try:
-            stage.call(resume)
+            execute(resume, argv)
         except UserError as e:
-            if "\n" in str(e):  # e.g. raised in a DataLoader worker: the command line keeps its own last line
+            if "\n" in str(e) or lane:  # e.g. raised in a DataLoader worker: the command line keeps its own last line
                 raise
             raise _failed(stage.name, e) from e
         finally:  # the run folders the stage locked are free again, as after a separate command
-            for folder in held_locks() - locks_before:
-                release_folder(folder)
-        self.times[stage.name] = round(self.times.get(stage.name, 0.0) * resume + time.time() - t0, 1)
-        self._save()
-        return path
+            if not lane:
+                for folder in held_locks() - locks_before:
+                    release_folder(folder)
+        with self._lock:
+            self.times[stage.name] = round(self.times.get(stage.name, 0.0) * resume + time.time() - t0, 1)
+            cpu = self.side.cpu_seconds.get(stage.name, 0.0) if lane and self.side else process_cpu_seconds() - c0
+            self.cpu[stage.name] = round(self.cpu.get(stage.name, 0.0) * resume + cpu, 1)
+            self._save()
 
     def say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -60,7 +60,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, sub_state
 from gensis.configs.added import added_keys
-from gensis.device import autocast
+from gensis.device import apply_thread_share, autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError
 from gensis.progress import progress
@@ -464,6 +464,8 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
                     metrics.log(row)
                     bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
             bar.update(1)
+            if it % task.log_every == 0:
+                apply_thread_share()  # a demo's side lane finished: its threads come back (gensis.device)
         guard.sync()
         _save(task, rt, run, epoch)
         if main:
