@@ -27,6 +27,11 @@ def test_demo_smoke_end_to_end_and_rerun_skips(tmp_path):
         top1 = results[name]["knn"]["top1"]
         assert 0 <= top1 <= 100
     assert results["pixels"]["knn"]["top1"] > 30  # 10 classes: far above chance on raw pixels
+    from gensis.pipeline.lanes import side_threads
+
+    if side_threads():  # this environment gives the demo a side lane (2+ torch threads on a CPU)
+        assert "[pixel] running (side lane)" in r.stderr and "[eval-early-dino] running (side lane)" in r.stderr
+        assert [l for l in r.stderr.splitlines() if l.startswith("[eval] ")][-1] == "[eval] Gen-DINO"  # the rest: early
     assert (out / "report.md").is_file() and (out / "report.html").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "Gen-DINO" in md and "![" in md

@@ -39,7 +39,7 @@ from gensis.errors import UserError
 from gensis.pipeline import calls
 from gensis.pipeline.lanes import side_threads
 from gensis.pipeline.overrides import check_overrides, split_overrides
-from gensis.pipeline.results import Variant, evaluate, results_table, variants
+from gensis.pipeline.results import BASELINES, Variant, evaluate, results_table, variants
 from gensis.pipeline.runner import Pipeline, Stage, stage_key
 
 STAGES = ("dino", "eldm", "bank", "gendino", "pixel", "eval", "report")
@@ -306,6 +306,11 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         if have_gen and want("eldm"):
             k_eldm = _eldm_stages(pipe, keys, out, base.name, eldm_dir, P, D, S, k_base, dbg,
                                   [*same_data, *user_ov["eldm"]], *ae_stage[0])
+        if lanes and want("eval"):  # the columns finished by now, evaluated beside the bank and Gen-X
+            early = [base.name, pixel.name] + ([name for name, _ in BASELINES] if method == opts.methods[0] else [])
+            argv = [str(out), D, P, ",".join(opts.methods), ",".join(early)] + ([] if opts.linear else ["--no-linear"])
+            pipe.run(Stage(f"eval-early-{method}", argv, stage_key("eval-early", time.time()), resumable=False,
+                           extra={"module": "gensis.pipeline.early_eval"}, call=lambda resume: None, background=True))
         k_bank = stage_key("bank-of", k_eldm)
         bank_dir = "bank" if method == "dino" else f"bank-{method}"
         if have_gen and want("bank"):

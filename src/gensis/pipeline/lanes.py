@@ -150,7 +150,8 @@ class SideLane:
 
     def _execute(self, stage: Any, argv: list[str]) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "GENSIS_NO_PROGRESS": "1"}
-        cmd = [sys.executable, "-m", "gensis.cli.main", *argv]
+        env.setdefault("GENSIS_OVERLAP", "off")  # its share is its threads: no helper thread (gensis.train.overlap)
+        cmd = [sys.executable, "-m", stage.extra.get("module", "gensis.cli.main"), *argv]
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
                                  errors="replace", bufsize=1,
                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)

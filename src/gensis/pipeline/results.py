@@ -51,8 +51,11 @@ def columns(methods: list[str] | tuple[str, ...] = ("dino",)) -> list[tuple[str,
 METHODS = [(v.name, v.label) for v in variants("dino")]  # the default (DINO) columns
 
 
-def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str, ...] = ("dino",)) -> dict:
+def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str, ...] = ("dino",),
+             only: set[str] | None = None) -> dict:
     """k-NN (and linear probe) of each finished run and of the two baselines; cached in ``results.json``.
+    ``only``: just these columns (folder or baseline names; the demo's side lane evaluates the finished ones
+    early, ``gensis.pipeline.early_eval``, and the final call finds them cached).
 
     The test images' features are extracted once per encoder, for the k-NN and the linear probe both.
 
@@ -87,6 +90,8 @@ def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str
     specs = [(name, str(out / name), label) for name, label in columns(methods)[:-len(BASELINES)]
              if RunDir(out / name).is_done()]
     specs += [(name, name, label) for name, label in BASELINES]
+    if only is not None:
+        specs = [sp for sp in specs if sp[0] in only]
     for name, spec, label in specs:
         enc = load_encoder(spec, image_size=size, like=str(first) if name == "random" and cfg else None)
         ident = f"{enc.identity}|{train_ds.identity}|{test_ds.identity}|{linear and LINEAR_EPOCHS[preset]}"
@@ -142,3 +147,4 @@ def _methods_in(rows: dict) -> tuple[str, ...]:
 
 def format_table(rows: dict) -> str:
     return results_table(rows).text()
+

@@ -75,7 +75,7 @@ class Stage:
     kind: str | None = None
     done_file: str = "manifest.json"
     resumable: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # "module": a side-lane stage run as ``python -m module``
     call: Callable[[bool], Any] | None = None
     # may run in the side lane (a child process running ``argv``) beside the main chain (``gensis.pipeline.lanes``)
     background: bool = False
@@ -305,7 +305,8 @@ class Pipeline:
         resume = stage.resumable and path.exists()
         argv = [*stage.argv, "--resume"] if resume else stage.argv  # the command that continues it by hand
         lane = " (side lane)" if stage.background and self.side is not None else ""
-        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}{lane}: gensis {' '.join(argv)}")
+        prog = f"python -m {stage.extra['module']}" if "module" in stage.extra else "gensis"
+        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}{lane}: {prog} {' '.join(argv)}")
         t0, c0 = time.time(), process_cpu_seconds()
         with self._lock:
             self.state[stage.name] = stage.key

@@ -464,7 +464,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
                     metrics.log(row)
                     bar.set_postfix(epoch=epoch, loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}", refresh=False)
             bar.update(1)
-            if it % task.log_every == 0:
+            if it % task.log_every == 0 and not rt.overlap:  # (with the helper thread it has its two already)
                 apply_thread_share()  # a demo's side lane finished: its threads come back (gensis.device)
         guard.sync()
         _save(task, rt, run, epoch)
