@@ -3,11 +3,13 @@
 On a CPU the demo's main chain (DINO → E-LDM → bank → Gen-DINO) is serial, and its small models use a second
 core poorly: one demo pretraining step at batch 32 is mostly small matrix products, and two OpenMP threads on
 two cores do little better than one. Stages that read nothing of the chain's later stages (the autoencoder,
-the pixel-interpolation ablation, the E-LDM's figures and fidelity numbers) can run at the same time instead,
+the pixel-interpolation ablation, the E-LDM's figures and fidelity numbers, the evaluation of the columns
+finished by then: ``gensis.pipeline.early_eval``) can run at the same time instead,
 each in its own process with its own threads::
 
     main lane (this process, T − t threads)   dino ─▶ [eldm-ae done?] eldm ─▶ bank ─▶ gendino ─▶ [join] eval
     side lane (child processes, t threads)    eldm-ae ─▶ pixel ─▶ [eldm done?] eldm-figures ─▶ eldm-eval
+                                              ─▶ eval-early (k-NN / linear of dino, pixel and the baselines)
 
 T is torch's thread count in this process (on a 2-core machine 2: one thread per lane). A side stage runs as
 the ``gensis`` command line its stage prints (``Stage.argv``, ``--resume`` added when it resumes) in a child
