@@ -82,7 +82,9 @@ class ELDMGenerator:
     @property
     def embedding_dim(self) -> int:
         """D, the width of the embeddings the E-LDM is conditioned on (its encoder's output)."""
-        return int(self.denoiser.conditioner.proj[1].in_features)
+        linear = self.denoiser.conditioner.proj[1]  # LayerNorm(D) → Linear(D, ...) (the Conditioner in eldm.pipeline)
+        assert isinstance(linear, torch.nn.Linear)
+        return int(linear.in_features)
 
     @property
     def encoder_identity(self) -> str:
