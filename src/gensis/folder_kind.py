@@ -44,13 +44,13 @@ _SEED_DIR = re.compile(r"^seed-\d+$")
 
 def _demo_state(path: Path) -> dict[str, Any] | None:
     """The ``stages.json`` a demo's ``Pipeline`` writes (``gensis.pipeline.runner.STATE``): each stage's name with
-    its key (hex; older demos: ``{key, done, seconds}``) and ``_seconds``; None for any other file (a user's own
-    stages.json), a damaged one or none."""
+    its key (hex; older demos: ``{key, done, seconds}``) and its timings (``_seconds``, ``_cpu_seconds``: names
+    starting with ``_``, each a dict); None for any other file (a user's own stages.json), a damaged one or none."""
     d = _json(path / "stages.json")
-    if not d or set(d) <= {"_seconds"}:
+    if not d or all(k.startswith("_") for k in d):
         return None
     for k, v in d.items():
-        ok = (isinstance(v, dict) if k == "_seconds" else
+        ok = (isinstance(v, dict) if k.startswith("_") else
               bool(_STAGE_KEY.match(v)) if isinstance(v, str) else isinstance(v, dict) and isinstance(v.get("key"), str))
         if not ok:
             return None

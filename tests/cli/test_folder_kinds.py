@@ -118,3 +118,16 @@ def test_mil_train_never_writes_into_another_kind_of_folder(kinds, tmp_path, cap
     line = _line(capsys)
     assert "is a pretraining run, not a MIL run" in line and "use another --out" in line, line
     assert (run / "config.yaml").read_text() == before and not (run / "mil.json").exists()
+
+
+def test_demo_stages_json_with_its_timings_marks_the_demo(tmp_path):
+    """stages.json holds stage keys and timing dicts (``_seconds``, ``_cpu_seconds`` since the side lane): the
+    slide demo is known by it alone (its rerun was refused as 'not a slide demo folder' when a timing dict
+    other than ``_seconds`` was there); timings alone, or a non-hex stage value, mark nothing."""
+    timings = {"_seconds": {"tiles": 1.0}, "_cpu_seconds": {"tiles": 0.9}}
+    slide = _folder(tmp_path / "slide", {"stages.json": json.dumps({"tiles": "ab12cd34", **timings})})
+    assert folder_kind(slide) == "wsi-demo"
+    demo = _folder(tmp_path / "demo", {"stages.json": json.dumps({"dino": "ab12cd34", **timings})})
+    assert folder_kind(demo) == "demo"
+    assert folder_kind(_folder(tmp_path / "t", {"stages.json": json.dumps(timings)})) is None
+    assert folder_kind(_folder(tmp_path / "u", {"stages.json": json.dumps({"tiles": "not hex", **timings})})) is None
