@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from cli_asserts import check_second_run_refused
+
 from gensis.cli.main import main
 from gensis.folder_kind import folder_kind
 
@@ -45,58 +47,16 @@ def test_sample_writes_a_new_folder_and_its_own_again(tmp_path, images_npz, pixe
     assert main(argv) == 0
 
 
-def _locker(folder):
-    """Another process holding gensis's lock on ``folder`` (as a running `gensis eldm sample` would)."""
-    import subprocess
-    import sys
-
-    p = subprocess.Popen([sys.executable, "-c", f"import sys, time; from gensis.rundir import lock_folder; "
-                          f"lock_folder({str(folder)!r}); print('locked', flush=True); time.sleep(300)"],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "locked"
-    return p
-
-
 def test_two_samples_on_one_out_the_second_is_refused(tmp_path, images_npz, pixel_eldm_run, capsys, monkeypatch):
     """Two `gensis eldm sample` on the same --out were not locked against each other (their PNG writes could
     interleave): the second is refused in one line (exit 2), before loading anything when the folder exists, else
     when it comes to write (the first made the folder meanwhile); nothing of the first's is touched."""
     import gensis.eldm.model as model
 
-    out = tmp_path / "fig"
     argv = ["eldm", "sample", "--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--device", "cpu",
             "--steps", "2", "figures.rows=2", "figures.per_image=1", "figures.pairs=1", "--out"]
-    assert main([*argv, str(out)]) == 0 and not (out / ".gensis.lock").exists()  # released when done
-    capsys.readouterr()
-    first = _locker(out)  # the first run, writing its figures again
-    try:
-        before = _listing(out)
-        assert main([*argv, str(out)]) == 2
-        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-        assert len(err) == 1 and "in use by another gensis process" in err[0] and f"pid {first.pid}" in err[0], err
-        assert _listing(out) == before
-    finally:
-        first.kill()
-        first.wait()
-
-    new = tmp_path / "new"  # missing when the second starts; the first creates and locks it while it computes
-    load = model.load_generator
-    started = []
-
-    def load_then_first_starts(*a, **kw):
-        started.append(_locker(new))
-        return load(*a, **kw)
-
-    monkeypatch.setattr(model, "load_generator", load_then_first_starts)
-    try:
-        assert main([*argv, str(new)]) == 2
-        err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
-        assert len(err) == 1 and "in use by another gensis process" in err[0], err
-        assert {p.name for p in new.iterdir()} == {".gensis.lock"}  # nothing written beside the first's lock
-    finally:
-        for p in started:
-            p.kill()
-            p.wait()
+    check_second_run_refused(main, argv, tmp_path / "fig", tmp_path / "new", capsys, monkeypatch, model,
+                             "load_generator")
 
 
 def test_a_killed_samples_temporary_png_is_removed_by_the_rerun(tmp_path, images_npz, pixel_eldm_run):

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from gensis.api import mil_config
+from cli_asserts import check_second_run_refused
+
 from gensis.cli.main import main
 from gensis.errors import UserError
 
@@ -135,18 +137,6 @@ def test_train_and_predict_never_write_into_a_users_folder(tmp_path, capsys):
     assert not os.path.exists(run / ".gensis.lock")
 
 
-def _locker(folder):
-    """Another process holding gensis's lock on ``folder`` (as a running `gensis mil predict` would)."""
-    import subprocess
-    import sys
-
-    p = subprocess.Popen([sys.executable, "-c", f"import time; from gensis.rundir import lock_folder; "
-                          f"lock_folder({str(folder)!r}); print('locked', flush=True); time.sleep(300)"],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "locked"
-    return p
-
-
 def test_two_predicts_into_one_out_the_second_is_refused(tmp_path, capsys, monkeypatch):
     """`mil predict` took no folder lock: two runs into one --out could interleave their predictions.csv and
     heatmaps. The second is refused in one line (exit 2), before loading when the folder exists, else when it
@@ -158,32 +148,4 @@ def test_two_predicts_into_one_out_the_second_is_refused(tmp_path, capsys, monke
     assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), "--preset",
                  "smoke", "optim.epochs=1", "--quiet"]) == 0
     predict = ["mil", "predict", "--run", str(run), "--feats", str(feats), "--no-heatmaps", "--out"]
-    preds = tmp_path / "preds"
-    assert main([*predict, str(preds)]) == 0 and not (preds / ".gensis.lock").exists()  # released when done
-    capsys.readouterr()
-    before = {p.name: p.read_bytes() for p in preds.iterdir()}
-    first = _locker(preds)
-    try:
-        assert main([*predict, str(preds)]) == 2
-        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(err) == 1 and "in use by another gensis process" in err[0] and f"pid {first.pid}" in err[0], err
-        assert {p.name: p.read_bytes() for p in preds.iterdir() if p.name != ".gensis.lock"} == before
-    finally:
-        first.kill()
-        first.wait()
-    new, started, list_bags = tmp_path / "new", [], mp.list_bags
-
-    def first_starts_meanwhile(*a, **kw):  # the folder is missing when the second starts
-        started.append(_locker(new))
-        return list_bags(*a, **kw)
-
-    monkeypatch.setattr(mp, "list_bags", first_starts_meanwhile)
-    try:
-        assert main([*predict, str(new)]) == 2
-        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-        assert len(err) == 1 and "in use by another gensis process" in err[0], err
-        assert {p.name for p in new.iterdir()} == {".gensis.lock"}  # nothing written beside the first's lock
-    finally:
-        for p in started:
-            p.kill()
-            p.wait()
+    check_second_run_refused(main, predict, tmp_path / "preds", tmp_path / "new", capsys, monkeypatch, mp, "list_bags")

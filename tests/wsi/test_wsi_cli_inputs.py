@@ -9,6 +9,8 @@ pytest.importorskip("h5py")
 
 from wsi_slides import make_svs, slide_image  # noqa: E402
 
+from cli_asserts import check_second_run_refused  # noqa: E402
+
 from gensis.cli.main import main  # noqa: E402
 
 
@@ -199,53 +201,14 @@ def test_embed_never_replaces_files_that_are_not_its_bags(tiled, tmp_path, capsy
     assert "1 slide(s), 0 already done" in capsys.readouterr().out
 
 
-def _locker(folder):
-    """Another process holding gensis's lock on ``folder`` (as a running `gensis wsi embed` would)."""
-    import subprocess
-    import sys
-
-    p = subprocess.Popen([sys.executable, "-c", f"import time; from gensis.rundir import lock_folder; "
-                          f"lock_folder({str(folder)!r}); print('locked', flush=True); time.sleep(300)"],
-                         stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "locked"
-    return p
-
-
 def test_two_embeds_into_one_out_the_second_is_refused(tiled, tmp_path, capsys, monkeypatch):
     """`wsi embed` took no folder lock: two runs into one --out could interleave (and one removed the other's
     temporary bag files as stale). The second is refused in one line (exit 2), before the encoder is loaded when
     the folder exists, else when it comes to write; the first's bags are untouched; the lock is released when done."""
-    import os
-
     import gensis.wsi.embed as we
 
-    d, slide = tiled
+    d, _ = tiled
     feats = tmp_path / "F"
     embed = ["wsi", "embed", "--encoder", "pixels", "--tiles", str(d / "T"), "--quiet", "--device", "cpu",
              "--workers", "0", "--out"]
-    assert main([*embed, str(feats)]) == 0 and not os.path.exists(feats / ".gensis.lock")
-    capsys.readouterr()
-    before = {p.name: p.read_bytes() for p in feats.iterdir()}
-    first = _locker(feats)
-    try:
-        assert main([*embed, str(feats)]) == 2
-        _one_line(capsys, "in use by another gensis process", f"pid {first.pid}")
-        assert {p.name: p.read_bytes() for p in feats.iterdir() if p.name != ".gensis.lock"} == before
-    finally:
-        first.kill()
-        first.wait()
-    new, started, encoder = tmp_path / "new", [], we._encoder
-
-    def first_starts_meanwhile(*a, **kw):  # the folder is missing when the second starts
-        started.append(_locker(new))
-        return encoder(*a, **kw)
-
-    monkeypatch.setattr(we, "_encoder", first_starts_meanwhile)
-    try:
-        assert main([*embed, str(new)]) == 2
-        _one_line(capsys, "in use by another gensis process")
-        assert {p.name for p in new.iterdir()} == {".gensis.lock"}  # nothing written beside the first's lock
-    finally:
-        for p in started:
-            p.kill()
-            p.wait()
+    check_second_run_refused(main, embed, feats, tmp_path / "new", capsys, monkeypatch, we, "_encoder")
