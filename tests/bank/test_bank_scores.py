@@ -177,3 +177,18 @@ def test_filtered_interpolations_get_weight_zero(reference_bank, tiny_npz):
     torch.testing.assert_close(got, (per[0] + per[2]) / 4)
     none = gv.loss(_Distill(), s_out, t_out, torch.full((4,), float("nan")), None)
     assert none.item() == 0.0
+
+
+def test_quiet_pretrain_with_a_filtered_bank_prints_only_its_final_line(reference_bank, tiny_npz, tmp_path, capsys):
+    """`gensis pretrain --quiet --bank BANK gen.bank_keep_quantile=0.5` printed "[gensis] bank fidelity filter: ..."
+    on stderr: the line is the run's start message now, shown without --quiet only (as the other start messages)."""
+    args = ["pretrain", "--data", str(tiny_npz), "--bank", str(reference_bank), "--preset", "smoke",
+            "optim.batch_size=16", "optim.epochs=1", "train.threads=1", "gen.alphas=[0.3,0.7]",
+            "gen.bank_keep_quantile=0.5"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out == f"pretraining done: {tmp_path / 'quiet'}\n", (out, err)
+    assert main([*args, "--out", str(tmp_path / "loud")]) == 0
+    err = capsys.readouterr().err
+    assert "[gensis] bank fidelity filter: 80/160 generative entries kept, 80/160 interpolations kept" in err, err

@@ -40,6 +40,7 @@ class GenViews:
 
     gen_w: np.ndarray | None = None  # fidelity-filter sampling weights (N, K); None: no filter
     int_w: np.ndarray | None = None  # (N, len(gen.alphas)); None: no filter
+    filter_message: str | None = None  # "[gensis] bank fidelity filter: ... kept"; None: no filter
 
     def __init__(self, cfg: dict, ds, images: torch.Tensor | None, bank=None, seed: int = 0, rank: int = 0):
         self.g = cfg["gen"]
@@ -53,9 +54,9 @@ class GenViews:
         if self.interp not in ("none", "bank", "pixel"):
             raise UserError(f"gen.interp must be none, bank or pixel, got '{self.interp}'")
         if bank is not None and filter_active(self.g):
-            self._build_filter(rank)
+            self._build_filter()
 
-    def _build_filter(self, rank: int) -> None:
+    def _build_filter(self) -> None:
         bank, K = self.bank, self.bank.num_generative
         w = entry_weights(bank.scores(), K, self.g)  # (N, E)
         self.gen_w = w[:, :K]
@@ -63,10 +64,7 @@ class GenViews:
         if bank.alphas and self.interp == "bank":
             self.int_w = w[:, bank.layout.alpha_slot(np.asarray(self.alphas))]  # (N, A) in gen.alphas order
             msg += f", {int((self.int_w > 0).sum())}/{self.int_w.size} interpolations kept"
-        if rank == 0:
-            import sys
-
-            print(msg, file=sys.stderr)
+        self.filter_message = msg  # shown by the training loop unless --quiet (``PretrainTask.start_message``)
 
     @property
     def uses_generative(self) -> bool:

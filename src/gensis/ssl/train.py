@@ -132,6 +132,10 @@ class PretrainTask(Task):
             return {**sizes, "aug.local_size": crops.local_size} if crops.n_local else sizes
         return {"data.image_size": cfg["data"]["image_size"]}  # local crops: the method decides (checked later)
 
+    def start_message(self) -> str | None:
+        """The bank's fidelity filter (how many entries it keeps): printed by ``fit`` unless ``--quiet``."""
+        return self.gen.filter_message if self.gen is not None else None
+
     # -- one iteration --------------------------------------------------------------------------------------
     def batches(self, epoch: int):
         """This epoch's ``StepInputs``, each made while the step before it runs (when ``rt.overlap``)."""
