@@ -30,14 +30,17 @@ if TYPE_CHECKING:  # torch is imported where tensors are read or written: tiling
     import torch
 
 from gensis.errors import UserError
+from gensis.owner import THIS_HOST, Writer, host_tag
 
 StrPath = str | os.PathLike[str]  # a path argument: a string or a Path
 
 TMP_PREFIX, TMP_SUFFIX = ".gensis-tmp-", ".tmp"
-# Our temporary names: ".gensis-tmp-<final name>.<pid>-<8 hex>.tmp". The fixed marker is what makes a name ours: a
-# user's file does not start with ".gensis-tmp-", so it is never taken for one of our temporary files (counted as
-# ours when a folder is claimed, or deleted as stale).
-_TMP_RE = re.compile(r"^\.gensis-tmp-(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+# Our temporary names: ".gensis-tmp-<final name>.<pid>@<host tag>-<8 hex>.tmp" (``gensis.owner``: the process that
+# writes it, which says when it is stale; versions before the host was recorded wrote ".<pid>-<8 hex>.tmp", still
+# read). The fixed marker is what makes a name ours: a user's file does not start with ".gensis-tmp-", so it is never
+# taken for one of our temporary files (counted as ours when a folder is claimed, or deleted as stale).
+_TMP_RE = re.compile(r"^\.gensis-tmp-(?P<name>.+)\.(?P<pid>\d+)(?:@(?P<host>[A-Za-z0-9_-]+))?-[0-9a-f]{8}\.tmp$")
+_HOST_TAG = host_tag(THIS_HOST)
 # Older versions wrote ".<final name>.<pid>-<8 hex>.tmp" (before them: mkstemp's ".<final name>.<8 of [a-z0-9_]>.tmp").
 # That shape alone proves nothing: a user's ".notes.backup.tmp" or ".notes.20240101.tmp" has it. Such a name is taken
 # as ours only where the caller says which files gensis writes in that folder (``finals``) and the name minus its
@@ -51,12 +54,20 @@ Finals = Callable[[str], object]  # which final names gensis writes in a folder:
 
 
 def _tmp_path(path: Path) -> Path:
-    return path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    return path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}@{_HOST_TAG}-{secrets.token_hex(4)}{TMP_SUFFIX}"
 
 
 def temp_path(path: StrPath) -> Path:
-    """A fresh temporary name for ``path`` in its folder (``.gensis-tmp-<name>.<this pid>-<8 hex>.tmp``)."""
+    """A fresh temporary name for ``path`` in its folder (``.gensis-tmp-<name>.<this pid>@<host tag>-<8 hex>.tmp``)."""
     return _tmp_path(Path(path))
+
+
+def _writer(m: re.Match[str]) -> Writer | None:
+    """The process a temporary name records (None: an older version's random name, without a pid)."""
+    pid = m.group("pid")
+    if pid is None:
+        return None
+    return Writer(int(pid), m.groupdict().get("host"))
 
 
 def _temp_match(name: str, finals: Finals | None = None) -> re.Match[str] | None:
@@ -193,7 +204,9 @@ def is_temp_name(name: str, finals: Finals | None = None) -> bool:
 def remove_stale_temps(folder: StrPath, finals: Finals | None = None) -> list[Path]:
     """Delete temporary files a killed gensis process left in ``folder`` (``is_temp_name(name, finals)`` only).
 
-    A file whose name carries a pid that is still alive on this host is kept (another rank may be writing it).
+    A file whose writer (``gensis.owner.Writer.state``) is still running on this host is kept (another rank may be
+    writing it), and so is one written on another host (its pid cannot be checked from here; it blocks nothing:
+    temporary names are never taken for the user's files). This process's own are removed.
     """
     folder = Path(folder)
     removed: list[Path] = []
@@ -203,8 +216,8 @@ def remove_stale_temps(folder: StrPath, finals: Finals | None = None) -> list[Pa
         m = _temp_match(p.name, finals)
         if not m or not p.is_file():
             continue
-        pid = m.group("pid")
-        if pid is not None and int(pid) != os.getpid() and _pid_alive(int(pid)):
+        w = _writer(m)
+        if w is not None and w.state() not in ("mine", "gone"):
             continue
         _unlink_quietly(p)
         removed.append(p)
@@ -213,9 +226,10 @@ def remove_stale_temps(folder: StrPath, finals: Finals | None = None) -> list[Pa
 
 def remove_stale_temp_dirs(folder: StrPath) -> list[Path]:
     """Delete the staging folders (``gensis.export.atomic.staged_folder``) a killed gensis process left in
-    ``folder``: a real directory (not a link) named ``.gensis-tmp-<final name>.<pid>-<8 hex>.tmp`` whose pid is
-    not running on this host. A name without a pid (an older version's ``mkdtemp`` name) cannot be proved stale
-    and is kept, as is a directory of a live pid (another export in progress) or of this process."""
+    ``folder``: a real directory (not a link) named ``.gensis-tmp-<final name>.<pid>[@<host tag>]-<8 hex>.tmp``
+    whose writer is gone (``gensis.owner.Writer.state``: on this host, pid not running). A name without a pid (an
+    older version's ``mkdtemp`` name) cannot be proved stale and is kept, as is a directory of a live pid (another
+    export in progress), of this process, or written on another host (its pid cannot be checked from here)."""
     import shutil
 
     folder = Path(folder)
@@ -226,8 +240,8 @@ def remove_stale_temp_dirs(folder: StrPath) -> list[Path]:
         m = _TMP_RE.match(p.name)
         if not m or p.is_symlink() or not p.is_dir():
             continue
-        pid = int(m.group("pid"))
-        if pid == os.getpid() or _pid_alive(pid):
+        w = _writer(m)
+        if w is None or w.state() != "gone":
             continue
         shutil.rmtree(p, ignore_errors=True)
         if not p.exists():
@@ -251,41 +265,22 @@ def save_tensors(path: StrPath, tensors: Mapping[str, torch.Tensor], metadata: M
 LOCK_NAME = ".gensis.lock"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot) from /proc, to tell a reused pid from the locker."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 _HELD: dict[Path, "RunLock"] = {}
 
 
 class RunLock:
-    """``FOLDER/.gensis.lock`` holding ``{pid, host, start}``: a second process on the folder is refused.
+    """``FOLDER/.gensis.lock`` holding ``{pid, host, start}`` (``gensis.owner.Writer``): a second process on the
+    folder is refused.
 
-    A lock whose process is gone (same host, pid dead or reused) is stale and taken over. The same process
-    may take its own lock again (stages run in one process by the demo). Released by ``release()`` or at exit.
+    A lock whose process is gone (same host, pid dead or reused) is stale and taken over; one held on another host
+    is never (its pid cannot be checked from here): the refusal names that host. The same process may take its own
+    lock again (stages run in one process by the demo). Released by ``release()`` or at exit.
     """
 
     def __init__(self, folder: StrPath):
         self.folder = Path(folder).resolve()
         self.path = self.folder / LOCK_NAME
-        self.mine: dict[str, Any] = {"pid": os.getpid(), "host": platform.node(), "start": _start_time(os.getpid())}
+        self.me = Writer.me()
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -295,19 +290,9 @@ class RunLock:
         except (OSError, ValueError):
             return {}  # torn or unreadable: written by a process killed while writing it
 
-    def _stale(self, h: dict[str, Any]) -> bool:
-        if not h or not isinstance(h, dict) or "pid" not in h:
-            return True
-        if h.get("host") != self.mine["host"]:
-            return False  # cannot check a pid on another machine
-        pid = int(h["pid"])
-        if not _pid_alive(pid):
-            return True
-        return h.get("start") is not None and _start_time(pid) not in (None, h.get("start"))
-
     def acquire(self) -> "RunLock":
         self.folder.mkdir(parents=True, exist_ok=True)
-        body = json.dumps(self.mine).encode()
+        body = json.dumps(self.me.record()).encode()
         for _ in range(5):
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -315,14 +300,18 @@ class RunLock:
                 h = self._holder()
                 if h is None:
                     continue  # released meanwhile
-                if h.get("pid") == self.mine["pid"] and h.get("host") == self.mine["host"]:
+                holder = Writer.from_record(h)
+                state = "gone" if holder is None else holder.state()  # torn: a process killed while writing it
+                if state == "mine":
                     break  # ours already
-                if self._stale(h):
+                if state == "gone":
                     _unlink_quietly(self.path)  # a dead process's lock: take it over
                     continue
-                raise UserError(f"{self.folder} is in use by another gensis process (pid {h.get('pid')} on "
-                                f"{h.get('host')}); wait for it to finish, or delete {self.path} if that "
-                                f"process is gone") from None
+                assert holder is not None
+                where = (f"on {holder.host}, another host: its process cannot be checked from {THIS_HOST}"
+                         if state == "elsewhere" else f"on {holder.host}")
+                raise UserError(f"{self.folder} is in use by another gensis process (pid {holder.pid} {where}); "
+                                f"wait for it to finish, or delete {self.path} if that process is gone") from None
             with os.fdopen(fd, "wb") as f:
                 f.write(body)
             break
@@ -332,8 +321,8 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        h = self._holder()
-        if h and h.get("pid") == self.mine["pid"] and h.get("host") == self.mine["host"]:
+        holder = Writer.from_record(self._holder())
+        if holder is not None and holder.state() == "mine":
             _unlink_quietly(self.path)
         _HELD.pop(self.folder, None)
 

@@ -1,0 +1,107 @@
+"""Which gensis process wrote a temporary name or holds a folder lock, and whether it is gone.
+
+Every record of a writer goes through ``Writer``: temporary files and export staging folders carry it in their
+name (``gensis.rundir.temp_path``: ``.gensis-tmp-<final name>.<pid>@<host tag>-<8 hex>.tmp``), a folder lock in
+its ``.gensis.lock`` (``{"pid", "host", "start"}``). What may be done with a record follows from ``Writer.state``:
+
+    mine       this process (same host, same pid)
+    running    a live process on this host (its start time, where recorded, is the recorded one)
+    gone       on this host, and its pid is not running (or now runs another program: another start time)
+    elsewhere  recorded on another host (a folder on a network filesystem): a pid there cannot be checked from
+               here, so its files are left and a lock it holds is reported with its host, never taken over
+
+Older versions recorded the pid alone (temporary names ``.<pid>-<8 hex>.tmp``); such a record (``host`` None) is
+checked on this host, as those versions did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+State = Literal["mine", "running", "gone", "elsewhere"]
+
+THIS_HOST = platform.node()
+_TAG_MAX = 40
+
+
+def host_tag(host: str) -> str:
+    """``host`` as written into a temporary name: characters other than ``[A-Za-z0-9_-]`` become ``_`` (no dot:
+    the name's pid is read before its last dot); longer than 40 characters: its first 31 and 8 hex of its hash."""
+    tag = re.sub(r"[^A-Za-z0-9_-]", "_", host) or "_"
+    if len(tag) > _TAG_MAX:
+        tag = f"{tag[:_TAG_MAX - 9]}_{hashlib.sha256(host.encode()).hexdigest()[:8]}"
+    return tag
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot) from /proc, to tell a reused pid from the writer."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class Writer:
+    """A gensis process as recorded: its pid, its host (the full name in a lock, ``host_tag`` in a temporary name;
+    None in an older version's pid-only record) and its start time (locks only; None: not recorded)."""
+
+    pid: int
+    host: str | None = None
+    start: str | None = None
+
+    @classmethod
+    def me(cls) -> "Writer":
+        return cls(os.getpid(), THIS_HOST, start_time(os.getpid()))
+
+    @classmethod
+    def from_record(cls, record: Any) -> "Writer | None":
+        """A lock's JSON object as a Writer; None when it is not one (torn, or written by something else)."""
+        if not isinstance(record, dict):
+            return None
+        try:
+            pid = int(record["pid"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        host, start = record.get("host"), record.get("start")
+        return cls(pid, None if host is None else str(host), None if start is None else str(start))
+
+    def record(self) -> dict[str, Any]:
+        return {"pid": self.pid, "host": self.host, "start": self.start}
+
+    @property
+    def here(self) -> bool:
+        """Recorded on this host (or by an older version, which recorded no host)."""
+        return self.host is None or self.host in (THIS_HOST, host_tag(THIS_HOST))
+
+    def state(self) -> State:
+        """See the module docstring."""
+        if not self.here:
+            return "elsewhere"
+        if self.pid == os.getpid():
+            return "mine"
+        if not pid_alive(self.pid):
+            return "gone"
+        if self.start is not None and start_time(self.pid) not in (None, self.start):
+            return "gone"  # the pid now belongs to another process
+        return "running"
