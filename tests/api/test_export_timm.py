@@ -183,3 +183,52 @@ main(["export", {str(encoder_run)!r}, "--to", "timm", {str(out)!r}])
     assert all((d / "x").read_text() == "keep me" for d in keep) and link.is_symlink()
     left = {q.name for q in tmp_path.iterdir()}
     assert left == {"vit", link.name, *(d.name for d in keep)}
+
+
+def test_an_older_versions_staging_folder_without_a_pid_is_removed_after_a_day_if_provably_an_export(tmp_path,
+                                                                                                      capsys):
+    """Older versions named the staging folder with mkdtemp (no pid): a kill left it for ever. The next export
+    removes it when its name has that shape, it holds only what an export writes (the unmarked shape: with a file
+    only a gensis export writes) and nothing in it changed for a day; anything else is kept."""
+    import json
+    import os
+    import time
+
+    from gensis.export.atomic import OLD_STAGING_AGE_S, staged_folder
+
+    timm_cfg = json.dumps({"architecture": "vit_tiny_patch16_224", "pretrained_cfg": {"tag": "gensis-teacher"}})
+    users_cfg = json.dumps({"architecture": "vit_tiny_patch16_224", "pretrained_cfg": {"tag": "augreg_in21k"}})
+    pipe = json.dumps({"_class_name": "EmbeddingConditionedPipeline"})
+    folders = {  # name: ({relative path: content}, removed?)
+        ".gensis-tmp-vit.a1b2c3d4.tmp": ({"model.safetensors": "half"}, True),  # marked, killed mid-export
+        ".gensis-tmp-vit.k9_x2m0q.tmp": ({}, True),  # marked, killed before it wrote
+        ".vit.ab12cd34.tmp": ({"config.json": timm_cfg, "model.safetensors": "w"}, True),  # unmarked timm export
+        ".pipe.zz9yy8xx.tmp": ({"model_index.json": pipe, "unet/config.json": "{}",
+                                "unet/diffusion_pytorch_model.safetensors": "w"}, True),  # unmarked diffusers export
+        ".gensis-tmp-a.qq11ww22.tmp": ({"notes.txt": "keep me"}, False),  # a file no export writes
+        ".backup.20240101.tmp": ({"config.json": users_cfg, "model.safetensors": "w"}, False),  # a user's model
+        ".gensis-tmp-b.ee33rr44.tmp": ({"x/y/config.json": "{}"}, False),  # deeper than an export
+        ".gensis-tmp-c.tt55yy66.tmp": ({"model.safetensors": "w"}, False),  # changed recently (below)
+        ".gensis-tmp-d.uu77ii88.tmp": ({"unet/config.json": "{}"}, False),  # a file in it changed recently (below)
+    }
+    old = time.time() - OLD_STAGING_AGE_S - 600
+    for name, (files, _) in folders.items():
+        d = tmp_path / name
+        d.mkdir()
+        for rel, text in files.items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_text(text)
+        for p in sorted(d.rglob("*"), key=lambda q: -len(q.parts)) + [d]:  # deepest first: a folder's own last
+            os.utime(p, (old, old))
+    os.utime(tmp_path / ".gensis-tmp-c.tt55yy66.tmp")
+    os.utime(tmp_path / ".gensis-tmp-d.uu77ii88.tmp" / "unet" / "config.json")
+    link = tmp_path / ".gensis-tmp-e.oo99pp00.tmp"  # a link of that shape (to a user's model): never followed
+    link.symlink_to(tmp_path / ".backup.20240101.tmp")
+    with staged_folder(tmp_path / "out") as d:
+        (d / "config.json").write_text("{}")
+    err = capsys.readouterr().err
+    for name, (_, removed) in folders.items():
+        assert (tmp_path / name).exists() != removed, name
+        assert (str(tmp_path / name) in err) == removed, (name, err)
+    assert link.is_symlink() and (tmp_path / "out" / "config.json").is_file()
+    assert (tmp_path / ".backup.20240101.tmp" / "model.safetensors").read_text() == "w"
