@@ -349,6 +349,32 @@ def release_folder(folder: StrPath) -> None:
         lock.release()
 
 
+@contextlib.contextmanager
+def removed_if_left_empty(folder: StrPath) -> Iterator[None]:
+    """For a command that makes its ``--out`` ``folder`` (when it takes the lock or first writes): on an error or an
+    interrupt inside, the folders this call found missing (``folder`` and the parents made for it) are removed
+    again, this process's lock on ``folder`` released first, so a refused command leaves no empty folder behind.
+    Each goes with ``os.rmdir``, which removes only an empty folder: anything written there (by this command before
+    it failed, or by another process meanwhile) is kept, and so is a folder that existed before."""
+    folder = Path(folder).absolute()
+    missing: list[Path] = []
+    p = folder
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)  # deepest first
+        p = p.parent
+    try:
+        yield
+    except BaseException:
+        if missing:
+            release_folder(folder)
+            for p in missing:
+                try:
+                    os.rmdir(p)
+                except OSError:
+                    break  # not empty (or already gone): kept, and so are its parents
+        raise
+
+
 @atexit.register
 def _release_all() -> None:
     for lock in list(_HELD.values()):

@@ -73,3 +73,24 @@ def test_a_killed_samples_temporary_png_is_removed_by_the_rerun(tmp_path, images
     assert main(["eldm", "sample", "--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--out", str(out),
                  "--device", "cpu", "--steps", "2", "figures.rows=2", "figures.per_image=1", "figures.pairs=1"]) == 0
     assert not dead.exists() and live.read_bytes() == b"being written" and (out / "generative.png").is_file()
+
+
+def test_a_sample_failing_before_its_first_file_leaves_no_empty_out(tmp_path, images_npz, pixel_eldm_run, capsys,
+                                                                     monkeypatch):
+    """`eldm sample` makes --out when it comes to write: failing at its first file (a full disk) left the empty
+    folder (and the parents made for it) behind. Now they go; a folder that existed before is kept."""
+    import errno
+
+    import gensis.rundir as rundir
+
+    def full_disk(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir, "atomic_write_json", full_disk)  # figures.json, its first file
+    argv = ["eldm", "sample", "--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--device", "cpu",
+            "--steps", "2", "figures.rows=2", "figures.per_image=1", "figures.pairs=1", "--out"]
+    assert main([*argv, str(tmp_path / "new" / "fig")]) != 0
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    assert main([*argv, str(tmp_path / "empty")]) != 0
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

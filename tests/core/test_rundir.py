@@ -345,6 +345,13 @@ def test_failed_build_removes_the_folder_it_created(tmp_path):
     with pytest.raises(UserError, match="bad data"):
         claim_and_build(RunDir(tmp_path / "new"), RT(), False, Boom)
     assert not (tmp_path / "new").exists() and (tmp_path / "new").resolve() not in rundir.held_locks()
+    with pytest.raises(UserError, match="bad data"):  # and the parents it made for it
+        claim_and_build(RunDir(tmp_path / "a" / "b" / "new"), RT(), False, Boom)
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "kept").mkdir()  # a folder that existed before is kept
+    with pytest.raises(UserError, match="bad data"):
+        claim_and_build(RunDir(tmp_path / "kept"), RT(), False, Boom)
+    assert (tmp_path / "kept").is_dir() and (tmp_path / "kept").resolve() not in rundir.held_locks()
 
 
 def test_atomic_copy(tmp_path):

@@ -149,3 +149,37 @@ def test_two_predicts_into_one_out_the_second_is_refused(tmp_path, capsys, monke
                  "smoke", "optim.epochs=1", "--quiet"]) == 0
     predict = ["mil", "predict", "--run", str(run), "--feats", str(feats), "--no-heatmaps", "--out"]
     check_second_run_refused(main, predict, tmp_path / "preds", tmp_path / "new", capsys, monkeypatch, mp, "list_bags")
+
+
+def test_a_refused_mil_predict_or_train_leaves_no_empty_out(tmp_path, capsys, monkeypatch):
+    """`mil predict` found bags of the wrong size (or without a thumbnail for --heatmaps) only after it had made
+    --out: the empty folder (and the parents made for it) stayed. Now they go, as when `mil train` fails before
+    its first file (a full disk); a folder that existed before is kept."""
+    import errno
+
+    import gensis.rundir as rundir
+    from gensis.mil.bags import write_bag
+
+    feats, labels = _bags(tmp_path)
+    run = tmp_path / "mil"
+    train = ["mil", "train", "--feats", str(feats), "--labels", str(labels), "--preset", "smoke", "optim.epochs=1",
+             "--quiet", "--out"]
+    assert main([*train, str(run)]) == 0
+    wide = tmp_path / "wide"
+    write_bag(wide / "s0.h5", np.zeros((3, 5)), np.zeros((3, 2)), {})  # 5 features; the run was trained on 4
+    predict = ["mil", "predict", "--run", str(run), "--out"]
+    capsys.readouterr()
+    assert main([*predict, str(tmp_path / "new" / "p"), "--feats", str(wide), "--no-heatmaps"]) == 2
+    assert "embeddings of size 5" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    assert main([*predict, str(tmp_path / "p"), "--feats", str(feats)]) == 2  # heatmaps: the bags name no thumbnail
+    assert "names no thumbnail" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    (tmp_path / "empty").mkdir()
+    assert main([*predict, str(tmp_path / "empty"), "--feats", str(wide), "--no-heatmaps"]) == 2
+    assert (tmp_path / "empty").is_dir()
+
+    def full_disk(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir, "atomic_write_json", full_disk)  # mil.json, its first file
+    assert main([*train, str(tmp_path / "new" / "m")]) != 0
+    assert not (tmp_path / "new").exists()

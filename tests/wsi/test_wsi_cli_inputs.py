@@ -212,3 +212,24 @@ def test_two_embeds_into_one_out_the_second_is_refused(tiled, tmp_path, capsys, 
     embed = ["wsi", "embed", "--encoder", "pixels", "--tiles", str(d / "T"), "--quiet", "--device", "cpu",
              "--workers", "0", "--out"]
     check_second_run_refused(main, embed, feats, tmp_path / "new", capsys, monkeypatch, we, "_encoder")
+
+
+def test_a_refused_embed_leaves_no_empty_out(tmp_path, capsys):
+    """`wsi embed` on tiles whose slide was moved away since tiling was refused when it came to read the tiles,
+    after it had made --out: the empty folder (and the parents made for it) stayed. Now they go; a folder that
+    existed before is kept."""
+    slide = make_svs(tmp_path / "m.svs", slide_image(256, 256, [(32, 32, 200, 200)]), mpp=0.5, downsamples=(1, 2),
+                     tile=128)
+    tiles = tmp_path / "T"
+    assert main(["wsi", "tile", str(slide), "--out", str(tiles), "--mag", "10", "--tile-size", "32", "--quiet"]) == 0
+    slide.unlink()
+    capsys.readouterr()
+    embed = ["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--quiet", "--device", "cpu",
+             "--workers", "0", "--out"]
+    assert main([*embed, str(tmp_path / "new" / "F")]) == 2
+    _one_line(capsys, "m.svs")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()
+    assert main([*embed, str(tmp_path / "empty")]) == 2
+    _one_line(capsys, "m.svs")
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())

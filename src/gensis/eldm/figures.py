@@ -167,7 +167,7 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     from gensis.data.sources import open_data
     from gensis.eldm.model import finished_run_config, load_generator
     from gensis.folder_kind import require_own_or_empty
-    from gensis.rundir import held_locks, lock_folder, release_folder
+    from gensis.rundir import held_locks, lock_folder, release_folder, removed_if_left_empty
 
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
         raise UserError(f"--seed must be an integer >= 0 (figures.seed), got {seed}")  # was numpy's traceback
@@ -185,7 +185,8 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
         ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed,
                        skip_bad_images=bool(cfg.data.skip_bad_images))  # as the run was trained (or data.* override)
         gen = load_generator(eldm, device=device, amp=amp, guidance=guidance, steps=steps, sampler=sampler)
-        return write_figures(gen, ds, out, fig)
+        with removed_if_left_empty(out):  # failing before its first file (e.g. a full disk): no empty --out left
+            return write_figures(gen, ds, out, fig)
     finally:  # free again when done (from Python too), unless the caller held it already (the demo's stage)
         for folder in held_locks() - held:
             release_folder(folder)

@@ -18,12 +18,14 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
 
     Holds gensis's folder lock on ``out`` (``rundir.lock_folder``) while it writes: a second predict into the
     same folder is refused in one line (before loading anything when the folder exists, else when it comes to
-    write); the lock is released when done, unless the caller held it already."""
-    from gensis.rundir import held_locks, release_folder
+    write); the lock is released when done, unless the caller held it already. A refused predict leaves no
+    empty ``out`` behind (``rundir.removed_if_left_empty``)."""
+    from gensis.rundir import held_locks, release_folder, removed_if_left_empty
 
     held = held_locks()
     try:
-        return _predict(run, feats, out, heatmaps, slides)
+        with removed_if_left_empty(out):
+            return _predict(run, feats, out, heatmaps, slides)
     finally:
         for folder in held_locks() - held:
             release_folder(folder)

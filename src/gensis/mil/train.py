@@ -175,7 +175,15 @@ def _json_safe(x):
 
 
 def train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | Path, quiet: bool = False) -> dict:
-    """Train and evaluate every split; returns {'splits': {name: metrics}, 'summary': {metric: mean/std}}."""
+    """Train and evaluate every split; returns {'splits': {name: metrics}, 'summary': {metric: mean/std}}.
+    A run refused before its first file leaves no empty ``out`` behind (``rundir.removed_if_left_empty``)."""
+    from gensis.rundir import removed_if_left_empty
+
+    with removed_if_left_empty(out):
+        return _train_mil(cfg, feats, labels_csv, out, quiet)
+
+
+def _train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | Path, quiet: bool) -> dict:
     from gensis.config import dump
     from gensis.device import pick_device
     from gensis.rundir import atomic_write_json, atomic_write_text, lock_folder, remove_stale_temps, save_tensors

@@ -47,6 +47,7 @@ verdict (the first bad step is all-reduced at each read); rank 0 prints the line
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -64,7 +65,7 @@ from gensis.device import apply_thread_share, autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import LOCK_NAME, MetricsLog, RunDir, release_folder
+from gensis.rundir import MetricsLog, RunDir, release_folder, removed_if_left_empty
 from gensis.train.foreach import clip_gradients
 from gensis.train.overlap import overlap_enabled
 from gensis.train.resume import check_resume
@@ -380,30 +381,22 @@ def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Cal
     ``cache/``), so a second process on it is refused before anything is written. When building fails, a
     folder this call created is removed again if it holds nothing but the lock."""
     stage = stage or build.stage  # type: ignore[union-attr]
-    created = False
-    if rt.is_main:
-        if run.path.exists() and not run.path.is_dir():
-            raise UserError(f"--out {run.path} is a file, not a folder: give a new or empty folder")
-        created = not run.path.exists()
-        run.path.mkdir(parents=True, exist_ok=True)
-        try:
+    if rt.is_main and run.path.exists() and not run.path.is_dir():
+        raise UserError(f"--out {run.path} is a file, not a folder: give a new or empty folder")
+    with removed_if_left_empty(run.path) if rt.is_main else contextlib.nullcontext():
+        if rt.is_main:
+            run.path.mkdir(parents=True, exist_ok=True)
             run.claim(stage, resume)
             if not resume and not run.is_done() and (run / CHECKPOINT).is_file():
                 release_folder(run.path)  # a fresh start would overwrite the unfinished run's checkpoint
                 raise UserError(f"{run.path} holds an unfinished run with a checkpoint (interrupted?): continue it "
                                 f"with --resume, or give another --out to start over")
+        try:
+            return build(*args, **kw)
         except BaseException:
-            if created and not any(run.path.iterdir()):
-                run.path.rmdir()
+            if rt.is_main:
+                release_folder(run.path)
             raise
-    try:
-        return build(*args, **kw)
-    except BaseException:
-        if rt.is_main:
-            release_folder(run.path)
-            if created and {p.name for p in run.path.iterdir()} <= {LOCK_NAME}:
-                run.path.rmdir()
-        raise
 
 
 def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool = False) -> RunDir:

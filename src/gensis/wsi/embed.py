@@ -43,12 +43,14 @@ def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_siz
 
     Holds gensis's folder lock on ``out`` (``rundir.lock_folder``): a second embed into the same folder is
     refused in one line (before the encoder is loaded when the folder exists); released when done, unless the
-    caller held it already."""
-    from gensis.rundir import held_locks, release_folder
+    caller held it already. A refused run (e.g. a slide moved since it was tiled) leaves no empty ``out`` behind
+    (``rundir.removed_if_left_empty``)."""
+    from gensis.rundir import held_locks, release_folder, removed_if_left_empty
 
     held = held_locks()
     try:
-        return _embed(encoder_spec, tiles, out, batch_size, num_workers, device, quiet, like)
+        with removed_if_left_empty(out):
+            return _embed(encoder_spec, tiles, out, batch_size, num_workers, device, quiet, like)
     finally:
         for folder in held_locks() - held:
             release_folder(folder)
