@@ -53,8 +53,15 @@ _LEGACY_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:(?P<pid>\d+)-[0-9a-f]{8}|[a-z0
 Finals = Callable[[str], object]  # which final names gensis writes in a folder: name -> truthy
 
 
+_NAME_MAX = 255  # bytes in a file name (ext4, xfs, btrfs, NFS)
+
+
 def _tmp_path(path: Path) -> Path:
-    return path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}@{_HOST_TAG}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    tail = f".{os.getpid()}@{_HOST_TAG}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    name, room = path.name, _NAME_MAX - len(TMP_PREFIX) - len(tail)
+    while len(os.fsencode(name)) > room:  # a long final name: its start is kept (the marker and the writer decide)
+        name = name[:-1]
+    return path.parent / f"{TMP_PREFIX}{name}{tail}"
 
 
 def temp_path(path: StrPath) -> Path:
@@ -196,8 +203,8 @@ def atomic_savefig(fig: Any, path: StrPath, **kw: Any) -> Path:
 
 
 def is_temp_name(name: str, finals: Finals | None = None) -> bool:
-    """Whether ``name`` is one of our temporary names (``.gensis-tmp-<final name>.<pid>-<8 hex>.tmp``), or an older
-    version's (``.<final name>.<random>.tmp``) for a final name ``finals`` accepts (see ``_LEGACY_TMP_RE``)."""
+    """Whether ``name`` is one of our temporary names (``.gensis-tmp-<final name>.<pid>[@<host>]-<8 hex>.tmp``), or
+    an older version's (``.<final name>.<random>.tmp``) for a final name ``finals`` accepts (see ``_LEGACY_TMP_RE``)."""
     return _temp_match(name, finals) is not None
 
 

@@ -26,7 +26,8 @@ def test_temporary_names_record_pid_and_host(tmp_path):
     assert name.startswith(f".gensis-tmp-model.safetensors.{os.getpid()}@{host_tag(owner.THIS_HOST)}-")
     assert is_temp_name(name)
     m = rundir._TMP_RE.match(name)
-    assert m and rundir._writer(m) == Writer(os.getpid(), host_tag(owner.THIS_HOST)) and m["name"] == "model.safetensors"
+    assert m and m["name"] == "model.safetensors"
+    assert rundir._writer(m) == Writer(os.getpid(), host_tag(owner.THIS_HOST))
 
 
 def test_host_tags_are_name_safe_short_and_distinct():
@@ -73,3 +74,15 @@ def test_a_lock_of_another_host_is_refused_naming_folder_and_host(tmp_path, dead
     lock.write_text(json.dumps({"pid": dead_pid, "host": owner.THIS_HOST, "start": None}))
     RunLock(tmp_path).acquire().release()  # the same dead pid on this host: stale, taken over
     assert not lock.exists()
+
+
+def test_a_long_final_name_gets_a_temporary_name_that_fits(tmp_path):
+    """The pid and host make the temporary name longer than the final one: a final name near the 255-byte limit
+    still gets one (its start kept), and the write succeeds."""
+    from gensis.rundir import atomic_write_text
+
+    final = tmp_path / ("s" * 240 + "é.h5")  # 245 bytes in UTF-8
+    name = temp_path(final).name
+    assert len(os.fsencode(name)) <= 255 and is_temp_name(name) and name.startswith(".gensis-tmp-sss")
+    atomic_write_text(final, "x")
+    assert [p.name for p in tmp_path.iterdir()] == [final.name] and final.read_text() == "x"
