@@ -128,8 +128,9 @@ def image_batches(ds: ImageSet, batches: list[np.ndarray], size: int, num_worker
         for b in batches:
             yield torch.from_numpy(ds.stack(b)).permute(0, 3, 1, 2).contiguous()  # (B, 3, H, W)
         return
-    dl = torch.utils.data.DataLoader(_Images(ds, size), batch_sampler=[b.tolist() for b in batches],
-                                     num_workers=num_workers)
+    from gensis.data.workers import WorkerLoader
+
+    dl = WorkerLoader(_Images(ds, size), batch_sampler=[b.tolist() for b in batches], num_workers=num_workers)
     yield from dl
 
 

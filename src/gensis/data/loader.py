@@ -13,10 +13,11 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from gensis.data.sources import SKIP_HINT, ArrayImageSet, BadImageError, ImageSet, SubsetImageSet
+from gensis.data.workers import WorkerLoader
 from gensis.errors import UserError
 from gensis.data.transforms import to_tensor
 
@@ -56,8 +57,9 @@ def load_images(ds: ImageSet, idx: "np.ndarray | list[int]", size: int) -> torch
 
 
 class _Decode(Dataset):
-    """Decodes one image in a worker; an unreadable file comes back as its error message, not an exception
-    (an exception in a DataLoader worker reaches the user as a multi-line traceback)."""
+    """Decodes one image in a worker; an unreadable file comes back as its error message, not an exception, so
+    that the batch's other images can still be used when unreadable images are skipped (other errors, e.g. a
+    tile's slide moved since tiling, come back through ``WorkerLoader`` as the exception raised)."""
 
     def __init__(self, ds: ImageSet, size: int | None):
         self.ds, self.size = ds, size
@@ -116,8 +118,8 @@ class ImageBatches:
                 t = torch.from_numpy(idx)
                 yield self._array[t], t
             return
-        dl = DataLoader(_Decode(self.ds, self.load_size), batch_sampler=[b.tolist() for b in batches],
-                        num_workers=self.num_workers, persistent_workers=False, collate_fn=_collate)
+        dl = WorkerLoader(_Decode(self.ds, self.load_size), batch_sampler=[b.tolist() for b in batches],
+                          num_workers=self.num_workers, persistent_workers=False, collate_fn=_collate)
         # skipping drops images from training batches; where every image needs an output (features, latents:
         # no drop_last), a missing one would misalign the rest, so it stays an error
         skip = getattr(_root(self.ds), "skip_bad", False) and self.drop_last

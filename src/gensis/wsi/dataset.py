@@ -21,6 +21,7 @@ import numpy as np
 from gensis.data.sources import ImageSet
 from gensis.errors import UserError
 from gensis.wsi.geometry import TileGeometry, read_tile
+from gensis.wsi.slide import SlideError
 from gensis.wsi.tilefile import SlideTiles, list_slides, read_slide_tiles, tiles_dir
 
 PREFIX = "tiles:"
@@ -137,8 +138,20 @@ class TileImageSet(ImageSet):
         return int(self.groups[i]), int(self._x[i]), int(self._y[i])
 
     def get(self, i: int) -> np.ndarray:
+        """Tile ``i`` (P×P×3 uint8). ``SlideError`` naming the slide when it is gone, or when the tile cannot be
+        decoded (opening only checks one pixel of the first and last level: a slide damaged, or replaced by
+        another file, after tiling fails here)."""
         s, x, y = self.location(i)
-        return read_tile(self._slide(s), self._geoms[s], x, y)
+        slide = self._slide(s)
+        try:
+            return read_tile(slide, self._geoms[s], x, y)
+        except UserError:
+            raise
+        except Exception as e:  # each slide library has its own error types
+            why = str(e).splitlines()[0] if str(e) else "unreadable"
+            raise SlideError(f"cannot read the tile at level-0 ({x}, {y}) of slide {self._paths[s]}: "
+                             f"{type(e).__name__}: {why} (the file is damaged or changed since it was tiled; "
+                             f"restore it, or tile it again)") from e
 
     def slide_indices(self, s: int) -> np.ndarray:
         return np.flatnonzero(self.groups == s)

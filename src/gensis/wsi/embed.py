@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from gensis.data.workers import WorkerLoader
 from gensis.errors import UserError
 from gensis.mil.bags import FORMAT as BAG_FORMAT, read_bag_attrs, write_bag
 
@@ -93,7 +94,7 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
     if not todo:
         return status
     idx = np.concatenate([ds.slide_indices(s) for s in todo])
-    loader = DataLoader(_Tiles(ds, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    loader = WorkerLoader(_Tiles(ds, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=dev.type == "cuda")
     remaining = {s: len(ds.slide_indices(s)) for s in todo}
     feats: dict[int, list[np.ndarray]] = {s: [] for s in todo}
