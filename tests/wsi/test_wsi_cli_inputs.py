@@ -233,3 +233,41 @@ def test_a_refused_embed_leaves_no_empty_out(tmp_path, capsys):
     assert main([*embed, str(tmp_path / "empty")]) == 2
     _one_line(capsys, "m.svs")
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def _damage_tiles_after_the_first(slide):
+    """Overwrite the level-0 tiles of ``slide`` except its first (which opening the slide decodes) in place."""
+    import tifffile
+
+    data = bytearray(slide.read_bytes())
+    with tifffile.TiffFile(slide) as t:
+        for off, n in list(zip(t.pages[0].dataoffsets, t.pages[0].databytecounts))[1:]:
+            data[off:off + n] = b"\xff" * n
+    slide.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_slide_moved_or_damaged_after_tiling_is_one_line_with_any_workers(tmp_path, capsys, workers):
+    """`wsi embed --workers 2` reads tiles in DataLoader worker processes: a slide moved since tiling came back
+    from them as torch's "Caught SlideError in DataLoader worker process 0 ... Original Traceback" (the library's
+    embed_tiles raised that text; the CLI kept its last line), and a slide damaged after tiling (a tile that no
+    longer decodes) was an OpenSlideError traceback with any --workers. Now: the same one line naming the slide,
+    exit 2, with 0 or 2 workers; embed_tiles raises the SlideError itself; no bag or temporary file is left."""
+    from gensis.wsi.embed import embed_tiles
+    from gensis.wsi.slide import SlideError
+
+    slide = make_svs(tmp_path / "m.svs", slide_image(256, 256, [(0, 0, 256, 256)]), mpp=0.5, downsamples=(1,),
+                     tile=128)
+    tiles = tmp_path / "T"
+    assert main(["wsi", "tile", str(slide), "--out", str(tiles), "--mag", "20", "--tile-size", "32", "--quiet"]) == 0
+    slide.rename(tmp_path / "elsewhere.svs")
+    with pytest.raises(SlideError) as e:
+        embed_tiles("pixels", tiles, tmp_path / "F", batch_size=8, num_workers=workers, device="cpu", quiet=True)
+    assert str(e.value) == f"slide not found: {slide}"
+    (tmp_path / "elsewhere.svs").rename(slide)
+    _damage_tiles_after_the_first(slide)
+    capsys.readouterr()
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--out", str(tmp_path / "F"),
+                 "--quiet", "--device", "cpu", "--batch-size", "8", "--workers", str(workers)]) == 2
+    _one_line(capsys, "cannot read the tile at level-0", str(slide), "damaged or changed since it was tiled")
+    assert not (tmp_path / "F").exists()
