@@ -152,8 +152,9 @@ _ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCE
 
 
 def _one_line(e: Exception) -> str:
-    """A UserError's message; one raised in a DataLoader worker arrives wrapped in the worker's traceback
-    ("Caught UserError in DataLoader worker process 0. Original Traceback ..."): keep only its own line."""
+    """A UserError's message. gensis's own loaders hand a worker's error back unchanged
+    (``gensis.data.workers.WorkerLoader``); one from a plain torch DataLoader arrives wrapped in the worker's
+    traceback ("Caught UserError in DataLoader worker process 0. Original Traceback ..."): keep its own line."""
     msg = str(e)
     if "Original Traceback" in msg or "\n" in msg:
         last = [l for l in msg.strip().splitlines() if l.strip()][-1]

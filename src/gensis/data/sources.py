@@ -236,7 +236,7 @@ class BadImageError(UserError):
     """An image file that cannot be decoded (empty, truncated, corrupt, unsupported); names the file."""
 
     def __init__(self, path: Path | str, why: str | None = None):
-        if why is None:  # re-raised from a DataLoader worker with the whole message as its only argument
+        if why is None:  # rebuilt from its message alone (unpickled: sent back by a DataLoader worker)
             super().__init__(str(path))
             self.path, self.why = None, str(path)
             return

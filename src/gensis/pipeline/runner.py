@@ -315,7 +315,7 @@ class Pipeline:
         try:
             execute(resume, argv)
         except UserError as e:
-            if "\n" in str(e) or lane:  # e.g. raised in a DataLoader worker: the command line keeps its own last line
+            if lane:
                 raise
             raise _failed(stage.name, e) from e
         finally:  # the run folders the stage locked are free again, as after a separate command
