@@ -1,6 +1,7 @@
 """``gensis report RUN``: a Markdown and a self-contained HTML report of a demo/pipeline folder.
 
-Contents: the results table (DINO | DINO w/ pixel disent. | Gen-DINO, plus baselines), training curves of
+Contents: the results table (DINO | DINO w/ pixel disent. | Gen-DINO, plus baselines) and how to read it
+(``gensis.pipeline.reading``: its differences with their noise), training curves of
 each method, the real-vs-generated grid and an interpolation strip of the E-LDM, and the embedding-space
 figure of the paper's Fig. 6: a UMAP (t-SNE from scikit-learn when umap-learn is missing) fitted on real
 embeddings of three classes, with E-LDM interpolations between those classes mapped by the same projection,
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gensis.pipeline.reading import Reading, read_results
 from gensis.pipeline.results import METHODS, results_table, variants
 from gensis.pipeline.table import Table
 from gensis.rundir import atomic_savefig, atomic_write_text, read_jsonl
@@ -152,9 +154,12 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
         results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     except ValueError:
         results = {}  # damaged cache: the report goes on without the table
-    sections: list[tuple[str, str | Table, Path | None]] = []
+    sections: list[tuple[str, str | Table | Reading, Path | None]] = []
     if results:
         sections.append(("Results", results_table(results, methods), None))
+        reading = read_results(results, methods)
+        if reading is not None:
+            sections.append(("How to read it", reading, None))
     for m in methods:
         runs = [(v.name, v.label) for v in variants(m)]
         p = curves_figure(out, figs / ("curves.png" if m == "dino" else f"curves-{m}.png"), runs)
@@ -191,9 +196,9 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
          f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code></p>"
          + (f"<p>Settings: <code>{html.escape(settings)}</code></p>" if settings else "")]
     for title, text, png in sections:
-        md += [f"## {title}", "", text.markdown() if isinstance(text, Table) else text, ""]
+        md += [f"## {title}", "", text if isinstance(text, str) else text.markdown(), ""]
         h.append(f"<h2>{html.escape(title)}</h2>")
-        h.append(text.html() if isinstance(text, Table) else f"<p>{html.escape(text)}</p>")
+        h.append(f"<p>{html.escape(text)}</p>" if isinstance(text, str) else text.html())
         if png is not None:
             rel = png.relative_to(out) if png.is_relative_to(out) else png
             md += [f"![{title}]({rel})", ""]

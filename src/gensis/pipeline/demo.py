@@ -39,6 +39,7 @@ from gensis.errors import UserError
 from gensis.pipeline import calls
 from gensis.pipeline.lanes import side_threads
 from gensis.pipeline.overrides import check_overrides, split_overrides
+from gensis.pipeline.reading import read_results
 from gensis.pipeline.results import BASELINES, Variant, evaluate, results_table, variants
 from gensis.pipeline.runner import Pipeline, Stage, stage_key
 
@@ -146,7 +147,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
     if not per_seed:
         return None
     summary = summarize_seeds(per_seed, opts.methods)
-    print(format_seed_table(summary))
+    print(format_seed_table(summary, opts.methods))
     atomic_write_json(out / "seeds.json", summary)
     atomic_write_text(out / "seeds.md", seeds_markdown(summary, opts))
     print(f"over-seed summary: {out / 'seeds.md'} and {out / 'seeds.json'}")
@@ -342,6 +343,9 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     if want("eval"):
         results = evaluate(out, D, P, opts.linear, opts.methods)
         print(results_table(results, opts.methods).text())
+        reading = read_results(results, opts.methods)
+        if reading is not None:
+            print("\n" + reading.text())
     if want("report") and not _module_exists("matplotlib"):
         print("report skipped: it needs matplotlib (pip install 'gensis[report]')", file=sys.stderr)
     elif want("report"):

@@ -126,9 +126,20 @@ def metrics(row: dict) -> dict[str, float]:
     return m
 
 
+def score_text(x: float) -> str:
+    """A score as every results table prints it (one decimal)."""
+    return f"{x:.1f}"
+
+
+def n_test_images(row: dict) -> int | None:
+    """The number of test images behind one evaluation row's k-NN scores (``knn.test.size``), when recorded."""
+    size = row.get("knn", {}).get("test", {}).get("size")
+    return int(size) if isinstance(size, (int, float)) and size > 0 else None
+
+
 def results_table(rows: dict, methods: tuple[str, ...] | None = None) -> Table:
     """Methods as columns, '<k>-NN' and 'linear probe' top-1 (%) as rows (paper Table 12)."""
-    order = [n for n, _ in columns(methods or _methods_in(rows))]
+    order = [n for n, _ in columns(methods or methods_in(rows))]
     names = [n for n in order if n in rows] + [n for n in rows if n not in order]
     t = Table([rows[n]["label"] for n in names], title="top-1 accuracy (%) on the held-out split")
     per = [metrics(rows[n]) for n in names]
@@ -136,11 +147,12 @@ def results_table(rows: dict, methods: tuple[str, ...] | None = None) -> Table:
     if all("linear probe" in m for m in per):
         keys.append("linear probe")
     for k in keys:
-        t.add(k, [f"{m[k]:.1f}" if k in m else "–" for m in per])
+        t.add(k, [score_text(m[k]) if k in m else "–" for m in per])
     return t
 
 
-def _methods_in(rows: dict) -> tuple[str, ...]:
+def methods_in(rows: dict) -> tuple[str, ...]:
+    """The SSL methods (registry names, table order) that have at least one column in ``rows``; DINO if none."""
     found = [m for m in DISPLAY if any(v.name in rows for v in variants(m))]
     return tuple(found) or ("dino",)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gensis.pipeline.results import DISPLAY, columns, metrics, variants
+from gensis.pipeline.results import columns, methods_in, metrics, n_test_images, variants
 from gensis.pipeline.table import Table
 
 
@@ -19,28 +19,31 @@ def _stats(values: list[float]) -> dict:
 def summarize_seeds(per_seed: dict[int, dict], methods: tuple[str, ...] | None = None) -> dict:
     """Mean and sample standard deviation (ddof=1) over seeds of every (method, metric) in the table."""
     seeds = sorted(per_seed)
-    methods = methods or tuple(m for m in DISPLAY if any(v.name in per_seed[seeds[0]] for v in variants(m))) \
-        or ("dino",)
+    methods = methods or methods_in(per_seed[seeds[0]])
     order = [n for n, _ in columns(methods)]
     names = [n for n in order if all(n in per_seed[s] for s in seeds)]
     rows: dict[str, dict] = {}
     for n in names:
         vals = [metrics(per_seed[s][n]) for s in seeds]
         keys = [k for k in vals[0] if all(k in v for v in vals)]
-        rows[n] = {"label": per_seed[seeds[0]][n]["label"], "metrics": {k: _stats([v[k] for v in vals]) for k in keys}}
+        sizes = {n_test_images(per_seed[s][n]) for s in seeds}
+        rows[n] = {"label": per_seed[seeds[0]][n]["label"], "metrics": {k: _stats([v[k] for v in vals]) for k in keys},
+                   "test_size": sizes.pop() if len(sizes) == 1 else None}  # images behind each k-NN score
     paired = {}
     for m in methods:
         base, _, gen = variants(m)
         if gen.name in rows and base.name in rows:
-            diff = {}
-            for k in rows[base.name]["metrics"]:
-                if k in rows[gen.name]["metrics"]:
-                    g, d = rows[gen.name]["metrics"][k]["values"], rows[base.name]["metrics"][k]["values"]
-                    diff[k] = _stats(list(np.subtract(g, d)))
-            paired[m] = {"label": f"{gen.label} − {base.label}", "metrics": diff}
+            paired[m] = {"label": f"{gen.label} − {base.label}", "metrics": paired_difference(rows, gen.name, base.name)}
     out = {"seeds": seeds, "methods": rows, "paired": paired}
     out["gendino_minus_dino"] = paired.get("dino", {}).get("metrics", {})  # the DINO pair, as before
     return out
+
+
+def paired_difference(rows: dict, a: str, b: str) -> dict[str, dict]:
+    """Per metric both rows of a summary have: mean and sample std over seeds of ``a − b`` taken seed by seed
+    (paired: the same seed gives both runs the same data order and initialisation)."""
+    ma, mb = rows[a]["metrics"], rows[b]["metrics"]
+    return {k: _stats(list(np.subtract(ma[k]["values"], mb[k]["values"]))) for k in ma if k in mb}
 
 
 def _common_metrics(rows: dict) -> list[str]:
@@ -64,8 +67,13 @@ def _paired_line(summary: dict, sep: str) -> list[str]:
             for p in summary.get("paired", {}).values() if p["metrics"]]
 
 
-def format_seed_table(summary: dict) -> str:
-    return "\n".join([seed_table(summary).text(), *_paired_line(summary, ", ")])
+def format_seed_table(summary: dict, methods: tuple[str, ...] | None = None) -> str:
+    """The over-seed table, the paired Gen-X − X lines and the "How to read it" block, for the terminal."""
+    from gensis.pipeline.reading import read_seeds
+
+    reading = read_seeds(summary, methods)
+    return "\n".join([seed_table(summary).text(), *_paired_line(summary, ", "),
+                      *([] if reading is None else ["", reading.text()])])
 
 
 def per_seed_table(summary: dict) -> Table:
@@ -86,5 +94,10 @@ def seeds_markdown(summary: dict, args) -> str:
           "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds.", "",
           seed_table(summary).markdown()]
     md += [line + "\n" for line in _paired_line(summary, "; ")]
+    from gensis.pipeline.reading import read_seeds
+
+    reading = read_seeds(summary, methods)
+    if reading is not None:
+        md += ["## How to read it", "", reading.markdown()]
     md += ["Per seed:", "", per_seed_table(summary).markdown()]
     return "\n".join(md)

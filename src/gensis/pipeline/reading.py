@@ -1,0 +1,219 @@
+""""How to read it": the comparisons of the demo's results table that matter, each with its noise and a word.
+
+For every SSL method X of the run, four differences of one k-NN row of the table (20-NN, else the largest k
+present), in points of top-1 accuracy:
+
+    X − random-init ViT       did pretraining learn anything?
+    X − raw pixels            does it beat the features of no model at all?
+    X w/ pixel disent. − X    the disentanglement loss with pixel interpolations (ablation)
+    Gen-X − X                 the paper's method against its baseline
+
+Noise, one seed. A k-NN top-1 score on n test images is a binomial proportion p with standard deviation
+sqrt(p(1 − p)/n). For a difference of two scores the two variances are added:
+
+    sd(p1 − p2) = sqrt(p1 (1 − p1) / n1 + p2 (1 − p2) / n2)        (p in [0, 1], × 100 for points)
+
+with n1 = n2 = the test-set size recorded in the results (``knn.test.size``). Both scores are measured on the
+same test images; the positive correlation this brings (an image easy for one encoder tends to be easy for
+the other) makes the true sd of the difference smaller, so this sd is conservative.
+
+Noise over seeds (``gensis demo --seeds``): the sample standard deviation (ddof=1) over seeds of the
+difference taken seed by seed (``gensis.pipeline.seeds.paired_difference``); the difference shown is its mean.
+With a single seed the one-seed formula above is used on the scores.
+
+Word: "above" when difference > 2 sd, "below" when difference < −2 sd, otherwise "within noise".
+
+A hint line follows when a distillation method (registry ``target == "distillation"``: DINO, iBOT, DINOv2)
+is not above the random-init ViT in this run's numbers: measured on colour images at the demo's budget, they
+stay at the random-init level while SimCLR learns (README, "When does it help").
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import textwrap
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from gensis.pipeline.results import BASELINES, DISPLAY, methods_in, metrics, n_test_images, score_text, variants
+from gensis.pipeline.table import Table
+
+FORMULA = "sqrt(p1(1−p1)/n + p2(1−p2)/n)"
+PREFERRED_K = 20  # the row the README and the paper quote
+THRESHOLD_SD = 2.0  # |difference| above this many sd: "above" / "below"
+PIXELS, RANDOM = "pixels", "random"  # the baselines' column names (``results.BASELINES``)
+BASELINE_LABEL = dict(BASELINES)
+TEXT_WIDTH = 110  # terminal lines of the block's sentences
+
+
+def binomial_sd(p1: float, p2: float, n1: int, n2: int | None = None) -> float:
+    """Standard deviation (points) of the difference of two top-1 scores ``p1``, ``p2`` (in %) measured on
+    ``n1`` and ``n2`` (default ``n1``) test images: sqrt(p1(1−p1)/n1 + p2(1−p2)/n2), p as fractions, × 100."""
+    n2 = n1 if n2 is None else n2
+    f1, f2 = p1 / 100.0, p2 / 100.0
+    return 100.0 * math.sqrt(f1 * (1 - f1) / n1 + f2 * (1 - f2) / n2)
+
+
+def verdict(value: float, sd: float | None) -> str:
+    """"above" / "below" when ``|value|`` exceeds ``THRESHOLD_SD`` sd, else "within noise"; "noise unknown"
+    when there is no sd (the test-set size was not recorded)."""
+    if sd is None:
+        return "noise unknown"
+    if value > THRESHOLD_SD * sd:
+        return "above"
+    if value < -THRESHOLD_SD * sd:
+        return "below"
+    return "within noise"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One line of the block: ``a − b`` of the chosen row, in points, with its sd."""
+
+    method: str  # the SSL method X (registry name) this comparison belongs to
+    kind: str  # "random" | "pixels" | "pixel" | "gen": what X (or its variant) is compared with
+    label: str  # e.g. "Gen-DINO − DINO"
+    value: float
+    sd: float | None  # None: noise unknown
+
+    @property
+    def word(self) -> str:
+        return verdict(self.value, self.sd)
+
+    @property
+    def text(self) -> str:
+        return f"{self.value:+.1f}" + ("" if self.sd is None else f" ± {self.sd:.1f}")
+
+
+@dataclass
+class Reading:
+    """The block: which row, what the noise is, one line per difference, hint lines."""
+
+    row: str  # e.g. "20-NN"
+    why_row: str  # e.g. "the 20-NN row" or "the 50-NN row (the largest k; no 20-NN)"
+    noise: str  # what the ± is
+    differences: list[Difference] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
+
+    def intro(self) -> str:
+        return (f"Differences of {self.why_row} (top-1, points) between columns of the table above; ± is "
+                f"{self.noise}. "
+                f"\"above\" / \"below\": the difference exceeds {THRESHOLD_SD:g} sd; otherwise \"within noise\".")
+
+    def table(self) -> Table:
+        t = Table(["difference ± sd", "reading"], corner=self.row)
+        for d in self.differences:
+            t.add(d.label, [d.text, d.word])
+        return t
+
+    def text(self) -> str:
+        wrap = partial(textwrap.fill, width=TEXT_WIDTH, break_on_hyphens=False)
+        return "\n".join([wrap("How to read it: " + self.intro()), self.table().text(), *map(wrap, self.hints)])
+
+    def markdown(self) -> str:
+        return "\n\n".join([self.intro(), self.table().markdown().rstrip("\n"), *self.hints]) + "\n"
+
+    def html(self) -> str:
+        return "\n".join([f"<p>{html.escape(self.intro())}</p>", self.table().html(),
+                          *(f"<p>{html.escape(h)}</p>" for h in self.hints)])
+
+
+def _pairs(method: str) -> list[tuple[str, str, str, str, str]]:
+    """(kind, a, b, label of a, label of b) of the four comparisons of ``method``, as column names."""
+    base, pixel, gen = variants(method)
+    return [(RANDOM, base.name, RANDOM, base.label, BASELINE_LABEL[RANDOM]),
+            (PIXELS, base.name, PIXELS, base.label, BASELINE_LABEL[PIXELS]),
+            ("pixel", pixel.name, base.name, pixel.label, base.label),
+            ("gen", gen.name, base.name, gen.label, base.label)]
+
+
+def _row_to_read(keys: set[str]) -> tuple[str, str] | None:
+    """(row name, how the block names it): 20-NN when present, else the largest k."""
+    ks = sorted(int(k.split("-")[0]) for k in keys if k.endswith("-NN"))
+    if not ks:
+        return None
+    if PREFERRED_K in ks:
+        return f"{PREFERRED_K}-NN", f"the {PREFERRED_K}-NN row"
+    return f"{ks[-1]}-NN", f"the {ks[-1]}-NN row (the largest k present; no {PREFERRED_K}-NN)"
+
+
+def _distillation(method: str) -> bool:
+    from gensis.ssl.methods import METHODS, method_class
+
+    return method in METHODS and method_class(method).target == "distillation"
+
+
+def _hints(differences: list[Difference]) -> list[str]:
+    """One line when a distillation method is not above the random-init ViT (or, noise unknown, not higher)."""
+    stuck = [d for d in differences if d.kind == RANDOM and _distillation(d.method)
+             and (d.word in ("within noise", "below") or (d.sd is None and d.value <= 0))]
+    if not stuck:
+        return []
+    names = [DISPLAY.get(d.method, d.method) for d in stuck]
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    numbers = "; ".join(f"{d.label} {d.text}, {d.word}" for d in stuck)
+    return [f"{who} did not beat a random-init ViT here ({numbers}): at a few minutes of CPU training, on colour "
+            f"images especially, the distillation methods need longer budgets; --methods simclr learns at this "
+            f"budget (README, \"When does it help\")."]
+
+
+def _assemble(row: tuple[str, str], noise: str, differences: list[Difference]) -> Reading | None:
+    if not differences:
+        return None
+    return Reading(row[0], row[1], noise, differences, _hints(differences))
+
+
+def read_results(rows: dict[str, Any], methods: tuple[str, ...] | None = None) -> Reading | None:
+    """The block for one seed's evaluation rows (``results.json``: column name -> row); None when no
+    comparison has both its cells. Scores are taken as the table prints them (one decimal), so every
+    difference can be checked against the table by hand."""
+    scores = {n: metrics(r) for n, r in rows.items()}
+    row = _row_to_read({k for m in scores.values() for k in m})
+    if row is None:
+        return None
+    k = row[0]
+    out, sizes = [], set()
+    for m in methods or methods_in(rows):
+        for kind, a, b, la, lb in _pairs(m):
+            if k not in scores.get(a, {}) or k not in scores.get(b, {}):
+                continue  # a column whose stage did not run (or has no such k)
+            pa, pb = float(score_text(scores[a][k])), float(score_text(scores[b][k]))
+            na, nb = n_test_images(rows[a]), n_test_images(rows[b])
+            sd = binomial_sd(pa, pb, na, nb) if na and nb else None
+            sizes |= {n for n in (na, nb) if n}
+            out.append(Difference(m, kind, f"{la} − {lb}", pa - pb, sd))
+    n = " / ".join(f"{s:,}" for s in sorted(sizes)) or "unknown"
+    noise = f"the binomial sd (one seed) of a difference of two scores on the same n = {n} test images, {FORMULA}"
+    return _assemble(row, noise, out)
+
+
+def read_seeds(summary: dict[str, Any], methods: tuple[str, ...] | None = None) -> Reading | None:
+    """The block for a ``--seeds`` summary (``gensis.pipeline.seeds.summarize_seeds``): mean ± sample std over
+    seeds of each paired difference; with one seed, the one-seed binomial sd."""
+    from gensis.pipeline.seeds import paired_difference
+
+    rows = summary["methods"]
+    seeds = summary["seeds"]
+    row = _row_to_read({k for r in rows.values() for k in r["metrics"]})
+    if row is None:
+        return None
+    k = row[0]
+    out = []
+    for m in methods or methods_in(rows):
+        for kind, a, b, la, lb in _pairs(m):
+            if a not in rows or b not in rows or k not in rows[a]["metrics"] or k not in rows[b]["metrics"]:
+                continue
+            d = paired_difference(rows, a, b)[k]
+            if len(seeds) > 1:
+                sd: float | None = d["std"]
+            else:
+                na, nb = rows[a].get("test_size"), rows[b].get("test_size")
+                sd = binomial_sd(rows[a]["metrics"][k]["mean"], rows[b]["metrics"][k]["mean"], na, nb) \
+                    if na and nb else None
+            out.append(Difference(m, kind, f"{la} − {lb}", d["mean"], sd))
+    noise = (f"the sample std over {len(seeds)} seeds {seeds} of the difference taken seed by seed (paired: same "
+             f"seed, same data order and initialisation)") if len(seeds) > 1 else \
+        f"the binomial sd (one seed) of a difference of two scores on the same test images, {FORMULA}"
+    return _assemble(row, noise, out)
