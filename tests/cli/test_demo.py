@@ -22,6 +22,7 @@ def test_demo_smoke_end_to_end_and_rerun_skips(tmp_path):
     for col in ("DINO", "DINO w/ pixel disent.", "Gen-DINO", "raw pixels", "random-init ViT"):
         assert col in r.stdout
     assert "20-NN" in r.stdout and "linear probe" in r.stdout
+    assert "How to read it" in r.stdout and "Gen-DINO − DINO" in r.stdout  # the block under the table
     results = json.loads((out / "results.json").read_text())
     for name in ("dino", "pixel", "gendino", "pixels", "random"):
         top1 = results[name]["knn"]["top1"]
@@ -35,6 +36,7 @@ def test_demo_smoke_end_to_end_and_rerun_skips(tmp_path):
     assert (out / "report.md").is_file() and (out / "report.html").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "Gen-DINO" in md and "![" in md
+    assert "## How to read it" in md and "| DINO − random-init ViT |" in md
     assert "figure skipped" not in md and (out / "report" / "embedding.png").is_file()  # Fig. 6 (eval.umap's map)
     # a second run finds every stage up to date and only re-prints the table
     r2 = gensis("demo", "--preset", "smoke", "--out", str(out), "--quiet", "--no-linear")

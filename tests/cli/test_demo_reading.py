@@ -1,0 +1,162 @@
+"""The "How to read it" block under the demo's results table (gensis.pipeline.reading), on synthetic results."""
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from gensis.pipeline.reading import THRESHOLD_SD, binomial_sd, read_results, read_seeds, verdict
+from gensis.pipeline.seeds import format_seed_table, seeds_markdown, summarize_seeds
+
+N = 1600
+
+
+def _row(label, top1, n=N, ks=(10, 20)):
+    """An evaluation row as ``results.json`` stores it: ``top1`` is the 20-NN score (other k: 1 point less)."""
+    knn = {"results": [{"k": k, "top1": top1 if k == 20 else top1 - 1} for k in ks]}
+    if n is not None:
+        knn["test"] = {"size": n}
+    return {"label": label, "knn": knn}
+
+
+def _rows(dino=65.0, pixel=63.1, gen=62.4, pixels=84.0, random=56.9, **kw):
+    return {"dino": _row("DINO", dino, **kw), "pixel": _row("DINO w/ pixel disent.", pixel, **kw),
+            "gendino": _row("Gen-DINO", gen, **kw), "pixels": _row("raw pixels", pixels, **kw),
+            "random": _row("random-init ViT", random, **kw)}
+
+
+def _by_label(reading):
+    return {d.label: d for d in reading.differences}
+
+
+def test_binomial_sd_of_a_difference_by_hand():
+    # one score of 28 % on 1,600 images: sqrt(0.28 * 0.72 / 1600) = 1.1225 points; a difference adds both variances
+    assert binomial_sd(28.0, 0.0, N) == pytest.approx(100 * math.sqrt(0.28 * 0.72 / N))
+    assert binomial_sd(28.0, 0.0, N) == pytest.approx(1.1225, abs=1e-4)
+    assert binomial_sd(65.0, 56.9, N) == pytest.approx(100 * math.sqrt(0.65 * 0.35 / N + 0.569 * 0.431 / N))
+    assert binomial_sd(50.0, 50.0, 100, 400) == pytest.approx(100 * math.sqrt(0.25 / 100 + 0.25 / 400))
+    assert binomial_sd(50.0, 50.0, 4 * N) == pytest.approx(binomial_sd(50.0, 50.0, N) / 2)  # sd ∝ 1/sqrt(n)
+
+
+def test_within_noise_up_to_two_sd():
+    assert THRESHOLD_SD == 2.0
+    assert verdict(2.0, 1.0) == "within noise" and verdict(-2.0, 1.0) == "within noise"
+    assert verdict(2.01, 1.0) == "above" and verdict(-2.01, 1.0) == "below"
+    assert verdict(0.0, 0.0) == "within noise" and verdict(5.0, None) == "noise unknown"
+
+
+def test_one_seed_signs_noise_and_words():
+    r = read_results(_rows())
+    assert r.row == "20-NN" and "the 20-NN row" in r.intro() and "n = 1,600 test images" in r.intro()
+    d = _by_label(r)
+    assert list(d) == ["DINO − random-init ViT", "DINO − raw pixels", "DINO w/ pixel disent. − DINO",
+                       "Gen-DINO − DINO"]
+    assert d["DINO − random-init ViT"].value == pytest.approx(65.0 - 56.9)
+    assert d["DINO − raw pixels"].value == pytest.approx(65.0 - 84.0)
+    assert d["DINO w/ pixel disent. − DINO"].value == pytest.approx(63.1 - 65.0)
+    assert d["Gen-DINO − DINO"].value == pytest.approx(62.4 - 65.0)
+    assert d["Gen-DINO − DINO"].sd == pytest.approx(binomial_sd(62.4, 65.0, N))
+    words = {k: v.word for k, v in d.items()}
+    # +8.1 vs 2 sd ≈ 3.4: above; −19.0: below; −1.9 and −2.6 vs 2 sd ≈ 3.4: within noise
+    assert words == {"DINO − random-init ViT": "above", "DINO − raw pixels": "below",
+                     "DINO w/ pixel disent. − DINO": "within noise", "Gen-DINO − DINO": "within noise"}
+    assert r.hints == []  # DINO is above the random-init ViT here
+    text = r.text()
+    assert text.startswith("How to read it") and "+8.1 ± 1.7" in text and "within noise" in text
+    assert "| Gen-DINO − DINO | -2.6 ± 1.7 | within noise |" in r.markdown()
+    assert "<td>DINO − raw pixels</td><td>-19.0 ± 1.5</td><td>below</td>" in r.html()
+
+
+def test_scores_are_read_as_the_table_prints_them():
+    # 65.04 and 56.86 print as 65.0 and 56.9: the difference shown is 8.1, the one a reader computes from the table
+    r = read_results(_rows(dino=65.04, random=56.86))
+    assert _by_label(r)["DINO − random-init ViT"].value == pytest.approx(8.1)
+
+
+def test_hint_only_when_a_distillation_method_is_not_above_random_init():
+    r = read_results(_rows(dino=57.5, random=56.9))  # +0.6, sd ≈ 1.75
+    assert _by_label(r)["DINO − random-init ViT"].word == "within noise"
+    assert len(r.hints) == 1 and r.hints[0].startswith("DINO did not beat a random-init ViT here")
+    assert "--methods simclr" in r.hints[0] and "When does it help" in r.hints[0]
+    assert "DINO did not beat" in r.text()
+    assert r.hints[0] in r.markdown() and "did not beat" in r.html()
+    below = read_results(_rows(dino=50.0, random=56.9))
+    assert _by_label(below)["DINO − random-init ViT"].word == "below" and below.hints
+    # SimCLR is contrastive: at the random-init level it gets no distillation hint
+    rows = {"simclr": _row("SimCLR", 57.0), "random": _row("random-init ViT", 56.9)}
+    simclr = read_results(rows, ("simclr",))
+    assert _by_label(simclr)["SimCLR − random-init ViT"].word == "within noise" and simclr.hints == []
+    # two distillation methods stuck: one line naming both
+    rows = {"dino": _row("DINO", 57.0), "ibot": _row("iBOT", 56.0), "simclr": _row("SimCLR", 70.0),
+            "random": _row("random-init ViT", 56.9)}
+    both = read_results(rows, ("dino", "ibot", "simclr"))
+    assert len(both.hints) == 1 and both.hints[0].startswith("DINO and iBOT did not beat")
+
+
+def test_missing_cells_are_skipped():
+    rows = _rows()
+    del rows["gendino"], rows["random"]  # stages not run
+    r = read_results(rows)
+    assert list(_by_label(r)) == ["DINO − raw pixels", "DINO w/ pixel disent. − DINO"] and r.hints == []
+    assert read_results({"pixels": _row("raw pixels", 84.0), "random": _row("random-init ViT", 56.9)}) is None
+    assert read_results({}) is None
+    # no recorded test-set size (an older results.json): the differences without noise, no word
+    old = read_results(_rows(n=None, dino=50.0))
+    d = _by_label(old)["DINO − random-init ViT"]
+    assert d.sd is None and d.word == "noise unknown" and d.text == "-6.9"
+    assert "n = unknown" in old.intro() and old.hints  # not higher than random init at all
+
+
+def test_largest_k_when_there_is_no_20nn():
+    r = read_results(_rows(ks=(10, 50)))
+    assert r.row == "50-NN" and "largest k" in r.intro()
+    assert _by_label(r)["DINO − raw pixels"].value == pytest.approx((65.0 - 1) - (84.0 - 1))
+
+
+def _per_seed(dino_scores, random_scores, gen_scores):
+    return {s: {"dino": _row("DINO", d), "gendino": _row("Gen-DINO", g), "pixels": _row("raw pixels", 84.0),
+                "random": _row("random-init ViT", r)}
+            for s, (d, r, g) in enumerate(zip(dino_scores, random_scores, gen_scores))}
+
+
+def test_seeds_paired_mean_and_std():
+    # DINO − random per seed: 8, 6, 10 -> mean 8, std 2; Gen-DINO − DINO: 1, 0, 2 -> mean 1, std 1
+    s = summarize_seeds(_per_seed([64, 62, 66], [56, 56, 56], [65, 62, 68]))
+    assert s["methods"]["dino"]["test_size"] == N
+    r = read_seeds(s)
+    assert "over 3 seeds [0, 1, 2]" in r.intro()
+    d = _by_label(r)
+    assert d["DINO − random-init ViT"].value == pytest.approx(8.0) and d["DINO − random-init ViT"].sd == pytest.approx(2.0)
+    assert d["DINO − random-init ViT"].word == "above"  # 8 > 2 · 2
+    assert d["Gen-DINO − DINO"].value == pytest.approx(1.0) and d["Gen-DINO − DINO"].word == "within noise"
+    assert d["DINO − raw pixels"].value == pytest.approx(64.0 - 84.0) and d["DINO − raw pixels"].word == "below"
+    assert "DINO w/ pixel disent. − DINO" not in d and r.hints == []  # that column was not run
+    # DINO − random per seed: 1, -1, 3 -> mean 1, std 2: within noise, and the hint
+    stuck = read_seeds(summarize_seeds(_per_seed([57, 55, 59], [56, 56, 56], [57, 55, 59])))
+    assert _by_label(stuck)["DINO − random-init ViT"].word == "within noise" and len(stuck.hints) == 1
+    table = format_seed_table(s)
+    assert "How to read it" in table and "+8.0 ± 2.0" in table
+    md = seeds_markdown(s, SimpleNamespace(preset="smoke", data="D", out="OUT"))
+    assert "## How to read it" in md and "| DINO − random-init ViT | +8.0 ± 2.0 | above |" in md
+
+
+def test_a_single_seed_summary_uses_the_binomial_sd():
+    r = read_seeds(summarize_seeds({4: _rows()}))
+    assert "binomial sd (one seed)" in r.intro()
+    d = _by_label(r)["DINO − random-init ViT"]
+    assert d.sd == pytest.approx(binomial_sd(65.0, 56.9, N)) and d.word == "above"
+
+
+def test_report_has_the_block(tmp_path):
+    pytest.importorskip("matplotlib")
+    from gensis.report import write_report
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps(_rows(dino=57.5)))
+    md_path, html_path = write_report(out)
+    md, page = md_path.read_text(), html_path.read_text()
+    assert md.index("## Results") < md.index("## How to read it")
+    assert "| DINO − random-init ViT | +0.6 ± 1.7 | within noise |" in md and "DINO did not beat" in md
+    assert "<h2>How to read it</h2>" in page and "<td>+0.6 ± 1.7</td>" in page
