@@ -157,7 +157,7 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
     sections: list[tuple[str, str | Table | Reading, Path | None]] = []
     if results:
         sections.append(("Results", results_table(results, methods), None))
-        reading = read_results(results, methods)
+        reading = read_results(results)  # every method with a column in the table (`gensis report` passes none)
         if reading is not None:
             sections.append(("How to read it", reading, None))
     for m in methods:
