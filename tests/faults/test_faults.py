@@ -370,3 +370,37 @@ def test_demo_killed_then_rerun_finishes_and_reuses_finished_stages(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "[dino] up to date" in r.stderr and "DINO w/ pixel disent." in r.stdout
     assert json.loads((out / "pixel" / "manifest.json").read_text())["status"] == "done"
+
+
+def test_ctrl_c_while_dataloader_workers_start_is_interrupted_130_no_temp_files(tmp_path):
+    """A Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during `pretrain` with
+    data.num_workers=2 that lands while an epoch forks its workers: Python swallowed the parent's
+    KeyboardInterrupt (raised in an after-fork hook: "Exception ignored in ... KeyboardInterrupt"), and the run
+    either went on to the end (exit 0, the Ctrl-C ignored) or, when the interrupted worker died, failed 5 s later
+    with torch's "DataLoader worker (pid ...) exited unexpectedly" (two tracebacks, exit 1). Now "gensis:
+    interrupted", exit 130, no temporary file left in the run folder and no process left running."""
+    data = _folder(tmp_path / "f")
+    run = tmp_path / "run"
+    argv = ["pretrain", "--data", f"{data}@all", "--out", str(run), *TINY_PRETRAIN, "optim.epochs=3",
+            "data.num_workers=2"]
+    script = f"""
+import os, signal, sys
+forks = [0]
+def ctrl_c():  # the Ctrl-C arrives as the first worker of the 2nd epoch is forked
+    forks[0] += 1
+    if forks[0] == 3:
+        os.killpg(0, signal.SIGINT)
+os.register_at_fork(after_in_parent=ctrl_c)
+from gensis.cli.main import main
+sys.exit(main({argv!r}))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       start_new_session=True, env={**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 130 and p.stderr.strip() == "gensis: interrupted", (p.returncode, p.stderr[-3000:])
+    assert not [f for f in run.rglob("*") if ".gensis-tmp-" in f.name or f.suffix == ".tmp"]
+    for _ in range(50):  # workers are gone (they exit when the loader shuts down)
+        left = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left

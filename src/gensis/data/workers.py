@@ -11,12 +11,16 @@ the exception object itself (pickled, as torch sends batches) as that batch, and
 process: the same type, message and attributes as without workers. The worker's traceback is kept as a note
 on the exception (``--debug`` prints it). An exception that does not survive pickling is sent as a
 ``UserError`` (if it was one) or ``RuntimeError`` with the same text. ``KeyboardInterrupt`` is not caught:
-a Ctrl-C stops the workers as torch's own loader does.
+a Ctrl-C stops the workers as torch's own loader does, and is a ``KeyboardInterrupt`` even when it lands while
+the workers start (see ``_on_sigint``).
 """
 
 from __future__ import annotations
 
 import pickle
+import signal
+import sys
+import threading
 import traceback
 from typing import Any, Callable, Iterator
 
@@ -94,17 +98,73 @@ class WorkerLoader(DataLoader[Any]):
         super().__init__(dataset, collate_fn=collate_fn, num_workers=num_workers, **kwargs)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        it = super().__iter__()
         if not self._guarded:
-            return it
-        return _raising(it)
+            return super().__iter__()
+        return _raising(super().__iter__)
 
 
-def _raising(batches: Iterator[Any]) -> Iterator[Any]:
-    for b in batches:
-        if isinstance(b, WorkerFailure):
-            stop = getattr(batches, "_shutdown_workers", None)  # now, not when the traceback is let go
-            if stop is not None:
-                stop()
-            b.reraise()
-        yield b
+def _raising(start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+    """The batches of ``start()`` (which forks the workers); a ``WorkerFailure`` raised as its exception, a Ctrl-C
+    recorded by ``_on_sigint`` raised as ``KeyboardInterrupt`` even when Python swallowed it."""
+    global _interrupted
+    _watch_interrupts()
+    batches = start()
+    try:
+        while True:
+            if _interrupted:
+                raise KeyboardInterrupt
+            try:
+                b = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError:  # "DataLoader worker (pid ...) exited unexpectedly": it had the Ctrl-C too
+                if _interrupted:
+                    raise KeyboardInterrupt from None
+                raise
+            if isinstance(b, WorkerFailure):
+                _stop(batches)
+                b.reraise()
+            yield b
+    except KeyboardInterrupt:
+        _interrupted = False
+        _stop(batches)
+        raise
+
+
+def _stop(batches: Iterator[Any]) -> None:
+    """Shut the workers down now, not when the traceback that holds the iterator is let go."""
+    stop = getattr(batches, "_shutdown_workers", None)
+    if stop is not None:
+        stop()
+
+
+# A Ctrl-C that lands while the workers are forked is swallowed: Python runs the after-fork hooks (logging's
+# _releaseLock) in the parent, prints "Exception ignored in ... KeyboardInterrupt" and carries on, while the
+# new worker, interrupted too, dies; the parent then failed 5 s later with torch's RuntimeError "DataLoader
+# worker exited unexpectedly" (exit 1 and two tracebacks instead of "gensis: interrupted", exit 130). So the
+# SIGINT handler also records the interrupt, and the swallowed KeyboardInterrupt is not printed.
+_interrupted = False
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _watch_interrupts() -> None:
+    """Clear the record; on the main thread, put ``_on_sigint`` in place of Python's default SIGINT handler
+    (another handler, e.g. a notebook's, is left alone) and hide swallowed KeyboardInterrupts it recorded."""
+    global _interrupted
+    _interrupted = False
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+        previous = sys.unraisablehook
+
+        def hook(u: Any) -> None:
+            if not (_interrupted and u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt)):
+                previous(u)
+
+        sys.unraisablehook = hook
