@@ -155,8 +155,8 @@ def _hints(differences: list[Difference]) -> list[str]:
     who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     numbers = "; ".join(f"{d.label} {d.text}, {d.word}" for d in stuck)
     return [f"{who} did not beat a random-init ViT here ({numbers}): at a few minutes of CPU training, on colour "
-            f"images especially, the distillation methods need longer budgets; --methods simclr learns at this "
-            f"budget (README, \"When does it help\")."]
+            f"images especially, the distillation methods need longer budgets; --methods simclr learns at the "
+            f"`demo` preset's budget on colour images (README, \"When does it help\")."]
 
 
 def _assemble(row: tuple[str, str], noise: str, differences: list[Difference]) -> Reading | None:
