@@ -247,12 +247,14 @@ def _damage_tiles_after_the_first(slide):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_slide_moved_or_damaged_after_tiling_is_one_line_with_any_workers(tmp_path, capsys, workers):
+def test_a_slide_moved_or_damaged_after_tiling_is_one_line_with_any_workers(tmp_path, capsys, caplog, workers):
     """`wsi embed --workers 2` reads tiles in DataLoader worker processes: a slide moved since tiling came back
     from them as torch's "Caught SlideError in DataLoader worker process 0 ... Original Traceback" (the library's
     embed_tiles raised that text; the CLI kept its last line), and a slide damaged after tiling (a tile that no
     longer decodes) was an OpenSlideError traceback with any --workers. Now: the same one line naming the slide,
-    exit 2, with 0 or 2 workers; embed_tiles raises the SlideError itself; no bag or temporary file is left."""
+    exit 2, with 0 or 2 workers; embed_tiles raises the SlideError itself; no bag or temporary file is left.
+    A slide truncated after tiling: tifffile's own log line ("<tifffile.TiffPages @8> invalid page offset ...",
+    printed by logging above the error) is now part of the one line."""
     from gensis.wsi.embed import embed_tiles
     from gensis.wsi.slide import SlideError
 
@@ -270,4 +272,10 @@ def test_a_slide_moved_or_damaged_after_tiling_is_one_line_with_any_workers(tmp_
     assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--out", str(tmp_path / "F"),
                  "--quiet", "--device", "cpu", "--batch-size", "8", "--workers", str(workers)]) == 2
     _one_line(capsys, "cannot read the tile at level-0", str(slide), "damaged or changed since it was tiled")
+    assert not (tmp_path / "F").exists()
+    slide.write_bytes(slide.read_bytes()[:2000])
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--out", str(tmp_path / "F"),
+                 "--quiet", "--device", "cpu", "--workers", str(workers)]) == 2
+    _one_line(capsys, f"cannot read slide {slide}: openslide: ", "tiffslide: ", "(tifffile: ", "invalid page offset")
+    assert not [r for r in caplog.records if r.name == "tifffile"]
     assert not (tmp_path / "F").exists()

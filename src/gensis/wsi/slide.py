@@ -14,10 +14,13 @@ slide by name.
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -131,7 +134,10 @@ BACKENDS: dict[str, Callable[[Path], Slide]] = {"openslide": _open_openslide, "t
 
 
 def open_slide(path: str | Path, backend: str = "auto") -> Slide:
-    """Open ``path`` with ``backend`` (``auto``: OpenSlide, then tiffslide). Raises SlideError naming the slide."""
+    """Open ``path`` with ``backend`` (``auto``: OpenSlide, then tiffslide). Raises SlideError naming the slide.
+    What tifffile (under tiffslide) logs about a file it then fails on is part of that one line, not printed
+    on its own ("<tifffile.TiffPages @8> invalid page offset ..." above the error); a slide that opens gets
+    its log records as before."""
     path = Path(path)
     if not path.exists():
         raise SlideError(f"slide not found: {path}")
@@ -140,22 +146,59 @@ def open_slide(path: str | Path, backend: str = "auto") -> Slide:
     for name in names:
         if name not in BACKENDS:
             raise UserError(f"unknown slide backend '{name}' (use auto, {', '.join(BACKENDS)})")
-        try:
-            slide = BACKENDS[name](path)
-            if slide.dimensions[0] <= 0 or slide.dimensions[1] <= 0:
-                raise ValueError(f"empty image {slide.dimensions}")
-            try:  # a library may open a file whose tiles it cannot decode (e.g. OpenSlide on JPEG 2000 TIFF)
-                slide.read_region(0, 0, 0, 1, 1)
-                slide.read_region(0, 0, slide.level_count - 1, 1, 1)
-            except Exception:
-                slide.close()
-                raise
-            return slide
-        except ImportError as e:
-            errors.append(f"{name} not installed ({e})")
-        except Exception as e:  # each library has its own error types
-            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": "))
+        with _held_log() as held:
+            try:
+                slide = BACKENDS[name](path)
+                if slide.dimensions[0] <= 0 or slide.dimensions[1] <= 0:
+                    raise ValueError(f"empty image {slide.dimensions}")
+                try:  # a library may open a file whose tiles it cannot decode (e.g. OpenSlide on JPEG 2000 TIFF)
+                    slide.read_region(0, 0, 0, 1, 1)
+                    slide.read_region(0, 0, slide.level_count - 1, 1, 1)
+                except Exception:
+                    slide.close()
+                    raise
+            except ImportError as e:
+                errors.append(f"{name} not installed ({e})")
+                continue
+            except Exception as e:  # each library has its own error types
+                why = f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+                logged = [f"{r.name}: {r.getMessage().splitlines()[0]}" for r in held]
+                errors.append(why + (f" ({'; '.join(logged[:2])})" if logged else ""))
+                continue
+        for r in held:  # opened: the library's records are handled as usual
+            logging.getLogger(r.name).handle(r)
+        return slide
     raise SlideError(f"cannot read slide {path}: {'; '.join(errors)}")
+
+
+LIBRARY_LOGS = ("tifffile",)  # loggers of slide libraries whose records are held while a slide is opened
+_held = threading.local()  # .records: this thread's held records while it opens a slide, else None
+
+
+class _Hold(logging.Filter):
+    """On a library's logger: a record made while this thread opens a slide is held, not handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        records = getattr(_held, "records", None)
+        if records is None:
+            return True
+        records.append(record)
+        return False
+
+
+@contextmanager
+def _held_log() -> Iterator[list[logging.LogRecord]]:
+    """The records ``LIBRARY_LOGS`` make on this thread inside the block (other threads' pass as usual)."""
+    for name in LIBRARY_LOGS:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _Hold) for f in lg.filters):
+            lg.addFilter(_Hold())
+    records: list[logging.LogRecord] = []
+    _held.records = records
+    try:
+        yield records
+    finally:
+        _held.records = None
 
 
 def slide_id(path: str | Path) -> str:
