@@ -181,3 +181,47 @@ def test_thumbnail_of_a_slide_without_pyramid_is_read_in_strips(slides):
         th = s.thumbnail(64)                                     # 2048 > 8·64: strip path, factor 32
     want = img[:1536 // 32 * 32, :2048].reshape(48, 32, 64, 32, 3).mean((1, 3))
     assert th.shape == (48, 64, 3) and np.abs(th.astype(float) - want).max() <= 1.0
+
+
+def test_ctrl_c_stops_parallel_tiling_without_starting_queued_slides(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during `wsi tile --workers 2`: the pool caught
+    the KeyboardInterrupt of each worker's slide as that slide's result and went on with every queued slide, so
+    the command exited (130) only when all were tiled. Now: 'gensis: interrupted', exit 130, the queued slides
+    not started, no temporary file, no worker left running."""
+    import signal
+    import shutil
+    import time
+
+    first = make_svs(tmp_path / "s0.svs", slide_image(2048, 2048, [(0, 0, 2048, 2048)]), mpp=0.5,
+                     downsamples=(1, 4), tile=256)
+    slides = [first] + [shutil.copy(first, tmp_path / f"s{i}.svs") for i in range(1, 6)]
+    out = tmp_path / "T"
+    p = subprocess.Popen([sys.executable, "-m", "gensis.cli.main", "wsi", "tile", *map(str, slides), "--out",
+                          str(out), "--mag", "20", "--tile-size", "16", "--quiet", "--workers", "2"],
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env={**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+    thumbs = out / "20x_16px_0px_overlap" / "thumbnails"
+    t0 = time.time()
+    while not (thumbs.is_dir() and any(thumbs.glob("*.png"))) and p.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.02)  # a slide is being tiled
+    os.killpg(p.pid, signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == 130 and err.strip() == "gensis: interrupted", (p.returncode, err[-3000:])
+    done = list((out / "20x_16px_0px_overlap" / "patches").glob("*.h5"))
+    assert len(done) <= 2, [f.name for f in done]  # at most the two slides the workers were on
+    assert not [f for f in out.rglob("*") if f.suffix == ".tmp"]
+    for _ in range(50):  # the workers exit with the pool (zombies of a reaper-less container init aside)
+        left = [pid for pid in subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True,
+                                              text=True).stdout.split() if _alive(pid)]
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left
+
+
+def _alive(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -198,6 +199,28 @@ def _save_png(path: Path, img: np.ndarray) -> None:
     atomic_save_image(Image.fromarray(img), path, format="PNG", compress_level=1)
 
 
+# A Ctrl-C reaches the tiling workers too (one process group): the slide each is on stops where it is (its files
+# are written atomically, so none is half-written), and a worker then starts no other slide. Without this, the
+# pool caught the KeyboardInterrupt per slide and went on with the slides queued to it.
+_interrupted = False
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGINT, _worker_sigint)
+
+
+def _worker_sigint(signum: int, frame: object) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _tile_in_worker(path: Path, out: Path, settings: TileSettings, mpp: MppSource | None) -> SlideResult:
+    if _interrupted:
+        raise KeyboardInterrupt  # queued to this worker before the Ctrl-C: not started
+    return tile_slide(path, out, settings, mpp)
+
+
 def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings, mpp: MppSource | None = None,
                 workers: int = 1, quiet: bool = False) -> tuple[Path, list[SlideResult]]:
     """Tile every slide into ``out_root/<settings.folder_name>``; returns (that folder, per-slide results)."""
@@ -243,16 +266,20 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # openslide/tiffslide handles and thread pools do not survive fork
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            pending = {pool.submit(tile_slide, Path(p), out, settings, mpp): p for p in slides}
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    p = pending.pop(fut)
-                    try:
-                        record(fut.result())
-                    except Exception as e:  # the worker process died (e.g. a crash inside a C library)
-                        record(SlideResult(slide_id(p), str(p), "failed", error=f"slide {p}: worker died: {e}"))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+            pending = {pool.submit(_tile_in_worker, Path(p), out, settings, mpp): p for p in slides}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        p = pending.pop(fut)
+                        try:
+                            record(fut.result())
+                        except Exception as e:  # the worker process died (e.g. a crash inside a C library)
+                            record(SlideResult(slide_id(p), str(p), "failed", error=f"slide {p}: worker died: {e}"))
+            except KeyboardInterrupt:  # slides not started are dropped (the pool waited for them all before)
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     bar.close()
     order = {str(p): i for i, p in enumerate(slides)}
     results.sort(key=lambda r: order.get(r.path, 0))
