@@ -64,3 +64,45 @@ def test_sinkhorn_knopp_targets_replace_the_center():
 def test_unknown_centering_is_refused():
     with pytest.raises(ValueError, match="valid: sinkhorn_knopp, centering"):
         DINOLoss(16, centering="sinkhorn")
+
+
+def _step(m) -> tuple[torch.Tensor, dict, dict]:
+    torch.manual_seed(1)
+    v = _views()
+    s, t = m.student(v), m.teacher(Views(v.global_views))
+    info = StepInfo(0, 0, {k: float(a[0]) for k, a in m.schedules(2, 3).items()})
+    loss, parts = m.loss(s, t, info)
+    return loss, parts, s
+
+
+def test_koleo_weight_adds_dinov2s_term_on_the_global_backbone_cls():
+    from gensis.ssl.losses.koleo_loss import KoLeoLoss
+
+    torch.manual_seed(0)
+    plain = build_method(load_config("pretrain", "smoke", TINY))
+    torch.manual_seed(0)
+    with_koleo = build_method(load_config("pretrain", "smoke", TINY + ["dino.koleo_loss_weight=0.5"]))
+    base, parts0, s0 = _step(plain)
+    assert "loss_koleo" not in parts0  # weight 0 (the default): DINO's loss alone
+    total, parts, s = _step(with_koleo)
+    # the backbone CLS of the global crops, not the head's output: the first 2·B rows of the backbone's CLS
+    cls = torch.cat([with_koleo.student.backbone.forward_features(x)[:, 0] for x in _views_seeded()])
+    torch.testing.assert_close(s["global_cls_tokens"].flatten(0, 1), cls, rtol=1e-5, atol=1e-5)
+    want = 0.5 * sum(KoLeoLoss()(x) for x in s["global_cls_tokens"])
+    torch.testing.assert_close(parts["loss_koleo"], want.detach())
+    assert total.item() == pytest.approx(base.item() + want.item(), rel=1e-5)  # same init and views
+    assert abs(want.item()) > 1e-3  # the term is there and moves the loss
+    total.backward()
+    assert with_koleo.student.backbone.cls_token.grad is not None
+
+
+def _views_seeded() -> list[torch.Tensor]:
+    torch.manual_seed(1)
+    return _views().global_views
+
+
+def test_koleo_weight_must_be_nonnegative():
+    from gensis.errors import UserError
+
+    with pytest.raises(UserError, match="koleo_loss_weight"):
+        load_config("pretrain", "smoke", TINY + ["dino.koleo_loss_weight=-1"])

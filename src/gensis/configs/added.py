@@ -29,6 +29,9 @@ ADDED: dict[str, dict[str, Any]] = {
         "dino.centering": "centering",
         # convstem: an empty list builds the same timm ViT as before the key (tests/models/test_conv_stem.py)
         "model.conv_stem": [],
+        # koleo: weight 0 adds no term, so the loss and its gradients are those of DINO before the key
+        # (tests/ssl/test_dino_options.py)
+        "dino.koleo_loss_weight": 0.0,
     },
     "eldm": {
         # d471ef7: one context token is the Conditioner of every run before the key (same parameters, initial

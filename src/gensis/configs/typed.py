@@ -73,6 +73,8 @@ class PretrainDino(ConfigSection):
     use_bn_in_head: bool = False
     #: centering (DINO's softmax with EMA center) | sinkhorn_knopp (DINOv2's option)
     centering: Literal["centering", "sinkhorn_knopp"] = "centering"
+    #: KoLeo (DINOv2's uniformity term) on the student's backbone CLS per global crop; 0: DINO as published
+    koleo_loss_weight: float = 0.0
 
 
 @dataclass(kw_only=True)

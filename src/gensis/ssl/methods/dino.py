@@ -10,7 +10,11 @@ centering and sharpening of the mixed raw teacher logits (``gensis.ssl.disentang
 Options beyond DINO's ViT defaults, both off by default: ``dino.use_bn_in_head`` (the original's
 ``--use_bn_in_head``; SyncBatchNorm under DDP on CUDA, as ``main_dino.py`` converts; on CPU/gloo each rank
 normalizes its own batch) and ``dino.centering: sinkhorn_knopp`` (DINOv2's balanced teacher targets instead of
-softmax centering; the EMA center is then unused).
+softmax centering; the EMA center is then unused). Off by default as well: ``dino.koleo_loss_weight`` adds
+DINOv2's KoLeo term (Sablayrolles et al., 2019; ``gensis.ssl.losses.koleo_loss``) on the student's backbone CLS
+of each global crop, as DINOv2 does (``dinov2/train/ssl_meta_arch.py``): w · Σ_{global crops} KoLeo(CLS).
+Measured at the ``demo`` budget on colour images (docs/pretrain.md), it is what separates DINOv2, which
+learns there, from DINO, which does not.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from torch import nn
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
 from gensis.ssl.dino_loss import DINOLoss
+from gensis.ssl.losses.koleo_loss import KoLeoLoss
 from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone
 from gensis.ssl.schedules import cosine_schedule, teacher_temp_schedule
 
 
 class DINONet(nn.Module):
-    """Backbone + DINO head; ``forward(views)`` → {"global": (n_global, B, K), "local": ..., "extra": {...}}."""
+    """Backbone + DINO head; ``forward(views)`` → {"global": (n_global, B, K), "local": ..., "extra": {...},
+    "global_cls_tokens": (n_global, B, D) the backbone CLS of the global crops (for KoLeo)}."""
 
     def __init__(self, backbone: nn.Module, head: DINOHead):
         super().__init__()
@@ -38,7 +44,10 @@ class DINONet(nn.Module):
         crops = views.crops()
         cls = torch.cat([t.cls for t in run_backbone(self.backbone, crops)])  # (n_views·B, D)
         logits = self.head(cls)  # (n_views·B, K), head run once on every view
-        return views.split(logits.view(len(crops), views.batch_size, -1))  # (n_views, B, K) → named
+        out = views.split(logits.view(len(crops), views.batch_size, -1))  # (n_views, B, K) → named
+        n_g = len(views.global_views)
+        out["global_cls_tokens"] = cls[: n_g * views.batch_size].view(n_g, views.batch_size, -1)  # (n_g, B, D)
+        return out
 
 
 class DINO(Method):
@@ -64,6 +73,7 @@ class DINO(Method):
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"], d["centering"])  # buffer: center
+        self.koleo_loss = KoLeoLoss()
 
     def view_spec(self) -> ViewSpec:
         return ViewSpec(n_global=2, n_local=int(self.cfg["aug"]["n_local"]))
@@ -82,7 +92,13 @@ class DINO(Method):
         student = torch.cat([s_out["global"], s_out["local"]]).flatten(0, 1)  # (n_crops·B, K) crop-major
         teacher = t_out["global"].flatten(0, 1)  # (n_global·B, K)
         loss = self.dino_loss(student, teacher, step.values["teacher_temp"], n_global=t_out["global"].shape[0])
-        return loss, {"loss_dino": loss.detach()}
+        parts = {"loss_dino": loss.detach()}
+        w = self.cfg["dino"]["koleo_loss_weight"]
+        if w > 0:  # per global crop, as DINOv2: the two crops of one image are not each other's neighbours
+            koleo = w * sum(self.koleo_loss(x) for x in s_out["global_cls_tokens"])
+            loss = loss + koleo
+            parts["loss_koleo"] = koleo.detach()
+        return loss, parts
 
     def disentangle_distill(self, s_int: torch.Tensor, t_mixed: torch.Tensor, step: StepInfo) -> torch.Tensor:
         target = self.dino_loss.teacher_probs(t_mixed, step.values["teacher_temp"])  # center read, not updated
