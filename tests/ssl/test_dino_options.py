@@ -106,3 +106,29 @@ def test_koleo_weight_must_be_nonnegative():
 
     with pytest.raises(UserError, match="koleo_loss_weight"):
         load_config("pretrain", "smoke", TINY + ["dino.koleo_loss_weight=-1"])
+
+
+def test_ibot_koleo_weight_adds_the_term_on_the_masked_global_cls():
+    from gensis.ssl.losses.koleo_loss import KoLeoLoss
+
+    tiny = [x.replace("dino.", "ibot.") for x in TINY if not x.startswith("dino.")] + [
+        "ibot.out_dim=16", "ibot.patch_out_dim=16", "ibot.hidden_dim=16", "ibot.bottleneck_dim=8"]
+
+    def run(extra: list[str]) -> tuple[torch.Tensor, dict, dict]:
+        torch.manual_seed(0)
+        m = build_method(load_config("pretrain", "smoke", tiny + ["method=ibot"] + extra))
+        torch.manual_seed(1)
+        v = _views()
+        v.masks = m.sample_masks(v.batch_size, __import__("random").Random(0))
+        s, t = m.student(v), m.teacher(Views(v.global_views))
+        info = StepInfo(0, 0, {k: float(a[0]) for k, a in m.schedules(2, 3).items()})
+        loss, parts = m.loss(s, t, info)
+        return loss, parts, s
+
+    base, parts0, _ = run([])
+    assert "loss_koleo" not in parts0
+    total, parts, s = run(["ibot.koleo_loss_weight=0.5"])
+    want = 0.5 * sum(KoLeoLoss()(x) for x in s["global_cls_tokens"])
+    assert s["global_cls_tokens"].shape == (2, 4, 32)
+    torch.testing.assert_close(parts["loss_koleo"], want.detach())
+    assert total.item() == pytest.approx(base.item() + want.item(), rel=1e-5)

@@ -32,6 +32,7 @@ ADDED: dict[str, dict[str, Any]] = {
         # koleo: weight 0 adds no term, so the loss and its gradients are those of DINO before the key
         # (tests/ssl/test_dino_options.py)
         "dino.koleo_loss_weight": 0.0,
+        "ibot.koleo_loss_weight": 0.0,  # the same for iBOT (tests/ssl/test_dino_options.py)
     },
     "eldm": {
         # d471ef7: one context token is the Conditioner of every run before the key (same parameters, initial

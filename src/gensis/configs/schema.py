@@ -169,6 +169,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "ibot.center_momentum2": PROB,
         "ibot.lambda1": NONNEG_FLOAT,
         "ibot.lambda2": NONNEG_FLOAT,
+        "ibot.koleo_loss_weight": NONNEG_FLOAT,
         "ibot.pred_ratio": List(FRACTION, nonempty=True),
         "ibot.pred_ratio_var": List(FRACTION, nonempty=True),
         **{f"dinov2.{p}{k}": POS_INT for p in ("", "ibot_")

@@ -113,6 +113,8 @@ class PretrainIbot(ConfigSection):
     pred_ratio: list[float] = field(default_factory=lambda: [0.0, 0.3])
     #: (recipe: half the crops unmasked, the others U(0.1, 0.5))
     pred_ratio_var: list[float] = field(default_factory=lambda: [0.0, 0.2])
+    #: KoLeo (DINOv2's uniformity term) on the student's backbone CLS per global crop; 0: iBOT as published
+    koleo_loss_weight: float = 0.0
 
 
 @dataclass(kw_only=True)

@@ -43,3 +43,9 @@ class KoLeoLoss(nn.Module):
                 nn_idx = nearest_neighbor_index(x)
             distances = F.pairwise_distance(x, x[nn_idx], p=2, eps=self.eps)  # (B,)
             return -torch.log(distances + self.eps).mean()
+
+
+def koleo_over_crops(koleo: KoLeoLoss, cls_tokens: torch.Tensor) -> torch.Tensor:
+    """DINOv2's use: (n_crops, B, D) student CLS → Σ_c KoLeo(cls_tokens[c]), each crop's batch on its own, so
+    that the crops of one image are never each other's neighbour (``ssl_meta_arch.py``)."""
+    return sum((koleo(x) for x in cls_tokens), torch.zeros((), device=cls_tokens.device))

@@ -27,7 +27,7 @@ from torch import nn
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
 from gensis.ssl.dino_loss import DINOLoss
-from gensis.ssl.losses.koleo_loss import KoLeoLoss
+from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
 from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone
 from gensis.ssl.schedules import cosine_schedule, teacher_temp_schedule
 
@@ -95,7 +95,7 @@ class DINO(Method):
         parts = {"loss_dino": loss.detach()}
         w = self.cfg["dino"]["koleo_loss_weight"]
         if w > 0:  # per global crop, as DINOv2: the two crops of one image are not each other's neighbours
-            koleo = w * sum(self.koleo_loss(x) for x in s_out["global_cls_tokens"])
+            koleo = w * koleo_over_crops(self.koleo_loss, s_out["global_cls_tokens"])
             loss = loss + koleo
             parts["loss_koleo"] = koleo.detach()
         return loss, parts

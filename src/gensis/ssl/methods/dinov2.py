@@ -49,7 +49,7 @@ from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
 from gensis.ssl.losses.dinov2_dino_loss import DINOv2DINOLoss
 from gensis.ssl.losses.dinov2_ibot_patch_loss import DINOv2iBOTPatchLoss, masks_weight_of
-from gensis.ssl.losses.koleo_loss import KoLeoLoss
+from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
 from gensis.ssl.masking import MaskingGenerator, collate_masks
 from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, run_backbone
 from gensis.ssl.schedules import CosineScheduler, cosine_schedule
@@ -202,7 +202,7 @@ class DINOv2(Method):
         parts["loss_dino_global"], parts["loss_dino_local"] = terms["global"].detach(), terms["local"].detach()
 
         if c["koleo_loss_weight"] > 0:  # per global crop: the two crops of one image are not neighbours
-            koleo = c["koleo_loss_weight"] * sum(self.koleo_loss(x) for x in s_out["global_cls_tokens"])
+            koleo = c["koleo_loss_weight"] * koleo_over_crops(self.koleo_loss, s_out["global_cls_tokens"])
             loss = loss + koleo
             parts["loss_koleo"] = koleo.detach()
 

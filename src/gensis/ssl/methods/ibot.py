@@ -20,6 +20,9 @@ temperatures per epoch (linear warm-up then constant, the patch one delayed by `
 0 here as in every published recipe). Gen-iBOT: disentanglement at the CLS output only, through the CLS
 centering and sharpening (center read, not updated); the MIM term is untouched.
 
+Option beyond iBOT, off by default: ``ibot.koleo_loss_weight`` adds DINOv2's KoLeo term on the student's
+backbone CLS of each (masked) global crop, as DINOv2 does (``gensis.ssl.losses.koleo_loss``).
+
 Reference: bytedance/ibot ``main_ibot.py`` (train loop, ``iBOTLoss``), ``models/head.py`` (``iBOTHead``),
 ``loader.py`` (``ImageFolderMask``), ``models/vision_transformer.py`` (``masked_embed``).
 """
@@ -38,6 +41,7 @@ from gensis.errors import UserError
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
 from gensis.ssl.losses.ibot_loss import iBOTLoss, ibot_temperature_schedules
+from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
 from gensis.ssl.masking import ibot_masks
 from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone
 from gensis.ssl.schedules import cosine_schedule
@@ -93,6 +97,7 @@ class iBOTNet(nn.Module):  # noqa: N801
         cls = torch.cat([glob.cls] + [t.cls for t in tokens[1:]])  # (n_views·B, D)
         logits = self.head(cls).view(n_g + len(crops) - 1, b, -1)  # (n_views, B, K)
         out = views.split(logits)
+        out["global_cls_tokens"] = glob.cls.view(n_g, b, -1)  # (n_g·B, D) → (n_g, B, D), for KoLeo
         if views.masks is not None:
             out["global_patch_masked"] = self.head.patch(glob.patch[masks[0]])  # (n_g·B, N, D)[mask] → (n, K2)
             out["masks"] = views.masks  # (n_g, B, N), for the loss
@@ -138,6 +143,7 @@ class IBOT(Method):
             warmup_teacher_temp_epochs=c["warmup_teacher_temp_epochs"], nepochs=int(cfg["optim"]["epochs"]),
             student_temp=c["student_temp"], center_momentum=c["center_momentum"],
             center_momentum2=c["center_momentum2"], lambda1=c["lambda1"], lambda2=c["lambda2"])
+        self.koleo_loss = KoLeoLoss()
 
     def view_spec(self) -> ViewSpec:
         return ViewSpec(n_global=2, n_local=int(self.cfg["aug"]["n_local"]), masks=True)
@@ -164,7 +170,13 @@ class IBOT(Method):
         out = self.ibot_loss((s_out["global"].flatten(0, 1), s_out["global_patch_masked"]),
                              (t_out["global"].flatten(0, 1), t_out["global_patch"].flatten(0, 1)),
                              local, [m.view(b, 1, -1) for m in masks], step.epoch)
-        return out["loss"], {"loss_cls": out["cls"].detach(), "loss_mim": out["patch"].detach()}
+        loss, parts = out["loss"], {"loss_cls": out["cls"].detach(), "loss_mim": out["patch"].detach()}
+        w = self.cfg["ibot"]["koleo_loss_weight"]
+        if w > 0:
+            koleo = w * koleo_over_crops(self.koleo_loss, s_out["global_cls_tokens"])
+            loss = loss + koleo
+            parts["loss_koleo"] = koleo.detach()
+        return loss, parts
 
     def disentangle_distill(self, s_int: torch.Tensor, t_mixed: torch.Tensor, step: StepInfo) -> torch.Tensor:
         target = self.ibot_loss.cls_targets(t_mixed, step.epoch)  # CLS center read, not updated
