@@ -39,6 +39,8 @@ class WorkerFailure:
     def capture(cls, e: Exception) -> "WorkerFailure":
         trace = "".join(traceback.format_exception(e)).rstrip()
         try:
+            # round trip of this process's own exception object (no file, nothing untrusted): does it survive
+            # the DataLoader's transport to the main process unchanged?
             back = pickle.loads(pickle.dumps(e))
             if type(back) is not type(e) or str(back) != str(e):
                 raise TypeError("changed by pickling")
