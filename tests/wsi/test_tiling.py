@@ -225,3 +225,25 @@ def _alive(pid: str) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_parallel_skip_lines_come_in_the_order_of_the_slide_list(tmp_path):
+    """`wsi tile --workers 2`: the per-slide "skipped" lines are printed in the order the slides were given, not
+    in the order the workers finish them. The first slide fails only after its whole tiling (its tile file's
+    name is taken by a folder), the three after it fail at once (not slides at all): the workers finish them
+    first, so completion order and input order differ."""
+    slow = make_svs(tmp_path / "s0.svs", slide_image(2048, 2048, [(0, 0, 2048, 2048)]), mpp=0.5,
+                    downsamples=(1, 4), tile=256)
+    bad = []
+    for i in (1, 2, 3):
+        bad.append(tmp_path / f"s{i}.svs")
+        bad[-1].write_bytes(b"not a slide at all")
+    out = tmp_path / "T"
+    (out / "20x_16px_0px_overlap" / "patches" / "s0.h5").mkdir(parents=True)  # written last: fails last
+    r = _cli("wsi", "tile", slow, *bad, "--out", out, "--mag", 20, "--tile-size", 16, "--workers", 2)
+    assert r.returncode == 2, r.stderr[-3000:]
+    skips = [line for line in r.stderr.splitlines() if line.startswith("gensis: skipped")]
+    assert len(skips) == 4, r.stderr[-3000:]
+    assert [next(n for n in ("s0", "s1", "s2", "s3") if f"{n}.svs" in line) for line in skips] == \
+        ["s0", "s1", "s2", "s3"], skips
+    assert "IsADirectoryError" in skips[0] or "directory" in skips[0].lower(), skips[0]

@@ -4,7 +4,8 @@ Each slide is one unit of work (a process of its own when ``workers > 1``): open
 level (``geometry``) → thumbnail → tissue mask (``tissue``) → grid → keep tiles whose tissue fraction is at
 least ``min_tissue`` → write ``thumbnails/``, ``visualization/`` and finally ``patches/<slide>.h5`` (atomic:
 its existence with the same settings key means the slide is done, so a rerun skips it). A slide that
-cannot be read or lacks a resolution is reported by name and skipped; the others finish.
+cannot be read or lacks a resolution is reported by name and skipped; the others finish. The
+"skipped" lines come in the order of the slide list, with any number of workers.
 
 With ``workers > 1`` slides are tiled in spawned processes (OpenSlide handles and thread pools do not survive
 ``fork``): a script that calls ``tile_slides`` must do so under ``if __name__ == "__main__":``.
@@ -241,8 +242,23 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
     _read_manifest(manifest_path, warn=True)  # a damaged one is named once, then rewritten
     results: list[SlideResult] = []
     bar = progress(total=len(slides), desc="tiling", unit="slide", disable=quiet or len(slides) == 1)
+    # Each slide's "skipped" line is held until every slide before it in the list has finished, then printed:
+    # the lines come in the order of the slide list whatever order the workers finish in (the same output on
+    # every run, easy to match against the list), and a line waits at most for the slides still being tiled
+    # before it. The progress bar, its counts and tiling.json follow completion, as they happen.
+    held: dict[int, str] = {}  # slide position -> its line ("" for none), until every earlier one is out
+    shown = 0  # lines of slides [0, shown) are out
 
-    def record(r: SlideResult) -> None:
+    def show(upto: int | None = None) -> None:
+        """Print the held lines of the finished prefix of the list (``upto``: all held ones, at an interrupt)."""
+        nonlocal shown
+        while shown in held or (upto is not None and shown < upto):
+            line = held.pop(shown, "")
+            if line:
+                bar.write(line, file=sys.stderr)
+            shown += 1
+
+    def record(i: int, r: SlideResult) -> None:
         results.append(r)
         with _folder_lock(out):  # re-read: another `wsi tile` on this folder (a job array) may have added slides
             manifest = _read_manifest(manifest_path)
@@ -253,32 +269,35 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
             else:
                 manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
             atomic_write_json(manifest_path, manifest)
-        if r.status == "failed" and len(slides) > 1:  # a single slide's error is the command's error line
-            bar.write(f"gensis: skipped {r.error}", file=sys.stderr)
+        # a single slide's error is the command's error line
+        held[i] = f"gensis: skipped {r.error}" if r.status == "failed" and len(slides) > 1 else ""
+        show()
         bar.update(1)
         bar.set_postfix(tiles=sum(x.n_tiles for x in results), failed=sum(x.status == "failed" for x in results),
                         refresh=False)
 
     if workers <= 1 or len(slides) == 1:
-        for p in slides:
-            record(tile_slide(Path(p), out, settings, mpp))
+        for i, p in enumerate(slides):
+            record(i, tile_slide(Path(p), out, settings, mpp))
     else:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # openslide/tiffslide handles and thread pools do not survive fork
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-            pending = {pool.submit(_tile_in_worker, Path(p), out, settings, mpp): p for p in slides}
+            pending = {pool.submit(_tile_in_worker, Path(p), out, settings, mpp): (i, p) for i, p in enumerate(slides)}
             try:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        p = pending.pop(fut)
+                    for fut in sorted(done, key=lambda f: pending[f][0]):
+                        i, p = pending.pop(fut)
                         try:
-                            record(fut.result())
+                            record(i, fut.result())
                         except Exception as e:  # the worker process died (e.g. a crash inside a C library)
-                            record(SlideResult(slide_id(p), str(p), "failed", error=f"slide {p}: worker died: {e}"))
+                            record(i, SlideResult(slide_id(p), str(p), "failed",
+                                                  error=f"slide {p}: worker died: {e}"))
             except KeyboardInterrupt:  # slides not started are dropped (the pool waited for them all before)
                 pool.shutdown(wait=True, cancel_futures=True)
+                show(upto=max(held, default=-1) + 1)  # the lines of the slides that did finish, still in order
                 raise
     bar.close()
     order = {str(p): i for i, p in enumerate(slides)}
