@@ -146,6 +146,31 @@ def test_a_single_seed_summary_uses_the_binomial_sd():
     assert "binomial sd (one seed)" in r.intro()
     d = _by_label(r)["DINO − random-init ViT"]
     assert d.sd == pytest.approx(binomial_sd(65.0, 56.9, N)) and d.word == "above"
+    # one seed: no per-seed column and no line for the other rows (the table's cells give them), as read_results
+    assert r.other_rows == [] and "per seed" not in r.markdown() and "other rows" not in r.text()
+    one = read_results(_rows())
+    assert one.other_rows == [] and "per seed" not in one.markdown()
+    assert r.table().markdown() == one.table().markdown()  # the same numbers in both renderings
+
+
+def test_seeds_block_has_per_seed_values_and_gen_in_the_other_rows():
+    s = summarize_seeds(_per_seed([64, 62, 66], [56, 56, 56], [65, 62, 68]))
+    r = read_seeds(s)
+    d = _by_label(r)
+    assert d["DINO − random-init ViT"].per_seed == (8.0, 6.0, 10.0) and d["Gen-DINO − DINO"].per_seed == (1, 0, 2)
+    assert "| DINO − random-init ViT | +8.0 ± 2.0 | above | +8.0, +6.0, +10.0 |" in r.markdown()
+    assert "<th>per seed</th>" in r.html()
+    # the other row (10-NN, 1 point below 20-NN in every column here): Gen-DINO − DINO only, its own mean/std
+    (o,) = r.other_rows
+    assert (o.label, o.row, o.value, o.per_seed) == ("Gen-DINO − DINO", "10-NN", pytest.approx(1.0), (1, 0, 2))
+    assert r.other_lines() == ["Gen-DINO − DINO in the other rows: 10-NN +1.0 ± 1.0 (per seed +1.0, +0.0, +2.0), "
+                               "within noise."]
+    assert r.other_lines()[0] in r.markdown() and "in the other rows" in r.html()
+    # a difference that rounds to zero reads "+0.0", not "-0.0" (seen as "+0.1, -0.0" in a smoke run)
+    from gensis.pipeline.reading import Difference
+
+    tiny = Difference("dino", "gen", "Gen-DINO − DINO", -0.04, 0.1, per_seed=(0.1, -0.04))
+    assert tiny.text == "+0.0 ± 0.1" and tiny.seeds_text == "+0.1, +0.0"
 
 
 def test_report_has_the_block(tmp_path):

@@ -58,6 +58,23 @@ def test_tables_show_every_cell():
     assert "| 2 | 65.0 | 64.0 | 44.0 |" in md  # per-seed row: DINO 10-NN, 20-NN, linear of seed 2
 
 
+def test_each_paired_difference_is_shown_once_with_every_row_and_its_seeds():
+    """The paired Gen-DINO − DINO used to be printed (and written to seeds.md) twice: a "(paired by seed)" line
+    under the table and the "How to read it" block. Now only the block, which also carries what only that line
+    had (the other rows: 10-NN, linear probe) and the difference in each seed."""
+    s = summarize_seeds(_per_seed())
+    md = seeds_markdown(s, SimpleNamespace(preset="small", data="builtin:animal-mnist", out="OUT"))
+    for text in (format_seed_table(s), md):
+        assert "paired by seed)" not in text
+        # 20-NN (the block's row): diffs 1, 0, 2 -> +1.0 ± 1.0, once
+        assert text.count("+1.0 ± 1.0") == 1, text
+        # 10-NN: -1, +1, +1 -> mean 0.33, std 1.15; linear probe: +1, 0, -4 -> mean -1, std 2.65
+        assert ("Gen-DINO − DINO in the other rows: 10-NN +0.3 ± 1.2 (per seed -1.0, +1.0, +1.0), within noise; "
+                "linear probe -1.0 ± 2.6 (per seed +1.0, +0.0, -4.0), within noise.") in " ".join(text.split())
+    assert "| Gen-DINO − DINO | +1.0 ± 1.0 | within noise | +1.0, +0.0, +2.0 |" in md
+    assert md.index("## How to read it") < md.index("in the other rows") < md.index("Per seed:")
+
+
 @pytest.mark.slow
 def test_demo_seeds_runs_each_seed_and_summarizes(tmp_path):
     import json

@@ -18,8 +18,11 @@ same test images; the positive correlation this brings (an image easy for one en
 the other) makes the true sd of the difference smaller, so this sd is conservative.
 
 Noise over seeds (``gensis demo --seeds``): the sample standard deviation (ddof=1) over seeds of the
-difference taken seed by seed (``gensis.pipeline.seeds.paired_difference``); the difference shown is its mean.
-With a single seed the one-seed formula above is used on the scores.
+difference taken seed by seed (``gensis.pipeline.seeds.paired_difference``); the difference shown is its mean,
+its value in each seed follows ("per seed"). Gen-X − X in the table's other rows (the other k, the linear
+probe) is one more line, the same way: over seeds that difference cannot be worked out from the table's
+mean ± std cells, while with one seed it can. With a single seed the one-seed formula above is used on the
+scores.
 
 Word: "above" when difference > 2 sd, "below" when difference < −2 sd, otherwise "within noise".
 
@@ -77,6 +80,8 @@ class Difference:
     label: str  # e.g. "Gen-DINO − DINO"
     value: float
     sd: float | None  # None: noise unknown
+    row: str = ""  # the table row, e.g. "10-NN", where it is not the block's own row
+    per_seed: tuple[float, ...] = ()  # over seeds: the difference in each seed (its mean is ``value``)
 
     @property
     def word(self) -> str:
@@ -84,7 +89,16 @@ class Difference:
 
     @property
     def text(self) -> str:
-        return f"{self.value:+.1f}" + ("" if self.sd is None else f" ± {self.sd:.1f}")
+        return _signed(self.value) + ("" if self.sd is None else f" ± {self.sd:.1f}")
+
+    @property
+    def seeds_text(self) -> str:
+        return ", ".join(map(_signed, self.per_seed))
+
+
+def _signed(v: float) -> str:
+    """``v`` with its sign and one decimal; a value that rounds to zero is "+0.0", never "-0.0"."""
+    return f"{round(v, 1) + 0.0:+.1f}"
 
 
 @dataclass
@@ -96,6 +110,7 @@ class Reading:
     noise: str  # what the ± is
     differences: list[Difference] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
+    other_rows: list[Difference] = field(default_factory=list)  # over seeds: Gen-X − X of the other rows
 
     def intro(self) -> str:
         return (f"Differences of {self.why_row} (top-1, points) between columns of the table above; ± is "
@@ -103,21 +118,34 @@ class Reading:
                 f"\"above\" / \"below\": the difference exceeds {THRESHOLD_SD:g} sd; otherwise \"within noise\".")
 
     def table(self) -> Table:
-        t = Table(["difference ± sd", "reading"], corner=self.row)
+        seeds = any(d.per_seed for d in self.differences)
+        t = Table(["difference ± sd", "reading", *(["per seed"] if seeds else [])], corner=self.row)
         for d in self.differences:
-            t.add(d.label, [d.text, d.word])
+            t.add(d.label, [d.text, d.word, *([d.seeds_text] if seeds else [])])
         return t
+
+    def other_lines(self) -> list[str]:
+        """One line per Gen-X − X: its paired difference in the rows other than the block's own."""
+        labels = list(dict.fromkeys(d.label for d in self.other_rows))
+        return [f"{label} in the other rows: " + "; ".join(
+            f"{d.row} {d.text}" + (f" (per seed {d.seeds_text})" if d.per_seed else "") + f", {d.word}"
+            for d in self.other_rows if d.label == label) + "." for label in labels]
+
+    def paragraphs(self) -> list[str]:
+        """The sentences under the table: the other rows' lines, then the hints."""
+        return [*self.other_lines(), *self.hints]
 
     def text(self) -> str:
         wrap = partial(textwrap.fill, width=TEXT_WIDTH, break_on_hyphens=False)
-        return "\n".join([wrap("How to read it: " + self.intro()), self.table().text(), *map(wrap, self.hints)])
+        return "\n".join([wrap("How to read it: " + self.intro()), self.table().text(),
+                          *map(wrap, self.paragraphs())])
 
     def markdown(self) -> str:
-        return "\n\n".join([self.intro(), self.table().markdown().rstrip("\n"), *self.hints]) + "\n"
+        return "\n\n".join([self.intro(), self.table().markdown().rstrip("\n"), *self.paragraphs()]) + "\n"
 
     def html(self) -> str:
         return "\n".join([f"<p>{html.escape(self.intro())}</p>", self.table().html(),
-                          *(f"<p>{html.escape(h)}</p>" for h in self.hints)])
+                          *(f"<p>{html.escape(h)}</p>" for h in self.paragraphs())])
 
 
 def _pairs(method: str) -> list[tuple[str, str, str, str, str]]:
@@ -159,10 +187,11 @@ def _hints(differences: list[Difference]) -> list[str]:
             f"`demo` preset's budget on colour images (README, \"When does it help\")."]
 
 
-def _assemble(row: tuple[str, str], noise: str, differences: list[Difference]) -> Reading | None:
+def _assemble(row: tuple[str, str], noise: str, differences: list[Difference],
+              other_rows: list[Difference] | None = None) -> Reading | None:
     if not differences:
         return None
-    return Reading(row[0], row[1], noise, differences, _hints(differences))
+    return Reading(row[0], row[1], noise, differences, _hints(differences), other_rows or [])
 
 
 def read_results(rows: dict[str, Any], methods: tuple[str, ...] | None = None) -> Reading | None:
@@ -191,7 +220,8 @@ def read_results(rows: dict[str, Any], methods: tuple[str, ...] | None = None) -
 
 def read_seeds(summary: dict[str, Any], methods: tuple[str, ...] | None = None) -> Reading | None:
     """The block for a ``--seeds`` summary (``gensis.pipeline.seeds.summarize_seeds``): mean ± sample std over
-    seeds of each paired difference; with one seed, the one-seed binomial sd."""
+    seeds of each paired difference, and its value per seed; with one seed, the one-seed binomial sd. Over
+    seeds, Gen-X − X of every other row both columns have (``Reading.other_rows``)."""
     from gensis.pipeline.seeds import paired_difference
 
     rows = summary["methods"]
@@ -200,20 +230,24 @@ def read_seeds(summary: dict[str, Any], methods: tuple[str, ...] | None = None) 
     if row is None:
         return None
     k = row[0]
-    out = []
+    out, others = [], []
     for m in methods or methods_in(rows):
         for kind, a, b, la, lb in _pairs(m):
             if a not in rows or b not in rows or k not in rows[a]["metrics"] or k not in rows[b]["metrics"]:
                 continue
-            d = paired_difference(rows, a, b)[k]
+            paired = paired_difference(rows, a, b)
+            d = paired[k]
             if len(seeds) > 1:
                 sd: float | None = d["std"]
+                others += [Difference(m, kind, f"{la} − {lb}", o["mean"], o["std"], r, tuple(o["values"]))
+                           for r, o in paired.items() if r != k and kind == "gen"]
             else:
                 na, nb = rows[a].get("test_size"), rows[b].get("test_size")
                 sd = binomial_sd(rows[a]["metrics"][k]["mean"], rows[b]["metrics"][k]["mean"], na, nb) \
                     if na and nb else None
-            out.append(Difference(m, kind, f"{la} − {lb}", d["mean"], sd))
+            out.append(Difference(m, kind, f"{la} − {lb}", d["mean"], sd,
+                                  per_seed=tuple(d["values"]) if len(seeds) > 1 else ()))
     noise = (f"the sample std over {len(seeds)} seeds {seeds} of the difference taken seed by seed (paired: same "
              f"seed, same data order and initialisation)") if len(seeds) > 1 else \
         f"the binomial sd (one seed) of a difference of two scores on the same test images, {FORMULA}"
-    return _assemble(row, noise, out)
+    return _assemble(row, noise, out, others)

@@ -61,19 +61,13 @@ def seed_table(summary: dict) -> Table:
     return t
 
 
-def _paired_line(summary: dict, sep: str) -> list[str]:
-    return [f"{p['label']} (paired by seed): " + sep.join(f"{k} {d['mean']:+.1f} ± {d['std']:.1f}"
-                                                          for k, d in p["metrics"].items())
-            for p in summary.get("paired", {}).values() if p["metrics"]]
-
-
 def format_seed_table(summary: dict, methods: tuple[str, ...] | None = None) -> str:
-    """The over-seed table, the paired Gen-X − X lines and the "How to read it" block, for the terminal."""
+    """The over-seed table and its "How to read it" block (the paired differences, Gen-X − X of every row among
+    them: ``gensis.pipeline.reading.read_seeds``), for the terminal."""
     from gensis.pipeline.reading import read_seeds
 
     reading = read_seeds(summary, methods)
-    return "\n".join([seed_table(summary).text(), *_paired_line(summary, ", "),
-                      *([] if reading is None else ["", reading.text()])])
+    return "\n".join([seed_table(summary).text(), *([] if reading is None else ["", reading.text()])])
 
 
 def per_seed_table(summary: dict) -> Table:
@@ -93,7 +87,6 @@ def seeds_markdown(summary: dict, args) -> str:
     md = [f"# Gen-SIS over seeds {summary['seeds']}", "", f"Command: `{cmd} --out {args.out}{extra}`", "",
           "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds.", "",
           seed_table(summary).markdown()]
-    md += [line + "\n" for line in _paired_line(summary, "; ")]
     from gensis.pipeline.reading import read_seeds
 
     reading = read_seeds(summary, methods)
