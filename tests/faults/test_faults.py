@@ -286,7 +286,9 @@ def test_unreadable_image_met_mid_training_stops_at_the_last_checkpoint_and_resu
     (data / "b" / "7.png").write_bytes(bad)
     run = tmp_path / "run"
     rc = main("pretrain", "--data", f"{data}@all", "--out", run, *TINY_PRETRAIN, "data.num_workers=1")
-    assert_refused(rc, capsys.readouterr().err, str(data / "b" / "7.png"), "--resume")
+    line = assert_refused(rc, capsys.readouterr().err, str(data / "b" / "7.png"))
+    # met in epoch 0: no checkpoint yet, so no --resume hint (the same command starts the run again)
+    assert not (run / "checkpoint.safetensors").exists() and "--resume" not in line, line
     (data / "b" / "7.png").write_bytes(good)
     assert main("pretrain", "--data", f"{data}@all", "--out", run, *TINY_PRETRAIN, "data.num_workers=1",
                 "--resume") == 0, capsys.readouterr().err
@@ -295,6 +297,45 @@ def test_unreadable_image_met_mid_training_stops_at_the_last_checkpoint_and_resu
     rc = main("pretrain", "--data", f"{data}@all", "--out", tmp_path / "skip", *TINY_PRETRAIN,
               "data.skip_bad_images=true")
     assert rc == 0 and "skipped" in capsys.readouterr().err
+
+
+TINY_AE = ["--preset", "smoke", "data.image_size=16", "data.limit=null", "ae.optim.batch_size=16", "ae.optim.epochs=2",
+           "ae.val_images=8", "train.threads=1", "train.amp=off", "data.num_workers=0"]
+
+
+@pytest.mark.parametrize("stage", [["pretrain", *TINY_PRETRAIN], ["eldm", "train-ae", *TINY_AE]],
+                         ids=["pretrain", "train-ae"])
+def test_input_damaged_after_a_checkpoint_ends_the_line_with_how_to_resume(tmp_path, capsys, monkeypatch, stage):
+    """Images damaged on disk between epoch 0 and epoch 1 (every training stage reads them through the one loop,
+    gensis.train.loop): one line naming a file, exit 2, and, since epoch 0's checkpoint exists, how to continue
+    (the file restored, then --resume from epoch 1). Restored, --resume finishes the run."""
+    from gensis.train import loop
+
+    data = _folder(tmp_path / "f")
+    files = sorted((data / "b").glob("*.png"))  # half of the set: every batch of epoch 1 holds some
+    good = {f: f.read_bytes() for f in files}
+    original = loop._save
+
+    def save_then_damage(task, rt, run, epoch):
+        original(task, rt, run, epoch)
+        if epoch == 0:
+            for f in files:
+                f.write_bytes(good[f][:60] + bytes(len(good[f]) - 60))
+
+    monkeypatch.setattr(loop, "_save", save_then_damage)
+    run = tmp_path / "run"
+    argv = (*stage[:2 if stage[0] == "eldm" else 1], "--data", f"{data}@all", "--out", run, "--quiet",
+            *stage[2 if stage[0] == "eldm" else 1:])
+    rc = main(*argv)
+    err = capsys.readouterr().err
+    line = assert_refused(rc, err, str(data / "b"), "then rerun with --resume to continue from epoch 1",
+                          "(the checkpoint of epoch 0 is kept)", "restore that file as it was", max_lines=1)
+    assert rc == 2 and line.startswith("gensis: error: cannot read image "), line
+    for f in files:
+        f.write_bytes(good[f])
+    monkeypatch.setattr(loop, "_save", original)
+    assert main(*argv, "--resume") == 0, capsys.readouterr().err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
 
 
 def test_bad_image_replaced_by_one_of_another_size_resumes_but_other_files_are_refused(tmp_path, capsys,
@@ -311,7 +352,7 @@ def test_bad_image_replaced_by_one_of_another_size_resumes_but_other_files_are_r
     (data / "b" / "7.png").write_bytes(good[:60] + bytes(len(good) - 60))
     run = tmp_path / "run"
     argv = ("pretrain", "--data", f"{data}@all", "--out", run, *TINY_PRETRAIN, "data.num_workers=1")
-    assert_refused(main(*argv), capsys.readouterr().err, str(data / "b" / "7.png"), "--resume")
+    assert_refused(main(*argv), capsys.readouterr().err, str(data / "b" / "7.png"))
     first_identity = json.loads((run / "manifest.json").read_text())["inputs"]["data_identity"]
     fixed = _png(np.full((24, 20, 3), 200, np.uint8))  # a valid replacement of another size
     assert len(fixed) != len(good)

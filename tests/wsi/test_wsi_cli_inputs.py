@@ -279,3 +279,38 @@ def test_a_slide_moved_or_damaged_after_tiling_is_one_line_with_any_workers(tmp_
     _one_line(capsys, f"cannot read slide {slide}: openslide: ", "tiffslide: ", "(tifffile: ", "invalid page offset")
     assert not [r for r in caplog.records if r.name == "tifffile"]
     assert not (tmp_path / "F").exists()
+
+
+def test_pretraining_on_tiles_whose_slide_is_damaged_after_a_checkpoint_says_how_to_resume(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """`gensis pretrain --data tiles:...` (tiles read in 2 DataLoader workers) when the slide is damaged after
+    epoch 0's checkpoint: one line naming the slide, exit 2, ending with how to continue (the slide restored,
+    then --resume from epoch 1); restored, --resume finishes. Before, the line said nothing about --resume."""
+    from gensis.train import loop
+
+    slide = make_svs(tmp_path / "m.svs", slide_image(256, 256, [(0, 0, 256, 256)]), mpp=0.5, downsamples=(1,),
+                     tile=128)
+    tiles = tmp_path / "T"
+    assert main(["wsi", "tile", str(slide), "--out", str(tiles), "--mag", "20", "--tile-size", "16", "--quiet"]) == 0
+    good = slide.read_bytes()
+    original = loop._save
+
+    def save_then_damage(task, rt, run, epoch):
+        original(task, rt, run, epoch)
+        if epoch == 0:
+            _damage_tiles_after_the_first(slide)  # 3 of the 4 TIFF tiles: every batch of epoch 1 meets one
+
+    monkeypatch.setattr(loop, "_save", save_then_damage)
+    run = tmp_path / "run"
+    argv = ["pretrain", "--data", f"tiles:{tiles}@all", "--out", str(run), "--quiet", "--preset", "smoke",
+            "data.image_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=1", "model.num_heads=2",
+            "dino.out_dim=64", "dino.hidden_dim=64", "dino.bottleneck_dim=16", "aug.local_size=8",
+            "optim.batch_size=16", "optim.epochs=2", "data.limit=64", "train.threads=1", "train.amp=off",
+            "data.num_workers=2"]
+    capsys.readouterr()
+    assert main(argv) == 2
+    _one_line(capsys, "cannot read the tile at level-0", str(slide), "restore that file as it was",
+              "then rerun with --resume to continue from epoch 1 (the checkpoint of epoch 0 is kept)")
+    slide.write_bytes(good)
+    monkeypatch.setattr(loop, "_save", original)
+    assert main([*argv, "--resume"]) == 0, capsys.readouterr().err

@@ -126,8 +126,7 @@ class ImageBatches:
         for images, idx, errors in dl:
             if errors:
                 if not skip:
-                    raise UserError(f"{errors[0]}; {SKIP_HINT} (a stopped stage resumes from its last "
-                                    f"checkpoint with --resume)")
+                    raise UserError(f"{errors[0]}; {SKIP_HINT}")  # a training stage adds how to resume
                 for e in errors:
                     if e not in self.skipped:
                         self.skipped.add(e)

@@ -43,16 +43,23 @@ Either way no non-finite update ever reaches the weights, training stops with on
 epoch and step, nothing of the bad step reaches a checkpoint, the last good checkpoint is left untouched and
 the run can be resumed from it (``--resume``) after a fix. Under ``torchrun`` every rank reaches the same
 verdict (the first bad step is all-reduced at each read); rank 0 prints the line, the others exit quietly.
+
+An input that cannot be read while a batch is made (an image file damaged, a slide moved or damaged since it
+was tiled: the data's ``UserError``) stops training with that error's line; when the run has a checkpoint the
+line ends with how to continue (``resume_hint``): the file restored as it was, then ``--resume`` from the
+epoch after the checkpoint's. Removing or skipping it changes the run's data, which ``--resume`` refuses, so
+the hint does not offer that. Without a checkpoint nothing is added: the same command starts the run again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
@@ -302,10 +309,9 @@ class FiniteGuard:
 
     def _message(self, it: int) -> str:
         epoch = it // self.task.niter
-        ckpt = self.run / CHECKPOINT
-        if ckpt.is_file():
-            _, info = load_checkpoint(ckpt)
-            last = f"the last good checkpoint {ckpt} (epoch {info['meta'].get('epoch')}) is untouched; " \
+        saved = checkpoint_epoch(self.run)
+        if saved is not None:
+            last = f"the last good checkpoint {self.run / CHECKPOINT} (epoch {saved}) is untouched; " \
                    f"fix the cause and continue it with --resume"
         else:
             last = "no checkpoint was written yet"
@@ -313,6 +319,59 @@ class FiniteGuard:
             "stopped; the updates of that step and of the steps after it were skipped and nothing after it was saved"
         return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; {when} "
                 f"({last}; e.g. lower the learning rate or enable clipping)")
+
+
+def checkpoint_epoch(run: RunDir) -> int | None:
+    """The epoch (0-based, as the progress and the messages count) that ``run``'s checkpoint ends, or None when
+    it has no readable checkpoint. Reads the file's header only."""
+    from safetensors import safe_open
+
+    path = run / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            epoch = json.loads((f.metadata() or {}).get("json", "{}"))["meta"]["epoch"]
+        return int(epoch)
+    except Exception:  # damaged: --resume would refuse it (``_load``), so no hint offers it
+        return None
+
+
+def resume_hint(run: RunDir, fix: str) -> str | None:
+    """"``fix``, then rerun with --resume to continue from epoch K (the checkpoint of epoch K−1 is kept)" when
+    ``run`` has a checkpoint, else None: the end of a stopped stage's error line."""
+    saved = checkpoint_epoch(run)
+    if saved is None:
+        return None
+    return f"{fix}, then rerun with --resume to continue from epoch {saved + 1} (the checkpoint of epoch {saved} " \
+           f"is kept)"
+
+
+# what makes --resume possible after an unreadable input: the same files (its data identity); a file removed or
+# skipped (data.skip_bad_images) is other data, which ``gensis.train.resume`` refuses
+RESTORE_INPUT = ("to keep this run, restore that file as it was (removing or skipping it changes the data: "
+                 "another --out)")
+
+
+def _with_resume_hint(batches: Iterable[Any], run: RunDir) -> Iterator[Any]:
+    """``batches``; an input that cannot be read while one is made (a ``UserError``) gets ``resume_hint``."""
+    it = iter(batches)
+    try:
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except UserError as e:
+                hint = None if e.all_ranks else resume_hint(run, RESTORE_INPUT)
+                if hint:
+                    e.args = (f"{e}; {hint}",)  # the same error (type, attributes), its line completed
+                raise
+            yield batch
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 def _by_dtype(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -429,7 +488,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
     t_start = time.time()
     for epoch in range(start_epoch, task.epochs):
         t0, n_img = time.time(), 0
-        for i, batch in enumerate(task.batches(epoch)):
+        for i, batch in enumerate(_with_resume_hint(task.batches(epoch), run)):
             it = epoch * niter + i
             values = task.schedule(it, epoch)
             guard.save_state()
