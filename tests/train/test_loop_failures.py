@@ -33,20 +33,48 @@ def test_nan_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert "pretrain" in err[0] and "epoch 1, step 5" in err[0] and "checkpoint.safetensors (epoch 0)" in err[0]
+    # what the line claims, checked below: --resume only with the same settings, other ones need another --out
+    assert "--resume continues it only with the same settings" in err[0], err[0]
+    assert "other settings (e.g. a lower optim.lr or optim.clip_grad) need a new run with another --out" in err[0]
     tensors, info = load_checkpoint(run / "checkpoint.safetensors")
     assert info["meta"]["epoch"] == 0
     assert all(torch.isfinite(v).all() for k, v in tensors.items() if v.is_floating_point())
     assert not (run / "teacher_backbone.safetensors").exists()
 
     monkeypatch.undo()
-    assert main(["pretrain", "--out", str(run), *TINY, "optim.lr=0.5", "--resume"]) == 2
+    assert main(["pretrain", "--out", str(run), *TINY, "optim.lr=0.5", "optim.clip_grad=1", "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "optim.lr (0.001 -> 0.5)" in err[0], err
+    assert len(err) == 1 and "optim.lr (0.001 -> 0.5)" in err[0] and "optim.clip_grad (3.0 -> 1)" in err[0], err
+    assert main(["pretrain", "--out", str(run), *TINY, "optim.lr=0.0005"]) == 2  # nor a fresh start over it
+    assert "continue it with --resume, or give another --out" in capsys.readouterr().err
     # speed-only keys may differ; the run then finishes from its checkpoint
     assert main(["pretrain", "--out", str(run), *TINY, "train.log_every=1", "--resume"]) == 0
     assert json.loads((run / "manifest.json").read_text())["status"] == "done"
     w = load_file(run / "teacher_backbone.safetensors")
     assert all(torch.isfinite(v).all() for v in w.values())
+
+
+def test_nan_loss_before_any_checkpoint_says_to_rerun_with_other_settings(tmp_path, monkeypatch, capsys):
+    """No checkpoint yet (NaN in epoch 0): the line's advice holds, the same --out takes other settings."""
+    from gensis.ssl.methods.dino import DINO
+
+    original = DINO.loss
+
+    def poisoned(self, s_out, t_out, step):
+        loss, parts = original(self, s_out, t_out, step)
+        return (loss * float("nan") if self.poison else loss), parts
+
+    monkeypatch.setattr(DINO, "loss", poisoned)
+    monkeypatch.setattr(DINO, "poison", True, raising=False)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--out", str(run), *TINY, "optim.epochs=1", "optim.clip_grad=null"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "epoch 0, step 0" in err[0], err
+    assert err[0].endswith("(no checkpoint was written yet; rerun with other settings, e.g. a lower optim.lr or a "
+                           "value for optim.clip_grad, now off; the same --out may be reused)"), err[0]
+    monkeypatch.setattr(DINO, "poison", False, raising=False)
+    assert main(["pretrain", "--out", str(run), *TINY, "optim.epochs=1", "optim.lr=0.0005", "--quiet"]) == 0
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
 
 
 @pytest.mark.parametrize("method", ["dino", "ibot", "dinov2"])  # centers: in place, re-assigned, lazy
@@ -86,3 +114,11 @@ def test_unknown_finite_check_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["gensis: error: GENSIS_FINITE_CHECK=sometimes: must be one of auto, every_step, deferred"]
     assert not (tmp_path / "run").exists()
+
+
+def test_divergence_knobs_name_only_the_stage_s_own_keys():
+    from gensis.train.loop import divergence_knobs
+
+    assert divergence_knobs({"optim": {"lr": 1e-3}}) == "a lower optim.lr"  # eldm train-ae: no clipping key
+    assert divergence_knobs({"optim": {"lr": 1e-3, "clip_grad": 3.0}}) == "a lower optim.lr or optim.clip_grad"
+    assert divergence_knobs({"optim": {"lr": 1e-3, "clip_grad": None}}).endswith("optim.clip_grad, now off")

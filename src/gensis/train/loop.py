@@ -40,9 +40,11 @@ deferred on CUDA):
   as it was after the last good step.
 
 Either way no non-finite update ever reaches the weights, training stops with one line naming the stage,
-epoch and step, nothing of the bad step reaches a checkpoint, the last good checkpoint is left untouched and
-the run can be resumed from it (``--resume``) after a fix. Under ``torchrun`` every rank reaches the same
-verdict (the first bad step is all-reduced at each read); rank 0 prints the line, the others exit quietly.
+epoch and step, nothing of the bad step reaches a checkpoint, and the last good checkpoint is left untouched.
+``--resume`` continues it only with the same settings (``gensis.train.resume``), which helps after a transient
+cause; a lower learning rate or clipping is a new run (another ``--out``), and the line says so. Under
+``torchrun`` every rank reaches the same verdict (the first bad step is all-reduced at each read); rank 0
+prints the line, the others exit quietly.
 
 An input that cannot be read while a batch is made (an image file damaged, a slide moved or damaged since it
 was tiled: the data's ``UserError``) stops training with that error's line; when the run has a checkpoint the
@@ -310,15 +312,28 @@ class FiniteGuard:
     def _message(self, it: int) -> str:
         epoch = it // self.task.niter
         saved = checkpoint_epoch(self.run)
-        if saved is not None:
-            last = f"the last good checkpoint {self.run / CHECKPOINT} (epoch {saved}) is untouched; " \
-                   f"fix the cause and continue it with --resume"
-        else:
-            last = "no checkpoint was written yet"
+        knobs = divergence_knobs(getattr(self.task, "cfg", {}))  # a bare Task (tests) may have none
+        if saved is not None:  # --resume refuses other settings (gensis.train.resume): the knobs need a new run
+            last = (f"the last good checkpoint {self.run / CHECKPOINT} (epoch {saved}) is untouched; --resume "
+                    f"continues it only with the same settings, which helps if the cause was transient; other "
+                    f"settings (e.g. {knobs}) need a new run with another --out")
+        else:  # nothing to resume: the same --out takes a fresh start with other settings
+            last = f"no checkpoint was written yet; rerun with other settings, e.g. {knobs}; the same --out may be " \
+                   f"reused"
         when = "stopped before the optimizer step" if self.every_step else \
             "stopped; the updates of that step and of the steps after it were skipped and nothing after it was saved"
         return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; {when} "
-                f"({last}; e.g. lower the learning rate or enable clipping)")
+                f"({last})")
+
+
+def divergence_knobs(cfg: Mapping[str, Any]) -> str:
+    """The settings that usually cure a diverging run, as the stage's config names them: "a lower optim.lr or
+    optim.clip_grad" (clipping only where the stage has the key; "a value for" where it is off, ``null``)."""
+    optim = cfg.get("optim")
+    if not isinstance(optim, Mapping) or "clip_grad" not in optim:
+        return "a lower optim.lr"
+    return "a lower optim.lr or optim.clip_grad" if optim["clip_grad"] is not None else \
+        "a lower optim.lr or a value for optim.clip_grad, now off"
 
 
 def checkpoint_epoch(run: RunDir) -> int | None:
