@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from gensis.pipeline.reading import THRESHOLD_SD, binomial_sd, read_results, read_seeds, verdict
+from gensis.pipeline.reading import (THRESHOLD_SD, binomial_sd, read_results, read_seeds, t_critical, verdict,
+                                     verdict_over_seeds)
 from gensis.pipeline.seeds import format_seed_table, seeds_markdown, summarize_seeds
 
 N = 1600
@@ -128,7 +129,7 @@ def test_seeds_paired_mean_and_std():
     assert "over 3 seeds [0, 1, 2]" in r.intro()
     d = _by_label(r)
     assert d["DINO − random-init ViT"].value == pytest.approx(8.0) and d["DINO − random-init ViT"].sd == pytest.approx(2.0)
-    assert d["DINO − random-init ViT"].word == "above"  # 8 > 2 · 2
+    assert d["DINO − random-init ViT"].word == "above"  # 8 − 4.30 · 2 / √3 = 3.0 > 0
     assert d["Gen-DINO − DINO"].value == pytest.approx(1.0) and d["Gen-DINO − DINO"].word == "within noise"
     assert d["DINO − raw pixels"].value == pytest.approx(64.0 - 84.0) and d["DINO − raw pixels"].word == "below"
     assert "DINO w/ pixel disent. − DINO" not in d and r.hints == []  # that column was not run
@@ -141,9 +142,51 @@ def test_seeds_paired_mean_and_std():
     assert "## How to read it" in md and "| DINO − random-init ViT | +8.0 ± 2.0 | above |" in md
 
 
+def test_t_critical_values_of_a_printed_table():
+    # Student's t, two-sided 95 % (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2, column 0.975)
+    for n, t in [(2, 12.706), (3, 4.303), (5, 2.776), (11, 2.228), (31, 2.042)]:
+        assert t_critical(n) == pytest.approx(t, abs=1e-3)
+    with pytest.raises(ValueError):
+        t_critical(1)
+    # the interval mean ± t · sd / √n against 0, strictly
+    assert verdict_over_seeds(2.48, 1.0, 3) == "within noise"  # half-width 4.303 / √3 = 2.484
+    assert verdict_over_seeds(2.49, 1.0, 3) == "above" and verdict_over_seeds(-2.49, 1.0, 3) == "below"
+    assert verdict_over_seeds(0.0, 0.0, 2) == "within noise"
+
+
+def _gen_minus_dino(dino, gen):
+    s = summarize_seeds(_per_seed(dino, [56] * len(dino), gen))
+    r = read_seeds(s)
+    return r, _by_label(r)["Gen-DINO − DINO"], s
+
+
+def test_two_seeds_that_agree_on_a_small_gap_are_within_noise():
+    """A smoke run printed "Gen-DINO − DINO −0.1 ± 0.1" over 2 seeds as "below": 2 sd is no 95 % rule for the
+    mean of 2 values. Per seed −0.16, −0.08: mean −0.12, sd 0.057, half-width 12.71 · 0.057 / √2 = 0.51."""
+    r, d, s = _gen_minus_dino([60.0, 61.0], [59.84, 60.92])
+    assert d.text == "-0.1 ± 0.1" and abs(d.value) > THRESHOLD_SD * d.sd  # what the 2-sd rule called "below"
+    assert d.word == "within noise"
+    text = " ".join(format_seed_table(s).split())
+    assert "95% t-interval of the mean over 2 seeds, mean ± t·sd/√2 with t = 12.71" in text
+    assert "| Gen-DINO − DINO | -0.1 ± 0.1 | within noise | -0.2, -0.1 |" in seeds_markdown(
+        s, SimpleNamespace(preset="smoke", data="D", out="OUT"))
+    assert "exceeds 2 sd" not in text
+
+
+def test_three_seeds_clearly_below_and_a_gap_only_2_sd_wide():
+    # per seed −3, −4, −5: mean −4, sd 1, half-width 4.30 / √3 = 2.48: the interval [−6.5, −1.5] is below 0
+    r, d, _ = _gen_minus_dino([60.0, 61.0, 62.0], [57.0, 57.0, 57.0])
+    assert d.value == pytest.approx(-4.0) and d.word == "below"
+    assert "over 3 seeds, mean ± t·sd/√3 with t = 4.30 (Student's t, 2 degrees of freedom)" in r.intro()
+    # per seed −1.1, −2, −2.9: mean −2, sd 0.9 (> 2 sd, "below" by the old rule); half-width 4.30 · 0.9 / √3 = 2.24
+    _, d, _ = _gen_minus_dino([60.0, 61.0, 62.0], [58.9, 59.0, 59.1])
+    assert d.value == pytest.approx(-2.0) and d.sd == pytest.approx(0.9) and d.word == "within noise"
+
+
 def test_a_single_seed_summary_uses_the_binomial_sd():
     r = read_seeds(summarize_seeds({4: _rows()}))
     assert "binomial sd (one seed)" in r.intro()
+    assert "the difference exceeds 2 sd" in r.intro() and "t-interval" not in r.intro()
     d = _by_label(r)["DINO − random-init ViT"]
     assert d.sd == pytest.approx(binomial_sd(65.0, 56.9, N)) and d.word == "above"
     # one seed: no per-seed column and no line for the other rows (the table's cells give them), as read_results

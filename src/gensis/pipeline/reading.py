@@ -24,7 +24,14 @@ probe) is one more line, the same way: over seeds that difference cannot be work
 mean ± std cells, while with one seed it can. With a single seed the one-seed formula above is used on the
 scores.
 
-Word: "above" when difference > 2 sd, "below" when difference < −2 sd, otherwise "within noise".
+Word, one seed: "above" when difference > 2 sd, "below" when difference < −2 sd, otherwise "within noise".
+Word over n ≥ 2 seeds: the same question asked of the paired mean d̄ with its small-sample interval, Student's
+t at two-sided 95 % with n − 1 degrees of freedom (``t_critical``; 12.71 for 2 seeds, 4.30 for 3, 2.78 for 5):
+
+    "above" when d̄ − t · sd / sqrt(n) > 0, "below" when d̄ + t · sd / sqrt(n) < 0, otherwise "within noise"
+
+(sd: the sample std of the per-seed differences; the interval is the paired t-test's). A fixed 2 sd would
+call a gap of 2 seeds that happen to agree a difference: −0.1 ± 0.1 over 2 seeds is within noise here.
 
 A hint line follows when a distillation method (registry ``target == "distillation"``: DINO, iBOT, DINOv2)
 is not above the random-init ViT in this run's numbers: measured on colour images at the demo's budget, they
@@ -45,7 +52,8 @@ from gensis.pipeline.table import Table
 
 FORMULA = "sqrt(p1(1−p1)/n + p2(1−p2)/n)"
 PREFERRED_K = 20  # the row the README and the paper quote
-THRESHOLD_SD = 2.0  # |difference| above this many sd: "above" / "below"
+THRESHOLD_SD = 2.0  # one seed: |difference| above this many sd: "above" / "below"
+CONFIDENCE = 0.95  # over seeds: the two-sided level of the t-interval of the paired mean
 PIXELS, RANDOM = "pixels", "random"  # the baselines' column names (``results.BASELINES``)
 BASELINE_LABEL = dict(BASELINES)
 TEXT_WIDTH = 110  # terminal lines of the block's sentences
@@ -71,6 +79,27 @@ def verdict(value: float, sd: float | None) -> str:
     return "within noise"
 
 
+def t_critical(n: int) -> float:
+    """Student's t quantile at two-sided ``CONFIDENCE`` with ``n − 1`` degrees of freedom (n ≥ 2 seeds):
+    12.71 for n = 2, 4.30 for n = 3, 2.78 for n = 5 (``scipy.stats.t.ppf``)."""
+    from scipy.stats import t
+
+    if n < 2:
+        raise ValueError(f"a t-interval needs at least 2 values, got {n}")
+    return float(t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+
+
+def verdict_over_seeds(mean: float, sd: float, n: int) -> str:
+    """"above" / "below" when the ``CONFIDENCE`` t-interval of the mean of ``n`` paired differences (sample std
+    ``sd``), mean ± t · sd / sqrt(n), lies wholly above / below 0; else "within noise"."""
+    half = t_critical(n) * sd / math.sqrt(n)
+    if mean > half:
+        return "above"
+    if mean < -half:
+        return "below"
+    return "within noise"
+
+
 @dataclass(frozen=True)
 class Difference:
     """One line of the block: ``a − b`` of the chosen row, in points, with its sd."""
@@ -85,6 +114,8 @@ class Difference:
 
     @property
     def word(self) -> str:
+        if len(self.per_seed) > 1 and self.sd is not None:
+            return verdict_over_seeds(self.value, self.sd, len(self.per_seed))
         return verdict(self.value, self.sd)
 
     @property
@@ -111,11 +142,20 @@ class Reading:
     differences: list[Difference] = field(default_factory=list)
     hints: list[str] = field(default_factory=list)
     other_rows: list[Difference] = field(default_factory=list)  # over seeds: Gen-X − X of the other rows
+    seeds: int = 1  # how many seeds each difference is the mean of (the word's rule depends on it)
 
     def intro(self) -> str:
         return (f"Differences of {self.why_row} (top-1, points) between columns of the table above; ± is "
-                f"{self.noise}. "
-                f"\"above\" / \"below\": the difference exceeds {THRESHOLD_SD:g} sd; otherwise \"within noise\".")
+                f"{self.noise}. {self.rule()}")
+
+    def rule(self) -> str:
+        """The sentence that says when a difference is "above" / "below"."""
+        if self.seeds < 2:
+            return f"\"above\" / \"below\": the difference exceeds {THRESHOLD_SD:g} sd; otherwise \"within noise\"."
+        n = self.seeds
+        return (f"\"above\" / \"below\": the {CONFIDENCE:.0%} t-interval of the mean over {n} seeds, mean ± "
+                f"t·sd/√{n} with t = {t_critical(n):.2f} (Student's t, {n - 1} degree{'s' if n > 2 else ''} of "
+                f"freedom), lies above / below 0; otherwise \"within noise\" (the interval contains 0).")
 
     def table(self) -> Table:
         seeds = any(d.per_seed for d in self.differences)
@@ -188,10 +228,10 @@ def _hints(differences: list[Difference]) -> list[str]:
 
 
 def _assemble(row: tuple[str, str], noise: str, differences: list[Difference],
-              other_rows: list[Difference] | None = None) -> Reading | None:
+              other_rows: list[Difference] | None = None, seeds: int = 1) -> Reading | None:
     if not differences:
         return None
-    return Reading(row[0], row[1], noise, differences, _hints(differences), other_rows or [])
+    return Reading(row[0], row[1], noise, differences, _hints(differences), other_rows or [], seeds)
 
 
 def read_results(rows: dict[str, Any], methods: tuple[str, ...] | None = None) -> Reading | None:
@@ -250,4 +290,4 @@ def read_seeds(summary: dict[str, Any], methods: tuple[str, ...] | None = None) 
     noise = (f"the sample std over {len(seeds)} seeds {seeds} of the difference taken seed by seed (paired: same "
              f"seed, same data order and initialisation)") if len(seeds) > 1 else \
         f"the binomial sd (one seed) of a difference of two scores on the same test images, {FORMULA}"
-    return _assemble(row, noise, out, others)
+    return _assemble(row, noise, out, others, len(seeds))
