@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from gensis.errors import UserError
+from gensis.errors import UserError, reading
 
 PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
@@ -94,7 +94,8 @@ def _preset_text(name: str, family: str) -> str:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"config file not found: {name}")
-        return path.read_text()
+        with reading(f"the config file {name}"):
+            return path.read_text()
     try:
         return resources.files("gensis.configs").joinpath(family, f"{name}.yaml").read_text()
     except FileNotFoundError:

@@ -1,6 +1,16 @@
-"""The one exception type that the CLI turns into a single clear line on stderr."""
+"""The one exception type that the CLI turns into a single clear line on stderr, and what an ``OSError`` was
+doing when it happened (reading or writing), which the OS does not say: an access error (EACCES, EPERM) is
+either. Where gensis reads its inputs it says so (``reading``: a ``UserError`` naming what and where, exit 2);
+where it writes its outputs it tags the error (``writing``), so the CLI's last-resort line says "cannot write"
+only when it knows."""
 
+import errno
 import os
+from contextlib import contextmanager
+from typing import Iterator
+
+ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM})  # refused access: a read or a write, the OS does not say
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})  # only ever from a write
 
 
 class UserError(Exception):
@@ -18,3 +28,48 @@ def prints_error(error: BaseException) -> bool:
     (``RANK`` as torchrun sets it; the process group may already be gone). Here, not in ``gensis.distributed``,
     so that the CLI reports an error without importing torch."""
     return not getattr(error, "all_ranks", False) or os.environ.get("RANK", "0") in ("", "0")
+
+
+@contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Around a read of an input (``what``: e.g. "the data DIR"): an access error (EACCES, EPERM) becomes one
+    ``UserError`` line "cannot read WHAT: permission denied on PATH ..." (PATH: the exception's own filename;
+    exit 2). A write error tagged inside (``writing``) passes unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in ACCESS_ERRNOS or operation(e) == "write":
+            raise
+        raise read_error(what, e) from e
+
+
+def read_error(what: str, e: OSError) -> UserError:
+    """The one line for an access error ``e`` while reading ``what``: "cannot read WHAT: permission denied on
+    PATH (check ...)" (PATH: ``e``'s filename, which may be a file inside ``what``)."""
+    named = e.filename is not None and (what == str(e.filename) or what.endswith(f" {e.filename}"))
+    where = f" on {e.filename}" if e.filename and not named else ""
+    return UserError(f"cannot read {what}: {(e.strerror or 'permission denied').lower()}{where} (check the "
+                     f"permissions of that path and of the folders above it)")
+
+
+@contextmanager
+def writing() -> Iterator[None]:
+    """Around a write of an output: an ``OSError`` raised inside is tagged as a write (``operation``)."""
+    try:
+        yield
+    except OSError as e:
+        mark_write(e)
+        raise
+
+
+def mark_write(e: OSError) -> None:
+    """Tag ``e`` as an error of a write (``operation``), unless it is tagged already."""
+    if getattr(e, "gensis_operation", None) is None:
+        e.gensis_operation = "write"  # type: ignore[attr-defined]
+
+
+def operation(e: OSError) -> str | None:
+    """"write" when ``e`` is known to come from a write (tagged by ``writing``, or an errno only a write
+    gets: disk full, quota, file too large, read-only file system), else None (unknown)."""
+    op = getattr(e, "gensis_operation", None)
+    return op if op is not None else ("write" if e.errno in WRITE_ERRNOS else None)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, ca
 if TYPE_CHECKING:  # torch is imported where tensors are read or written: tiling workers import this module fast
     import torch
 
-from gensis.errors import UserError
+from gensis.errors import UserError, mark_write, reading, writing
 from gensis.owner import THIS_HOST, Writer, host_tag
 
 StrPath = str | os.PathLike[str]  # a path argument: a string or a Path
@@ -122,10 +122,21 @@ def atomic_path(path: StrPath) -> Iterator[Path]:
     tmp = _tmp_path(path)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         _unlink_quietly(tmp)
+        if isinstance(e, OSError) and e.filename is not None and Path(e.filename) == tmp:
+            mark_write(e)  # the temporary file is only ever written: an error on it is a write error
         raise
-    _commit(tmp, path)
+    with writing():
+        _commit(tmp, path)
+
+
+def make_folder(path: StrPath) -> Path:
+    """``mkdir -p path`` for an output; an error is tagged as a write (``gensis.errors.writing``)."""
+    path = Path(path)
+    with writing():
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _unlink_quietly(p: Path) -> None:
@@ -143,14 +154,17 @@ def atomic_write_bytes(path: StrPath, data: bytes | Iterable[bytes]) -> None:
     other tool's output (``mkstemp`` would make it 0600).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = _tmp_path(path)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
+        with writing():
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:  # the pieces may come from a read (atomic_copy): only writes are tagged
             for piece in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
-                f.write(piece)
-        _commit(tmp, path)
+                with writing():
+                    f.write(piece)
+        with writing():
+            _commit(tmp, path)
     except OSError as e:  # name the file the user knows, not our temporary one
         _unlink_quietly(tmp)
         if e.filename in (None, str(tmp)):
@@ -298,11 +312,12 @@ class RunLock:
             return {}  # torn or unreadable: written by a process killed while writing it
 
     def acquire(self) -> "RunLock":
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         body = json.dumps(self.me.record()).encode()
         for _ in range(5):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                with writing():
+                    fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 h = self._holder()
                 if h is None:
@@ -319,7 +334,7 @@ class RunLock:
                          if state == "elsewhere" else f"on {holder.host}")
                 raise UserError(f"{self.folder} is in use by another gensis process (pid {holder.pid} {where}); "
                                 f"wait for it to finish, or delete {self.path} if that process is gone") from None
-            with os.fdopen(fd, "wb") as f:
+            with writing(), os.fdopen(fd, "wb") as f:
                 f.write(body)
             break
         else:
@@ -438,7 +453,8 @@ class RunDir:
         if not self.exists():
             raise UserError(f"{self.path} is not a gensis run directory (no manifest.json)")
         try:
-            m = json.loads(self.manifest_path.read_text())
+            with reading(str(self.manifest_path)):
+                m = json.loads(self.manifest_path.read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"{self.manifest_path} is damaged ({type(e).__name__}); it is not a readable run "
                             f"manifest") from None
@@ -453,7 +469,8 @@ class RunDir:
         if not p.is_file():
             raise UserError(f"{self.path} has no config.yaml")
         try:
-            cfg = yaml.safe_load(p.read_text())
+            with reading(str(p)):
+                cfg = yaml.safe_load(p.read_text())
         except (OSError, yaml.YAMLError) as e:
             raise UserError(f"{p} is damaged ({type(e).__name__})") from None
         if not isinstance(cfg, dict):
@@ -496,7 +513,7 @@ class RunDir:
         and no manifest is never one of ours (``claim`` refuses it: it may be the user's own config)."""
         from gensis.config import dump
 
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path)
         self.claim(stage, resume)
         prev = self.manifest() if (self.exists() and resume) else {}
         manifest = {

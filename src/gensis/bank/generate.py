@@ -46,7 +46,7 @@ from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_d
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, is_temp_name, lock_folder,
+from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, is_temp_name, lock_folder, make_folder,
                            release_folder, remove_stale_temps)
 
 
@@ -415,7 +415,7 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
     elif out.exists() and any(not is_temp_name(p.name, {HEADER}.__contains__) and p.name != LOCK_NAME
                               for p in out.iterdir()):  # (a kill can leave the temporary file of bank.json)
         raise UserError(f"{out} exists and is not an augmentation bank: give a new or empty folder")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     lock_folder(out)  # one process (group) per bank folder; released at exit
     if not (out / HEADER).is_file():  # first: from now on the folder is a bank (running)
         write_header(out, header)

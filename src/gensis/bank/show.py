@@ -72,9 +72,9 @@ def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = 
         for c, img in enumerate(row):
             canvas.paste(_cell(img, cell), (left + pad + c * (cell + pad), y))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from gensis.rundir import atomic_save_image
+    from gensis.rundir import atomic_save_image, make_folder
 
+    make_folder(out.parent)
     atomic_save_image(canvas, out)
     return out
 

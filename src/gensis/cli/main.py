@@ -137,18 +137,20 @@ def main(argv: list[str] | None = None) -> int:
               f"can be made)", file=sys.stderr)
         return 2
     except OSError as e:  # the environment, not the input: full disk, read-only folder, missing permission
-        if debug or e.errno not in _ENV_ERRNOS:
+        from gensis.errors import ACCESS_ERRNOS, WRITE_ERRNOS, operation
+
+        if debug or e.errno not in ACCESS_ERRNOS | WRITE_ERRNOS:
             raise
+        # inputs' reads became a UserError where they happen (gensis.errors.reading); what is left is a write
+        # when tagged so (or by its errno), else unknown: "access", not a guess
+        verb = "write" if operation(e) == "write" else "access"
         where = f" {e.filename}" if e.filename else ""
-        print(f"gensis: error: cannot write{where}: {e.strerror or e} (files already written are intact; "
+        print(f"gensis: error: cannot {verb}{where}: {e.strerror or e} (files already written are intact; "
               f"fix the cause and run again with --resume where the command has it)", file=sys.stderr)
         return 1
     finally:  # folders this command locked are free again (the demo runs stages in this process)
         for folder in held_locks() - locks_before:
             release_folder(folder)
-
-
-_ENV_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _one_line(e: Exception) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from gensis.errors import UserError
+from gensis.errors import UserError, reading
 
 if TYPE_CHECKING:
     from gensis.data.torch_datasets import ImageDataset
@@ -593,6 +593,12 @@ def open_data(spec: str | os.PathLike[str], default_split: str = "all", val_frac
     Folders of at most ``FULL_DECODE_LIMIT`` images are decoded completely first; an unreadable image (here or
     when read later) is an error naming it, or, with ``skip_bad_images``, skipped and counted.
     """
+    with reading(f"the data {os.fspath(spec) if isinstance(spec, os.PathLike) else spec}"):
+        return _open_data(spec, default_split, val_fraction, seed, limit, skip_bad_images)
+
+
+def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: float, seed: int,
+               limit: int | None, skip_bad_images: bool) -> ImageSet:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy's traceback
         raise UserError(f"the split seed (data.split_seed, --split-seed) must be an integer >= 0, got {seed}")
     ds = DataSpec.parse(os.fspath(spec) if isinstance(spec, os.PathLike) else spec)

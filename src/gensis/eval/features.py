@@ -175,10 +175,10 @@ class FeatureCache:
             return
         import torch
 
-        from gensis.rundir import save_tensors
+        from gensis.rundir import make_folder, save_tensors
 
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            make_folder(self.root)
             save_tensors(self._path(meta), {"features": torch.from_numpy(np.ascontiguousarray(features))},
                          metadata={"key": json.dumps(meta, sort_keys=True)})
         except OSError:  # a read-only or full cache disk only costs the reuse

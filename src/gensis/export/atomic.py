@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gensis.errors import UserError
-from gensis.rundir import is_temp_name, remove_stale_temp_dirs, temp_path
+from gensis.rundir import is_temp_name, make_folder, remove_stale_temp_dirs, temp_path
 
 
 @contextmanager
@@ -27,7 +27,7 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out} already exists; choose another output folder or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     for p in [*remove_stale_temp_dirs(out.parent), *remove_old_staging_dirs(out.parent)]:  # never a finished one
         print(f"[gensis] removed {p}, the staging folder of an interrupted export", file=sys.stderr)
     tmp = temp_path(out)  # .gensis-tmp-OUT.<pid>@<host>-<8 hex>.tmp: marked as ours, with the process that writes it

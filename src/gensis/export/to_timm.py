@@ -24,7 +24,7 @@ from typing import Any
 from gensis.data.transforms import MEAN, STD
 from gensis.errors import UserError
 from gensis.export.atomic import staged_folder
-from gensis.rundir import RunDir, atomic_write_json, load_tensors, save_tensors
+from gensis.rundir import RunDir, atomic_write_json, load_tensors, make_folder, save_tensors
 
 WHICH = ("teacher", "student")
 # model config keys that change the architecture (drop_path_rate is training-only and left out)
@@ -110,7 +110,7 @@ def _num_features(tensors: dict[str, Any]) -> int:
 def write_timm_folder(src: EncoderSource, folder: Path) -> None:
     """Write ``config.json`` + ``model.safetensors`` of ``src`` into ``folder`` (created if needed)."""
     tensors = load_tensors(src.weights)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     save_tensors(folder / "model.safetensors", tensors, {"format": "pt"})
     atomic_write_json(folder / "config.json", timm_config(src, _num_features(tensors)))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
-from gensis.rundir import atomic_path
+from gensis.rundir import atomic_path, make_folder
 
 FORMAT = "gensis-bag/1"
 
@@ -35,7 +35,7 @@ class Bag:
 def write_bag(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict) -> None:
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("features", data=np.asarray(features, np.float32))
         f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))

@@ -250,7 +250,9 @@ def _eldm_after(user: Sequence[str], section: str) -> list[str]:
 
 def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     """One pass of the pipeline into ``out`` with ``seed``; returns the evaluation rows (None if not run)."""
-    out.mkdir(parents=True, exist_ok=True)
+    from gensis.rundir import make_folder
+
+    make_folder(out)
     pipe = Pipeline(out, opts.quiet, side_threads=0 if opts.serial else side_threads())
     keys = _Keys(opts)
     user_ov = split_overrides(opts.overrides)  # {family: [key=value, ...]}; all empty without overrides

@@ -74,7 +74,7 @@ from gensis.device import apply_thread_share, autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import MetricsLog, RunDir, release_folder, removed_if_left_empty
+from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty
 from gensis.train.foreach import clip_gradients
 from gensis.train.overlap import overlap_enabled
 from gensis.train.resume import check_resume
@@ -459,7 +459,7 @@ def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Cal
         raise UserError(f"--out {run.path} is a file, not a folder: give a new or empty folder")
     with removed_if_left_empty(run.path) if rt.is_main else contextlib.nullcontext():
         if rt.is_main:
-            run.path.mkdir(parents=True, exist_ok=True)
+            make_folder(run.path)
             run.claim(stage, resume)
             if not resume and not run.is_done() and (run / CHECKPOINT).is_file():
                 release_folder(run.path)  # a fresh start would overwrite the unfinished run's checkpoint

@@ -129,7 +129,7 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
 
     from gensis.mil.bags import list_bags, read_bag, write_bag
     from gensis.pipeline.runner import REGIONS, REGIONS_FORMAT, proves_kind
-    from gensis.rundir import atomic_write_json
+    from gensis.rundir import atomic_write_json, make_folder
     from gensis.wsi.dataset import TileImageSet
 
     ds = TileImageSet(tiles)
@@ -139,7 +139,7 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
         raise UserError(f"{out} exists but is not a folder of region bags this demo wrote (no {REGIONS} marker, "
                         f"or files gensis did not write); gensis removes only what it made: move it away or use "
                         f"another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     atomic_write_json(out / REGIONS, {"format": REGIONS_FORMAT, "features": str(feats), "region_um": region_um,
                                       "min_tiles": min_tiles})  # first: from now on the folder is provably ours
     regions = []

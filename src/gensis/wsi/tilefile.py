@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
-from gensis.rundir import atomic_path
+from gensis.rundir import atomic_path, make_folder
 from gensis.wsi.geometry import TileGeometry
 
 FORMAT = "gensis-tiles/1"
@@ -55,7 +55,7 @@ def write_slide_tiles(path: Path, coords: np.ndarray, tissue: np.ndarray, attrs:
     """Write atomically (temporary file, then rename): a file that exists is complete."""
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         d = f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
         f.create_dataset("tissue", data=np.asarray(tissue, np.float32))

@@ -232,10 +232,10 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
         raise UserError("no slides given")
     if workers < 1:
         raise UserError(f"--workers must be >= 1 (slides tiled in parallel), got {workers}")
-    from gensis.rundir import remove_stale_temps
+    from gensis.rundir import make_folder, remove_stale_temps
 
     out = Path(out_root) / settings.folder_name
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     for folder in (out, out / "patches", out / "thumbnails", out / "visualization"):
         remove_stale_temps(folder)  # a killed run's temporary files (marked, their pid gone)
     manifest_path = out / "tiling.json"
