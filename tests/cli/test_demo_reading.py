@@ -78,10 +78,10 @@ def test_scores_are_read_as_the_table_prints_them():
 def test_hint_only_when_a_distillation_method_is_not_above_random_init():
     r = read_results(_rows(dino=57.5, random=56.9))  # +0.6, sd ≈ 1.75
     assert _by_label(r)["DINO − random-init ViT"].word == "within noise"
-    assert len(r.hints) == 1 and r.hints[0].startswith("DINO did not beat a random-init ViT here")
+    assert len(r.hints) == 1 and r.hints[0].startswith("DINO was not shown to beat a random-init ViT with 1 seed")
     assert "--methods simclr" in r.hints[0] and "When does it help" in r.hints[0]
-    assert "DINO did not beat" in r.text()
-    assert r.hints[0] in r.markdown() and "did not beat" in r.html()
+    assert "DINO was not shown to beat" in " ".join(r.text().split())
+    assert r.hints[0] in r.markdown() and "not shown to beat" in r.html()
     below = read_results(_rows(dino=50.0, random=56.9))
     assert _by_label(below)["DINO − random-init ViT"].word == "below" and below.hints
     # SimCLR is contrastive: at the random-init level it gets no distillation hint
@@ -92,7 +92,7 @@ def test_hint_only_when_a_distillation_method_is_not_above_random_init():
     rows = {"dino": _row("DINO", 57.0), "ibot": _row("iBOT", 56.0), "simclr": _row("SimCLR", 70.0),
             "random": _row("random-init ViT", 56.9)}
     both = read_results(rows, ("dino", "ibot", "simclr"))
-    assert len(both.hints) == 1 and both.hints[0].startswith("DINO and iBOT did not beat")
+    assert len(both.hints) == 1 and both.hints[0].startswith("DINO and iBOT were not shown to beat")
 
 
 def test_missing_cells_are_skipped():
@@ -226,5 +226,41 @@ def test_report_has_the_block(tmp_path):
     md_path, html_path = write_report(out)
     md, page = md_path.read_text(), html_path.read_text()
     assert md.index("## Results") < md.index("## How to read it")
-    assert "| DINO − random-init ViT | +0.6 ± 1.7 | within noise |" in md and "DINO did not beat" in md
+    assert "| DINO − random-init ViT | +0.6 ± 1.7 | within noise |" in md and "DINO was not shown to beat" in md
     assert "<h2>How to read it</h2>" in page and "<td>+0.6 ± 1.7</td>" in page
+
+
+def test_the_hint_says_what_the_verdict_says():
+    """2 seeds, DINO − random +4.5 ± 0.7 (per seed +4.0, +5.0): the t-interval (t = 12.71, half-width 6.4) calls it
+    within noise, so the hint may only say DINO was not shown to beat random init with 2 seeds (and how to tell),
+    never that it did not beat it or was below; "below" only when the verdict is below."""
+    r = read_seeds(summarize_seeds(_per_seed([60.0, 61.0], [56.0, 56.0], [60.0, 61.0])))
+    d = _by_label(r)["DINO − random-init ViT"]
+    assert d.text == "+4.5 ± 0.7" and d.word == "within noise"
+    (hint,) = r.hints
+    assert hint.startswith("DINO was not shown to beat a random-init ViT with 2 seeds (DINO − random-init ViT "
+                           "+4.5 ± 0.7, within noise)")
+    assert "did not beat" not in hint and "below" not in hint
+    assert "more seeds (--seeds" in hint and "longer budget" in hint
+    # 3 seeds clearly below (per seed −6, −7, −8): "below", and no call for more seeds
+    below = read_seeds(summarize_seeds(_per_seed([50.0, 49.0, 48.0], [56.0, 56.0, 56.0], [50.0, 49.0, 48.0])))
+    assert _by_label(below)["DINO − random-init ViT"].word == "below"
+    (hint,) = below.hints
+    assert hint.startswith("DINO scored below a random-init ViT here (DINO − random-init ViT -7.0 ± 1.0, below)")
+    assert "more seeds" not in hint and "not shown" not in hint
+    # one seed, within noise: "with 1 seed"
+    (hint,) = read_results(_rows(dino=57.5, random=56.9)).hints
+    assert hint.startswith("DINO was not shown to beat a random-init ViT with 1 seed (")
+    # one method below, one within noise: each in its own words, one line
+    rows = {"dino": _row("DINO", 50.0), "ibot": _row("iBOT", 57.0), "random": _row("random-init ViT", 56.9)}
+    (hint,) = read_results(rows, ("dino", "ibot")).hints
+    assert hint.startswith("DINO scored below a random-init ViT here (DINO − random-init ViT -6.9 ± 1.8, below); "
+                           "iBOT was not shown to beat it with 1 seed (iBOT − random-init ViT +0.1 ± 1.8, within noise)")
+    # two within noise: plural
+    rows = {"dino": _row("DINO", 57.0), "ibot": _row("iBOT", 56.0), "random": _row("random-init ViT", 56.9)}
+    (hint,) = read_results(rows, ("dino", "ibot")).hints
+    assert hint.startswith("DINO and iBOT were not shown to beat a random-init ViT with 1 seed (")
+    # noise unknown (no test-set size recorded) and not higher: no verdict claimed
+    (hint,) = read_results(_rows(n=None, dino=50.0)).hints
+    assert hint.startswith("DINO scored no higher than a random-init ViT here (DINO − random-init ViT -6.9, "
+                           "noise unknown)")
