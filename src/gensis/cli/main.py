@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         from gensis.errors import prints_error
 
         if prints_error(e):  # a verdict all ranks of a torchrun job share is printed once, by rank 0
-            print(f"gensis: error: {_one_line(e)}", file=sys.stderr)
+            print(f"gensis: error: {_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gensis: interrupted", file=sys.stderr)
@@ -151,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # folders this command locked are free again (the demo runs stages in this process)
         for folder in held_locks() - locks_before:
             release_folder(folder)
+
+
+def _error_line(e: Exception) -> str:
+    """The line of a ``UserError``; a stopped training run run by a demo (its side lane: ``IN_DEMO`` set) says
+    what to do next in the demo's terms (``gensis.train.next_step``)."""
+    from gensis.train.next_step import IN_DEMO, error_line
+
+    line = error_line(e, demo=True) if os.environ.get(IN_DEMO) else None
+    return line or _one_line(e)
 
 
 def _one_line(e: Exception) -> str:

@@ -151,7 +151,10 @@ class SideLane:
                     self._pending -= 1
 
     def _execute(self, stage: Any, argv: list[str]) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "GENSIS_NO_PROGRESS": "1"}
+        from gensis.train.next_step import IN_DEMO
+
+        # IN_DEMO: a stopped training run's line says what to do next in the demo's terms (no --resume)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "GENSIS_NO_PROGRESS": "1", IN_DEMO: stage.name}
         env.setdefault("GENSIS_OVERLAP", "off")  # its share is its threads: no helper thread (gensis.train.overlap)
         cmd = [sys.executable, "-m", stage.extra.get("module", "gensis.cli.main"), *argv]
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,

@@ -38,6 +38,7 @@ from typing import Any
 from gensis.errors import UserError
 from gensis.pipeline.lanes import SideLane, process_cpu_seconds
 from gensis.rundir import atomic_write_json, held_locks, is_temp_name, lock_folder, release_folder
+from gensis.train.next_step import next_step_of
 
 STATE = "stages.json"
 
@@ -333,7 +334,12 @@ class Pipeline:
 
 
 def _failed(name: str, e: UserError) -> UserError:
-    """The stage's own one-line error, naming the stage and how to continue."""
-    err = UserError(f"stage '{name}' failed: {e}; fix the cause and run the demo again to resume")
+    """The stage's own one-line error, naming the stage and how to continue: a stopped training run's own
+    advice in the demo's terms (``gensis.train.next_step``: no --resume, no stage --out), else the general one."""
+    step = next_step_of(e)
+    if step is not None:
+        err = UserError(f"stage '{name}' failed: {step.line(demo=True)}")
+    else:
+        err = UserError(f"stage '{name}' failed: {e}; fix the cause and run the demo again to resume")
     err.all_ranks = e.all_ranks
     return err

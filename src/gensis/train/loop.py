@@ -42,13 +42,14 @@ deferred on CUDA):
 Either way no non-finite update ever reaches the weights, training stops with one line naming the stage,
 epoch and step, nothing of the bad step reaches a checkpoint, and the last good checkpoint is left untouched.
 ``--resume`` continues it only with the same settings (``gensis.train.resume``), which helps after a transient
-cause; a lower learning rate or clipping is a new run (another ``--out``), and the line says so. Under
+cause; a lower learning rate or clipping is a new run (another ``--out``), and the line says so (in a demo's
+stage, in the demo's terms: ``gensis.train.next_step``). Under
 ``torchrun`` every rank reaches the same verdict (the first bad step is all-reduced at each read); rank 0
 prints the line, the others exit quietly.
 
 An input that cannot be read while a batch is made (an image file damaged, a slide moved or damaged since it
 was tiled: the data's ``UserError``) stops training with that error's line; when the run has a checkpoint the
-line ends with how to continue (``resume_hint``): the file restored as it was, then ``--resume`` from the
+line ends with how to continue (``gensis.train.next_step``): the file restored as it was, then ``--resume`` from the
 epoch after the checkpoint's. Removing or skipping it changes the run's data, which ``--resume`` refuses, so
 the hint does not offer that. Without a checkpoint nothing is added: the same command starts the run again.
 """
@@ -76,6 +77,7 @@ from gensis.errors import UserError
 from gensis.progress import progress
 from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty
 from gensis.train.foreach import clip_gradients
+from gensis.train.next_step import DIVERGED, UNREADABLE, NextStep, attach, divergence_knobs  # noqa: F401
 from gensis.train.overlap import overlap_enabled
 from gensis.train.resume import check_resume
 from gensis.train.rng import capture_rng, restore_rng, seed_everything
@@ -307,33 +309,21 @@ class FiniteGuard:
             dist.all_reduce(bad, op=dist.ReduceOp.MIN)
         it = int(bad.item())
         if it != self._never:
-            raise TrainingDiverged(self._message(it))
+            raise self.diverged(it)
 
     def _message(self, it: int) -> str:
         epoch = it // self.task.niter
-        saved = checkpoint_epoch(self.run)
-        knobs = divergence_knobs(getattr(self.task, "cfg", {}))  # a bare Task (tests) may have none
-        if saved is not None:  # --resume refuses other settings (gensis.train.resume): the knobs need a new run
-            last = (f"the last good checkpoint {self.run / CHECKPOINT} (epoch {saved}) is untouched; --resume "
-                    f"continues it only with the same settings, which helps if the cause was transient; other "
-                    f"settings (e.g. {knobs}) need a new run with another --out")
-        else:  # nothing to resume: the same --out takes a fresh start with other settings
-            last = f"no checkpoint was written yet; rerun with other settings, e.g. {knobs}; the same --out may be " \
-                   f"reused"
         when = "stopped before the optimizer step" if self.every_step else \
             "stopped; the updates of that step and of the steps after it were skipped and nothing after it was saved"
-        return (f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; {when} "
-                f"({last})")
+        return f"{self.task.stage}: the loss or gradient norm is not finite at epoch {epoch}, step {it}; {when}"
 
-
-def divergence_knobs(cfg: Mapping[str, Any]) -> str:
-    """The settings that usually cure a diverging run, as the stage's config names them: "a lower optim.lr or
-    optim.clip_grad" (clipping only where the stage has the key; "a value for" where it is off, ``null``)."""
-    optim = cfg.get("optim")
-    if not isinstance(optim, Mapping) or "clip_grad" not in optim:
-        return "a lower optim.lr"
-    return "a lower optim.lr or optim.clip_grad" if optim["clip_grad"] is not None else \
-        "a lower optim.lr or a value for optim.clip_grad, now off"
+    def diverged(self, it: int) -> TrainingDiverged:
+        """The error of a bad step ``it``: its line ends with what to do next (``NextStep``: --resume only with
+        the same settings, other ones a new run; in a demo, in the demo's terms)."""
+        lead = self._message(it)
+        e = TrainingDiverged(lead)
+        attach(e, next_step(self.task, self.run, DIVERGED, lead))
+        return e
 
 
 def checkpoint_epoch(run: RunDir) -> int | None:
@@ -352,24 +342,16 @@ def checkpoint_epoch(run: RunDir) -> int | None:
         return None
 
 
-def resume_hint(run: RunDir, fix: str) -> str | None:
-    """"``fix``, then rerun with --resume to continue from epoch K (the checkpoint of epoch K−1 is kept)" when
-    ``run`` has a checkpoint, else None: the end of a stopped stage's error line."""
+def next_step(task: Task, run: RunDir, cause: str, lead: str) -> NextStep:
+    """What is left of ``run`` after it stopped (``cause``), beside the error's words ``lead``."""
     saved = checkpoint_epoch(run)
-    if saved is None:
-        return None
-    return f"{fix}, then rerun with --resume to continue from epoch {saved + 1} (the checkpoint of epoch {saved} " \
-           f"is kept)"
+    return NextStep(lead, cause, task.family or task.stage, str(run / CHECKPOINT) if saved is not None else None,
+                    saved, getattr(task, "cfg", {}))  # a bare Task (tests) may have no cfg
 
 
-# what makes --resume possible after an unreadable input: the same files (its data identity); a file removed or
-# skipped (data.skip_bad_images) is other data, which ``gensis.train.resume`` refuses
-RESTORE_INPUT = ("to keep this run, restore that file as it was (removing or skipping it changes the data: "
-                 "another --out)")
-
-
-def _with_resume_hint(batches: Iterable[Any], run: RunDir) -> Iterator[Any]:
-    """``batches``; an input that cannot be read while one is made (a ``UserError``) gets ``resume_hint``."""
+def _with_resume_hint(batches: Iterable[Any], run: RunDir, task: Task) -> Iterator[Any]:
+    """``batches``; an input that cannot be read while one is made (a ``UserError``) gets its ``NextStep``:
+    with a checkpoint, restore the file, then --resume."""
     it = iter(batches)
     try:
         while True:
@@ -378,9 +360,8 @@ def _with_resume_hint(batches: Iterable[Any], run: RunDir) -> Iterator[Any]:
             except StopIteration:
                 return
             except UserError as e:
-                hint = None if e.all_ranks else resume_hint(run, RESTORE_INPUT)
-                if hint:
-                    e.args = (f"{e}; {hint}",)  # the same error (type, attributes), its line completed
+                if not e.all_ranks:  # the same error (type, attributes), its line completed
+                    attach(e, next_step(task, run, UNREADABLE, str(e)))
                 raise
             yield batch
     finally:
@@ -503,7 +484,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
     t_start = time.time()
     for epoch in range(start_epoch, task.epochs):
         t0, n_img = time.time(), 0
-        for i, batch in enumerate(_with_resume_hint(task.batches(epoch), run)):
+        for i, batch in enumerate(_with_resume_hint(task.batches(epoch), run, task)):
             it = epoch * niter + i
             values = task.schedule(it, epoch)
             guard.save_state()
