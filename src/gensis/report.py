@@ -133,7 +133,7 @@ def _settings(out: Path) -> str | None:
 def write_report(out: str | Path, data: str | None = None, methods: tuple[str, ...] = ("dino",)) -> tuple[Path, Path]:
     """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``); one section per method."""
     from gensis.errors import UserError
-    from gensis.rundir import RunDir
+    from gensis.rundir import RunDir, make_folder
 
     out = Path(out)
     if not out.is_dir():
@@ -146,7 +146,7 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
         raise UserError(f"{out} is not a folder made by `gensis demo` (it holds none of "
                         f"{', '.join(known[:4])} ...)")
     figs = out / "report"
-    figs.mkdir(exist_ok=True)
+    make_folder(figs)
     if data is None and RunDir(out / "dino").exists():  # a manifest without inputs (hand-made, older): no data
         inputs = RunDir(out / "dino").manifest().get("inputs")
         data = inputs.get("data") if isinstance(inputs, dict) else None

@@ -416,8 +416,9 @@ def load_tensors(path: StrPath) -> dict[str, torch.Tensor]:
 
 
 def file_hash(path: StrPath, n: int = 16) -> str:
+    """The first ``n`` hex digits of the file's SHA-256; a refused read is "cannot read PATH" (``reading``)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with reading(os.fspath(path)), open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:n]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
+from gensis.rundir import make_folder
 
 
 class TensorBoardWriter:
@@ -26,7 +27,7 @@ class TensorBoardWriter:
         except ImportError:
             raise UserError("the tensorboard logger needs tensorboardX: pip install 'gensis[tensorboard]'") from None
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}"
         self._Event = Event
         self._writer = RecordWriter(str(folder / name))

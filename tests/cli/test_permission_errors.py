@@ -155,3 +155,76 @@ def test_reading_and_writing_tags():
     with pytest.raises(FileNotFoundError):  # other errors pass unchanged
         with reading("the data /x"):
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/x")
+
+
+def test_the_report_s_figure_folder_is_a_write(tmp_path, monkeypatch, capsys):
+    """Not "cannot access": the report's figure folder (as an E-LDM run's sub-folders, the TensorBoard folder)
+    is made by ``rundir.make_folder``."""
+    import json
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({}))
+    _refuse(monkeypatch, "mkdir", out / "report")
+    assert main(["report", str(out)]) == 1
+    line = _line(0, capsys.readouterr().err, 0)
+    assert line.startswith(f"gensis: error: cannot write {out / 'report'}: Permission denied"), line
+
+
+def test_an_export_s_staging_folder_is_a_write(tmp_path, monkeypatch):
+    from gensis.export.atomic import staged_folder
+
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *a, **kw):  # the staging folder (a hidden temporary name next to OUT) is refused
+        if self.name.startswith(".gensis-tmp-"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(PermissionError) as info:
+        with staged_folder(tmp_path / "exported"):
+            pass
+    assert operation(info.value) == "write"
+
+
+def test_hashing_weights_is_a_read(tmp_path, monkeypatch):
+    from gensis.rundir import file_hash
+
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    real_open = open
+
+    def refused_open(path, *a, **kw):
+        if Path(path) == weights:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return real_open(path, *a, **kw)
+
+    import gensis.rundir
+
+    monkeypatch.setattr(gensis.rundir, "open", refused_open, raising=False)
+    with pytest.raises(UserError, match=rf"^cannot read {weights}: permission denied \(check"):
+        file_hash(weights)
+
+
+def test_a_bank_header_that_cannot_be_read_is_not_called_damaged(tmp_path, monkeypatch):
+    from gensis.bank.reader import BankReader
+
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    (bank / "bank.json").write_text("{}")
+    _refuse(monkeypatch, "read_text", bank / "bank.json")
+    with pytest.raises(UserError, match=rf"^cannot read the bank {bank}: permission denied on {bank / 'bank.json'}"):
+        BankReader(bank)
+
+
+def test_a_bank_that_cannot_be_read_is_a_read_error(tmp_path, monkeypatch, capsys):
+    """``gensis pretrain --bank B`` where B's header cannot even be looked at (its folder not searchable)."""
+    data = _images(tmp_path / "imgs")
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    _refuse(monkeypatch, "is_file", bank / "bank.json")
+    assert main(["pretrain", "--data", str(data), "--out", str(tmp_path / "run"), "--preset", "smoke", "--quiet",
+                 "--bank", str(bank), "optim.batch_size=4"]) == 2
+    line = _line(0, capsys.readouterr().err, 0)
+    assert line.startswith(f"gensis: error: cannot read the bank {bank}: permission denied on {bank / 'bank.json'}"), line

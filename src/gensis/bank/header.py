@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gensis.bank.format import FORMAT_VERSION
 from gensis.bank.plan import Layout
-from gensis.errors import UserError
+from gensis.errors import UserError, reading
 from gensis.rundir import atomic_write_json, versions
 
 HEADER = "bank.json"
@@ -70,7 +70,8 @@ def read_header(bank: str | Path) -> dict:
             raise UserError(f"bank not found: {bank}")
         raise UserError(f"{bank} is not an augmentation bank (no {HEADER}; make one with `gensis bank generate`)")
     try:
-        h = json.loads(path.read_text())
+        with reading(f"the bank {bank}"):  # a refused read says so, not "damaged"
+            h = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise UserError(f"cannot read {path} (damaged: {type(e).__name__})") from None
     if not isinstance(h, dict) or h.get("format") != "gensis-bank":

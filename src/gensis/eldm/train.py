@@ -35,7 +35,8 @@ from gensis.eldm.denoiser import Denoiser, check_tokens, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
 from gensis.progress import progress
-from gensis.rundir import CACHE_DIR, RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, save_tensors
+from gensis.rundir import (CACHE_DIR, RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, make_folder,
+                           save_tensors)
 from gensis.train.foreach import ema_lerp
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
@@ -237,7 +238,7 @@ class ELDMTask(Task):
         flip = bool(cfg["data"]["hflip"])
         for turn in ("main", "others"):
             if rt.is_main == (turn == "main"):
-                cache.mkdir(parents=True, exist_ok=True)
+                make_folder(cache)
                 emb = cached_embeddings(cache, encoder, ds, device, int(cfg["cond"]["encode_batch_size"]))
                 lat = cached_latents(cache, ae, ds, size, device, 256, flip) if use_lat else None
             if turn == "main":
@@ -358,12 +359,12 @@ def export(run: RunDir, cfg: dict, ema_model: Denoiser, encoder_spec: str, encod
     enc_dir = run / ENCODER_DIR
     src = Path(encoder_spec)
     if src.is_dir():
-        enc_dir.mkdir(exist_ok=True)
+        make_folder(enc_dir)
         which = cfg["cond"]["which"]
         for name in (f"{which}_backbone.safetensors", "config.yaml", "manifest.json"):
             atomic_copy(src / name, enc_dir / name)
     if ae_path is not None:
-        (run / AE_DIR).mkdir(exist_ok=True)
+        make_folder(run / AE_DIR)
         for name in (AE_WEIGHTS, AE_CONFIG):
             atomic_copy(Path(ae_path) / name, run / AE_DIR / name)
     save_tensors(run / EMA_WEIGHTS, ema_model.state_dict())

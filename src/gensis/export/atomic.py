@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gensis.errors import UserError
+from gensis.errors import UserError, writing
 from gensis.rundir import is_temp_name, make_folder, remove_stale_temp_dirs, temp_path
 
 
@@ -31,12 +31,14 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     for p in [*remove_stale_temp_dirs(out.parent), *remove_old_staging_dirs(out.parent)]:  # never a finished one
         print(f"[gensis] removed {p}, the staging folder of an interrupted export", file=sys.stderr)
     tmp = temp_path(out)  # .gensis-tmp-OUT.<pid>@<host>-<8 hex>.tmp: marked as ours, with the process that writes it
-    tmp.mkdir()  # mode 0777 & ~umask, as any tool's output folder (mkdtemp's was 0700)
+    with writing():
+        tmp.mkdir()  # mode 0777 & ~umask, as any tool's output folder (mkdtemp's was 0700)
     try:
         yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        with writing():
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -89,9 +89,11 @@ class PretrainTask(Task):
         bank = None
         if bank_path is not None:
             from gensis.bank import BankReader
+            from gensis.errors import reading
 
-            bank = BankReader(bank_path)
-            bank.check_dataset(ds)
+            with reading(f"the bank {bank_path}"):  # --bank: an input; a refused read says so
+                bank = BankReader(bank_path)
+                bank.check_dataset(ds)
         self.inputs = {"data": data, "data_identity": ds.identity, "data_layout": ds.layout}
         if bank is not None:
             self.inputs["bank_identity"] = bank.identity
