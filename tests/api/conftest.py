@@ -75,12 +75,6 @@ def without_gensis():
 @pytest.fixture(scope="session")
 def fake_bank(tmp_path_factory, images_npz) -> Path:
     """A complete bank (K=2, alphas 0.3/0.7) of the train split of ``images_npz``, by the fake generator."""
-    from gensis.bank import generate_bank
-    from gensis.bank.fake import FakeGenerator
-    from gensis.config import load_config
+    from bank_builders import build_bank
 
-    cfg = load_config("bank", "smoke", ["gen.num_generative=2", "gen.alphas=[0.3,0.7]", "storage.shard_size=16",
-                                        "run.batch_size=8", "run.threads=1", "data.limit=null"])
-    out = tmp_path_factory.mktemp("banks") / "bank"
-    assert generate_bank(cfg, str(images_npz), out, generator=FakeGenerator(image_size=16, dim=8), quiet=True).complete
-    return out
+    return build_bank(images_npz, tmp_path_factory.mktemp("banks") / "bank")

@@ -2,7 +2,9 @@
 non-finite loss on one rank stops both with one line.
 
 One parametrized test for every trainer on the shared loop: each rank saves and restores its own random
-state (augmentation, Gen- choices, diffusion noise, global generators), so nothing depends on the kill.
+state (augmentation, Gen- choices, diffusion noise, global generators), so nothing depends on the kill. The Gen-
+variants run both ways: pixel interpolation (``--interp pixel``) and a generated bank (``--bank``: generative
+views and E-LDM interpolations drawn per rank), the bank made by the fake generator from the test's own .npz.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bank_builders import build_bank
 from gensis.checkpoint import load_checkpoint, sub_state
+from gensis.rundir import RunDir
 
 ENV = {**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 TINY_VIT = ["--preset", "smoke", "train.threads=1", "train.amp=off", "data.limit=128", "optim.batch_size=32",
@@ -29,15 +33,33 @@ TINY_AE = ["eldm", "train-ae", "--preset", "smoke", "--quiet", "train.threads=1"
            "data.limit=null", "ae.optim.batch_size=16", "ae.optim.epochs=3", "ae.val_images=16",
            "ae.loss.disc_weight=0.1"]
 
-# name -> (CLI arguments after `gensis`, given the path of a tiny .npz; module of the checkpoint to compare)
+
+
+def _on_bank(method: str):
+    """Gen-METHOD on a bank of the tiny .npz's train split (52 images: 3 steps an epoch at batch 16); two alphas
+    so that the interpolation's alpha is drawn too."""
+    return lambda npz, bank: ["pretrain", *TINY_VIT, "optim.batch_size=16", "--method", method, "--data", str(npz),
+                              "--bank", str(bank()), "gen.alphas=[0.3,0.7]"]
+
+
+# name -> (CLI arguments after `gensis`, given the path of a tiny .npz and a function that returns the path of a
+# bank of it; module of the checkpoint to compare)
 CASES = {
-    "dino": (lambda npz: ["pretrain", *TINY_VIT], "student"),
-    "gen-dino-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--interp", "pixel"], "teacher"),
+    "dino": (lambda npz, bank: ["pretrain", *TINY_VIT], "student"),
+    "gen-dino-pixel": (lambda npz, bank: ["pretrain", *TINY_VIT, "--interp", "pixel"], "teacher"),
     # every other method through its Gen- variant (which runs the method's own loss too)
-    "gen-ibot-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--method", "ibot", "--interp", "pixel"], "teacher"),
-    "gen-dinov2-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--method", "dinov2", "--interp", "pixel"], "teacher"),
-    "gen-simclr-pixel": (lambda npz: ["pretrain", *TINY_VIT, "--method", "simclr", "--interp", "pixel"], "student"),
-    "autoencoder+disc": (lambda npz: [*TINY_AE, "--data", str(npz)], "disc"),
+    "gen-ibot-pixel": (lambda npz, bank: ["pretrain", *TINY_VIT, "--method", "ibot", "--interp", "pixel"],
+                       "teacher"),
+    "gen-dinov2-pixel": (lambda npz, bank: ["pretrain", *TINY_VIT, "--method", "dinov2", "--interp", "pixel"],
+                         "teacher"),
+    "gen-simclr-pixel": (lambda npz, bank: ["pretrain", *TINY_VIT, "--method", "simclr", "--interp", "pixel"],
+                         "student"),
+    # the bank: a distillation target and a contrastive one (all the Gen- machinery tells apart), iBOT and DINOv2
+    "gen-dino-bank": (_on_bank("dino"), "teacher"),
+    "gen-ibot-bank": (_on_bank("ibot"), "teacher"),
+    "gen-dinov2-bank": (_on_bank("dinov2"), "teacher"),
+    "gen-simclr-bank": (_on_bank("simclr"), "student"),
+    "autoencoder+disc": (lambda npz, bank: [*TINY_AE, "--data", str(npz)], "disc"),
 }
 
 
@@ -55,6 +77,20 @@ def tiny_npz(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ddp-data") / "tiny.npz"
     np.savez(path, images=images, labels=labels)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bank(tmp_path_factory, tiny_npz):
+    """bank() -> a bank (K=2, alphas 0.3/0.7, fake generator) of ``tiny_npz``'s train split, made on first use;
+    ``data.limit=128`` as ``TINY_VIT``'s, or ``pretrain --bank`` refuses it as made from other data."""
+    made: list[Path] = []
+
+    def bank() -> Path:
+        if not made:
+            made.append(build_bank(tiny_npz, tmp_path_factory.mktemp("ddp-bank") / "bank", "data.limit=128"))
+        return made[0]
+
+    return bank
 
 
 def _port() -> int:
@@ -77,9 +113,9 @@ def _finish(p: subprocess.Popen, timeout: float = 300) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path, tiny_npz):
+def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path, tiny_npz, tiny_bank):
     make_args, module = CASES[case]
-    args = make_args(tiny_npz)
+    args = make_args(tiny_npz, tiny_bank)
     ref = tmp_path / "ref"
     _finish(_torchrun(args, ref))
 
@@ -108,6 +144,14 @@ def test_two_process_kill_and_resume_equals_uninterrupted(case, tmp_path, tiny_n
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     ref_rows = [json.loads(l) for l in (ref / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in rows if "loss" in r] == [r["loss"] for r in ref_rows if "loss" in r]
+    if case.startswith("gen-"):  # the Gen- views were drawn on both ranks after the resume, and trained on
+        assert all(info["meta"]["rng"][r]["gen.gen"] != info_b["meta"]["rng"][r]["gen.gen"] for r in (0, 1))
+        assert all("loss_disent" in r for r in rows if "loss" in r)
+    if case.endswith("-bank"):  # from the bank: its views (gen.generative_prob > 0) and its interpolations
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["inputs"]["bank_identity"] == json.loads((tiny_bank() / "bank.json").read_text())["identity"]
+        gen = RunDir(run).config()["gen"]
+        assert gen["interp"] == "bank" and gen["generative_prob"] > 0
 
 
 POISON = """
