@@ -228,3 +228,23 @@ def test_a_bank_that_cannot_be_read_is_a_read_error(tmp_path, monkeypatch, capsy
                  "--bank", str(bank), "optim.batch_size=4"]) == 2
     line = _line(0, capsys.readouterr().err, 0)
     assert line.startswith(f"gensis: error: cannot read the bank {bank}: permission denied on {bank / 'bank.json'}"), line
+
+
+def test_the_environment_error_says_how_to_go_on_for_a_command_and_for_a_demo(tmp_path, monkeypatch, capsys):
+    """A command has --resume; a demo (typed, or one of its stages run as a command) continues when run again."""
+    from gensis.cli.main import _run_again
+    from gensis.train.next_step import IN_DEMO
+
+    data = _images(tmp_path / "imgs")
+    out = tmp_path / "out" / "run"
+    _refuse(monkeypatch, "mkdir", out)
+    monkeypatch.delenv(IN_DEMO, raising=False)
+    assert main(["pretrain", "--data", str(data), "--out", str(out), "--preset", "smoke", "--quiet"]) == 1
+    line = _line(0, capsys.readouterr().err, 0)
+    assert line.endswith("run again with --resume where the command has it)"), line
+    monkeypatch.setenv(IN_DEMO, "dino")  # a demo's side-lane stage
+    assert main(["pretrain", "--data", str(data), "--out", str(out), "--preset", "smoke", "--quiet"]) == 1
+    line = _line(0, capsys.readouterr().err, 0)
+    assert line.endswith("run the demo again with the same --out: it continues)") and "--resume" not in line, line
+    monkeypatch.delenv(IN_DEMO)
+    assert "--resume" not in _run_again("demo") and "--resume" in _run_again("pretrain")

@@ -146,11 +146,21 @@ def main(argv: list[str] | None = None) -> int:
         verb = "write" if operation(e) == "write" else "access"
         where = f" {e.filename}" if e.filename else ""
         print(f"gensis: error: cannot {verb}{where}: {e.strerror or e} (files already written are intact; "
-              f"fix the cause and run again with --resume where the command has it)", file=sys.stderr)
+              f"fix the cause and {_run_again(args.verb)})", file=sys.stderr)
         return 1
     finally:  # folders this command locked are free again (the demo runs stages in this process)
         for folder in held_locks() - locks_before:
             release_folder(folder)
+
+
+def _run_again(verb: str) -> str:
+    """How to go on after the environment stopped a command: a demo (typed, or one of its stages run as a
+    command: ``IN_DEMO`` set) continues when run again with the same --out; other commands have --resume."""
+    from gensis.train.next_step import IN_DEMO
+
+    if verb == "demo" or os.environ.get(IN_DEMO):
+        return "run the demo again with the same --out: it continues"
+    return "run again with --resume where the command has it"
 
 
 def _error_line(e: Exception) -> str:
