@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import pytest
 
 from gensis.cli.main import main
@@ -16,14 +15,6 @@ from gensis.pipeline.overrides import split_overrides
 
 os.environ.setdefault("GENSIS_NO_PROGRESS", "1")
 STAGES = ("dino", "eldm", "bank", "gendino", "pixel")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    g = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=(g.random((64, 28, 28)) * 255).astype(np.uint8), labels=np.arange(64) % 4)
-    return str(path)
 
 
 def _plan(out: Path, data: str, overrides=(), methods=("dino",)) -> dict:

@@ -5,7 +5,6 @@ standalone command's --resume / another --out (``gensis.train.next_step``), and 
 import json
 import os
 
-import numpy as np
 import pytest
 
 from gensis.cli.main import main
@@ -15,14 +14,6 @@ os.environ.setdefault("GENSIS_NO_PROGRESS", "1")
 TINY = ["--preset", "smoke", "--stages", "dino", "--serial", "--quiet", "--no-linear", "pretrain.optim.batch_size=16",
         "pretrain.optim.epochs=2", "pretrain.model.embed_dim=32", "pretrain.model.num_heads=2",
         "pretrain.model.depth=1", "pretrain.train.threads=1"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    g = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=(g.random((64, 28, 28)) * 255).astype(np.uint8), labels=np.arange(64) % 4)
-    return str(path)
 
 
 @pytest.fixture
