@@ -117,7 +117,7 @@ def test_unknown_finite_check_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_divergence_knobs_name_only_the_stage_s_own_keys():
-    from gensis.train.loop import divergence_knobs
+    from gensis.train.next_step import divergence_knobs
 
     assert divergence_knobs({"optim": {"lr": 1e-3}}) == "a lower optim.lr"  # eldm train-ae: no clipping key
     assert divergence_knobs({"optim": {"lr": 1e-3, "clip_grad": 3.0}}) == "a lower optim.lr or optim.clip_grad"

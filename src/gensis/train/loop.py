@@ -77,7 +77,7 @@ from gensis.errors import UserError
 from gensis.progress import progress
 from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty
 from gensis.train.foreach import clip_gradients
-from gensis.train.next_step import DIVERGED, UNREADABLE, NextStep, attach, divergence_knobs  # noqa: F401
+from gensis.train.next_step import DIVERGED, UNREADABLE, NextStep, attach
 from gensis.train.overlap import overlap_enabled
 from gensis.train.resume import check_resume
 from gensis.train.rng import capture_rng, restore_rng, seed_everything
