@@ -24,6 +24,18 @@ from gensis.errors import UserError, reading
 PRESETS = ("smoke", "demo", "small", "paper", "gpu")
 
 
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted leaf keys: ``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (an empty section
+    leaves no key)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _flat_keys(cfg: dict, prefix: str = "") -> list[str]:
     keys = []
     for k, v in cfg.items():

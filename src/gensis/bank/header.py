@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gensis.bank.format import FORMAT_VERSION
 from gensis.bank.plan import Layout
+from gensis.config import flatten
 from gensis.errors import UserError, reading
 from gensis.rundir import atomic_write_json, versions
 
@@ -85,19 +86,9 @@ def write_header(bank: str | Path, h: dict) -> None:
     atomic_write_json(Path(bank) / HEADER, h)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def header_diff(old: dict, new: dict) -> list[str]:
     """Human-readable differences between the identity-bearing parts of two headers."""
-    a, b = _flat(identity_payload(old)), _flat(identity_payload(new))
+    a, b = flatten(identity_payload(old)), flatten(identity_payload(new))
     return [f"{k}: bank has {a.get(k)!r}, this command {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k)]
 

@@ -19,21 +19,12 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from gensis.config import flatten
 from gensis.configs.added import reproduces_old
 from gensis.errors import UserError
 from gensis.rundir import RunDir
 
 SPEED_ONLY = ("data.num_workers", "train.threads", "train.log_every", "train.logger", "cond.encode_batch_size")
-
-
-def _flatten(cfg: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _short(v) -> str:
@@ -47,7 +38,7 @@ def resume_differences(old_cfg: dict, new_cfg: dict, old_inputs: dict, new_input
     keys of ``added`` absent from ``old_cfg`` whose new value is the one that reproduces the old run)."""
     skip = tuple(SPEED_ONLY) + tuple(ignore)
     added = added or {}
-    a, b = _flatten(old_cfg), _flatten(new_cfg)
+    a, b = flatten(old_cfg), flatten(new_cfg)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if k in skip or any(k.startswith(p.rstrip(".") + ".") for p in skip):
