@@ -104,6 +104,11 @@ def test_user_errors_are_one_line(tmp_path, encoder_run, tiny_npz, cli, capsys):
     assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", tmp_path / "z",
                "--preset", "smoke", "cond.mdoe=time") == 2
     assert "cond.mode" in capsys.readouterr().err
+    assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", tmp_path / "b",
+               "--preset", "smoke", "optim.batch_size=500") == 2  # the trainers' shared check (data.loader)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "training images, fewer than optim.batch_size=500: set a smaller batch" in err[0]
+    assert err[0].endswith("or give more images")
     assert cli("eldm", "sample", "--eldm", tmp_path / "nothing", "--data", tiny_npz, "--out", tmp_path / "f") == 2
 
 

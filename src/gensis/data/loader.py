@@ -35,6 +35,17 @@ def epoch_indices(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
     return out
 
 
+def check_training_batch(n_images: int, batch_size: int, world: int, limit: int | None) -> None:
+    """A UserError unless a trainer's ``optim.batch_size`` splits evenly over the ``world`` processes and
+    ``n_images`` (the training set, ``data.limit`` applied) holds at least one whole batch (``drop_last``)."""
+    if batch_size % world:
+        raise UserError(f"optim.batch_size={batch_size} must be divisible by the {world} processes")
+    if n_images < batch_size:
+        more = f"a larger data.limit (now {limit})" if limit is not None and n_images >= limit else "more images"
+        raise UserError(f"dataset has {n_images} training images, fewer than optim.batch_size={batch_size}: "
+                        f"set a smaller batch (optim.batch_size=N, N <= {n_images}) or give {more}")
+
+
 def _is_array_backed(ds: ImageSet) -> bool:
     while isinstance(ds, SubsetImageSet):
         ds = ds.parent

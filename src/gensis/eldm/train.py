@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gensis.data.loader import ImageBatches, epoch_indices
+from gensis.data.loader import ImageBatches, check_training_batch, epoch_indices
 from gensis.data.sources import ImageSet, open_data
 from gensis.device import autocast
 from gensis.distributed import barrier
@@ -216,13 +216,7 @@ class ELDMTask(Task):
         check_tokens(cfg["cond"]["tokens"], cfg["cond"]["mode"])  # refused before any data is read
         check_encoder_run(encoder_spec, cfg["cond"]["which"])  # a wrong --encoder is refused before reading data
         ds = open_training_data(cfg, data)
-        if o["batch_size"] % world:
-            raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
-        if len(ds) < o["batch_size"]:
-            lim = cfg["data"].get("limit")
-            more = f"a larger data.limit (now {lim})" if lim is not None and len(ds) >= lim else "more images"
-            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}: "
-                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give {more}")
+        check_training_batch(len(ds), o["batch_size"], world, cfg["data"].get("limit"))
         self.encoder = encoder = load_encoder(encoder_spec, cfg["cond"]["which"]).to(device)
         self.ae = ae = resolve_autoencoder(cfg, ae_path, device)
         if ae.factor > 1 and size % ae.factor:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from gensis.data.batch_augment import BatchDINOAugmentation
-from gensis.data.loader import ImageBatches
+from gensis.data.loader import ImageBatches, check_training_batch
 from gensis.data.sources import open_data
 from gensis.data.transforms import MultiCropConfig
 from gensis.errors import UserError
@@ -71,13 +71,7 @@ class PretrainTask(Task):
         check_patch_multiple(self._crop_sizes(cfg), patch_size_of(cfg["model"]))  # before reading any image
         ds = open_data(data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"],
                        cfg["data"].get("skip_bad_images", False))
-        if o["batch_size"] % world:
-            raise UserError(f"optim.batch_size={o['batch_size']} must be divisible by the {world} processes")
-        if len(ds) < o["batch_size"]:
-            lim = cfg["data"].get("limit")
-            more = f"a larger data.limit (now {lim})" if lim is not None and len(ds) >= lim else "more images"
-            raise UserError(f"dataset has {len(ds)} training images, fewer than optim.batch_size={o['batch_size']}: "
-                            f"set a smaller batch (optim.batch_size=N, N <= {len(ds)}) or give {more}")
+        check_training_batch(len(ds), o["batch_size"], world, cfg["data"].get("limit"))
         size = cfg["data"]["image_size"]
         load_size = cfg["data"]["load_size"]
         self.loader = ImageBatches(ds, o["batch_size"], seed, rank, world, load_size, cfg["data"]["num_workers"])
