@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.h5attrs import read_attrs, write_attrs
 from gensis.rundir import atomic_path, make_folder
 
 FORMAT = "gensis-bag/1"
@@ -39,16 +40,7 @@ def write_bag(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("features", data=np.asarray(features, np.float32))
         f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
-        for k, v in {**attrs, "format": FORMAT}.items():
-            f.attrs[k] = str(v) if isinstance(v, Path) else v
-
-
-def _attr(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+        write_attrs({**attrs, "format": FORMAT}, f)
 
 
 def read_bag_attrs(path: Path) -> dict | None:
@@ -57,7 +49,7 @@ def read_bag_attrs(path: Path) -> dict | None:
 
     try:
         with h5py.File(path, "r") as f:
-            return {k: _attr(v) for k, v in f.attrs.items()}
+            return read_attrs(f)
     except OSError:
         return None
 
@@ -67,7 +59,7 @@ def read_bag(path: Path) -> Bag:
 
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            attrs = read_attrs(f)
             feats, coords = f["features"][:], f["coords"][:]
     except (OSError, KeyError) as e:
         raise UserError(f"cannot read bag {path}: {e}") from None

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.h5attrs import attr_value, read_attrs, write_attrs
 from gensis.rundir import atomic_path, make_folder
 from gensis.wsi.geometry import TileGeometry
 
@@ -59,18 +60,7 @@ def write_slide_tiles(path: Path, coords: np.ndarray, tissue: np.ndarray, attrs:
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         d = f.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2))
         f.create_dataset("tissue", data=np.asarray(tissue, np.float32))
-        for k, v in {**attrs, "format": FORMAT}.items():
-            v = str(v) if isinstance(v, Path) else v
-            f.attrs[k] = v
-            d.attrs[k] = v
-
-
-def _attr(v):
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+        write_attrs({**attrs, "format": FORMAT}, f, d)
 
 
 def read_slide_tiles(path: Path) -> SlideTiles:
@@ -78,7 +68,7 @@ def read_slide_tiles(path: Path) -> SlideTiles:
 
     try:
         with h5py.File(path, "r") as f:
-            attrs = {k: _attr(v) for k, v in f.attrs.items()}
+            attrs = read_attrs(f)
             coords = f["coords"][:]
             tissue = f["tissue"][:] if "tissue" in f else np.ones(len(coords), np.float32)
     except (OSError, KeyError) as e:
@@ -95,7 +85,7 @@ def settings_key(path: Path) -> str | None:
 
     try:
         with h5py.File(path, "r") as f:
-            return _attr(f.attrs.get("settings_key"))
+            return attr_value(f.attrs.get("settings_key"))
     except OSError:
         return None
 

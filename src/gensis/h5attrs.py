@@ -1,0 +1,36 @@
+"""Attributes of gensis's HDF5 files (slide bags, tile files): plain Python values in, plain Python values out.
+
+h5py stores a ``Path`` only as its string, and gives strings back as ``str`` or ``bytes`` and numbers as numpy
+scalars; ``write_attrs`` stores ``Path`` values as strings, ``read_attrs`` / ``attr_value`` return ``str``,
+``int``, ``float`` and ``bool`` again (arrays as they come).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def write_attrs(attrs: Mapping[str, Any], *targets: Any) -> None:
+    """Set every attribute of ``attrs`` on each of ``targets`` (an h5py file, group or dataset), a ``Path`` as its
+    string."""
+    for k, v in attrs.items():
+        v = str(v) if isinstance(v, Path) else v
+        for t in targets:
+            t.attrs[k] = v
+
+
+def attr_value(v: Any) -> Any:
+    """An attribute as h5py read it -> a plain value: ``bytes`` decoded, numpy scalars as Python scalars."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_attrs(obj: Any) -> dict[str, Any]:
+    """All attributes of an h5py file, group or dataset as plain values (``attr_value``)."""
+    return {k: attr_value(v) for k, v in obj.attrs.items()}
