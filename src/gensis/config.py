@@ -36,13 +36,15 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _flat_keys(cfg: dict, prefix: str = "") -> list[str]:
+def dotted_keys(cfg: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a nested mapping, sections included, in order: ``{"optim": {"lr": 1}}`` ->
+    ``["optim", "optim.lr"]``."""
     keys = []
     for k, v in cfg.items():
         full = f"{prefix}{k}"
         keys.append(full)
         if isinstance(v, dict):
-            keys.extend(_flat_keys(v, full + "."))
+            keys.extend(dotted_keys(v, full + "."))
     return keys
 
 
@@ -58,7 +60,7 @@ def _unknown_key(key: str, valid: Iterable[str]) -> UserError:
 
 def merge(base: dict, delta: dict, where: str = "", _prefix: str = "", _valid: list[str] | None = None) -> dict:
     """Return ``base`` updated by ``delta``; every key of ``delta`` must already exist in ``base``."""
-    valid = _valid if _valid is not None else _flat_keys(base)
+    valid = _valid if _valid is not None else dotted_keys(base)
     out = copy.deepcopy(base)
     for k, v in (delta or {}).items():
         full = f"{_prefix}{k}"

@@ -56,9 +56,9 @@ def test_every_shipped_preset_passes_its_schema(family, preset):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_explicit_rule_names_an_existing_key(family):
-    from gensis.config import _flat_keys, _preset_text, _read_yaml
+    from gensis.config import _preset_text, _read_yaml, dotted_keys
 
-    keys = set(_flat_keys(_read_yaml(_preset_text("base", family), "base")))
+    keys = set(dotted_keys(_read_yaml(_preset_text("base", family), "base")))
     assert set(RULES[family]) <= keys, set(RULES[family]) - keys
 
 

@@ -60,9 +60,9 @@ def List(item: Rule | None = None, length=None, nonempty=False, increasing=False
 
 def rules_for(family: str, base: dict) -> dict[str, Rule]:
     """Explicit rules of ``family`` (``COMMON`` ones for keys the family has), by dotted key."""
-    from gensis.config import _flat_keys
+    from gensis.config import dotted_keys
 
-    keys = set(_flat_keys(base))
+    keys = set(dotted_keys(base))
     out = {k: r for k, r in COMMON.items() if k in keys}
     out.update(RULES.get(family, {}))
     return out

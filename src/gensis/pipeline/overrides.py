@@ -12,7 +12,6 @@ overrides every config, key and printed command is what it was before overrides 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from gensis.errors import UserError
 
@@ -48,15 +47,6 @@ WSI_UNREAD = {
 }
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k, v in d.items():
-        out.append(f"{prefix}{k}")
-        if isinstance(v, Mapping):
-            out += _flat(v, f"{prefix}{k}.")
-    return out
-
-
 def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain", "eldm", "bank"),
                     pipeline_keys: Mapping[str, Mapping[str, str]] = PIPELINE_KEYS,
                     unread: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, list[str]]:
@@ -64,7 +54,7 @@ def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain",
     "bank": ["gen.k=2"]}`` (order kept); a UserError for a missing or unknown prefix, a key the pipeline sets
     (``pipeline_keys``: that demo's table, ``PIPELINE_KEYS`` or ``WSI_PIPELINE_KEYS``) or a key of a section no
     stage of that demo reads (``unread``: ``WSI_UNREAD`` for the slide demo)."""
-    from gensis.config import parse_overrides
+    from gensis.config import dotted_keys, parse_overrides
 
     out: dict[str, list[str]] = {f: [] for f in families}
     for item in items:
@@ -78,7 +68,7 @@ def split_overrides(items: Iterable[str], families: Sequence[str] = ("pretrain",
             raise UserError(f"override '{item}': unknown stage prefix '{family}'; valid prefixes: "
                             f"{', '.join(families)} (e.g. {EXAMPLE})")
         body = item.split(".", 1)[1].lstrip()
-        for k in _flat(parse_overrides([body])):
+        for k in dotted_keys(parse_overrides([body])):
             if k in pipeline_keys.get(family, {}):
                 raise UserError(f"override '{item}': the demo sets {family}.{k} itself; "
                                 f"{pipeline_keys[family][k]}")
