@@ -223,9 +223,7 @@ class SubsetImageSet(ImageSet):
 
     @property
     def layout(self) -> str:
-        if self.parent.layout == self.parent.identity:
-            return self.identity
-        return _derived_key(self.parent.layout, self.indices)
+        return _derived_key(self.parent.layout, self.indices)  # == identity when the parent's layout is its identity
 
 
 FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
@@ -686,9 +684,7 @@ class RelabelledImageSet(ImageSet):
 
     @property
     def layout(self) -> str:
-        if self.parent.layout == self.parent.identity:
-            return self.identity
-        return _derived_key(self.parent.layout, self._labels)
+        return _derived_key(self.parent.layout, self._labels)  # == identity when the parent's layout is its identity
 
 
 def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
