@@ -91,7 +91,7 @@ import random
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -202,6 +202,18 @@ def backward_cuts(cuts: list[Cut]) -> None:
                 grads.append(leaf.grad)
     if outs:
         torch.autograd.backward(outs, grads)
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def student_and_teacher(net: Callable[[float], M], drop_path: float) -> tuple[M, M]:
+    """``(student, teacher)``: two networks from ``net(drop_path)``, the teacher without stochastic depth, starting
+    from the student's weights and frozen (updated only by the loop's EMA), as DINO/iBOT/DINOv2's main scripts."""
+    student, teacher = net(drop_path), net(0.0)
+    teacher.load_state_dict(student.state_dict())
+    teacher.requires_grad_(False)
+    return student, teacher
 
 
 def default_param_groups(module: nn.Module, last_layer: set[int] = frozenset()) -> list[dict]:

@@ -28,7 +28,8 @@ from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
 from gensis.ssl.dino_loss import DINOLoss
 from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
-from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone
+from gensis.ssl.methods.base import (Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone,
+                                     student_and_teacher)
 from gensis.ssl.schedules import cosine_schedule, teacher_temp_schedule
 
 
@@ -68,10 +69,7 @@ class DINO(Method):
                 head = nn.SyncBatchNorm.convert_sync_batchnorm(head)  # main_dino.py: SyncBN when the head has BN
             return DINONet(bb, head)
 
-        self.student = net(cfg["model"]["drop_path_rate"])
-        self.teacher = net(0.0)
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.student, self.teacher = student_and_teacher(net, cfg["model"]["drop_path_rate"])
         self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"], d["centering"])  # buffer: center
         self.koleo_loss = KoLeoLoss()
 

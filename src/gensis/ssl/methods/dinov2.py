@@ -51,7 +51,7 @@ from gensis.ssl.losses.dinov2_dino_loss import DINOv2DINOLoss
 from gensis.ssl.losses.dinov2_ibot_patch_loss import DINOv2iBOTPatchLoss, masks_weight_of
 from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
 from gensis.ssl.masking import MaskingGenerator, collate_masks
-from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, run_backbone
+from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, run_backbone, student_and_teacher
 from gensis.ssl.schedules import CosineScheduler, cosine_schedule
 
 
@@ -135,10 +135,7 @@ class DINOv2(Method):
                                 c["ibot_head_bottleneck_dim"], nlayers=c["ibot_head_nlayers"], norm_last_layer=False)
             return DINOv2Net(bb, dino, ibot)
 
-        self.student = net(cfg["model"]["drop_path_rate"])
-        self.teacher = net(0.0)
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.student, self.teacher = student_and_teacher(net, cfg["model"]["drop_path_rate"])
         patch = self.student.backbone.patch_embed.patch_size
         grid = (size // patch[0], size // patch[1])
         self.mask_generator = MaskingGenerator(grid, max_num_patches=0.5 * grid[0] * grid[1])

@@ -43,7 +43,8 @@ from gensis.models.dino_head import DINOHead
 from gensis.ssl.losses.ibot_loss import iBOTLoss, ibot_temperature_schedules
 from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
 from gensis.ssl.masking import ibot_masks
-from gensis.ssl.methods.base import Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone
+from gensis.ssl.methods.base import (Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone,
+                                     student_and_teacher)
 from gensis.ssl.schedules import cosine_schedule
 
 
@@ -129,10 +130,7 @@ class IBOT(Method):
                             c["norm_last_layer"], c["shared_head"])
             return iBOTNet(bb, head)
 
-        self.student = net(cfg["model"]["drop_path_rate"])
-        self.teacher = net(0.0)
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        self.student, self.teacher = student_and_teacher(net, cfg["model"]["drop_path_rate"])
         patch = self.student.backbone.patch_embed.patch_size
         self.grid = (size // patch[0], size // patch[1])
         k2 = c["out_dim"] if c["shared_head"] else c["patch_out_dim"]  # a shared last layer has out_dim outputs
