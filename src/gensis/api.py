@@ -352,15 +352,25 @@ def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = 
     """DINO's weighted k-NN accuracy (top-1/top-5 in %) of a frozen encoder, as ``gensis eval knn`` (same default
     ``ks``; DINO's paper also reports k = 100, 200: ``ks=[10, 20, 100, 200]``).
 
-    ``train``/``test``: labelled images (anything ``as_image_set`` takes). Returns the JSON-ready result
+    ``train``/``test``: labelled images (anything ``as_image_set`` takes; the test labels are matched to train's
+    classes by name where both name them, as on the command line). Returns the JSON-ready result
     (``top1``, ``top5``, ``k`` of the best k, ``results`` per k)."""
     from gensis.device import pick_device
     from gensis.eval.knn import knn_eval
     from gensis.models.encoder import Encoder as _Encoder
 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
-    return knn_eval(enc, as_image_set(train), as_image_set(test), _numbers(ks, "ks"), temperature,
-                    pick_device(device), batch_size)
+    return knn_eval(enc, *_train_test(train, test), _numbers(ks, "ks"), temperature, pick_device(device), batch_size)
+
+
+def _train_test(train: Any, test: Any) -> tuple[ImageSet, ImageSet]:
+    """``(train, test)`` as ImageSets, the test labels matched to train's classes by name, as ``gensis eval``
+    does (a test folder without one of train's classes, e.g. ``val/{b,c}`` against ``train/{a,b,c}``, would
+    otherwise read its ``b`` as train's ``a``); a test class that train lacks is a UserError naming it."""
+    from gensis.data.sources import match_classes
+
+    train_set = as_image_set(train)
+    return train_set, match_classes(train_set, as_image_set(test))
 
 
 def _numbers(values: Any, name: str) -> list[Any]:
@@ -387,7 +397,7 @@ def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
     lrs = _numbers(lrs, "lrs") if lrs is not None else None
     cfg = LinearConfig(lrs=tuple(lrs) if lrs else DEFAULT_LRS, epochs=epochs, aug_copies=aug_copies, seed=seed)
-    return linear_eval(enc, as_image_set(train), as_image_set(test), cfg, pick_device(device), batch_size)
+    return linear_eval(enc, *_train_test(train, test), cfg, pick_device(device), batch_size)
 
 
 def evaluate(protocol: str, **options: Any) -> dict[str, Any]:

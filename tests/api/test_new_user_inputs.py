@@ -92,3 +92,30 @@ def test_the_top5_note_holds_for_the_ks_printed(tmp_path, encoder_run, capsys):
     rows = {int(line.split()[0]): line.split()[1:] for line in out.splitlines() if line.strip()[:1].isdigit()}
     assert rows[1][0] == rows[1][1] and rows[2][1] == "100.00"  # k=1: top-5 = top-1
     assert "100% by construction for k >= 2" in out and "with 2 classes (<= 5)" not in out
+
+
+def _class_folders(root, classes, seed=0, n=4):
+    """``root/CLASS/i.png``: ``n`` random 16-px images per class (the same images for the same seed and class)."""
+    from PIL import Image
+
+    for c in classes:
+        rng = np.random.default_rng([seed, sum(map(ord, c))])
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_python_knn_and_linear_match_a_test_folders_classes_by_name(tmp_path, encoder_run):
+    """A held-out folder without one of the training classes (val/{b,c} against train/{a,b,c}): its b and c are
+    train's classes 1 and 2, not 0 and 1, in Python as on the command line (was: 0 % where 100 % is right)."""
+    train = _class_folders(tmp_path / "train", ["a", "b", "c"])
+    test = _class_folders(tmp_path / "test", ["b", "c"])  # the very images of train's b and c
+    enc = gensis.load_encoder(encoder_run)
+    assert gensis.knn(enc, str(train), str(test), ks=[1])["top1"] == 100.0  # each finds its own copy
+    assert gensis.knn(enc, gensis.open_data(str(train), "all"), gensis.open_data(str(test), "all"), ks=[1])["top1"] == 100.0
+    _class_folders(tmp_path / "other", ["b", "z"])
+    for evaluate in (lambda t: gensis.knn(enc, str(train), t, ks=[1]),
+                     lambda t: gensis.linear(enc, str(train), t, epochs=1, lrs=[0.1], aug_copies=1)):
+        with pytest.raises(UserError, match="class 'z' of other is not among the classes of train"):
+            evaluate(str(tmp_path / "other"))
