@@ -225,3 +225,22 @@ def test_as_torch_dataset_of_a_folder_of_mixed_sizes(tmp_path):
         images.as_torch_dataset(size=0)
     one_size = gensis.open_data(_folder(tmp_path / "same", n=4), "all").as_torch_dataset()  # no check to fail
     assert next(iter(DataLoader(one_size, batch_size=4)))[0].shape == (4, 3, 16, 16)
+
+
+def test_eval_of_baselines_skips_bad_images_when_asked(tmp_path, capsys):
+    """The baselines a user compares a run with (`--encoder pixels|random --train DATA --test DATA`) on a folder
+    holding a broken file: the error names `--skip-bad-images`, which leaves it out and counts it (was: no way to
+    evaluate but deleting the file; the hint named data.skip_bad_images, which eval does not take)."""
+    from gensis.cli.main import main
+
+    data, held = _folder(tmp_path / "imgs", n=24), _folder(tmp_path / "held", n=8)
+    (data / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    base = ["eval", "knn", "--train", str(data), "--test", str(held), "--k", "3", "--cache", "none"]
+    assert main([*base, "--encoder", "pixels"]) == 2
+    assert "broken.jpg" in (err := capsys.readouterr().err) and "--skip-bad-images (eval knn" in err
+    for encoder in ("pixels", "random"):
+        assert main([*base, "--encoder", encoder, "--skip-bad-images"]) == 0
+        out, err = capsys.readouterr()
+        assert "(24 images" in out and "(8 images" in out
+        if encoder == "pixels":  # said once per process (the check is cached)
+            assert "skipped 1 unreadable image of 25" in err and "broken.jpg" in err

@@ -227,7 +227,8 @@ class SubsetImageSet(ImageSet):
 
 
 FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
-SKIP_HINT = "fix or remove it, or (in a training stage) set data.skip_bad_images=true to skip unreadable images"
+SKIP_HINT = ("fix or remove it, or skip unreadable images: data.skip_bad_images=true (pretrain, eldm, bank), "
+             "--skip-bad-images (eval knn, linear, robustness)")
 
 
 class BadImageError(UserError):

@@ -118,6 +118,11 @@ def add_data_options(p) -> None:
                         "else 0.2)")
     p.add_argument("--split-seed", type=int, default=None, metavar="SEED",
                    help="seed of that split (default: the run's data.split_seed, else 0)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out (and count) unreadable images of --train/--test (empty, truncated, corrupt), as "
+                        "data.skip_bad_images=true does in training; default: an unreadable image is an error, except "
+                        "on the data of an --encoder run pretrained with data.skip_bad_images=true, which is read as "
+                        "its pretraining read it")
 
 
 def is_run_encoder(spec: str) -> bool:
@@ -218,13 +223,15 @@ def prepare_classification(args):
     device = setup_runtime(args)
     val_fraction, split_seed = split_defaults(args)
     train, test, from_run = resolve_data(args)
+    skip_flag = bool(getattr(args, "skip_bad_images", False))
     if not from_run:
-        train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed)
+        train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed, skip_flag)
     else:
         from gensis.rundir import RunDir
 
         run = RunDir(str(data_run(args)))
-        skip = (run / "config.yaml").is_file() and bool(run.config().get("data", {}).get("skip_bad_images", False))
+        skip = skip_flag or ((run / "config.yaml").is_file()
+                             and bool(run.config().get("data", {}).get("skip_bad_images", False)))
         try:  # the run's own images, read as its pretraining read them (data.skip_bad_images)
             train_ds, test_ds = open_train_test(train, test, val_fraction, split_seed, skip)
             labels_of(train_ds, "train"), labels_of(test_ds, "test")
