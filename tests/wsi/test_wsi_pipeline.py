@@ -63,6 +63,21 @@ def test_tiles_dataset_lazy_groups_labels_split(tiled):
     assert np.all(ds2.groups[sec] != ds2.groups[idx])
 
 
+def test_tile_labels_by_file_name_and_untiled_rows_are_counted(tiled, tmp_path, capsys):
+    """A labels CSV naming slides by file name (``s0.svs``, as cohort tables often do) labelled no tile ("none of
+    the 6 tiled slides has a label"); rows naming slides that were not tiled were dropped without a count."""
+    d, out = tiled
+    rows = "".join(f"slides/s{i}.svs,{'pink' if i % 2 == 0 else 'blue'}\n" for i in range(5)) + "s9.svs,blue\n"
+    csv = tmp_path / "by-name.csv"
+    csv.write_text("Slide,Label\n" + rows)
+    capsys.readouterr()
+    ds = open_data(f"tiles:{out}?labels={csv}")
+    assert ds.slide_ids == [f"s{i}" for i in range(5)] and ds.classes == ["blue", "pink"]
+    err = capsys.readouterr().err
+    assert "1 tiled slides have no label" in err and "(e.g. s5)" in err
+    assert "1 labelled slides of" in err and "(e.g. s9.svs)" in err
+
+
 def test_loader_workers_read_tiles(tiled):
     from gensis.data.loader import ImageBatches
 

@@ -80,6 +80,11 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
                             f"{meta['in_dim']} (embed with the same encoder)")
         if len(bag.features) == 0:
             raise UserError(f"slide {s} has an empty bag")
+        trained_on, ident = meta.get("encoder_identity"), bag.attrs.get("encoder_identity")
+        if trained_on and ident and ident != trained_on:  # same size, other encoder: predictions would be noise
+            raise UserError(f"slide {s} was embedded with {bag.attrs.get('encoder')}, not with the encoder whose "
+                            f"bags {run} was trained on ({meta.get('feats')}): embed these slides with that "
+                            f"encoder")
         outs = [predict(m, [bag.features], device) for m in models]
         probs = np.mean([p[0] for p, _ in outs], axis=0)
         attn = np.mean([a[0] for _, a in outs], axis=0)

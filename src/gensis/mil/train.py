@@ -38,43 +38,105 @@ class Cohort:
     bags: list[np.ndarray]       # (K_i, D) float32 each
     y: np.ndarray                # (N,) int64 class index
     classes: list[str]
-    patients: np.ndarray         # (N,) group of each slide (its patient, else itself)
-    split: list[str] | None      # the CSV's split column, if any
+    patients: np.ndarray         # (N,) group of each slide: 'patient:P', or 'slide:S' without a patient
+    split: list[str] | None      # the CSV's split column (lower case), if any
+    encoder_identity: str = ""   # the bags' encoder (their encoder_identity attribute; "" when they name none)
 
     @property
     def dim(self) -> int:
         return int(self.bags[0].shape[1])
 
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of what the splits train and test on: slides, labels, groups, split column and features. A
+        rerun into the same ``--out`` keeps finished splits only when it matches (was: re-embedded bags or
+        relabelled slides silently reused the old folds' predictions)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for i, s in enumerate(self.slides):
+            h.update(f"{s}|{self.classes[self.y[i]]}|{self.patients[i]}|"
+                     f"{self.split[i] if self.split else ''}|{self.bags[i].shape}\n".encode())
+            h.update(np.ascontiguousarray(self.bags[i], np.float32).data)
+        return h.hexdigest()[:16]
+
 
 def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
-    from gensis.wsi.dataset import class_names, read_label_rows
+    """The labelled slides that have bags. One ``UserError`` line, before any training, for what would make
+    the numbers wrong: bags from two encoders in one folder (a second ``wsi embed`` into the same ``--out``),
+    a ``split`` value other than train / test / val (that slide was silently dropped), a class only on test rows,
+    a patient with slides on both sides of the ``split`` column. Slides with a blank ``patient`` cell are their
+    own patient (was: one blank cell dropped the grouping of every slide, folds then split patients)."""
+    from gensis.wsi.dataset import class_names, match_label_rows, read_label_rows
 
     bags = list_bags(feats)
     path = Path(labels_csv).expanduser()
     rows = read_label_rows(path)  # stripped; one row per slide, each with a label
-    missing = [r["slide"] for r in rows if r["slide"].strip() not in bags]
-    rows = [r for r in rows if r["slide"].strip() in bags]
+    matched, missing = match_label_rows(rows, bags, path)
     if missing:
         print(f"gensis: warning: {len(missing)} labelled slides have no bag in {feats} and are left out "
               f"(e.g. {missing[0]})", file=sys.stderr)
-    if len(rows) < 2:
-        raise UserError(f"{path}: fewer than 2 labelled slides have bags in {feats}")
-    classes = class_names(r["label"].strip() for r in rows)
+    if len(matched) < 2:
+        raise UserError(f"{path}: fewer than 2 labelled slides have bags in {feats} (bags are named by slide id, "
+                        f"the file name without extension, e.g. {next(iter(bags))})")
+    unlabelled = len(bags) - len(matched)
+    if unlabelled:
+        print(f"gensis: note: {unlabelled} bags in {feats} have no row in {path} and are not used", file=sys.stderr)
+    slides = list(matched)
+    rows = [matched[s] for s in slides]
+    classes = class_names(r["label"] for r in rows)
     if len(classes) < 2:
         raise UserError(f"{path}: every slide has the label '{classes[0]}'; MIL needs at least 2 classes")
-    slides = [r["slide"].strip() for r in rows]
-    loaded = [read_bag(bags[s]).features for s in slides]
-    dims = {b.shape[1] for b in loaded}
+    loaded = [read_bag(bags[s]) for s in slides]
+    encoders: dict[str, int] = {}  # encoder identity -> first slide embedded with it
+    for i, b in enumerate(loaded):
+        if b.attrs.get("encoder_identity"):
+            encoders.setdefault(str(b.attrs["encoder_identity"]), i)
+    if len(encoders) > 1:
+        i, j = list(encoders.values())[:2]
+        raise UserError(f"bags in {feats} come from different encoders: {slides[i]} from "
+                        f"{loaded[i].attrs.get('encoder')}, {slides[j]} from {loaded[j].attrs.get('encoder')}; embed "
+                        f"every slide with one encoder, each encoder into its own folder")
+    dims = {b.features.shape[1] for b in loaded}
     if len(dims) > 1:
         raise UserError(f"bags in {feats} have different embedding sizes {sorted(dims)}: embed them with one encoder")
-    empty = [s for s, b in zip(slides, loaded) if len(b) == 0]
+    empty = [s for s, b in zip(slides, loaded) if len(b.features) == 0]
     if empty:
         raise UserError(f"slide {empty[0]} has an empty bag (no tissue tile): drop it from {path}")
-    y = np.array([classes.index(r["label"].strip()) for r in rows], np.int64)
-    has_patient = "patient" in rows[0] and all((r.get("patient") or "").strip() for r in rows)
-    patients = np.array([r["patient"].strip() if has_patient else r["slide"].strip() for r in rows])
-    split = [r["split"] for r in rows] if "split" in rows[0] and any((r["split"] or "").strip() for r in rows) else None
-    return Cohort(slides, loaded, y, classes, patients, split)
+    y = np.array([classes.index(r["label"]) for r in rows], np.int64)
+    cells = [(r.get("patient") or "").strip() for r in rows]
+    blank = sum(not c for c in cells)
+    if any(cells) and blank:
+        print(f"gensis: warning: {blank} slides have no patient in {path}; each is taken as its own patient",
+              file=sys.stderr)
+    patients = np.array([f"patient:{c}" if c else f"slide:{s}" for c, s in zip(cells, slides)])
+    split = None
+    if any((r.get("split") or "").strip() for r in rows):
+        split = [(r.get("split") or "").strip().lower() for r in rows]
+        _check_split(path, slides, split, patients, [r["label"] for r in rows])
+    return Cohort(slides, [b.features for b in loaded], y, classes, patients, split, next(iter(encoders), ""))
+
+
+def _check_split(path: Path, slides: list[str], split: list[str], patients: np.ndarray, labels: list[str]) -> None:
+    for s, v in zip(slides, split):
+        if v not in ("train", "test", "val"):
+            raise UserError(f"{path}: slide {s} has split '{v}' (expected train, test or val; every row needs one "
+                            f"when the column is used)")
+    test_name = "test" if "test" in split else "val"
+    side = {"train": "train", test_name: "test"}
+    where: dict[str, tuple[str, str]] = {}
+    for s, v, p in zip(slides, split, patients):
+        if v not in side:
+            continue
+        if p in where and where[p][0] != side[v]:
+            raise UserError(f"{path}: {p.split(':', 1)[1]} has slides on both sides of the split ({where[p][1]}: "
+                            f"{where[p][0]}, {s}: {side[v]}); a patient's slides go to one side")
+        where.setdefault(p, (side[v], s))
+    trained = {lab for lab, v in zip(labels, split) if v == "train"}
+    untrained = sorted({lab for lab, v in zip(labels, split) if v == test_name} - trained)
+    if untrained:
+        raise UserError(f"{path}: label '{untrained[0]}' is only on {test_name} rows; ABMIL never sees it in "
+                        f"training: add train slides of that class or drop those rows")
 
 
 def make_splits(cohort: Cohort, cfg: dict) -> list[Split]:
@@ -199,13 +261,17 @@ def _train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | 
     require_own_or_empty(out, "mil")  # again under the lock
     meta = {"classes": cohort.classes, "in_dim": cohort.dim, "feats": str(Path(feats).resolve()),
             "labels": str(Path(labels_csv).resolve()), "mode": "seeds" if cohort.split is not None else "kfold",
-            "grouped_by": "patient" if any(p != s for p, s in zip(cohort.patients, cohort.slides)) else "slide",
+            "grouped_by": "patient" if any(p.startswith("patient:") for p in cohort.patients) else "slide",
+            "encoder_identity": cohort.encoder_identity, "inputs": cohort.fingerprint,
             "splits": {s.name: {"seed": s.seed, "train": [cohort.slides[i] for i in s.train],
                                 "test": [cohort.slides[i] for i in s.test]} for s in splits}}
     old = json.loads((out / "mil.json").read_text()) if (out / "mil.json").is_file() else None
     conf = out / "config.yaml"
     if old is not None and (old.get("splits") != meta["splits"] or conf.is_file() and conf.read_text() != dump(cfg)):
         raise UserError(f"{out} holds a MIL run with other settings or slides: use another --out")
+    if old is not None and old.get("inputs", meta["inputs"]) != meta["inputs"]:
+        raise UserError(f"{out} holds a MIL run on other features or labels (its finished splits would be reused "
+                        f"as they are): use another --out")
     for folder in (out, *(out / sp.name for sp in splits)):
         remove_stale_temps(folder)  # left by a killed run
     atomic_write_json(out / "mil.json", meta)  # first: it marks the folder as a MIL run (folder_kind)

@@ -31,18 +31,20 @@ def read_label_rows(path: str | Path) -> list[dict[str, str]]:
     """The rows of a slide labels CSV (columns ``slide,label``, optional ``patient``, ``split``), values stripped,
     missing cells as ``""``; rows without a slide name are skipped. One ``UserError`` line, naming the file and
     line, for: no such file, not UTF-8 text, no ``slide``/``label`` header, a row without a label, a slide listed
-    twice (it was counted twice, or silently took its last label). A UTF-8 BOM (Excel's "CSV UTF-8") is read."""
+    twice (it was counted twice, or silently took its last label). A UTF-8 BOM (Excel's "CSV UTF-8") is read;
+    column names are case-insensitive."""
     from gensis.textfile import read_csv
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"labels CSV not found: {path}")
     header, raw = read_csv(path)
-    if not raw or not {"slide", "label"} <= set(header):
+    if not raw or not {"slide", "label"} <= {h.lower() for h in header}:
         raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(header) if header else 'nothing'})")
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for line, row in raw:
+        row = {k.lower(): v for k, v in row.items()}  # 'Slide,Label' as a spreadsheet writes them
         if not row["slide"]:
             continue
         if not row["label"]:
@@ -61,6 +63,33 @@ def read_labels_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     labels = {r["slide"]: r["label"] for r in rows}
     patients = {r["slide"]: r.get("patient", "") for r in rows}
     return labels, {k: v for k, v in patients.items() if v}
+
+
+def match_label_rows(rows: list[dict[str, str]], known, path: str | Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """({slide id: row}, [slide cells matching no known id]) for the rows of a labels CSV against the slide ids
+    ``known`` (tiled slides, bags). A cell is a slide id (``A``) or, as many cohort tables have it, the slide's
+    file name or path (``A.svs``, ``slides/A.svs``), which was "no bag / left out" for every row. Two rows naming
+    one slide (``A`` and ``A.svs``) are one ``UserError`` line."""
+    from gensis.wsi.slide import SLIDE_EXTS, slide_id
+
+    known = set(known)
+    matched: dict[str, dict[str, str]] = {}
+    cells: dict[str, str] = {}
+    missing = []
+    for r in rows:
+        cell = r["slide"]
+        sid = cell
+        if sid not in known:
+            name = cell.replace("\\", "/").rsplit("/", 1)[-1]
+            sid = slide_id(name) if Path(name).suffix.lower() in SLIDE_EXTS else name
+        if sid not in known:
+            missing.append(cell)
+            continue
+        if sid in matched:
+            raise UserError(f"{path}: rows '{cells[sid]}' and '{cell}' name the same slide {sid}; give each slide "
+                            f"one row")
+        matched[sid], cells[sid] = r, cell
+    return matched, missing
 
 
 def class_names(values) -> list[str]:
@@ -91,14 +120,20 @@ class TileImageSet(ImageSet):
         keep = list(range(len(self.slides)))
         slide_label = None
         if labels_csv is not None:
-            table, _ = read_labels_csv(labels_csv)
+            matched, untiled = match_label_rows(read_label_rows(labels_csv), (s.slide_id for s in self.slides),
+                                                labels_csv)
+            table = {sid: r["label"] for sid, r in matched.items()}
             missing = [s.slide_id for s in self.slides if s.slide_id not in table]
             keep = [i for i, s in enumerate(self.slides) if s.slide_id in table]
             if not keep:
-                raise UserError(f"{labels_csv}: none of the {len(self.slides)} tiled slides has a label")
+                raise UserError(f"{labels_csv}: none of the {len(self.slides)} tiled slides has a label (slide "
+                                f"ids are file names without extension, e.g. {self.slides[0].slide_id})")
             if missing:
                 print(f"gensis: warning: {len(missing)} tiled slides have no label in {labels_csv} and are left out "
                       f"(e.g. {missing[0]})", file=sys.stderr)
+            if untiled:
+                print(f"gensis: warning: {len(untiled)} labelled slides of {labels_csv} have no tiles in "
+                      f"{self.folder} (e.g. {untiled[0]})", file=sys.stderr)
             self.classes = class_names(table[self.slides[i].slide_id] for i in keep)
             slide_label = {self.slides[i].slide_id: self.classes.index(table[self.slides[i].slide_id]) for i in keep}
         self.slides = [self.slides[i] for i in keep]

@@ -1,0 +1,141 @@
+"""What a cohort table and a features folder can hold that made `mil train` / `mil predict` silently wrong.
+
+Found by running the README's slide commands as a new user would (session 11 audit): a rerun into the same
+``--out`` with re-embedded bags printed the old folds' numbers; bags of two encoders in one folder trained
+together; `mil predict` scored bags of another encoder; one blank ``patient`` cell dropped patient grouping for
+every slide; a ``split`` typo or a patient on both sides of the split went unnoticed; a class only on test rows
+was never trained on; a ``slide`` column with file names (``A.svs``) matched no bag.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("h5py")
+
+from gensis.cli.main import main  # noqa: E402
+from gensis.errors import UserError  # noqa: E402
+
+SMOKE = ["--preset", "smoke", "optim.epochs=1", "--quiet"]
+
+
+def _bags(folder, n=6, encoder="enc-A", shift=0.0, dim=4):
+    from gensis.mil.bags import write_bag
+
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_bag(folder / f"s{i}.h5", rng.normal(size=(3, dim)) + i % 2 + shift, np.zeros((3, 2)),
+                  {"encoder": f"runs/{encoder}", "encoder_identity": encoder})
+    return folder
+
+
+def _csv(path, text):
+    path.write_text(text)
+    return path
+
+
+def _one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "error" in line]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_rerun_on_other_features_or_labels_is_refused_not_reused(tmp_path, capsys):
+    feats = _bags(tmp_path / "dino")
+    other = _bags(tmp_path / "gendino", encoder="enc-B", shift=5.0)
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(6)))
+    run = tmp_path / "mil"
+    train = ["mil", "train", "--labels", str(labels), "--out", str(run), *SMOKE, "cv.folds=2"]
+    assert main([*train, "--feats", str(feats)]) == 0
+    before = (run / "metrics.json").read_text()
+    assert main([*train, "--feats", str(feats)]) == 0  # the same inputs: resumes (nothing to redo)
+    capsys.readouterr()
+    assert main([*train, "--feats", str(other)]) == 2
+    assert "holds a MIL run on other features or labels" in _one_error_line(capsys)
+    relabel = _csv(tmp_path / "l2.csv", "slide,label\n" + "".join(f"s{i},{'ba'[i % 2]}\n" for i in range(6)))
+    assert main(["mil", "train", "--labels", str(relabel), "--out", str(run), *SMOKE, "cv.folds=2",
+                 "--feats", str(feats)]) == 2
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_bags_of_two_encoders_and_predict_on_another_encoder_are_refused(tmp_path, capsys):
+    feats = _bags(tmp_path / "feats")
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(6)))
+    mixed = _bags(tmp_path / "mixed")
+    _bags(tmp_path / "mixed", n=2, encoder="enc-B")  # s0, s1 embedded again with another run (same size)
+    capsys.readouterr()
+    assert main(["mil", "train", "--feats", str(mixed), "--labels", str(labels), "--out", str(tmp_path / "m0"),
+                 *SMOKE, "cv.folds=2"]) == 2
+    line = _one_error_line(capsys)
+    assert "come from different encoders" in line and "runs/enc-A" in line and "runs/enc-B" in line
+    assert not (tmp_path / "m0").exists()
+    run = tmp_path / "mil"
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), *SMOKE,
+                 "cv.folds=2"]) == 0
+    other = _bags(tmp_path / "other", encoder="enc-B")
+    capsys.readouterr()
+    predict = ["mil", "predict", "--run", str(run), "--no-heatmaps", "--feats"]
+    assert main([*predict, str(other), "--out", str(tmp_path / "p-other")]) == 2
+    assert "was embedded with runs/enc-B, not with the encoder" in _one_error_line(capsys)
+    assert main([*predict, str(feats), "--out", str(tmp_path / "p")]) == 0
+
+
+def test_blank_patient_cells_keep_the_other_patients_grouped(tmp_path, capsys):
+    from gensis.mil.train import load_cohort, make_splits
+
+    feats = _bags(tmp_path / "feats", n=8)
+    # s0..s5 belong to three patients (two slides each), s6 and s7 have no patient cell
+    rows = "".join(f"s{i},{'ab'[i % 2]},p{i // 2}\n" for i in range(6)) + "s6,a,\ns7,b,\n"
+    labels = _csv(tmp_path / "l.csv", "slide,label,patient\n" + rows)
+    cohort = load_cohort(feats, labels)
+    assert "2 slides have no patient" in capsys.readouterr().err
+    for seed in range(5):
+        for sp in make_splits(cohort, {"cv": {"folds": 3, "seed": seed, "seeds": 1}}):
+            train = {cohort.slides[i] for i in sp.train}
+            test = {cohort.slides[i] for i in sp.test}
+            for p in range(3):
+                pair = {f"s{2 * p}", f"s{2 * p + 1}"}
+                assert pair <= train or pair <= test, (seed, sp.name, pair)
+
+
+@pytest.mark.parametrize("rows,msg", [
+    ("s0,a,train\ns1,b,train\ns2,a,tset\ns3,b,test\ns4,a,test\ns5,b,train\n", "slide s2 has split 'tset'"),
+    ("s0,a,train\ns1,b,train\ns2,a,\ns3,b,test\ns4,a,test\ns5,b,train\n", "slide s2 has split ''"),
+    ("s0,a,train\ns1,a,train\ns2,a,train\ns3,b,test\ns4,a,test\ns5,a,train\n", "label 'b' is only on test rows"),
+])
+def test_split_column_mistakes_are_one_line(tmp_path, capsys, rows, msg):
+    feats = _bags(tmp_path / "feats")
+    labels = _csv(tmp_path / "l.csv", "slide,label,split\n" + rows)
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                 *SMOKE]) == 2
+    assert msg in _one_error_line(capsys)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_patient_on_both_sides_of_the_split_is_refused(tmp_path, capsys):
+    feats = _bags(tmp_path / "feats")
+    rows = "s0,a,train,p0\ns1,b,train,p1\ns2,a,test,p0\ns3,b,test,p3\ns4,a,train,p4\ns5,b,train,p5\n"
+    labels = _csv(tmp_path / "l.csv", "Slide,Label,Split,Patient\n" + rows)  # capitalised, as spreadsheets write
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                 *SMOKE]) == 2
+    line = _one_error_line(capsys)
+    assert "p0 has slides on both sides of the split" in line and "s0" in line and "s2" in line
+    ok = _csv(tmp_path / "ok.csv", "slide,label,split,patient\n" + rows.replace("s2,a,test,p0", "s2,a,test,p2"))
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(ok), "--out", str(tmp_path / "m"),
+                 *SMOKE]) == 0
+
+
+def test_slide_cells_with_file_names_match_their_bags(tmp_path, capsys):
+    from gensis.mil.train import load_cohort
+    from gensis.wsi.dataset import match_label_rows
+
+    feats = _bags(tmp_path / "feats")
+    rows = "".join(f"{p}s{i}.svs,{'ab'[i % 2]}\n" for i, p in enumerate(["", "slides/", "", "C:\\scans\\", "", ""]))
+    cohort = load_cohort(feats, _csv(tmp_path / "l.csv", "slide,label\n" + rows))
+    assert cohort.slides == [f"s{i}" for i in range(6)]
+    with pytest.raises(UserError, match=r"rows 's1' and 's1\.svs' name the same slide s1"):
+        match_label_rows([{"slide": "s1", "label": "a"}, {"slide": "s1.svs", "label": "b"}], {"s1"}, "l.csv")
+    matched, missing = match_label_rows([{"slide": "s9.svs", "label": "a"}, {"slide": "s1.txt", "label": "b"}],
+                                        {"s1", "s1.txt"}, "l.csv")
+    assert list(matched) == ["s1.txt"] and missing == ["s9.svs"]  # an exact id first; only slide extensions go
