@@ -33,7 +33,7 @@ def calls(monkeypatch):
 
     def fake(name, ret):
         def f(*a, **kw):
-            seen[name] = a
+            seen[name], seen[f"{name}:kw"] = a, kw
             return ret
         return f
 
@@ -84,3 +84,33 @@ def test_moved_data_is_one_line_asking_for_data(tmp_path, calls, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "which no longer exists" in err and "pass --data DATA" in err
     assert not calls
+
+
+def _reading(folder, family, stage, data, overrides):
+    """A run folder whose config read its data with ``overrides`` (e.g. data.skip_bad_images=true)."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump(load_config(family, "smoke", overrides)))
+    (folder / "teacher_backbone.safetensors").write_bytes(b"")
+    (folder / "manifest.json").write_text(json.dumps({"stage": stage, "status": "done", "inputs": {"data": data}}))
+    return folder
+
+
+def test_the_runs_own_data_is_read_as_the_run_read_it(tmp_path, mine, calls, capsys):
+    """A run pretrained with data.skip_bad_images=true (or another held-out split): `eldm train --encoder RUN` and
+    `bank generate --eldm RUN` without --data skip the same files and hold out the same images (were: an error on
+    the first broken file, and an E-LDM trained on the encoder's held-out images); a key given wins."""
+    read = ["data.skip_bad_images=true", "data.val_fraction=0.3"]
+    enc = _reading(tmp_path / "dino", "pretrain", "pretrain", str(mine), read)
+    assert main(["eldm", "train", "--encoder", str(enc), "--out", str(tmp_path / "e"), "optim.epochs=1"]) == 0
+    assert calls["train_eldm:kw"]["overrides"] == ["optim.epochs=1", *read]
+    out = capsys.readouterr().out
+    assert "data read as the --encoder run read it: data.skip_bad_images=true data.val_fraction=0.3" in out
+    eldm = _reading(tmp_path / "eldm", "eldm", "eldm", str(mine), read)
+    assert main(["bank", "generate", "--eldm", str(eldm), "--out", str(tmp_path / "b"), "--preset", "smoke",
+                 "data.val_fraction=0.25"]) == 0
+    assert "data read as the --eldm run read it: data.skip_bad_images=true\n" in capsys.readouterr().out
+    assert calls["generate_bank"][0]["data"]["skip_bad_images"] is True
+    assert calls["generate_bank"][0]["data"]["val_fraction"] == 0.25
+    assert main(["eldm", "train", "--encoder", str(enc), "--data", str(mine), "--out", str(tmp_path / "e2")]) == 0
+    assert "read as" not in capsys.readouterr().out  # data given: the command's own settings
+    assert calls["train_eldm:kw"]["overrides"] == []

@@ -146,12 +146,17 @@ def run_train(args) -> int:
 
     if args.ae is not None:
         require_kind(args.ae, "eldm-ae", "--ae")
+    overrides = list(args.overrides)
     if args.data is None:  # a bad setting, then a wrong --encoder, are named before its data
-        eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae)
+        cfg = eldm_config(preset=args.preset, overrides=overrides, autoencoder=args.ae)
         check_encoder_run(args.encoder)
     data = data_or_recorded(args.data, args.encoder, "--data DATA", "the --encoder run", keep_split=True)
+    if args.data is None:  # the encoder's data, read as its pretraining read it (broken files, held-out split)
+        from gensis.data.recorded import recorded_reading
+
+        overrides += recorded_reading(args.encoder, cfg.to_dict()["data"], overrides, "the --encoder run")
     run = train_eldm(args.encoder, data, args.out, autoencoder=args.ae, preset=args.preset,
-                     overrides=args.overrides, resume=args.resume, quiet=args.quiet)
+                     overrides=overrides, resume=args.resume, quiet=args.quiet)
     print(f"E-LDM training done: {run}")
     return 0
 

@@ -48,3 +48,32 @@ def data_or_recorded(data: str | None, run: str | Path | None, option: str, what
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"data: {spec} (from {what}'s manifest)", flush=True)
     return spec
+
+
+READ_AS = ("skip_bad_images", "val_fraction", "split_seed")  # how a run read its data (not which subset: data.limit)
+
+
+def recorded_reading(run: str | Path, resolved: dict, overrides: list[str], what: str = "the run") -> list[str]:
+    """``data.KEY=VALUE`` overrides that read a run's data as ``run`` read it, for a command whose ``--data`` defaults
+    to that run's (``data_or_recorded``): ``READ_AS`` keys of ``run``'s ``config.yaml`` whose value differs from
+    ``resolved`` (the command's resolved ``data`` section) and that ``overrides`` do not set; announced in one line
+    on stdout (rank 0). So a run pretrained with ``data.skip_bad_images=true`` or another split is followed by an
+    E-LDM and a bank that skip the same files and hold out the same images (were: an error on the first broken
+    file, or an E-LDM trained on the encoder's held-out images)."""
+    import os
+
+    from gensis.rundir import RunDir
+
+    rd = RunDir(run)
+    if not (rd / "config.yaml").is_file():
+        return []
+    data = rd.config().get("data", {})
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    out = []
+    for key in READ_AS:
+        if key in data and key in resolved and f"data.{key}" not in given and data[key] != resolved[key]:
+            value = data[key]
+            out.append(f"data.{key}={str(value).lower() if isinstance(value, bool) else value}")
+    if out and int(os.environ.get("RANK", "0")) == 0:
+        print(f"data read as {what} read it: {' '.join(out)}", flush=True)
+    return out
