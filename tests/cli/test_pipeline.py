@@ -131,3 +131,20 @@ def test_a_stage_is_a_library_call_one_line_error_resumed_locks_released(tmp_pat
     assert "[s] up to date, skipped" in err
     with pytest.raises(ValueError, match="nothing to call"):
         Pipeline(tmp_path).run(Stage("t", [], "k"))
+
+
+def test_the_printed_stage_command_can_be_pasted_when_paths_have_spaces(tmp_path, capsys):
+    """`gensis wsi demo --out "My slides"` printed `[dino] running: gensis pretrain --data tiles:My slides/tiles
+    ...`: pasted into a shell, that is other arguments. The line now quotes what a shell would split."""
+    import shlex
+
+    out = tmp_path / "My slides é"
+    argv = ["pretrain", "--data", f"tiles:{out / 'tiles'}", "--out", str(out / "dino")]
+
+    def call(resume):
+        (out / "dino").mkdir(parents=True, exist_ok=True)
+        (out / "dino" / "manifest.json").write_text(json.dumps({"stage": "pretrain", "status": "done"}))
+
+    Pipeline(out).run(Stage("dino", argv, "k1", kind="pretrain", call=call))
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if "[dino] running:" in ln)
+    assert shlex.split(line.split("running: ", 1)[1]) == ["gensis", *argv]

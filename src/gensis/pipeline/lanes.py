@@ -30,6 +30,7 @@ import functools
 import os
 import queue
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -173,7 +174,7 @@ class SideLane:
             raise UserError(f"stage '{stage.name}' stopped")
         if child.returncode != 0:
             raise UserError(f"stage '{stage.name}' failed (its error is above; it ran as `gensis "
-                            f"{' '.join(argv)}` beside the main stages); fix the cause and run the demo again to resume")
+                            f"{shlex.join(argv)}` beside the main stages); fix the cause and run the demo again to resume")
 
 
 def process_cpu_seconds() -> float:

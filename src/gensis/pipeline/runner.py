@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -307,7 +308,7 @@ class Pipeline:
         argv = [*stage.argv, "--resume"] if resume else stage.argv  # the command that continues it by hand
         lane = " (side lane)" if stage.background and self.side is not None else ""
         prog = f"python -m {stage.extra['module']}" if "module" in stage.extra else "gensis"
-        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}{lane}: {prog} {' '.join(argv)}")
+        self.say(f"[{stage.name}] {'resuming' if resume else 'running'}{lane}: {prog} {shlex.join(argv)}")  # paste-able: quoted paths
         t0, c0 = time.time(), process_cpu_seconds()
         with self._lock:
             self.state[stage.name] = stage.key

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -313,8 +314,9 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
                            for k, e in evidence.items()}}
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "results.md", table + "\n")
-    print(f"slide demo finished in {time.time() - t_start:.0f} s; outputs in {out}/ (heatmaps: gensis mil predict "
-          f"--run {out / 'mil-gendino'} --feats {out / 'regions-gendino'} --out {out / 'pred'})")
+    heatmaps = shlex.join(["gensis", "mil", "predict", "--run", str(out / "mil-gendino"), "--feats",
+                           str(out / "regions-gendino"), "--out", str(out / "pred")])  # paste-able (quoted paths)
+    print(f"slide demo finished in {time.time() - t_start:.0f} s; outputs in {out}/ (heatmaps: {heatmaps})")
     return summary
 
 
