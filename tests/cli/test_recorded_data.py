@@ -114,3 +114,18 @@ def test_the_runs_own_data_is_read_as_the_run_read_it(tmp_path, mine, calls, cap
     assert main(["eldm", "train", "--encoder", str(enc), "--data", str(mine), "--out", str(tmp_path / "e2")]) == 0
     assert "read as" not in capsys.readouterr().out  # data given: the command's own settings
     assert calls["train_eldm:kw"]["overrides"] == []
+
+
+def test_quiet_silences_every_bar_of_the_command_and_only_of_it(tmp_path, mine, calls, monkeypatch):
+    """`eldm train --quiet` still drew the bars of its embedding and latent passes ("embed train", "encode
+    latents"): --quiet of any command now holds for everything it runs, and is undone when it returns."""
+    import os
+
+    seen = []
+    monkeypatch.setattr(gensis.api, "train_eldm", lambda *a, **kw: seen.append(os.environ.get("GENSIS_NO_PROGRESS")))
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    enc = _run(tmp_path / "dino", "pretrain", str(mine), "pretrain")
+    for quiet in (["--quiet"], []):
+        assert main(["eldm", "train", "--encoder", str(enc), "--out", str(tmp_path / "e"), *quiet]) == 0
+        assert "GENSIS_NO_PROGRESS" not in os.environ
+    assert seen == ["1", None]

@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     from gensis.rundir import held_locks, release_folder
 
     locks_before = held_locks()
+    quiet_before = os.environ.get("GENSIS_NO_PROGRESS")
+    if getattr(args, "quiet", False):  # every bar of the command (a stage's feature or latent pass too), not its own only
+        os.environ["GENSIS_NO_PROGRESS"] = "1"
     try:
         try:
             result = args.func(args)
@@ -151,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:  # folders this command locked are free again (the demo runs stages in this process)
         for folder in held_locks() - locks_before:
             release_folder(folder)
+        if quiet_before is None:
+            os.environ.pop("GENSIS_NO_PROGRESS", None)
+        else:
+            os.environ["GENSIS_NO_PROGRESS"] = quiet_before
 
 
 def _run_again(verb: str) -> str:
