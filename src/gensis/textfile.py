@@ -36,3 +36,11 @@ def read_csv(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, str
     except csv.Error as e:
         raise UserError(f"{path}: not a readable CSV ({e})") from None
     return header, rows
+
+
+def csv_text(rows: list[list]) -> str:
+    """CSV text of ``rows`` (the first one the header), quoted where a cell needs it: a slide named ``A,1`` or
+    ``"B"`` stays one cell (joining with commas split it into two columns)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()

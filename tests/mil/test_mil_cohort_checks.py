@@ -139,3 +139,29 @@ def test_slide_cells_with_file_names_match_their_bags(tmp_path, capsys):
     matched, missing = match_label_rows([{"slide": "s9.svs", "label": "a"}, {"slide": "s1.txt", "label": "b"}],
                                         {"s1", "s1.txt"}, "l.csv")
     assert list(matched) == ["s1.txt"] and missing == ["s9.svs"]  # an exact id first; only slide extensions go
+
+
+def test_predictions_csv_keeps_a_slide_name_with_a_comma_in_one_cell(tmp_path):
+    import csv
+
+    from gensis.mil.bags import write_bag
+
+    feats = _bags(tmp_path / "feats", n=4)
+    rng = np.random.default_rng(1)
+    for name in ("case 7, left", 'case "8"'):
+        write_bag(feats / f"{name}.h5", rng.normal(size=(3, 4)), np.zeros((3, 2)),
+                  {"encoder": "runs/enc-A", "encoder_identity": "enc-A"})
+    rows = "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(4)) + '"case 7, left",a\n"case ""8""",b\n'
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + rows)
+    run = tmp_path / "mil"
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), *SMOKE,
+                 "cv.folds=2"]) == 0
+    with open(run / "predictions.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert {len(r) for r in table} == {6} and {"case 7, left", 'case "8"'} <= {r[1] for r in table}
+    assert main(["mil", "predict", "--run", str(run), "--feats", str(feats), "--no-heatmaps", "--out",
+                 str(tmp_path / "p")]) == 0
+    with open(tmp_path / "p" / "predictions.csv", newline="") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["slide", "predicted", "p_a", "p_b"] and {len(r) for r in table} == {4}
+    assert 'case "8"' in {r[0] for r in table}

@@ -92,7 +92,8 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
                      **{f"p_{c}": float(v) for c, v in zip(meta["classes"], probs)}})
         if heatmaps:
             save_heatmap(out / "heatmaps" / f"{s}.png", bag.attrs, bag.coords, attn)
+    from gensis.textfile import csv_text
+
     keys = list(rows[0])
-    atomic_write_text(out / "predictions.csv",
-                      "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n")
+    atomic_write_text(out / "predictions.csv", csv_text([keys, *[[r[k] for k in keys] for r in rows]]))
     return rows

@@ -304,9 +304,10 @@ def _train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | 
     # where a fold may hold one class only and its AUC / kappa is undefined)
     pooled = all_metrics(np.asarray(pooled_y), np.concatenate(pooled_p)) if meta["mode"] == "kfold" else None
     table = format_table(per_split, summary, pooled)
-    lines = [",".join(["split", "slide", "label", "predicted", *[f"p_{c}" for c in cohort.classes]])]
-    lines += [",".join(map(str, r)) for r in rows]
-    atomic_write_text(out / "predictions.csv", "\n".join(lines) + "\n")
+    from gensis.textfile import csv_text
+
+    header = ["split", "slide", "label", "predicted", *[f"p_{c}" for c in cohort.classes]]
+    atomic_write_text(out / "predictions.csv", csv_text([header, *rows]))
     result = {"mode": meta["mode"], "classes": cohort.classes, "n_slides": len(cohort.slides),
               "splits": per_split, "summary": summary, "pooled_out_of_fold": pooled}
     atomic_write_json(out / "metrics.json", _json_safe(result))
