@@ -78,6 +78,22 @@ def test_tile_labels_by_file_name_and_untiled_rows_are_counted(tiled, tmp_path, 
     assert "1 labelled slides of" in err and "(e.g. s9.svs)" in err
 
 
+def test_tiles_root_with_two_settings_or_the_patches_folder(tiled, tmp_path):
+    """`--data TILES` after tiling at two magnifications was read as an image folder (its error named a thumbnail
+    PNG); `--data TILES/<settings>/patches` said "run gensis wsi tile --out .../patches"."""
+    from gensis.errors import UserError
+
+    d, out = tiled
+    root = tmp_path / "T"
+    for mpp in (1.0, 2.0):
+        tile_slides([d / "s0.svs"], root, TileSettings(target_mpp=mpp, patch_size=32), quiet=True)
+    with pytest.raises(UserError, match=r"holds tiles at several settings \(10x_32px_0px_overlap, 5x_32px_0px_overlap\)"):
+        open_data(str(root))
+    for spec in (str(root / "10x_32px_0px_overlap" / "patches"), f"tiles:{root / '5x_32px_0px_overlap' / 'patches'}"):
+        ds = open_data(spec)
+        assert ds.slide_ids == ["s0"] and ds.get(0).shape == (32, 32, 3)
+
+
 def test_loader_workers_read_tiles(tiled):
     from gensis.data.loader import ImageBatches
 

@@ -219,10 +219,16 @@ def parse_tiles_spec(src: str) -> tuple[str, str | None]:
 
 
 def is_tiles_folder(path: Path) -> bool:
-    """A folder made by ``gensis wsi tile`` (it or its single settings sub-folder holds patches/*.h5)."""
+    """A folder made by ``gensis wsi tile``: it, its ``patches/`` folder, or a settings sub-folder holds
+    ``patches/*.h5``. Several settings sub-folders count too, so that ``open_tiles`` names them (it was read as
+    an image folder, whose error named the tiling's thumbnails)."""
     try:
         return any(tiles_dir(path).joinpath("patches").glob("*.h5"))
     except UserError:
+        pass
+    try:
+        return any(any(p.joinpath("patches").glob("*.h5")) for p in Path(path).iterdir() if p.is_dir())
+    except OSError:
         return False
 
 

@@ -91,10 +91,13 @@ def settings_key(path: Path) -> str | None:
 
 
 def tiles_dir(root: str | Path) -> Path:
-    """The folder holding ``patches/``: ``root`` itself, or its single ``*_overlap`` sub-folder."""
+    """The folder holding ``patches/``: ``root`` itself, its single ``*_overlap`` sub-folder, or (``root`` being
+    that ``patches/`` folder, as a file browser shows the ``.h5`` files) its parent."""
     root = Path(root).expanduser()
     if (root / "patches").is_dir():
         return root
+    if root.name == "patches" and (root.parent / "tiling.json").is_file():  # was "run gensis wsi tile --out .../patches"
+        return root.parent
     if not root.is_dir():
         raise UserError(f"tiles folder not found: {root}")
     subs = sorted(p for p in root.iterdir() if (p / "patches").is_dir())
