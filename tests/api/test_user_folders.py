@@ -244,3 +244,18 @@ def test_eval_of_baselines_skips_bad_images_when_asked(tmp_path, capsys):
         assert "(24 images" in out and "(8 images" in out
         if encoder == "pixels":  # said once per process (the check is cached)
             assert "skipped 1 unreadable image of 25" in err and "broken.jpg" in err
+
+
+def test_demo_on_a_folder_with_a_broken_image_names_its_own_override(tmp_path, capsys):
+    """`gensis demo --data FOLDER` with a broken file: the line named data.skip_bad_images=true, which the demo
+    refuses (its keys take a stage prefix); it now names pretrain.data.skip_bad_images=true, and nothing is made."""
+    from gensis.cli.main import main
+
+    data = _folder(tmp_path / "imgs", n=40)
+    (data / "b" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "smoke", "--data", str(data), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "broken.jpg" in err and err.endswith("add pretrain.data.skip_bad_images=true (every stage of the demo "
+                                                "then skips unreadable images and says how many)")
+    assert err.count("\n") == 0 and not out.exists()

@@ -27,9 +27,10 @@ runs X, X-pixel and gen-X (``gensis.pipeline.results.variants``); their E-LDM is
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,8 +131,9 @@ def run_demo(opts: DemoOptions) -> dict | None:
     require_own_or_empty(out, "demo")  # a user's folder or a run folder: refused before anything is written
     check_seed(opts.seed)
     check_overrides(split_overrides(opts.overrides), opts.preset, opts.methods)  # before anything is written
-    _check_enough_images(opts)
-    _check_labels(opts)
+    with _demo_skip_hint():
+        _check_enough_images(opts)
+        _check_labels(opts)
     print(f"gensis demo: {header(opts)}", file=sys.stderr, flush=True)
     lock_folder(out)  # one demo per folder (a pass's own folder is locked by its Pipeline)
     if opts.seeds is None:
@@ -183,6 +185,24 @@ def _skips_bad_images(opts: DemoOptions) -> bool:
 
     data = parse_overrides(split_overrides(opts.overrides)["pretrain"]).get("data")
     return isinstance(data, dict) and bool(data.get("skip_bad_images", False))
+
+
+DEMO_SKIP_HINT = ("fix or remove it, or add pretrain.data.skip_bad_images=true (every stage of the demo then skips "
+                  "unreadable images and says how many)")
+
+
+@contextlib.contextmanager
+def _demo_skip_hint() -> Iterator[None]:
+    """An unreadable image met by the demo's checks: its line names the demo's override (the stages' own hint,
+    ``data.skip_bad_images=true``, is not a key the demo takes)."""
+    from gensis.data.sources import SKIP_HINT
+
+    try:
+        yield
+    except UserError as e:
+        if not str(e).endswith(SKIP_HINT):
+            raise
+        raise UserError(str(e)[: -len(SKIP_HINT)] + DEMO_SKIP_HINT) from None
 
 
 def _module_exists(name: str) -> bool:
