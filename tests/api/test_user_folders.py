@@ -259,3 +259,22 @@ def test_demo_on_a_folder_with_a_broken_image_names_its_own_override(tmp_path, c
     assert "broken.jpg" in err and err.endswith("add pretrain.data.skip_bad_images=true (every stage of the demo "
                                                 "then skips unreadable images and says how many)")
     assert err.count("\n") == 0 and not out.exists()
+
+
+def test_photo_formats_are_read_and_those_gensis_cannot_read_are_counted(tmp_path, capsys):
+    """A folder of a user's photos: .jfif / .jpe / .tga files (PIL reads them) were left out without a word, and so
+    were a phone's .heic ones (PIL does not): the first are read now, the second counted in one line."""
+    data = _folder(tmp_path / "imgs", n=8)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(data / "a" / "web.jfif", format="JPEG")
+    Image.new("RGB", (8, 8), (10, 200, 10)).save(data / "b" / "scan.tga")
+    (data / "a" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
+    (data / "c").mkdir()
+    (data / "c" / "IMG_0002.heic").write_bytes(b"\0\0\0\x18ftypheic")  # a class of phone photos only
+    ds = gensis.open_data(data, "all")
+    assert len(ds) == 10 and ds.classes == ["a", "b"]
+    assert any(p.name == "web.jfif" for p in ds.paths) and ds.get(len(ds) - 1).shape == (8, 8, 3)
+    err = capsys.readouterr().err
+    assert f"left out 2 files of {data} in a format gensis does not read (.heic 2; first:" in err
+    assert "convert them to PNG or JPEG" in err and err.count("\n") == 1
+    gensis.open_data(data, "train")
+    assert "left out" not in capsys.readouterr().err  # said once

@@ -33,7 +33,12 @@ from gensis.errors import UserError, reading
 if TYPE_CHECKING:
     from gensis.data.torch_datasets import ImageDataset
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp", ".avif",
+              ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k"}
+# image files a folder may hold that PIL does not decode as photos (phones' HEIC, cameras' raw files, vector and
+# layered formats): never read, but counted in one warning line instead of being left out without a word
+UNREAD_IMAGE_EXTS = {".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".raw", ".svg",
+                     ".psd", ".exr", ".hdr"}
 SPLITS = ("train", "val", "all")
 
 
@@ -500,6 +505,31 @@ def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, 
                                     if d.name in ("train", "val", "test") else ""))
 
 
+_WARNED_UNREAD: set[str] = set()  # folders whose unread image files were already counted in this process
+
+
+def _warn_unread_image_files(folder: Path, folders: list[Path]) -> None:
+    """One line (stderr, once per folder and process) counting the files of ``folders`` whose extension is an
+    image format gensis does not read (``UNREAD_IMAGE_EXTS``)."""
+    if str(folder) in _WARNED_UNREAD:
+        return
+    _WARNED_UNREAD.add(str(folder))
+    found: list[Path] = []
+    for d in folders:
+        with os.scandir(d) as entries:
+            found += [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file()
+                      and os.path.splitext(e.name)[1].lower() in UNREAD_IMAGE_EXTS]
+    if found:
+        import sys
+        from collections import Counter
+
+        by_ext = Counter(p.suffix.lower() for p in found)
+        kinds = ", ".join(f"{ext} {n}" for ext, n in sorted(by_ext.items()))
+        print(f"[gensis] left out {len(found)} file{'s' if len(found) > 1 else ''} of {folder} in a format gensis "
+              f"does not read ({kinds}; first: {sorted(found)[0]}): convert them to PNG or JPEG to use them",
+              file=sys.stderr)
+
+
 def _load_folder(folder: Path, classes: list[str] | None = None, name: str | None = None,
                  skip_bad: bool = False) -> FolderImageSet:
     """ImageFolder (or flat) ``folder``. ``classes`` fixes the class list (names → indices), so the val
@@ -507,6 +537,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     direct, subdirs = _scan(folder)
     scans = {d: _scan(d) for d in subdirs}
     _refuse_unread_images(folder, direct, scans)
+    _warn_unread_image_files(folder, [folder, *subdirs])
     class_dirs = [d for d in subdirs if scans[d][0]]
     if class_dirs:
         names = [d.name for d in class_dirs]
