@@ -64,6 +64,28 @@ def test_explicit_splits_and_same_set_warning(tmp_path, capsys):
     assert "100.00" in cap.out  # every test image is its own nearest neighbour
 
 
+def test_test_images_that_are_also_training_images_are_counted(tmp_path, capsys):
+    """``--train X@all --test X@val``: every test image is also a training image, and the k-NN score is inflated
+    without a word (was); the same files of a folder, or rows of one array, are counted in a warning."""
+    from PIL import Image
+
+    data = _npz(tmp_path)
+    folder = tmp_path / "imgs"
+    for i, (img, y) in enumerate(zip(np.load(data)["images"], np.load(data)["labels"])):
+        (folder / f"c{y}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"c{y}" / f"{i}.png")
+    for src, n in ((data, 12), (folder, 12)):
+        assert main(["eval", "knn", "--encoder", "pixels", "--train", f"{src}@all", "--test", f"{src}@val", "--k", "1",
+                     "--cache", "none"]) == 0
+        err = capsys.readouterr().err
+        assert f"warning: {n} of the {n} test images" in err and "are also training images" in err
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", f"{data}@train", "--test", f"{folder}@val",
+                 "--k", "1", "--cache", "none"]) == 0  # the same pictures as other files: not known, no warning
+    assert "training images" not in capsys.readouterr().err
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(folder), "--k", "1", "--cache", "none"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the train and val splits: disjoint
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--train", "/no/such/dir"], "dataset not found"),
     (["--encoder", "/no/such/run"], "not a run directory"),

@@ -38,15 +38,44 @@ def labels_of(ds, role: str) -> np.ndarray:
 
 def warn_if_test_is_train(train_ds, test_ds) -> bool:
     """A warning line (stderr) when the test images are the training images (``X@all`` twice, the same object):
-    every test image then finds itself, so the score is not a held-out one. Returns whether they are."""
+    every test image then finds itself, so the score is not a held-out one; or when some of them are (``--train
+    X@all --test X@val``: the same files or the same rows of one array). Returns whether they are all."""
+    import sys
+
     same = train_ds is test_ds or (len(train_ds) == len(test_ds) and train_ds.identity == test_ds.identity)
     if same:
-        import sys
-
         print(f"gensis: warning: the test set is the training set ({test_ds.name}, {len(test_ds)} images): each "
               f"image is scored against itself, so this is not a held-out accuracy; test on other images (e.g. "
               f"DATA@train and DATA@val)", file=sys.stderr)
-    return bool(same)
+        return True
+    train_keys, test_keys = image_keys(train_ds), image_keys(test_ds)
+    if train_keys is not None and test_keys is not None:
+        shared = len(set(test_keys) & set(train_keys))
+        if shared:
+            print(f"gensis: warning: {shared:,} of the {len(test_ds):,} test images ({test_ds.name}) are also training "
+                  f"images ({train_ds.name}): each of those is scored against itself, so this is not a held-out "
+                  f"accuracy; test on other images (e.g. DATA@train and DATA@val)", file=sys.stderr)
+    return False
+
+
+def image_keys(ds) -> list[Any] | None:
+    """One key per image of ``ds`` naming where it is stored: its file (an image folder) or its row of an array
+    (with the array's content hash), through subsets and relabellings; None where that is not known (tiles,
+    a user's objects)."""
+    import os
+
+    from gensis.data.sources import ArrayImageSet, FolderImageSet, RelabelledImageSet, SubsetImageSet
+
+    idx, node = np.arange(len(ds)), ds
+    while isinstance(node, (SubsetImageSet, RelabelledImageSet)):
+        if isinstance(node, SubsetImageSet):
+            idx = node.indices[idx]
+        node = node.parent
+    if isinstance(node, FolderImageSet):
+        return [os.path.abspath(node.paths[int(i)]) for i in idx]
+    if isinstance(node, ArrayImageSet):
+        return [(node.identity, int(i)) for i in idx]
+    return None
 
 
 def num_classes_of(train_ds, test_ds, y_train: np.ndarray, y_test: np.ndarray) -> int:
