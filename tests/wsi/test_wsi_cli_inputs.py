@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("openslide")
@@ -314,3 +316,36 @@ def test_pretraining_on_tiles_whose_slide_is_damaged_after_a_checkpoint_says_how
     slide.write_bytes(good)
     monkeypatch.setattr(loop, "_save", original)
     assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
+
+
+def test_a_slide_replaced_under_its_name_after_tiling_is_named_and_retiled(tmp_path, capsys):
+    """Another slide saved under a tiled slide's name (a rescan, a slide of another cohort) kept the old
+    coordinates: `wsi tile` said "already done", and `wsi embed` / `pretrain` read tiles from wherever those
+    coordinates now fall (background, other tissue), silently. Now reading refuses it in one line naming the
+    slide and what changed, and rerunning `wsi tile` tiles it again."""
+    slide = tmp_path / "s" / "m.svs"
+    slide.parent.mkdir()
+    make_svs(slide, slide_image(256, 256, [(0, 0, 128, 256)]), mpp=0.5, downsamples=(1,), tile=128)
+    tiles = tmp_path / "T"
+    tile = ["wsi", "tile", str(slide.parent), "--out", str(tiles), "--mag", "20", "--tile-size", "32", "--quiet"]
+    assert main(tile) == 0
+    n_before = int(json.loads(next(tiles.glob("*/tiling.json")).read_text())["slides"]["m"]["n_tiles"])
+    make_svs(slide, slide_image(384, 256, [(256, 0, 128, 256)], seed=3), mpp=0.5, downsamples=(1,), tile=128)
+    capsys.readouterr()
+    embed = ["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--out", str(tmp_path / "F"), "--quiet",
+             "--device", "cpu", "--workers", "0"]
+    assert main(embed) == 2
+    _one_line(capsys, f"slide {slide} is not the slide that was tiled", "level 0 is 384x256", "256x256")
+    assert main(tile) == 0
+    assert "0 already done" in capsys.readouterr().out
+    n_after = int(json.loads(next(tiles.glob("*/tiling.json")).read_text())["slides"]["m"]["n_tiles"])
+    assert n_after == n_before  # the same tissue area, now on the right of a wider slide
+    assert main(embed) == 0
+    # same size in pixels, other bytes (another scan of the same area): refused too
+    make_svs(slide, slide_image(384, 256, [(256, 0, 128, 256)], seed=4), mpp=0.5, downsamples=(1,), tile=128,
+             compression="jpeg")
+    from gensis.wsi.dataset import TileImageSet
+    from gensis.wsi.slide import SlideError
+
+    with pytest.raises(SlideError, match=r"the file is \d+ bytes, it was \d+ when tiled"):
+        TileImageSet(tiles).get(0)

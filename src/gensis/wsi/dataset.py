@@ -22,7 +22,7 @@ from gensis.data.sources import ImageSet
 from gensis.errors import UserError
 from gensis.wsi.geometry import TileGeometry, read_tile
 from gensis.wsi.slide import SlideError
-from gensis.wsi.tilefile import SlideTiles, list_slides, read_slide_tiles, tiles_dir
+from gensis.wsi.tilefile import SlideTiles, changed_since_tiling, list_slides, read_slide_tiles, tiles_dir
 
 PREFIX = "tiles:"
 
@@ -165,7 +165,17 @@ class TileImageSet(ImageSet):
         if h is None:
             from gensis.wsi.slide import open_slide
 
-            h = self._open[s] = open_slide(self._paths[s], self.backend)
+            h = open_slide(self._paths[s], self.backend)
+            try:
+                nbytes: int | None = Path(self._paths[s]).stat().st_size
+            except OSError:
+                nbytes = None
+            why = changed_since_tiling(self.slides[s].attrs, h.dimensions, nbytes)
+            if why is not None:
+                h.close()
+                raise SlideError(f"slide {self._paths[s]} is not the slide that was tiled ({why}): another file "
+                                 f"under its name? restore it, or tile it again (`gensis wsi tile`)")
+            self._open[s] = h
         return h
 
     def location(self, i: int) -> tuple[int, int, int]:

@@ -16,6 +16,7 @@ Layout of ``gensis wsi tile SLIDES --out TILES``::
 and, as attributes of the root *and* of ``coords`` (Trident reads them from ``coords``):
 ``TileGeometry`` (slide_mpp, target_mpp, patch_size, overlap, level, level_downsample, read_size,
 patch_size_level0, step_level0, level0_width, level0_height, resampled), plus slide_path (absolute),
+slide_bytes (the slide file's size: with level0_width/height, the check that the slide is still the one tiled),
 slide_id, backend, mpp_source (metadata / csv / --slide-mpp), target_magnification, thumb_scale_x/y
 (level-0 pixels per thumbnail pixel), min_tissue, fill_holes, settings_key (resume check) and format
 (``gensis-tiles/1``). Reading a tile back: ``read_tile(open_slide(slide_path), geometry, x, y)``.
@@ -77,6 +78,29 @@ def read_slide_tiles(path: Path) -> SlideTiles:
         raise UserError(f"{path} is not a gensis tile file (format {attrs.get('format')!r}, expected {FORMAT})")
     return SlideTiles(str(attrs["slide_id"]), Path(attrs["slide_path"]), coords, tissue,
                       TileGeometry.from_attrs(attrs), attrs)
+
+
+def changed_since_tiling(attrs: dict, dimensions: tuple[int, int], nbytes: int | None) -> str | None:
+    """Why the slide now at a tile file's ``slide_path`` is not the one it was tiled from (level-0 size, file size
+    in bytes when the tile file recorded it), or None. Another scan or slide saved under the same name kept the
+    old coordinates: tiles were read from wherever they now fall (background, another tissue), silently."""
+    was = (int(attrs.get("level0_width", -1)), int(attrs.get("level0_height", -1)))
+    if tuple(int(v) for v in dimensions) != was:
+        return f"level 0 is {dimensions[0]}x{dimensions[1]} pixels, it was {was[0]}x{was[1]} when tiled"
+    if nbytes is not None and attrs.get("slide_bytes") is not None and int(attrs["slide_bytes"]) != int(nbytes):
+        return f"the file is {nbytes} bytes, it was {int(attrs['slide_bytes'])} when tiled"
+    return None
+
+
+def read_tile_attrs(path: Path) -> dict | None:
+    """The attributes of an existing tile file, or None if absent or unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return read_attrs(f)
+    except OSError:
+        return None
 
 
 def settings_key(path: Path) -> str | None:

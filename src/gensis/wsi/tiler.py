@@ -31,7 +31,7 @@ import numpy as np
 from gensis.errors import UserError
 from gensis.wsi.geometry import plan_geometry, resolution_name
 from gensis.wsi.slide import MppSource, SlideError, open_slide, resolve_mpp, slide_id
-from gensis.wsi.tilefile import settings_key, write_slide_tiles
+from gensis.wsi.tilefile import changed_since_tiling, read_tile_attrs, write_slide_tiles
 from gensis.wsi.tissue import tile_fractions, tissue_mask
 
 
@@ -109,7 +109,10 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
             slide_mpp, mpp_source = resolve_mpp(slide, mpp)
             key = settings.key(slide_mpp)
             h5 = out / "patches" / f"{sid}.h5"
-            if settings_key(h5) == key:
+            nbytes = Path(path).stat().st_size
+            old = read_tile_attrs(h5)
+            if old is not None and old.get("settings_key") == key and \
+                    changed_since_tiling(old, slide.dimensions, nbytes) is None:  # another slide, same name: redo
                 return SlideResult(sid, str(path), "skipped", seconds=time.time() - t0)
             geom = plan_geometry(slide_mpp, settings.target_mpp, slide.level_downsamples, slide.dimensions,
                                  settings.patch_size, settings.overlap, name=str(path))
@@ -126,7 +129,7 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
             coords, frac = grid[keep], frac[keep]
             _save_png(out / "thumbnails" / f"{sid}.png", thumb)
             _save_png(out / "visualization" / f"{sid}.png", outline_tiles(thumb, coords, geom.patch_size_level0, scale))
-            attrs = {**geom.to_attrs(), "slide_path": str(Path(path).resolve()), "slide_id": sid,
+            attrs = {**geom.to_attrs(), "slide_path": str(Path(path).resolve()), "slide_id": sid, "slide_bytes": nbytes,
                      "backend": slide.backend, "mpp_source": mpp_source,
                      "target_magnification": 10.0 / settings.target_mpp, "thumb_scale_x": scale[0],
                      "thumb_scale_y": scale[1], "min_tissue": settings.min_tissue,
