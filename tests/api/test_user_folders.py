@@ -278,3 +278,25 @@ def test_photo_formats_are_read_and_those_gensis_cannot_read_are_counted(tmp_pat
     assert "convert them to PNG or JPEG" in err and err.count("\n") == 1
     gensis.open_data(data, "train")
     assert "left out" not in capsys.readouterr().err  # said once
+
+
+def test_eval_says_when_the_test_images_were_pretraining_images(tmp_path, capsys):
+    """`gensis pretrain --data X@all`, then `gensis eval knn --encoder RUN` scored X's val split, images the encoder
+    was pretrained on, as a held-out accuracy without a word (was); now a warning counts them. A run of X@train
+    (the default) says nothing."""
+    import tiny_runs
+
+    from gensis.cli.main import main
+    from gensis.rundir import atomic_write_json
+
+    data = _folder(tmp_path / "imgs", n=40)
+    for split, warned in (("@all", True), ("@train", False), ("", False)):
+        run = tiny_runs.make_encoder_run(tmp_path / f"run{split}", overrides=("data.limit=null",))
+        atomic_write_json(run / "manifest.json", {"stage": "pretrain", "status": "done",
+                                                  "inputs": {"data": f"{data}{split}"}})
+        assert main(["eval", "knn", "--encoder", str(run), "--k", "3", "--cache", "none"]) == 0
+        err = capsys.readouterr().err
+        assert ("8 of the 8 test images (imgs@val) are images" in err and "was pretrained on" in err) == warned, split
+    assert main(["eval", "knn", "--encoder", str(tmp_path / "run@all"), "--train", f"{data}@train", "--test",
+                 str(_folder(tmp_path / "held", n=8)), "--k", "3", "--cache", "none"]) == 0
+    assert "pretrained on" not in capsys.readouterr().err  # other images: nothing to say

@@ -267,8 +267,40 @@ def prepare_classification(args):
         except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
             raise recorded_data_error(data_run(args), train, e, GIVE_DATA) from None
         _warn_if_changed(args, train_ds)
+    if is_run_encoder(str(args.encoder)):
+        warn_if_pretrained_on_test(str(args.encoder), test_ds)
     encoder = open_encoder(args.encoder, args, device=device)
     return encoder, train_ds, test_ds, device, feature_cache(args)
+
+
+def warn_if_pretrained_on_test(run: str, test_ds) -> int:
+    """A warning line (stderr) counting the test images that ``run`` was pretrained on (``pretrain --data X@all``,
+    then scored on X's val split: the encoder has seen them, so the score is not a held-out one); their number.
+    Compared by file (folders) or array row (``image_keys``); nothing is said where the run's images cannot be
+    opened again (moved, another session's object) or are not comparable (tiles)."""
+    from gensis.data.sources import open_data
+    from gensis.rundir import RunDir
+
+    test_keys = image_keys(test_ds)
+    rd = RunDir(run)
+    spec = rd.manifest().get("inputs", {}).get("data") if rd.exists() else None
+    if test_keys is None or not isinstance(spec, str) or not (rd / "config.yaml").is_file():
+        return 0
+    d = rd.config().get("data", {})
+    try:
+        seen = open_data(spec, "train", float(d.get("val_fraction", 0.2)), int(d.get("split_seed", 0)),
+                         d.get("limit"), bool(d.get("skip_bad_images", False)))
+    except (UserError, OSError, ValueError, TypeError):
+        return 0
+    seen_keys = image_keys(seen)
+    shared = 0 if seen_keys is None else len(set(test_keys) & set(seen_keys))
+    if shared:
+        import sys
+
+        print(f"gensis: warning: {shared:,} of the {len(test_ds):,} test images ({test_ds.name}) are images {run} was "
+              f"pretrained on ({spec}): the encoder has seen them, so this is not a held-out accuracy; pretrain on "
+              f"DATA@train (the default) to keep DATA@val held out", file=sys.stderr)
+    return shared
 
 
 def _warn_if_changed(args, train_ds) -> None:
