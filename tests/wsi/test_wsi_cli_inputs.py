@@ -330,17 +330,20 @@ def test_a_slide_replaced_under_its_name_after_tiling_is_named_and_retiled(tmp_p
     tile = ["wsi", "tile", str(slide.parent), "--out", str(tiles), "--mag", "20", "--tile-size", "32", "--quiet"]
     assert main(tile) == 0
     n_before = int(json.loads(next(tiles.glob("*/tiling.json")).read_text())["slides"]["m"]["n_tiles"])
-    make_svs(slide, slide_image(384, 256, [(256, 0, 128, 256)], seed=3), mpp=0.5, downsamples=(1,), tile=128)
-    capsys.readouterr()
     embed = ["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--out", str(tmp_path / "F"), "--quiet",
              "--device", "cpu", "--workers", "0"]
-    assert main(embed) == 2
+    assert main(embed) == 0
+    make_svs(slide, slide_image(384, 256, [(256, 0, 128, 256)], seed=3), mpp=0.5, downsamples=(1,), tile=128)
+    capsys.readouterr()
+    assert main([*embed[:-7], "--out", str(tmp_path / "F2"), *embed[-5:]]) == 2
     _one_line(capsys, f"slide {slide} is not the slide that was tiled", "level 0 is 384x256", "256x256")
     assert main(tile) == 0
     assert "0 already done" in capsys.readouterr().out
     n_after = int(json.loads(next(tiles.glob("*/tiling.json")).read_text())["slides"]["m"]["n_tiles"])
     assert n_after == n_before  # the same tissue area, now on the right of a wider slide
-    assert main(embed) == 0
+    assert main(embed) == 0  # the bag of the old slide is not kept as "already done"
+    assert "1 slide(s), 0 already done" in capsys.readouterr().out
+    assert main(embed) == 0 and "0 slide(s), 1 already done" in capsys.readouterr().out
     # same size in pixels, other bytes (another scan of the same area): refused too
     make_svs(slide, slide_image(384, 256, [(256, 0, 128, 256)], seed=4), mpp=0.5, downsamples=(1,), tile=128,
              compression="jpeg")

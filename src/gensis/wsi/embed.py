@@ -87,8 +87,9 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
             what = f"format {a.get('format')!r}" if a is not None else "not a readable HDF5 file"
             raise UserError(f"--out {out} holds {path.name}, which is not a bag of tile embeddings ({what}); "
                             f"`wsi embed` would replace it: use another --out (nothing was written)")
-        if a and a.get("encoder_identity") == enc.identity and a.get("tiles_key") == st.attrs.get("settings_key"):
-            status[st.slide_id] = "skipped"
+        if a and a.get("encoder_identity") == enc.identity and a.get("tiles_key") == st.attrs.get("settings_key") \
+                and a.get("slide_bytes") == st.attrs.get("slide_bytes") and _same_coords(path, st.coords):
+            status[st.slide_id] = "skipped"  # (a slide retiled since, e.g. replaced under its name: embedded again)
         else:
             todo.append(s)
     if not todo:
@@ -122,6 +123,16 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
     return status
 
 
+def _same_coords(bag: Path, coords: np.ndarray) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(bag, "r") as f:
+            return np.array_equal(f["coords"][:], coords)
+    except (OSError, KeyError):
+        return False
+
+
 def _write(ds, s: int, features: np.ndarray, rows: np.ndarray, out: Path, enc, encoder_spec: str) -> None:
     st = ds.slides[s]
     order = np.argsort(rows, kind="stable")
@@ -132,6 +143,7 @@ def _write(ds, s: int, features: np.ndarray, rows: np.ndarray, out: Path, enc, e
               {"slide_id": st.slide_id, "slide_path": str(st.slide_path), "tiles_file": str(tiles_file.resolve()),
                "encoder": str(encoder_spec), "encoder_identity": enc.identity,
                "tiles_key": a.get("settings_key", ""), "patch_size_level0": int(a["patch_size_level0"]),
+               **({"slide_bytes": int(a["slide_bytes"])} if a.get("slide_bytes") is not None else {}),
                "thumb_scale_x": float(a["thumb_scale_x"]), "thumb_scale_y": float(a["thumb_scale_y"]),
                "thumbnail": str((ds.folder / "thumbnails" / f"{st.slide_id}.png").resolve())})
 
