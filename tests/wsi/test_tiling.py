@@ -247,3 +247,37 @@ def test_parallel_skip_lines_come_in_the_order_of_the_slide_list(tmp_path):
     assert [next(n for n in ("s0", "s1", "s2", "s3") if f"{n}.svs" in line) for line in skips] == \
         ["s0", "s1", "s2", "s3"], skips
     assert "IsADirectoryError" in skips[0] or "directory" in skips[0].lower(), skips[0]
+
+
+def test_tiles_smaller_than_a_thumbnail_pixel(tmp_path, capsys):
+    """Small tiles on a large slide (32 px at 20x on a slide longer than 32,768 px, the default 1024-px
+    thumbnail): each tile is less than one thumbnail pixel, and drawing its outline made PIL raise "x1 must be
+    greater than or equal to x0": every such slide failed. The same geometry here with a 16-px thumbnail."""
+    from gensis.cli.main import main
+    from gensis.wsi.tiler import outline_tiles
+
+    thumb = np.full((8, 8, 3), 255, np.uint8)
+    drawn = outline_tiles(thumb, np.array([[0, 0], [40, 24]]), 10, (16.0, 16.0))  # a tile of 10 px, pixels of 16
+    marked = (drawn != 255).any(axis=2)  # a mark at each tile (PIL rounds the float box to 1-2 pixels)
+    assert marked[0, 0] and marked[1:3, 2:4].any() and marked.sum() <= 4
+    slide = make_svs(tmp_path / "big.svs", slide_image(512, 512, [(64, 64, 320, 320)]), mpp=0.5, downsamples=(1,))
+    assert main(["wsi", "tile", str(slide), "--out", str(tmp_path / "T"), "--mag", "20", "--tile-size", "16",
+                 "--thumb-size", "16", "--quiet"]) == 0, capsys.readouterr().err
+    assert len(read_slide_tiles(next((tmp_path / "T").glob("*/patches/big.h5")))) > 0
+
+
+@pytest.mark.parametrize("opts,msg", [(["--tile-size", "0"], "--tile-size must be >= 1, got 0"),
+                                      (["--overlap", "64", "--tile-size", "64"], "--overlap must be in [0, --tile-size)"),
+                                      (["--overlap", "-1"], "--overlap must be in")])
+def test_tile_size_and_overlap_are_checked_before_any_slide(tmp_path, capsys, opts, msg):
+    """They were each slide's failure: one "skipped" line per slide (the same reason N times), after the
+    settings folder (e.g. 20x_0px_0px_overlap/) had been made."""
+    from gensis.cli.main import main
+
+    slides = [make_svs(tmp_path / f"s{i}.svs", slide_image(256, 256, [(0, 0, 128, 128)]), mpp=0.5, downsamples=(1,))
+              for i in range(2)]
+    capsys.readouterr()
+    assert main(["wsi", "tile", *map(str, slides), "--out", str(tmp_path / "T"), "--quiet", *opts]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "T").exists()

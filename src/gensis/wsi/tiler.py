@@ -73,6 +73,10 @@ def tile_settings(mag: float | None = None, mpp: float | None = None, tile_size:
         raise UserError(f"--min-tissue must be in [0, 1], got {min_tissue}")
     if thumb_size < 1:  # was a ZeroDivisionError / OpenSlide's 'negative width' per slide
         raise UserError(f"--thumb-size must be >= 1, got {thumb_size}")
+    if tile_size < 1:  # these were each slide's failure (one line per slide), after the output folder was made
+        raise UserError(f"--tile-size must be >= 1, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise UserError(f"--overlap must be in [0, --tile-size) = [0, {tile_size}), got {overlap}")
     target = mpp if mpp is not None else magnification_to_mpp(mag if mag is not None else 20)
     return TileSettings(target_mpp=target, patch_size=tile_size, overlap=overlap,
                         min_tissue=0.0 if no_tissue else min_tissue, fill_holes=fill_holes,
@@ -182,14 +186,17 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 def outline_tiles(thumb: np.ndarray, coords: np.ndarray, size0: int, scale: tuple[float, float],
                   color=(0, 160, 0)) -> np.ndarray:
-    """The thumbnail with each tile's outline drawn."""
+    """The thumbnail with each tile's outline drawn. A tile smaller than a thumbnail pixel (small tiles on a large
+    slide: 32 px at 20x on a slide longer than 32,768 px with the default 1024-px thumbnail) is one marked pixel
+    (PIL refused its inverted box: every such slide failed with "x1 must be greater than or equal to x0")."""
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(thumb)
     draw = ImageDraw.Draw(im)
     sx, sy = scale
     for x, y in coords:
-        draw.rectangle([x / sx, y / sy, (x + size0) / sx - 1, (y + size0) / sy - 1], outline=color)
+        x0, y0 = x / sx, y / sy
+        draw.rectangle([x0, y0, max(x0, (x + size0) / sx - 1), max(y0, (y + size0) / sy - 1)], outline=color)
     return np.asarray(im)
 
 
