@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
                     "key=value of `gensis pretrain`, `gensis eldm train`, `gensis bank generate`, checked the same "
                     "way. A stage whose overrides changed is redone with the stages that read it.",
         epilog="example: gensis demo --preset smoke pretrain.optim.epochs=5 eldm.optim.epochs=4 bank.gen.num_generative=2 "
-               "(or, for 32x32 colour images: --data cifar.npz pretrain.data.image_size=32 eldm.data.image_size=32)",
+               "(images of any size are resized to the preset's input size, 28 px for smoke and demo; the demo "
+               "preset at 32 px, a multiple of the ViT's patch size: gensis demo --data cifar.npz "
+               "pretrain.data.image_size=32 pretrain.model.patch_size=8 eldm.data.image_size=32)",
         formatter_class=DefaultsHelp)
     p.add_argument("--preset", default="demo", choices=PRESETS + ("wsi",),
                    help="size of every stage; wsi: the whole-slide demo (`gensis wsi demo`: a real slide, tiles, "

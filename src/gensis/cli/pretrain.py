@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
         description="Pretrain a ViT with a self-supervised method (--method, default dino). With --bank, train "
                     "its Gen- variant (Gen-DINO ...): views from the bank's generative augmentations and the "
                     "disentanglement loss on its interpolations. "
-                    "Config: a preset, then key=value overrides (e.g. optim.epochs=3 data.image_size=32).",
+                    "Config: a preset, then key=value overrides (e.g. optim.epochs=3 data.limit=1000; data.image_size must be a multiple of the ViT's model.patch_size).",
         formatter_class=DefaultsHelp)
     p.add_argument("--data", default="builtin:animal-mnist",
                    help="dataset: builtin:NAME, an ImageFolder folder, or an .npz; a suffix @train/@val/@all picks "
