@@ -76,3 +76,19 @@ def test_ood_that_is_a_file_is_named_as_one(tmp_path, capsys):
     assert len(lines) == 1 and f"--ood {npz} is a file, not a folder" in lines[0], lines
     assert main([*base, "--ood", str(tmp_path / "missing")]) == 2
     assert "--ood folder not found" in capsys.readouterr().err
+
+
+def test_skip_bad_images_covers_the_ood_folders(tmp_path, capsys):
+    """--skip-bad-images left out the broken files of --train/--test but not those of --ood (ImageNet-R/-Sketch
+    copies hold some), so the command still stopped; it now skips and counts them there too."""
+    _folder(tmp_path / "in" / "train", WNIDS[:2], 3)
+    _folder(tmp_path / "in" / "val", WNIDS[:2], 1)
+    _folder(tmp_path / "S", WNIDS[:2], 2, shift=100)
+    (tmp_path / "S" / "n01" / "broken.png").write_bytes(b"")
+    base = ["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"), "--ood", str(tmp_path / "S"),
+            "--epochs", "1", "--lrs", "1", "--aug-copies", "1"]
+    assert main(base) == 2
+    assert "broken.png" in capsys.readouterr().err
+    assert main([*base, "--skip-bad-images", "--json", str(tmp_path / "r.json")]) == 0
+    assert "skipped 1 unreadable image of 5" in capsys.readouterr().err
+    assert [s["images"] for s in json.loads((tmp_path / "r.json").read_text())["ood"]] == [4]

@@ -148,8 +148,9 @@ def add_data_options(p) -> None:
     p.add_argument("--split-seed", type=int, default=None, metavar="SEED",
                    help="seed of that split (default: the run's data.split_seed, else 0)")
     p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out (and count) unreadable images of --train/--test (empty, truncated, corrupt), as "
-                        "data.skip_bad_images=true does in training; default: an unreadable image is an error, except "
+                   help="leave out (and count) unreadable images (empty, truncated, corrupt) of --train, --test "
+                        "(and robustness' --ood), as data.skip_bad_images=true does in training; default: an "
+                        "unreadable image is an error, except "
                         "on the data of an --encoder run pretrained with data.skip_bad_images=true, which is read as "
                         "its pretraining read it")
 

@@ -68,7 +68,8 @@ def load_probe(path: Path, encoder_identity: str):
 
 
 def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device="cpu", batch_size: int = 128,
-                    cache=None, probe: str | Path | None = None) -> dict:
+                    cache=None, probe: str | Path | None = None, skip_bad_images: bool = False) -> dict:
+    """``skip_bad_images``: unreadable images of the OOD folders are left out and counted (``--skip-bad-images``)."""
     from gensis.data.sources import match_classes, open_data
     from gensis.eval.common import describe_data, describe_encoder, labels_of
     from gensis.eval.features import extract_features
@@ -102,7 +103,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
     sets = []
     for p in ood_paths:
         mask = class_mask(classes, p)
-        ds = match_classes(train_ds, open_data(str(p), "all"))
+        ds = match_classes(train_ds, open_data(str(p), "all", skip_bad_images=skip_bad_images))
         f = extract_features(encoder, ds, batch_size, device, f"{p.name} features", cache)
         sets.append({"name": p.name, "path": str(p), "images": len(ds), "classes": int(mask.sum()),
                      "top1": masked_top1(f, labels_of(ds, p.name), weight, bias, mask),
@@ -144,7 +145,8 @@ def _run(args) -> dict:
         if not Path(o).expanduser().is_dir():
             raise UserError(_not_a_folder(Path(o)))
     encoder, train_ds, test_ds, device, cache = prepare_classification(args)
-    return robustness_eval(encoder, train_ds, test_ds, ood, cfg, device, args.feature_batch_size, cache, args.probe)
+    return robustness_eval(encoder, train_ds, test_ds, ood, cfg, device, args.feature_batch_size, cache, args.probe,
+                           bool(getattr(args, "skip_bad_images", False)))
 
 
 def format_robustness(res: dict) -> str:
