@@ -300,3 +300,21 @@ def test_eval_says_when_the_test_images_were_pretraining_images(tmp_path, capsys
     assert main(["eval", "knn", "--encoder", str(tmp_path / "run@all"), "--train", f"{data}@train", "--test",
                  str(_folder(tmp_path / "held", n=8)), "--k", "3", "--cache", "none"]) == 0
     assert "pretrained on" not in capsys.readouterr().err  # other images: nothing to say
+
+
+def test_a_folder_with_its_own_split_names_the_folders_it_does_not_read(tmp_path, capsys):
+    """train/, val/ and test/: val/ is the held-out split and test/ was left out without a word; a line now names
+    it (once), and how to score on it. Only train/ and val/ (or test/): nothing to say."""
+    _folder(tmp_path / "tvt" / "train", n=8)
+    _folder(tmp_path / "tvt" / "val", n=4)
+    _folder(tmp_path / "tvt" / "test", n=4)
+    (tmp_path / "tvt" / "notes").mkdir()  # no images: not worth a word
+    assert len(gensis.open_data(tmp_path / "tvt", "val")) == 4
+    err = capsys.readouterr().err
+    assert "has its own split, train/ and val/ (held out); not read: test/ (gensis eval ... --test" in err
+    assert "notes" not in err
+    gensis.open_data(tmp_path / "tvt", "train")
+    assert "not read" not in capsys.readouterr().err  # said once
+    _folder(tmp_path / "tv" / "train", n=8)
+    _folder(tmp_path / "tv" / "test", n=4)
+    assert len(gensis.open_data(tmp_path / "tv", "val")) == 4 and "not read" not in capsys.readouterr().err

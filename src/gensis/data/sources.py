@@ -658,6 +658,7 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
             sub = {p.name: p for p in path.iterdir() if p.is_dir()}
             val_dir = sub.get("val") or sub.get("test")
             if "train" in sub and val_dir is not None:
+                _note_unread_folders(path, [d for n, d in sub.items() if n not in ("train", val_dir.name)], val_dir)
                 # classes are the train split's, matched by name (val may lack some, never add one)
                 train_classes = [d.name for d in _class_dirs(sub["train"])] or None
                 out: ImageSet
@@ -687,6 +688,25 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
     out = full.subset(idx, f"{full.name}@{split}")
     out.split, out.source_size = split, len(full)
     return apply_limit(out, limit, seed)
+
+
+def _note_unread_folders(root: Path, others: list[Path], val_dir: Path) -> None:
+    """One line (stderr, once per folder and process) naming the folders with images beside ``train/`` and
+    ``val_dir`` that a folder with its own split does not read (``train/``, ``val/`` and ``test/``: test/ is
+    not the held-out split; give it as ``--test``)."""
+    if str(root) in _WARNED_UNREAD_DIRS:
+        return
+    _WARNED_UNREAD_DIRS.add(str(root))
+    unread = sorted(d.name for d in others if not d.name.startswith(".") and (_image_files(d) or _class_dirs(d)))
+    if unread:
+        import sys
+
+        hint = f" (gensis eval ... --test {root / unread[0]} scores on it)" if unread[0] == "test" else ""
+        print(f"[gensis] {root} has its own split, train/ and {val_dir.name}/ (held out); not read: "
+              f"{', '.join(u + '/' for u in unread)}{hint}", file=sys.stderr)
+
+
+_WARNED_UNREAD_DIRS: set[str] = set()
 
 
 class RelabelledImageSet(ImageSet):
