@@ -537,6 +537,9 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     direct, subdirs = _scan(folder)
     scans = {d: _scan(d) for d in subdirs}
     _refuse_unread_images(folder, direct, scans)
+    from gensis.wsi.slide import refuse_slides_as_images
+
+    refuse_slides_as_images(folder, [folder, *subdirs], [*direct, *(f for d in subdirs for f in scans[d][0])])
     _warn_unread_image_files(folder, [folder, *subdirs])
     class_dirs = [d for d in subdirs if scans[d][0]]
     if class_dirs:
@@ -680,7 +683,11 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
         elif path.suffix == ".npz":
             full = _load_npz(path)
         else:
-            raise UserError(f"unsupported dataset '{src}': give a folder, an .npz file or builtin:NAME")
+            from gensis.wsi.slide import SLIDE_EXTS
+
+            hint = (f" (a whole-slide image is tiled first: `gensis wsi tile {src} --out TILES`, then --data "
+                    f"tiles:TILES)" if path.suffix.lower() in SLIDE_EXTS else "")
+            raise UserError(f"unsupported dataset '{src}': give a folder, an .npz file or builtin:NAME{hint}")
     if split == "all":
         return apply_limit(full, limit, seed)
     tr, va = _split_indices(full.labels, len(full), val_fraction, seed)

@@ -31,6 +31,50 @@ STRIP_ROWS = 64           # thumbnail rows made per strip read (strip thumbnails
 SLIDE_EXTS = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".btf"}
 
 
+SLIDE_ONLY_EXTS = SLIDE_EXTS - {".tif", ".tiff"}  # never a tile image (a .tif may be either)
+SLIDE_TIFF_MIN_BYTES = 4 << 20  # TIFFs below this are not checked for being a slide (a 1024² RGB tile is 3 MiB)
+
+
+def looks_like_slide(path: Path) -> bool:
+    """Whether an image file is a whole-slide image: a slide-only extension (``.svs``, ``.ndpi`` ...), or a
+    TIFF of at least ``SLIDE_TIFF_MIN_BYTES`` that is tiled with several resolution levels or wider than 8192
+    px, or any TIFF wider than 16384 px (only the header is read)."""
+    ext = path.suffix.lower()
+    if ext in SLIDE_ONLY_EXTS:
+        return True
+    if ext not in (".tif", ".tiff"):
+        return False
+    try:
+        if path.stat().st_size < SLIDE_TIFF_MIN_BYTES:
+            return False
+        import tifffile
+
+        with tifffile.TiffFile(path) as t:
+            page, levels = t.pages[0], len(t.series[0].levels) if t.series else 1
+            side = max(int(page.imagewidth), int(page.imagelength))
+            return side > 16384 or (bool(page.is_tiled) and (levels > 1 or side > 8192))
+    except Exception:  # not a TIFF tifffile reads: the image reader says what is wrong with it
+        return False
+
+
+def refuse_slides_as_images(folder: Path, folders: list[Path], images: list[Path]) -> None:
+    """A ``UserError`` when an image folder (``--data FOLDER``) holds whole-slide images: ``.svs``/``.ndpi`` ...
+    files were left out without a word, and a slide saved as ``.tif`` was read whole as one training image (or
+    refused as a "decompression bomb"). Slides are tiled first; their tiles are the images."""
+    import os
+
+    found = [p for p in images if p.suffix.lower() in (".tif", ".tiff") and looks_like_slide(p)]
+    for d in folders:
+        with os.scandir(d) as entries:
+            found += [Path(e.path) for e in entries if not e.name.startswith(".") and
+                      os.path.splitext(e.name)[1].lower() in SLIDE_ONLY_EXTS]
+    if found:
+        found.sort()
+        raise UserError(f"{folder} holds whole-slide images ({found[0].name}{' ...' if len(found) > 1 else ''}; "
+                        f"{len(found)} found), which are not read as images: tile them first (`gensis wsi tile "
+                        f"{folder} --out TILES`), then use --data tiles:TILES")
+
+
 class SlideError(UserError):
     """A slide that cannot be used (unreadable, no resolution ...); the message names it."""
 
