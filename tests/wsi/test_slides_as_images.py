@@ -48,3 +48,27 @@ def test_tiff_tiles_are_still_images(tmp_path, monkeypatch):
         tifffile.imwrite(tmp_path / f"t{i}.tif", tile)                    # strips (QuPath's tile export)
         tifffile.imwrite(tmp_path / f"tiled{i}.tif", tile, tile=(32, 32))  # one tiled level, small
     assert len(open_data(str(tmp_path), "all")) == 8
+
+
+def test_slides_folder_as_tiles_and_tile_files_as_bags_say_what_to_run(tmp_path, capsys):
+    """`wsi embed --tiles slides/` said "run gensis wsi tile SLIDES --out slides" (tiles into the slide folder);
+    `mil train --feats TILES/.../patches` said "cannot read bag ...: object 'features' doesn't exist"."""
+    from gensis.cli.main import main
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name in "ab":
+        make_svs(slides / f"{name}.svs", slide_image(256, 256, [(0, 0, 200, 200)]), mpp=0.5, downsamples=(1,))
+    capsys.readouterr()
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(slides), "--out", str(tmp_path / "F")]) == 2
+    err = capsys.readouterr().err
+    assert f"{slides} holds slides, not tiles: tile them first (`gensis wsi tile {slides} --out TILES`)" in err
+    assert main(["wsi", "tile", str(slides), "--out", str(tmp_path / "T"), "--mag", "20", "--tile-size", "32",
+                 "--quiet"]) == 0
+    (tmp_path / "l.csv").write_text("slide,label\na,x\nb,y\n")
+    patches = next((tmp_path / "T").glob("*/patches"))
+    capsys.readouterr()
+    assert main(["mil", "train", "--feats", str(patches), "--labels", str(tmp_path / "l.csv"), "--out",
+                 str(tmp_path / "M")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "is a tile file of `gensis wsi tile` (coordinates), not a bag" in err[0], err

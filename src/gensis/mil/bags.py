@@ -60,11 +60,15 @@ def read_bag(path: Path) -> Bag:
     try:
         with h5py.File(path, "r") as f:
             attrs = read_attrs(f)
+            if attrs.get("format") == "gensis-tiles/1":  # --feats TILES/.../patches: was "object 'features' doesn't exist"
+                raise UserError(f"{path} is a tile file of `gensis wsi tile` (coordinates), not a bag of embeddings: "
+                                f"embed the tiles first (`gensis wsi embed --tiles TILES --out FEATS`), then pass "
+                                f"--feats FEATS")
+            if attrs.get("format") != FORMAT:
+                raise UserError(f"{path} is not a gensis bag (format {attrs.get('format')!r}, expected {FORMAT})")
             feats, coords = f["features"][:], f["coords"][:]
     except (OSError, KeyError) as e:
         raise UserError(f"cannot read bag {path}: {e}") from None
-    if attrs.get("format") != FORMAT:
-        raise UserError(f"{path} is not a gensis bag (format {attrs.get('format')!r}, expected {FORMAT})")
     return Bag(str(attrs.get("slide_id", path.stem)), feats.astype(np.float32), coords, attrs)
 
 

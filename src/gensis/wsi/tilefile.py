@@ -128,6 +128,11 @@ def tiles_dir(root: str | Path) -> Path:
     if len(subs) == 1:
         return subs[0]
     if not subs:
+        from gensis.wsi.slide import SLIDE_EXTS
+
+        if any(p.suffix.lower() in SLIDE_EXTS for p in root.iterdir()):  # was: "run gensis wsi tile SLIDES --out slides/"
+            raise UserError(f"{root} holds slides, not tiles: tile them first (`gensis wsi tile {root} --out TILES`), "
+                            f"then pass TILES")
         raise UserError(f"{root} holds no tiles (no patches/ folder): run `gensis wsi tile SLIDES --out {root}`")
     raise UserError(f"{root} holds tiles at several settings ({', '.join(p.name for p in subs)}): "
                     f"name one, e.g. {subs[0]}")
