@@ -68,7 +68,9 @@ def test_pretrain_refuses_a_bank_of_another_dataset(tmp_path, reference_bank, ma
                "--preset", "smoke", "optim.batch_size=16"])
     assert rc == 2
     err = capsys.readouterr().err
-    assert "was generated from dataset 'tiny@train'" in err and "same --data" in err
+    assert "was generated from dataset 'tiny@train'" in err and "same data.limit" in err
+    # the obvious fix first: the bank's own data (pretrain --bank without --data trained on builtin:animal-mnist)
+    assert "train on the bank's images (--data " in err and "data.val_fraction=0.2 data.split_seed=0)" in err
 
 
 def test_group_mode_needs_groups(tmp_path, capsys):

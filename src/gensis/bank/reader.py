@@ -138,9 +138,16 @@ class BankReader:
             raise UserError(
                 f"bank {self.path} was generated from dataset '{src.get('dataset_name')}' ({src['num_images']} images, "
                 f"identity {src['data_identity']}), but training uses '{getattr(ds, 'name', '?')}' ({len(ds)} images, "
-                f"identity {ds.identity}): generate the bank from the same --data with the same data.limit, "
-                f"val_fraction and split_seed")
+                f"identity {ds.identity}): train on the bank's images ({self._data_options()}), or generate the bank "
+                f"from the same --data with the same data.limit, val_fraction and split_seed")
         self.check_complete()
+
+    def _data_options(self) -> str:
+        """The ``--data`` and ``data.*`` settings that read the images this bank was made from."""
+        src = self.header["sources"]
+        opts = [f"--data {src.get('data')}"] + [f"data.{k}={'null' if src.get(k) is None else src.get(k)}"
+                                                 for k in ("limit", "val_fraction", "split_seed") if k in src]
+        return " ".join(opts + (["data.skip_bad_images=true"] if self.skip_bad_images else []))
 
     def check_encoder(self, encoder_identity: str) -> None:
         src = self.header["sources"]
