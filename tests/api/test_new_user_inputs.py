@@ -94,6 +94,16 @@ def test_the_top5_note_holds_for_the_ks_printed(tmp_path, encoder_run, capsys):
     assert "100% by construction for k >= 2" in out and "with 2 classes (<= 5)" not in out
 
 
+
+def test_one_class_says_top1_is_trivial_too(tmp_path, encoder_run, capsys):
+    """One class folder: top-1 is 100 % whatever the encoder, and the note said "read top-1"."""
+    _class_folders(tmp_path / "one", ["cat"], n=10)
+    assert main(["eval", "knn", "--encoder", str(encoder_run), "--train", str(tmp_path / "one"), "--k", "3",
+                 "--cache", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "one class: top-1 and top-5 are 100% by construction" in out and "read top-1" not in out
+
+
 def _class_folders(root, classes, seed=0, n=4):
     """``root/CLASS/i.png``: ``n`` random 16-px images per class (the same images for the same seed and class)."""
     from PIL import Image

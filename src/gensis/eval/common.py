@@ -337,12 +337,14 @@ def footer_lines(res: dict) -> list[str]:
     note = split_note(res["train"], res["test"])
     lines = [note] if note else []
     classes = res["train"].get("num_classes")
-    if isinstance(classes, int) and 0 < classes <= 5:  # top-5 holds every class: 100% whatever the encoder
+    if classes == 1:  # top-1 too: every image gets the only class (the note below said "read top-1")
+        lines.append("one class: top-1 and top-5 are 100% by construction, whatever the encoder; evaluate on "
+                     "images of two classes or more")
+    elif isinstance(classes, int) and 0 < classes <= 5:  # top-5 holds every class: 100% whatever the encoder
         ks = [r["k"] for r in res.get("results", []) if isinstance(r.get("k"), int)]  # k-NN: min(5, k) classes
-        noun = "class" if classes == 1 else "classes"
         if ks and min(ks) < classes:
-            lines.append(f"top-5 counts the min(5, k) top-ranked classes: with {classes} {noun} it is 100% by "
+            lines.append(f"top-5 counts the min(5, k) top-ranked classes: with {classes} classes it is 100% by "
                          f"construction for k >= {classes}: read top-1")
         else:
-            lines.append(f"top-5 is 100% by construction with {classes} {noun} (<= 5): read top-1")
+            lines.append(f"top-5 is 100% by construction with {classes} classes (<= 5): read top-1")
     return lines
