@@ -10,7 +10,7 @@ from gensis.cli.main import main
 from gensis.errors import UserError
 
 
-def _plan(tmp_path, overrides=(), mil_preset="base"):
+def _plan(tmp_path, overrides=(), mil_preset="base", preset="histo-cpu"):
     """{stage: (key, printed command)} of the slide demo, nothing run (stages and region cutting replaced)."""
     from gensis.pipeline.runner import Pipeline
     from gensis.wsi import demo
@@ -30,10 +30,11 @@ def _plan(tmp_path, overrides=(), mil_preset="base"):
     slide = tmp_path / "slide.svs"
     if not slide.exists():
         slide.write_bytes(b"not a real slide: nothing reads it here")
-    with mock.patch.object(Pipeline, "run", record), mock.patch.object(demo, "region_bags", lambda *a: []), \
+    with mock.patch.object(Pipeline, "run", record), mock.patch.object(demo, "region_bags", lambda *a, **k: []), \
             mock.patch.object(demo, "format_results", lambda *a: ""), \
             mock.patch.object(demo, "column_evidence", lambda *a: {}):
-        demo.run_wsi_demo(out, slide=slide, quiet=True, overrides=tuple(overrides), mil_preset=mil_preset)
+        demo.run_wsi_demo(out, slide=slide, quiet=True, overrides=tuple(overrides), mil_preset=mil_preset,
+                          preset=preset)
     return seen
 
 
@@ -176,3 +177,34 @@ def test_both_commands_take_overrides(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "nothing in this demo reads eldm.figures.*" in err
         assert not (tmp_path / "w").exists()
+
+
+def test_a_large_slide_trains_on_a_bounded_random_subset_and_says_so(tmp_path, capsys):
+    """`gensis wsi demo --slide BIG.svs` trained on every tile of the slide (a 40x resection slide: hundreds of
+    thousands, days on a CPU). Above MAX_TRAIN_TILES tissue tiles, the training stages read a random
+    MAX_TRAIN_TILES (the bank the same tiles as pretraining), printed in their command lines; a data.limit the
+    user gives wins. The default slide's keys are unchanged (test above: no overrides, the keys of before)."""
+    from gensis.wsi import demo
+
+    small = _plan(tmp_path)
+
+    def tiled(n):
+        return mock.patch.object(demo, "_tile_count", lambda *a: n)
+
+    with tiled(demo.MAX_TRAIN_TILES):
+        assert _plan(tmp_path) == small
+    capsys.readouterr()
+    with tiled(10 * demo.MAX_TRAIN_TILES):
+        big = _plan(tmp_path)
+    err = capsys.readouterr().err
+    assert f"has {10 * demo.MAX_TRAIN_TILES:,} tissue tiles" in err and f"at most {demo.MAX_REGIONS} random regions" in err
+    limit = f"data.limit={demo.MAX_TRAIN_TILES}"
+    for stage in ("dino", "eldm", "bank", "gendino"):
+        assert limit in big[stage][1] and big[stage][0] != small[stage][0], stage
+    with tiled(10 * demo.MAX_TRAIN_TILES):
+        mine = _plan(tmp_path, overrides=["pretrain.data.limit=3000"])
+    assert "data.limit=3000" in mine["dino"][1] and limit not in mine["dino"][1] and limit in mine["eldm"][1]
+    # a preset's own smaller limit (smoke: 512 / 256) is kept, never raised to the cap
+    with tiled(10 * demo.MAX_TRAIN_TILES):
+        smoke = _plan(tmp_path, preset="smoke")
+    assert not any("data.limit" in cmd for _, cmd in smoke.values())

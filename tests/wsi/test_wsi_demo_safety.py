@@ -126,3 +126,17 @@ def test_a_regions_folder_with_a_users_file_is_refused_and_kept(embedded, tmp_pa
     msg = str(e.value)
     assert "\n" not in msg and "gensis removes only what it made" in msg and REGIONS in msg
     assert _listing(out) == before and (out / "notes.txt").read_text() == "mine"
+
+
+def test_max_regions_keeps_a_seeded_subset_of_the_same_regions(embedded, tmp_path):
+    """A large slide of the user's (`wsi demo --slide`) gave thousands of regions: ABMIL ran for hours per column.
+    ``max_regions`` keeps a random subset (the same for every column), labelled among themselves."""
+    from gensis.wsi.demo import region_bags
+
+    tiles, feats = embedded
+    every = region_bags(feats, tiles, tmp_path / "all", region_um=64, min_tiles=4)
+    some = region_bags(feats, tiles, tmp_path / "some", region_um=64, min_tiles=4, max_regions=7)
+    assert len(every) > 7 and len(some) == 7
+    assert {r["slide"] for r in some} < {r["slide"] for r in every}
+    assert region_bags(feats, tiles, tmp_path / "again", region_um=64, min_tiles=4, max_regions=7) == some
+    assert region_bags(feats, tiles, tmp_path / "many", region_um=64, min_tiles=4, max_regions=999) == every

@@ -90,7 +90,7 @@ class _Fake:
                 mock.patch.object(demo, "_mil", lambda feats, labels, out, cfg: self.make(
                     out.name, out, {"metrics.json": json.dumps({"summary": {}, "n_slides": 6}),
                                     "mil.json": json.dumps({"classes": [], "splits": {}})})),
-                mock.patch.object(demo, "region_bags", lambda *a: []),
+                mock.patch.object(demo, "region_bags", lambda *a, **k: []),
                 mock.patch.object(demo, "format_results", lambda *a: ""),
                 mock.patch.object(demo, "column_evidence", lambda *a: {})]
 

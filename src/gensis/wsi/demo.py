@@ -51,6 +51,12 @@ TILE_SETTINGS = {"mag": 10.0, "tile_size": 32, "min_tissue": 0.5}     # the same
 EMBED_SETTINGS = {"batch_size": 256, "device": "auto"}                  # wsi embed's, hashed into its key
 REGION_UM = 160           # region side in µm (bags of at most 5×5 tiles of 32 µm)
 MIN_REGION_TILES = 8
+# A slide of your own (--slide) may give a thousand times the default slide's 514 tiles and 24 regions: the
+# training stages then read a random MAX_TRAIN_TILES of them (pretrain./eldm.data.limit, unless given) and the
+# MIL stages a random MAX_REGIONS regions, so the demo stays minutes long (it took days on a 40x resection slide).
+# Neither applies to the default slide, whose stage keys stay as they were.
+MAX_TRAIN_TILES = 1500
+MAX_REGIONS = 96
 LABELS = ("0-light", "1-medium", "2-dark")  # names sort in grade order: quadratic kappa reads it as ordinal
 
 
@@ -119,9 +125,10 @@ def _mil(feats: Path, labels: Path, out: Path, config: Any) -> Callable[[bool], 
 
 
 def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_UM,
-                min_tiles: int = MIN_REGION_TILES) -> list[dict]:
+                min_tiles: int = MIN_REGION_TILES, max_regions: int | None = None) -> list[dict]:
     """Cut each slide bag of ``feats`` into square regions → ``out/<slide>_r<row>_<col>.h5``; returns one row per
-    region with its synthetic label (tertile of mean optical density of its tiles).
+    region with its synthetic label (tertile of mean optical density of its tiles). With more than
+    ``max_regions`` regions, a random ``max_regions`` of them (seed 0, the same for every column).
 
     ``out`` is made anew: an existing one is removed only when gensis provably wrote it (its ``regions.json``
     marker, written first, and nothing but region bags besides: ``pipeline.runner.proves_kind``); any other
@@ -143,7 +150,7 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
     make_folder(out)
     atomic_write_json(out / REGIONS, {"format": REGIONS_FORMAT, "features": str(feats), "region_um": region_um,
                                       "min_tiles": min_tiles})  # first: from now on the folder is provably ours
-    regions = []
+    cells = []  # (slide id, bag, tile index of each bag row, row, col, bag rows) of every region with enough tiles
     for sid, f in list_bags(feats).items():
         bag = read_bag(f)
         s = ds.slide_ids.index(sid)
@@ -151,24 +158,38 @@ def region_bags(feats: Path, tiles: Path, out: Path, region_um: float = REGION_U
         side0 = max(1, int(round(region_um / geom.slide_mpp)))          # region side in level-0 px
         centre = bag.coords + geom.patch_size_level0 // 2
         cell = centre // side0                                           # (N, 2) region (col, row)
-        rows_of = {}
+        rows_of: dict[tuple[int, int], list[int]] = {}
         for i, (c, r) in enumerate(cell.tolist()):
             rows_of.setdefault((r, c), []).append(i)
         lookup = {(int(x), int(y)): i for i, (x, y) in enumerate(zip(ds._x, ds._y)) if ds.groups[i] == s}
-        for (r, c), idx in sorted(rows_of.items()):
-            if len(idx) < min_tiles:
-                continue
-            pix = np.stack([ds.get(lookup[tuple(bag.coords[i].tolist())]) for i in idx]).astype(np.float64)
-            od = float(-np.log10(np.clip(pix, 1, 255) / 255.0).mean())   # mean optical density (stain amount)
-            name = f"{sid}_r{r:02d}_c{c:02d}"
-            write_bag(out / f"{name}.h5", bag.features[idx], bag.coords[idx], {**bag.attrs, "slide_id": name})
-            regions.append({"slide": name, "od": od, "n_tiles": len(idx), "patient": name})
+        cells += [(sid, bag, lookup, r, c, idx) for (r, c), idx in sorted(rows_of.items()) if len(idx) >= min_tiles]
+    if max_regions is not None and len(cells) > max_regions:
+        pick = np.sort(np.random.default_rng(0).choice(len(cells), max_regions, replace=False))
+        cells = [cells[i] for i in pick]
+    regions = []
+    for sid, bag, lookup, r, c, idx in cells:
+        pix = np.stack([ds.get(lookup[tuple(bag.coords[i].tolist())]) for i in idx]).astype(np.float64)
+        od = float(-np.log10(np.clip(pix, 1, 255) / 255.0).mean())   # mean optical density (stain amount)
+        name = f"{sid}_r{r:02d}_c{c:02d}"
+        write_bag(out / f"{name}.h5", bag.features[idx], bag.coords[idx], {**bag.attrs, "slide_id": name})
+        regions.append({"slide": name, "od": od, "n_tiles": len(idx), "patient": name})
     if len(regions) < 6:
         raise UserError(f"only {len(regions)} regions with >= {min_tiles} tiles: too few for 5-fold MIL")
     cut = np.quantile([r["od"] for r in regions], [1 / 3, 2 / 3])
     for r in regions:
         r["label"] = LABELS[int(np.searchsorted(cut, r["od"], side="right"))]
     return regions
+
+
+def _tile_count(tiles: Path) -> int:
+    """Tissue tiles of the demo's tiles folder (its ``tiling.json``; 0 when there is none)."""
+    try:
+        from gensis.wsi.tilefile import read_manifest, tiles_dir
+
+        slides = read_manifest(tiles_dir(tiles)).get("slides", {})
+        return sum(int(v.get("n_tiles", 0)) for v in slides.values() if v.get("status") == "done")
+    except (UserError, OSError, ValueError, AttributeError):
+        return 0
 
 
 WSI_FAMILIES = ("pretrain", "eldm", "bank", "mil")  # the prefixes of the slide demo's overrides
@@ -234,6 +255,23 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     pipe.run(Stage("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *q, *dbg], k_tiles,
                    kind="tiles", done_file=DONE, resumable=False, call=_tile(slide, out / "tiles", quiet)))
     data = f"tiles:{out / 'tiles'}@all"
+    n_tiles = _tile_count(out / "tiles")
+    max_regions = None
+    if n_tiles > MAX_TRAIN_TILES:  # a large slide of the user's: bounded, and said so
+        def unbounded(family: str, make: Callable) -> bool:  # no data.limit given, none (or a larger) in the preset
+            lim = make(preset=preset, overrides=user[family] or None).to_dict()["data"]["limit"]
+            return not any(o.startswith("data.limit=") for o in user[family]) and (lim is None or lim > MAX_TRAIN_TILES)
+
+        capped = [f for f, make in (("pretrain", pretrain_config), ("eldm", eldm_config)) if unbounded(f, make)]
+        for f in capped:
+            user[f] = [*user[f], f"data.limit={MAX_TRAIN_TILES}"]
+        max_regions = MAX_REGIONS
+        print(f"slide demo: {slide.name} has {n_tiles:,} tissue tiles (the default slide 514): "
+              + (f"DINO, the E-LDM, the bank and Gen-DINO train on a random {MAX_TRAIN_TILES:,} of them "
+                 f"({' '.join(f'{f}.data.limit={MAX_TRAIN_TILES}' for f in capped)}; give another value to change "
+                 f"it), " if capped else "")
+              + f"ABMIL runs on at most {MAX_REGIONS} random regions; every tile is embedded",
+              file=sys.stderr, flush=True)
     S = str(seed)
     seed_ov = [f"train.seed={S}"]
     pre_ov, eldm_ov = [*seed_ov, *user["pretrain"]], [*seed_ov, *user["eldm"]]
@@ -278,7 +316,8 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
                    call=calls.pretrain(gen_cfg, data, out / "gendino", bank=out / "bank")))
     results = {}
     mil_cfg = mil_config(preset=mil_preset, overrides=[f"cv.seed={S}", *mil_overrides])
-    regions = {"region_um": REGION_UM, "min_tiles": MIN_REGION_TILES, "labels": list(LABELS)}
+    regions = {"region_um": REGION_UM, "min_tiles": MIN_REGION_TILES, "labels": list(LABELS),
+               **({"max_regions": max_regions} if max_regions else {})}
     # columns: the two encoders and the initialisation both started from (random init, DINO's architecture and
     # train.seed), so a tie between DINO and Gen-DINO can be read against "no pretraining"
     encoders = {"dino": (k_dino, out / "dino", None), "gendino": (k_gen, out / "gendino", None),
@@ -291,7 +330,7 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
                                          "--out", str(feats), "--workers", "0", *q, *dbg], k_emb, kind="features",
                        done_file=DONE, resumable=False, call=_embed(spec, out / "tiles", feats, quiet, like)))
         regions_dir = out / f"regions-{name}"
-        rows = region_bags(feats, out / "tiles", regions_dir)
+        rows = region_bags(feats, out / "tiles", regions_dir, max_regions=max_regions)
         labels = out / f"regions-{name}.csv"
         atomic_write_text(labels, "slide,label,patient,n_tiles,mean_od\n" + "".join(
             f"{r['slide']},{r['label']},{r['patient']},{r['n_tiles']},{r['od']:.4f}\n" for r in rows))
