@@ -78,7 +78,7 @@ def test_bags_of_two_encoders_and_predict_on_another_encoder_are_refused(tmp_pat
     predict = ["mil", "predict", "--run", str(run), "--no-heatmaps", "--feats"]
     assert main([*predict, str(other), "--out", str(tmp_path / "p-other")]) == 2
     assert "was embedded with runs/enc-B, not with the encoder" in _one_error_line(capsys)
-    assert main([*predict, str(feats), "--out", str(tmp_path / "p")]) == 0
+    assert main([*predict, str(feats), "--out", str(tmp_path / "p"), "--quiet"]) == 0  # --quiet as mil train's
 
 
 def test_blank_patient_cells_keep_the_other_patients_grouped(tmp_path, capsys):

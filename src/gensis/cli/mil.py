@@ -50,6 +50,7 @@ def add_parser(sub) -> None:
     q.add_argument("--slides", default=None, action=CommaList,
                    help="comma-separated slide ids, or the option repeated (default: every bag)")
     q.add_argument("--no-heatmaps", action="store_true")
+    q.add_argument("--quiet", action="store_true", help="no progress bars (as `mil train --quiet`; was refused)")
     add_common(q)
     q.set_defaults(func=run_predict)
 
@@ -74,6 +75,10 @@ def run_train(args) -> int:
 def run_predict(args) -> int:
     from gensis.mil.predict import predict_slides
 
+    import os
+
+    if args.quiet:
+        os.environ["GENSIS_NO_PROGRESS"] = "1"
     slides = [s for s in args.slides.split(",") if s] if args.slides else None
     rows = predict_slides(args.run, args.feats, args.out, heatmaps=not args.no_heatmaps, slides=slides)
     print(f"predicted {len(rows)} slide(s) -> {args.out}/predictions.csv"
