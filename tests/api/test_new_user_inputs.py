@@ -81,6 +81,12 @@ def test_demo_on_unlabelled_images_is_refused_before_training(tmp_path, capsys):
                  "pretrain.optim.batch_size=8", "eldm.optim.batch_size=8"]) == 2
     assert "has no labels, and the demo's eval stage" in capsys.readouterr().err
     assert not out.exists()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "flat").rename(tmp_path / "one" / "cat")  # one class folder: every score 100% after the whole run
+    assert main(["demo", "--preset", "smoke", "--data", str(tmp_path / "one"), "--out", str(out),
+                 "pretrain.optim.batch_size=8", "eldm.optim.batch_size=8"]) == 2
+    assert "holds images of one class only" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_the_top5_note_holds_for_the_ks_printed(tmp_path, encoder_run, capsys):

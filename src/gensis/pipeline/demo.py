@@ -221,9 +221,16 @@ def _check_labels(opts: DemoOptions) -> None:
         return
     from gensis.data.sources import open_data
 
-    if open_data(opts.data, "all", skip_bad_images=_skips_bad_images(opts)).labels is None:
+    import numpy as np
+
+    labels = open_data(opts.data, "all", skip_bad_images=_skips_bad_images(opts)).labels
+    if labels is None:
         raise UserError(f"{opts.data} has no labels, and the demo's eval stage (k-NN, linear probe) needs them: give "
                         f"labelled images (one folder per class, an .npz with 'labels') or leave eval out (--stages)")
+    if len(np.unique(labels)) < 2:  # every score would be 100% by construction, after the whole run
+        raise UserError(f"{opts.data} holds images of one class only, and the demo's eval stage (k-NN, linear probe) "
+                        f"scores 100% on it whatever the encoder: give images of two classes or more, or leave eval "
+                        f"out (--stages)")
 
 
 def _check_enough_images(opts: DemoOptions) -> None:
