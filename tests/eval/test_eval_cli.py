@@ -95,9 +95,12 @@ def test_test_images_that_are_also_training_images_are_counted(tmp_path, capsys)
     (["--val-fraction", "1.5"], "val-fraction"),
     (["--split-seed", "-1"], "--split-seed must be >= 0"),  # was numpy's ValueError traceback
     (["--encoder", "random", "--init-seed", "-1"], "--init-seed must be >= 0"),
+    (["--encoder", "{tmp}"], "is not a pretraining run (no manifest.json)"),  # e.g. the data folder: said
+    # 'has no teacher_backbone.safetensors: is the pretraining run finished?'
 ])
 def test_knn_user_errors(tmp_path, capsys, argv, msg):
-    args = ["eval", "knn", "--encoder", "pixels", "--train", str(_npz(tmp_path))] + argv  # the last one wins
+    args = ["eval", "knn", "--encoder", "pixels", "--train", str(_npz(tmp_path))] + [
+        a.format(tmp=tmp_path) for a in argv]  # the last one wins
     assert main(args) == 2
     assert msg in _one_error_line(capsys.readouterr().err)
 
