@@ -94,6 +94,7 @@ def add_parser(sub) -> None:
     m.add_argument("--method", choices=["slerp", "lerp"], default=None, help="interpolation (default figures.method)")
     m.add_argument("--seed", type=int, default=None, help="seed of the rows and samples (default figures.seed)")
     _settings_args(m)
+    m.add_argument("--quiet", action="store_true", help="no progress bar (as the other eldm commands)")
     m.add_argument("overrides", nargs="*", metavar="key=value", help="figures.* overrides, e.g. figures.rows=10")
     add_common(m)
     m.set_defaults(func=run_sample)
