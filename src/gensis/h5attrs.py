@@ -2,7 +2,8 @@
 
 h5py stores a ``Path`` only as its string, and gives strings back as ``str`` or ``bytes`` and numbers as numpy
 scalars; ``write_attrs`` stores ``Path`` values as strings, ``read_attrs`` / ``attr_value`` return ``str``,
-``int``, ``float`` and ``bool`` again (arrays as they come).
+``int``, ``float`` and ``bool`` again (arrays as they come). A file name that is not UTF-8 (Python's str with
+surrogate escapes, e.g. a Latin-1 ``café.svs``) is stored as its bytes and read back as the same str.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ def write_attrs(attrs: Mapping[str, Any], *targets: Any) -> None:
     string."""
     for k, v in attrs.items():
         v = str(v) if isinstance(v, Path) else v
+        if isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:  # a file name that is not UTF-8 (Latin-1 from an old share): its bytes
+                v = np.bytes_(v.encode("utf-8", "surrogateescape"))
         for t in targets:
             t.attrs[k] = v
 
@@ -25,7 +31,7 @@ def write_attrs(attrs: Mapping[str, Any], *targets: Any) -> None:
 def attr_value(v: Any) -> Any:
     """An attribute as h5py read it -> a plain value: ``bytes`` decoded, numpy scalars as Python scalars."""
     if isinstance(v, bytes):
-        return v.decode()
+        return v.decode("utf-8", "surrogateescape")  # a non-UTF-8 file name comes back as the str os gave
     if isinstance(v, np.generic):
         return v.item()
     return v

@@ -56,7 +56,7 @@ class Cohort:
         h = hashlib.sha256()
         for i, s in enumerate(self.slides):
             h.update(f"{s}|{self.classes[self.y[i]]}|{self.patients[i]}|"
-                     f"{self.split[i] if self.split else ''}|{self.bags[i].shape}\n".encode())
+                     f"{self.split[i] if self.split else ''}|{self.bags[i].shape}\n".encode("utf-8", "surrogateescape"))
             h.update(np.ascontiguousarray(self.bags[i], np.float32).data)
         return h.hexdigest()[:16]
 

@@ -65,7 +65,8 @@ def read_labels_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     return labels, {k: v for k, v in patients.items() if v}
 
 
-def match_label_rows(rows: list[dict[str, str]], known, path: str | Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+def match_label_rows(rows: list[dict[str, str]], known,
+                     path: str | Path) -> tuple[dict[str, dict[str, str]], list[str]]:
     """({slide id: row}, [slide cells matching no known id]) for the rows of a labels CSV against the slide ids
     ``known`` (tiled slides, bags). A cell is a slide id (``A``) or, as many cohort tables have it, the slide's
     file name or path (``A.svs``, ``slides/A.svs``), which was "no bag / left out" for every row. Two rows naming
@@ -206,7 +207,7 @@ class TileImageSet(ImageSet):
         if self._identity is None:
             h = hashlib.sha256()
             for st in self.slides:
-                h.update(f"{st.slide_id}|{st.attrs.get('settings_key')}|{len(st)}\n".encode())
+                h.update(f"{st.slide_id}|{st.attrs.get('settings_key')}|{len(st)}\n".encode("utf-8", "surrogateescape"))
                 h.update(np.ascontiguousarray(st.coords).data)
             if self.labels is not None:
                 h.update(np.ascontiguousarray(self.labels).data)

@@ -45,7 +45,7 @@ def region_features(regions: Path) -> tuple[np.ndarray, np.ndarray, str]:
     for f in sorted(Path(regions).glob("*.h5")):
         bag = read_bag(f)
         x = np.ascontiguousarray(bag.features, np.float32)
-        h.update(f.name.encode())
+        h.update(f.name.encode("utf-8", "surrogateescape"))
         h.update(x.tobytes())
         feats.append(x)
         coords.append(np.asarray(bag.coords))
