@@ -331,7 +331,8 @@ def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = 
         import sys
 
         print(f"[gensis] skipped {len(bad)} unreadable image{'s' if len(bad) > 1 else ''} of {len(paths)} in "
-              f"{where} (data.skip_bad_images=true; first: {paths[bad[0]]}: {why[bad[0]]})", file=sys.stderr)
+              f"{where} (data.skip_bad_images=true or --skip-bad-images; first: {paths[bad[0]]}: {why[bad[0]]})",
+              file=sys.stderr)
     bad_set = set(bad)
     return [i for i in range(len(paths)) if i not in bad_set]
 
