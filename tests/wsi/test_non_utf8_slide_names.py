@@ -32,3 +32,21 @@ def test_a_latin1_slide_name_tiles_embeds_and_reads_back(tmp_path):
                  "--quiet", "--device", "cpu", "--workers", "0"]) == 0
     bag = read_bag(tmp_path / "F" / f"{name}.h5")
     assert bag.slide_id == name and bag.attrs["slide_path"] == str(slide.resolve())
+
+
+@pytest.mark.skipif(os.name == "nt", reason="file names are not bytes on Windows")
+def test_a_tile_folder_with_latin1_file_names_is_read(tmp_path):
+    """A pathologist's folder of tile images named in Latin-1 (`tuile_é.png`): the folder's identity hash raised
+    UnicodeEncodeError (a traceback) before any image was read."""
+    import numpy as np
+    from PIL import Image
+
+    from gensis.data.sources import open_data
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        name = os.fsdecode(b"tuile_%d_\xe9.png" % i)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(tmp_path / name)
+    ds = open_data(str(tmp_path), "all")
+    assert len(ds) == 6 and len(ds.identity) == 16 and ds.get(0).shape == (16, 16, 3)
+    assert len(open_data(str(tmp_path), "train")) == 5

@@ -187,7 +187,7 @@ class FolderImageSet(ImageSet):
             h = hashlib.sha256()
             for p, lab in zip(self.paths, self.labels if self.labels is not None else [None] * len(self.paths)):
                 st = p.stat()
-                h.update(f"{p.name}|{st.st_size}|{lab}\n".encode())
+                h.update(f"{p.name}|{st.st_size}|{lab}\n".encode("utf-8", "surrogateescape"))
             self._identity = h.hexdigest()[:16]
         return self._identity
 
@@ -197,7 +197,7 @@ class FolderImageSet(ImageSet):
         root = os.path.commonpath([str(p.parent) for p in self.paths]) if self.paths else ""
         h = hashlib.sha256(f"folder|{len(self.paths)}\n".encode())
         for p, lab in zip(self.paths, self.labels if self.labels is not None else [None] * len(self.paths)):
-            h.update(f"{os.path.relpath(p, root) if root else p.name}|{lab}\n".encode())
+            h.update(f"{os.path.relpath(p, root) if root else p.name}|{lab}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
 
@@ -580,7 +580,7 @@ def _checked(paths: list[Path], where: str, skip: bool) -> list[int]:
     h = hashlib.sha256()
     for p in paths:
         st = p.stat()
-        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     key = f"{h.hexdigest()}|{skip}"
     if key not in _CHECKED:
         _CHECKED[key] = check_images(paths, where, skip)
