@@ -185,7 +185,9 @@ def atomic_copy(src: StrPath, dst: StrPath) -> None:
 
 
 def atomic_write_text(path: StrPath, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    """UTF-8; a file name that is not UTF-8 (Latin-1 ``café.svs``, held as a str with surrogate escapes) is
+    written as its own bytes (was UnicodeEncodeError, e.g. in `mil predict`'s predictions.csv)."""
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def atomic_write_json(path: StrPath, obj: Any) -> None:

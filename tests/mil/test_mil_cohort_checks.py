@@ -165,3 +165,51 @@ def test_predictions_csv_keeps_a_slide_name_with_a_comma_in_one_cell(tmp_path):
         table = list(csv.reader(f))
     assert table[0] == ["slide", "predicted", "p_a", "p_b"] and {len(r) for r in table} == {4}
     assert 'case "8"' in {r[0] for r in table}
+
+
+def test_a_predict_stopped_while_drawing_heatmaps_is_rerun_into_its_out(tmp_path, capsys, monkeypatch):
+    """`mil predict` drew every heatmap before writing predictions.csv, the file that marks its folder: killed
+    (or stopped by an error) half-way through the heatmaps, its rerun was refused ("not a MIL predictions folder
+    (holds heatmaps)") until the user deleted the folder."""
+    from PIL import Image
+
+    import gensis.mil.heatmap as hm
+    from gensis.mil.bags import read_bag, write_bag
+
+    feats = _bags(tmp_path / "feats")
+    Image.new("RGB", (8, 8), "white").save(tmp_path / "thumb.png")
+    for f in feats.glob("*.h5"):  # bags as `wsi embed` writes them: naming their slide's thumbnail
+        b = read_bag(f)
+        write_bag(f, b.features, b.coords, {**b.attrs, "thumbnail": str(tmp_path / "thumb.png"),
+                                            "patch_size_level0": 4, "thumb_scale_x": 1.0, "thumb_scale_y": 1.0})
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(6)))
+    run = tmp_path / "mil"
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), *SMOKE,
+                 "cv.folds=2"]) == 0
+    drawn = []
+
+    def draw_then_die(path, *a, **k):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"png")
+        drawn.append(path)
+        if len(drawn) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(hm, "save_heatmap", draw_then_die)
+    out = tmp_path / "pred"
+    predict = ["mil", "predict", "--run", str(run), "--feats", str(feats), "--out", str(out)]
+    assert main(predict) != 0 and len(drawn) == 2
+    monkeypatch.setattr(hm, "save_heatmap", lambda path, *a, **k: path.write_bytes(b"png"))
+    capsys.readouterr()
+    assert main(predict) == 0, capsys.readouterr().err
+    assert len(list((out / "heatmaps").glob("*.png"))) == 6
+
+
+def test_text_with_a_non_utf8_file_name_is_written_as_its_bytes(tmp_path):
+    import os
+
+    from gensis.rundir import atomic_write_text
+
+    name = os.fsdecode(b"caf\xe9")
+    atomic_write_text(tmp_path / "p.csv", f"slide\n{name}\n")
+    assert (tmp_path / "p.csv").read_bytes() == b"slide\ncaf\xe9\n"

@@ -32,20 +32,28 @@ def attention_heatmap(thumb: np.ndarray, coords: np.ndarray, attention: np.ndarr
     return out.clip(0, 255).astype(np.uint8)
 
 
-def save_heatmap(path: Path, bag_attrs: dict, coords: np.ndarray, attention: np.ndarray) -> Path:
-    """Write the heatmap of one bag next to nothing else; needs the tiles' thumbnail named in the bag."""
-    from PIL import Image
-
+def heatmap_thumbnail(bag_attrs: dict, slide: str) -> Path:
+    """The thumbnail a bag's heatmap is drawn on; a one-line ``UserError`` when the bag names none or it is gone
+    (checked for every slide before `mil predict` writes anything)."""
     from gensis.errors import UserError
-    from gensis.wsi.tiler import _save_png
 
-    slide = bag_attrs.get("slide_id") or path.stem
+    slide = bag_attrs.get("slide_id") or slide
     if not bag_attrs.get("thumbnail"):  # a bag written by other code than `gensis wsi embed`
         raise UserError(f"the bag of slide {slide} names no thumbnail to draw its heatmap on (bags from "
                         f"`gensis wsi embed` do): pass --no-heatmaps")
     thumb_path = Path(bag_attrs["thumbnail"])
     if not thumb_path.is_file():
         raise UserError(f"thumbnail {thumb_path} of slide {slide} is missing (tiles folder moved?)")
+    return thumb_path
+
+
+def save_heatmap(path: Path, bag_attrs: dict, coords: np.ndarray, attention: np.ndarray) -> Path:
+    """Write the heatmap of one bag next to nothing else; needs the tiles' thumbnail named in the bag."""
+    from PIL import Image
+
+    from gensis.wsi.tiler import _save_png
+
+    thumb_path = heatmap_thumbnail(bag_attrs, path.stem)
     thumb = np.asarray(Image.open(thumb_path).convert("RGB"))
     img = attention_heatmap(thumb, coords, attention, int(bag_attrs["patch_size_level0"]),
                             (float(bag_attrs["thumb_scale_x"]), float(bag_attrs["thumb_scale_y"])))

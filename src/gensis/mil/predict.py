@@ -34,7 +34,7 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
 def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool,
              slides: list[str] | None) -> list[dict]:
     from gensis.device import pick_device
-    from gensis.mil.heatmap import save_heatmap
+    from gensis.mil.heatmap import heatmap_thumbnail, save_heatmap
     from gensis.mil.train import build_model, predict
     from gensis.rundir import RunDir, atomic_write_text, load_tensors, lock_folder, remove_stale_temps
 
@@ -73,6 +73,7 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     for folder in (out, out / "heatmaps"):
         remove_stale_temps(folder)  # left by a killed predict
     rows = []
+    maps = []  # (slide, bag attributes, coords, attention) of each heatmap to draw
     for s in names:
         bag = read_bag(bags[s])
         if bag.features.shape[1] != meta["in_dim"]:
@@ -91,9 +92,14 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
         rows.append({"slide": s, "predicted": meta["classes"][int(probs.argmax())],
                      **{f"p_{c}": float(v) for c, v in zip(meta["classes"], probs)}})
         if heatmaps:
-            save_heatmap(out / "heatmaps" / f"{s}.png", bag.attrs, bag.coords, attn)
+            heatmap_thumbnail(bag.attrs, s)  # before anything is written: a bag without one is one line
+            maps.append((s, bag.attrs, bag.coords, attn))
     from gensis.textfile import csv_text
 
     keys = list(rows[0])
+    # first: predictions.csv marks the folder as this command's (folder_kind), so a predict killed (or stopped by
+    # an error) while drawing heatmaps is rerun into it; heatmaps first left a folder its rerun refused
     atomic_write_text(out / "predictions.csv", csv_text([keys, *[[r[k] for k in keys] for r in rows]]))
+    for s, attrs, coords, attn in maps:
+        save_heatmap(out / "heatmaps" / f"{s}.png", attrs, coords, attn)
     return rows
