@@ -7,10 +7,11 @@ import argparse
 from gensis.cli.main import CommaList, add_common
 
 TRAIN_EPILOG = """\
-labels CSV columns: slide,label (+ patient: folds never split a patient; + split: train/test rows, trained
-with cv.seeds seeds instead of k-fold). Labels may be names or integers; classes are ordered by sorting
-them (integers numerically: ISUP grades 0..5 keep their order), and quadratic kappa treats that order as the
-grade order, so name ordinal classes so that they sort in order (e.g. 0-benign, 1-low, 2-high).
+labels CSV columns: slide,label (+ patient: folds never split a patient, a blank cell is the slide's own;
++ split: train/test rows, trained with cv.seeds seeds instead of k-fold). slide: the slide id (its file name
+without extension, as the bags are named) or its file name. Labels may be names or integers; classes are
+ordered by sorting them (integers numerically: ISUP grades 0..5 keep their order), and quadratic kappa treats
+that order as the grade order, so name ordinal classes so that they sort in order (e.g. 0-benign, 1-low).
 examples:
   gensis mil train --feats feats --labels slides.csv --out mil              (5-fold, paper settings)
   gensis mil train --feats feats --labels slides.csv --out mil cv.folds=10 optim.epochs=20
