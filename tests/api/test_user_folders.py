@@ -318,3 +318,12 @@ def test_a_folder_with_its_own_split_names_the_folders_it_does_not_read(tmp_path
     _folder(tmp_path / "tv" / "train", n=8)
     _folder(tmp_path / "tv" / "test", n=4)
     assert len(gensis.open_data(tmp_path / "tv", "val")) == 4 and "not read" not in capsys.readouterr().err
+
+
+def test_a_folder_whose_path_holds_an_at_sign(tmp_path):
+    """`--data ~/data/cifar@32px` was 'unknown split '@32px'': a path that exists is read as one (its split, if
+    named, after a last '@'); a mistyped split of a path is still one line."""
+    data = _folder(tmp_path / "cifar@32px", n=10)
+    assert len(gensis.open_data(str(data), "all")) == 10 and len(gensis.open_data(f"{data}@val")) == 2
+    with pytest.raises(UserError, match=r"unknown split '@vali'"):
+        gensis.open_data(f"{data}@vali")

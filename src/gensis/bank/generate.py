@@ -40,7 +40,7 @@ from gensis.bank.header import (HEADER, IMAGENET_TRAIN, header_diff, layout_dict
 from gensis.bank.plan import Layout, ShardPlan, plan_shard
 from gensis.bank.scores import SCORE_DIR, SCORES_INFO, cosine_scores, has_scores, score_name, write_scores
 from gensis.config import dump
-from gensis.data.sources import ArrayImageSet, ImageSet, SubsetImageSet, open_data
+from gensis.data.sources import ArrayImageSet, DataSpec, ImageSet, SubsetImageSet, open_data
 from gensis.device import apply_thread_share, pick_device
 from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
@@ -473,7 +473,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
         raise UserError("interpolated augmentations need a dataset of at least 2 images")
     out_size = int(g["image_size"] or generator.image_size)
     settings = settings_from_cfg(cfg, secondary_mode)
-    sources = {"data": data, "split": "train" if "@" not in data else data.rsplit("@", 1)[1],
+    sources = {"data": data, "split": DataSpec.parse(data).split or "train",
                "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
                "dataset_name": getattr(ds, "name", None), "data_identity": ds.identity, "num_images": len(ds),
                "encoder_identity": _encoder_identity(generator),

@@ -614,6 +614,8 @@ class DataSpec:
         if "@" in spec:
             source, split = spec.rsplit("@", 1)
             if split not in SPLITS:
+                if os.path.exists(os.path.expanduser(spec)):  # a path with an '@' of its own (~/runs/cifar@32px)
+                    return cls(spec, None)
                 raise UserError(f"unknown split '@{split}' in '{spec}' (use @train, @val or @all)")
             return cls(source, split)
         return cls(spec, None)

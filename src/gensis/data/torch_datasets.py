@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gensis.data.sources import ImageSet, open_data
+from gensis.data.sources import DataSpec, ImageSet, open_data
 from gensis.errors import UserError
 from gensis.indices import index_item
 
@@ -156,7 +156,7 @@ class BankDataset(Dataset[dict[str, Any]]):
         spec = data if data is not None else src.get("data")
         if not spec:
             raise UserError(f"bank {self.reader.path} does not record its dataset; pass data=")
-        local = str(spec).startswith(("builtin:", "python:")) or Path(str(spec).split("@")[0]).exists()
+        local = str(spec).startswith(("builtin:", "python:")) or Path(DataSpec.parse(str(spec)).source).exists()
         if data is None and not local:
             raise UserError(f"bank {self.reader.path} was generated from '{spec}', which is not here; pass data=")
         return open_data(str(spec), "train", src.get("val_fraction", 0.2), src.get("split_seed", 0), src.get("limit"),
