@@ -213,3 +213,15 @@ def test_text_with_a_non_utf8_file_name_is_written_as_its_bytes(tmp_path):
     name = os.fsdecode(b"caf\xe9")
     atomic_write_text(tmp_path / "p.csv", f"slide\n{name}\n")
     assert (tmp_path / "p.csv").read_bytes() == b"slide\ncaf\xe9\n"
+
+
+def test_a_clam_dataset_csv_is_read_as_it_is(tmp_path):
+    """CLAM's and Trident's cohort CSVs name their columns case_id, slide_id, label: they were refused ("needs
+    columns 'slide' and 'label'"); slide_id is the slide and case_id the patient now."""
+    from gensis.mil.train import load_cohort
+
+    feats = _bags(tmp_path / "feats")
+    rows = "".join(f"p{i // 2},s{i}.svs,{'ab'[i % 2]}\n" for i in range(6))
+    cohort = load_cohort(feats, _csv(tmp_path / "clam.csv", "case_id,slide_id,label\n" + rows))
+    assert cohort.slides == [f"s{i}" for i in range(6)]
+    assert list(cohort.patients) == [f"patient:p{i // 2}" for i in range(6)]

@@ -32,19 +32,22 @@ def read_label_rows(path: str | Path) -> list[dict[str, str]]:
     missing cells as ``""``; rows without a slide name are skipped. One ``UserError`` line, naming the file and
     line, for: no such file, not UTF-8 text, no ``slide``/``label`` header, a row without a label, a slide listed
     twice (it was counted twice, or silently took its last label). A UTF-8 BOM (Excel's "CSV UTF-8") is read;
-    column names are case-insensitive."""
+    column names are case-insensitive, and CLAM's ``slide_id`` / ``case_id`` stand for ``slide`` / ``patient``."""
     from gensis.textfile import read_csv
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"labels CSV not found: {path}")
     header, raw = read_csv(path)
-    if not raw or not {"slide", "label"} <= {h.lower() for h in header}:
+    names = {h.lower() for h in header}
+    # CLAM's / Trident's dataset CSVs (case_id, slide_id, label) are read as they are
+    alias = {a: b for a, b in (("slide_id", "slide"), ("case_id", "patient")) if a in names and b not in names}
+    if not raw or not {"slide", "label"} <= names | set(alias.values()):
         raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(header) if header else 'nothing'})")
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
     for line, row in raw:
-        row = {k.lower(): v for k, v in row.items()}  # 'Slide,Label' as a spreadsheet writes them
+        row = {alias.get(k.lower(), k.lower()): v for k, v in row.items()}  # 'Slide,Label' as spreadsheets write them
         if not row["slide"]:
             continue
         if not row["label"]:
