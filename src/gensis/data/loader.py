@@ -112,7 +112,10 @@ class ImageBatches:
         self._array: torch.Tensor | None = None
         if _is_array_backed(ds) and len(ds) * 3 * (load_size or 64) ** 2 < 4e9:
             arr = torch.from_numpy(ds.stack()).permute(0, 3, 1, 2).contiguous()  # (N, 3, H, W)
-            if load_size is not None and arr.shape[-1] != load_size:
+            if load_size is not None and arr.shape[-2] != arr.shape[-1]:  # as load_image: short side, centre crop
+                arr = torch.cat([v2.functional.center_crop(v2.functional.resize(c, load_size, antialias=True),
+                                                           [load_size, load_size]) for c in arr.split(4096)])
+            elif load_size is not None and arr.shape[-1] != load_size:
                 arr = torch.cat([v2.functional.resize(c, [load_size, load_size], antialias=True)
                                  for c in arr.split(4096)])
             self._array = arr

@@ -121,7 +121,8 @@ def cached_embeddings(folder: Path, encoder, ds: ImageSet, device, batch_size: i
     """(N, D) float32 embeddings of ``ds`` by ``encoder``, cached under ``folder`` with both identities."""
     from gensis.eval.features import extract_features
 
-    key = {"encoder": encoder.identity, "data": ds.identity}
+    # view: non-square images are centre-cropped, not stretched (since 2026-12; older caches are recomputed)
+    key = {"encoder": encoder.identity, "data": ds.identity, "view": "crop"}
 
     def compute():
         return {"embeddings": torch.from_numpy(extract_features(encoder, ds, batch_size, device, f"embed {tag}"))}

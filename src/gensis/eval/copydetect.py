@@ -111,6 +111,8 @@ def copydetect_eval(encoder, root: str | Path, distractors: str | Path | None = 
                 raise UserError(f"{opt}: no images in {dp}")
             extra[opt] = files
     t0 = time.time()
+    # stretched to imsize × imsize on purpose: DINO eval_copy_detection.py Resize((imsize, imsize)); not the
+    # short-side + centre crop of k-NN/linear (a copy may sit anywhere in the image)
     spec = FeatureSpec("cls_gem", size=imsize, resize="square")
 
     def feats(files, name):

@@ -194,6 +194,7 @@ def segment_sequence(encoder, frames: list[Path], first_ann: np.ndarray, size: i
     from gensis.progress import progress
 
     ps = encoder.patch_size
+    # frames keep their aspect ratio on purpose (dense labels over the whole frame, DINO eval_video_segmentation.py)
     spec = FeatureSpec("patch", resize="none")
 
     def tokens(path):

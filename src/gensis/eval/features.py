@@ -6,10 +6,14 @@ Kinds (DINO's evaluation scripts):
     cls_gem   [cls ⊕ gem], (2D,): DINO's copy-detection descriptor (768-d for ViT-S)
     patch     the patch tokens, (h, w, D): dense tasks (video segmentation)
 
-Input size (``FeatureSpec.size``, ``resize``): ``square`` resizes to size × size (DINO copy detection:
-320 px); ``max`` keeps the aspect ratio with the longest side = size (PIL ``thumbnail``, DINO retrieval);
-``none`` keeps the image. Sides are then rounded down to multiples of the patch size (a ViT needs whole
-patches; timm interpolates the position embeddings). Resizing is antialiased bilinear on uint8 tensors.
+Input size (``FeatureSpec.size``, ``resize``): ``crop`` (the default: k-NN, linear, robustness, UMAP,
+``gensis.embed``, the E-LDM's conditioning embeddings) resizes the short side to size and takes the centre
+size × size crop, the geometry pretraining loads images with (DINO's eval transform, Resize + CenterCrop,
+without its 256/224 margin, so a square image is resized exactly as before); ``square`` stretches to
+size × size (DINO copy detection: 320 px); ``max`` keeps the aspect ratio with the longest side = size (PIL
+``thumbnail``, DINO retrieval); ``none`` keeps the image (DAVIS). Sides are then rounded down to multiples
+of the patch size (a ViT needs whole patches; timm interpolates the position embeddings). Resizing is
+antialiased bilinear on uint8 tensors.
 
 Multi-scale (DINO ``multi_scale``): the descriptor is averaged over the image rescaled by each factor of
 ``scales`` (DINO: 1, 1/√2, 1/2, bilinear); consumers L2-normalize it afterwards, as DINO does.
@@ -33,7 +37,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 KINDS = ("cls", "gem", "cls_gem", "patch")
-RESIZES = ("square", "max", "none")
+RESIZES = ("crop", "square", "max", "none")
 MULTISCALE = (1.0, 2 ** -0.5, 0.5)  # DINO's three scales
 
 
@@ -43,7 +47,7 @@ class FeatureSpec:
 
     kind: str = "cls"
     size: int | None = None  # None: the encoder's own input size
-    resize: str = "square"
+    resize: str = "crop"  # short side + centre crop; the cache key holds it (stretched features of "square" differ)
     scales: tuple[float, ...] = (1.0,)
     gem_p: float = 4.0
 
@@ -73,7 +77,7 @@ def target_shape(h: int, w: int, spec: FeatureSpec, encoder) -> tuple[int, int]:
     size = spec.size or encoder.image_size
     if encoder.model is None and spec.kind == "cls" and spec.resize != "none":
         return size, size  # raw pixels: a fixed-length vector needs a fixed size
-    if spec.resize == "square":
+    if spec.resize in ("square", "crop"):  # crop: the centre size × size crop (``fit`` resizes the short side)
         th, tw = size, size
     elif spec.resize == "max":
         # PIL thumbnail: the longest side becomes size (never enlarges), aspect ratio kept
@@ -95,6 +99,17 @@ def _resize(x, hw: tuple[int, int]):
     return TF.resize(x, list(hw), antialias=True)
 
 
+def fit(x, hw: tuple[int, int], spec: FeatureSpec):
+    """(B, 3, h, w) → (B, 3, *hw) as ``spec.resize`` says: ``crop`` resizes a non-square image's short side and
+    takes the centre crop (no stretching); otherwise a plain resize to ``hw``. A square image is resized
+    bit-identically in every mode."""
+    if spec.resize == "crop":
+        from gensis.models.encoder import resize_center_crop
+
+        return resize_center_crop(x, hw)
+    return _resize(x, hw)
+
+
 def gem(patches, p: float = 4.0):
     """GeM pooling of (B, h, w, D) patch tokens → (B, D): (mean clamp(t, 1e-6)^p)^(1/p) (DINO, Radenović)."""
     return patches.clamp(min=1e-6).pow(p).mean(dim=(1, 2)).pow(1.0 / p)
@@ -108,7 +123,7 @@ def encode(encoder, images, spec: FeatureSpec = FeatureSpec()):
 
     x = images.to(encoder.device)
     hw = target_shape(x.shape[-2], x.shape[-1], spec, encoder)
-    x = _resize(x, hw).float().div(255)  # (B, 3, H, W) in [0, 1]
+    x = fit(x, hw, spec).float().div(255)  # (B, 3, H, W) in [0, 1]
     ps = encoder.patch_size
     out = None
     for s in spec.scales:

@@ -14,7 +14,7 @@ Notation (code → protocol)
     η_h(e)          η_h · ½(1 + cos(π e / E))   cosine schedule, stepped per epoch (CosineAnnealingLR)
 
 Steps
-    1. test features: the whole image resized to the encoder's input size (``extract_features``)
+    1. test features: the image's short side resized to the encoder's input size, centre crop (``extract_features``)
     2. train features: K augmented copies (RandomResizedCrop(scale=(0.08, 1)) + flip), extracted once
     3. for each epoch e: shuffle the train set; batches of copy e mod K go through all H heads at once,
        loss = Σ_h CE(W_h x + b_h, y) (each head's gradient is its own mean CE), then per head
@@ -29,7 +29,8 @@ Deviations from DINO, for CPU budgets
       linear evaluation does); DINO runs one job per learning rate.
     - The feature is the final CLS token (``Encoder``'s "image batch → CLS embedding"); DINO concatenates
       the CLS tokens of the last 4 blocks for ViT-S (last block + pooled patch tokens for ViT-B).
-    - Test view: the whole image resized (DINO: resize to 256/224 of the size, then center crop).
+    - Test view: short side resized to the input size, then the centre crop (DINO: resize to 256/224 of the
+      size, then center crop); a square image is seen whole.
     - Crops are resampled bilinearly with ``roi_align`` (DINO: bicubic), in batches.
     - The reported accuracy is the final epoch's (DINO keeps the best over epochs on the test set).
 """

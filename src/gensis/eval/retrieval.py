@@ -124,6 +124,7 @@ def retrieval_eval(encoder, root: str | Path, dataset: str, imsize: int = 224, m
     lay = retrieval_layout(root, dataset)
     cfg, jpg = lay["cfg"], lay["jpg"]
     t0 = time.time()
+    # aspect ratio kept on purpose (longest side = imsize, DINO eval_image_retrieval.py), not the centre crop of k-NN
     spec = FeatureSpec("cls", size=imsize, resize="max", scales=MULTISCALE if multiscale else (1.0,))
     db = ImageListSet([jpg / f"{n}.jpg" for n in cfg["imlist"]], name=f"{dataset}-db")
     boxes = [g.get("bbx") if isinstance(g, dict) else None for g in cfg["gnd"]]

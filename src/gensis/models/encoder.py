@@ -35,6 +35,20 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+def resize_center_crop(x: torch.Tensor, hw: tuple[int, int] | int) -> torch.Tensor:
+    """(B, 3, h, w) → (B, 3, H, W): the short side resized (antialiased) to max(H, W), then the centre H × W
+    crop, as pretraining loads a folder's images and DINO's eval transform does (Resize, CenterCrop): a
+    non-square image is cropped, never stretched. A square image is resized to (H, W) directly."""
+    from torchvision.transforms.v2 import functional as TF
+
+    H, W = (hw, hw) if isinstance(hw, int) else (int(hw[0]), int(hw[1]))
+    if tuple(x.shape[-2:]) == (H, W):
+        return x
+    if x.shape[-2] == x.shape[-1] and H == W:
+        return TF.resize(x, [H, W], antialias=True)  # exactly the square resize used before crops existed
+    return TF.center_crop(TF.resize(x, max(H, W), antialias=True), [H, W])  # (B, 3, H, W)
+
+
 FLOAT_MAX = 1.5   # float images above this are taken for unscaled 0..255 values
 FLOAT_MIN = -0.5  # ... below this for images standardized by a mean and std
 
@@ -85,7 +99,8 @@ class Encoder:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) images → float (B, D) on the model's device; images are resized to ``image_size``.
+        """(B, 3, H, W) images → float (B, D) on the model's device; images are resized to ``image_size``
+        (a non-square image: its short side, then the centre crop, as in pretraining; never stretched).
 
         Two encodings of pixel values are accepted: uint8 in 0..255 (what datasets, banks and generators
         give) and floating point in [0, 1] (``torchvision`` ``ToDtype(float32, scale=True)``); the encoder
@@ -95,13 +110,10 @@ class Encoder:
         whose values cannot be [0, 1] ones (above 1.5: unscaled 0..255 values; below -0.5: images already
         standardized by a mean/std).
         """
-        from torchvision.transforms.v2 import functional as TF
-
         x = check_images(images)
         if self.model is not None:  # to the model's device first: resizing there is what a GPU is for
             x = x.to(next(self.model.parameters()).device, non_blocking=True)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = TF.resize(x, [self.image_size, self.image_size], antialias=True)
+        x = resize_center_crop(x, self.image_size)  # (B, 3, S, S)
         x = x.float().div(255) if x.dtype == torch.uint8 else x.float()  # (B, 3, S, S) in [0, 1]
         if self.model is None:
             return x.flatten(1)
