@@ -352,3 +352,28 @@ def test_a_slide_replaced_under_its_name_after_tiling_is_named_and_retiled(tmp_p
 
     with pytest.raises(SlideError, match=r"the file is \d+ bytes, it was \d+ when tiled"):
         TileImageSet(tiles).get(0)
+
+
+def test_a_slide_whose_retiling_failed_keeps_no_stale_tiles_of_other_settings(tmp_path, capsys):
+    """`wsi tile` rerun with other settings (--min-tissue 0.9) where one slide now fails: that slide's tile file
+    from the earlier settings stayed, and pretraining read its old tiles beside the others' new ones, silently."""
+    from gensis.data.sources import open_data
+    from gensis.errors import UserError
+
+    slides = tmp_path / "s"
+    slides.mkdir()
+    for name in "ab":
+        make_svs(slides / f"{name}.svs", slide_image(256, 256, [(0, 0, 160, 256)]), mpp=0.5, downsamples=(1,))
+    tile = ["wsi", "tile", str(slides), "--out", str(tmp_path / "T"), "--mag", "20", "--tile-size", "32", "--quiet"]
+    assert main(tile) == 0
+    good = (slides / "b.svs").read_bytes()
+    (slides / "b.svs").write_bytes(good[:2000])  # b can no longer be opened
+    assert main([*tile, "--min-tissue", "0.9"]) == 1  # a tiled again, b failed
+    with pytest.raises(UserError, match=r"slide b: its last `gensis wsi tile` failed .* from an earlier tiling "
+                                        r"with other settings"):
+        open_data(f"tiles:{tmp_path / 'T'}@all")
+    assert main(tile) == 1  # b fails again, now with the settings its tile file was made with: still valid
+    assert open_data(f"tiles:{tmp_path / 'T'}@all").slide_ids == ["a", "b"]
+    (slides / "b.svs").write_bytes(good)
+    assert main([*tile, "--min-tissue", "0.9"]) == 0
+    assert open_data(f"tiles:{tmp_path / 'T'}@all").slide_ids == ["a", "b"]

@@ -119,6 +119,7 @@ class TileImageSet(ImageSet):
                 self.slides.append(st)
         if not self.slides:
             raise UserError(f"{self.folder}: no slide has any tile")
+        _refuse_stale_tile_files(self.folder, self.slides)
         self.classes = None
         self.labels = None
         keep = list(range(len(self.slides)))
@@ -216,6 +217,29 @@ class TileImageSet(ImageSet):
                 h.update(np.ascontiguousarray(self.labels).data)
             self._identity = h.hexdigest()[:16]
         return self._identity
+
+
+def _refuse_stale_tile_files(folder: Path, slides: list[SlideTiles]) -> None:
+    """A ``UserError`` for a slide whose last ``wsi tile`` failed (``tiling.json``) while its tile file is from an
+    earlier tiling with other settings (e.g. ``--min-tissue``): its old tiles were used beside the others' new
+    ones, silently."""
+    from gensis.wsi.tilefile import read_manifest
+    from gensis.wsi.tiler import TileSettings
+
+    manifest = read_manifest(folder)
+    entries = manifest.get("slides") or {}
+    try:
+        now = TileSettings(**manifest["settings"])
+    except (KeyError, TypeError):
+        return
+    for st in slides:
+        entry = entries.get(st.slide_id) or {}
+        if entry.get("status") != "failed" or st.attrs.get("slide_mpp") is None:
+            continue
+        if st.attrs.get("settings_key") != now.key(float(st.attrs["slide_mpp"])):
+            raise UserError(f"slide {st.slide_id}: its last `gensis wsi tile` failed ({entry.get('error', '')}), and "
+                            f"{folder / 'patches' / (st.slide_id + '.h5')} is from an earlier tiling with other "
+                            f"settings: fix the slide and run `gensis wsi tile` again, or remove that file")
 
 
 def parse_tiles_spec(src: str) -> tuple[str, str | None]:
