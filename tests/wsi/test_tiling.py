@@ -281,3 +281,23 @@ def test_tile_size_and_overlap_are_checked_before_any_slide(tmp_path, capsys, op
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and msg in err[0], err
     assert not (tmp_path / "T").exists()
+
+
+def test_slides_in_sub_folders_are_named_not_left_out_silently(tmp_path, capsys):
+    """`gensis wsi tile cases/` with one folder per case read only loose slides: the cases' slides were left
+    out without a word (or the error said only "no slides in folder cases")."""
+    from gensis.cli.main import main
+    from gensis.errors import UserError
+    from gensis.wsi.slide import find_slides
+
+    for case in ("c1", "c2"):
+        (tmp_path / "cases" / case).mkdir(parents=True)
+        make_svs(tmp_path / "cases" / case / f"{case}.svs", slide_image(128, 128, [(0, 0, 64, 64)]), mpp=0.5,
+                 downsamples=(1,))
+    with pytest.raises(UserError, match=r"in folder .*cases; its sub-folders hold 2 \(e\.g\. .*c1\.svs\): give them"):
+        find_slides([str(tmp_path / "cases")])
+    make_svs(tmp_path / "cases" / "loose.svs", slide_image(128, 128, [(0, 0, 64, 64)]), mpp=0.5, downsamples=(1,))
+    capsys.readouterr()
+    assert [p.name for p in find_slides([str(tmp_path / "cases")])] == ["loose.svs"]
+    assert "2 slides in sub-folders of" in capsys.readouterr().err
+    assert len(find_slides([str(tmp_path / "cases" / "c1"), str(tmp_path / "cases" / "c2")])) == 2

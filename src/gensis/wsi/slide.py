@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -313,8 +314,15 @@ def find_slides(inputs: list[str]) -> list[Path]:
         p = Path(item).expanduser()
         if p.is_dir():
             found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SLIDE_EXTS)
+            nested = sorted(q for sub in p.iterdir() if sub.is_dir() and not sub.name.startswith(".")
+                            for q in sub.iterdir() if q.is_file() and q.suffix.lower() in SLIDE_EXTS)
+            hint = (f"; its sub-folders hold {len(nested)} (e.g. {nested[0]}): give them, e.g. `gensis wsi tile "
+                    f"{p}/*/ ...`" if nested else "")
             if not found:
-                raise UserError(f"no slides ({', '.join(sorted(SLIDE_EXTS))}) in folder {p}")
+                raise UserError(f"no slides ({', '.join(sorted(SLIDE_EXTS))}) in folder {p}{hint}")
+            if nested:  # a case-per-folder layout beside loose slides: those were left out without a word
+                print(f"gensis: warning: {len(nested)} slides in sub-folders of {p} are not tiled (a folder's own "
+                      f"slides only){hint}", file=sys.stderr)
             out += found
         elif p.suffix.lower() == ".txt" and p.is_file():
             out += [_rel(p, line.strip()) for line in read_text(p).splitlines()
