@@ -44,9 +44,12 @@ def resize_center_crop(x: torch.Tensor, hw: tuple[int, int] | int) -> torch.Tens
     H, W = (hw, hw) if isinstance(hw, int) else (int(hw[0]), int(hw[1]))
     if tuple(x.shape[-2:]) == (H, W):
         return x
+    out: torch.Tensor
     if x.shape[-2] == x.shape[-1] and H == W:
-        return TF.resize(x, [H, W], antialias=True)  # exactly the square resize used before crops existed
-    return TF.center_crop(TF.resize(x, max(H, W), antialias=True), [H, W])  # (B, 3, H, W)
+        out = TF.resize(x, [H, W], antialias=True)  # exactly the square resize used before crops existed
+    else:
+        out = TF.center_crop(TF.resize(x, max(H, W), antialias=True), [H, W])  # (B, 3, H, W)
+    return out
 
 
 FLOAT_MAX = 1.5   # float images above this are taken for unscaled 0..255 values
