@@ -40,3 +40,14 @@ def attr_value(v: Any) -> Any:
 def read_attrs(obj: Any) -> dict[str, Any]:
     """All attributes of an h5py file, group or dataset as plain values (``attr_value``)."""
     return {k: attr_value(v) for k, v in obj.attrs.items()}
+
+
+def read_file_attrs(path: Path) -> dict[str, Any] | None:
+    """The attributes of an HDF5 file (``read_attrs``), or None when it is absent or unreadable."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return read_attrs(f)
+    except OSError:
+        return None

@@ -29,3 +29,16 @@ def test_attr_value_decodes_bytes_and_numpy_scalars():
     assert attr_value(b"key") == "key" and attr_value(np.int64(3)) == 3 and type(attr_value(np.float32(0.5))) is float
     arr = np.arange(3)
     assert attr_value(arr) is arr  # arrays as they come
+
+
+def test_read_file_attrs_absent_unreadable_and_written(tmp_path):
+    from gensis.h5attrs import read_file_attrs
+
+    assert read_file_attrs(tmp_path / "absent.h5") is None
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not an hdf5 file")
+    assert read_file_attrs(bad) is None
+    good = tmp_path / "good.h5"
+    with h5py.File(good, "w") as f:
+        write_attrs({"slide": tmp_path / "a.svs", "n": 3}, f)
+    assert read_file_attrs(good) == {"slide": str(tmp_path / "a.svs"), "n": 3}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
-from gensis.h5attrs import read_attrs, write_attrs
+from gensis.h5attrs import read_attrs, read_file_attrs, write_attrs
 from gensis.rundir import atomic_path, make_folder
 
 FORMAT = "gensis-bag/1"
@@ -43,15 +43,7 @@ def write_bag(path: Path, features: np.ndarray, coords: np.ndarray, attrs: dict)
         write_attrs({**attrs, "format": FORMAT}, f)
 
 
-def read_bag_attrs(path: Path) -> dict | None:
-    """Attributes of a bag file, or None when it is absent or unreadable."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return read_attrs(f)
-    except OSError:
-        return None
+read_bag_attrs = read_file_attrs  # the file's attributes, or None when it is absent or unreadable
 
 
 def read_bag(path: Path) -> Bag:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
-from gensis.h5attrs import attr_value, read_attrs, write_attrs
+from gensis.h5attrs import attr_value, read_attrs, read_file_attrs, write_attrs
 from gensis.rundir import atomic_path, make_folder
 from gensis.wsi.geometry import TileGeometry
 
@@ -92,15 +92,7 @@ def changed_since_tiling(attrs: dict, dimensions: tuple[int, int], nbytes: int |
     return None
 
 
-def read_tile_attrs(path: Path) -> dict | None:
-    """The attributes of an existing tile file, or None if absent or unreadable."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return read_attrs(f)
-    except OSError:
-        return None
+read_tile_attrs = read_file_attrs  # the file's attributes, or None when it is absent or unreadable
 
 
 def settings_key(path: Path) -> str | None:
