@@ -106,3 +106,57 @@ def test_folder_layout_ignores_bytes_but_not_names_labels_or_split(tmp_path):
     assert open_data(str(tmp_path), "train", 0.2, 1).layout != tr_lay
     (tmp_path / "b" / "4.png").rename(tmp_path / "b" / "9.png")
     assert open_data(str(tmp_path), "all").layout != lay
+
+
+def _tile_npz(tmp_path, n_slides, per_slide=5):
+    """Tiles of ``n_slides`` slides (slide s has class s % 2), as an .npz with ``groups``."""
+    groups = np.repeat(np.arange(n_slides), per_slide)
+    imgs = np.random.default_rng(0).integers(0, 255, (len(groups), 8, 8), dtype=np.uint8)
+    return _npz(tmp_path, images=imgs, labels=groups % 2, groups=groups)
+
+
+def test_split_of_tiles_with_groups_is_by_slide_and_stratified(tmp_path, capsys):
+    """The val split was drawn over tiles: every slide had tiles on both sides, inflating k-NN/linear scores."""
+    p = _tile_npz(tmp_path, 10)
+    tr, va = open_data(p, "train", 0.2, 0), open_data(p, "val", 0.2, 0)
+    assert len(tr) + len(va) == 50
+    assert not set(tr.groups.tolist()) & set(va.groups.tolist())        # no slide on both sides
+    assert sorted(np.unique(va.groups) % 2) == [0, 1]                   # one slide of each class held out
+    assert len(np.unique(va.groups)) == 2
+    assert open_data(p, "val", 0.2, 0).identity == va.identity           # seeded
+    assert open_data(p, "val", 0.2, 3).identity != va.identity
+    assert capsys.readouterr().err == ""
+    # too few slides for a stratified split: one line says so (once); one slide cannot be split at all
+    p3 = _tile_npz(tmp_path, 3)
+    va3 = open_data(p3, "val", 0.2, 0)
+    open_data(p3, "train", 0.2, 0)
+    assert len(np.unique(va3.groups)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "3 slides are too few for a split by slide" in err[0] and "no slide in val" in err[0]
+    with pytest.raises(UserError, match="split is by slide .* needs at least 2 slides, found 1; use @all"):
+        open_data(_tile_npz(tmp_path, 1), "train")
+
+
+def test_tile_folder_with_tiles_csv_is_split_by_slide(tmp_path, capsys):
+    """A tile folder (as `gensis wsi export` writes it: <class>/<slide>_<x>_<y>.png + tiles.csv) was split by
+    tile; a file tiles.csv does not list is a slide of its own (one warning)."""
+    rows = ["file,slide"]
+    for s in range(8):
+        for k in range(4):
+            f = f"{'ab'[s % 2]}/S{s}_{k}_0.png"
+            (tmp_path / f).parent.mkdir(exist_ok=True)
+            Image.fromarray(np.full((8, 8, 3), 10 * s + k, np.uint8)).save(tmp_path / f)
+            rows.append(f"{f},S{s}")
+    (tmp_path / "tiles.csv").write_text("\n".join(rows) + "\n")
+    tr, va = open_data(str(tmp_path), "train"), open_data(str(tmp_path), "val")
+
+    def slides(ds):
+        return {p.name.split("_")[0] for p in (ds.parent.paths[i] for i in ds.indices)}
+
+    assert len(tr) + len(va) == 32 and not slides(tr) & slides(va) and len(slides(va)) == 2
+    assert sorted(set(va.labels.tolist())) == [0, 1]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "extra.png")
+    capsys.readouterr()
+    full = open_data(f"{tmp_path}@all")
+    assert len(set(full.groups.tolist())) == 9
+    assert "names no slide for 1 of 33 images (e.g. a/extra.png)" in capsys.readouterr().err

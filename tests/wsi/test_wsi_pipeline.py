@@ -55,12 +55,35 @@ def test_tiles_dataset_lazy_groups_labels_split(tiled):
     tr, va = open_data(f"tiles:{out}@train"), open_data(f"tiles:{out}@val")
     assert len(tr) + len(va) == len(ds2)
     assert not set(tr.parent.groups[tr.indices]) & set(va.parent.groups[va.indices])
+    # labelled: stratified by the slides' classes (3 pink, 3 blue slides: one of each held out)
+    lab = f"tiles:{out}?labels={d / 'labels.csv'}"
+    va = open_data(f"{lab}@val")
+    assert sorted(set(va.labels.tolist())) == [0, 1] and len(set(va.groups.tolist())) == 2
     # the bank's interpolation partner comes from another slide
     from gensis.bank.plan import secondaries
 
     idx = np.arange(len(ds2))
     sec = secondaries(0, idx, len(ds2), ds2.groups)
     assert np.all(ds2.groups[sec] != ds2.groups[idx])
+
+
+def test_exported_tile_folder_is_split_by_slide(tiled, tmp_path):
+    """`gensis wsi export` then `--data FOLDER`: the folder's val split was drawn over tiles (each slide on both
+    sides). The export's tiles.csv names each tile's slide: the folder splits as `tiles:` does."""
+    from gensis.cli.main import main
+
+    d, out = tiled
+    folder = tmp_path / "png"
+    assert main(["wsi", "export", "--tiles", str(out), "--out", str(folder), "--labels", str(d / "labels.csv"),
+                 "--quiet"]) == 0
+    tiles = open_data(f"tiles:{out}?labels={d / 'labels.csv'}")
+    for split in ("train", "val"):
+        a, b = open_data(f"{folder}@{split}"), open_data(f"tiles:{out}?labels={d / 'labels.csv'}@{split}")
+        names = sorted(a.parent.paths[i].name.rsplit("_", 2)[0] for i in a.indices)
+        ids = sorted(tiles.slide_ids[g] for g in b.groups)
+        assert names == ids  # the same slides on the same side
+    tr, va = open_data(f"{folder}@train"), open_data(f"{folder}@val")
+    assert not set(tr.groups.tolist()) & set(va.groups.tolist())
 
 
 def test_tile_labels_by_file_name_and_untiled_rows_are_counted(tiled, tmp_path, capsys):

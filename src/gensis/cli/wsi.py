@@ -72,7 +72,8 @@ def add_parser(sub) -> None:
 
     x = wsub.add_parser("export", help="write the tiles as image files (optional; training reads slides directly)",
                         description="Export every tile as PNG: OUT/<slide>_<x>_<y>.png, or OUT/<label>/... with "
-                                    "--labels. Existing files are kept.")
+                                    "--labels, and OUT/tiles.csv (file,slide), so that --data OUT is split by "
+                                    "slide. Existing files are kept.")
     x.add_argument("--tiles", required=True, help="tiles folder")
     x.add_argument("--out", required=True, help="image folder to write")
     x.add_argument("--labels", default=None, help="CSV slide,label: one sub-folder per label (an ImageFolder)")

@@ -14,7 +14,10 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
   how ``gensis.pretrain(my_dataset, ...)`` passes objects through stages that take ``--data`` strings.
 
 Without a split of its own, a dataset is split into train/val deterministically by ``seed``
-(``val_fraction`` of each class goes to val). Every image comes out as H×W×3 uint8 (grey is repeated).
+(``val_fraction`` of each class goes to val); data with groups (the slide of each tile: ``tiles:``, an ``.npz``
+``groups`` array, an image folder with a ``tiles.csv`` of ``file,slide`` rows as ``gensis wsi export`` writes)
+is split by group, so no slide has tiles on both sides (``_split_indices``). Every image comes out as H×W×3 uint8
+(grey is repeated).
 """
 
 from __future__ import annotations
@@ -570,7 +573,42 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
         out._identity = None
         if not out.paths:
             raise UserError(f"no readable images in folder {folder}")
+    out.groups = _tile_slides(folder, out.paths)
     return out
+
+
+TILE_SLIDES_CSV = "tiles.csv"  # file,slide: the slide of each image of a tile folder (`gensis wsi export` writes it)
+
+
+def _tile_slides(folder: Path, paths: list[Path]) -> np.ndarray | None:
+    """Each image's slide (as groups: 0..S-1 in sorted slide order) from ``folder/tiles.csv`` (columns
+    ``file,slide``, ``file`` relative to ``folder``), or None without one. An image the file does not list is a
+    slide of its own (counted in one warning line)."""
+    table = folder / TILE_SLIDES_CSV
+    if not table.is_file():
+        return None
+    from gensis.textfile import read_csv
+
+    header, rows = read_csv(table)
+    if not {"file", "slide"} <= {h.lower() for h in header}:
+        return None  # someone else's tiles.csv
+    slide_of = {}
+    for _, row in rows:
+        row = {k.lower(): v for k, v in row.items()}
+        if row["file"] and row["slide"]:
+            slide_of[row["file"].replace("\\", "/")] = row["slide"]
+    names = [slide_of.get(p.relative_to(folder).as_posix()) for p in paths]
+    slides = sorted({s for s in names if s is not None})
+    index = {s: i for i, s in enumerate(slides)}
+    unlisted = [p for p, s in zip(paths, names) if s is None]
+    if unlisted and str(table) not in _WARNED_UNREAD:
+        import sys
+
+        _WARNED_UNREAD.add(str(table))
+        print(f"gensis: warning: {table} names no slide for {len(unlisted)} of {len(paths)} images (e.g. "
+              f"{unlisted[0].relative_to(folder).as_posix()}); each counts as a slide of its own", file=sys.stderr)
+    extra = iter(range(len(slides), len(slides) + len(unlisted)))
+    return np.array([index[s] if s is not None else next(extra) for s in names], np.int64)
 
 
 _CHECKED: dict[str, list[int]] = {}  # (paths, sizes, mtimes) -> readable indices, per process
@@ -587,21 +625,78 @@ def _checked(paths: list[Path], where: str, skip: bool) -> list[int]:
     return _CHECKED[key]
 
 
-def _split_indices(labels: np.ndarray | None, n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic split; stratified by class when labels exist."""
+def _draw(labels: np.ndarray | None, n: int, val_fraction: float, seed: int,
+          both_sides: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of ``n`` items: ``val_fraction`` of each class (of all items when unlabelled) drawn
+    by ``seed``. ``both_sides``: with two or more items, each side keeps at least one."""
     rng = np.random.default_rng(seed)
-    if labels is None:
-        perm = rng.permutation(n)
-        n_val = int(round(n * val_fraction))
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-    train, val = [], []
-    for c in np.unique(labels):
-        idx = np.where(labels == c)[0]
-        idx = idx[rng.permutation(len(idx))]
-        n_val = int(round(len(idx) * val_fraction))
-        val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    parts = [rng.permutation(n)] if labels is None else \
+        [idx[rng.permutation(len(idx))] for idx in (np.flatnonzero(labels == c) for c in np.unique(labels))]
+    n_val = [int(round(len(p) * val_fraction)) for p in parts]
+    if both_sides and n >= 2 and val_fraction > 0:
+        if sum(n_val) == 0:
+            n_val[int(np.argmax([len(p) for p in parts]))] = 1
+        elif sum(n_val) == n:
+            n_val[int(np.argmax(n_val))] -= 1
+    train = np.concatenate([p[k:] for p, k in zip(parts, n_val)]).astype(np.int64)
+    val = np.concatenate([p[:k] for p, k in zip(parts, n_val)]).astype(np.int64)
+    return np.sort(train), np.sort(val)
+
+
+def _split_indices(full: ImageSet, val_fraction: float, seed: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic (train, val) split of a dataset without a split of its own: ``val_fraction`` held out,
+    drawn by ``seed``, stratified by class when labels exist.
+
+    With ``groups`` (the slide of each tile: ``tiles:``, a tile folder written by ``gensis wsi export``, an
+    ``.npz`` ``groups`` array) whole groups are drawn instead of images, so no slide has tiles on both sides
+    (tiles of one slide on both sides inflate k-NN and linear scores); stratified by the groups' classes when
+    every group has one class, at least one group on each side. Fewer than 2 groups is one ``UserError`` line;
+    a class left without a group on one side is one warning line (too few slides for a stratified split); both
+    name the data as ``where``."""
+    labels = full.labels
+    if full.groups is None:
+        return _draw(labels, len(full), val_fraction, seed)
+    ids, member = np.unique(full.groups, return_inverse=True)  # member: (N,) group index of each image
+    if len(ids) < 2:
+        raise UserError(f"{where}: its train/val split is by slide (the data's groups) and needs at least 2 "
+                        f"slides, found {len(ids)}; use @all (and other data as --test)")
+    group_labels = None
+    if labels is not None:
+        lo = np.full(len(ids), np.iinfo(np.int64).max)
+        hi = np.full(len(ids), np.iinfo(np.int64).min)
+        np.minimum.at(lo, member, labels)
+        np.maximum.at(hi, member, labels)
+        group_labels = lo if np.array_equal(lo, hi) else None  # stratify only when each slide has one class
+    _, val_groups = _draw(group_labels, len(ids), val_fraction, seed, both_sides=True)
+    is_val = np.isin(member, val_groups)
+    train, val = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if group_labels is not None:
+        _warn_unsplit_classes(full, where, len(ids), group_labels, val_groups, val_fraction, seed)
+    return train, val
+
+
+_WARNED_SPLITS: set[tuple[str, int, int, float, int]] = set()  # splits whose one-sided classes were named
+
+
+def _warn_unsplit_classes(full: ImageSet, where: str, n_groups: int, group_labels: np.ndarray,
+                          val_groups: np.ndarray, val_fraction: float, seed: int) -> None:
+    """One line (stderr, once per dataset and split) naming the classes whose slides all fell on one side."""
+    key = (where, len(full), n_groups, val_fraction, seed)
+    if key in _WARNED_SPLITS:
+        return
+    _WARNED_SPLITS.add(key)
+    in_val = np.zeros(len(group_labels), bool)
+    in_val[val_groups] = True
+    names = full.classes or [str(c) for c in range(int(group_labels.max()) + 1)]
+    sides = {side: [names[c] for c in np.unique(group_labels) if not np.any((group_labels == c) & (in_val == v))]
+             for side, v in (("val", True), ("train", False))}
+    said = "; ".join(f"class{'es' if len(cs) > 1 else ''} {', '.join(cs[:5])}{', ...' if len(cs) > 5 else ''} "
+                     f"{'have' if len(cs) > 1 else 'has'} no slide in {side}" for side, cs in sides.items() if cs)
+    if said:
+        import sys
+
+        print(f"gensis: warning: {where}: {n_groups} slides are too few for a split by slide stratified by "
+              f"class (data.val_fraction {val_fraction}): {said}", file=sys.stderr)
 
 
 @dataclass
@@ -642,12 +737,12 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
     if split not in ("train", "val", "all"):
         raise UserError(f"unknown split '{split}' (use train, val or all)")
     src = ds.source
-    if src.startswith("tiles:") or (Path(src).expanduser().is_dir() and _is_tiles(Path(src).expanduser())):
-        from gensis.wsi.dataset import open_tiles_split  # slides tiled by `gensis wsi tile`, read lazily
-
-        return apply_limit(open_tiles_split(src, split, val_fraction, seed), limit, seed)
     full: ImageSet
-    if src.startswith("python:"):
+    if src.startswith("tiles:") or (Path(src).expanduser().is_dir() and _is_tiles(Path(src).expanduser())):
+        from gensis.wsi.dataset import open_tiles  # slides tiled by `gensis wsi tile`, read lazily
+
+        full = open_tiles(src)
+    elif src.startswith("python:"):
         if src not in _REGISTERED:
             raise UserError(f"dataset '{src}' was a Python object of another session; pass the object again")
         full = _REGISTERED[src]
@@ -693,7 +788,7 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
             raise UserError(f"unsupported dataset '{src}': give a folder, an .npz file or builtin:NAME{hint}")
     if split == "all":
         return apply_limit(full, limit, seed)
-    tr, va = _split_indices(full.labels, len(full), val_fraction, seed)
+    tr, va = _split_indices(full, val_fraction, seed, src)  # by slide when the data has groups
     idx = tr if split == "train" else va
     out = full.subset(idx, f"{full.name}@{split}")
     out.split, out.source_size = split, len(full)

@@ -276,47 +276,30 @@ def open_tiles(src: str) -> TileImageSet:
 
 
 def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: str = "png") -> int:
-    """Write every tile as an image file: ``out/<label>/<slide>_x_y.png`` (labelled) or ``out/<slide>_x_y.png``.
-    An existing file is kept (resumable). Returns the number of files written."""
+    """Write every tile as an image file: ``out/<label>/<slide>_x_y.png`` (labelled) or ``out/<slide>_x_y.png``,
+    and, first, ``out/tiles.csv`` (``file,slide``: each tile's slide, so that ``--data out`` is split by slide as
+    ``tiles:`` is). An existing file is kept (resumable). Returns the number of files written."""
     from PIL import Image
 
+    from gensis.data.sources import TILE_SLIDES_CSV
     from gensis.progress import progress
-    from gensis.rundir import atomic_save_image, remove_stale_temps
+    from gensis.rundir import atomic_save_image, atomic_write_text, remove_stale_temps
+    from gensis.textfile import csv_text
 
     out = Path(out)
     for folder in (out, *(out / c for c in (ds.classes or []) if ds.labels is not None)):
         remove_stale_temps(folder)  # a killed export's temporary files (marked, their pid gone)
+    files = []
+    for i in range(len(ds)):
+        s, x, y = ds.location(i)
+        name = f"{ds.slides[s].slide_id}_{x}_{y}.{fmt}"
+        files.append((f"{ds.classes[ds.labels[i]]}/{name}" if ds.labels is not None else name, ds.slides[s].slide_id))
+    atomic_write_text(out / TILE_SLIDES_CSV, csv_text([["file", "slide"], *map(list, files)]))
     n = 0
     for i in progress(range(len(ds)), total=len(ds), desc="export", disable=quiet):
-        s, x, y = ds.location(i)
-        sub = out / ds.classes[ds.labels[i]] if ds.labels is not None else out
-        path = sub / f"{ds.slides[s].slide_id}_{x}_{y}.{fmt}"
+        path = out / files[i][0]
         if path.exists():
             continue
         atomic_save_image(Image.fromarray(ds.get(i)), path)  # tmp -> fsync -> rename -> fsync(dir)
         n += 1
     return n
-
-
-def split_by_slide(n_slides: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) slide indices: a deterministic ``val_fraction`` of the slides (at least one when there are
-    two or more) is held out, so no slide has tiles on both sides."""
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(n_slides)
-    n_val = int(round(n_slides * val_fraction))
-    if n_slides >= 2 and val_fraction > 0:
-        n_val = min(max(n_val, 1), n_slides - 1)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def open_tiles_split(src: str, split: str, val_fraction: float = 0.2, seed: int = 0) -> ImageSet:
-    """``--data tiles:...`` with a split (``all``, or ``train``/``val`` by slide)."""
-    ds = open_tiles(src)
-    if split == "all":
-        return ds
-    if len(ds.slides) < 2:
-        raise UserError(f"{src}: a train/val split is by slide and needs at least 2 slides (found 1); use @all")
-    tr, va = split_by_slide(len(ds.slides), val_fraction, seed)
-    keep = tr if split == "train" else va
-    idx = np.flatnonzero(np.isin(ds.groups, keep))
-    return ds.subset(idx, f"{ds.name}@{split}")
