@@ -117,6 +117,25 @@ def _is_mil_predictions(path: Path) -> bool:
         return False
 
 
+DAVIS_MARKER = "davis-predictions.json"  # written first into the --out of `gensis eval davis` (gensis.eval.davis)
+DAVIS_FORMAT = "gensis-davis-predictions"
+
+
+def _is_davis_predictions(path: Path) -> bool:
+    """``gensis eval davis --out``: its ``davis-predictions.json`` marker, or (written before the marker existed) only
+    ``<sequence>-overlay.png`` strips and ``<sequence>/`` folders of PNGs, each with its strip."""
+    from gensis.rundir import LOCK_NAME, is_temp_name
+
+    m = _json(path / DAVIS_MARKER)
+    if m is not None and m.get("format") == DAVIS_FORMAT:
+        return True
+    entries = [p for p in path.iterdir() if p.name != LOCK_NAME and not is_temp_name(p.name)]
+    strips = {p.name[:-len("-overlay.png")] for p in entries if p.is_file() and p.name.endswith("-overlay.png")}
+    dirs = [p for p in entries if p.is_dir()]
+    return (bool(strips) and len(strips) + len(dirs) == len(entries) and all(d.name in strips for d in dirs)
+            and all(f.suffix == ".png" for d in dirs for f in d.iterdir()))
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str        # the manifest stage, where the writer records one
@@ -142,6 +161,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("features", "a features folder (slide bags)", "gensis wsi embed", lambda p: any(p.glob("*.h5"))),
     Kind("eldm-figures", "an E-LDM figures folder", "gensis eldm sample", _is_figures),
     Kind("mil-predictions", "a MIL predictions folder", "gensis mil predict", _is_mil_predictions),
+    Kind("davis-predictions", "a DAVIS predictions folder", "gensis eval davis", _is_davis_predictions),
 )}
 
 
@@ -183,10 +203,11 @@ def refuse_other_kind(out: str | Path, kind: str, option: str = "--out") -> None
         raise UserError(f"{option} {out} is {describe(found)}, not {KINDS[kind].noun}: use another {option}")
 
 
-def require_own_or_empty(out: str | Path, kind: str, option: str = "--out") -> None:
+def require_own_or_empty(out: str | Path, kind: str, option: str = "--out", again: str = "to resume it") -> None:
     """Before a ``kind`` writer that rewrites files at the top of ``out`` (the demos: ``stages.json``, results, the
     report) writes anything: a UserError unless ``out`` is missing, empty (but for a lock or temporary files a
-    killed gensis left) or a ``kind`` folder, i.e. one that writer made (resumed). Nothing is written or deleted."""
+    killed gensis left) or a ``kind`` folder, i.e. one that writer made (resumed). Nothing is written or deleted.
+    ``again`` ends the error line's hint (what giving that writer's earlier ``out`` does)."""
     p = Path(out).expanduser()
     if not p.exists():
         return
@@ -205,4 +226,4 @@ def require_own_or_empty(out: str | Path, kind: str, option: str = "--out") -> N
 
     names = sorted(q.name for q in p.iterdir() if q.name != LOCK_NAME and not is_temp_name(q.name))
     raise UserError(f"{option} {out} is not empty and not {want.noun} (holds {names[0]}{' ...' if len(names) > 1 else ''}"
-                    f"): give a new or empty folder, or the {option} of an earlier `{want.writer}` to resume it")
+                    f"): give a new or empty folder, or the {option} of an earlier `{want.writer}` {again}")

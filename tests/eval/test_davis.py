@@ -1,6 +1,7 @@
 """gensis eval davis: label propagation equals DINO's dense formulation; end to end on a tiny DAVIS folder."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -100,3 +101,26 @@ def test_davis2016_grey_masks_are_one_object(tmp_path):
     Image.fromarray(m, mode="L").save(tmp_path / "a.png")
     lab, pal = read_annotation(tmp_path / "a.png")
     assert pal is None and lab.max() == 1 and lab.sum() == 6
+
+
+def test_davis_out_never_overwrites_files_it_did_not_write(tmp_path, capsys):
+    """--out inside the DAVIS folder (its Annotations/480p: the ground truth, under the predictions' names) or a
+    non-empty folder of other files is refused in one line before any work; its own folder is written again."""
+    root = make_davis(tmp_path / "DAVIS", sequences=("squares",), frames=3)
+    gt = root / "Annotations" / "480p"
+    before = {p: p.read_bytes() for p in gt.rglob("*.png")}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    argv = ["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3", "--out"]
+    for out, msg in ((gt, "inside the DAVIS folder"), (root, "inside the DAVIS folder"), (mine, "not empty")):
+        assert main(argv + [str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert {p: p.read_bytes() for p in gt.rglob("*.png")} == before and sorted(os.listdir(mine)) == ["notes.txt"]
+    pred = tmp_path / "pred"
+    for _ in range(2):  # its own folder: written again
+        assert main(argv + [str(pred)]) == 0
+    assert (pred / "squares" / "00002.png").is_file() and (pred / "davis-predictions.json").is_file()
+    (pred / "davis-predictions.json").unlink()  # written before the marker existed: strips and their PNG folders
+    assert main(argv + [str(pred)]) == 0

@@ -296,6 +296,28 @@ def overlay_strip(frames: list[Path], preds: list[np.ndarray], anns: list[Path |
     return buf.getvalue()
 
 
+def check_out(out: str | Path, root: str | Path) -> None:
+    """A UserError, before any work, when ``--out`` would overwrite files that are not predictions of an earlier
+    ``gensis eval davis``: a folder inside the DAVIS folder (``Annotations/480p`` holds the ground truth under the
+    same names), or a non-empty folder of other files. Nothing is written."""
+    from gensis.folder_kind import require_own_or_empty
+
+    o, r = Path(out).expanduser().resolve(), Path(root).expanduser().resolve()
+    if o == r or r in o.parents:
+        raise UserError(f"--out {out} lies inside the DAVIS folder {root}: the predictions would overwrite its "
+                        f"files (Annotations/ holds the ground truth under the same names); give a folder outside it")
+    require_own_or_empty(out, "davis-predictions", again="to write into it again")
+
+
+def start_out(out: str | Path, root: str | Path, image_set: str) -> None:
+    """The marker of a predictions folder (``folder_kind.DAVIS_MARKER``), written before any prediction."""
+    from gensis.folder_kind import DAVIS_FORMAT, DAVIS_MARKER
+    from gensis.rundir import atomic_write_json
+
+    atomic_write_json(Path(out).expanduser() / DAVIS_MARKER,
+                      {"format": DAVIS_FORMAT, "data": str(root), "image_set": image_set})
+
+
 def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequences: list[str] | None = None,
                image_set: str = "val", size: int = SIZE, n_last: int = N_LAST_FRAMES, topk: int = TOPK,
                radius: int = RADIUS, temperature: float = TEMPERATURE, strip_frames: int = 5) -> dict:
@@ -320,6 +342,10 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
             raise UserError(f"sequence '{unknown[0]}' is not in {image_set}.txt ({', '.join(names[:8])})")
         names = sequences
     files = {s: sequence_files(layout, s) for s in names}  # every layout error before any work
+    out_dir = None if out is None else Path(out).expanduser()
+    if out_dir is not None:
+        check_out(out_dir, layout["root"])
+        start_out(out_dir, layout["root"], image_set)
     t0 = time.time()
     per_seq, objects = [], []
     for s in names:
@@ -328,11 +354,11 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
         palette = palette or davis_palette()
         preds = segment_sequence(encoder, frames, first, size, n_last, topk, radius, temperature, desc=s)
         scores = score_sequence(preds, anns, first)
-        if out is not None:
-            od = Path(out) / s
+        if out_dir is not None:
+            od = out_dir / s
             for f, p in zip(frames, preds):
                 write_palette_png(od / f"{f.stem}.png", p, palette)
-            atomic_write_bytes(Path(out) / f"{s}-overlay.png", overlay_strip(frames, preds, anns, palette, strip_frames))
+            atomic_write_bytes(out_dir / f"{s}-overlay.png", overlay_strip(frames, preds, anns, palette, strip_frames))
         row = {"sequence": s, "frames": len(frames), "objects": len(scores)}
         if scores:
             row["J"] = float(np.mean([o["J"]["mean"] for o in scores]))
@@ -388,6 +414,8 @@ def _run(args) -> dict:
 
     device = setup_runtime(args)
     davis_layout(args.data, args.set)  # layout errors before loading the encoder
+    if args.out is not None:
+        check_out(args.out, args.data)
     enc = open_encoder(args.encoder, args, device=device)
     seqs = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
     return davis_eval(enc, args.data, args.out, seqs, args.set, args.size, args.n_last_frames, args.topk,
