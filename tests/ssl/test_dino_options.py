@@ -8,6 +8,7 @@ from torch import nn
 
 from gensis.config import load_config
 from gensis.configs.added import added_keys
+from gensis.errors import UserError
 from gensis.ssl.dino_loss import DINOLoss
 from gensis.ssl.losses.centering import sinkhorn_knopp
 from gensis.ssl.methods import build_method
@@ -59,6 +60,44 @@ def test_sinkhorn_knopp_targets_replace_the_center():
     want = sum(loss.cross_entropy(q[i], s[v]) for i in range(2) for v in range(4) if v != i) / 6
     assert value.item() == pytest.approx(want.item(), rel=1e-6)
     assert torch.equal(loss.center, torch.zeros(1, 16))  # no EMA center with Sinkhorn-Knopp
+
+
+def test_sinkhorn_knopp_queue_fills_first_then_balances_over_batch_and_queue():
+    torch.manual_seed(0)
+    loss = DINOLoss(16, centering="sinkhorn_knopp", sk_queue=8)
+    batches = [torch.randn(2 * 3, 16) for _ in range(3)]  # 2 global crops of batch 3: 6 teacher rows per step
+    student = torch.randn(2 * 3, 16)
+    # the first step: the queue is empty, targets are Sinkhorn-Knopp on the batch alone
+    torch.testing.assert_close(loss.teacher_probs(batches[0], 0.04), sinkhorn_knopp(batches[0], 0.04))
+    loss(student, batches[0], 0.04)
+    assert int(loss.queue_filled) == 6 and not loss.queue_full()
+    torch.testing.assert_close(loss.queue[:6], batches[0])  # newest rows first
+    loss(student, batches[1], 0.04)
+    assert loss.queue_full()
+    torch.testing.assert_close(loss.queue, torch.cat([batches[1], batches[0][:2]]))  # FIFO: the oldest dropped
+    # once full: balanced over batch + queue, only the batch's rows returned, each an assignment
+    p = loss.teacher_probs(batches[2], 0.04)
+    want = sinkhorn_knopp(torch.cat([batches[2], loss.queue]), 0.04)[:6]
+    torch.testing.assert_close(p, want)
+    torch.testing.assert_close(p.sum(1), torch.ones(6))
+    assert not torch.allclose(p, sinkhorn_knopp(batches[2], 0.04), atol=1e-3)
+    # reading targets (the disentanglement loss does) leaves the queue alone; the queue is in the state dict
+    before = loss.queue.clone()
+    loss.teacher_probs(batches[2], 0.04)
+    assert torch.equal(loss.queue, before)
+    restored = DINOLoss(16, centering="sinkhorn_knopp", sk_queue=8)
+    restored.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(restored.teacher_probs(batches[2], 0.04), p)
+
+
+def test_sinkhorn_knopp_queue_needs_sinkhorn_knopp_and_no_queue_adds_no_state():
+    with pytest.raises(ValueError, match="needs centering='sinkhorn_knopp'"):
+        DINOLoss(16, sk_queue=8)
+    with pytest.raises(UserError, match="dino.sk_queue=8 needs dino.centering=sinkhorn_knopp"):
+        build_method(load_config("pretrain", "smoke", TINY + ["dino.sk_queue=8"]))
+    assert set(DINOLoss(16, centering="sinkhorn_knopp").state_dict()) == {"center"}
+    m = build_method(load_config("pretrain", "smoke", TINY + ["dino.centering=sinkhorn_knopp", "dino.sk_queue=32"]))
+    assert m.dino_loss.queue.shape == (32, 16)
 
 
 def test_unknown_centering_is_refused():

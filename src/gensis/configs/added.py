@@ -33,6 +33,8 @@ ADDED: dict[str, dict[str, Any]] = {
         # (tests/ssl/test_dino_options.py)
         "dino.koleo_loss_weight": 0.0,
         "ibot.koleo_loss_weight": 0.0,  # the same for iBOT (tests/ssl/test_dino_options.py)
+        # skqueue: no queue registers no buffer and leaves Sinkhorn-Knopp on the batch alone (tests/ssl/test_dino_options.py)
+        "dino.sk_queue": 0,
     },
     "eldm": {
         # d471ef7: one context token is the Conditioner of every run before the key (same parameters, initial

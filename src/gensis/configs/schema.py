@@ -144,6 +144,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "dino.use_bn_in_head": Bool(),
         "dino.centering": OneOf("centering", "sinkhorn_knopp"),
         "dino.koleo_loss_weight": NONNEG_FLOAT,
+        "dino.sk_queue": NONNEG_INT,
         "aug.n_local": NONNEG_INT,
         "aug.local_size": POS_INT,
         "aug.global_scale": SCALE,

@@ -75,6 +75,8 @@ class PretrainDino(ConfigSection):
     centering: Literal["centering", "sinkhorn_knopp"] = "centering"
     #: KoLeo (DINOv2's uniformity term) on the student's backbone CLS per global crop; 0: DINO as published
     koleo_loss_weight: float = 0.0
+    #: with sinkhorn_knopp: also balance over the teacher outputs of the last N samples (SwAV's queue), 0: none
+    sk_queue: int = 0
 
 
 @dataclass(kw_only=True)

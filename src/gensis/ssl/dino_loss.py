@@ -17,6 +17,13 @@ With ``centering="sinkhorn_knopp"`` step 1 is DINOv2's Sinkhorn-Knopp assignment
 outputs instead (``gensis.ssl.losses.centering.sinkhorn_knopp``: balanced over the prototypes, 3 iterations)
 and step 4 is skipped (no center).
 
+``sk_queue = Q > 0`` (beyond DINO, from SwAV, Caron et al. 2020, Sec. 4.4 "small batches" / ``swav/main_swav.py``
+``--queue_length``): Sinkhorn-Knopp balances the prototypes over the batch *and* the teacher outputs of the last
+Q samples (a FIFO per rank, used once full, as SwAV), so that a batch smaller than the number of prototypes
+still gets sharp, balanced assignments; only the batch's rows are targets. SwAV stores embeddings and scores them
+with the current prototypes; here the stored rows are the teacher's outputs when they were computed (the teacher
+moves slowly, by EMA). The queue is a buffer: checkpoints hold it, ``--resume`` continues it.
+
 Reference: ``DINOLoss`` in facebookresearch/dino (``main_dino.py``); tests compare with its outputs.
 """
 
@@ -32,18 +39,38 @@ from gensis.ssl.losses.centering import check_centering, sinkhorn_knopp
 
 class DINOLoss(nn.Module):
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
-                 centering: str = "centering"):
+                 centering: str = "centering", sk_queue: int = 0):
         super().__init__()
         self.centering = check_centering(centering)
+        if sk_queue and self.centering != "sinkhorn_knopp":
+            raise ValueError("a Sinkhorn-Knopp queue (sk_queue > 0) needs centering='sinkhorn_knopp'")
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
+        if sk_queue:
+            self.register_buffer("queue", torch.zeros(sk_queue, out_dim))  # (Q, K), newest rows first
+            self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))  # rows written so far, <= Q
 
     def teacher_probs(self, teacher_out: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """Step 1: centered, sharpened teacher distribution (no gradient)."""
+        """Step 1: centered, sharpened teacher distribution (no gradient); reads the queue, never writes it."""
+        t = teacher_out.detach().float()  # (B, K)
         if self.centering == "sinkhorn_knopp":
-            return sinkhorn_knopp(teacher_out.detach().float(), teacher_temp)  # (B, K), rows sum to 1
-        return F.softmax((teacher_out.detach().float() - self.center) / teacher_temp, dim=-1)
+            if self.queue_full():
+                return sinkhorn_knopp(torch.cat([t, self.queue]), teacher_temp)[:len(t)]  # (B + Q, K) -> (B, K)
+            return sinkhorn_knopp(t, teacher_temp)  # (B, K), rows sum to 1
+        return F.softmax((t - self.center) / teacher_temp, dim=-1)
+
+    def queue_full(self) -> bool:
+        return hasattr(self, "queue") and int(self.queue_filled) >= len(self.queue)
+
+    @torch.no_grad()
+    def push_queue(self, teacher_out: torch.Tensor) -> None:
+        """FIFO: the batch's teacher outputs become the queue's newest rows (the oldest drop out)."""
+        if not hasattr(self, "queue"):
+            return
+        q = len(self.queue)
+        self.queue.copy_(torch.cat([teacher_out.detach().float(), self.queue])[:q])  # (Q, K)
+        self.queue_filled.fill_(min(q, int(self.queue_filled) + len(teacher_out)))
 
     def cross_entropy(self, teacher_p: torch.Tensor, student_out: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of −Σ_k p_k log softmax(s/τ_s)_k."""
@@ -68,6 +95,8 @@ class DINOLoss(nn.Module):
                 n_terms += 1
         if update_center and self.centering == "centering":
             self.update_center(teacher_out)
+        if update_center:
+            self.push_queue(teacher_out)
         return total / n_terms
 
     @torch.no_grad()

@@ -26,6 +26,7 @@ from torch import nn
 
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
+from gensis.errors import UserError
 from gensis.ssl.dino_loss import DINOLoss
 from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
 from gensis.ssl.methods.base import (Method, StepInfo, Views, ViewSpec, default_param_groups, run_backbone,
@@ -70,7 +71,11 @@ class DINO(Method):
             return DINONet(bb, head)
 
         self.student, self.teacher = student_and_teacher(net, cfg["model"]["drop_path_rate"])
-        self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"], d["centering"])  # buffer: center
+        if d["sk_queue"] and d["centering"] != "sinkhorn_knopp":
+            raise UserError(f"dino.sk_queue={d['sk_queue']} needs dino.centering=sinkhorn_knopp (the queue is "
+                            f"Sinkhorn-Knopp's; it is {d['centering']})")
+        self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"], d["centering"],
+                                  d["sk_queue"])  # buffers: center (and the Sinkhorn-Knopp queue)
         self.koleo_loss = KoLeoLoss()
 
     def view_spec(self) -> ViewSpec:
