@@ -52,7 +52,15 @@ def test_robustness_end_to_end(tmp_path, capsys):
     # the saved probe is reused: same numbers without training
     assert main(argv) == 0
     res2 = json.loads(js.read_text())
-    assert res2["linear"] is None and [s["top1"] for s in res2["ood"]] == [s["top1"] for s in res["ood"]]
+    assert res2["probe_reused"] and [s["top1"] for s in res2["ood"]] == [s["top1"] for s in res["ood"]]
+    assert res2["linear"]["config"]["epochs"] == 40 and "reused" in capsys.readouterr().out  # what it was trained with
+    # other probe settings or data are refused in one line (they were silently ignored: the old probe was applied)
+    for change, msg in ((["--epochs", "5"], "--epochs 40 (now 5)"), (["--lrs", "7"], "--lrs [100.0, 300.0] (now [100.0, 300.0, 7.0])"),
+                        (["--train", str(tmp_path / "in") + "@train", "--test", str(tmp_path / "A")], "--test data")):
+        assert main(argv + change) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0] and "remove it to train again" in err[0], err
+    assert json.loads(js.read_text()) == res2  # nothing written
 
 
 def test_ood_class_unknown_is_one_line(tmp_path, capsys):

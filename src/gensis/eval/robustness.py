@@ -5,8 +5,9 @@ Steps
     1. DINO's linear probe (``gensis.eval.linear``) on the frozen CLS features of ``--train`` (default, as for
        knn and linear: the data the ``--encoder`` run was pretrained on, ``gensis.eval.common.resolve_data``,
        with one line saying so); its best head
-       (top-1 on ``--test``) is kept, and saved as safetensors with its class names (``--probe FILE``; an
-       existing FILE made for the same encoder is loaded instead of training again).
+       (top-1 on ``--test``) is kept, and saved as safetensors with its class names and the settings and data it was trained with (``--probe FILE``; an
+       existing FILE made for the same encoder, data and settings is loaded instead of training again, one made for
+       others is refused).
     2. Each ``--ood`` folder is an ImageFolder whose class folders are named like the training classes
        (ImageNet: wnids such as ``n01498041``). Its labels are the training classes of the same name.
     3. Sets that cover a subset of the classes (ImageNet-A and -R: 200 of 1,000) are scored with the logits
@@ -44,11 +45,49 @@ def masked_top1(features: np.ndarray, labels: np.ndarray, weight, bias, mask: np
     return float(100.0 * (logits.argmax(1).numpy() == labels).mean())
 
 
-def save_probe(path: Path, weight, bias, classes: list[str], encoder_identity: str, top1: float) -> None:
+def save_probe(path: Path, weight, bias, classes: list[str], encoder_identity: str, top1: float,
+               linear: dict | None = None) -> None:
+    """The probe as safetensors, with its class names, encoder and, from ``linear`` (``linear_eval``'s result), the
+    settings and data it was trained with, so that a later run reuses it only for the same ones."""
     from gensis.rundir import save_tensors
 
-    save_tensors(path, {"weight": weight, "bias": bias},
-                 metadata={"classes": json.dumps(classes), "encoder": encoder_identity, "top1": f"{top1:.4f}"})
+    meta = {"classes": json.dumps(classes), "encoder": encoder_identity, "top1": f"{top1:.4f}"}
+    if linear is not None:
+        meta["linear"] = json.dumps(linear)
+    save_tensors(path, {"weight": weight, "bias": bias}, metadata=meta)
+
+
+def probe_settings(linear: dict) -> dict:
+    """What a probe was trained with, from a ``linear_eval`` result: its config and the train and test data
+    (the test data picks the learning rate)."""
+    return {"config": linear.get("config"), "train": (linear.get("train") or {}).get("identity"),
+            "test": (linear.get("test") or {}).get("identity")}
+
+
+def check_probe_settings(path: Path, saved: dict | None, cfg, train_ds, test_ds) -> None:
+    """Reusing ``--probe FILE`` for the same settings only: a UserError naming the first difference between the
+    settings it was trained with (``saved``: its ``linear_eval`` result) and this run's; a warning when the file
+    does not record them (written by an older gensis)."""
+    from dataclasses import asdict
+
+    from gensis.eval.options import warn
+
+    if saved is None:
+        warn(f"probe {path} does not record the settings it was trained with (an older gensis): reused without "
+             f"checking --train, --test and the probe options; remove it to train again")
+        return
+    now = asdict(cfg)
+    now["lrs"], now["crop_scale"] = list(cfg.lrs), list(cfg.crop_scale)
+    was = probe_settings(saved)
+    diffs = [f"--{k.replace('_', '-')} {was['config'].get(k)} (now {v})" for k, v in now.items()
+             if (was["config"] or {}).get(k) != v]
+    for role, ds in (("train", train_ds), ("test", test_ds)):
+        if was[role] != ds.identity:
+            diffs.append(f"--{role} data {saved[role].get('name')} ({was[role]}; now {ds.name}, {ds.identity})")
+    if diffs:
+        raise UserError(f"--probe {path} was trained with other settings: {diffs[0]}"
+                        f"{f' and {len(diffs) - 1} more' if len(diffs) > 1 else ''}; remove it to train again, or "
+                        f"name another --probe")
 
 
 def load_probe(path: Path, encoder_identity: str):
@@ -64,7 +103,8 @@ def load_probe(path: Path, encoder_identity: str):
         raise UserError(f"cannot read probe {path}: {type(e).__name__}: {e}") from None
     if meta.get("encoder") != encoder_identity:
         raise UserError(f"probe {path} was trained for encoder {meta.get('encoder')}, not {encoder_identity}")
-    return t["weight"], t["bias"], json.loads(meta.get("classes", "[]")), float(meta.get("top1", "nan"))
+    linear = json.loads(meta["linear"]) if "linear" in meta else None
+    return t["weight"], t["bias"], json.loads(meta.get("classes", "[]")), float(meta.get("top1", "nan")), linear
 
 
 def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device="cpu", batch_size: int = 128,
@@ -86,11 +126,15 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
     classes = list(train_ds.classes)
     t0 = time.time()
     probe_path = Path(probe).expanduser() if probe else None
-    lin = None
+    lin, reused = None, False
     if probe_path is not None and probe_path.is_file():
-        weight, bias, saved_classes, _ = load_probe(probe_path, encoder.identity)
+        from gensis.eval.linear import LinearConfig
+
+        weight, bias, saved_classes, _, lin = load_probe(probe_path, encoder.identity)
         if saved_classes != classes:
             raise UserError(f"probe {probe_path} was trained on other classes than {train_ds.name}")
+        check_probe_settings(probe_path, lin, cfg or LinearConfig(), train_ds, test_ds)
+        reused = True
         f_test = extract_features(encoder, test_ds, batch_size, device, "test features", cache)
         id_top1 = masked_top1(f_test, labels_of(test_ds, "test"), weight, bias, np.ones(len(classes), bool))
     else:
@@ -98,7 +142,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
                                           cache=cache, return_heads=True)
         id_top1 = lin["top1"]
         if probe_path is not None:
-            save_probe(probe_path, weight, bias, classes, encoder.identity, id_top1)
+            save_probe(probe_path, weight, bias, classes, encoder.identity, id_top1, lin)
     weight, bias = weight.float().cpu(), bias.float().cpu()
     sets = []
     for p in ood_paths:
@@ -110,7 +154,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
                      "masked": bool(not mask.all())})
     return {"protocol": "robustness", "encoder": describe_encoder(encoder), "train": describe_data(train_ds),
             "test": describe_data(test_ds), "probe": None if probe_path is None else str(probe_path),
-            "linear": lin, "in_distribution": {"name": test_ds.name, "top1": id_top1}, "ood": sets,
+            "probe_reused": reused, "linear": lin, "in_distribution": {"name": test_ds.name, "top1": id_top1}, "ood": sets,
             "seconds": round(time.time() - t0, 1)}
 
 
@@ -130,7 +174,9 @@ def _add_arguments(p) -> None:
                    help="out-of-distribution ImageFolders whose class folders are named like the training classes "
                         "(comma-separated or the option repeated)")
     p.add_argument("--probe", default=None, metavar="FILE",
-                   help="save the trained linear probe here (safetensors); if FILE exists, use it instead of training")
+                   help="save the trained linear probe here (safetensors, with the settings and data it was "
+                        "trained with); if FILE exists, use it instead of training, for the same encoder, --train, "
+                        "--test and probe options only (others are refused)")
     add_probe_arguments(p)
     add_runtime_options(p)
 
@@ -161,7 +207,9 @@ def format_robustness(res: dict) -> str:
         lines.append(f"  {s['name']}: {s['images']} images, {s['classes']} classes"
                      + (" (logits masked to these classes)" if s["masked"] else ""))
     if res.get("probe"):
-        lines.append(f"probe: {res['probe']}")
+        how = "" if not res.get("probe_reused") else (" (reused: trained earlier with the same settings and data)"
+                                                      if res.get("linear") else " (reused; its settings are not recorded)")
+        lines.append(f"probe: {res['probe']}{how}")
     return "\n".join(lines)
 
 
