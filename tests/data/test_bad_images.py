@@ -171,3 +171,44 @@ def test_bad_image_in_a_plain_dataloader_worker_is_one_line(tmp_path, capsys, mo
         list(torch.utils.data.DataLoader(Plain(), batch_size=4, num_workers=1))
     line = _one_line(e.value)
     assert "\n" not in line and line.startswith("cannot read image") and str(root / "a" / "1.png") in line
+
+
+def test_python_api_on_a_corrupt_image_is_one_line_naming_it(tmp_path, monkeypatch):
+    """gensis.embed / knn / pretrain on a torchvision ImageFolder holding a corrupt file raised PIL's bare
+    ``OSError: Truncated File Read`` (no file named); on a folder too large to decode first, the features path
+    named the file but not how to skip it. A bug in a dataset's own code still raises as it is."""
+    import torch
+    import torchvision
+
+    import gensis
+
+    root = _folder(tmp_path / "f", n=8)
+    bad = root / "a" / "3.png"
+    bad.write_bytes(_jpeg_bytes()[:300])  # corrupt, not empty
+    tv = torchvision.datasets.ImageFolder(str(root))
+    for data in (tv, torch.utils.data.Subset(tv, list(range(16)))):
+        with pytest.raises(UserError) as e:
+            gensis.embed("pixels", data)
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith(f"cannot read image {bad}: OSError") and "skip_bad_images" in msg
+    with pytest.raises(UserError, match=f"cannot read image {bad}"):
+        gensis.pretrain(tv, tmp_path / "run", preset="smoke", quiet=True,
+                        overrides={"optim.epochs": 1, "optim.batch_size": 4, "data.num_workers": 0})
+
+    class Buggy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise KeyError("my bug")
+            return np.zeros((8, 8, 3), np.uint8)
+
+    with pytest.raises(KeyError, match="my bug"):
+        gensis.embed("pixels", Buggy())
+
+    monkeypatch.setattr(sources, "FULL_DECODE_LIMIT", 0)  # a "large" folder: decoded as it is read
+    sources._CHECKED.clear()
+    with pytest.raises(UserError) as e:
+        gensis.embed("pixels", str(root))
+    assert str(bad) in str(e.value) and "skip_bad_images" in str(e.value)

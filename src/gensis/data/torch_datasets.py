@@ -288,7 +288,17 @@ class TorchImageSet(ImageSet):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def get(self, i: int) -> np.ndarray:
-        return _to_hwc_uint8(self.dataset[i], f"item {i} of {self.name}: ")
+        try:
+            item = self.dataset[i]
+        except Exception as e:
+            if not _raised_in_pil(e):  # the dataset's own bug: its traceback is the useful report
+                raise
+            # its loader (torchvision's ImageFolder: PIL) on an unreadable file: one line naming the file
+            file = _item_file(self.dataset, i)
+            why = str(e).splitlines()[0] if str(e) else "unreadable"
+            raise UserError(f"cannot read image {file or f'item {i} of {self.name}'}: {type(e).__name__}: {why}; "
+                            f"{TORCH_SKIP_HINT}") from None
+        return _to_hwc_uint8(item, f"item {i} of {self.name}: ")
 
     @property
     def identity(self) -> str:
@@ -305,6 +315,38 @@ class TorchImageSet(ImageSet):
                 h.update(np.ascontiguousarray(self.labels).data)
             self._identity = h.hexdigest()[:16]
         return self._identity
+
+
+TORCH_SKIP_HINT = ("fix or remove it, or give the folder's path instead of the Dataset: gensis checks a folder's "
+                   "images first and skips unreadable ones with data.skip_bad_images=true (--skip-bad-images; "
+                   "gensis.open_data(folder, skip_bad_images=True))")
+
+
+def _raised_in_pil(e: BaseException) -> bool:
+    """Whether ``e`` was raised inside PIL (decoding an image), not in the dataset's own code."""
+    tb = e.__traceback__
+    while tb is not None:
+        if "PIL" in Path(tb.tb_frame.f_code.co_filename).parts:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _item_file(dataset: Any, i: int) -> str | None:
+    """The file behind item ``i`` of a torchvision-style dataset (``samples`` / ``imgs``: (path, target) pairs,
+    through ``torch.utils.data.Subset``s), else None."""
+    for _ in range(16):
+        if not (hasattr(dataset, "indices") and hasattr(dataset, "dataset")):
+            break
+        try:
+            i, dataset = int(dataset.indices[i]), dataset.dataset  # a Subset
+        except Exception:
+            return None
+    samples = getattr(dataset, "samples", None) or getattr(dataset, "imgs", None)
+    try:
+        return str(samples[i][0])  # type: ignore[index]
+    except Exception:
+        return None
 
 
 def _int_labels(targets: Any, n: int) -> np.ndarray:

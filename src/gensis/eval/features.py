@@ -218,7 +218,22 @@ def data_key(ds) -> dict:
 
 
 def _images(ds, indices: Sequence[int], workers: int = 4) -> Iterator[np.ndarray]:
-    """The H×W×3 uint8 images of ``ds`` at ``indices``, read ahead by a few threads (PIL decodes off the GIL)."""
+    """The H×W×3 uint8 images of ``ds`` at ``indices``, read ahead by a few threads (PIL decodes off the GIL). An
+    unreadable image (a folder of more than ``FULL_DECODE_LIMIT`` images is decoded as it is read) is one
+    ``UserError`` naming it, with how to skip such images (features need every image of a set opened with
+    them skipped: those found unreadable only now cannot be)."""
+    from gensis.data.loader import _root
+    from gensis.data.sources import SKIP_HINT, BadImageError
+    from gensis.errors import UserError
+
+    try:
+        yield from _read_ahead(ds, indices, workers)
+    except BadImageError as e:
+        skipping = getattr(_root(ds), "skip_bad", False)
+        raise UserError(f"{e}; {'fix or remove it (features need every image)' if skipping else SKIP_HINT}") from None
+
+
+def _read_ahead(ds, indices: Sequence[int], workers: int) -> Iterator[np.ndarray]:
     if workers <= 1 or len(indices) < 8:
         for i in indices:
             yield ds.get(int(i))
