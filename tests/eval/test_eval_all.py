@@ -45,6 +45,22 @@ def test_all_with_config(tmp_path, capsys):
     assert res["results"]["knn"]["top1"] == 100.0
 
 
+def test_all_writes_a_sections_json(tmp_path, capsys):
+    """A section's `json: FILE` was silently ignored (no file); it is written as `gensis eval NAME --json` writes
+    it, and checked before any work like the command's (a file of the user's is refused)."""
+    np.savez(tmp_path / "d.npz", images=np.zeros((20, 8, 8), np.uint8), labels=np.arange(20) % 2)
+    cfg, knn_js = tmp_path / "evals.yaml", tmp_path / "knn.json"
+    cfg.write_text(f"knn: {{train: {tmp_path / 'd.npz'}, k: [1], json: {knn_js}}}\n")
+    assert main(["eval", "all", "--encoder", "pixels", "--config", str(cfg)]) == 0
+    res = json.loads(knn_js.read_text())
+    assert res["protocol"] == "knn" and res["results"][0]["k"] == 1 and "gensis_version" in res
+    knn_js.write_text('{"mine": 1}')
+    assert main(["eval", "all", "--encoder", "pixels", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config section 'knn'" in err[0] and "not a result file" in err[0], err
+    assert knn_js.read_text() == '{"mine": 1}'
+
+
 def test_all_bad_config_is_one_line(tmp_path, capsys):
     cfg = tmp_path / "e.yaml"
     cfg.write_text("knnn: {}\n")

@@ -1,7 +1,8 @@
 """``gensis eval all``: every evaluation whose data is given, one encoder, one summary table.
 
 The config (``--config evals.yaml``) has one section per evaluation, holding that evaluation's own
-command-line options (without dashes; lists for repeated or comma-separated values; true for flags)::
+command-line options (without dashes; lists for repeated or comma-separated values; true for flags; ``json: FILE``
+also writes that evaluation's own result file)::
 
     knn:        {train: builtin:animal-mnist}
     robustness: {train: /data/imagenet, ood: [/data/imagenet-a, /data/imagenet-r]}
@@ -20,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gensis.errors import UserError
-from gensis.eval.registry import parse_options, write_result
+from gensis.eval.registry import check_result_path, parse_options, write_result
 
 RUNTIME = ("device", "threads", "cache", "feature_batch_size", "backbone", "init_seed", "random_like")
 DEFAULT_RUN = {"knn": {}}
@@ -29,6 +30,7 @@ DEFAULT_RUN = {"knn": {}}
 def run_all(args) -> dict:
     import yaml
 
+    from gensis.eval.options import check_cache_option
     from gensis.eval.registry import evaluations
 
     evs = {k: v for k, v in evaluations().items() if k != "all"}
@@ -53,7 +55,12 @@ def run_all(args) -> dict:
     for name, section in cfg.items():
         if not isinstance(section or {}, dict):
             raise UserError(f"config section '{name}' must be a mapping of options, got {type(section).__name__}")
-        parsed[name] = parse_options(name, {**common, **(section or {})}, where=f"config section '{name}'")
+        parsed[name] = ns = parse_options(name, {**common, **(section or {})}, where=f"config section '{name}'")
+        try:  # a section's own json / cache is checked as its command checks it, before any work
+            check_result_path(getattr(ns, "json", None))
+            check_cache_option(ns)
+        except UserError as e:
+            raise UserError(f"config section '{name}': {e}") from None
     results, rows = {}, []
     for name, ns in parsed.items():
         ev = evs[name]
@@ -65,7 +72,11 @@ def run_all(args) -> dict:
             rows.append((name, "error", str(e)))
             print(f"gensis: error: {name}: {e}")
             continue
+        if getattr(ns, "json", None):  # the section's own result file, as `gensis eval NAME --json` writes it
+            write_result(ns.json, res)
         print(ev.format(res), flush=True)
+        if getattr(ns, "json", None):
+            print(f"results written to {ns.json}", flush=True)
         results[name] = res
         rows += [(name, metric, value) for metric, value in ev.headline(res)]
     return {"protocol": "all", "encoder": args.encoder, "config": str(args.config) if args.config else None,
