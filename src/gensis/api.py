@@ -406,7 +406,8 @@ def evaluate(protocol: str, **options: Any) -> dict[str, Any]:
     command-line options as keyword arguments, parsed by the same parser (same defaults and checks):
     ``gensis.evaluate("umap", encoder=[run, "pixels"], data="builtin:digits", out="map.png", per_class=20)``.
     Lists give several values (``k=[10, 20]``) or one comma-separated value (``encoder=[a, b]``); ``True``
-    sets a flag; ``json="res.json"`` also writes the result. Returns the JSON-ready result. ``knn`` and
+    sets a flag; ``json="res.json"`` also writes the result. Returns the JSON-ready result, whose ``options`` are
+    every option as parsed (defaults included: ``evaluate(protocol, **res["options"])`` runs it again). ``knn`` and
     ``linear`` also take objects: ``gensis.knn`` / ``gensis.linear``."""
     from gensis.eval.registry import run_evaluation
 

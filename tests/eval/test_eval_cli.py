@@ -167,3 +167,23 @@ def test_negative_seeds_are_one_line(tmp_path, capsys):
     assert not (tmp_path / "u.png").exists()
     with pytest.raises(UserError, match="split seed .* must be an integer >= 0, got -1"):
         gensis.open_data(data, "train", seed=-1)
+
+
+def test_json_records_the_options_and_split_that_make_it_again(tmp_path, capsys):
+    """A result file had neither the command's options nor the split's val_fraction / seed (a knn.json from
+    `--val-fraction 0.3 --split-seed 2` read like a default one); both are recorded, and the options given back to
+    gensis.evaluate give the same numbers."""
+    import gensis
+
+    data, js = _npz(tmp_path), tmp_path / "knn.json"
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(data), "--k", "3", "--val-fraction", "0.3",
+                 "--split-seed", "2", "--json", str(js), "--cache", "none"]) == 0
+    res = json.loads(js.read_text())
+    opts = res["options"]
+    assert opts["k"] == [3] and opts["val_fraction"] == 0.3 and opts["split_seed"] == 2 and opts["encoder"] == "pixels"
+    assert opts["temperature"] == 0.07 and opts["train"] == str(data)  # defaults too
+    for role in ("train", "test"):
+        assert res[role]["val_fraction"] == 0.3 and res[role]["split_seed"] == 2
+    again = gensis.evaluate("knn", **{**opts, "json": None})
+    assert again["top1"] == res["top1"] and again["test"]["identity"] == res["test"]["identity"]
+    assert again["options"] == {**opts, "json": None}

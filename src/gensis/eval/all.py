@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gensis.errors import UserError
-from gensis.eval.registry import check_result_path, parse_options, write_result
+from gensis.eval.registry import check_result_path, parse_options, run_parsed, write_result
 
 RUNTIME = ("device", "threads", "cache", "feature_batch_size", "backbone", "init_seed", "random_like")
 DEFAULT_RUN = {"knn": {}}
@@ -66,7 +66,7 @@ def run_all(args) -> dict:
         ev = evs[name]
         print(f"== {name}", flush=True)
         try:
-            res = ev.run(ns)
+            res = run_parsed(name, ns)
         except UserError as e:
             results[name] = {"error": str(e)}
             rows.append((name, "error", str(e)))

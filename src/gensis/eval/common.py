@@ -83,9 +83,14 @@ def num_classes_of(train_ds, test_ds, y_train: np.ndarray, y_test: np.ndarray) -
 
 
 def describe_data(ds) -> dict:
-    """Name, identity (content hash), size and class count of a dataset, for result files."""
-    return {"name": ds.name, "identity": ds.identity, "size": len(ds), "num_classes": ds.num_classes,
-            "split": getattr(ds, "split", None), "source_size": getattr(ds, "source_size", None)}
+    """Name, identity (content hash), size and class count of a dataset, for result files; where a split was
+    taken by ``open_train_test``, the ``val_fraction`` and ``split_seed`` that make it again."""
+    out = {"name": ds.name, "identity": ds.identity, "size": len(ds), "num_classes": ds.num_classes,
+           "split": getattr(ds, "split", None), "source_size": getattr(ds, "source_size", None)}
+    for key in ("val_fraction", "split_seed"):
+        if getattr(ds, key, None) is not None:
+            out[key] = getattr(ds, key)
+    return out
 
 
 def describe_encoder(encoder) -> dict:
@@ -106,9 +111,12 @@ def open_train_test(train: str, test: str | None, val_fraction: float = 0.2, spl
 
     same = test is None or DataSpec.parse(test).source == DataSpec.parse(train).source
     train_ds = open_data(train, "train" if same else "all", val_fraction, split_seed, skip_bad_images=skip_bad_images)
-    test_ds = open_data(test or train, "val" if same else "all", val_fraction, split_seed,
-                        skip_bad_images=skip_bad_images)
-    return train_ds, match_classes(train_ds, test_ds)
+    test_ds = match_classes(train_ds, open_data(test or train, "val" if same else "all", val_fraction, split_seed,
+                                                skip_bad_images=skip_bad_images))
+    for ds in (train_ds, test_ds):  # recorded in result files (describe_data): the split is made again from them
+        if getattr(ds, "split", None) in ("train", "val"):
+            ds.val_fraction, ds.split_seed = val_fraction, split_seed
+    return train_ds, test_ds
 
 
 def split_note(train: dict, test: dict) -> str | None:

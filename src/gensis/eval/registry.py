@@ -126,10 +126,27 @@ def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
     args = parse_options(name, options)
     check_result_path(getattr(args, "json", None))
     check_cache_option(args)
-    res = get_evaluation(name).run(args)
+    res = run_parsed(name, args)
     if getattr(args, "json", None):
         write_result(args.json, res)
     return res
+
+
+def recorded_options(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every option of ``gensis eval NAME`` as parsed (defaults included), by its keyword name: what result files
+    record so that a result can be made again (``gensis.evaluate(NAME, **options)`` takes them back)."""
+    out: dict[str, Any] = {}
+    for action in option_parser(name)._actions:
+        if action.dest != "help":
+            value = getattr(args, action.dest, None)
+            out[action.dest] = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return out
+
+
+def run_parsed(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the evaluation ``name`` on its parsed options; its result with the options recorded (``options``)."""
+    res = get_evaluation(name).run(args)
+    return {**res, "options": recorded_options(name, args)}
 
 
 def check_result_path(path: str | os.PathLike[str] | None) -> None:
