@@ -106,3 +106,22 @@ def test_show_writes_only_a_png_and_checks_its_numbers(bank_copy, tmp_path, caps
     BankReader(bank_copy).check_complete()
     assert main(["bank", "show", str(bank_copy), "--out", str(tmp_path / "G.PNG"), "--n", "2"]) == 0
     assert Image.open(tmp_path / "G.PNG").format == "PNG"
+
+
+def test_projection_on_tiles_is_the_users_data_not_imagenet(tmp_path, base_overrides, capsys):
+    """On histology tiles the summary projected the paper's ImageNet-1K bank, which means nothing for tiles; it
+    now projects the user's own data when data.limit kept a subset (natural images keep the ImageNet line)."""
+    rows = ["file,slide"]
+    for s in range(2):
+        for k in range(10):
+            name = f"S{s}_{k}_0.png"
+            Image.fromarray(np.full((8, 8, 3), 10 * s + k, np.uint8)).save(tmp_path / name)
+            rows.append(f"{name},S{s}")
+    (tmp_path / "tiles.csv").write_text("\n".join(rows) + "\n")
+    args = ["bank", "generate", *FAKE, "--data", f"{tmp_path}@all", "--preset", "smoke", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "b1"), *base_overrides, "data.limit=8"]) == 0
+    text = capsys.readouterr().out
+    assert "ImageNet" not in text
+    assert "projected for all 20 images of the data (without data.limit): 20 x 4 entries = 80 images ->" in text
+    assert main([*args, "--out", str(tmp_path / "b2"), *base_overrides]) == 0  # the whole data: nothing to project
+    assert "projected" not in capsys.readouterr().out

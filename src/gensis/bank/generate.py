@@ -40,6 +40,7 @@ from gensis.bank.header import (HEADER, IMAGENET_TRAIN, header_diff, layout_dict
 from gensis.bank.plan import Layout, ShardPlan, plan_shard
 from gensis.bank.scores import SCORE_DIR, SCORES_INFO, cosine_scores, has_scores, score_name, write_scores
 from gensis.config import dump
+from gensis.data.loader import _root
 from gensis.data.sources import ArrayImageSet, DataSpec, ImageSet, SubsetImageSet, open_data
 from gensis.device import apply_thread_share, pick_device
 from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed
@@ -292,6 +293,13 @@ class ShardWriter:
 # the whole command
 
 
+def _duration(secs: float) -> str:
+    """``secs`` as seconds, minutes or hours, whichever reads best."""
+    if secs < 120:
+        return f"{secs:.1f} s" if secs < 10 else f"{secs:.0f} s"
+    return f"{secs / 60:.0f} min" if secs < 7200 else f"{secs / 3600:.1f} h"
+
+
 @dataclass
 class BankResult:
     path: Path
@@ -306,11 +314,18 @@ class BankResult:
     complete: bool = False
     entries_per_image: int = 0
     num_images: int = 0
+    full_images: int = 0          # images of the data without data.limit (0: unknown)
+    tiles: bool = False           # slide tiles: the paper's ImageNet-1K projection does not apply
     extra: dict = field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float:
         return self.generated / self.seconds if self.seconds > 0 else float("nan")
+
+    def _hours(self, images: int) -> str:
+        """The time ``images`` entries take at this run's rate (and in process-time with several processes)."""
+        secs = images / self.images_per_s
+        return _duration(secs) + (f" ({secs * self.world / 3600:.1f} process-hours)" if self.world > 1 else "")
 
     def summary(self) -> str:
         lines = []
@@ -319,11 +334,15 @@ class BankResult:
                          f"({self.world} process{'es' if self.world > 1 else ''}) = {self.images_per_s:.2f} images/s; "
                          f"embedding pass {self.embed_seconds:.1f} s for {self.embedded} images; "
                          f"{self.shards_written} shards written, {self.shards_skipped} already complete")
-            paper = IMAGENET_TRAIN * 5
-            secs = paper / self.images_per_s
-            lines.append(f"projected paper ImageNet-1K bank: {IMAGENET_TRAIN:,} images x (4 generative + 1 interpolated)"
-                         f" = {paper:,} images -> {secs / 3600:.1f} h at this rate"
-                         + (f" ({secs * self.world / 3600:.1f} process-hours)" if self.world > 1 else ""))
+            if self.full_images > self.num_images:  # data.limit kept a subset: the user's whole data
+                n = self.full_images * self.entries_per_image
+                lines.append(f"projected for all {self.full_images:,} images of the data (without data.limit): "
+                             f"{self.full_images:,} x {self.entries_per_image} entries = {n:,} images -> "
+                             f"{self._hours(n)} at this rate")
+            if not self.tiles:  # a natural-image scale; tiles of slides have no such reference
+                paper = IMAGENET_TRAIN * 5
+                lines.append(f"projected paper ImageNet-1K bank: {IMAGENET_TRAIN:,} images x (4 generative + 1 "
+                             f"interpolated) = {paper:,} images -> {self._hours(paper)} at this rate")
         else:
             lines.append(f"bank {self.path}: nothing to generate ({self.shards_skipped} shards already complete)")
         lines.append(f"bank {'complete' if self.complete else 'INCOMPLETE'}: {self.num_images} images x "
@@ -499,7 +518,8 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     if msg is not None:
         raise UserError(msg)
     result = BankResult(out, header["identity"], world=dist_info.world, shards_skipped=layout.num_shards - len(pending),
-                        entries_per_image=layout.entries_per_image, num_images=layout.num_images)
+                        entries_per_image=layout.entries_per_image, num_images=layout.num_images,
+                        full_images=ds.limited_from or len(ds), tiles=bool(getattr(_root(ds), "tiles", False)))
     show = dist_info.is_main and not quiet
 
     # --- phase 1: embeddings

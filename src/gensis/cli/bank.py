@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
             "(with a secondary image chosen by seed, or from another group/slide), and store them in sharded "
             "files (format: docs/bank.md). Config: a preset, then key=value overrides (e.g. gen.num_generative=2 "
             "gen.steps=25 storage.codec=jpeg). Under torchrun each rank writes its own shards; the result equals "
-            "a single-process run. At the end it prints images/s and the projected cost of the paper's "
-            "ImageNet-1K bank.", 100),
+            "a single-process run. At the end it prints images/s, the time the whole data would take when "
+            "data.limit kept a subset, and (not for slide tiles) the projected cost of the paper's ImageNet-1K "
+            "bank.", 100),
         epilog=GENERATE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--eldm", default=None, help="E-LDM run directory (from `gensis eldm train`)")
     g.add_argument("--data", default=None,

@@ -71,6 +71,8 @@ class ImageSet:
     classes: list[str] | None
     split: str | None = None  # set when a deterministic split of a larger source was taken ...
     source_size: int | None = None  # ... of a source with this many images
+    limited_from: int | None = None  # set when data.limit kept a subset of a set of this many images
+    tiles = False  # tiles of slides (``tiles:``, a tile folder with a tiles.csv): no natural-image projections
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -574,6 +576,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
         if not out.paths:
             raise UserError(f"no readable images in folder {folder}")
     out.groups = _tile_slides(folder, out.paths)
+    out.tiles = out.groups is not None
     return out
 
 
@@ -905,5 +908,5 @@ def apply_limit(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
         return ds
     rng = np.random.default_rng(seed + 1)
     out = ds.subset(np.sort(rng.choice(len(ds), limit, replace=False)), ds.name)
-    out.split, out.source_size = ds.split, ds.source_size
+    out.split, out.source_size, out.limited_from = ds.split, ds.source_size, len(ds)
     return out

@@ -108,6 +108,8 @@ def class_names(values) -> list[str]:
 class TileImageSet(ImageSet):
     """Tiles read lazily from their slides (H×W×3 uint8 of the tiling's patch size)."""
 
+    tiles = True
+
     def __init__(self, root: str | Path, labels_csv: str | Path | None = None, backend: str = "auto"):
         self.folder = tiles_dir(root)
         self.name = self.folder.parent.name or "tiles"
