@@ -75,3 +75,23 @@ def test_map_with_interpolations_given_directly(tmp_path):
                         interpolations=(inter, np.full(5, 0.5), np.stack([ds.labels[a], ds.labels[b]], 1)))
     assert res["interpolated"] == 5 and res["bank"] is None and res["encoders"][0]["encoder"]["name"] == "raw pixels"
     assert res["encoders"][0]["interp_to_segment"] is not None and (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_out_never_overwrites_a_png_it_did_not_write(tmp_path, capsys):
+    """--out naming an existing figure of the user's was silently overwritten; it is refused in one line before any
+    work, and a map this command wrote is replaced on a rerun."""
+    data = _npz(tmp_path / "d.npz")
+    mine = tmp_path / "figure1.png"
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(mine)
+    before = mine.read_bytes()
+    argv = ["eval", "umap", "--encoder", "pixels", "--data", str(data), "--per-class", "5", "--method", "tsne",
+            "--cache", "none", "--out"]
+    (tmp_path / "maps.png").mkdir()
+    for out, msg in ((mine, "not a map `gensis eval umap` wrote"), (tmp_path / "maps.png", "is a folder")):
+        assert main(argv + [str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert mine.read_bytes() == before
+    png = tmp_path / "map.png"
+    for _ in range(2):  # its own map: written again
+        assert main(argv + [str(png)]) == 0

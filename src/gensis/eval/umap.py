@@ -197,7 +197,7 @@ def _draw(panels, y, chosen, names, inter, out_png) -> None:
     axes[0][0].legend(fontsize=7, loc="best", markerscale=2)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": MAP_SOFTWARE})  # marks the map as ours
     plt.close(fig)
     atomic_write_bytes(out_png, buf.getvalue())
 
@@ -219,19 +219,44 @@ def _add_arguments(p) -> None:
                    help="augmentation bank made from the same DATA: its interpolations between the classes are mapped too")
     p.add_argument("--classes", default=None, metavar="a,b,c", action=CommaList,
                    help="classes to show (names or labels, comma-separated or the option repeated; default: the first 3)")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="the PNG to write")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="the PNG to write (a new file, or a map this command wrote before: other files are refused)")
     p.add_argument("--per-class", type=int, default=150, metavar="N", help="real images per class")
     p.add_argument("--method", choices=["umap", "tsne"], default="umap", help="projection (t-SNE without umap-learn)")
     p.add_argument("--seed", type=int, default=0, metavar="SEED", help="sampling and projection seed")
     add_runtime_options(p)
 
 
+MAP_SOFTWARE = "gensis eval umap"  # the PNG's Software text chunk: a map this command wrote, replaced on a rerun
+
+
+def check_map_out(out: str | Path) -> None:
+    """``--out``: a .png path that is new or a map written before by this command (its ``Software`` chunk); a
+    folder or any other existing file (a figure of the user's) is a UserError before any work."""
+    from PIL import Image
+
+    if not str(out).lower().endswith(".png"):
+        raise UserError(f"--out must be a .png file, got {out}")
+    p = Path(out).expanduser()
+    if p.is_dir():
+        raise UserError(f"--out {out} is a folder: name a .png file (e.g. {Path(out) / 'umap.png'})")
+    if not p.exists():
+        return
+    try:
+        with Image.open(p) as im:
+            ours = im.format == "PNG" and im.info.get("Software") == MAP_SOFTWARE
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise UserError(f"--out {out} exists and is not a map `gensis eval umap` wrote (a figure of yours would be "
+                        f"overwritten): name another file, or remove it")
+
+
 def _run(args) -> dict:
     from gensis.eval.options import encoder_specs, feature_cache, open_encoder, setup_runtime
 
     device = setup_runtime(args)
-    if not str(args.out).lower().endswith(".png"):
-        raise UserError(f"--out must be a .png file, got {args.out}")
+    check_map_out(args.out)
     specs = encoder_specs(args.encoder)
     ds = _open_map_data(args, specs)
     encs = [open_encoder(s, args, device=device) for s in specs]
