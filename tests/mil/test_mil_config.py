@@ -183,3 +183,15 @@ def test_a_refused_mil_predict_or_train_leaves_no_empty_out(tmp_path, capsys, mo
     monkeypatch.setattr(rundir, "atomic_write_json", full_disk)  # mil.json, its first file
     assert main([*train, str(tmp_path / "new" / "m")]) != 0
     assert not (tmp_path / "new").exists()
+
+
+def test_train_mil_quiet_shows_no_progress_bar(tmp_path, capsys, monkeypatch):
+    """gensis.train_mil(..., quiet=True) (and `mil train --quiet`) still drew each fold's epoch bar."""
+    import gensis
+
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)  # quiet alone must silence the bars
+    feats, labels = _bags(tmp_path)
+    gensis.train_mil(feats, labels, tmp_path / "q", preset="smoke", overrides={"optim.epochs": 1}, quiet=True)
+    assert capsys.readouterr().err == ""
+    gensis.train_mil(feats, labels, tmp_path / "loud", preset="smoke", overrides={"optim.epochs": 1}, quiet=False)
+    assert "fold-0" in capsys.readouterr().err  # the bar this test would miss

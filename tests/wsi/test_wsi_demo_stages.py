@@ -87,7 +87,7 @@ class _Fake:
                 mock.patch.object(demo, "_tile", lambda slide, out, quiet: self.make(out.name, out, done("tiles"))),
                 mock.patch.object(demo, "_embed", lambda spec, tiles, feats, quiet, like: self.make(
                     feats.name, feats, done("features"))),
-                mock.patch.object(demo, "_mil", lambda feats, labels, out, cfg: self.make(
+                mock.patch.object(demo, "_mil", lambda feats, labels, out, cfg, quiet: self.make(
                     out.name, out, {"metrics.json": json.dumps({"summary": {}, "n_slides": 6}),
                                     "mil.json": json.dumps({"classes": [], "splits": {}})})),
                 mock.patch.object(demo, "region_bags", lambda *a, **k: []),

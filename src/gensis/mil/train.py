@@ -152,8 +152,9 @@ def build_model(cfg: dict, in_dim: int, n_classes: int) -> ABMIL:
 
 
 def fit(cfg: dict, bags: list[np.ndarray], y: np.ndarray, n_classes: int, seed: int,
-        device: torch.device, desc: str = "mil") -> tuple[ABMIL, list[float]]:
-    """Train one ABMIL; returns it (eval mode) and the mean training loss of each epoch."""
+        device: torch.device, desc: str = "mil", quiet: bool = False) -> tuple[ABMIL, list[float]]:
+    """Train one ABMIL; returns it (eval mode) and the mean training loss of each epoch. ``quiet``: no
+    progress bar."""
     from gensis.progress import progress
 
     torch.manual_seed(seed)
@@ -165,7 +166,7 @@ def fit(cfg: dict, bags: list[np.ndarray], y: np.ndarray, n_classes: int, seed: 
     ys = torch.as_tensor(y, device=device)
     rng = np.random.default_rng(seed)
     losses = []
-    for _ in progress(range(int(o["epochs"])), desc=desc, unit="epoch", leave=False):
+    for _ in progress(range(int(o["epochs"])), desc=desc, unit="epoch", leave=False, disable=quiet):
         model.train()
         order = rng.permutation(len(xs))
         total = 0.0
@@ -287,7 +288,7 @@ def _train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | 
             res = json.loads(pred_path.read_text())
         else:
             model, losses = fit(cfg, [cohort.bags[i] for i in sp.train], cohort.y[sp.train], C, sp.seed, device,
-                                desc=sp.name)
+                                desc=sp.name, quiet=quiet)
             probs, _ = predict(model, [cohort.bags[i] for i in sp.test], device)
             res = {"slides": [cohort.slides[i] for i in sp.test], "y": cohort.y[sp.test].tolist(),
                    "probs": probs.tolist(), "train_loss": losses}

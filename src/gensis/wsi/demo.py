@@ -113,12 +113,12 @@ def _embed(encoder: Path | str, tiles: Path, feats: Path, quiet: bool,
     return call
 
 
-def _mil(feats: Path, labels: Path, out: Path, config: Any) -> Callable[[bool], None]:
+def _mil(feats: Path, labels: Path, out: Path, config: Any, quiet: bool) -> Callable[[bool], None]:
     """``gensis.api.train_mil`` (``gensis mil train``) with the resolved ``config`` (a ``MILConfig``)."""
     def call(resume: bool) -> None:
         from gensis.api import train_mil
 
-        res = train_mil(feats, labels, out, config=config, quiet=False)
+        res = train_mil(feats, labels, out, config=config, quiet=quiet)
         print(f"MIL run: {out} (metrics.json, metrics.md, predictions.csv); {res['n_slides']} slides, "
               f"{len(res['splits'])} {res['mode']} splits")
     return call
@@ -339,7 +339,7 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
         pipe.run(Stage(f"mil-{name}", ["mil", "train", "--feats", str(regions_dir), "--labels", str(labels),
                                        "--out", str(out / f"mil-{name}"), "--preset", mil_preset, *mil_ov, *q,
                                        *dbg], k_mil, kind="mil", done_file="metrics.json", resumable=False,
-                       call=_mil(regions_dir, labels, out / f"mil-{name}", mil_cfg)))
+                       call=_mil(regions_dir, labels, out / f"mil-{name}", mil_cfg, quiet)))
         results[name] = json.loads((out / f"mil-{name}" / "metrics.json").read_text())
     evidence = column_evidence(out, results)
     table = format_results(results, evidence)
