@@ -353,7 +353,8 @@ def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = 
     ``ks``; DINO's paper also reports k = 100, 200: ``ks=[10, 20, 100, 200]``).
 
     ``train``/``test``: labelled images (anything ``as_image_set`` takes; the test labels are matched to train's
-    classes by name where both name them, as on the command line). Returns the JSON-ready result
+    classes by name where both name them, as on the command line; two ``--data`` strings are read as the command
+    line reads ``--train``/``--test``: one source as its train and val splits unless a split is named). Returns the JSON-ready result
     (``top1``, ``top5``, ``k`` of the best k, ``results`` per k)."""
     from gensis.device import pick_device
     from gensis.eval.knn import knn_eval
@@ -369,6 +370,11 @@ def _train_test(train: Any, test: Any) -> tuple[ImageSet, ImageSet]:
     otherwise read its ``b`` as train's ``a``); a test class that train lacks is a UserError naming it."""
     from gensis.data.sources import match_classes
 
+    if isinstance(train, (str, os.PathLike)) and isinstance(test, (str, os.PathLike)):
+        from gensis.eval.common import open_train_test
+
+        # as `gensis eval`: one source is read as its train and val splits (it was scored on itself, whole)
+        return open_train_test(_str(train), _str(test))
     train_set = as_image_set(train)
     return train_set, match_classes(train_set, as_image_set(test))
 

@@ -246,6 +246,18 @@ def test_knn_on_its_own_training_images_warns_from_python_too(encoder_run, image
     assert "warning" not in capsys.readouterr().err
 
 
+def test_knn_and_linear_split_one_source_named_twice_as_the_command_line_does(encoder_run, images_npz, capsys):
+    """gensis.knn(enc, DATA, DATA) scored the whole source on itself (a warning, and a top-1 that was no held-out
+    accuracy) where `gensis eval knn --train DATA` scores its val split against its train split: now the same."""
+    res = gensis.knn(encoder_run, str(images_npz), images_npz, ks=[1])
+    assert "warning" not in capsys.readouterr().err
+    assert res["train"]["split"] == "train" and res["test"]["split"] == "val"
+    explicit = gensis.knn(encoder_run, f"{images_npz}@train", f"{images_npz}@val", ks=[1])
+    assert res["top1"] == explicit["top1"] and res["test"]["identity"] == explicit["test"]["identity"]
+    lin = gensis.linear(encoder_run, str(images_npz), str(images_npz), epochs=1, lrs=[0.1], aug_copies=1)
+    assert lin["test"]["identity"] == explicit["test"]["identity"] and "warning" not in capsys.readouterr().err
+
+
 def test_paths_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch, encoder_run, fake_bank):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import numpy as np
 
 from gensis.errors import UserError
+
+if TYPE_CHECKING:
+    from gensis.data.sources import ImageSet
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -100,7 +103,7 @@ def describe_encoder(encoder) -> dict:
 
 
 def open_train_test(train: str, test: str | None, val_fraction: float = 0.2, split_seed: int = 0,
-                    skip_bad_images: bool = False):
+                    skip_bad_images: bool = False) -> tuple[ImageSet, ImageSet]:
     """(train_ds, test_ds) for ``--train``/``--test``, the test labels matched to train's classes by name.
 
     One source (``--test`` absent or naming the same data): its train and val splits, unless a split is
