@@ -157,3 +157,16 @@ def test_knn_eval_needs_labels():
     ds = ArrayImageSet(np.zeros((5, 8, 8), np.uint8), None, name="unlabelled")
     with pytest.raises(UserError, match="no labels"):
         knn_eval(load_encoder("pixels", image_size=8), ds, ds, ks=(1,))
+
+
+def test_search_over_several_chunks_shows_a_progress_bar(capsys, monkeypatch):
+    """The exact search (minutes on ImageNet-size sets) had no progress bar; one chunk (small sets) shows none."""
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    g = np.random.default_rng(0)
+    tr, te = g.normal(size=(30, 4)).astype(np.float32), g.normal(size=(9, 4)).astype(np.float32)
+    y_tr, y_te = np.arange(30) % 3, np.arange(9) % 3
+    knn_classify(tr, y_tr, te, y_te, ks=[3], chunk_size=16)
+    assert "k-NN search" not in capsys.readouterr().err
+    assert knn_classify(tr, y_tr, te, y_te, ks=[3], chunk_size=4) == knn_classify(tr, y_tr, te, y_te, ks=[3])
+    err = capsys.readouterr().err
+    assert "k-NN search" in err and "/9" in err

@@ -76,6 +76,8 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     import faiss
     import torch
 
+    from gensis.progress import progress
+
     train_labels = np.asarray(train_labels, dtype=np.int64)
     test_labels = np.asarray(test_labels, dtype=np.int64)
     ks = check_knn_args(ks, temperature, len(train_labels))
@@ -92,6 +94,8 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
     y_bank = torch.from_numpy(train_labels)
     k_max = ks[-1]
     correct = {k: np.zeros(2, dtype=np.int64) for k in ks}  # top1, top5 counts
+    # exact search is minutes on ImageNet-size sets: a bar with ETA over the chunks (none for a single chunk)
+    bar = progress(total=len(test_labels), desc="k-NN search", leave=False, disable=len(test_labels) <= chunk_size)
     for start in range(0, len(test_labels), chunk_size):
         q = l2_normalize(test_features[start:start + chunk_size])  # (B, D)
         y = torch.from_numpy(test_labels[start:start + chunk_size])  # (B,)
@@ -106,6 +110,8 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
             hit = order == y[:, None]  # (B, C)
             correct[k][0] += int(hit[:, 0].sum())
             correct[k][1] += int(hit[:, :min(5, k, C)].sum())
+        bar.update(len(y))
+    bar.close()
     n = len(test_labels)
     return {k: (float(100.0 * c[0] / n), float(100.0 * c[1] / n)) for k, c in correct.items()}
 
