@@ -111,6 +111,17 @@ def test_copydetect_end_to_end(tmp_path, capsys):
     assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16"]) == 0
 
 
+def test_copydetect_table_says_which_numbers_are_not_the_benchmarks(tmp_path, capsys):
+    """The 'original' row (the database scored against itself: 100) and queries whose name matches no original
+    (silently left out of the mAP) are said in the table."""
+    root = make_copydays(tmp_path / "copydays", n=3)
+    _save(root / "strong" / "999901.jpg", _pattern(7, 32))  # named like no original
+    assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "the database's own images" in text
+    assert "strong: 1 of 4 queries have no original sharing their first 4 characters" in text
+
+
 def test_copydetect_missing_strong_is_one_line(tmp_path, capsys):
     root = make_copydays(tmp_path / "copydays", n=2)
     import shutil

@@ -187,7 +187,12 @@ def format_copydetect(res: dict) -> str:
              f"{'queries':<16} {'n':>5} {'mAP':>7}"]
     for name, r in res["results"].items():
         m = "-" if r["mAP"] is None else f"{r['mAP']:7.2f}"
-        lines.append(f"{name:<16} {r['queries']:>5} {m:>7}")
+        lines.append(f"{name:<16} {r['queries']:>5} {m:>7}" + ("  (the database's own images: each finds itself)"
+                                                               if name == "original" else ""))
+    for name, r in res["results"].items():
+        if r.get("without_original"):  # left out of the mean (DINO's script would count them as AP 0)
+            lines.append(f"{name}: {r['without_original']} of {r['queries']} queries have no original sharing their "
+                         f"first {PREFIX} characters (Copydays' naming): left out of its mAP; check the file names")
     return "\n".join(lines)
 
 
