@@ -95,3 +95,25 @@ def test_out_never_overwrites_a_png_it_did_not_write(tmp_path, capsys):
     png = tmp_path / "map.png"
     for _ in range(2):  # its own map: written again
         assert main(argv + [str(png)]) == 0
+
+
+def test_umap_fit_says_it_is_compiling(tmp_path, capsys, monkeypatch):
+    """The default method sat silent for up to a minute (umap-learn's numba compiles in every run): one line says
+    so before the fit. A stand-in umap module keeps the test fast."""
+    import sys
+    import types
+
+    class FakeUMAP:
+        def __init__(self, **kw):
+            pass
+
+        def fit(self, x):
+            self.embedding_ = np.asarray(x)[:, :2].astype(np.float64)
+            return self
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    data = _npz(tmp_path / "d.npz")
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(data), "--per-class", "5", "--cache", "none",
+                 "--out", str(tmp_path / "m.png")]) == 0
+    cap = capsys.readouterr()
+    assert "fitting UMAP on 15 images" in cap.err and "umap" in cap.out

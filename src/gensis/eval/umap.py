@@ -91,8 +91,13 @@ def _project(real: np.ndarray, interp: np.ndarray | None, method: str, seed: int
         except ImportError:
             method = "tsne"
     if method == "umap":
+        import sys
         import warnings
 
+        # no progress to show: umap-learn's numba code compiles in each new process (15 s of CPU here, a minute of
+        # wall time on busy cores) before a fit of any size; say so rather than sit silent
+        print(f"[gensis] fitting UMAP on {n} images (its numba code compiles first in each run: up to a minute)",
+              file=sys.stderr, flush=True)
         import umap
 
         with warnings.catch_warnings():
