@@ -187,3 +187,20 @@ def test_json_records_the_options_and_split_that_make_it_again(tmp_path, capsys)
     again = gensis.evaluate("knn", **{**opts, "json": None})
     assert again["top1"] == res["top1"] and again["test"]["identity"] == res["test"]["identity"]
     assert again["options"] == {**opts, "json": None}
+
+
+def test_help_says_what_each_evaluation_does(capsys):
+    """--random-like's help promised "without --train, is scored on the run's data" for every evaluation: umap's
+    option is --data, and copydetect, retrieval and davis have no default data; linear said "whole image on test"
+    (it is the centre crop of the short side)."""
+    def help_of(name):
+        with pytest.raises(SystemExit):
+            main(["eval", name, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert "without --train, is scored on the run's data" in help_of("knn")
+    assert "without --data, is scored on the run's data" in help_of("umap")
+    for name in ("copydetect", "retrieval", "davis"):
+        assert "scored on the run's data" not in help_of(name)
+    text = help_of("linear")
+    assert "whole image on test" not in text and "centre crop" in text

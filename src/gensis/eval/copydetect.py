@@ -159,7 +159,7 @@ def copydetect_eval(encoder, root: str | Path, distractors: str | Path | None = 
 def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
-    add_encoder_options(p)
+    add_encoder_options(p, data_option=None)
     p.add_argument("--data", required=True, metavar="COPYDAYS_ROOT",
                    help="Copydays folder: original/, strong/ (and optionally jpegqual/<q>/, crops/<p>/)")
     p.add_argument("--distractors", default=None, metavar="DIR", help="images added to the database")

@@ -389,7 +389,7 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
 def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
-    add_encoder_options(p)
+    add_encoder_options(p, data_option=None)
     p.add_argument("--data", required=True, metavar="DAVIS_ROOT",
                    help="DAVIS-2017 folder: JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png, "
                         "ImageSets/2017/<set>.txt")

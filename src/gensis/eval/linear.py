@@ -381,8 +381,9 @@ EVALUATION = Evaluation(
     name="linear",
     summary="linear classifier on frozen features with a learning-rate sweep (DINO)",
     description="Linear probe (DINO): a linear layer on the frozen CLS feature, SGD (momentum 0.9, weight decay "
-                "0, cosine lr), RandomResizedCrop + flip on train, whole image on test. All learning rates train "
-                "at once as parallel heads; the best top-1 is reported. Train features are extracted once for "
+                "0, cosine lr), RandomResizedCrop + flip on train, the centre crop (short side resized; a square "
+                "image whole) on test. All learning rates train at once as parallel heads; the best top-1 on the "
+                "test set is reported (DINO's learning-rate search). Train features are extracted once for "
                 "--aug-copies augmented copies of the train set (epoch e uses copy e mod K) instead of re-running "
                 "the backbone every epoch.",
     add_arguments=_add_arguments, run=_run, format=format_linear,

@@ -12,7 +12,9 @@ ENCODER_HELP = ("a pretraining run directory (its exported backbone), a baseline
                 "'random' (randomly initialised ViT), or timm:NAME=WEIGHTS (a timm ViT with a weights file)")
 
 
-def add_encoder_options(p: argparse.ArgumentParser, many: bool = False) -> None:
+def add_encoder_options(p: argparse.ArgumentParser, many: bool = False, data_option: str | None = "--train") -> None:
+    """--encoder, --backbone, --init-seed, --random-like. ``data_option``: the option whose default is the data of
+    the --encoder run (and so of the --random-like run); None where the evaluation has no default data."""
     from gensis.cli.main import CommaList
 
     p.add_argument("--encoder", required=True, metavar="E[,E...]" if many else "RUN|pixels|random|timm:NAME=W",
@@ -22,8 +24,9 @@ def add_encoder_options(p: argparse.ArgumentParser, many: bool = False) -> None:
                    help="which exported backbone of a run to evaluate (DINO evaluates the teacher)")
     p.add_argument("--init-seed", type=int, default=0, metavar="SEED", help="initialisation seed of --encoder random")
     p.add_argument("--random-like", default=None, metavar="RUN",
-                   help="--encoder random gets the architecture of this pretraining run (default: the demo preset's) "
-                        "and, without --train, is scored on the run's data, like --encoder RUN")
+                   help="--encoder random gets the architecture of this pretraining run (default: the demo preset's)"
+                        + (f" and, without {data_option}, is scored on the run's data, like --encoder RUN"
+                           if data_option else ""))
 
 
 def add_runtime_options(p: argparse.ArgumentParser, json_option: bool = True) -> None:

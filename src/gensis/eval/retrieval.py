@@ -150,7 +150,7 @@ def retrieval_eval(encoder, root: str | Path, dataset: str, imsize: int = 224, m
 def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
-    add_encoder_options(p)
+    add_encoder_options(p, data_option=None)
     p.add_argument("--data", required=True, metavar="ROOT",
                    help="folder holding <dataset>/gnd_<dataset>.pkl and <dataset>/jpg/ (revisitop's layout)")
     p.add_argument("--dataset", required=True, choices=DATASETS, help="which revisited benchmark")

@@ -215,7 +215,7 @@ def _add_arguments(p) -> None:
     from gensis.cli.main import CommaList
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
-    add_encoder_options(p, many=True)
+    add_encoder_options(p, many=True, data_option="--data")
     p.add_argument("--data", default=None, metavar="DATA",
                    help="labelled images (any --data form; DATA@train ...) (default: the data the --encoder run, or "
                         "the --random-like run of --encoder random, was pretrained on, as its manifest records; "
