@@ -74,8 +74,23 @@ def merge(base: dict, delta: dict, where: str = "", _prefix: str = "", _valid: l
         elif isinstance(out[k], dict) and v is not None:
             raise UserError(f"config key '{full}' is a section, not a value")
         else:
-            out[k] = copy.deepcopy(v)
+            out[k] = plain(v)
     return out
+
+
+def plain(value: Any) -> Any:
+    """A value given from Python as the plain data a YAML config holds (a copy): numpy and torch scalars as
+    ``int`` / ``float`` / ``bool`` / ``str`` (``.item()``), arrays and tuples as lists, mappings as dicts.
+    ``np.int64(2)`` (e.g. from a sweep over ``np.arange``) is the integer 2: refused before with the confusing
+    ``optim.epochs=2: must be an integer >= 1``, and an ``np.float64`` passed the check, then failed when the
+    run's ``config.yaml`` was written."""
+    if isinstance(value, (tuple, list)):
+        return [plain(x) for x in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if hasattr(value, "dtype") and hasattr(value, "tolist"):  # numpy / torch scalars (0-d) and arrays
+        return value.tolist()
+    return copy.deepcopy(value)
 
 
 class _Loader(yaml.SafeLoader):

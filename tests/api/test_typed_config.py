@@ -11,7 +11,7 @@ import pytest
 
 import gensis
 import gensis.api
-from gensis.config import load_config
+from gensis.config import load_config, load_yaml
 from gensis.configs import codegen
 from gensis.configs.typed import CONFIGS, ELDMConfig, PretrainConfig, PretrainOptim
 from gensis.errors import UserError
@@ -73,6 +73,26 @@ def test_bad_values_are_the_cli_one_line_error(tmp_path):
         gensis.api.stage_config("pretrain", cfg)  # ... but by every stage before any work
     with pytest.raises(UserError, match="needs a PretrainConfig"):
         gensis.api.stage_config("pretrain", ELDMConfig())
+
+
+def test_numpy_and_torch_values_are_plain_python(tmp_path):
+    """Values from numpy / torch (a sweep over np.logspace) and tuples are the plain data config.yaml holds:
+    np.int64(2) was refused as 'optim.epochs=2: must be an integer >= 1', an np.float64 passed the check and
+    then failed when the config was written as YAML."""
+    import numpy as np
+    import torch
+
+    cfg = PretrainConfig.from_preset("smoke", {"optim.epochs": np.int64(2), "optim.lr": np.float64(1e-3),
+                                               "aug.global_scale": (0.3, 1.0), "data.skip_bad_images": np.bool_(True),
+                                               "method": np.str_("ibot"), "optim.weight_decay": torch.tensor(0.5)})
+    assert cfg.optim.epochs == 2 and type(cfg.optim.epochs) is int and type(cfg.optim.lr) is float
+    assert cfg.aug.global_scale == [0.3, 1.0] and cfg.data.skip_bad_images is True and type(cfg.method) is str
+    assert cfg.optim.weight_decay == 0.5
+    cfg.optim.warmup_epochs = np.int32(0)  # assigned, and through a constructor
+    assert type(cfg.optim.warmup_epochs) is int
+    assert type(PretrainOptim(lr=np.float32(0.5)).lr) is float
+    assert PretrainConfig.from_dict(load_yaml(cfg.to_yaml())) == cfg  # safe YAML, read back equal
+    assert cfg.with_overrides({"optim.lr": np.float64(2e-3)}).optim.lr == 2e-3
 
 
 def test_stage_configs_apply_the_cli_flags():

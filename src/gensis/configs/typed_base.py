@@ -112,6 +112,10 @@ class ConfigSection:
             from gensis.config import merge  # of its defaults + the mapping (as the constructor does)
 
             value = sub._build(merge(sub().to_dict(), nest_overrides(value), where=f"section '{name}'"), f"{name}.")
+        elif sub is None and not name.startswith("_"):
+            from gensis.config import plain
+
+            value = plain(value)  # np.int64(2) as 2, a tuple as a list: what config.yaml can hold
         object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
