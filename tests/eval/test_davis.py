@@ -124,3 +124,16 @@ def test_davis_out_never_overwrites_files_it_did_not_write(tmp_path, capsys):
     assert (pred / "squares" / "00002.png").is_file() and (pred / "davis-predictions.json").is_file()
     (pred / "davis-predictions.json").unlink()  # written before the marker existed: strips and their PNG folders
     assert main(argv + [str(pred)]) == 0
+
+
+@pytest.mark.parametrize("resize", ["JPEGImages/480p/squares/00002.jpg", "Annotations/480p/squares/00000.png"])
+def test_davis_frames_of_another_size_are_one_line(tmp_path, capsys, resize):
+    """A frame of another size than its sequence's first was a RuntimeError traceback from the propagation (a
+    different patch grid); a first-frame annotation of another size was silently resized (other numbers)."""
+    root = make_davis(tmp_path / "DAVIS", sequences=("squares",), frames=4)
+    path = root / resize
+    with Image.open(path) as im:
+        im.resize((32, 48)).save(path)
+    assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path} is 32×48, its first frame 00000.jpg 64×48" in err[0], err

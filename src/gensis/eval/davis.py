@@ -84,6 +84,29 @@ def sequence_files(layout: dict, name: str) -> tuple[list[Path], list[Path | Non
     return frames, anns
 
 
+def check_sizes(name: str, frames: list[Path], anns: list[Path | None]) -> None:
+    """A UserError naming the first frame or annotation of sequence ``name`` whose size differs from its first
+    frame's (read from the file headers; the propagation needs one patch grid per sequence, and the DAVIS toolkit
+    scores masks of the frame's size). Unreadable files are left to the readers, which name them."""
+    from PIL import Image
+
+    def size(path: Path) -> tuple[int, int] | None:
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except Exception:
+            return None
+
+    first = size(frames[0])
+    if first is None:
+        return
+    for path in [*frames[1:], *(a for a in anns if a is not None)]:
+        other = size(path)
+        if other is not None and other != first:
+            raise UserError(f"sequence '{name}': {path} is {other[0]}×{other[1]}, its first frame {frames[0].name} "
+                            f"{first[0]}×{first[1]}: every frame and annotation of a sequence must have one size")
+
+
 def read_annotation(path: Path) -> tuple[np.ndarray, list[int] | None]:
     """(H, W) uint8 object ids of a palette PNG, and its palette (None if the PNG has none)."""
     from PIL import Image
@@ -342,6 +365,8 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
             raise UserError(f"sequence '{unknown[0]}' is not in {image_set}.txt ({', '.join(names[:8])})")
         names = sequences
     files = {s: sequence_files(layout, s) for s in names}  # every layout error before any work
+    for s, (frames, anns) in files.items():
+        check_sizes(s, frames, anns)
     out_dir = None if out is None else Path(out).expanduser()
     if out_dir is not None:
         check_out(out_dir, layout["root"])
