@@ -62,6 +62,11 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if not name.startswith("_"):  # a submodule, imported on first use as the names are: `gensis.api.pretrain_config`,
+        from importlib.util import find_spec  # `gensis.rundir.MetricsLog` right after `import gensis`
+
+        if find_spec(f"{__name__}.{name}") is not None:
+            return import_module(f"{__name__}.{name}")  # (the import binds it in this module)
     raise AttributeError(f"module 'gensis' has no attribute '{name}'")
 
 

@@ -24,6 +24,17 @@ def test_import_is_light_and_every_public_name_resolves():
         gensis.no_such_thing  # noqa: B018
 
 
+def test_submodules_named_in_the_docs_resolve_right_after_import():
+    """docs/api.md names `gensis.api.pretrain_config(...)` and `gensis.rundir.MetricsLog`: after a bare
+    `import gensis` they were an AttributeError (module 'gensis' has no attribute 'api')."""
+    code = ("import sys, gensis; assert 'gensis.api' not in sys.modules; "
+            "assert gensis.api.pretrain_config(preset='smoke').method == 'dino'; "
+            "assert callable(gensis.rundir.MetricsLog) and gensis.make_config is gensis.api.make_config; "
+            "assert not hasattr(gensis, 'no_such_module')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def test_make_config_validates_like_the_cli():
     cfg = gensis.make_config("pretrain", "smoke", {"optim.epochs": 3, "data": {"limit": 10}})
     assert cfg["optim"]["epochs"] == 3 and cfg["data"]["limit"] == 10 and cfg["data"]["image_size"] == 28
