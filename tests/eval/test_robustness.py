@@ -100,3 +100,14 @@ def test_skip_bad_images_covers_the_ood_folders(tmp_path, capsys):
     assert main([*base, "--skip-bad-images", "--json", str(tmp_path / "r.json")]) == 0
     assert "skipped 1 unreadable image of 5" in capsys.readouterr().err
     assert [s["images"] for s in json.loads((tmp_path / "r.json").read_text())["ood"]] == [4]
+
+
+def test_ood_images_that_are_training_images_are_warned_of(tmp_path, capsys):
+    """An --ood folder holding the probe's own training images (e.g. the train folder itself) scored them without a
+    word: a top-1 that is no out-of-distribution number."""
+    _folder(tmp_path / "in" / "train", WNIDS[:2], 3)
+    _folder(tmp_path / "in" / "val", WNIDS[:2], 1, seed=1)
+    assert main(["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"), "--ood",
+                 str(tmp_path / "in" / "train"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the --ood set is the training set (train, 6 images)" in err and "not a held-out accuracy" in err

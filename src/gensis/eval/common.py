@@ -39,25 +39,26 @@ def labels_of(ds, role: str) -> np.ndarray:
     return np.asarray(ds.labels, dtype=np.int64)
 
 
-def warn_if_test_is_train(train_ds, test_ds) -> bool:
+def warn_if_test_is_train(train_ds, test_ds, role: str = "test",
+                          hint: str = "test on other images (e.g. DATA@train and DATA@val)") -> bool:
     """A warning line (stderr) when the test images are the training images (``X@all`` twice, the same object):
     every test image then finds itself, so the score is not a held-out one; or when some of them are (``--train
-    X@all --test X@val``: the same files or the same rows of one array). Returns whether they are all."""
+    X@all --test X@val``: the same files or the same rows of one array). Returns whether they are all.
+    ``role`` names the scored set in the line (``test``, an ``--ood`` folder), ``hint`` ends it."""
     import sys
 
     same = train_ds is test_ds or (len(train_ds) == len(test_ds) and train_ds.identity == test_ds.identity)
     if same:
-        print(f"gensis: warning: the test set is the training set ({test_ds.name}, {len(test_ds)} images): each "
-              f"image is scored against itself, so this is not a held-out accuracy; test on other images (e.g. "
-              f"DATA@train and DATA@val)", file=sys.stderr)
+        print(f"gensis: warning: the {role} set is the training set ({test_ds.name}, {len(test_ds)} images): each "
+              f"image is scored against itself, so this is not a held-out accuracy; {hint}", file=sys.stderr)
         return True
     train_keys, test_keys = image_keys(train_ds), image_keys(test_ds)
     if train_keys is not None and test_keys is not None:
         shared = len(set(test_keys) & set(train_keys))
         if shared:
-            print(f"gensis: warning: {shared:,} of the {len(test_ds):,} test images ({test_ds.name}) are also training "
-                  f"images ({train_ds.name}): each of those is scored against itself, so this is not a held-out "
-                  f"accuracy; test on other images (e.g. DATA@train and DATA@val)", file=sys.stderr)
+            print(f"gensis: warning: {shared:,} of the {len(test_ds):,} {role} images ({test_ds.name}) are also "
+                  f"training images ({train_ds.name}): each of those is scored against itself, so this is not a "
+                  f"held-out accuracy; {hint}", file=sys.stderr)
     return False
 
 

@@ -111,7 +111,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
                     cache=None, probe: str | Path | None = None, skip_bad_images: bool = False) -> dict:
     """``skip_bad_images``: unreadable images of the OOD folders are left out and counted (``--skip-bad-images``)."""
     from gensis.data.sources import match_classes, open_data
-    from gensis.eval.common import describe_data, describe_encoder, labels_of
+    from gensis.eval.common import describe_data, describe_encoder, labels_of, warn_if_test_is_train
     from gensis.eval.features import extract_features
     from gensis.eval.linear import linear_eval
 
@@ -148,6 +148,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
     for p in ood_paths:
         mask = class_mask(classes, p)
         ds = match_classes(train_ds, open_data(str(p), "all", skip_bad_images=skip_bad_images))
+        warn_if_test_is_train(train_ds, ds, "--ood", "give --ood folders of images the probe was not trained on")
         f = extract_features(encoder, ds, batch_size, device, f"{p.name} features", cache)
         sets.append({"name": p.name, "path": str(p), "images": len(ds), "classes": int(mask.sum()),
                      "top1": masked_top1(f, labels_of(ds, p.name), weight, bias, mask),
