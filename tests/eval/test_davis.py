@@ -137,3 +137,13 @@ def test_davis_frames_of_another_size_are_one_line(tmp_path, capsys, resize):
     assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{path} is 32×48, its first frame 00000.jpg 64×48" in err[0], err
+
+
+def test_davis_progress_bar_counts_every_frame_of_every_sequence(tmp_path, capsys, monkeypatch):
+    """One bar per sequence gave no ETA for the whole evaluation (30 sequences at 480 px take long on a CPU): one
+    bar over all propagated frames."""
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    root = make_davis(tmp_path / "DAVIS", sequences=("squares", "pair"), frames=3)
+    assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "DAVIS frames" in err and "/4" in err  # (3 - 1) frames x 2 sequences

@@ -207,8 +207,9 @@ def norm_mask(mask):
 
 def segment_sequence(encoder, frames: list[Path], first_ann: np.ndarray, size: int = SIZE,
                      n_last: int = N_LAST_FRAMES, topk: int = TOPK, radius: int = RADIUS,
-                     temperature: float = TEMPERATURE, desc: str = "") -> list[np.ndarray]:
-    """Predicted (H, W) uint8 object-id maps of every frame (the first is its annotation)."""
+                     temperature: float = TEMPERATURE, desc: str = "", bar=None) -> list[np.ndarray]:
+    """Predicted (H, W) uint8 object-id maps of every frame (the first is its annotation). ``bar``: a progress
+    bar to advance by one per propagated frame (else one of its own over the sequence)."""
     import torch
     import torch.nn.functional as F
     from PIL import Image
@@ -239,7 +240,7 @@ def segment_sequence(encoder, frames: list[Path], first_ann: np.ndarray, size: i
     y0 = y0.to(f0.device)
     preds = [first_ann.copy()]
     queue: list[tuple] = []
-    for path in progress(frames[1:], desc=desc or "frames", leave=False):
+    for path in (frames[1:] if bar is not None else progress(frames[1:], desc=desc or "frames", leave=False)):
         ft, _ = tokens(path)
         ctx = [(f0, y0)] + queue
         soft = propagate(ft, torch.stack([c[0] for c in ctx]), torch.stack([c[1] for c in ctx]),
@@ -250,6 +251,8 @@ def segment_sequence(encoder, frames: list[Path], first_ann: np.ndarray, size: i
         up = F.interpolate(soft[None], scale_factor=ps, mode="bilinear", align_corners=False)[0]  # (C, h·ps, w·ps)
         lab = norm_mask(up).argmax(0).to(torch.uint8).cpu().numpy()
         preds.append(np.array(Image.fromarray(lab).resize((ow, oh), Image.NEAREST)))
+        if bar is not None:
+            bar.update(1)
     return preds
 
 
@@ -371,13 +374,18 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
     if out_dir is not None:
         check_out(out_dir, layout["root"])
         start_out(out_dir, layout["root"], image_set)
+    from gensis.progress import progress
+
     t0 = time.time()
     per_seq, objects = [], []
+    # one bar over every frame of every sequence: the ETA is the whole evaluation's (30 sequences at 480 px on a CPU)
+    bar = progress(total=sum(len(files[s][0]) - 1 for s in names), desc="DAVIS frames", leave=False)
     for s in names:
         frames, anns = files[s]
         first, palette = read_annotation(anns[0])
         palette = palette or davis_palette()
-        preds = segment_sequence(encoder, frames, first, size, n_last, topk, radius, temperature, desc=s)
+        bar.set_postfix_str(s)
+        preds = segment_sequence(encoder, frames, first, size, n_last, topk, radius, temperature, desc=s, bar=bar)
         scores = score_sequence(preds, anns, first)
         if out_dir is not None:
             od = out_dir / s
@@ -392,6 +400,7 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
         row["per_object"] = scores
         per_seq.append(row)
         objects += scores
+    bar.close()
     res = {"protocol": "davis", "encoder": describe_encoder(encoder), "data": str(layout["root"]),
            "image_set": image_set,
            "config": {"size": size, "n_last_frames": n_last, "topk": topk, "radius": radius,
