@@ -151,7 +151,11 @@ def test_json_never_overwrites_a_file_gensis_did_not_write_as_a_result(tmp_path,
     assert len(err.splitlines()) == 1 and "is not a result file gensis wrote" in err
     assert manifest.read_text() == '{"stage": "pretrain", "status": "done"}'
     out = tmp_path / "res.json"
-    assert main([*argv, str(out)]) == 0 and main([*argv, str(out)]) == 0  # a rerun replaces its own result
+    assert main([*argv, str(out)]) == 0
+    assert "replacing" not in capsys.readouterr().out
+    assert main([*argv, str(out)]) == 0  # a rerun replaces its own result, and says so (it was silent)
+    assert f"results written to {out} (replacing the earlier result there: knn of pixels, written " \
+        in capsys.readouterr().out
     assert json.loads(out.read_text())["protocol"] == "knn"
 
 

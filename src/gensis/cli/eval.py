@@ -35,16 +35,17 @@ def add_parser(sub) -> None:
 def run_evaluation(name: str, args) -> int:
     """Run the registered evaluation ``name``; print its table; write ``--json``."""
     from gensis.eval.options import check_cache_option
-    from gensis.eval.registry import check_result_path, get_evaluation, run_parsed, write_result
+    from gensis.eval.registry import check_result_path, get_evaluation, replaced_note, run_parsed, write_result
 
     ev = get_evaluation(name)
     check_result_path(getattr(args, "json", None))
     check_cache_option(args)
     res = run_parsed(name, args)
     json_path = getattr(args, "json", None)
+    note = replaced_note(json_path)
     if json_path:  # first: the file is written even when the reader of the table goes away (`| head`)
         write_result(json_path, res)
     print(ev.format(res))
     if json_path:
-        print(f"results written to {json_path}")
+        print(f"results written to {json_path}{note}")
     return 0

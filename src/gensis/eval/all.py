@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gensis.errors import UserError
-from gensis.eval.registry import check_result_path, parse_options, run_parsed, write_result
+from gensis.eval.registry import check_result_path, parse_options, replaced_note, run_parsed, write_result
 
 RUNTIME = ("device", "threads", "cache", "feature_batch_size", "backbone", "init_seed", "random_like")
 DEFAULT_RUN = {"knn": {}}
@@ -72,11 +72,12 @@ def run_all(args) -> dict:
             rows.append((name, "error", str(e)))
             print(f"gensis: error: {name}: {e}")
             continue
+        note = replaced_note(getattr(ns, "json", None))
         if getattr(ns, "json", None):  # the section's own result file, as `gensis eval NAME --json` writes it
             write_result(ns.json, res)
         print(ev.format(res), flush=True)
         if getattr(ns, "json", None):
-            print(f"results written to {ns.json}", flush=True)
+            print(f"results written to {ns.json}{note}", flush=True)
         results[name] = res
         rows += [(name, metric, value) for metric, value in ev.headline(res)]
     return {"protocol": "all", "encoder": args.encoder, "config": str(args.config) if args.config else None,

@@ -170,6 +170,29 @@ def check_result_path(path: str | os.PathLike[str] | None) -> None:
                             f"config or a file of yours would be overwritten): name another file, or remove it")
 
 
+def replaced_note(path: str | os.PathLike[str] | None) -> str:
+    """`` (replacing ...)``: what an earlier result at ``path`` was (protocol, encoder, when written), said when a
+    new result replaces it, so that a rerun with the same ``--json`` never overwrites one silently; '' when
+    there is none."""
+    import json
+    import time
+
+    if not path or not os.path.isfile(path):
+        return ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path)))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(old, dict) or "gensis_version" not in old:
+        return ""
+    enc = old.get("encoder")
+    enc = enc.get("name") if isinstance(enc, dict) else enc
+    what = " ".join(str(x) for x in (old.get("protocol"), f"of {enc}" if enc else None) if x)
+    return f" (replacing the earlier result there{': ' + what if what else ''}, written {when})"
+
+
 def write_result(path: str | os.PathLike[str], res: Mapping[str, Any]) -> None:
     """The result as JSON (atomically), with the gensis version."""
     import gensis
