@@ -117,3 +117,15 @@ def test_umap_fit_says_it_is_compiling(tmp_path, capsys, monkeypatch):
                  "--out", str(tmp_path / "m.png")]) == 0
     cap = capsys.readouterr()
     assert "fitting UMAP on 15 images" in cap.err and "umap" in cap.out
+
+
+@pytest.mark.parametrize("method", ["tsne", "umap"])
+def test_two_images_are_one_line(tmp_path, capsys, method):
+    """A map of 2 images was sklearn's (perplexity) or umap-learn's (n_neighbors) ValueError traceback."""
+    for c, v in (("a", 20), ("b", 200)):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(tmp_path / "d" / c / "0.png")
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(tmp_path / "d"), "--method", method,
+                 "--cache", "none", "--out", str(tmp_path / "m.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a map needs at least 3 images; classes a, b of d have 2" in err[0], err

@@ -138,6 +138,10 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
         idx = np.flatnonzero(labels == c)
         sel.append(np.sort(rng.choice(idx, min(per_class, len(idx)), replace=False)))
     sel = np.concatenate(sel)
+    if len(sel) < 3:  # umap-learn needs 2 neighbours, t-SNE a perplexity below the count: their tracebacks
+        shown = [str(ds.classes[c]) if ds.classes else str(c) for c in chosen]
+        raise UserError(f"a map needs at least 3 images; classes {', '.join(shown)} of {ds.name} have {len(sel)}: "
+                        f"add images or classes (--classes)")
     sub = ds.subset(sel, f"{ds.name}[{len(sel)}]")
     y = labels[sel]
     inter = interpolations if interpolations is not None else (
