@@ -12,10 +12,11 @@ calls ``pretrain``, ``--print-config`` prints ``pretrain_config(...)`` (``eldm_c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import numpy as np
 
@@ -196,7 +197,27 @@ def _split_spec(data: Any, split: str | None) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # pipeline stages
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
+
+def _frees_its_folders(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A stage call leaves the folders it locked free when it returns or raises, as a command does
+    (``gensis.rundir.releasing_locks``): a KeyboardInterrupt or an error left the lock held until the Python
+    process exited, and a ``gensis ... --resume`` from another process was refused."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        from gensis.rundir import releasing_locks
+
+        with releasing_locks():
+            return fn(*args, **kwargs)
+
+    return call
+
+
+
+@_frees_its_folders
 def pretrain(data: Any, out: PathLike, *, preset: str | None = None, config: PretrainConfig | Mapping[str, Any] | None = None,
              overrides: Overrides | None = None, bank: PathLike | None = None, interp: str | None = None,
              method: str | None = None, resume: bool = False, quiet: bool = True) -> Path:
@@ -217,6 +238,7 @@ def pretrain(data: Any, out: PathLike, *, preset: str | None = None, config: Pre
     return Path(run.path)
 
 
+@_frees_its_folders
 def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
                       config: ELDMConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
                       resume: bool = False, quiet: bool = True) -> Path:
@@ -228,6 +250,7 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
     return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out), resume=resume, quiet=quiet).path)
 
 
+@_frees_its_folders
 def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: PathLike | None = None,
                preset: str | None = None, config: ELDMConfig | Mapping[str, Any] | None = None,
                overrides: Overrides | None = None, resume: bool = False, quiet: bool = True) -> Path:
@@ -245,6 +268,7 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     return Path(run.path)
 
 
+@_frees_its_folders
 def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator: Any = None, preset: str | None = None,
                   config: BankConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
                   quiet: bool = True) -> Path:
@@ -267,6 +291,7 @@ def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator:
     return _path(out)
 
 
+@_frees_its_folders
 def eldm_figures(eldm: PathLike, data: Any, out: PathLike, *, overrides: Overrides | None = None,
                  method: str | None = None, seed: int | None = None, guidance: float | None = None,
                  steps: int | None = None, sampler: str | None = None, device: str = "auto",
@@ -279,6 +304,7 @@ def eldm_figures(eldm: PathLike, data: Any, out: PathLike, *, overrides: Overrid
                       guidance=guidance, steps=steps, sampler=sampler, device=device, amp=amp)
 
 
+@_frees_its_folders
 def evaluate_eldm(eldm: PathLike, data: Any, *, n: int | None = None, overrides: Overrides | None = None,
                   guidance: float | None = None, steps: int | None = None, sampler: str | None = None,
                   device: str = "auto", amp: str = "auto", quiet: bool = True) -> dict[str, Any]:
@@ -291,6 +317,7 @@ def evaluate_eldm(eldm: PathLike, data: Any, *, n: int | None = None, overrides:
                         sampler=sampler, device=device, amp=amp, quiet=quiet)
 
 
+@_frees_its_folders
 def train_mil(feats: PathLike, labels: PathLike, out: PathLike, *, preset: str | None = None,
               config: MILConfig | Mapping[str, Any] | None = None, overrides: Overrides | None = None,
               quiet: bool = True) -> dict[str, Any]:
@@ -406,6 +433,7 @@ def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 
     return linear_eval(enc, *_train_test(train, test), cfg, pick_device(device), batch_size)
 
 
+@_frees_its_folders
 def evaluate(protocol: str, **options: Any) -> dict[str, Any]:
     """Any registered evaluation, as ``gensis eval PROTOCOL`` (``knn``, ``linear``, ``robustness``,
     ``copydetect``, ``retrieval``, ``davis``, ``umap``, ``all``: ``gensis.eval.registry``), with its
@@ -420,6 +448,7 @@ def evaluate(protocol: str, **options: Any) -> dict[str, Any]:
     return run_evaluation(protocol, **{k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in options.items()})
 
 
+@_frees_its_folders
 def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") -> Path:
     """``gensis export``: ``to`` = ``timm`` (folder for ``timm.create_model("local-dir:OUT")``),
     ``safetensors`` (plain state_dict) or ``diffusers`` (an E-LDM run as diffusers folders)."""

@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, cast
@@ -304,6 +305,7 @@ class RunLock:
         self.folder = Path(folder).resolve()
         self.path = self.folder / LOCK_NAME
         self.me = Writer.me()
+        self.thread = threading.get_ident()  # the thread that took it (``releasing_locks`` frees only its own)
 
     def _holder(self) -> dict[str, Any] | None:
         try:
@@ -371,6 +373,23 @@ def release_folder(folder: StrPath) -> None:
     lock = _HELD.get(Path(folder).resolve())
     if lock is not None:
         lock.release()
+
+
+@contextlib.contextmanager
+def releasing_locks() -> Iterator[None]:
+    """The folders this thread locks inside are free again when it ends, returning or raising (a
+    KeyboardInterrupt included): what the command line does for a command, and the Python API for each stage
+    call, so that an interrupted or failed ``gensis.pretrain`` in a notebook does not hold its run folder until
+    the kernel exits (a ``gensis pretrain --resume`` from a terminal was refused: 'in use by another gensis
+    process')."""
+    before, me = held_locks(), threading.get_ident()
+    try:
+        yield
+    finally:
+        for folder in held_locks() - before:
+            lock = _HELD.get(folder)
+            if lock is not None and lock.thread == me:  # not a lock another thread's stage took meanwhile
+                lock.release()
 
 
 @contextlib.contextmanager

@@ -157,3 +157,34 @@ def test_eldm_figures_and_fidelity_from_python(pixel_eldm_run, images_npz, tmp_p
         gensis.evaluate_eldm(pixel_eldm_run, imgs)
     with pytest.raises(UserError, match="not a finished"):
         gensis.evaluate_eldm(tmp_path, str(images_npz))
+
+
+def test_a_stage_call_interrupted_or_failed_frees_its_folder(images_npz, tmp_path, monkeypatch):
+    """A KeyboardInterrupt (a notebook's stop button) in `gensis.pretrain` left RUN/.gensis.lock held until the
+    Python process exited: `gensis pretrain --resume` from a terminal was refused as 'in use by another gensis
+    process'. A lock another thread takes meanwhile stays that thread's."""
+    import threading
+
+    from gensis.rundir import LOCK_NAME, RunDir, held_locks, lock_folder, release_folder
+
+    start = RunDir.start
+
+    def start_then_interrupt(self, *args, **kwargs):
+        start(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "start", start_then_interrupt)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        gensis.pretrain(images_npz, run, preset="smoke", overrides={"optim.batch_size": 16})
+    assert (run / "manifest.json").exists() and not (run / LOCK_NAME).exists() and not held_locks()
+
+    from gensis.rundir import releasing_locks
+
+    other = tmp_path / "other"
+    with releasing_locks():
+        t = threading.Thread(target=lock_folder, args=(other,))
+        t.start()
+        t.join()
+    assert (other / LOCK_NAME).exists()
+    release_folder(other)

@@ -94,15 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
-    from gensis.rundir import held_locks, release_folder
+    from gensis.rundir import releasing_locks
 
-    locks_before = held_locks()
     quiet_before = os.environ.get("GENSIS_NO_PROGRESS")
     if getattr(args, "quiet", False):  # every bar of the command (a stage's feature or latent pass too), not its own only
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     try:
         try:
-            result = args.func(args)
+            with releasing_locks():  # folders this command locked are free again (the demo runs stages in this process)
+                result = args.func(args)
         except BaseException as e:
             # under torchrun: tell the other ranks (they stop at their next wait with one line) and leave the
             # process group without waiting for them. Only a command that loaded gensis.distributed can have a
@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gensis: error: cannot {verb}{where}: {e.strerror or e} (files already written are intact; "
               f"fix the cause and {_run_again(args.verb)})", file=sys.stderr)
         return 1
-    finally:  # folders this command locked are free again (the demo runs stages in this process)
-        for folder in held_locks() - locks_before:
-            release_folder(folder)
+    finally:
         if quiet_before is None:
             os.environ.pop("GENSIS_NO_PROGRESS", None)
         else:
