@@ -208,3 +208,15 @@ def test_help_says_what_each_evaluation_does(capsys):
         assert "scored on the run's data" not in help_of(name)
     text = help_of("linear")
     assert "whole image on test" not in text and "centre crop" in text
+
+
+def test_a_split_too_small_to_hold_an_image_says_why(tmp_path, capsys):
+    """Two images in two classes: the val split (20 % per class) is empty; the line said only 'is empty'."""
+    from PIL import Image
+
+    for c, v in (("a", 20), ("b", 200)):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(tmp_path / "d" / c / "0.png")
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(tmp_path / "d"), "--k", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its val split of the 2 images holds none" in err[0], err

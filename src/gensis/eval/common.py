@@ -33,7 +33,11 @@ def no_grad(fn: _F) -> _F:
 def labels_of(ds, role: str) -> np.ndarray:
     """The integer labels of a dataset; a UserError when it has none (evaluations need labels)."""
     if len(ds) == 0:
-        raise UserError(f"{role} dataset '{ds.name}' is empty")
+        why = ""
+        if getattr(ds, "split", None) and getattr(ds, "source_size", None):  # a split too small to hold an image
+            why = (f": its {ds.split} split of the {ds.source_size} images holds none (the split is per class); give "
+                   f"more images, another --val-fraction, or --train/--test DATA@all")
+        raise UserError(f"{role} dataset '{ds.name}' is empty{why}")
     if ds.labels is None:
         raise UserError(f"{role} dataset '{ds.name}' has no labels; evaluation needs labelled images")
     return np.asarray(ds.labels, dtype=np.int64)
