@@ -420,16 +420,25 @@ def _numbers(values: Any, name: str) -> list[Any]:
 
 def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 100,
            lrs: Sequence[float] | None = None, aug_copies: int = 2, batch_size: int = 256,
-           device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+           device: str = "cpu", seed: int = 0, crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, Any]:
     """DINO's linear probe (a learning-rate sweep of linear heads on frozen features), as ``gensis eval
-    linear``; returns the JSON-ready result (``top1``, ``top5``, ``lr`` of the best head, ``results`` per lr)."""
+    linear``; returns the JSON-ready result (``top1``, ``top5``, ``lr`` of the best head, ``results`` per lr).
+    ``crop_scale``: the area range of the train crops (``--crop-scale``; ``(1, 1)``: whole images). ``batch_size``:
+    images per forward pass of the encoder (``--feature-batch-size``), not the SGD batch of the heads (1024, as
+    ``--batch-size``; every option: ``gensis.evaluate("linear", ...)``)."""
     from gensis.device import pick_device
     from gensis.eval.linear import DEFAULT_LRS, LinearConfig, linear_eval
     from gensis.models.encoder import Encoder as _Encoder
 
     enc = encoder if isinstance(encoder, _Encoder) else load_encoder(encoder)
     lrs = _numbers(lrs, "lrs") if lrs is not None else None
-    cfg = LinearConfig(lrs=tuple(lrs) if lrs else DEFAULT_LRS, epochs=epochs, aug_copies=aug_copies, seed=seed)
+    scale = tuple(float(v) for v in _numbers(crop_scale, "crop_scale"))
+    if len(scale) != 2:
+        from gensis.errors import UserError
+
+        raise UserError(f"crop_scale must be (min, max), got {crop_scale!r}")
+    cfg = LinearConfig(lrs=tuple(lrs) if lrs else DEFAULT_LRS, epochs=epochs, aug_copies=aug_copies, seed=seed,
+                       crop_scale=(scale[0], scale[1]))
     return linear_eval(enc, *_train_test(train, test), cfg, pick_device(device), batch_size)
 
 

@@ -258,6 +258,15 @@ def test_knn_and_linear_split_one_source_named_twice_as_the_command_line_does(en
     assert lin["test"]["identity"] == explicit["test"]["identity"] and "warning" not in capsys.readouterr().err
 
 
+def test_linear_takes_the_crop_scale_as_the_command_line_does(encoder_run, images_npz):
+    """gensis.linear had no crop_scale (docs/eval.md compares encoders with --crop-scale 1 1): a TypeError."""
+    res = gensis.linear(encoder_run, f"{images_npz}@train", f"{images_npz}@val", epochs=1, lrs=[0.1], aug_copies=1,
+                        crop_scale=(1, 1))
+    assert res["config"]["crop_scale"] == [1.0, 1.0] and res["config"]["batch_size"] == 1024
+    with pytest.raises(UserError, match="crop scale must satisfy"):
+        gensis.linear(encoder_run, f"{images_npz}@train", f"{images_npz}@val", epochs=1, crop_scale=(0, 1))
+
+
 def test_paths_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch, encoder_run, fake_bank):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
