@@ -57,6 +57,29 @@ def test_retrieval_end_to_end(tmp_path, capsys):
                  "--dataset", "roxford5k", "--imsize", "24", "--multiscale"]) == 0
 
 
+def test_retrieval_protocol_without_positives_is_no_number_and_valid_json(tmp_path, capsys):
+    """Queries without Hard positives gave mAP NaN, written as a bare NaN that is not JSON (jq, JavaScript and
+    strict parsers reject it) and printed as 'nan'; it is null in the file, '-' in the table, said in a line."""
+    root = make_revisited(tmp_path / "revisited")
+    gnd_path = root / "roxford5k" / "gnd_roxford5k.pkl"
+    cfg = pickle.loads(gnd_path.read_bytes())
+    for g in cfg["gnd"]:
+        g["easy"], g["hard"] = np.concatenate([g["easy"], g["hard"]]), np.array([], dtype=np.int64)
+    gnd_path.write_bytes(pickle.dumps(cfg))
+    js = tmp_path / "r.json"
+    assert main(["eval", "retrieval", "--encoder", "pixels", "--data", str(root), "--dataset", "roxford5k",
+                 "--imsize", "24", "--json", str(js), "--cache", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out and "hard: no query has positives in this protocol, so no mAP (-)" in out
+
+    def no_constants(name):
+        raise ValueError(f"{name} is not JSON")
+
+    res = json.loads(js.read_text(), parse_constant=no_constants)
+    assert res["results"]["hard"]["mAP"] is None and res["results"]["hard"]["queries_scored"] == 0
+    assert res["results"]["medium"]["mAP"] > 90
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned",))
@@ -130,3 +153,10 @@ def test_copydetect_missing_strong_is_one_line(tmp_path, capsys):
     assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "strong" in lines[0]
+
+
+def test_result_files_have_no_nan():
+    from gensis.eval.registry import json_ready
+
+    assert json_ready({"a": [float("nan"), 1.0, {"b": float("-inf")}], "c": "x"}) == {"a": [None, 1.0, {"b": None}],
+                                                                                     "c": "x"}

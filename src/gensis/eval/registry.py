@@ -199,4 +199,18 @@ def write_result(path: str | os.PathLike[str], res: Mapping[str, Any]) -> None:
     from gensis.rundir import atomic_write_json
 
     check_result_path(path)
-    atomic_write_json(path, {**res, "gensis_version": getattr(gensis, "__version__", None)})
+    atomic_write_json(path, json_ready({**res, "gensis_version": getattr(gensis, "__version__", None)}))
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf) as None: JSON has no NaN (Python's json writes a bare
+    ``NaN`` that jq, JavaScript and strict parsers reject)."""
+    import math
+
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Mapping):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj

@@ -135,8 +135,11 @@ def retrieval_eval(encoder, root: str | Path, dataset: str, imsize: int = 224, m
     results = {}
     for protocol in PROTOCOLS:
         m, aps, mpk, _ = compute_map(ranks, revisited_gnd(cfg["gnd"], protocol), KAPPAS)
-        results[protocol] = {"mAP": 100 * float(m), "mP@k": {str(k): 100 * float(v) for k, v in zip(KAPPAS, mpk)},
-                             "queries_scored": int(np.sum(~np.isnan(aps)))}
+        scored = int(np.sum(~np.isnan(aps)))
+        # no query with positives: no number (None; revisitop's NaN), not a score of 0 or 100
+        results[protocol] = {"mAP": 100 * float(m) if scored else None,
+                             "mP@k": {str(k): 100 * float(v) if scored else None for k, v in zip(KAPPAS, mpk)},
+                             "queries_scored": scored}
     return {"protocol": "retrieval", "dataset": dataset, "encoder": describe_encoder(encoder),
             "data": str(lay["base"]), "database": len(db), "queries": len(qs),
             "config": {"imsize": imsize, "multiscale": multiscale, "feature": "cls", "query_crop": "bbx"},
@@ -176,9 +179,15 @@ def format_retrieval(res: dict) -> str:
              f"{res['database']} database images, {res['queries']} queries (cropped to their boxes), imsize "
              f"{c['imsize']}{', multi-scale' if c['multiscale'] else ''}",
              f"{'protocol':<8} {'mAP':>6} {'mP@1':>6} {'mP@5':>6} {'mP@10':>6} {'queries':>8}"]
+    def num(v) -> str:
+        return f"{'-':>6}" if v is None or v != v else f"{v:6.2f}"
+
     for p, r in res["results"].items():
         mpk = r["mP@k"]
-        lines.append(f"{p:<8} {r['mAP']:6.2f} {mpk['1']:6.2f} {mpk['5']:6.2f} {mpk['10']:6.2f} {r['queries_scored']:>8}")
+        lines.append(f"{p:<8} {num(r['mAP'])} {num(mpk['1'])} {num(mpk['5'])} {num(mpk['10'])} {r['queries_scored']:>8}")
+    empty = [p for p, r in res["results"].items() if not r["queries_scored"]]
+    if empty:
+        lines.append(f"{', '.join(empty)}: no query has positives in this protocol, so no mAP (-)")
     return "\n".join(lines)
 
 
@@ -190,7 +199,7 @@ EVALUATION = Evaluation(
     description="Describes database images and box-cropped queries by the CLS token (longest side --imsize, "
                 "optional multi-scale), ranks by cosine similarity, and scores with revisitop's compute_map.",
     add_arguments=_add_arguments, run=_run, format=format_retrieval,
-    headline=lambda r: [(f"{r['dataset']} mAP Medium", r["results"]["medium"]["mAP"]),
-                        (f"{r['dataset']} mAP Hard", r["results"]["hard"]["mAP"])],
+    headline=lambda r: [(f"{r['dataset']} mAP {p.capitalize()}", r["results"][p]["mAP"]) for p in ("medium", "hard")
+                        if r["results"][p]["mAP"] is not None],
     data_options=("data", "dataset"),
 )
