@@ -27,7 +27,13 @@ def prints_error(error: BaseException) -> bool:
     """Whether this process prints ``error``: always, except an ``all_ranks`` error on a rank other than 0
     (``RANK`` as torchrun sets it; the process group may already be gone). Here, not in ``gensis.distributed``,
     so that the CLI reports an error without importing torch."""
-    return not getattr(error, "all_ranks", False) or os.environ.get("RANK", "0") in ("", "0")
+    return not getattr(error, "all_ranks", False) or on_main_rank()
+
+
+def on_main_rank() -> bool:
+    """Whether this process is rank 0 of a ``torchrun`` job, or runs alone: the one that prints a command's
+    result lines (``RANK`` as torchrun sets it, read without importing torch)."""
+    return os.environ.get("RANK", "0") in ("", "0")
 
 
 @contextmanager

@@ -24,3 +24,25 @@ def test_pretrain_quiet_prints_no_bar_but_final_line_and_errors(tmp_path):
     assert again.returncode == 2
     lines = again.stderr.strip().splitlines()
     assert len(lines) == 1 and "already holds a finished" in lines[0], again.stderr
+
+
+def test_the_done_lines_are_printed_once_under_torchrun(tmp_path, monkeypatch, capsys):
+    """`torchrun --nproc_per_node 2 gensis pretrain ...` printed 'pretraining done: RUN' twice, once per process
+    (likewise `eldm train-ae` and `eldm train`): rank 0 prints a command's result lines, as `bank generate` did."""
+    import gensis.api
+    import gensis.models.encoder
+    from gensis.cli.main import main
+
+    monkeypatch.setattr(gensis.api, "pretrain", lambda *a, **k: tmp_path / "run")
+    monkeypatch.setattr(gensis.api, "train_autoencoder", lambda *a, **k: tmp_path / "ae")
+    monkeypatch.setattr(gensis.api, "train_eldm", lambda *a, **k: tmp_path / "eldm")
+    monkeypatch.setattr(gensis.models.encoder, "check_encoder_run", lambda *a, **k: None)
+    (tmp_path / "ae").mkdir()
+    (tmp_path / "ae" / "manifest.json").write_text('{"stage": "eldm-ae", "val": {"val_mse": 0.1, "val_psnr": 10}}')
+    commands = [["pretrain", "--out", "x"], ["eldm", "train-ae", "--out", "x"],
+                ["eldm", "train", "--encoder", "e", "--data", "d", "--out", "x"]]
+    for rank, lines in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        for argv in commands:
+            assert main([*argv, "--preset", "smoke"]) == 0
+            assert len(capsys.readouterr().out.splitlines()) == lines, (rank, argv)

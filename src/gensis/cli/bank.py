@@ -112,9 +112,9 @@ def run_generate(args) -> int:
     result = generate_bank(cfg.to_dict(), data, args.out, eldm=args.eldm, generator_spec=args.generator,
                            quiet=args.quiet)
     cleanup()  # not on errors: main() reports them to the other ranks and leaves the group without waiting
-    import os
+    from gensis.errors import on_main_rank
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    if on_main_rank():
         print(result.summary())
     return 0 if result.complete else 1
 

@@ -6,6 +6,7 @@ import argparse
 
 from gensis.cli.main import RawDefaultsHelp as _Fmt
 from gensis.cli.main import add_common
+from gensis.errors import on_main_rank
 
 DEFAULT_DATA = "builtin:animal-mnist"  # for train-ae (no run to read the data from)
 
@@ -129,8 +130,9 @@ def run_train_ae(args) -> int:
     run = train_autoencoder(args.data, args.out, preset=args.preset, overrides=args.overrides, resume=args.resume,
                             quiet=args.quiet)
     val = RunDir(run).manifest().get("val", {})
-    print(f"autoencoder done: {run} (held-out MSE {val.get('val_mse', float('nan')):.5f}, "
-          f"PSNR {val.get('val_psnr', float('nan')):.2f} dB)")
+    if on_main_rank():  # once under torchrun, not once per process
+        print(f"autoencoder done: {run} (held-out MSE {val.get('val_mse', float('nan')):.5f}, "
+              f"PSNR {val.get('val_psnr', float('nan')):.2f} dB)")
     return 0
 
 
@@ -158,7 +160,8 @@ def run_train(args) -> int:
         overrides += recorded_reading(args.encoder, cfg.to_dict()["data"], overrides, "the --encoder run")
     run = train_eldm(args.encoder, data, args.out, autoencoder=args.ae, preset=args.preset,
                      overrides=overrides, resume=args.resume, quiet=args.quiet)
-    print(f"E-LDM training done: {run}")
+    if on_main_rank():
+        print(f"E-LDM training done: {run}")
     return 0
 
 

@@ -50,5 +50,8 @@ def run(args) -> int:
 
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     run_dir = pretrain(args.data, args.out, resume=args.resume, quiet=args.quiet, **kw)
-    print(f"pretraining done: {run_dir}")
+    from gensis.errors import on_main_rank
+
+    if on_main_rank():  # once under torchrun, not once per process
+        print(f"pretraining done: {run_dir}")
     return 0

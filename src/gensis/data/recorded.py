@@ -43,9 +43,9 @@ def data_or_recorded(data: str | None, run: str | Path | None, option: str, what
     if data is not None or run is None:
         return data
     spec = recorded_data(run, option, keep_split)
-    import os
+    from gensis.errors import on_main_rank
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    if on_main_rank():
         print(f"data: {spec} (from {what}'s manifest)", flush=True)
     return spec
 
@@ -60,8 +60,7 @@ def recorded_reading(run: str | Path, resolved: dict, overrides: list[str], what
     on stdout (rank 0). So a run pretrained with ``data.skip_bad_images=true`` or another split is followed by an
     E-LDM and a bank that skip the same files and hold out the same images (were: an error on the first broken
     file, or an E-LDM trained on the encoder's held-out images)."""
-    import os
-
+    from gensis.errors import on_main_rank
     from gensis.rundir import RunDir
 
     rd = RunDir(run)
@@ -74,6 +73,6 @@ def recorded_reading(run: str | Path, resolved: dict, overrides: list[str], what
         if key in data and key in resolved and f"data.{key}" not in given and data[key] != resolved[key]:
             value = data[key]
             out.append(f"data.{key}={str(value).lower() if isinstance(value, bool) else value}")
-    if out and int(os.environ.get("RANK", "0")) == 0:
+    if out and on_main_rank():
         print(f"data read as {what} read it: {' '.join(out)}", flush=True)
     return out
