@@ -124,6 +124,12 @@ def test_davis_out_never_overwrites_files_it_did_not_write(tmp_path, capsys):
     assert (pred / "squares" / "00002.png").is_file() and (pred / "davis-predictions.json").is_file()
     (pred / "davis-predictions.json").unlink()  # written before the marker existed: strips and their PNG folders
     assert main(argv + [str(pred)]) == 0
+    import subprocess
+
+    code = "import sys; from gensis.rundir import temp_path; temp_path(sys.argv[1]).write_bytes(b'x')"
+    subprocess.run([sys.executable, "-c", code, str(pred / "squares" / "00001.png")], check=True)  # a killed run's
+    assert main(argv + [str(pred)]) == 0
+    assert sorted(os.listdir(pred / "squares")) == ["00000.png", "00001.png", "00002.png"]
 
 
 @pytest.mark.parametrize("resize", ["JPEGImages/480p/squares/00002.jpg", "Annotations/480p/squares/00000.png"])

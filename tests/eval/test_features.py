@@ -1,5 +1,7 @@
 """The feature layer: kinds, sizes, multi-scale, the timm encoder spec and the on-disk cache."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,20 @@ def test_pixel_patches():
     p = encode(enc, x, FeatureSpec("patch", resize="none"))
     assert p.shape == (2, 2, 3, 192)
     np.testing.assert_allclose(p[0, 1, 2].numpy(), (x[0, :, 8:16, 16:24].float() / 255).numpy().ravel(), rtol=1e-6)
+
+
+def test_cache_removes_what_a_killed_evaluation_left(tmp_path):
+    """A kill while the cache file was written left its temporary file in the cache folder for good (the size of
+    the features: gigabytes for ImageNet); the next write removes it."""
+    import subprocess
+    import sys
+
+    cache = FeatureCache(tmp_path / "c")
+    (tmp_path / "c").mkdir()
+    code = ("import sys; from gensis.rundir import temp_path; p = temp_path(sys.argv[1]); p.write_bytes(b'x' * 64); "
+            "print(p)")
+    left = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c" / "f.safetensors")], capture_output=True,
+                          text=True, check=True).stdout.strip()  # its process has ended
+    cache.put({"k": 1}, np.zeros((2, 3), np.float32))
+    assert not os.path.exists(left)
+    assert cache.get({"k": 1}).shape == (2, 3)

@@ -336,12 +336,15 @@ def check_out(out: str | Path, root: str | Path) -> None:
 
 
 def start_out(out: str | Path, root: str | Path, image_set: str) -> None:
-    """The marker of a predictions folder (``folder_kind.DAVIS_MARKER``), written before any prediction."""
+    """The marker of a predictions folder (``folder_kind.DAVIS_MARKER``), written before any prediction; the
+    temporary files a killed run left there are removed."""
     from gensis.folder_kind import DAVIS_FORMAT, DAVIS_MARKER
-    from gensis.rundir import atomic_write_json
+    from gensis.rundir import atomic_write_json, remove_stale_temps
 
-    atomic_write_json(Path(out).expanduser() / DAVIS_MARKER,
-                      {"format": DAVIS_FORMAT, "data": str(root), "image_set": image_set})
+    out = Path(out).expanduser()
+    atomic_write_json(out / DAVIS_MARKER, {"format": DAVIS_FORMAT, "data": str(root), "image_set": image_set})
+    for folder in [out, *(d for d in out.iterdir() if d.is_dir())]:  # what a killed run was writing
+        remove_stale_temps(folder)
 
 
 def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequences: list[str] | None = None,

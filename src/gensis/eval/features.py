@@ -190,10 +190,11 @@ class FeatureCache:
             return
         import torch
 
-        from gensis.rundir import make_folder, save_tensors
+        from gensis.rundir import make_folder, remove_stale_temps, save_tensors
 
         try:
             make_folder(self.root)
+            remove_stale_temps(self.root)  # a killed evaluation's half-written file (ImageNet's: gigabytes)
             save_tensors(self._path(meta), {"features": torch.from_numpy(np.ascontiguousarray(features))},
                          metadata={"key": json.dumps(meta, sort_keys=True)})
         except OSError:  # a read-only or full cache disk only costs the reuse
