@@ -153,3 +153,12 @@ def test_davis_progress_bar_counts_every_frame_of_every_sequence(tmp_path, capsy
     assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3"]) == 0
     err = capsys.readouterr().err
     assert "DAVIS frames" in err and "/4" in err  # (3 - 1) frames x 2 sequences
+
+
+def test_davis_frames_of_fewer_patches_than_topk_are_one_line(tmp_path, capsys):
+    """A small --size left the first frame fewer patches than --topk: torch's 'selected index k out of range'
+    traceback from the propagation."""
+    root = make_davis(tmp_path / "DAVIS", sequences=("squares",), frames=3)
+    assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fewer than --topk 5: use a larger --size" in err[0], err

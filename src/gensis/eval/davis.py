@@ -84,7 +84,7 @@ def sequence_files(layout: dict, name: str) -> tuple[list[Path], list[Path | Non
     return frames, anns
 
 
-def check_sizes(name: str, frames: list[Path], anns: list[Path | None]) -> None:
+def check_sizes(name: str, frames: list[Path], anns: list[Path | None]) -> tuple[int, int] | None:
     """A UserError naming the first frame or annotation of sequence ``name`` whose size differs from its first
     frame's (read from the file headers; the propagation needs one patch grid per sequence, and the DAVIS toolkit
     scores masks of the frame's size). Unreadable files are left to the readers, which name them."""
@@ -99,12 +99,13 @@ def check_sizes(name: str, frames: list[Path], anns: list[Path | None]) -> None:
 
     first = size(frames[0])
     if first is None:
-        return
+        return None
     for path in [*frames[1:], *(a for a in anns if a is not None)]:
         other = size(path)
         if other is not None and other != first:
             raise UserError(f"sequence '{name}': {path} is {other[0]}×{other[1]}, its first frame {frames[0].name} "
                             f"{first[0]}×{first[1]}: every frame and annotation of a sequence must have one size")
+    return first
 
 
 def read_annotation(path: Path) -> tuple[np.ndarray, list[int] | None]:
@@ -145,6 +146,12 @@ def davis_palette() -> list[int]:
             c >>= 3
         pal += [r, g, b]
     return pal
+
+
+def frame_grid(h: int, w: int, size: int, patch: int) -> tuple[int, int]:
+    """The (H, W) in pixels a frame of h × w is fed at: ``frame_size``, then down to whole patches (one at least)."""
+    th, tw = frame_size(h, w, size)
+    return max(patch, th // patch * patch), max(patch, tw // patch * patch)
 
 
 def frame_size(h: int, w: int, size: int = SIZE) -> tuple[int, int]:
@@ -224,8 +231,7 @@ def segment_sequence(encoder, frames: list[Path], first_ann: np.ndarray, size: i
     def tokens(path):
         img = read_frame(path)
         oh, ow = img.shape[:2]
-        th, tw = frame_size(oh, ow, size)
-        th, tw = max(ps, th // ps * ps), max(ps, tw // ps * ps)
+        th, tw = frame_grid(oh, ow, size, ps)
         x = torch.from_numpy(img).permute(2, 0, 1)[None]  # (1, 3, H, W) uint8
         from gensis.eval.features import _resize
 
@@ -372,7 +378,14 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
         names = sequences
     files = {s: sequence_files(layout, s) for s in names}  # every layout error before any work
     for s, (frames, anns) in files.items():
-        check_sizes(s, frames, anns)
+        first_size = check_sizes(s, frames, anns)
+        if first_size is not None:  # DINO's top-k over the first frame's patches needs k of them
+            th, tw = frame_grid(first_size[1], first_size[0], size, encoder.patch_size)
+            gh, gw = th // encoder.patch_size, tw // encoder.patch_size
+            if gh * gw < topk:
+                raise UserError(f"--size {size} makes the frames of '{s}' {gh}×{gw} = {gh * gw} patches of "
+                                f"{encoder.patch_size} px, fewer than --topk {topk}: use a larger --size (or a "
+                                f"smaller --topk)")
     out_dir = None if out is None else Path(out).expanduser()
     if out_dir is not None:
         check_out(out_dir, layout["root"])
