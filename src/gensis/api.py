@@ -410,6 +410,10 @@ def _numbers(values: Any, name: str) -> list[Any]:
     """``ks=20`` as ``[20]`` (was a TypeError from ``list(20)``), any sequence as a list."""
     if isinstance(values, (int, float, np.integer, np.floating)) and not isinstance(values, bool):
         return [values]
+    if isinstance(values, (str, bytes)):  # list("10") is ['1', '0']: k = 0 and 1
+        from gensis.errors import UserError
+
+        raise UserError(f"{name} must be a number or a list of numbers, got {values!r}")
     try:
         return list(values)
     except TypeError:

@@ -258,6 +258,12 @@ def test_knn_and_linear_split_one_source_named_twice_as_the_command_line_does(en
     assert lin["test"]["identity"] == explicit["test"]["identity"] and "warning" not in capsys.readouterr().err
 
 
+def test_ks_as_a_string_is_refused(encoder_run, images_npz):
+    """ks="10" was read as k = 0 and 1 (list("10")): 'k must be positive integers, got [0, 1]'."""
+    with pytest.raises(UserError, match="ks must be a number or a list of numbers, got '10'"):
+        gensis.knn(encoder_run, f"{images_npz}@train", f"{images_npz}@val", ks="10")
+
+
 def test_linear_takes_the_crop_scale_as_the_command_line_does(encoder_run, images_npz):
     """gensis.linear had no crop_scale (docs/eval.md compares encoders with --crop-scale 1 1): a TypeError."""
     res = gensis.linear(encoder_run, f"{images_npz}@train", f"{images_npz}@val", epochs=1, lrs=[0.1], aug_copies=1,

@@ -130,7 +130,8 @@ def test_zero_features_give_no_nan():
     assert all(math.isfinite(v) for v in res[3])
 
 
-@pytest.mark.parametrize("ks,T,msg", [([0], 0.07, "positive"), ([11], 0.07, "more than"), ([5], 0.0, "temperature")])
+@pytest.mark.parametrize("ks,T,msg", [([0], 0.07, "positive"), ([11], 0.07, "more than"), ([5], 0.0, "temperature"),
+                                      ([5], "0.1", "temperature must be a number")])  # a str: was a TypeError
 def test_bad_arguments(ks, T, msg):
     xtr, ytr = _clustered(0, 10, 3, 2)
     with pytest.raises(UserError, match=msg):

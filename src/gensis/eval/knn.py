@@ -26,6 +26,7 @@ Results equal DINO's ``knn_classifier`` (tests compare against its outputs on se
 from __future__ import annotations
 
 import argparse
+import numbers
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -59,8 +60,8 @@ def check_knn_args(ks: Sequence[int], temperature: float, n_train: int) -> list[
         raise UserError(f"k must be positive integers, got {ks}")
     if ks[-1] > n_train:
         raise UserError(f"k={ks[-1]} is more than the {n_train} training images: use k <= {n_train} (--k)")
-    if not temperature > 0:
-        raise UserError(f"the temperature must be > 0, got {temperature}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature > 0:
+        raise UserError(f"the temperature must be a number > 0, got {temperature!r}")  # "0.1" was a TypeError
     return ks
 
 
