@@ -125,8 +125,11 @@ def test_copydetect_end_to_end(tmp_path, capsys):
     assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16",
                  "--distractors", str(tmp_path / "distractors"), "--whiten", str(tmp_path / "distractors"),
                  "--json", str(js)]) == 0
-    text = capsys.readouterr().out
+    cap = capsys.readouterr()
+    text = cap.out
     assert "strong" in text and "jpegqual/10" in text and "crops/50" in text
+    assert "6 images for 960-d descriptors; PCA whitening needs more images than dimensions" in \
+        cap.err  # a degenerate whitening was applied without a word
     res = json.loads(js.read_text())
     assert res["database"] == {"originals": 5, "distractors": 6}
     assert res["config"]["whitening"]["images"] == 6

@@ -129,6 +129,11 @@ def copydetect_eval(encoder, root: str | Path, distractors: str | Path | None = 
     whitening = None
     if "--whiten" in extra:
         fw = feats(extra["--whiten"], "whitening")
+        if len(fw) <= fw.shape[1]:  # a covariance of rank < D: the floored eigenvalues blow noise up
+            from gensis.eval.options import warn
+
+            warn(f"--whiten {whiten}: {len(fw)} images for {fw.shape[1]}-d descriptors; PCA whitening needs more "
+                 f"images than dimensions (DINO: 20,000), or most directions it scales up are noise")
         mean = fw.mean(0)
         pca = PCAWhitening(db.shape[1]).train(fw.T @ fw / len(fw))  # DINO: covariance of the raw features
         db = pca.apply(db - mean)
