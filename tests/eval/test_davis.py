@@ -162,3 +162,14 @@ def test_davis_frames_of_fewer_patches_than_topk_are_one_line(tmp_path, capsys):
     assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fewer than --topk 5: use a larger --size" in err[0], err
+
+
+def test_davis_out_under_a_file_is_refused_before_the_encoder_opens(tmp_path, capsys):
+    """--out under a file failed when the first prediction was written; now before any work."""
+    root = make_davis(tmp_path / "DAVIS", sequences=("squares",), frames=3)
+    blocked = tmp_path / "notes.txt"
+    blocked.write_text("x")
+    assert main(["eval", "davis", "--encoder", str(tmp_path / "no-run"), "--data", str(root), "--out",
+                 str(blocked / "pred")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {blocked / 'pred'} cannot be written: {blocked} is a file" in err[0], err

@@ -220,3 +220,19 @@ def test_a_split_too_small_to_hold_an_image_says_why(tmp_path, capsys):
     assert main(["eval", "knn", "--encoder", "pixels", "--train", str(tmp_path / "d"), "--k", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "its val split of the 2 images holds none" in err[0], err
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["knn", "--train", "{data}", "--json", "{blocked}/r.json"], "--json"),
+    (["linear", "--train", "{data}", "--json", "{blocked}/r.json"], "--json"),
+    (["umap", "--data", "{data}", "--out", "{blocked}/m.png"], "--out"),
+    (["robustness", "--train", "{data}", "--ood", "{tmp}", "--probe", "{blocked}/p.safetensors"], "--probe")])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, argv, option):
+    """An output under a file (a typo: results.json/knn.json) failed only when written, after the whole evaluation
+    (its work lost); it is refused first, before the encoder is even opened (here: one that does not exist)."""
+    blocked = tmp_path / "results.json"
+    blocked.write_text("{}")
+    fill = {"data": str(_npz(tmp_path)), "blocked": str(blocked), "tmp": str(tmp_path)}
+    assert main(["eval", argv[0], "--encoder", str(tmp_path / "no-run"), *[a.format(**fill) for a in argv[1:]]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{option} {blocked}/" in err[0] and f"cannot be written: {blocked} is a file" in err[0], err

@@ -332,8 +332,10 @@ def check_out(out: str | Path, root: str | Path) -> None:
     """A UserError, before any work, when ``--out`` would overwrite files that are not predictions of an earlier
     ``gensis eval davis``: a folder inside the DAVIS folder (``Annotations/480p`` holds the ground truth under the
     same names), or a non-empty folder of other files. Nothing is written."""
+    from gensis.eval.options import check_output_folder
     from gensis.folder_kind import require_own_or_empty
 
+    check_output_folder(out, "--out")
     o, r = Path(out).expanduser().resolve(), Path(root).expanduser().resolve()
     if o == r or r in o.parents:
         raise UserError(f"--out {out} lies inside the DAVIS folder {root}: the predictions would overwrite its "

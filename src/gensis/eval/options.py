@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -67,11 +68,30 @@ def setup_runtime(args):
     return device
 
 
+def file_in_the_way(folder: str | os.PathLike[str]) -> Path | None:
+    """The existing file that keeps ``folder`` from being a folder or from being made (``folder`` itself, or the
+    nearest existing path above it when that is a file); None when the folder exists or can be made."""
+    p = Path(folder).expanduser()
+    for q in (p, *p.parents):  # the nearest existing path must be a folder
+        if q.exists():
+            return None if q.is_dir() else q
+    return None
+
+
+def check_output_folder(folder: str | os.PathLike[str], option: str,
+                        path: str | os.PathLike[str] | None = None) -> None:
+    """Before any work: a UserError when the folder an output goes into (``folder``; ``path``: the output named
+    by ``option``, when it is a file in that folder) cannot be made because a file is in the way; the work
+    would otherwise be done and lost when the output is written."""
+    q = file_in_the_way(folder)
+    if q is not None:
+        raise UserError(f"{option} {path if path is not None else folder} cannot be written: {q} is a file, not a "
+                        f"folder; name a path in a folder")
+
+
 def check_cache_option(args) -> None:
     """A ``--cache`` (or ``$GENSIS_CACHE_DIR``) that is, or lies under, an existing file is refused before any
     work: the cache would silently be off (every write fails)."""
-    import os
-
     c = getattr(args, "cache", None)
     where = "--cache"
     if c is None:
@@ -79,12 +99,10 @@ def check_cache_option(args) -> None:
     if not c or c.lower() == "none":
         return
     p = Path(c).expanduser()
-    for q in (p, *p.parents):  # the nearest existing path must be a folder
-        if q.exists():
-            if not q.is_dir():
-                what = "is a file" if q == p else f"lies under the file {q}"
-                raise UserError(f"{where} {c} {what}: name a folder for the feature cache (or 'none' to turn it off)")
-            return
+    q = file_in_the_way(p)
+    if q is not None:
+        what = "is a file" if q == p else f"lies under the file {q}"
+        raise UserError(f"{where} {c} {what}: name a folder for the feature cache (or 'none' to turn it off)")
 
 
 def feature_cache(args):

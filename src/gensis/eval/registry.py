@@ -159,6 +159,10 @@ def check_result_path(path: str | os.PathLike[str] | None) -> None:
 
     if path and os.path.isdir(path):
         raise UserError(f"--json {path} is a folder: name a file (e.g. {os.path.join(path, 'results.json')})")
+    if path:
+        from gensis.eval.options import check_output_folder
+
+        check_output_folder(os.path.dirname(os.path.abspath(os.path.expanduser(path))), "--json", path)
     if path and os.path.lexists(path):
         try:
             with open(path, encoding="utf-8") as f:

@@ -187,6 +187,10 @@ def _run(args) -> dict:
     from gensis.eval.linear import probe_config
 
     cfg = probe_config(args)
+    if args.probe:  # before the probe is trained: a path that cannot be written would lose it
+        from gensis.eval.options import check_output_folder
+
+        check_output_folder(Path(args.probe).expanduser().absolute().parent, "--probe", args.probe)
     ood = [s.strip() for s in args.ood.split(",") if s.strip()]
     for o in ood:
         if not Path(o).expanduser().is_dir():

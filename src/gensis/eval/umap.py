@@ -246,9 +246,12 @@ def check_map_out(out: str | Path) -> None:
 
     if not str(out).lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {out}")
+    from gensis.eval.options import check_output_folder
+
     p = Path(out).expanduser()
     if p.is_dir():
         raise UserError(f"--out {out} is a folder: name a .png file (e.g. {Path(out) / 'umap.png'})")
+    check_output_folder(p.absolute().parent, "--out", out)
     if not p.exists():
         return
     try:
