@@ -236,3 +236,25 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, c
     assert main(["eval", argv[0], "--encoder", str(tmp_path / "no-run"), *[a.format(**fill) for a in argv[1:]]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{option} {blocked}/" in err[0] and f"cannot be written: {blocked} is a file" in err[0], err
+
+
+def test_quiet_and_a_misspelt_option(tmp_path, capsys, monkeypatch):
+    """`eval` had no --quiet (every other command has it: 'unrecognized arguments: --quiet'), and a misspelt option
+    was reported under `gensis`'s usage, without the option meant."""
+    import gensis
+
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    data = str(_npz(tmp_path))
+    argv = ["eval", "knn", "--encoder", "pixels", "--train", data, "--k", "3", "--cache", "none"]
+    assert main(argv) == 0
+    assert "train features" in capsys.readouterr().err
+    assert main(argv + ["--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert "features" not in cap.err and "top-1" in cap.out
+    gensis.evaluate("knn", encoder="pixels", train=data, k=[3], cache="none", quiet=True)
+    assert "features" not in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "knn", "--encoder", "pixels", "--kk", "3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: gensis eval knn" in err and "unrecognized arguments: --kk 3 (did you mean --k?)" in err

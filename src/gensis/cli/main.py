@@ -77,6 +77,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub-)command ``args`` were parsed for (``gensis eval knn``'s, not ``gensis``'s)."""
+    p = parser
+    while True:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name is None or name not in subs[0].choices:
+            return p
+        p = subs[0].choices[name]
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """`` (did you mean --k?)`` for the first unknown option close to one of ``parser``'s; '' otherwise."""
+    import difflib
+
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for e in extra:
+        if e.startswith("--"):
+            close = difflib.get_close_matches(e.split("=", 1)[0], known, n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     from gensis.errors import UserError
 
@@ -89,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         # `gensis pretrain a=1 --out R b=2` would reject b=2; dotted overrides may go anywhere
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = list(args.overrides or []) + extra
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        else:  # said by the command's own parser: its usage, and the option meant when one is close
+            _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}"
+                                                f"{_did_you_mean(_command_parser(parser, args), extra)}")
     if args.verb is None:
         parser.print_help()
         return 2

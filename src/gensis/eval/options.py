@@ -38,6 +38,8 @@ def add_runtime_options(p: argparse.ArgumentParser, json_option: bool = True) ->
                    help="images per forward pass when extracting features")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="feature cache folder, or 'none' (default: $GENSIS_CACHE_DIR, else ~/.cache/gensis/features)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (the table, warnings and errors still print), as other commands' --quiet")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads (default: torch's choice). On cores shared with other busy processes, "
                         "1 thread or the environment variable OMP_WAIT_POLICY=PASSIVE can be several times faster")

@@ -126,7 +126,16 @@ def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
     args = parse_options(name, options)
     check_result_path(getattr(args, "json", None))
     check_cache_option(args)
-    res = run_parsed(name, args)
+    before = os.environ.get("GENSIS_NO_PROGRESS")
+    if getattr(args, "quiet", False):  # quiet=True: no bars, as `--quiet` on the command line
+        os.environ["GENSIS_NO_PROGRESS"] = "1"
+    try:
+        res = run_parsed(name, args)
+    finally:
+        if before is None:
+            os.environ.pop("GENSIS_NO_PROGRESS", None)
+        else:
+            os.environ["GENSIS_NO_PROGRESS"] = before
     if getattr(args, "json", None):
         write_result(args.json, res)
     return res
