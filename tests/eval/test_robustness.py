@@ -67,10 +67,26 @@ def test_ood_class_unknown_is_one_line(tmp_path, capsys):
     _folder(tmp_path / "in" / "train", WNIDS[:2], 3)
     _folder(tmp_path / "in" / "val", WNIDS[:2], 1)
     _folder(tmp_path / "X", ["n03"], 2)
+    probe = tmp_path / "probe.safetensors"
     assert main(["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"), "--ood",
-                 str(tmp_path / "X"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1"]) == 2
+                 str(tmp_path / "X"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1", "--probe", str(probe)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "n03" in lines[0]
+    assert not probe.exists()  # refused before the probe was trained (it was trained, saved, then refused)
+
+
+def test_an_empty_ood_class_folder_is_not_a_class_of_the_set(tmp_path, capsys):
+    """An empty class folder counted as a class of the set: in the logit mask (an extra competitor) and in the
+    'N classes' line."""
+    _folder(tmp_path / "in" / "train", WNIDS, 4)
+    _folder(tmp_path / "in" / "val", WNIDS, 1, seed=1)
+    _folder(tmp_path / "A", ["n02", "n04"], 2, seed=2)
+    (tmp_path / "A" / "n01").mkdir()  # no images
+    js = tmp_path / "r.json"
+    assert main(["eval", "robustness", "--encoder", "pixels", "--train", str(tmp_path / "in"), "--ood",
+                 str(tmp_path / "A"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1", "--json", str(js)]) == 0
+    assert "class folder n01 holds no images" in capsys.readouterr().err
+    assert json.loads(js.read_text())["ood"][0]["classes"] == 2
 
 
 def test_ood_that_is_a_file_is_named_as_one(tmp_path, capsys):

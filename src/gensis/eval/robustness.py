@@ -124,6 +124,7 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
             raise UserError(_not_a_folder(p))
         ood_paths.append(p)
     classes = list(train_ds.classes)
+    folder_masks = [class_mask(classes, p) for p in ood_paths]  # a folder of no training class: before any work
     t0 = time.time()
     probe_path = Path(probe).expanduser() if probe else None
     lin, reused = None, False
@@ -145,14 +146,22 @@ def robustness_eval(encoder, train_ds, test_ds, ood: list[str], cfg=None, device
             save_probe(probe_path, weight, bias, classes, encoder.identity, id_top1, lin)
     weight, bias = weight.float().cpu(), bias.float().cpu()
     sets = []
-    for p in ood_paths:
-        mask = class_mask(classes, p)
+    for p, folders in zip(ood_paths, folder_masks):
         ds = match_classes(train_ds, open_data(str(p), "all", skip_bad_images=skip_bad_images))
         warn_if_test_is_train(train_ds, ds, "--ood", "give --ood folders of images the probe was not trained on")
+        y = labels_of(ds, p.name)
+        # the classes the set has images of (an empty class folder competed in the masked argmax)
+        mask = folders & np.isin(np.arange(len(classes)), y)
+        if (folders & ~mask).any():
+            from gensis.eval.options import warn
+
+            empty = [c for c, f, m in zip(classes, folders, mask) if f and not m]
+            warn(f"--ood {p.name}: class folder{'s' if len(empty) > 1 else ''} {', '.join(empty[:5])}"
+                 f"{' ...' if len(empty) > 5 else ''} hold{'' if len(empty) > 1 else 's'} no images: left out of the "
+                 f"classes its logits are restricted to")
         f = extract_features(encoder, ds, batch_size, device, f"{p.name} features", cache)
         sets.append({"name": p.name, "path": str(p), "images": len(ds), "classes": int(mask.sum()),
-                     "top1": masked_top1(f, labels_of(ds, p.name), weight, bias, mask),
-                     "masked": bool(not mask.all())})
+                     "top1": masked_top1(f, y, weight, bias, mask), "masked": bool(not mask.all())})
     return {"protocol": "robustness", "encoder": describe_encoder(encoder), "train": describe_data(train_ds),
             "test": describe_data(test_ds), "probe": None if probe_path is None else str(probe_path),
             "probe_reused": reused, "linear": lin, "in_distribution": {"name": test_ds.name, "top1": id_top1}, "ood": sets,
