@@ -81,6 +81,11 @@ def use_bf16(device: torch.device, amp: str | bool = "auto") -> bool:
         return False
     if amp == "bf16":
         return True
+    if amp != "auto":  # amp="fp32" (or "fp16") from Python was taken as "auto": bf16 on a bf16 CPU or GPU
+        from gensis.configs.schema import AMP_MODES
+        from gensis.errors import UserError
+
+        raise UserError(f"amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
     return cpu_bf16_pays()

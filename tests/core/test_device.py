@@ -69,3 +69,16 @@ def test_amp_off_from_a_config_is_off(monkeypatch):
     amp = load_config("pretrain", "smoke", ["train.amp=off"])["train"]["amp"]
     assert d.use_bf16(torch.device("cpu"), amp) is False
     assert d.use_bf16(torch.device("cpu"), load_config("pretrain", "smoke")["train"]["amp"]) is True
+
+
+def test_an_unknown_amp_is_one_user_error(monkeypatch):
+    """`gensis.load_generator(run, amp="fp32")` (or `evaluate_eldm`, `eldm_figures`) took any other word as
+    'auto': bf16 on a CPU with AVX512-BF16, the opposite of what was asked."""
+    from gensis.errors import UserError
+
+    monkeypatch.setattr(d, "_cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.delenv("GENSIS_CPU_BF16", raising=False)
+    for amp in ("fp32", "fp16", "", None):
+        with pytest.raises(UserError, match=r"amp must be one of auto, bf16, off, got"):
+            d.use_bf16(torch.device("cpu"), amp)  # type: ignore[arg-type]
+    assert d.use_bf16(torch.device("cpu"), "auto") is True

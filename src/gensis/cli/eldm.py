@@ -6,6 +6,7 @@ import argparse
 
 from gensis.cli.main import RawDefaultsHelp as _Fmt
 from gensis.cli.main import add_common
+from gensis.configs.schema import AMP_MODES
 from gensis.errors import on_main_rank
 
 DEFAULT_DATA = "builtin:animal-mnist"  # for train-ae (no run to read the data from)
@@ -26,7 +27,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=["ddim", "dpmpp"], default=None,
                    help="ddim (ours, CFG halves in one batch) or dpmpp (DPM-Solver++ 2M; default steps sample.dpmpp_steps)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "off"],
+    p.add_argument("--amp", default="auto", choices=AMP_MODES,
                    help="bf16 autocast while sampling: auto (CUDA, CPUs with AMX or AVX512-BF16), bf16 (force), off")
 
 

@@ -85,7 +85,8 @@ def method_names(family: str) -> list[str] | None:
 
 
 DEVICE = OneOf("auto", "cpu", "cuda", "cuda:N")
-AMP = OneOf("auto", "bf16", "off")
+AMP_MODES = ("auto", "bf16", "off")  # train.amp, --amp, amp= of the Python API (gensis.device.use_bf16)
+AMP = OneOf(*AMP_MODES)
 PROB = Float(ge=0, le=1)
 FRACTION = Float(ge=0, lt=1)
 POS_INT = Int(ge=1)
