@@ -258,3 +258,23 @@ def test_quiet_and_a_misspelt_option(tmp_path, capsys, monkeypatch):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "usage: gensis eval knn" in err and "unrecognized arguments: --kk 3 (did you mean --k?)" in err
+
+
+def test_encoder_that_is_no_run_says_what_it_is(tmp_path, capsys):
+    """A weights file, a `gensis export --to timm` folder or 'pixel' as --encoder got only 'is not a run directory
+    (or pixels / random)': the line now says what it is and what to give."""
+    data = _npz(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text('{"stage": "pretrain"}')
+    (run / "teacher_backbone.safetensors").write_bytes(b"")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text("{}")
+    (export / "model.safetensors").write_bytes(b"")
+    for enc, msg in ((run / "teacher_backbone.safetensors", f"it is a weights file: give its run folder {run}"),
+                     (export, "it is a model exported by `gensis export --to timm`"),
+                     ("pixel", "did you mean 'pixels'?")):
+        assert main(["eval", "knn", "--encoder", str(enc), "--train", str(data)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err

@@ -158,6 +158,23 @@ class Encoder:
         return self
 
 
+def _encoder_hint(spec: str) -> str:
+    """What an --encoder that is no run folder probably was, and what to give instead ('' when nothing is
+    recognised): a weights file, a `gensis export --to timm` folder, a misspelt baseline."""
+    import difflib
+
+    p = Path(spec).expanduser()
+    if p.is_file() and p.suffix in (".safetensors", ".pth", ".pt", ".bin"):
+        run = p.parent if (p.parent / "manifest.json").is_file() else None
+        return (f"; it is a weights file: give its run folder {run}" if run else
+                f"; it is a weights file: give the run folder it came from, or timm:NAME={spec} for a timm ViT")
+    if p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        return ("; it is a model exported by `gensis export --to timm`: give the run folder it was exported from "
+                "(timm loads the export itself: timm.create_model('local-dir:...'))")
+    close = difflib.get_close_matches(spec, ["pixels", "random"], n=1, cutoff=0.8)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def check_encoder_run(spec: str, which: str = "teacher") -> Path:
     """The weights file of the finished pretraining run ``spec`` (cheap checks only, nothing loaded), so a stage
     can refuse a wrong ``--encoder`` before it reads any data; ``pixels``/``random``/``timm:`` pass through."""
@@ -167,13 +184,13 @@ def check_encoder_run(spec: str, which: str = "teacher") -> Path:
 
     run = RunDir(spec)
     if not Path(spec).is_dir():
-        raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random')")
+        raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random'){_encoder_hint(spec)}")
     require_kind(spec, "pretrain")  # an E-LDM run, a bank, ...: one line naming both kinds
     weights = run / f"{which}_backbone.safetensors"
     if not weights.is_file():
         if not (run / "manifest.json").is_file():  # e.g. the data folder given as --encoder
             raise UserError(f"{spec} is not a pretraining run (no manifest.json): pass the folder written by "
-                            f"`gensis pretrain --out`, or 'pixels' / 'random'")
+                            f"`gensis pretrain --out`, or 'pixels' / 'random'{_encoder_hint(spec)}")
         raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
     return Path(weights)
 
