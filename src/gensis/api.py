@@ -164,13 +164,18 @@ def as_image_set(data: Any, labels: Any = None) -> ImageSet:
     return _as(data, labels)
 
 
-def _str(path: PathLike) -> str:
-    """A path argument as a string, ``~`` expanded (as a shell would: ``"~/runs/dino"`` is not a folder named ``~``)."""
+def _str(path: PathLike, what: str) -> str:
+    """A path argument as a string, ``~`` expanded (as a shell would: ``"~/runs/dino"`` is not a folder named ``~``);
+    anything else (``out=None``) is a UserError naming the argument ``what`` (was os.fspath's TypeError)."""
+    if not isinstance(path, (str, os.PathLike)):
+        from gensis.errors import UserError
+
+        raise UserError(f"{what} must be a path (a str or os.PathLike), got {type(path).__name__}")
     return os.path.expanduser(os.fspath(path))
 
 
-def _path(path: PathLike) -> Path:
-    return Path(_str(path))
+def _path(path: PathLike, what: str) -> Path:
+    return Path(_str(path, what))
 
 
 def _data_spec(data: Any) -> str:
@@ -233,8 +238,8 @@ def pretrain(data: Any, out: PathLike, *, preset: str | None = None, config: Pre
     from gensis.ssl.train import train
 
     cfg = pretrain_config(config, preset=preset, overrides=overrides, method=method, interp=interp, bank=bank)
-    run = train(cfg.to_dict(), _data_spec(data), _path(out), resume=resume,
-                bank_path=None if bank is None else _str(bank), quiet=quiet)
+    run = train(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume,
+                bank_path=None if bank is None else _str(bank, "bank"), quiet=quiet)
     return Path(run.path)
 
 
@@ -247,7 +252,7 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
     from gensis.eldm.train_ae import train_ae
 
     cfg = eldm_config(config, preset=preset, overrides=overrides)
-    return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out), resume=resume, quiet=quiet).path)
+    return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume, quiet=quiet).path)
 
 
 @_frees_its_folders
@@ -262,8 +267,8 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     from gensis.eldm.train import train
 
     cfg = eldm_config(config, preset=preset, overrides=overrides, autoencoder=autoencoder)
-    ae_path = None if autoencoder is None else _str(autoencoder)
-    run = train(cfg.to_dict(), _str(encoder), _data_spec(data), _path(out), ae_path=ae_path, resume=resume,
+    ae_path = None if autoencoder is None else _str(autoencoder, "autoencoder")
+    run = train(cfg.to_dict(), _str(encoder, "encoder"), _data_spec(data), _path(out, "out"), ae_path=ae_path, resume=resume,
                 quiet=quiet)
     return Path(run.path)
 
@@ -282,13 +287,13 @@ def generate_bank(eldm: PathLike | None, data: Any, out: PathLike, *, generator:
 
     cfg = bank_config(config, preset=preset, overrides=overrides)
     spec = generator if isinstance(generator, str) else None
-    res = _generate(cfg.to_dict(), _data_spec(data), _path(out), eldm=None if eldm is None else _str(eldm),
+    res = _generate(cfg.to_dict(), _data_spec(data), _path(out, "out"), eldm=None if eldm is None else _str(eldm, "eldm"),
                     generator=None if spec is not None else generator, generator_spec=spec, quiet=quiet)
     if not res.complete:
         from gensis.errors import UserError
 
         raise UserError(f"bank {out} is incomplete; call generate_bank again to finish it")
-    return _path(out)
+    return _path(out, "out")
 
 
 @_frees_its_folders
@@ -300,7 +305,7 @@ def eldm_figures(eldm: PathLike, data: Any, out: PathLike, *, overrides: Overrid
     the PNG paths. Settings: the run's ``figures`` section, then ``overrides`` (``{"figures.rows": 4}``)."""
     from gensis.eldm.figures import sample_run
 
-    return sample_run(_str(eldm), _split_spec(data, "val"), _str(out), overrides=overrides, method=method, seed=seed,
+    return sample_run(_str(eldm, "eldm"), _split_spec(data, "val"), _str(out, "out"), overrides=overrides, method=method, seed=seed,
                       guidance=guidance, steps=steps, sampler=sampler, device=device, amp=amp)
 
 
@@ -313,7 +318,7 @@ def evaluate_eldm(eldm: PathLike, data: Any, *, n: int | None = None, overrides:
     split is held out, its train split is the k-NN bank)."""
     from gensis.eldm.evaluate import evaluate_run
 
-    return evaluate_run(_str(eldm), _split_spec(data, None), n=n, overrides=overrides, guidance=guidance, steps=steps,
+    return evaluate_run(_str(eldm, "eldm"), _split_spec(data, None), n=n, overrides=overrides, guidance=guidance, steps=steps,
                         sampler=sampler, device=device, amp=amp, quiet=quiet)
 
 
@@ -327,7 +332,7 @@ def train_mil(feats: PathLike, labels: PathLike, out: PathLike, *, preset: str |
     from gensis.mil.train import train_mil as _train
 
     cfg = mil_config(config, preset=preset, overrides=overrides)
-    return _train(cfg.to_dict(), _str(feats), _str(labels), _str(out), quiet=quiet)
+    return _train(cfg.to_dict(), _str(feats, "feats"), _str(labels, "labels"), _str(out, "out"), quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -340,7 +345,7 @@ def load_encoder(run: PathLike, which: str = "teacher", device: str = "cpu") -> 
     from gensis.device import pick_device
     from gensis.models.encoder import load_encoder as _load
 
-    return _load(_str(run), which).to(pick_device(device))
+    return _load(_str(run, "run"), which).to(pick_device(device))
 
 
 def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
@@ -363,7 +368,7 @@ def load_generator(run: PathLike, device: str = "cpu", guidance: float | None = 
     AVX512-BF16), ``bf16`` or ``off``."""
     from gensis.eldm.model import load_generator as _load
 
-    return _load(_path(run), device=device, guidance=guidance, steps=steps, sampler=sampler, amp=amp,
+    return _load(_path(run, "run"), device=device, guidance=guidance, steps=steps, sampler=sampler, amp=amp,
                  with_encoder=with_encoder)
 
 
@@ -371,7 +376,7 @@ def open_bank(path: PathLike) -> BankReader:
     """Random access to a bank's entries (``generative_batch``, ``interpolated_batch``, ``secondary``)."""
     from gensis.bank.reader import BankReader
 
-    return BankReader(_path(path))
+    return BankReader(_path(path, "path"))
 
 
 def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = (10, 20),
@@ -401,7 +406,7 @@ def _train_test(train: Any, test: Any) -> tuple[ImageSet, ImageSet]:
         from gensis.eval.common import open_train_test
 
         # as `gensis eval`: one source is read as its train and val splits (it was scored on itself, whole)
-        return open_train_test(_str(train), _str(test))
+        return open_train_test(_str(train, "train"), _str(test, "test"))
     train_set = as_image_set(train)
     return train_set, match_classes(train_set, as_image_set(test))
 
@@ -467,7 +472,7 @@ def export_model(run: PathLike, to: str, out: PathLike, which: str = "teacher") 
     ``safetensors`` (plain state_dict) or ``diffusers`` (an E-LDM run as diffusers folders)."""
     from gensis.export import export as _export
 
-    return _export(_path(run), to, _path(out), which)
+    return _export(_path(run, "run"), to, _path(out, "out"), which)
 
 
 __all__ = ["BankConfig", "Config", "ELDMConfig", "MILConfig", "PretrainConfig", "StageConfig", "as_image_set",

@@ -14,7 +14,7 @@ import difflib
 import math
 import re
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Iterable
 
 import yaml
@@ -215,6 +215,9 @@ def load_config(family: str, preset: str = "demo", overrides: Iterable[str] | di
     it is the resolved config runs save and stage keys hash. Every method's delta is checked, not only the
     selected one's.
     """
+    if preset is not None and not isinstance(preset, (str, PurePath)):  # preset=3: was pathlib's TypeError
+        raise UserError(f"preset must be a preset name ({', '.join(PRESETS)}) or a YAML file, got "
+                        f"{type(preset).__name__}")
     user = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     base, base_pm = _split_per_method(family, _read_yaml(_preset_text("base", family), f"{family}/base.yaml"),
                                       f"{family}/base.yaml")
@@ -253,7 +256,7 @@ def _fmt(v: Any) -> str:
         return "[" + ",".join(_fmt(x) for x in v) + "]"
     if isinstance(v, str):
         try:
-            parsed = yaml.safe_load(v)
+            parsed = load_yaml(v)  # as an override is read: "1e-3" from Python is a string too
         except yaml.YAMLError:
             parsed = v
         if not isinstance(parsed, str):  # "2" from Python: shown as 2 it would look valid

@@ -188,3 +188,22 @@ def test_a_stage_call_interrupted_or_failed_frees_its_folder(images_npz, tmp_pat
         t.join()
     assert (other / LOCK_NAME).exists()
     release_folder(other)
+
+
+def test_arguments_of_the_wrong_type_are_one_user_error(tmp_path):
+    """out=None, overrides=5, preset=3, from_dict(None) were TypeErrors from deep inside (os.fspath, pathlib,
+    dict()); a string '1e-3' for a float was shown as 1e-3, a value that looks valid."""
+    cases = [
+        (lambda: gensis.pretrain("builtin:digits", None, preset="smoke"), "out must be a path .* got NoneType"),
+        (lambda: gensis.load_encoder(None), "run must be a path"),
+        (lambda: gensis.export_model(tmp_path, "timm", 5), "out must be a path .* got int"),
+        (lambda: gensis.PretrainConfig.from_preset("smoke", 5), "overrides must be a mapping .* got int"),
+        (lambda: gensis.make_config("eldm", 3), r"preset must be a preset name \(smoke, .* got int"),
+        (lambda: gensis.PretrainConfig.from_dict(None), "from_dict takes a mapping of config keys .* got NoneType"),
+        (lambda: gensis.PretrainConfig.from_preset("smoke", {"optim.lr": "1e-3"}), r"optim.lr='1e-3' \(a string\)"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UserError, match=message):
+            call()
+    assert not any(tmp_path.iterdir())
+    assert gensis.PretrainConfig.from_preset("smoke", (f"optim.epochs={e}" for e in [4])).optim.epochs == 4

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from gensis.errors import UserError
@@ -64,11 +64,19 @@ def overrides_delta(overrides: Overrides | None) -> dict[str, Any]:
         return {}
     if isinstance(overrides, Mapping):
         return nest_overrides(overrides)
-    if isinstance(overrides, str):
-        raise UserError(f"overrides must be a mapping or a list of key=value strings, got the string '{overrides}'")
     from gensis.config import parse_overrides
 
-    return parse_overrides(list(overrides))
+    return parse_overrides(_override_list(overrides))
+
+
+def _override_list(overrides: Any) -> list[Any]:
+    """``key=value`` overrides as a list; a string or a non-sequence (``overrides=5``: was a TypeError) is a
+    UserError."""
+    if isinstance(overrides, str):
+        raise UserError(f"overrides must be a mapping or a list of key=value strings, got the string '{overrides}'")
+    if not isinstance(overrides, Iterable):
+        raise UserError(f"overrides must be a mapping or a list of key=value strings, got {type(overrides).__name__}")
+    return list(overrides)
 
 
 def resolve(family: str, preset: str = "demo", overrides: Overrides | None = None) -> dict[str, Any]:
@@ -78,9 +86,7 @@ def resolve(family: str, preset: str = "demo", overrides: Overrides | None = Non
 
     if overrides is None or isinstance(overrides, Mapping):
         return load_config(family, preset, nest_overrides(overrides or {}), where="overrides")
-    if isinstance(overrides, str):
-        overrides_delta(overrides)  # raises
-    return load_config(family, preset, list(overrides))
+    return load_config(family, preset, _override_list(overrides))
 
 
 def complete(family: str, given: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
@@ -207,6 +213,9 @@ class StageConfig(ConfigSection):
         source in the message)."""
         if isinstance(data, StageConfig):
             data = data.to_dict()
+        if not isinstance(data, Mapping):  # a list or None: was a TypeError from dict()
+            raise UserError(f"{cls.__name__}.from_dict takes a mapping of config keys (e.g. a run's config.yaml as a "
+                            f"dict), got {type(data).__name__}")
         return cls._build(complete(cls.family, data, where))
 
     def with_overrides(self: C, overrides: Overrides) -> C:
