@@ -229,3 +229,16 @@ def test_verify_delete_bad_keeps_a_tmp_file_gensis_did_not_name(bank_copy):
         assert f"shards/{p.name}: unexpected file" in rep.summary().replace(SHARD_DIR + "/", "shards/")
         assert p.read_bytes() == b"user data"
     assert all(not p.exists() and p.name in rep.deleted for p in ours)
+
+
+def test_a_generator_object_lacking_the_contract_is_one_line(tiny_npz, bank_cfg, tmp_path):
+    """`gensis.generate_bank(None, data, out, generator=obj)`: an object without `image_size` / `identity` was used
+    unchecked (an AttributeError from inside the bank); a factory's adapter was already checked."""
+
+    class Half:
+        def encode(self, images):
+            return images.float().mean((2, 3))
+
+    with pytest.raises(UserError, match=r"generator Half lacks generate, identity, image_size \(see gensis.eldm"):
+        generate_bank(bank_cfg(), str(tiny_npz), tmp_path / "bank", generator=Half(), quiet=True)
+    assert not (tmp_path / "bank").exists()

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, cast
 
 import numpy as np
 import torch
@@ -89,10 +89,17 @@ def load_generator(eldm: str | None, device: torch.device, gen_cfg: dict,
             raise UserError("this gensis build has no E-LDM loader (gensis.eldm.load_generator); "
                             "use --generator module:factory") from None
         gen = load_eldm(eldm, **kw)
+    return check_generator(gen)
+
+
+def check_generator(gen: Any) -> EmbeddingConditionedGenerator:
+    """``gen``, when it has every member of the ``EmbeddingConditionedGenerator`` contract; else a UserError naming
+    the missing ones (for a factory's adapter and for an object passed as ``generator=``, which was used unchecked:
+    an AttributeError traceback from inside the bank)."""
     missing = [m for m in ("encode", "generate", "identity", "image_size") if not hasattr(gen, m)]
     if missing:
         raise UserError(f"generator {type(gen).__name__} lacks {', '.join(missing)} (see gensis.eldm.generator)")
-    return gen
+    return cast(EmbeddingConditionedGenerator, gen)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -484,6 +491,8 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     own = generator is None and generator_spec is None  # gensis' own E-LDM, loaded here
     if generator is None:
         generator = load_generator(eldm, device, g, generator_spec)
+    else:
+        check_generator(generator)
     secondary_mode, groups = _secondary_mode(g["secondary"], ds)
     layout = Layout(len(ds), int(g["num_generative"]), tuple(float(a) for a in g["alphas"]), int(st["shard_size"]))
     if own:  # a pure function of the bank's settings: the same on resume, whatever run.batch_size
