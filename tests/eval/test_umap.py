@@ -119,6 +119,18 @@ def test_umap_fit_says_it_is_compiling(tmp_path, capsys, monkeypatch):
     assert "fitting UMAP on 15 images" in cap.err and "umap" in cap.out
 
 
+def test_one_image_per_class_has_no_silhouette(tmp_path, capsys):
+    """Three classes of one image each: the silhouette (defined for 2 .. n - 1 classes) was sklearn's ValueError
+    traceback; the map is drawn and the silhouette is '-'."""
+    for c, v in (("a", 20), ("b", 120), ("c", 220)):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), v, np.uint8)).save(tmp_path / "d" / c / "0.png")
+    js = tmp_path / "m.json"
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", str(tmp_path / "d"), "--method", "tsne",
+                 "--cache", "none", "--out", str(tmp_path / "m.png"), "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["encoders"][0]["silhouette_real"] is None
+
+
 @pytest.mark.parametrize("method", ["tsne", "umap"])
 def test_two_images_are_one_line(tmp_path, capsys, method):
     """A map of 2 images was sklearn's (perplexity) or umap-learn's (n_neighbors) ValueError traceback."""

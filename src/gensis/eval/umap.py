@@ -161,7 +161,8 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
                 fi = l2_normalize(torch.cat([encode(enc, inter[0][s:s + batch_size], FeatureSpec("cls")).cpu()
                                              for s in range(0, len(inter[0]), batch_size)]).numpy())
         xy, xyi, used = _project(f, fi, method, seed)
-        sil = float(silhouette_score(f, y, metric="cosine")) if len(set(y.tolist())) > 1 else None
+        # defined for 2 .. n - 1 classes (one image per class: none; it was sklearn's ValueError traceback)
+        sil = float(silhouette_score(f, y, metric="cosine")) if 1 < len(set(y.tolist())) < len(y) else None
         panel = {"encoder": describe_encoder(enc), "method": used, "silhouette_real": sil, "xy": xy, "xyi": xyi}
         if xyi is not None:
             # where interpolations land: distance to the segment between their two classes' 2-D centroids,
