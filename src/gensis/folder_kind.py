@@ -200,7 +200,7 @@ def refuse_other_kind(out: str | Path, kind: str, option: str = "--out") -> None
     (whose files it would overwrite)."""
     found = folder_kind(out)
     if found is not None and found != kind:
-        raise UserError(f"{option} {out} is {describe(found)}, not {KINDS[kind].noun}: use another {option}")
+        raise UserError(f"{option} {out} is {describe(found)}, not {describe(kind)}: use another {option}")
 
 
 def require_own_or_empty(out: str | Path, kind: str, option: str = "--out", again: str = "to resume it") -> None:

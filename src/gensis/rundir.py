@@ -519,6 +519,9 @@ class RunDir:
             else:
                 foreign = sorted(p.name for p in self.path.iterdir() if not _before_manifest(p))
                 if foreign:
+                    from gensis.folder_kind import refuse_other_kind
+
+                    refuse_other_kind(self.path, stage)  # a bank, a demo folder, tiles ...: gensis's, no manifest
                     raise UserError(f"{self.path} is not empty and not a gensis run folder (holds {foreign[0]}"
                                     f"{' ...' if len(foreign) > 1 else ''}): give a new or empty folder")
             remove_stale_temps(self.path, RUN_WRITES.__contains__)

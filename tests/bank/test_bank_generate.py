@@ -103,6 +103,16 @@ def test_a_folder_holding_a_users_tmp_file_is_not_made_a_bank(tiny_npz, fake, ba
     assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "notes"
 
 
+def test_a_run_of_another_stage_is_named_not_made_a_bank(tiny_npz, fake, bank_cfg, tmp_path):
+    run = tmp_path / "dino"  # what `gensis pretrain` leaves
+    run.mkdir()
+    (run / "manifest.json").write_text('{"stage": "pretrain", "status": "done"}')
+    (run / "teacher_backbone.safetensors").write_text("")
+    with pytest.raises(UserError, match="--out .*dino is a pretraining run, not an augmentation bank: use another"):
+        generate_bank(bank_cfg(), str(tiny_npz), run, generator=fake, quiet=True)
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json", "teacher_backbone.safetensors"]
+
+
 def test_random_secondary_raw_codec_and_resize(tiny_npz, fake, bank_cfg, tmp_path):
     out = tmp_path / "raw"
     res = generate_bank(bank_cfg("gen.secondary=random", "storage.codec=raw", "gen.image_size=12",

@@ -100,6 +100,11 @@ def _line(capsys) -> str:
      "an E-LDM run", "not a features folder (slide bags): pass the folder written by `gensis wsi embed`"),
     (["mil", "train", "--feats", "{tiles}", "--labels", "{tmp}/l.csv", "--out", "{tmp}/m", "--preset", "smoke"],
      "a tiles folder", "not a features folder (slide bags)"),
+    # --out: a gensis folder without a manifest was "not empty and not a gensis run folder (holds bank.json ...)"
+    (["pretrain", "--data", "{npz}", "--out", "{bank}", "--preset", "smoke", "optim.batch_size=8"],
+     "an augmentation bank", "not a pretraining run: use another --out"),
+    (["eldm", "train", "--encoder", "{pretrain}", "--data", "{npz}", "--out", "{tiles}", "--preset", "smoke"],
+     "a tiles folder", "not an E-LDM run: use another --out"),
 ])
 def test_a_folder_of_another_kind_is_one_line_naming_both(kinds, npz, tmp_path, capsys, argv, given, expected):
     fill = {**{k: str(v) for k, v in kinds.items()}, "tmp": str(tmp_path), "npz": str(npz)}

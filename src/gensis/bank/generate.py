@@ -440,6 +440,9 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
         header = {**old, "status": old.get("status", "running")}
     elif out.exists() and any(not is_temp_name(p.name, {HEADER}.__contains__) and p.name != LOCK_NAME
                               for p in out.iterdir()):  # (a kill can leave the temporary file of bank.json)
+        from gensis.folder_kind import refuse_other_kind
+
+        refuse_other_kind(out, "bank")  # a run of another stage: named
         raise UserError(f"{out} exists and is not an augmentation bank: give a new or empty folder")
     make_folder(out)
     lock_folder(out)  # one process (group) per bank folder; released at exit
