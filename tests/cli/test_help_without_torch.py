@@ -47,3 +47,13 @@ def test_the_probe_can_fail():
     code = "import sys; from gensis.models.backbone import build_backbone; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.stdout.strip() == "True", r.stderr
+
+
+def test_python_dash_m_gensis_is_the_command():
+    """`python -m gensis` runs the CLI (it was "No module named gensis.__main__"), under the name `gensis`."""
+    r = subprocess.run([sys.executable, "-m", "gensis", "eval", "--help"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: gensis eval"), r.stdout[:200]
+    r = subprocess.run([sys.executable, "-m", "gensis", "pretrain", "--data"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "usage: gensis pretrain" in r.stderr, r.stderr
