@@ -178,7 +178,7 @@ def test_a_damaged_tiling_json_is_rewritten_and_a_concurrent_runs_slides_are_kep
 def test_embed_never_replaces_files_that_are_not_its_bags(tiled, tmp_path, capsys):
     """`wsi embed --out TILES/<settings>/patches` replaced every tile coordinate file with a bag (the tiling was
     gone), and any <slide>.h5 of the user's in --out likewise: refused in one line, nothing written; an earlier
-    bag (of this or another encoder) is still replaced or kept as before."""
+    bag of this encoder is still kept (another encoder's: test_embed_refuses_an_out_of_another_encoders_bags)."""
     import shutil
 
     d, slide = tiled
@@ -199,8 +199,24 @@ def test_embed_never_replaces_files_that_are_not_its_bags(tiled, tmp_path, capsy
     assert (user / "s.h5").read_bytes() == b"my own data"
     feats = tmp_path / "F"
     assert main([*embed, "pixels", "--out", str(feats)]) == 0
-    assert main([*embed, "random", "--out", str(feats)]) == 0  # another encoder's bags: replaced, as before
-    assert "1 slide(s), 0 already done" in capsys.readouterr().out
+    assert main([*embed, "pixels", "--out", str(feats)]) == 0
+    assert "0 slide(s), 1 already done" in capsys.readouterr().out
+
+
+def test_embed_refuses_an_out_of_another_encoders_bags(tiled, tmp_path, capsys):
+    """`wsi embed --encoder B --out FEATS` over FEATS of encoder A replaced A's bags one by one without a word (A's
+    features lost; an interrupted run left a folder of two encoders). Now one line naming A, exit 2, A's bags
+    untouched; B into another folder works."""
+    d, _ = tiled
+    embed = ["wsi", "embed", "--tiles", str(d / "T"), "--quiet", "--device", "cpu", "--workers", "0", "--encoder"]
+    feats = tmp_path / "F"
+    assert main([*embed, "pixels", "--out", str(feats)]) == 0
+    before = {p.name: p.read_bytes() for p in feats.glob("*.h5")}
+    capsys.readouterr()
+    assert main([*embed, "random", "--out", str(feats)]) == 2
+    _one_line(capsys, "another encoder, pixels", "s.h5", "--out")
+    assert {p.name: p.read_bytes() for p in feats.glob("*.h5")} == before
+    assert main([*embed, "random", "--out", str(tmp_path / "F-random")]) == 0
 
 
 def test_two_embeds_into_one_out_the_second_is_refused(tiled, tmp_path, capsys, monkeypatch):

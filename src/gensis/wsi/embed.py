@@ -2,7 +2,8 @@
 
 Tiles stream from the slides through one DataLoader (workers read them lazily, in slide order); each slide's
 bag is written (``gensis.mil.bags``) as soon as its last tile is embedded. A slide whose bag exists with the
-same encoder and tiles is skipped, so a killed run resumes at the slide it was on.
+same encoder and tiles is skipped, so a killed run resumes at the slide it was on. An ``--out`` holding bags of
+another encoder is refused before anything is written (each encoder's bags in a folder of their own).
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
     if out.is_dir():
         lock_folder(out)  # a second embed on this --out is refused now, before the encoder is loaded
     enc = _encoder(encoder_spec, like)
+    _refuse_other_encoders(out, enc.identity, encoder_spec)
     dev = pick_device(device)
     enc.to(dev)
     lock_folder(out)  # makes the folder; one process per folder (its bags and temporary files)
@@ -121,6 +123,25 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
         bar.update(len(ii))
     bar.close()
     return status
+
+
+def _refuse_other_encoders(out: Path, identity: str, encoder_spec: str) -> None:
+    """One ``UserError`` line, before anything is written, when ``out`` holds bags of another encoder: they were
+    replaced one by one without a word (the other encoder's features lost; interrupted, a folder of two encoders
+    that ``mil train`` refuses). Each encoder's bags go into a folder of their own, as ``mil train`` asks."""
+    if not out.is_dir():
+        return
+    others: dict[str, list[str]] = {}  # the other encoder's name -> its bags
+    for f in sorted(out.glob("*.h5")):
+        a = read_bag_attrs(f)
+        if a is not None and a.get("format") == BAG_FORMAT and a.get("encoder_identity") not in (None, "", identity):
+            others.setdefault(str(a.get("encoder", "?")), []).append(f.name)
+    if others:
+        name, files = next(iter(others.items()))
+        same_name = " (other weights: retrained since?)" if name == str(encoder_spec) else ""
+        raise UserError(f"--out {out} holds {len(files)} bag(s) embedded with another encoder, {name}{same_name} "
+                        f"(e.g. {files[0]}); `wsi embed --encoder {encoder_spec}` would replace them: embed each "
+                        f"encoder into a folder of its own (another --out), or remove those bags first")
 
 
 def _same_coords(bag: Path, coords: np.ndarray) -> bool:
