@@ -301,3 +301,22 @@ def test_slides_in_sub_folders_are_named_not_left_out_silently(tmp_path, capsys)
     assert [p.name for p in find_slides([str(tmp_path / "cases")])] == ["loose.svs"]
     assert "2 slides in sub-folders of" in capsys.readouterr().err
     assert len(find_slides([str(tmp_path / "cases" / "c1"), str(tmp_path / "cases" / "c2")])) == 2
+
+
+def test_a_slide_without_tissue_is_named_not_counted_as_tiled_silently(tmp_path, capsys):
+    """A blank slide (glass only) was 'tiled 2 slide(s) ..., N tiles' with exit 0 and no word: it got no bag from
+    `wsi embed` and MIL left it out. Now a warning names it and the option to change, on the rerun too."""
+    from gensis.cli.main import main
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    make_svs(d / "blank.svs", slide_image(512, 384, []), mpp=0.5, downsamples=(1, 2))
+    make_svs(d / "tissue.svs", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=0.5, downsamples=(1, 2))
+    cmd = ["wsi", "tile", str(d), "--out", str(tmp_path / "T"), "--mag", "10", "--tile-size", "32", "--quiet"]
+    for _ in range(2):  # the second run skips both slides and still says it
+        capsys.readouterr()
+        assert main(cmd) == 0
+        err = capsys.readouterr().err
+        warn = [line for line in err.splitlines() if "warning" in line]
+        assert len(warn) == 1 and "1 slide(s) have no tile: blank (" in warn[0] and "--min-tissue" in warn[0], err
+        assert "tissue" not in warn[0].split("no tile: ")[1].split(" (")[0]

@@ -115,6 +115,14 @@ def run_tile(args) -> int:
     if ok:
         print(f"tiled {len(ok)} slide(s) ({sum(r.status == 'skipped' for r in ok)} already done), {n_tiles} tiles "
               f"-> {out}")
+    empty = [r.slide for r in ok if r.n_tiles == 0]
+    if empty:  # they were counted as tiled without a word; embed then gave them no bag, MIL left them out
+        why = ("no whole tile fits in the slide" if settings.tissue == "none"
+               else f"no tile reaches --min-tissue {settings.min_tissue:g}")
+        print(f"gensis: warning: {len(empty)} slide(s) have no tile: {', '.join(empty[:5])}"
+              f"{' ...' if len(empty) > 5 else ''} ({why}); they get no bag and are left out of pretraining and MIL. "
+              f"See {out / 'visualization' / (empty[0] + '.png')}; a lower --min-tissue, --fill-holes or --no-tissue "
+              f"keeps more tiles", file=sys.stderr)
     if failed and not ok:
         if len(failed) == 1:
             raise UserError(failed[0].error)
