@@ -39,10 +39,34 @@ def test_map_with_bank_two_encoders(tmp_path, capsys, method):
     assert res["encoders"][0]["silhouette_real"] > 0.2  # pixels separate the stripe classes
     with Image.open(png) as im:
         assert im.width > 1.8 * im.height  # two panels side by side
-    # the whole source instead of the bank's split: the message names the spec that works
+    # the whole source instead of the bank's split: its real images, the bank's interpolations (on the bank's own
+    # images, read as the bank read them)
     assert main(["eval", "umap", "--encoder", "pixels", "--data", str(data), "--bank", str(bank), "--out", str(png),
-                 "--method", method]) == 2
-    assert f"({data}@train)" in capsys.readouterr().err
+                 "--json", str(js), "--method", method]) == 0
+    res = json.loads(js.read_text())
+    assert res["real"] == 60 and res["interpolated"] > 0
+
+
+def test_map_with_a_bank_of_a_data_limit(tmp_path, capsys):
+    """A bank made with data.limit (the smoke demo's) maps with --data DATA@train, the split it names (it was refused
+    naming that same spec, which no --data could satisfy); data that is gone is one line naming the bank's spec."""
+    data = _npz(tmp_path / "d.npz")
+    bank = tmp_path / "bank"
+    assert main(["bank", "generate", "--generator", "gensis.bank.fake:FakeGenerator", "--data", str(data),
+                 "--out", str(bank), "--preset", "smoke", "--quiet", "gen.num_generative=1", "gen.alphas=[0.5]",
+                 "run.batch_size=16", "run.threads=1", "data.limit=30"]) == 0
+    png, js = tmp_path / "map.png", tmp_path / "map.json"
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", f"{data}@train", "--bank", str(bank),
+                 "--per-class", "5", "--out", str(png), "--json", str(js), "--method", "tsne"]) == 0
+    res = json.loads(js.read_text())
+    assert res["real"] == 15 and res["interpolated"] > 0
+    capsys.readouterr()
+    other = tmp_path / "other.npz"
+    data.rename(other)
+    assert main(["eval", "umap", "--encoder", "pixels", "--data", f"{other}@train", "--bank", str(bank),
+                 "--out", str(png), "--method", "tsne"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"({data}@train)" in err[0], err
 
 
 def test_umap_wrong_bank_and_class_are_one_line(tmp_path, capsys):

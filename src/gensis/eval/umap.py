@@ -45,22 +45,40 @@ def choose_classes(ds, classes: list[str] | None, n_default: int = 3) -> list[in
     return out
 
 
+def _bank_images(reader, ds):
+    """The images the bank's entries are indexed on: ``ds`` when the bank was made from it, else the bank's recorded
+    data read as its generation read it (its split and ``data.limit``, which no ``--data`` can name), when that is
+    here and has ``ds``'s classes (so the chosen classes are the same labels in both)."""
+    from gensis.data.sources import open_data
+
+    src = reader.header["sources"]
+    if src.get("data_identity") == ds.identity and reader.num_images == len(ds):
+        return ds
+    try:
+        own = open_data(str(src.get("data")), "train", src.get("val_fraction", 0.2), src.get("split_seed", 0),
+                        src.get("limit"), reader.skip_bad_images)
+    except UserError:
+        own = None
+    if (own is not None and own.identity == src.get("data_identity") and own.labels is not None
+            and list(own.classes or []) == list(ds.classes or [])):
+        return own
+    spec = str(src.get("data"))
+    if "@" not in spec and src.get("split"):
+        spec = f"{spec}@{src['split']}"  # the split the bank was made from, not the whole source
+    raise UserError(f"bank {reader.path} was generated from '{src.get('dataset_name')}' ({src.get('num_images')} "
+                    f"images), which is not here with the classes of {ds.name}: give --data the bank's data and "
+                    f"split ({spec})")
+
+
 def _bank_interpolations(bank: str | Path, ds, chosen: list[int], limit: int, seed: int):
     """(uint8 (M, 3, S, S) interpolated images, (M,) alphas, (M, 2) source classes) between chosen classes."""
     from gensis.bank.reader import BankReader
 
     reader = BankReader(bank)
-    src = reader.header["sources"]
-    if src.get("data_identity") != ds.identity or reader.num_images != len(ds):
-        spec = str(src.get("data"))
-        if "@" not in spec and src.get("split"):
-            spec = f"{spec}@{src['split']}"  # the split the bank was made from, not the whole source
-        raise UserError(f"bank {bank} was generated from '{src.get('dataset_name')}' ({src.get('num_images')} "
-                        f"images), not from {ds.name} ({len(ds)} images): give --data the bank's data and split "
-                        f"({spec})")
+    own = _bank_images(reader, ds)
     if not reader.alphas:
         raise UserError(f"bank {bank} holds no interpolated images")
-    labels = np.asarray(ds.labels)
+    labels = np.asarray(own.labels)
     idx = np.flatnonzero(np.isin(labels, chosen))
     sec = reader.secondary(idx)
     keep = np.isin(labels[sec], chosen) & (labels[sec] != labels[idx])
