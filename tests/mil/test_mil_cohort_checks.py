@@ -225,3 +225,19 @@ def test_a_clam_dataset_csv_is_read_as_it_is(tmp_path):
     cohort = load_cohort(feats, _csv(tmp_path / "clam.csv", "case_id,slide_id,label\n" + rows))
     assert cohort.slides == [f"s{i}" for i in range(6)]
     assert list(cohort.patients) == [f"patient:p{i // 2}" for i in range(6)]
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("slide,label\n", "has the columns but no rows"),
+    ("slide,label\n,\n\n", "has the columns but no rows"),
+    ("", "needs columns 'slide' and 'label' (found: nothing)"),
+    ("name,y\ns0,a\n", "needs columns 'slide' and 'label' (found: name, y)"),
+])
+def test_a_labels_csv_without_rows_says_so(tmp_path, capsys, text, msg):
+    """A labels CSV holding only its header was refused as "needs columns 'slide' and 'label' (found: slide,
+    label)": the columns it asked for. Now it says the rows are missing."""
+    feats = _bags(tmp_path / "feats")
+    labels = _csv(tmp_path / "l.csv", text)
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(tmp_path / "m"),
+                 *SMOKE]) == 2
+    assert msg in _one_error_line(capsys)

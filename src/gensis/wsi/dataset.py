@@ -42,7 +42,7 @@ def read_label_rows(path: str | Path) -> list[dict[str, str]]:
     names = {h.lower() for h in header}
     # CLAM's / Trident's dataset CSVs (case_id, slide_id, label) are read as they are
     alias = {a: b for a, b in (("slide_id", "slide"), ("case_id", "patient")) if a in names and b not in names}
-    if not raw or not {"slide", "label"} <= names | set(alias.values()):
+    if not {"slide", "label"} <= names | set(alias.values()):
         raise UserError(f"{path}: needs columns 'slide' and 'label' (found: {', '.join(header) if header else 'nothing'})")
     rows: list[dict[str, str]] = []
     seen: dict[str, int] = {}
@@ -57,6 +57,8 @@ def read_label_rows(path: str | Path) -> list[dict[str, str]]:
                             f"{seen[row['slide']]}); give each slide one row")
         seen[row["slide"]] = line
         rows.append(row)
+    if not rows:  # was "needs columns 'slide' and 'label' (found: slide, label)": the very columns it asked for
+        raise UserError(f"{path}: has the columns but no rows: give one row per slide (slide,label)")
     return rows
 
 
