@@ -86,6 +86,29 @@ def test_exported_tile_folder_is_split_by_slide(tiled, tmp_path):
     assert not set(tr.groups.tolist()) & set(va.groups.tolist())
 
 
+def test_export_into_an_export_with_other_labels_is_refused(tiled, tmp_path, capsys):
+    """`wsi export --labels B` into the folder of `wsi export --labels A` wrote every tile again under its B
+    label, beside its A copy: an ImageFolder holding each tile in two classes (and tiles.csv naming one). Now one
+    line, nothing written; the same export again (a resume) still passes."""
+    from gensis.cli.main import main
+
+    d, out = tiled
+    flipped = tmp_path / "flipped.csv"
+    flipped.write_text((d / "labels.csv").read_text().replace("pink", "x").replace("blue", "pink").replace("x", "blue"))
+    folder = tmp_path / "png"
+    export = ["wsi", "export", "--tiles", str(out), "--out", str(folder), "--quiet"]
+    assert main([*export, "--labels", str(d / "labels.csv")]) == 0
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    capsys.readouterr()
+    for other in (["--labels", str(flipped)], []):
+        assert main([*export, *other]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "would not write" in err[0] and "another --out" in err[0], err
+        assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
+    assert main([*export, "--labels", str(d / "labels.csv")]) == 0
+    assert "wrote 0 tile images" in capsys.readouterr().out
+
+
 def test_tile_labels_by_file_name_and_untiled_rows_are_counted(tiled, tmp_path, capsys):
     """A labels CSV naming slides by file name (``s0.svs``, as cohort tables often do) labelled no tile ("none of
     the 6 tiled slides has a label"); rows naming slides that were not tiled were dropped without a count."""

@@ -73,7 +73,8 @@ def add_parser(sub) -> None:
     x = wsub.add_parser("export", help="write the tiles as image files (optional; training reads slides directly)",
                         description="Export every tile as PNG: OUT/<slide>_<x>_<y>.png, or OUT/<label>/... with "
                                     "--labels, and OUT/tiles.csv (file,slide), so that --data OUT is split by "
-                                    "slide. Existing files are kept.")
+                                    "slide. Existing files are kept (a rerun resumes); an OUT holding other images (an export "
+                                    "with other labels) is refused.")
     x.add_argument("--tiles", required=True, help="tiles folder")
     x.add_argument("--out", required=True, help="image folder to write")
     x.add_argument("--labels", default=None, help="CSV slide,label: one sub-folder per label (an ImageFolder)")

@@ -282,7 +282,9 @@ def open_tiles(src: str) -> TileImageSet:
 def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: str = "png") -> int:
     """Write every tile as an image file: ``out/<label>/<slide>_x_y.png`` (labelled) or ``out/<slide>_x_y.png``,
     and, first, ``out/tiles.csv`` (``file,slide``: each tile's slide, so that ``--data out`` is split by slide as
-    ``tiles:`` is). An existing file is kept (resumable). Returns the number of files written."""
+    ``tiles:`` is). An existing file is kept (resumable). An ``out`` holding images this export would not write
+    (an export with other labels or tiles: every tile then sat under two labels) is refused in one line before
+    anything is written. Returns the number of files written."""
     from PIL import Image
 
     from gensis.data.sources import TILE_SLIDES_CSV
@@ -298,6 +300,7 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
         s, x, y = ds.location(i)
         name = f"{ds.slides[s].slide_id}_{x}_{y}.{fmt}"
         files.append((f"{ds.classes[ds.labels[i]]}/{name}" if ds.labels is not None else name, ds.slides[s].slide_id))
+    _refuse_other_images(out, {f for f, _ in files}, fmt)
     atomic_write_text(out / TILE_SLIDES_CSV, csv_text([["file", "slide"], *map(list, files)]))
     n = 0
     for i in progress(range(len(ds)), total=len(ds), desc="export", disable=quiet):
@@ -307,3 +310,18 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
         atomic_save_image(Image.fromarray(ds.get(i)), path)  # tmp -> fsync -> rename -> fsync(dir)
         n += 1
     return n
+
+
+def _refuse_other_images(out: Path, files: set[str], fmt: str) -> None:
+    """One ``UserError`` line when ``out`` (or a sub-folder: a label's) holds ``.fmt`` images that are not among
+    ``files``: the rerun of an export with other labels added every tile under its new label beside the old one
+    (an ImageFolder with each tile in two classes: wrong k-NN and linear numbers), and tiles.csv named the new ones
+    only; an export after retiling kept the dropped tiles. The rerun of the same export (resume) passes."""
+    if not out.is_dir():
+        return
+    found = sorted(p.relative_to(out).as_posix() for pattern in (f"*.{fmt}", f"*/*.{fmt}") for p in out.glob(pattern))
+    other = [f for f in found if f not in files]
+    if other:
+        raise UserError(f"--out {out} holds {len(other)} image(s) this export would not write (e.g. {other[0]}): an "
+                        f"export with other labels or other tiles, or images of your own; exporting into it would mix "
+                        f"them (a tile under two labels): use another --out (nothing was written)")
