@@ -82,7 +82,7 @@ def test_bank_without_scores_still_works_and_filtering_it_is_one_line(bank_copy,
     with pytest.raises(UserError, match="has no fidelity scores"):
         r.scores()
     rc = main(["pretrain", "--data", str(tiny_npz), "--bank", str(old), "--out", str(tmp_path / "run"),
-               "--preset", "smoke", "optim.batch_size=16", "gen.bank_keep_quantile=0.5"])
+               "--preset", "smoke", "optim.batch_size=16", "gen.alphas=[0.3,0.7]", "gen.bank_keep_quantile=0.5"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "has no fidelity scores" in err[0]
 

@@ -114,6 +114,9 @@ def test_overrides_enter_the_keys_of_their_stages_and_those_that_read_them(tmp_p
     assert diff == {"eldm-eval"}
     diff, now = changed("bank.gen.num_generative=2")
     assert diff == {"bank", "gendino"} and now["bank"][2]["gen"]["num_generative"] == 2
+    diff, now = changed("bank.gen.alphas=[0.3]")  # Gen-DINO's disentanglement takes the bank's alphas
+    assert diff == {"bank", "gendino"} and now["gendino"][2]["gen"]["alphas"] == [0.3]
+    assert now["gendino"][1].endswith("gen.alphas=[0.3]") and now["pixel"][2]["gen"]["alphas"] == [0.5]
     diff, now = changed("pretrain.data.limit=40")  # the bank follows pretraining's images
     assert now["bank"][2]["data"]["limit"] == 40 and "bank" in diff
 

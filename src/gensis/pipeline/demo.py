@@ -358,11 +358,14 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
                            call=calls.bank(BankConfig.from_dict(cfg), out / eldm_dir, D, out / bank_dir,
                                            opts.quiet)))
         if have_gen and want("gendino"):
-            ov = [*pre_ov, "gen.interp=bank"]
+            # Gen-X's disentanglement uses the bank's alphas: `bank.gen.alphas=...` alone sets both
+            gen_ov = pre_ov + [o for o in user_ov["bank"] if o.startswith("gen.alphas=")
+                               and not any(p.startswith("gen.alphas=") for p in user_ov["pretrain"])]
+            ov = [*gen_ov, "gen.interp=bank"]
             cfg = keys.config("pretrain", ov)
             k = stage_key("pretrain", without_added("pretrain", cfg), keys.data, D, method, k_bank)
             pipe.run(Stage(gen.name, ["pretrain", "--data", D, "--out", str(out / gen.name), "--preset", P,
-                                      "--bank", str(out / bank_dir), *dbg, *pre_ov], k, kind="pretrain",
+                                      "--bank", str(out / bank_dir), *dbg, *gen_ov], k, kind="pretrain",
                            call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / gen.name,
                                                  bank=out / bank_dir)))
         if not lanes:

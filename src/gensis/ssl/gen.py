@@ -31,6 +31,23 @@ from gensis.ssl.disentangle_loss import mix_teacher_outputs
 from gensis.ssl.methods.base import Method, StepInfo, Views
 
 
+def _check_stored_alphas(alphas: list[float], bank) -> None:
+    """A UserError unless the bank holds an interpolation at every α of ``gen.alphas``: the disentanglement
+    target mixes the teacher's outputs with the α asked for, so an image interpolated at another α (the bank's
+    nearest) would train on a target that does not match it."""
+    stored = [float(a) for a in bank.alphas]
+    missing = [a for a in alphas if not any(abs(a - b) <= 1e-6 for b in stored)]
+    if not stored:
+        raise UserError(f"bank {bank.path} holds no interpolations (it was generated with gen.alphas=[]): train "
+                        f"with --interp none (generative views only) or --interp pixel, or generate a bank with "
+                        f"gen.alphas")
+    if missing:
+        fmt = lambda v: "[" + ",".join(f"{a:g}" for a in v) + "]"  # noqa: E731
+        raise UserError(f"bank {bank.path} holds interpolations at alphas {fmt(stored)}, not at {fmt(missing)} of "
+                        f"gen.alphas={fmt(alphas)}: train with gen.alphas={fmt(stored)} (or some of them), or "
+                        f"generate a bank with gen.alphas={fmt(alphas)}")
+
+
 class GenViews:
     """Where the extra (Gen-) inputs come from: an augmentation bank, or pixel interpolation.
 
@@ -53,6 +70,8 @@ class GenViews:
             raise UserError("gen.interp=bank needs --bank BANK")
         if self.interp not in ("none", "bank", "pixel"):
             raise UserError(f"gen.interp must be none, bank or pixel, got '{self.interp}'")
+        if self.interp == "bank":
+            _check_stored_alphas(self.alphas, bank)
         if bank is not None and filter_active(self.g):
             self._build_filter()
 
