@@ -320,3 +320,31 @@ def test_a_slide_without_tissue_is_named_not_counted_as_tiled_silently(tmp_path,
         warn = [line for line in err.splitlines() if "warning" in line]
         assert len(warn) == 1 and "1 slide(s) have no tile: blank (" in warn[0] and "--min-tissue" in warn[0], err
         assert "tissue" not in warn[0].split("no tile: ")[1].split(" (")[0]
+
+
+def test_a_slide_tiled_but_missing_from_tiling_json_is_counted_with_its_tiles(tmp_path, capsys):
+    """A SIGKILLed `wsi tile --workers N`: its spawned workers finish the slides they hold and write their tile
+    files, which the dead main process never records in tiling.json. The rerun skipped them as done but counted
+    0 tiles each (in its summary line and in tiling.json), and named them as slides without tissue."""
+    import json
+
+    from gensis.cli.main import main
+
+    d = tmp_path / "slides"
+    d.mkdir()
+    for name in ("a", "b"):
+        make_svs(d / f"{name}.svs", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=0.5, downsamples=(1, 2))
+    cmd = ["wsi", "tile", str(d), "--out", str(tmp_path / "T"), "--mag", "10", "--tile-size", "32", "--quiet"]
+    assert main(cmd) == 0
+    first = capsys.readouterr().out
+    manifest = next((tmp_path / "T").iterdir()) / "tiling.json"
+    m = json.loads(manifest.read_text())
+    n_b = m["slides"]["b"]["n_tiles"]
+    assert n_b > 0
+    del m["slides"]["b"]  # as the killed run left it: b's tile file written, not recorded
+    manifest.write_text(json.dumps(m))
+    assert main(cmd) == 0
+    out, err = capsys.readouterr()
+    assert out.split(" tiles ->")[0].split()[-1] == first.split(" tiles ->")[0].split()[-1], (first, out)
+    assert "warning" not in err, err
+    assert json.loads(manifest.read_text())["slides"]["b"]["n_tiles"] == n_b

@@ -31,7 +31,7 @@ import numpy as np
 from gensis.errors import UserError
 from gensis.wsi.geometry import plan_geometry, resolution_name
 from gensis.wsi.slide import MppSource, SlideError, open_slide, resolve_mpp, slide_id
-from gensis.wsi.tilefile import changed_since_tiling, read_tile_attrs, write_slide_tiles
+from gensis.wsi.tilefile import changed_since_tiling, read_slide_tiles, read_tile_attrs, write_slide_tiles
 from gensis.wsi.tissue import tile_fractions, tissue_mask
 
 
@@ -117,7 +117,10 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
             old = read_tile_attrs(h5)
             if old is not None and old.get("settings_key") == key and \
                     changed_since_tiling(old, slide.dimensions, nbytes) is None:  # another slide, same name: redo
-                return SlideResult(sid, str(path), "skipped", seconds=time.time() - t0)
+                # its count from the tile file itself: tiling.json may lack the slide (a killed run's worker
+                # finished it), which counted it as 0 tiles in the summary and the manifest
+                return SlideResult(sid, str(path), "skipped", n_tiles=len(read_slide_tiles(h5)),
+                                   seconds=time.time() - t0)
             geom = plan_geometry(slide_mpp, settings.target_mpp, slide.level_downsamples, slide.dimensions,
                                  settings.patch_size, settings.overlap, name=str(path))
             thumb = slide.thumbnail(settings.thumb_size)
@@ -274,9 +277,7 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
             manifest = _read_manifest(manifest_path)
             manifest["settings"] = asdict(settings)
             prev = manifest.setdefault("slides", {}).get(r.slide, {})
-            if r.status == "skipped" and prev.get("status") == "done":
-                r.n_tiles = prev.get("n_tiles", 0)
-            else:
+            if not (r.status == "skipped" and prev.get("status") == "done"):
                 manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
             atomic_write_json(manifest_path, manifest)
         # a single slide's error is the command's error line
