@@ -11,6 +11,7 @@ from __future__ import annotations
 import mmap
 import os
 import warnings
+import zlib
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 class _Shard:
     def __init__(self, path: Path):
+        self.path = path
         self.file = open(path, "rb")
         size = os.fstat(self.file.fileno()).st_size
         self.mm = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -201,7 +203,13 @@ class BankReader:
 
         def one(ref: tuple[_Shard, int]) -> np.ndarray:
             sh, r = ref
-            return self.codec.decode(sh.payload(r), size)
+            data = sh.payload(r)
+            if zlib.crc32(data) != int(sh.rows[r]["crc32"]):  # a payload changed on disk since it was written
+                raise UserError(f"bank shard {sh.path} is damaged: the image of row {r} (image "
+                                f"{int(sh.rows[r]['primary'])}) does not match its checksum; `gensis bank verify "
+                                f"{self.path} --delete-bad`, then `gensis bank generate` with the same --out, "
+                                f"regenerates the damaged shards")
+            return self.codec.decode(data, size)
 
         if self.codec.name != "raw" and self.decode_threads > 1 and len(refs) >= 8:
             if self._pool is None:
