@@ -29,3 +29,19 @@ def test_every_option_with_a_default_shows_it():
     sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
     wsi = next(a for a in sub.choices["wsi"]._actions if isinstance(a, argparse._SubParsersAction))
     assert "(default: 256)" in " ".join(wsi.choices["tile"].format_help().split())
+
+
+def test_eval_help_names_only_its_own_options(monkeypatch):
+    """An option an evaluation's --help mentions is one it has (`eval all --help` said '--random-like ... without
+    --train', an option `eval all` lacks: its data is a config section's); knn/linear may name robustness' --ood."""
+    import re
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no line breaks inside option names
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    evals = next(a for a in sub.choices["eval"]._actions if isinstance(a, argparse._SubParsersAction))
+    foreign = []
+    for name, p in evals.choices.items():
+        own = {o for a in p._actions for o in a.option_strings}
+        text = p.format_help().replace("robustness' --ood", "")
+        foreign += [f"eval {name}: {o}" for o in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", text)) - own]
+    assert not foreign, foreign

@@ -95,7 +95,7 @@ def format_all(res: dict) -> str:
 def _add_arguments(p) -> None:
     from gensis.eval.options import add_encoder_options, add_runtime_options
 
-    add_encoder_options(p)
+    add_encoder_options(p, data_option="a config section's train")
     p.add_argument("--config", default=None, metavar="evals.yaml",
                    help="one section per evaluation with its options (default: k-NN on the data the --encoder run "
                         "was pretrained on; builtin:animal-mnist for the baselines)")
