@@ -127,3 +127,14 @@ def test_ood_images_that_are_training_images_are_warned_of(tmp_path, capsys):
                  str(tmp_path / "in" / "train"), "--epochs", "1", "--lrs", "1", "--aug-copies", "1"]) == 0
     err = capsys.readouterr().err
     assert "warning: the --ood set is the training set (train, 6 images)" in err and "not a held-out accuracy" in err
+
+
+def test_table_names_the_encoder_whole():
+    """The table's row showed the last 12 characters of the encoder ('mp/r13/p/run' for /tmp/r13/p/run)."""
+    from gensis.eval.robustness import format_robustness
+
+    res = {"encoder": {"name": "/tmp/r13/p/run", "identity": "ab12"}, "in_distribution": {"name": "in@val", "top1": 50.0},
+           "ood": [{"name": "ood", "top1": 25.0, "images": 4, "classes": 2, "masked": True}]}
+    rows = format_robustness(res).splitlines()
+    assert rows[2].split() == ["/tmp/r13/p/run", "50.00", "25.00"]
+    assert rows[1].index("in@val") == rows[2].index("50.00") + len("50.00") - len("in@val")  # columns aligned

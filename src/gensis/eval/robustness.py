@@ -212,10 +212,10 @@ def _run(args) -> dict:
 def format_robustness(res: dict) -> str:
     e = res["encoder"]
     names = [res["in_distribution"]["name"]] + [s["name"] for s in res["ood"]]
-    width = max(8, *(len(n) for n in names))
+    width, first = max(8, *(len(n) for n in names)), max(12, len(e["name"]))  # the encoder whole (was its last 12)
     lines = [f"robustness (linear probe top-1 %)  encoder: {e['name']} ({e['identity']})",
-             f"{'encoder':<12} " + " ".join(f"{n:>{width}}" for n in names),
-             f"{e['name'][-12:]:<12} " + " ".join(
+             f"{'encoder':<{first}} " + " ".join(f"{n:>{width}}" for n in names),
+             f"{e['name']:<{first}} " + " ".join(
                  f"{v:>{width}.2f}" for v in [res["in_distribution"]["top1"]] + [s["top1"] for s in res["ood"]])]
     for s in res["ood"]:
         lines.append(f"  {s['name']}: {s['images']} images, {s['classes']} classes"
