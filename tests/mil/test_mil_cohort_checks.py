@@ -241,3 +241,17 @@ def test_a_labels_csv_without_rows_says_so(tmp_path, capsys, text, msg):
     assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(tmp_path / "m"),
                  *SMOKE]) == 2
     assert msg in _one_error_line(capsys)
+
+
+def test_val_rows_beside_test_rows_are_named_as_unused(tmp_path, capsys):
+    """With train, val and test rows, the val rows were neither trained nor tested on, without a word."""
+    from gensis.mil.train import load_cohort
+
+    feats = _bags(tmp_path / "feats")
+    rows = "s0,a,train\ns1,b,train\ns2,a,train\ns3,b,train\ns4,a,test\ns5,b,val\n"
+    capsys.readouterr()
+    load_cohort(feats, _csv(tmp_path / "l.csv", "slide,label,split\n" + rows))
+    err = capsys.readouterr().err
+    assert "1 val row(s)" in err and "s5" in err and "not used" in err, err
+    load_cohort(feats, _csv(tmp_path / "l2.csv", "slide,label,split\n" + rows.replace("test", "val")))
+    assert "not used" not in capsys.readouterr().err  # val rows are the test set when there are no test rows

@@ -123,6 +123,10 @@ def _check_split(path: Path, slides: list[str], split: list[str], patients: np.n
             raise UserError(f"{path}: slide {s} has split '{v}' (expected train, test or val; every row needs one "
                             f"when the column is used)")
     test_name = "test" if "test" in split else "val"
+    unused = [s for s, v in zip(slides, split) if v == "val"] if test_name == "test" else []
+    if unused:  # they were left out without a word (and counted among the run's slides)
+        print(f"gensis: note: {len(unused)} val row(s) of {path} are not used (e.g. {unused[0]}): the test rows are "
+              f"the test set, and val rows are neither trained nor tested on", file=sys.stderr)
     side = {"train": "train", test_name: "test"}
     where: dict[str, tuple[str, str]] = {}
     for s, v, p in zip(slides, split, patients):
