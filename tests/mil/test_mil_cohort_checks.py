@@ -255,3 +255,20 @@ def test_val_rows_beside_test_rows_are_named_as_unused(tmp_path, capsys):
     assert "1 val row(s)" in err and "s5" in err and "not used" in err, err
     load_cohort(feats, _csv(tmp_path / "l2.csv", "slide,label,split\n" + rows.replace("test", "val")))
     assert "not used" not in capsys.readouterr().err  # val rows are the test set when there are no test rows
+
+
+def test_predict_slides_takes_file_names_as_mil_train_does(tmp_path, capsys):
+    """`mil predict --slides A.svs` (or slides/A.svs) was "no bag for slide A.svs", though `mil train` matches the
+    same cells of its labels CSV to their bags."""
+    feats = _bags(tmp_path / "feats")
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i}.svs,{'ab'[i % 2]}\n" for i in range(6)))
+    run = tmp_path / "mil"
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), *SMOKE,
+                 "cv.folds=2"]) == 0
+    predict = ["mil", "predict", "--run", str(run), "--no-heatmaps", "--quiet", "--feats", str(feats), "--out"]
+    assert main([*predict, str(tmp_path / "p"), "--slides", "s1.svs,slides/s2.svs,s3"]) == 0
+    csv = (tmp_path / "p" / "predictions.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in csv[1:]] == ["s1", "s2", "s3"]
+    capsys.readouterr()
+    assert main([*predict, str(tmp_path / "p2"), "--slides", "s9.svs"]) == 2
+    assert "no bag for slide s9.svs" in _one_error_line(capsys)

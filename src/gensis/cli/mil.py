@@ -49,7 +49,8 @@ def add_parser(sub) -> None:
     q.add_argument("--feats", required=True, help="features folder")
     q.add_argument("--out", required=True, help="folder for predictions.csv and heatmaps/")
     q.add_argument("--slides", default=None, action=CommaList,
-                   help="comma-separated slide ids, or the option repeated (default: every bag)")
+                   help="comma-separated slide ids or file names (A, A.svs), or the option repeated (default: "
+                        "every bag)")
     q.add_argument("--no-heatmaps", action="store_true")
     q.add_argument("--quiet", action="store_true", help="no progress bars (as `mil train --quiet`; was refused)")
     add_common(q)

@@ -63,10 +63,16 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     if not models:
         raise UserError(f"{run} has no trained model yet")
     bags = list_bags(feats)
-    names = slides or list(bags)
-    unknown = [s for s in names if s not in bags]
-    if unknown:
-        raise UserError(f"no bag for slide {unknown[0]} in {feats}")
+    names = list(bags)
+    if slides:  # ids or file names (A.svs, slides/A.svs), as the labels CSV of `mil train` takes them
+        from gensis.wsi.dataset import known_slide_id
+
+        ids = [known_slide_id(s, bags) for s in slides]
+        unknown = [s for s, i in zip(slides, ids) if i is None]
+        if unknown:
+            raise UserError(f"no bag for slide {unknown[0]} in {feats} (bags are named by slide id, the file name "
+                            f"without extension, e.g. {names[0]})")
+        names = list(dict.fromkeys(i for i in ids if i is not None))
     out = Path(out)
     lock_folder(out)  # made only once there is something to write; one process per folder
     require_own_or_empty(out, "mil-predictions")  # again under the lock: another process may have written it

@@ -70,25 +70,32 @@ def read_labels_csv(path: str | Path) -> tuple[dict[str, str], dict[str, str]]:
     return labels, {k: v for k, v in patients.items() if v}
 
 
+def known_slide_id(cell: str, known) -> str | None:
+    """The id among ``known`` (tiled slides, bags) that ``cell`` names: the id itself (``A``) or the slide's file
+    name or path (``A.svs``, ``slides/A.svs``, ``C:\\scans\\A.svs``); None when it names none."""
+    from gensis.wsi.slide import SLIDE_EXTS, slide_id
+
+    if cell in known:
+        return cell
+    name = cell.replace("\\", "/").rsplit("/", 1)[-1]
+    sid = slide_id(name) if Path(name).suffix.lower() in SLIDE_EXTS else name
+    return sid if sid in known else None
+
+
 def match_label_rows(rows: list[dict[str, str]], known,
                      path: str | Path) -> tuple[dict[str, dict[str, str]], list[str]]:
     """({slide id: row}, [slide cells matching no known id]) for the rows of a labels CSV against the slide ids
     ``known`` (tiled slides, bags). A cell is a slide id (``A``) or, as many cohort tables have it, the slide's
     file name or path (``A.svs``, ``slides/A.svs``), which was "no bag / left out" for every row. Two rows naming
     one slide (``A`` and ``A.svs``) are one ``UserError`` line."""
-    from gensis.wsi.slide import SLIDE_EXTS, slide_id
-
     known = set(known)
     matched: dict[str, dict[str, str]] = {}
     cells: dict[str, str] = {}
     missing = []
     for r in rows:
         cell = r["slide"]
-        sid = cell
-        if sid not in known:
-            name = cell.replace("\\", "/").rsplit("/", 1)[-1]
-            sid = slide_id(name) if Path(name).suffix.lower() in SLIDE_EXTS else name
-        if sid not in known:
+        sid = known_slide_id(cell, known)
+        if sid is None:
             missing.append(cell)
             continue
         if sid in matched:
