@@ -59,6 +59,16 @@ class StepInputs:
     n_images: int  # images of the batch (this rank)
 
 
+def check_images_per_process(method: Method, batch_size: int, world: int) -> None:
+    """A UserError when each of the ``world`` processes would get one image per step and ``method`` needs two (a
+    BatchNorm in training raised a ValueError traceback; KoLeo's nearest neighbour made the loss non-finite)."""
+    why = method.needs_two_images()
+    if why and batch_size // world < 2:
+        where = f" on each of the {world} processes" if world > 1 else ""
+        raise UserError(f"optim.batch_size={batch_size} is {batch_size // world} image per step{where}, and "
+                        f"{method.name} needs at least 2 ({why}): set optim.batch_size={2 * world} or more")
+
+
 class PretrainTask(Task):
     """Pretraining of ``cfg['method']`` (+ Gen- when ``gen`` is given) as a loop ``Task``."""
 
@@ -95,6 +105,7 @@ class PretrainTask(Task):
         self.gen = GenViews(cfg, ds, self.loader._array, bank, seed, rank) if gen_on else None
 
         self.method: Method = build_method(cfg).to(rt.device)  # identical initial weights on every rank
+        check_images_per_process(self.method, o["batch_size"], world)
         set_fused_attention(self.method, fused_attention_for_training(rt.device, rt.bf16))  # CPU bf16: explicit
         rt.seed_ranks()
         self.model = self.method.student

@@ -251,6 +251,12 @@ class Method(nn.Module):
     def view_spec(self) -> ViewSpec:
         raise NotImplementedError
 
+    def needs_two_images(self) -> str | None:
+        """Why a step needs at least two images per process (a BatchNorm in training, KoLeo's nearest
+        neighbour), or None when one image is enough; the loop refuses ``optim.batch_size`` below that."""
+        koleo = self.cfg.get(self.name, {}).get("koleo_loss_weight", 0)
+        return f"{self.name}.koleo_loss_weight={koleo}: KoLeo needs each image's nearest neighbour" if koleo else None
+
     def schedules(self, epochs: int, niter: int) -> dict[str, np.ndarray]:
         """Per-iteration values (length epochs·niter) of the method's own scalars; ``momentum`` drives the EMA."""
         return {}

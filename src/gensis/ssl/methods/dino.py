@@ -78,6 +78,11 @@ class DINO(Method):
                                   d["sk_queue"])  # buffers: center (and the Sinkhorn-Knopp queue)
         self.koleo_loss = KoLeoLoss()
 
+    def needs_two_images(self) -> str | None:
+        if self.cfg["dino"]["use_bn_in_head"]:
+            return "dino.use_bn_in_head=true: a BatchNorm in training"
+        return super().needs_two_images()
+
     def view_spec(self) -> ViewSpec:
         return ViewSpec(n_global=2, n_local=int(self.cfg["aug"]["n_local"]))
 

@@ -70,6 +70,9 @@ class SimCLR(Method):
         self.teacher = None
         self.ntxent = NTXentLoss(c["temperature"])
 
+    def needs_two_images(self) -> str | None:
+        return "its projection MLP has BatchNorm, and NT-Xent needs other images as negatives"
+
     def view_spec(self) -> ViewSpec:
         return ViewSpec(n_global=2, n_local=0)
 
