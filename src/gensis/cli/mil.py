@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     t.add_argument("--out", required=True, help="MIL run directory (finished splits are kept on a rerun)")
     t.add_argument("--preset", default="base", help="config preset (base = paper settings, smoke) or a YAML file (default: %(default)s)")
     t.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bars (the table is still printed)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     add_common(t)
     t.set_defaults(func=run_train)
@@ -51,8 +51,8 @@ def add_parser(sub) -> None:
     q.add_argument("--slides", default=None, action=CommaList,
                    help="comma-separated slide ids or file names (A, A.svs), or the option repeated (default: "
                         "every bag)")
-    q.add_argument("--no-heatmaps", action="store_true")
-    q.add_argument("--quiet", action="store_true", help="no progress bars (as `mil train --quiet`; was refused)")
+    q.add_argument("--no-heatmaps", action="store_true", help="predictions.csv only")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common(q)
     q.set_defaults(func=run_predict)
 

