@@ -272,3 +272,28 @@ def test_predict_slides_takes_file_names_as_mil_train_does(tmp_path, capsys):
     capsys.readouterr()
     assert main([*predict, str(tmp_path / "p2"), "--slides", "s9.svs"]) == 2
     assert "no bag for slide s9.svs" in _one_error_line(capsys)
+
+
+def test_predict_rerun_adds_slides_and_another_run_is_refused(tmp_path, capsys):
+    """A rerun of `mil predict` into its --out replaced predictions.csv with its own rows only: `--slides s1`
+    dropped the other slides' rows (their heatmaps stayed), and another run's predictions replaced the first's
+    without a word, leaving the heatmaps of the slides it did not predict from the first. Now the same run and
+    features add to the table; another run (or other features) is one line, nothing changed."""
+    feats = _bags(tmp_path / "feats")
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(6)))
+    runs = [tmp_path / "mil", tmp_path / "mil2"]
+    for run, seed in zip(runs, (0, 1)):
+        assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), *SMOKE,
+                     "cv.folds=2", f"cv.seed={seed}"]) == 0
+    out = tmp_path / "p"
+    predict = ["mil", "predict", "--no-heatmaps", "--quiet", "--feats", str(feats), "--out", str(out), "--run"]
+    assert main([*predict, str(runs[0]), "--slides", "s0,s1,s2"]) == 0
+    assert main([*predict, str(runs[0]), "--slides", "s3,s1"]) == 0
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert sorted(r.split(",")[0] for r in rows[1:]) == ["s0", "s1", "s2", "s3"]
+    before = (out / "predictions.csv").read_bytes()
+    capsys.readouterr()
+    assert main([*predict, str(runs[1])]) == 2
+    line = _one_error_line(capsys)
+    assert "holds predictions of run" in line and str(runs[0]) in line and "another --out" in line
+    assert (out / "predictions.csv").read_bytes() == before

@@ -47,7 +47,8 @@ def add_parser(sub) -> None:
                                     "an attention heatmap over each slide's thumbnail.")
     q.add_argument("--run", required=True, help="MIL run directory")
     q.add_argument("--feats", required=True, help="features folder")
-    q.add_argument("--out", required=True, help="folder for predictions.csv and heatmaps/")
+    q.add_argument("--out", required=True, help="folder for predictions.csv and heatmaps/ (a rerun with the same "
+                   "--run and --feats adds or redoes slides)")
     q.add_argument("--slides", default=None, action=CommaList,
                    help="comma-separated slide ids or file names (A, A.svs), or the option repeated (default: "
                         "every bag)")

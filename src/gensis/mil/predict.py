@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +11,15 @@ import numpy as np
 from gensis.errors import UserError
 from gensis.mil.bags import list_bags, read_bag
 
+SOURCE = "predict.json"  # the run and features a predictions folder was made from (written after predictions.csv)
+
 
 def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool = True,
                    slides: list[str] | None = None) -> list[dict]:
     """Predict every bag of ``feats`` (or the named ``slides``) with every model of ``run``; average the
-    probabilities and attention. Writes ``out/predictions.csv`` and ``out/heatmaps/<slide>.png``.
+    probabilities and attention. Writes ``out/predictions.csv``, ``out/predict.json`` (the run and features) and
+    ``out/heatmaps/<slide>.png``. A rerun into ``out`` takes the same run and features: its slides' rows are
+    added or redone, the others' kept; another run or other features are refused in one line.
 
     Holds gensis's folder lock on ``out`` (``rundir.lock_folder``) while it writes: a second predict into the
     same folder is refused in one line (before loading anything when the folder exists, else when it comes to
@@ -36,7 +41,7 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     from gensis.device import pick_device
     from gensis.mil.heatmap import heatmap_thumbnail, save_heatmap
     from gensis.mil.train import build_model, predict
-    from gensis.rundir import RunDir, atomic_write_text, load_tensors, lock_folder, remove_stale_temps
+    from gensis.rundir import RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder, remove_stale_temps
 
     from gensis.folder_kind import require_kind, require_own_or_empty
 
@@ -51,6 +56,8 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     if Path(out).is_dir():
         lock_folder(out)  # a second predict on this --out is refused now (a new folder: when it writes)
     meta = json.loads((run / "mil.json").read_text())
+    source = {"run": str(run.resolve()), "run_inputs": meta.get("inputs"), "feats": str(Path(feats).resolve())}
+    _check_same_source(Path(out), source)
     cfg = RunDir(run).config()
     device = pick_device(cfg["run"]["device"])
     models = []
@@ -76,6 +83,7 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     out = Path(out)
     lock_folder(out)  # made only once there is something to write; one process per folder
     require_own_or_empty(out, "mil-predictions")  # again under the lock: another process may have written it
+    _check_same_source(out, source)
     for folder in (out, out / "heatmaps"):
         remove_stale_temps(folder)  # left by a killed predict
     rows = []
@@ -103,9 +111,44 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     from gensis.textfile import csv_text
 
     keys = list(rows[0])
+    kept = _earlier_rows(out, source, keys, {r["slide"] for r in rows})
+    if kept:
+        print(f"gensis: note: {out / 'predictions.csv'} keeps its rows of {len(kept)} slide(s) not predicted now "
+              f"(same run and features)", file=sys.stderr)
     # first: predictions.csv marks the folder as this command's (folder_kind), so a predict killed (or stopped by
     # an error) while drawing heatmaps is rerun into it; heatmaps first left a folder its rerun refused
-    atomic_write_text(out / "predictions.csv", csv_text([keys, *[[r[k] for k in keys] for r in rows]]))
+    atomic_write_text(out / "predictions.csv", csv_text([keys, *[[r[k] for k in keys] for r in [*kept, *rows]]]))
+    atomic_write_json(out / SOURCE, source)
     for s, attrs, coords, attn in maps:
         save_heatmap(out / "heatmaps" / f"{s}.png", attrs, coords, attn)
     return rows
+
+
+def _check_same_source(out: Path, source: dict) -> None:
+    """One ``UserError`` line when ``out`` holds predictions of another run or other features: a rerun into it
+    replaced predictions.csv with the new rows only, while the heatmaps of the slides it did not predict stayed,
+    from the other run (a folder mixing two predictions; the earlier rows lost). A folder from before this file
+    (no predict.json) is taken as before."""
+    try:
+        prev = json.loads((out / SOURCE).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(prev, dict) and prev != source:
+        raise UserError(f"--out {out} holds predictions of run {prev.get('run')} on {prev.get('feats')}; a rerun into "
+                        f"it takes the same --run and --feats (it adds or redoes slides): use another --out")
+
+
+def _earlier_rows(out: Path, source: dict, keys: list[str], now: set[str]) -> list[dict]:
+    """The rows of ``out/predictions.csv`` for slides not predicted now, when it comes from the same ``source``
+    (so a rerun with ``--slides`` adds to the table instead of dropping the rows, and heatmaps, of the others)."""
+    from gensis.textfile import read_csv
+
+    try:
+        if json.loads((out / SOURCE).read_text()) != source:
+            return []
+        header, rows = read_csv(out / "predictions.csv")
+    except (OSError, ValueError, UserError):
+        return []
+    if header != keys:
+        return []
+    return [r for _, r in rows if r.get("slide") not in now]
