@@ -399,3 +399,27 @@ def test_knn_and_linear_take_one_number_and_generate_checks_its_embeddings(encod
     with pytest.raises(UserError, match="nan or inf"):
         gen.generate(torch.full_like(emb, float("nan")), seeds=0)
     assert gen.generate(emb, seeds=0).shape == (2, 3, gen.image_size, gen.image_size)
+
+
+def test_eldm_sample_and_eval_refuse_overrides_they_do_not_read(pixel_eldm_run, images_npz, tmp_path, capsys):
+    """`eldm eval ... sample.guidance=6` (or optim.epochs=9) was accepted and changed nothing: the numbers were
+    those of the run's guidance, under a command line that said 6. Now one line naming the key and the option
+    to use; the keys they do read still work."""
+    from gensis.cli.main import main
+
+    base = ["--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--device", "cpu", "--steps", "2"]
+    for argv, words in [(["eldm", "eval", *base, "--n", "4", "sample.guidance=6"], ("sample.guidance", "--guidance")),
+                        (["eldm", "eval", *base, "--n", "4", "optim.epochs=9"], ("optim.epochs", "eval.*")),
+                        (["eldm", "sample", *base, "--out", str(tmp_path / "f"), "eval.n=3"],
+                         ("eval.n", "gensis eldm eval", "figures.*")),
+                        (["eldm", "sample", *base, "--out", str(tmp_path / "f"), "sample.steps=3"],
+                         ("sample.steps", "--steps"))]:
+        assert main(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and all(w in err[0] for w in words), (argv, err)
+    assert not (tmp_path / "f").exists()
+    with pytest.raises(UserError, match="does not read sample.guidance"):
+        gensis.evaluate_eldm(pixel_eldm_run, str(images_npz), n=4, overrides={"sample": {"guidance": 6.0}})
+    r = gensis.evaluate_eldm(pixel_eldm_run, str(images_npz), n=4, steps=2,
+                             overrides=["eval.knn_k=3", "data.val_fraction=0.2", "cond.encode_batch_size=8"])
+    assert r["n"] == 4

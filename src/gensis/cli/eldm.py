@@ -97,7 +97,9 @@ def add_parser(sub) -> None:
     m.add_argument("--seed", type=int, default=None, help="seed of the rows and samples (default figures.seed)")
     _settings_args(m)
     m.add_argument("--quiet", action="store_true", help="no progress bar (as the other eldm commands)")
-    m.add_argument("overrides", nargs="*", metavar="key=value", help="figures.* overrides, e.g. figures.rows=10")
+    m.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="figures.* overrides, e.g. figures.rows=10 (and data.val_fraction, data.split_seed, "
+                        "data.skip_bad_images; other keys are refused: the sampler is --guidance/--steps/--sampler)")
     add_common(m)
     m.set_defaults(func=run_sample)
 
@@ -115,7 +117,10 @@ def add_parser(sub) -> None:
     e.add_argument("--n", type=int, default=None, help="number of held-out images (default eval.n)")
     _settings_args(e)
     e.add_argument("--quiet", action="store_true", help="no progress bar")
-    e.add_argument("overrides", nargs="*", metavar="key=value", help="eval.* overrides, e.g. eval.knn_k=10")
+    e.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="eval.* overrides, e.g. eval.knn_k=10 (and cond.encode_batch_size, data.val_fraction, "
+                        "data.split_seed, data.skip_bad_images; other keys are refused: the sampler is "
+                        "--guidance/--steps/--sampler)")
     add_common(e)
     e.set_defaults(func=run_eval)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

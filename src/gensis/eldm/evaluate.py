@@ -179,12 +179,13 @@ def evaluate_run(eldm, data: str, n: int | None = None, overrides=None, guidance
     from pathlib import Path
 
     from gensis.data.sources import open_data
-    from gensis.eldm.model import finished_run_config, load_generator
+    from gensis.eldm.model import HELD_OUT_DATA_KEYS, finished_run_config, load_generator
     from gensis.eldm.train import cached_embeddings
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1):
         raise UserError(f"--n must be an integer >= 1 (eval.n), got {n}")  # 0 meant eval.n, -3 numpy's traceback
-    cfg = finished_run_config(eldm, overrides)
+    cfg = finished_run_config(eldm, overrides, reads=("eval", "cond.encode_batch_size", *HELD_OUT_DATA_KEYS),
+                              command="gensis eldm eval")
     ev, d = cfg.eval, cfg.data
     skip = bool(d.skip_bad_images)  # as the run was trained (or a data.skip_bad_images override)
     val = open_data(data, "val", d.val_fraction, d.split_seed, skip_bad_images=skip)

@@ -165,7 +165,7 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     (``@train``/``@all`` picks another split); settings: the run's ``figures``, then ``overrides``,
     ``method``, ``seed``. Returns the PNG paths."""
     from gensis.data.sources import open_data
-    from gensis.eldm.model import finished_run_config, load_generator
+    from gensis.eldm.model import HELD_OUT_DATA_KEYS, finished_run_config, load_generator
     from gensis.folder_kind import require_own_or_empty
     from gensis.rundir import held_locks, lock_folder, release_folder, removed_if_left_empty
 
@@ -176,7 +176,7 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     try:
         if Path(out).is_dir():
             lock_folder(out)  # a second sample on this --out is refused now (a new folder: when it writes)
-        cfg = finished_run_config(eldm, overrides)
+        cfg = finished_run_config(eldm, overrides, reads=("figures", *HELD_OUT_DATA_KEYS), command="gensis eldm sample")
         fig = cfg.figures.to_dict()
         if method:
             fig["method"] = method

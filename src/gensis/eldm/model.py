@@ -230,9 +230,16 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
                          int(micro_batch))
 
 
-def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = None) -> ELDMConfig:
+# what ``gensis eldm sample`` / ``eval`` read of a finished run's ``data`` section: how its held-out split is drawn
+HELD_OUT_DATA_KEYS = ("data.val_fraction", "data.split_seed", "data.skip_bad_images")
+
+
+def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = None,
+                        reads: Sequence[str] | None = None, command: str = "this command") -> ELDMConfig:
     """The ``ELDMConfig`` of a finished ``gensis eldm train`` run (its ``config.yaml`` over ``base.yaml``), then
-    ``overrides`` (``{"figures.rows": 4}`` or ``["eval.n=100"]``), validated; what ``sample``/``eval`` read."""
+    ``overrides`` (``{"figures.rows": 4}`` or ``["eval.n=100"]``), validated; what ``sample``/``eval`` read.
+    ``reads``: the keys or sections ``command`` reads; an override of any other key is a UserError (it would be
+    accepted and change nothing: ``sample.guidance=6`` evaluated at the run's guidance)."""
     from gensis.configs.typed import ELDMConfig
     from gensis.rundir import RunDir
 
@@ -243,4 +250,28 @@ def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = 
     if not run.is_done():
         raise UserError(f"{eldm_run_dir} is not a finished `gensis eldm train` run")
     cfg = ELDMConfig.from_dict(run.config(), where=f"{eldm_run_dir}/config.yaml")
-    return cfg.with_overrides(overrides) if overrides else cfg
+    if not overrides:
+        return cfg
+    cfg = cfg.with_overrides(overrides)  # an unknown key or a bad value first, as everywhere
+    if reads is not None:
+        _refuse_unread(overrides, reads, command)
+    return cfg
+
+
+def _refuse_unread(overrides: Overrides, reads: Sequence[str], command: str) -> None:
+    """A UserError naming the first override whose key is none of ``reads`` (keys, or sections: ``"eval"``)."""
+    from gensis.config import flatten
+    from gensis.configs.typed_base import overrides_delta
+
+    unread = [k for k in flatten(overrides_delta(overrides)) if not any(k == r or k.startswith(r + ".") for r in reads)]
+    if not unread:
+        return
+    key = unread[0]
+    other = {"eval": "gensis eldm eval", "figures": "gensis eldm sample"}.get(key.split(".")[0])
+    if key.startswith("sample."):
+        why = ("the run's sampler settings apply: give --guidance, --steps or --sampler (guidance=, steps=, sampler= "
+               "from Python)")
+    else:
+        why = f"it is read by `{other}`" if other else "a setting of the trained run: its training fixed it"
+    can = ", ".join(f"{r}.*" if "." not in r else r for r in reads)
+    raise UserError(f"{command} does not read {key} ({why}); its overrides: {can}")
