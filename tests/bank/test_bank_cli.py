@@ -125,3 +125,22 @@ def test_projection_on_tiles_is_the_users_data_not_imagenet(tmp_path, base_overr
     assert "projected for all 20 images of the data (without data.limit): 20 x 4 entries = 80 images ->" in text
     assert main([*args, "--out", str(tmp_path / "b2"), *base_overrides]) == 0  # the whole data: nothing to project
     assert "projected" not in capsys.readouterr().out
+
+
+def test_out_that_is_a_file_is_one_line_before_the_generator_is_loaded(tmp_path, tiny_npz, monkeypatch, capsys):
+    """`bank generate --out FILE` (or FILE/sub) said 'preparing FILE failed: NotADirectoryError: [Errno 20] ...'
+    after the generator was loaded; now the line of the other commands, before any loading; the file is kept."""
+    import gensis.bank.generate as gen_mod
+
+    def no_loading(*a, **k):
+        raise AssertionError("the generator was loaded")
+
+    monkeypatch.setattr(gen_mod, "load_generator", no_loading)
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    for out, words in [(f, ("is a file, not a folder",)), (f / "sub", ("cannot be made", "notes.txt is a file"))]:
+        argv = ["bank", "generate", *FAKE, "--data", str(tiny_npz), "--out", str(out), "--preset", "smoke", "--quiet"]
+        assert main(argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and all(w in err[0] for w in words) and "Errno" not in err[0], err
+    assert f.read_text() == "mine"

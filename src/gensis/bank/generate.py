@@ -377,6 +377,17 @@ def _validate_cfg(cfg: dict) -> None:
         raise UserError("storage.shard_size, run.batch_size and run.encode_batch_size must be >= 1")
 
 
+def _check_out(out: Path) -> None:
+    """Before the data and the generator are loaded: ``out`` that is a file, or lies under one, is one line (it
+    was ``preparing OUT failed: NotADirectoryError: ...`` once the generator had been loaded)."""
+    from gensis.eval.options import file_in_the_way
+
+    q = file_in_the_way(out)
+    if q is not None:
+        raise UserError(f"--out {out} is a file, not a folder: give a new or empty folder" if q == out.expanduser()
+                        else f"--out {out} cannot be made: {q} is a file, not a folder; give a new or empty folder")
+
+
 def _secondary_mode(mode: str, ds: ImageSet) -> tuple[str, np.ndarray | None]:
     groups = getattr(ds, "groups", None)
     has_groups = groups is not None and len(np.unique(groups)) > 1
@@ -486,6 +497,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     _validate_cfg(cfg)
     g, st, r, d = cfg["gen"], cfg["storage"], cfg["run"], cfg["data"]
     out = Path(out)
+    _check_out(out)
     device = pick_device(r["device"])
     if r.get("threads"):
         torch.set_num_threads(int(r["threads"]))
