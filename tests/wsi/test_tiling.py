@@ -348,3 +348,21 @@ def test_a_slide_tiled_but_missing_from_tiling_json_is_counted_with_its_tiles(tm
     assert out.split(" tiles ->")[0].split()[-1] == first.split(" tiles ->")[0].split()[-1], (first, out)
     assert "warning" not in err, err
     assert json.loads(manifest.read_text())["slides"]["b"]["n_tiles"] == n_b
+
+
+def test_mpp_csv_rows_naming_no_slide_and_other_header_forms(tmp_path, capsys):
+    """An --mpp-csv row whose name matches no slide (a typo) was ignored without a word: the slide kept its
+    metadata's resolution (wrong tiles) or was refused for lacking one. Now a warning names the row. 'Slide,MPP'
+    headers were refused; a CSV with the header only said it needs the columns it has."""
+    from gensis.cli.main import main
+
+    slide = make_svs(tmp_path / "s.svs", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=None, downsamples=(1, 2))
+    tile = ["wsi", "tile", str(slide), "--mag", "10", "--tile-size", "32", "--quiet", "--mpp-csv"]
+    (tmp_path / "m.csv").write_text("Slide,MPP\ns.svs,0.5\nss,0.25\n")
+    capsys.readouterr()
+    assert main([*tile, str(tmp_path / "m.csv"), "--out", str(tmp_path / "T")]) == 0
+    err = capsys.readouterr().err
+    assert "1 row(s) of" in err and "(e.g. ss)" in err, err
+    (tmp_path / "h.csv").write_text("slide,mpp\n")
+    assert main([*tile, str(tmp_path / "h.csv"), "--out", str(tmp_path / "T2")]) == 2
+    assert "has the columns but no rows" in capsys.readouterr().err

@@ -110,6 +110,11 @@ def run_tile(args) -> int:
                              args.no_tissue, args.thumb_size, args.backend)
     mpp = mpp_source(args.slide_mpp, args.mpp_csv)
     slides = find_slides(args.slides)
+    stray = mpp.unmatched(slides)
+    if stray:
+        print(f"gensis: warning: {len(stray)} row(s) of {args.mpp_csv} name none of the slides given (e.g. {stray[0]}); "
+              f"a row names a slide by its id (file name without extension), file name or path as given",
+              file=sys.stderr)
     out, results = tile_slides(slides, args.out, settings, mpp, workers=args.workers, quiet=args.quiet)
     failed = [r for r in results if r.status == "failed"]
     ok = [r for r in results if r.status != "failed"]

@@ -259,9 +259,12 @@ def read_mpp_csv(path: str | Path) -> dict[str, float]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"mpp CSV not found: {path}")
-    header, rows = read_csv(path)
-    if not rows or not {"slide", "mpp"} <= set(header):
+    header, raw = read_csv(path)
+    if not {"slide", "mpp"} <= {h.lower() for h in header}:  # 'Slide,MPP' as spreadsheets write them
         raise UserError(f"{path}: needs columns 'slide' and 'mpp' (found: {', '.join(header) if header else 'nothing'})")
+    rows = [(i, {k.lower(): v for k, v in r.items()}) for i, r in raw]
+    if not rows:  # was "needs columns 'slide' and 'mpp' (found: slide, mpp)": the very columns it asked for
+        raise UserError(f"{path}: has the columns but no rows: give one row per slide (slide,mpp)")
     out: dict[str, float] = {}
     for i, r in rows:
         mpp = _parse_mpp(r["mpp"])
@@ -287,6 +290,12 @@ class MppSource:
                 if key in self.table:
                     return self.table[key]
         return self.default
+
+    def unmatched(self, slides: list[Path]) -> list[str]:
+        """The ``--mpp-csv`` rows that name none of ``slides`` (a misspelt name left its slide at its metadata's
+        resolution, or refused it for lacking one, without a word about the row)."""
+        named = {k for p in slides for k in (slide_id(p), Path(p).name, str(p))}
+        return [k for k in (self.table or {}) if k not in named]
 
 
 def resolve_mpp(slide: Slide, source: MppSource | None = None) -> tuple[float, str]:
