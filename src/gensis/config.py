@@ -21,7 +21,15 @@ import yaml
 
 from gensis.errors import UserError, reading
 
-PRESETS = ("smoke", "demo", "small", "paper", "gpu")
+PRESETS = ("smoke", "demo", "small", "paper", "gpu")  # the sizes every image family (pretrain, eldm, bank) ships
+
+
+def preset_names(family: str) -> list[str]:
+    """The presets shipped for a config family (its ``configs/<family>/*.yaml``): the sizes of ``PRESETS`` in that
+    order, then the others (``histo`` ...), ``base`` (every key's default; mil's paper settings) last."""
+    stems = {f.name[:-len(".yaml")] for f in resources.files("gensis.configs").joinpath(family).iterdir()
+             if f.name.endswith(".yaml")}
+    return sorted(stems, key=lambda s: (s == "base", PRESETS.index(s) if s in PRESETS else len(PRESETS), s))
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -128,8 +136,9 @@ def _preset_text(name: str, family: str) -> str:
     try:
         return resources.files("gensis.configs").joinpath(family, f"{name}.yaml").read_text()
     except FileNotFoundError:
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else f"; valid presets: {', '.join(PRESETS)}"
+        names = preset_names(family)
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else f"; valid presets: {', '.join(names)}"
         raise UserError(f"unknown preset '{name}'{hint}") from None
 
 
@@ -216,7 +225,7 @@ def load_config(family: str, preset: str = "demo", overrides: Iterable[str] | di
     selected one's.
     """
     if preset is not None and not isinstance(preset, (str, PurePath)):  # preset=3: was pathlib's TypeError
-        raise UserError(f"preset must be a preset name ({', '.join(PRESETS)}) or a YAML file, got "
+        raise UserError(f"preset must be a preset name ({', '.join(preset_names(family))}) or a YAML file, got "
                         f"{type(preset).__name__}")
     user = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
     base, base_pm = _split_per_method(family, _read_yaml(_preset_text("base", family), f"{family}/base.yaml"),

@@ -140,3 +140,12 @@ def test_a_preset_file_reads_exponent_floats_as_the_command_line_does(tmp_path):
     over = load_config("pretrain", str(p), ["optim.lr=1e-3", "optim.weight_decay=5E-2"])  # the command line's way
     assert over == cfg
     assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML itself is left as it is
+
+
+def test_an_unknown_preset_lists_the_family_s_own_presets():
+    """mil's presets are base and smoke (it listed the image families' smoke, demo, small, paper, gpu); pretrain's
+    include histo and histo-cpu, which neither the message nor --help named."""
+    with pytest.raises(UserError, match=r"valid presets: smoke, base$"):
+        load_config("mil", "foo")
+    with pytest.raises(UserError, match=r"valid presets: smoke, demo, small, paper, gpu, histo, histo-cpu, base$"):
+        load_config("pretrain", "foo")

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from gensis.cli.main import CommaList, add_common
+from gensis.config import preset_names
 
 DEFAULT_DATA = "builtin:animal-mnist"  # with --generator only (no run to read the data from)
 
@@ -47,7 +48,7 @@ def add_parser(sub) -> None:
                         "(suffix @train/@val/@all picks a split; default: train). Default: the data the --eldm run "
                         f"was trained on, as its manifest records ({DEFAULT_DATA} with --generator only)")
     g.add_argument("--out", required=True, help="bank folder to create, or to finish after a kill")
-    g.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file "
+    g.add_argument("--preset", default="demo", help=f"config preset: {', '.join(preset_names('bank'))}, or a YAML file "
                                                      "(default: demo)")
     g.add_argument("--generator", default=None, metavar="MODULE:FACTORY",
                    help="use another generator: FACTORY(eldm, device=, guidance=, steps=, sampler=) returns an "

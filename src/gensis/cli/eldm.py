@@ -6,6 +6,7 @@ import argparse
 
 from gensis.cli.main import RawDefaultsHelp as _Fmt
 from gensis.cli.main import add_common
+from gensis.config import preset_names
 from gensis.configs.schema import AMP_MODES
 from gensis.errors import on_main_rank
 
@@ -13,7 +14,7 @@ DEFAULT_DATA = "builtin:animal-mnist"  # for train-ae (no run to read the data f
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file of deltas "
+    p.add_argument("--preset", default="demo", help=f"config preset: {', '.join(preset_names('eldm'))}, or a YAML file of deltas "
                                                     "(see src/gensis/configs/eldm/base.yaml for every key)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gensis.cli.main import DefaultsHelp, add_common
+from gensis.config import preset_names
 from gensis.ssl.methods import METHODS
 
 
@@ -20,7 +21,7 @@ def add_parser(sub) -> None:
                    help="dataset: builtin:NAME, an ImageFolder folder, or an .npz; a suffix @train/@val/@all picks "
                         "a split, else the train split is used")
     p.add_argument("--out", required=True, help="run directory to create (or to resume)")
-    p.add_argument("--preset", default="demo", help="config preset: smoke, demo, small, paper, or a YAML file")
+    p.add_argument("--preset", default="demo", help=f"config preset: {', '.join(preset_names('pretrain'))}, or a YAML file")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
     p.add_argument("--method", default=None,
                    help=f"self-supervised method: {', '.join(METHODS)} (default: the config's 'method', dino)")
