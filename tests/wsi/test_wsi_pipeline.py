@@ -232,3 +232,30 @@ def test_histo_presets_hold_the_papers_settings():
     mil = load_config("mil", "base")
     assert (mil["optim"]["lr"], mil["optim"]["weight_decay"], mil["optim"]["epochs"], mil["optim"]["accumulation"]) == \
         (1e-4, 0.01, 50, 8) and mil["model"]["gated"]
+
+
+def test_docs_name_every_attribute_of_tile_files_and_bags(tiled, tmp_path):
+    """docs/wsi.md lists the attributes of `patches/<slide>.h5` and `FEATS/<slide>.h5`; it lacked tissue_method
+    (tile files) and slide_bytes (bags), which gensis writes and reads back."""
+    import re
+    from pathlib import Path
+
+    import h5py
+
+    from gensis.wsi.embed import embed_tiles
+
+    d, out = tiled
+    embed_tiles("pixels", out, tmp_path / "F", num_workers=0, quiet=True, device="cpu")
+    doc = (Path(__file__).parents[2] / "docs" / "wsi.md").read_text()
+    tiles_row = next(line for line in doc.splitlines() if line.startswith("| `patches/<slide>.h5`"))
+    bags_par = doc[doc.index("`FEATS/<slide>.h5` (from `gensis wsi embed`)"):].split("\n\n")[0]
+
+    def documented(text: str, name: str) -> bool:
+        short = re.sub(r"_(x|y|width|height)$", "", name)  # thumb_scale_x/y, level0_width/height
+        return re.search(rf"\b{re.escape(name)}\b", text) is not None or f"{short}_" in text
+
+    with h5py.File(next((out / "patches").glob("*.h5"))) as f:
+        missing = [k for k in f.attrs if not documented(tiles_row, k)]
+    with h5py.File(next((tmp_path / "F").glob("*.h5"))) as f:
+        missing += [f"bag {k}" for k in f.attrs if not documented(bags_par, k)]
+    assert not missing, missing

@@ -18,7 +18,8 @@ and, as attributes of the root *and* of ``coords`` (Trident reads them from ``co
 patch_size_level0, step_level0, level0_width, level0_height, resampled), plus slide_path (absolute),
 slide_bytes (the slide file's size: with level0_width/height, the check that the slide is still the one tiled),
 slide_id, backend, mpp_source (metadata / csv / --slide-mpp), target_magnification, thumb_scale_x/y
-(level-0 pixels per thumbnail pixel), min_tissue, fill_holes, settings_key (resume check) and format
+(level-0 pixels per thumbnail pixel), min_tissue, fill_holes, tissue_method (otsu / none), settings_key (resume
+check) and format
 (``gensis-tiles/1``). Reading a tile back: ``read_tile(open_slide(slide_path), geometry, x, y)``.
 """
 
