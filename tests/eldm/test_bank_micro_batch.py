@@ -1,5 +1,6 @@
 """The bank runs gensis' E-LDM in micro-batches of up to ``BANK_MICRO_BATCH`` rows (fewer padded rows, less CPU
-per image), a pure function of the bank's settings; a bank begun at the older 32 rows is finished at 32."""
+per image), a pure function of the bank's settings; a bank begun at the older 32 rows is finished at 32, and one
+begun in another precision (bf16 autocast on or off) is finished in that precision."""
 
 import json
 
@@ -47,3 +48,25 @@ def test_micro_batch_is_set_by_the_layout_and_an_older_bank_resumes_at_32(traine
     res = generate_bank(_cfg(), str(tiny_npz), old, eldm=str(trained_pixel_run), quiet=True)
     assert res.complete and res.shards_written == 1 and shard.read_bytes() == before  # one bank, the same bytes
     assert _eldm_identity(old) == _identity(trained_pixel_run)
+
+
+@pytest.mark.slow
+def test_a_bank_begun_in_another_precision_is_continued_in_it(trained_pixel_run, tiny_npz, tmp_path, monkeypatch,
+                                                             capsys):
+    """bf16 autocast is on by default on some machines (CUDA, CPUs with AMX or AVX512-BF16) and off on others: a
+    bank begun on one and continued on another was refused, 'made with other settings (sources.eldm_identity:
+    ...)', though no setting had changed. It is continued in the precision it was begun in: the same bytes."""
+    import gensis.eldm.model as eldm_model
+
+    bank = tmp_path / "bank"
+    monkeypatch.setattr(eldm_model, "use_bf16", lambda device, amp="auto": True)  # the machine it was begun on
+    assert generate_bank(_cfg(), str(tiny_npz), bank, eldm=str(trained_pixel_run), quiet=True).complete
+    begun = _eldm_identity(bank)
+    shard = sorted((bank / "shards").iterdir())[-1]
+    before = shard.read_bytes()
+    shard.unlink()  # killed before its last shard
+    monkeypatch.setattr(eldm_model, "use_bf16", lambda device, amp="auto": False)  # another machine: fp32
+    res = generate_bank(_cfg(), str(tiny_npz), bank, eldm=str(trained_pixel_run), quiet=True)
+    assert res.complete and res.shards_written == 1 and shard.read_bytes() == before
+    assert _eldm_identity(bank) == begun
+    assert "was begun in bf16" in capsys.readouterr().err

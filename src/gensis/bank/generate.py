@@ -58,7 +58,7 @@ from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, is_
 # shard (so that a small bank pads nothing more than before). Measured on a 2-core AVX512-BF16 CPU, 1 thread,
 # bf16, the demo's E-LDM (DPM-Solver++ 10 steps, guidance 2, 256 entries): 14.8 ms of CPU per image at 32,
 # 12.7 at 128, 12.7 at 256, the same images bit for bit (``benchmarks/bench_bank_micro_batch.py``). Banks
-# begun before it (at 32) are finished at 32 (``_older_micro_batch``).
+# begun before it (at 32) are finished at 32 (``_as_begun``).
 BANK_MICRO_BATCH = 128
 OLDER_MICRO_BATCH = 32
 
@@ -420,23 +420,31 @@ def _shard_ok(path: Path, identity: str, s: int, layout: Layout) -> str | None:
     return None
 
 
-def _older_micro_batch(out: Path, generator) -> bool:
-    """A bank begun at ``out`` before BANK_MICRO_BATCH, by this E-LDM at OLDER_MICRO_BATCH rows per call: the
-    generator is switched back to that (so the bank stays one bank); True when it was."""
+def _as_begun(out: Path, generator) -> tuple[bool, str | None]:
+    """A bank begun at ``out`` by this E-LDM with another micro-batch (OLDER_MICRO_BATCH: banks begun before
+    BANK_MICRO_BATCH) or in another precision (bf16 autocast on or off: ``auto`` picks by machine, so a bank
+    begun on one machine and continued on another differed only in that): the generator is switched to how the
+    bank was begun, so that it stays one bank. Returns (switched, a note for the user when the precision was)."""
     if not (out / HEADER).is_file():
-        return False
+        return False, None
     try:
         old = read_header(out).get("sources", {}).get("eldm_identity")
     except (UserError, OSError, ValueError):
-        return False
+        return False, None
     if old == str(generator.identity):
-        return False
-    now = generator.micro_batch
-    generator.micro_batch = OLDER_MICRO_BATCH
-    if old == str(generator.identity):
-        return True
-    generator.micro_batch = now
-    return False
+        return False, None
+    micro, bf16 = generator.micro_batch, generator.bf16
+    for m in (micro, OLDER_MICRO_BATCH):
+        for b in (bf16, not bf16):
+            generator.micro_batch, generator.bf16 = m, b
+            if old == str(generator.identity):
+                note = None if b == bf16 else (
+                    f"[gensis] note: {out} was begun {'in bf16' if b else 'in fp32 (without bf16 autocast)'}; it is "
+                    f"continued so, to stay one bank (this machine samples {'in fp32' if b else 'in bf16'} by "
+                    f"default)")
+                return True, note
+    generator.micro_batch, generator.bf16 = micro, bf16
+    return False, None
 
 
 def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layout: Layout,
@@ -527,10 +535,13 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
 
     # --- rank 0 checks/creates the folder; every rank learns the work list (or the error)
     msg, pending, pending_emb = None, [], []
-    if own and _older_micro_batch(out, generator):
+    switched, note = _as_begun(out, generator) if own else (False, None)
+    if switched:
         header = make_header(settings, {**sources, "eldm_identity": str(generator.identity)},
                              layout_dict(layout, out_size))
         header["scores"] = dict(SCORES_INFO)
+        if note and dist_info.is_main:
+            print(note, file=sys.stderr)
     if dist_info.is_main:
         try:
             pending, pending_emb, header = _prepare(out, header, cfg, groups, layout, quiet)
