@@ -366,3 +366,18 @@ def test_mpp_csv_rows_naming_no_slide_and_other_header_forms(tmp_path, capsys):
     (tmp_path / "h.csv").write_text("slide,mpp\n")
     assert main([*tile, str(tmp_path / "h.csv"), "--out", str(tmp_path / "T2")]) == 2
     assert "has the columns but no rows" in capsys.readouterr().err
+
+
+def test_a_slide_too_coarse_for_the_magnification_is_named_once(tmp_path, capsys):
+    """'gensis: skipped slide d/x10.svs: slide d/x10.svs is at 1 µm/px ...': the slide was named twice."""
+    from gensis.cli.main import main
+
+    d = tmp_path / "d"
+    d.mkdir()
+    make_svs(d / "x10.svs", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=1.0, downsamples=(1, 2))
+    make_svs(d / "x20.svs", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=0.5, downsamples=(1, 2))
+    capsys.readouterr()
+    assert main(["wsi", "tile", str(d), "--out", str(tmp_path / "T"), "--mag", "20", "--tile-size", "32",
+                 "--quiet"]) == 1
+    line = next(line for line in capsys.readouterr().err.splitlines() if "x10.svs" in line)
+    assert line.count("x10.svs") == 1 and "is at 1 µm/px" in line, line

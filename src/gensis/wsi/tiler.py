@@ -147,8 +147,9 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
             return SlideResult(sid, str(path), "done", len(coords), len(grid), time.time() - t0, info=info)
     except SlideError as e:
         return SlideResult(sid, str(path), "failed", seconds=time.time() - t0, error=str(e))
-    except UserError as e:
-        return SlideResult(sid, str(path), "failed", seconds=time.time() - t0, error=f"slide {path}: {e}")
+    except UserError as e:  # named once ('skipped slide a.svs: slide a.svs is at 1 µm/px' before)
+        error = str(e) if str(e).startswith(f"slide {path} ") else f"slide {path}: {e}"
+        return SlideResult(sid, str(path), "failed", seconds=time.time() - t0, error=error)
     except Exception as e:  # a corrupt tile deep inside a slide: report it, keep the others going
         return SlideResult(sid, str(path), "failed", seconds=time.time() - t0,
                            error=f"slide {path}: {type(e).__name__}: {e}")
