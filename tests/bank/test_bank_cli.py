@@ -144,3 +144,24 @@ def test_out_that_is_a_file_is_one_line_before_the_generator_is_loaded(tmp_path,
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and all(w in err[0] for w in words) and "Errno" not in err[0], err
     assert f.read_text() == "mine"
+
+
+def test_a_bank_whose_data_changed_says_so(tmp_path, make_npz, base_overrides, capsys):
+    """Continuing a bank whose images changed since it was begun said only 'made with other settings
+    (sources.data_identity: bank has '6db0...', this command 'eb06...')': two hashes, and no setting had changed.
+    The line now says what the hash means; the bank is untouched."""
+    data = make_npz(tmp_path / "d.npz")
+    out = tmp_path / "bank"
+    argv = ["bank", "generate", *FAKE, "--data", str(data), "--out", str(out), "--preset", "smoke", "--quiet",
+            *base_overrides]
+    assert main(argv) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with np.load(data) as z:
+        arrays = dict(z)
+    arrays["images"][3] = 255 - arrays["images"][3]  # one image edited since
+    np.savez(data, **arrays)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "sources.data_identity" in err and "the data changed since the bank was begun" in err
+    assert len(err.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

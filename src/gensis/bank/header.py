@@ -86,11 +86,22 @@ def write_header(bank: str | Path, h: dict) -> None:
     atomic_write_json(Path(bank) / HEADER, h)
 
 
+# what a differing source identity means, for the line that refuses to continue a bank (hashes alone say nothing)
+SOURCE_MEANING = {
+    "sources.data_identity": "the images differ: the data changed since the bank was begun, or is other data",
+    "sources.num_images": "another number of images: other data, data.limit, val_fraction or split_seed",
+    "sources.encoder_identity": "another conditioning encoder",
+    "sources.eldm_identity": "another generator: other E-LDM weights, sampler settings or micro-batch",
+}
+
+
 def header_diff(old: dict, new: dict) -> list[str]:
-    """Human-readable differences between the identity-bearing parts of two headers."""
+    """Human-readable differences between the identity-bearing parts of two headers (a source's hash with what
+    it means)."""
     a, b = flatten(identity_payload(old)), flatten(identity_payload(new))
-    return [f"{k}: bank has {a.get(k)!r}, this command {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k)]
+    return [f"{k}: bank has {a.get(k)!r}, this command {b.get(k)!r}"
+            + (f" ({SOURCE_MEANING[k]})" if k in SOURCE_MEANING else "")
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def layout_of(h: dict) -> Layout:
