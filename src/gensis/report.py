@@ -24,17 +24,9 @@ from gensis.rundir import atomic_savefig, atomic_write_text, read_jsonl
 
 
 def _plt():
-    try:
-        import matplotlib
-    except ImportError:
-        from gensis.errors import UserError
+    from gensis.plots import pyplot
 
-        raise UserError("the report needs matplotlib: pip install 'gensis[report]'") from None
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot("the report")
 
 
 def curves_figure(out: Path, dest: Path, runs: list[tuple[str, str]] | None = None) -> Path | None:

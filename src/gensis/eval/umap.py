@@ -145,9 +145,11 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
     from gensis.eval.common import describe_encoder
     from gensis.eval.features import FeatureSpec, dataset_features, encode
     from gensis.eval.knn import l2_normalize
+    from gensis.plots import pyplot
 
     if per_class < 2:
         raise UserError(f"--per-class must be >= 2, got {per_class}")
+    pyplot(MAP_NEEDS)  # before the features and the fit, not after them
     chosen = choose_classes(ds, classes)
     labels = np.asarray(ds.labels)
     rng = np.random.default_rng(seed)
@@ -201,14 +203,14 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
             "encoders": [{k: v for k, v in p.items() if k not in ("xy", "xyi")} for p in panels]}
 
 
+MAP_NEEDS = "the embedding map (gensis eval umap)"
+
+
 def _draw(panels, y, chosen, names, inter, out_png) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from gensis.plots import pyplot
     from gensis.rundir import atomic_write_bytes
 
+    plt = pyplot(MAP_NEEDS)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
     colours = plt.get_cmap("tab10")
     for ax, p in zip(axes[0], panels):

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+HEATMAPS_NEED = "mil predict's heatmaps (--no-heatmaps: predictions only)"
+
 
 def attention_heatmap(thumb: np.ndarray, coords: np.ndarray, attention: np.ndarray, size0: int,
                       scale: tuple[float, float], alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
     """H×W×3 uint8: ``thumb`` with every tile (level-0 ``coords``, ``size0`` px) filled by its attention rank."""
-    import matplotlib
+    from gensis.plots import matplotlib_module
 
+    matplotlib = matplotlib_module(HEATMAPS_NEED)
     h, w = thumb.shape[:2]
     value = np.zeros((h, w), np.float32)
     covered = np.zeros((h, w), bool)

@@ -39,13 +39,16 @@ def predict_slides(run: str | Path, feats: str | Path, out: str | Path, heatmaps
 def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool,
              slides: list[str] | None) -> list[dict]:
     from gensis.device import pick_device
-    from gensis.mil.heatmap import heatmap_thumbnail, save_heatmap
+    from gensis.mil.heatmap import HEATMAPS_NEED, heatmap_thumbnail, save_heatmap
     from gensis.mil.train import build_model, predict
+    from gensis.plots import matplotlib_module
     from gensis.rundir import RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder, remove_stale_temps
 
     from gensis.folder_kind import require_kind, require_own_or_empty
 
     run = Path(run)
+    if heatmaps:  # before any prediction is written
+        matplotlib_module(HEATMAPS_NEED)
     require_kind(run, "mil")
     if not (run / "mil.json").is_file():
         raise UserError(f"{run} is not a MIL run (no mil.json): train one with `gensis mil train`")

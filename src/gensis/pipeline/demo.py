@@ -131,6 +131,10 @@ def run_demo(opts: DemoOptions) -> dict | None:
     require_own_or_empty(out, "demo")  # a user's folder or a run folder: refused before anything is written
     check_seed(opts.seed)
     check_overrides(split_overrides(opts.overrides), opts.preset, opts.methods)  # before anything is written
+    if opts.stages is None or "report" in opts.stages:  # not after the whole pipeline
+        from gensis.plots import matplotlib_module
+
+        matplotlib_module("the demo's report (--stages without report: none)")
     with _demo_skip_hint():
         _check_enough_images(opts)
         _check_labels(opts)
