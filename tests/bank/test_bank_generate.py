@@ -252,3 +252,25 @@ def test_a_generator_object_lacking_the_contract_is_one_line(tiny_npz, bank_cfg,
     with pytest.raises(UserError, match=r"generator Half lacks generate, identity, image_size \(see gensis.eldm"):
         generate_bank(bank_cfg(), str(tiny_npz), tmp_path / "bank", generator=Half(), quiet=True)
     assert not (tmp_path / "bank").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other rows"])
+def test_a_damaged_embedding_file_is_computed_again(reference_bank, tiny_npz, fake, bank_cfg, tmp_path,
+                                                    shard_bytes, damage, capsys):
+    """A damaged embeddings/emb-*.npy (a bank copied in part, a disk fault) stopped every rerun with 'cannot read
+    embeddings ...', and `bank verify --delete-bad` did not remove it: the bank could not be finished without
+    deleting the file by hand. The rerun computes it again, and the bank is the uninterrupted one's bytes."""
+    out = tmp_path / "b"
+    shutil.copytree(reference_bank, out)
+    emb = out / "embeddings" / "emb-000003.npy"
+    good = emb.read_bytes()
+    if damage == "truncated":
+        emb.write_bytes(good[:100])
+    else:
+        np.save(emb, np.zeros((3, 4), np.float32))
+    (out / SHARD_DIR / "shard-000003.gsb").unlink()
+    (out / SHARD_DIR / "shard-000001.gsb").unlink()  # its interpolations may read image 3's shard's embeddings
+    res = generate_bank(bank_cfg(), str(tiny_npz), out, generator=fake, quiet=False)
+    assert res.complete and res.shards_written == 2
+    assert "emb-000003.npy is damaged" in capsys.readouterr().err
+    assert emb.read_bytes() == good and shard_bytes(out) == shard_bytes(reference_bank) and verify_bank(out).ok

@@ -447,6 +447,30 @@ def _as_begun(out: Path, generator) -> tuple[bool, str | None]:
     return False, None
 
 
+def _embeddings_to_make(out: Path, layout: Layout, quiet: bool) -> list[int]:
+    """The shards whose embedding file is missing or damaged (removed here; a damaged one, e.g. from a bank copied
+    in part, stopped every rerun at 'cannot read embeddings': the file is recomputed, to the same bytes)."""
+    todo = []
+    for s in range(layout.num_shards):
+        p = out / EMB_DIR / emb_name(s)
+        if p.is_file():
+            start, stop = layout.shard_range(s)
+            try:
+                a = np.load(p, mmap_mode="r")  # header and length only
+                why = None if a.ndim == 2 and a.shape[0] == stop - start and a.dtype == np.float32 else (
+                    f"shape {a.shape} {a.dtype}, expected ({stop - start}, D) float32")
+                del a
+            except (OSError, ValueError) as e:
+                why = str(e)
+            if why is None:
+                continue
+            if not quiet:
+                print(f"[gensis] {p.name} is damaged ({why}): computing it again", file=sys.stderr)
+            p.unlink()
+        todo.append(s)
+    return todo
+
+
 def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layout: Layout,
              quiet: bool) -> tuple[list[int], list[int], dict]:
     """Rank 0: create or check the bank folder; return (shards to generate, embedding files to make, header)."""
@@ -491,7 +515,7 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
                 print(f"[gensis] {p.name} is damaged ({why}): regenerating it", file=sys.stderr)
             p.unlink()
             pending.append(s)
-    emb = [s for s in range(layout.num_shards) if pending and not (out / EMB_DIR / emb_name(s)).is_file()]
+    emb = _embeddings_to_make(out, layout, quiet) if pending else []
     if pending and header.get("status") != "running":
         header = {**header, "status": "running"}
         write_header(out, header)
