@@ -219,6 +219,29 @@ def test_embed_refuses_an_out_of_another_encoders_bags(tiled, tmp_path, capsys):
     assert main([*embed, "random", "--out", str(tmp_path / "F-random")]) == 0
 
 
+def test_embed_refuses_an_out_of_bags_from_another_tiling(tiled, tmp_path, capsys):
+    """`wsi embed --tiles T/10x_... --out F` then `--tiles T/20x_... --out F` (same encoder) replaced the 10x bags
+    with 20x ones without a word. Now one line, nothing written; a tiles folder moved since is embedded again."""
+    import shutil
+
+    d, slide = tiled
+    assert main(["wsi", "tile", str(slide), "--out", str(tmp_path / "T"), "--mag", "5", "--tile-size", "32",
+                 "--quiet"]) == 0
+    other = next((tmp_path / "T").iterdir())
+    embed = ["wsi", "embed", "--encoder", "pixels", "--quiet", "--device", "cpu", "--workers", "0", "--tiles"]
+    feats = tmp_path / "F"
+    assert main([*embed, str(d / "T"), "--out", str(feats)]) == 0
+    before = (feats / "s.h5").read_bytes()
+    capsys.readouterr()
+    assert main([*embed, str(other), "--out", str(feats)]) == 2
+    _one_line(capsys, "s.h5", "embedded from other tiles", "another --out")
+    assert (feats / "s.h5").read_bytes() == before
+    moved = tmp_path / "moved"
+    shutil.copytree(d / "T", moved)
+    shutil.copytree(feats, tmp_path / "F2")
+    assert main([*embed, str(moved), "--out", str(tmp_path / "F2")]) == 0  # same tiles elsewhere: skipped
+
+
 def test_two_embeds_into_one_out_the_second_is_refused(tiled, tmp_path, capsys, monkeypatch):
     """`wsi embed` took no folder lock: two runs into one --out could interleave (and one removed the other's
     temporary bag files as stale). The second is refused in one line (exit 2), before the encoder is loaded when

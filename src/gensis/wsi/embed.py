@@ -93,6 +93,7 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
                 and a.get("slide_bytes") == st.attrs.get("slide_bytes") and _same_coords(path, st.coords):
             status[st.slide_id] = "skipped"  # (a slide retiled since, e.g. replaced under its name: embedded again)
         else:
+            _refuse_other_tiling(path, a, ds.folder)
             todo.append(s)
     if not todo:
         return status
@@ -142,6 +143,18 @@ def _refuse_other_encoders(out: Path, identity: str, encoder_spec: str) -> None:
         raise UserError(f"--out {out} holds {len(files)} bag(s) embedded with another encoder, {name}{same_name} "
                         f"(e.g. {files[0]}); `wsi embed --encoder {encoder_spec}` would replace them: embed each "
                         f"encoder into a folder of its own (another --out), or remove those bags first")
+
+
+def _refuse_other_tiling(bag: Path, attrs: dict | None, folder: Path) -> None:
+    """One ``UserError`` line when ``bag`` (to be replaced) was embedded from the tiles of another tiling folder
+    that still holds this slide (``--tiles T/10x_...`` then ``--tiles T/20x_...`` into one ``--out``): the first
+    tiling's bags were replaced one by one without a word. A slide retiled in the same folder, or a tiles folder
+    moved since (its old tile file gone), is embedded again as before."""
+    old = Path(str((attrs or {}).get("tiles_file", "")))
+    if not old.name or not old.is_file() or old.parent.parent.resolve() == folder.resolve():
+        return
+    raise UserError(f"--out {bag.parent} holds {bag.name} embedded from other tiles ({old.parent.parent}); "
+                    f"embedding {folder} would replace it: embed each tiling into a folder of its own (another --out)")
 
 
 def _same_coords(bag: Path, coords: np.ndarray) -> bool:
