@@ -97,3 +97,11 @@ def test_demo_seeds_runs_each_seed_and_summarizes(tmp_path):
     assert cell["values"] == pytest.approx(vals)
     assert cell["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
     assert "mean ± std over seeds [0, 1]" in r.stdout and (out / "seeds.md").is_file()
+
+
+def test_seeds_command_repeats_stages_and_no_linear():
+    """seeds.md's Command line left out --stages and --no-linear: run as printed it did other work (every stage,
+    the linear probe)."""
+    md = seeds_markdown(summarize_seeds(_per_seed()), SimpleNamespace(
+        preset="smoke", data="D", out="OUT", stages=("dino", "eval", "report"), linear=False))
+    assert "gensis demo --preset smoke --data D --seeds 0,1,2 --out OUT --stages dino,eval,report --no-linear`" in md

@@ -82,8 +82,11 @@ def per_seed_table(summary: dict) -> Table:
 def seeds_markdown(summary: dict, args) -> str:
     cmd = f"gensis demo --preset {args.preset} --data {args.data} --seeds {','.join(map(str, summary['seeds']))}"
     methods = tuple(getattr(args, "methods", ("dino",)))
-    extra = (f" --methods {','.join(methods)}" if methods != ("dino",) else "") + "".join(
-        f" {o}" for o in getattr(args, "overrides", ()))  # the config overrides every seed ran with
+    stages = getattr(args, "stages", None)  # what ran (the command reruns exactly it: all stages, linear probe ...)
+    extra = ((f" --methods {','.join(methods)}" if methods != ("dino",) else "")
+             + (f" --stages {','.join(stages)}" if stages is not None else "")
+             + ("" if getattr(args, "linear", True) else " --no-linear")
+             + "".join(f" {o}" for o in getattr(args, "overrides", ())))  # the config overrides every seed ran with
     md = [f"# Gen-SIS over seeds {summary['seeds']}", "", f"Command: `{cmd} --out {args.out}{extra}`", "",
           "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds.", "",
           seed_table(summary).markdown()]
