@@ -297,3 +297,19 @@ def test_predict_rerun_adds_slides_and_another_run_is_refused(tmp_path, capsys):
     line = _one_error_line(capsys)
     assert "holds predictions of run" in line and str(runs[0]) in line and "another --out" in line
     assert (out / "predictions.csv").read_bytes() == before
+
+
+def test_a_rerun_with_other_settings_says_which(tmp_path, capsys):
+    """A rerun into a MIL run folder with an edited option or labels was refused as 'holds a MIL run with other
+    settings or slides': which of them was not said. Now the keys with both values, or the slides."""
+    feats = _bags(tmp_path / "feats")
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(6)))
+    run = ["mil", "train", "--feats", str(feats), "--out", str(tmp_path / "m"), *SMOKE, "cv.folds=2"]
+    assert main([*run, "--labels", str(labels)]) == 0
+    capsys.readouterr()
+    assert main([*run, "--labels", str(labels), "optim.lr=0.5"]) == 2
+    line = _one_error_line(capsys)
+    assert "optim.lr=" in line and "(now 0.5)" in line, line
+    fewer = _csv(tmp_path / "l5.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(5)))
+    assert main([*run, "--labels", str(fewer)]) == 2
+    assert "other slides in its splits" in _one_error_line(capsys)

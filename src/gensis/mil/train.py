@@ -143,6 +143,26 @@ def _check_split(path: Path, slides: list[str], split: list[str], patients: np.n
                         f"training: add train slides of that class or drop those rows")
 
 
+def _what_differs(old: dict, meta: dict, conf: Path, cfg: dict) -> str:
+    """What a rerun changes in a MIL run folder, for its refusal line (it said only "other settings or slides",
+    so a user could not tell an edited option from an edited labels CSV): the config keys with both values, else
+    the slides or their splits."""
+    from gensis.config import flatten, load_yaml
+
+    try:
+        before = flatten(load_yaml(conf.read_text()) or {}) if conf.is_file() else {}
+    except Exception:  # a damaged config.yaml: say so in general terms
+        before = {}
+    now = flatten(cfg)
+    keys = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)] if before else []
+    if keys:
+        shown = ", ".join(f"{k}={before.get(k)!r} (now {now.get(k)!r})" for k in keys[:3])
+        return f"other settings: {shown}{' ...' if len(keys) > 3 else ''}"
+    if set(old.get("splits", {})) != set(meta["splits"]):
+        return f"other splits ({', '.join(old.get('splits', {}))} there, {', '.join(meta['splits'])} now)"
+    return "other slides in its splits (the labels CSV or the bags changed)"
+
+
 def make_splits(cohort: Cohort, cfg: dict) -> list[Split]:
     if cohort.split is not None:
         return seeded(cohort.split, int(cfg["cv"]["seeds"]), int(cfg["cv"]["seed"]))
@@ -273,7 +293,8 @@ def _train_mil(cfg: dict, feats: str | Path, labels_csv: str | Path, out: str | 
     old = json.loads((out / "mil.json").read_text()) if (out / "mil.json").is_file() else None
     conf = out / "config.yaml"
     if old is not None and (old.get("splits") != meta["splits"] or conf.is_file() and conf.read_text() != dump(cfg)):
-        raise UserError(f"{out} holds a MIL run with other settings or slides: use another --out")
+        raise UserError(f"{out} holds a MIL run with {_what_differs(old, meta, conf, cfg)}: use another --out (or "
+                        f"the same settings to finish or reuse it)")
     if old is not None and old.get("inputs", meta["inputs"]) != meta["inputs"]:
         raise UserError(f"{out} holds a MIL run on other features or labels (its finished splits would be reused "
                         f"as they are): use another --out")
