@@ -29,14 +29,22 @@ def _plt():
     return pyplot("the report")
 
 
-def curves_figure(out: Path, dest: Path, runs: list[tuple[str, str]] | None = None) -> Path | None:
-    """Loss per step of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs)."""
-    plt = _plt()
+def loss_series(out: Path, runs: list[tuple[str, str]] | None = None) -> dict[str, list[dict]]:
+    """label -> the loss rows of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs)."""
     series = {}
     for name, label in runs or METHODS:
         rows = read_jsonl(out / name / "metrics.jsonl")
         if rows:
             series[label] = [r for r in rows if "loss" in r and "step" in r]
+    return series
+
+
+def curves_figure(out: Path, dest: Path, runs: list[tuple[str, str]] | None = None,
+                  series: dict[str, list[dict]] | None = None) -> Path | None:
+    """Loss per step of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs), or of
+    ``series`` (``loss_series``)."""
+    plt = _plt()
+    series = loss_series(out, runs) if series is None else series
     if not series:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -154,11 +162,11 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
             sections.append(("How to read it", reading, None))
     for m in methods:
         runs = [(v.name, v.label) for v in variants(m)]
-        p = curves_figure(out, figs / ("curves.png" if m == "dino" else f"curves-{m}.png"), runs)
+        series = loss_series(out, runs)  # the runs that were trained (--stages may leave some out)
+        p = curves_figure(out, figs / ("curves.png" if m == "dino" else f"curves-{m}.png"), series=series)
         if p:
             title = "Training curves" + ("" if methods == ("dino",) else f": {runs[0][1]}")
-            sections.append((title, f"Loss per step of {', '.join(l for _, l in runs)} (same seed, epochs and "
-                                    f"batch).", p))
+            sections.append((title, f"Loss per step of {', '.join(series)} (same seed, epochs and batch).", p))
     for png, title, text in [
         ("generative.png", "Generative augmentations",
          "Left: a real held-out image; right: images the E-LDM generated from its embedding (paper Fig. 7-9)."),

@@ -264,3 +264,17 @@ def test_the_hint_says_what_the_verdict_says():
     (hint,) = read_results(_rows(n=None, dino=50.0)).hints
     assert hint.startswith("DINO scored no higher than a random-init ViT here (DINO − random-init ViT -6.9, "
                            "noise unknown)")
+
+
+def test_report_curves_caption_names_the_runs_drawn(tmp_path):
+    """A demo with --stages dino,eval,report: the caption read 'Loss per step of DINO, DINO w/ pixel disent.,
+    Gen-DINO' over a figure of DINO alone."""
+    pytest.importorskip("matplotlib")
+    from gensis.report import write_report
+
+    out = tmp_path / "demo"
+    (out / "dino").mkdir(parents=True)
+    (out / "dino" / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.5}\n')
+    (out / "results.json").write_text(json.dumps(_rows(dino=57.5)))
+    md = write_report(out)[0].read_text()
+    assert "Loss per step of DINO (same seed" in md
