@@ -115,6 +115,11 @@ def test_linear_eval_end_to_end():
     assert res["config"]["aug_copies"] == 2 and res["encoder"]["name"] == "pixels"
     assert res["test"]["size"] == 40
     json.dumps(res)
+    from gensis.eval.linear import format_linear
+
+    assert "(20 epochs, batch 16, 2 aug. copies)" in format_linear(res)
+    one = {**res, "config": {**res["config"], "epochs": 1, "aug_copies": 1}}
+    assert "(1 epoch, batch 16, 1 aug. copy)" in format_linear(one)  # was '1 epochs ... 1 aug. copies'
 
 
 @pytest.mark.parametrize("kw,msg", [({"lrs": ()}, "learning rates"), ({"epochs": 0}, "epochs"),

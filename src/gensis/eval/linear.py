@@ -363,8 +363,9 @@ def format_linear(res: dict) -> str:
     from gensis.eval.common import footer_lines, header_lines
 
     c = res["config"]
-    lines = header_lines(f"linear probe ({c['epochs']} epochs, batch {c['batch_size']}, "
-                         f"{c['aug_copies']} aug. copies)", res)
+    epochs, copies = c["epochs"], c["aug_copies"]
+    lines = header_lines(f"linear probe ({epochs} epoch{'s' * (epochs != 1)}, batch {c['batch_size']}, "
+                         f"{copies} aug. cop{'ies' if copies != 1 else 'y'})", res)
     lines.append(f"{'lr':>8}  {'top-1':>7}  {'top-5':>7}")
     for r in res["results"]:
         if r["diverged"]:
