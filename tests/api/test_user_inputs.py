@@ -423,3 +423,25 @@ def test_eldm_sample_and_eval_refuse_overrides_they_do_not_read(pixel_eldm_run, 
     r = gensis.evaluate_eldm(pixel_eldm_run, str(images_npz), n=4, steps=2,
                              overrides=["eval.knn_k=3", "data.val_fraction=0.2", "cond.encode_batch_size=8"])
     assert r["n"] == 4
+
+
+def test_an_eldm_run_that_is_missing_a_file_or_unfinished_is_named_so(pixel_eldm_run, tmp_path, capsys):
+    """`--eldm` naming a typo'd path said '... is not a finished `gensis eldm train` run' (for the API's
+    load_generator: 'has no eldm.json'), a file the same; an unfinished run did not say how to finish it."""
+    from gensis.cli.main import main
+    from gensis.eldm.model import load_generator
+
+    f = tmp_path / "notes.txt"
+    f.write_text("x")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "manifest.json").write_text('{"stage": "eldm", "status": "running"}')
+    for eldm, words in [(tmp_path / "typo", ("not found", "no such folder")), (f, ("is a file",)),
+                        (unfinished, ("not a finished", "--resume"))]:
+        assert main(["eldm", "eval", "--eldm", str(eldm), "--data", "x.npz", "--quiet"]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and all(w in err[0] for w in words), (eldm, err)
+    with pytest.raises(UserError, match="not found"):
+        load_generator(tmp_path / "typo")
+    with pytest.raises(UserError, match="is a file"):
+        load_generator(f)

@@ -200,9 +200,7 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
     from gensis.eldm.train import EMA_WEIGHTS, MODEL_JSON, build_denoiser
     from gensis.models.encoder import load_encoder
 
-    from gensis.folder_kind import require_kind
-
-    require_kind(eldm_run_dir, "eldm")
+    _require_eldm_run(eldm_run_dir)
     run = Path(eldm_run_dir)
     info = _read_json(run / MODEL_JSON)
     dev = pick_device(str(device))
@@ -230,6 +228,18 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
                          int(micro_batch))
 
 
+def _require_eldm_run(path: str | Path) -> None:
+    """A UserError when ``path`` is missing, a file, or a gensis folder of another kind (named as such)."""
+    from gensis.folder_kind import require_kind
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"E-LDM run {path} not found (no such folder): give the --out of a `gensis eldm train`")
+    if not p.is_dir():
+        raise UserError(f"{path} is a file, not an E-LDM run: give the --out folder of a `gensis eldm train`")
+    require_kind(path, "eldm")
+
+
 # what ``gensis eldm sample`` / ``eval`` read of a finished run's ``data`` section: how its held-out split is drawn
 HELD_OUT_DATA_KEYS = ("data.val_fraction", "data.split_seed", "data.skip_bad_images")
 
@@ -243,12 +253,12 @@ def finished_run_config(eldm_run_dir: str | Path, overrides: Overrides | None = 
     from gensis.configs.typed import ELDMConfig
     from gensis.rundir import RunDir
 
-    from gensis.folder_kind import require_kind
-
-    require_kind(eldm_run_dir, "eldm")  # a pretraining run, a bank, ...: named as such, before its config is read
+    _require_eldm_run(eldm_run_dir)  # a pretraining run, a bank, a typo: named as such, before its config is read
     run = RunDir(eldm_run_dir)
     if not run.is_done():
-        raise UserError(f"{eldm_run_dir} is not a finished `gensis eldm train` run")
+        unfinished = (run / "manifest.json").is_file()  # begun (the kind check above: an E-LDM run's manifest)
+        raise UserError(f"{eldm_run_dir} is not a finished `gensis eldm train` run"
+                        + (" (still training, or stopped: finish it with `gensis eldm train ... --resume`)" if unfinished else ""))
     cfg = ELDMConfig.from_dict(run.config(), where=f"{eldm_run_dir}/config.yaml")
     if not overrides:
         return cfg
