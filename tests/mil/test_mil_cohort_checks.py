@@ -313,3 +313,17 @@ def test_a_rerun_with_other_settings_says_which(tmp_path, capsys):
     fewer = _csv(tmp_path / "l5.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(5)))
     assert main([*run, "--labels", str(fewer)]) == 2
     assert "other slides in its splits" in _one_error_line(capsys)
+
+
+def test_labels_that_differ_only_in_case_are_named(tmp_path, capsys):
+    """'Benign' and 'benign' in one labels CSV were two classes without a word."""
+    from gensis.mil.train import load_cohort
+
+    feats = _bags(tmp_path / "feats")
+    rows = "s0,Benign\ns1,tumour\ns2,benign\ns3,tumour\ns4,Benign\ns5,tumour\n"
+    capsys.readouterr()
+    cohort = load_cohort(feats, _csv(tmp_path / "l.csv", "slide,label\n" + rows))
+    err = capsys.readouterr().err
+    assert len(cohort.classes) == 3 and "'Benign' and 'benign'" in err and "differ only in case" in err, err
+    load_cohort(feats, _csv(tmp_path / "ok.csv", "slide,label\n" + rows.replace("benign", "Benign")))
+    assert "differ only" not in capsys.readouterr().err

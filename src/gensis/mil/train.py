@@ -67,7 +67,7 @@ def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
     a ``split`` value other than train / test / val (that slide was silently dropped), a class only on test rows,
     a patient with slides on both sides of the ``split`` column. Slides with a blank ``patient`` cell are their
     own patient (was: one blank cell dropped the grouping of every slide, folds then split patients)."""
-    from gensis.wsi.dataset import class_names, match_label_rows, read_label_rows
+    from gensis.wsi.dataset import class_names, match_label_rows, read_label_rows, warn_alike_labels
 
     bags = list_bags(feats)
     path = Path(labels_csv).expanduser()
@@ -87,6 +87,7 @@ def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
     classes = class_names(r["label"] for r in rows)
     if len(classes) < 2:
         raise UserError(f"{path}: every slide has the label '{classes[0]}'; MIL needs at least 2 classes")
+    warn_alike_labels(classes, path)
     loaded = [read_bag(bags[s]) for s in slides]
     encoders: dict[str, int] = {}  # encoder identity -> first slide embedded with it
     for i, b in enumerate(loaded):

@@ -114,6 +114,19 @@ def class_names(values) -> list[str]:
         return [str(v) for v in vals]
 
 
+def warn_alike_labels(classes: list[str], path: str | Path) -> None:
+    """A warning line when two class names of the labels CSV ``path`` differ only in case or spacing ('Benign' and
+    'benign' were two classes without a word: another class in every metric, its slides split off)."""
+    folded: dict[str, list[str]] = {}
+    for c in classes:
+        folded.setdefault(" ".join(c.casefold().split()), []).append(c)
+    alike = [v for v in folded.values() if len(v) > 1]
+    if alike:
+        print(f"gensis: warning: labels {' and '.join(repr(c) for c in alike[0])} of {path} differ only in case or "
+              f"spacing and are {len(classes)} separate classes here ({', '.join(classes)}); write each class one way "
+              f"if they are one", file=sys.stderr)
+
+
 class TileImageSet(ImageSet):
     """Tiles read lazily from their slides (H×W×3 uint8 of the tiling's patch size)."""
 
@@ -151,6 +164,7 @@ class TileImageSet(ImageSet):
                 print(f"gensis: warning: {len(untiled)} labelled slides of {labels_csv} have no tiles in "
                       f"{self.folder} (e.g. {untiled[0]})", file=sys.stderr)
             self.classes = class_names(table[self.slides[i].slide_id] for i in keep)
+            warn_alike_labels(self.classes, labels_csv)
             slide_label = {self.slides[i].slide_id: self.classes.index(table[self.slides[i].slide_id]) for i in keep}
         self.slides = [self.slides[i] for i in keep]
         counts = np.array([len(s) for s in self.slides])
