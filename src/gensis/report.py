@@ -143,6 +143,11 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
                         f"`gensis demo` (give the demo's --out)")
     known = ["results.json", "stages.json", "eldm", *(v.name for m in methods for v in variants(m))]
     if not any((out / name).exists() for name in known):
+        seeds = sorted(p.name for p in out.glob("seed-*") if (p / "stages.json").is_file())
+        if seeds and (out / "seeds.md").is_file():  # `gensis demo --seeds`: one report per seed, a summary
+            raise UserError(f"{out} is the folder of `gensis demo --seeds`, with a report per seed: give one of its "
+                            f"seed folders ({', '.join(str(out / s) for s in seeds[:3])}); the over-seed summary "
+                            f"is {out / 'seeds.md'}")
         raise UserError(f"{out} is not a folder made by `gensis demo` (it holds none of "
                         f"{', '.join(known[:4])} ...)")
     figs = out / "report"

@@ -445,3 +445,16 @@ def test_an_eldm_run_that_is_missing_a_file_or_unfinished_is_named_so(pixel_eldm
         load_generator(tmp_path / "typo")
     with pytest.raises(UserError, match="is a file"):
         load_generator(f)
+
+
+def test_report_on_a_seeds_folder_names_its_seed_folders(tmp_path):
+    """`gensis report OUT` on a `gensis demo --seeds` folder said only 'not a folder made by gensis demo'."""
+    from gensis.report import write_report
+
+    for s in (0, 1):
+        (tmp_path / f"seed-{s}").mkdir()
+        (tmp_path / f"seed-{s}" / "stages.json").write_text("{}")
+    (tmp_path / "seeds.md").write_text("# Gen-SIS over seeds [0, 1]\n")
+    with pytest.raises(UserError, match=r"demo --seeds.*seed-0, .*seed-1\); the over-seed summary is .*seeds\.md"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report").exists()
