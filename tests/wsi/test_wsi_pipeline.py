@@ -109,6 +109,23 @@ def test_export_into_an_export_with_other_labels_is_refused(tiled, tmp_path, cap
     assert "wrote 0 tile images" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("label", ["ER+/PR-", "..", "a\\b"])
+def test_export_refuses_labels_that_are_no_folder_name(tiled, tmp_path, capsys, label):
+    """`wsi export --labels` with a label 'ER+/PR-' wrote ER+/PR-/ (nested folders the image-folder reader refuses
+    afterwards); '..' wrote the tiles outside --out. Now one line naming the label, nothing written."""
+    from gensis.cli.main import main
+
+    d, out = tiled
+    rows = (d / "labels.csv").read_text().replace("pink", label)
+    (tmp_path / "l.csv").write_text(rows)
+    capsys.readouterr()
+    assert main(["wsi", "export", "--tiles", str(out), "--out", str(tmp_path / "png"), "--labels",
+                 str(tmp_path / "l.csv"), "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and f"label '{label}'" in err[0], err
+    assert not (tmp_path / "png").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["l.csv"]
+
+
 def test_tile_labels_by_file_name_and_untiled_rows_are_counted(tiled, tmp_path, capsys):
     """A labels CSV naming slides by file name (``s0.svs``, as cohort tables often do) labelled no tile ("none of
     the 6 tiled slides has a label"); rows naming slides that were not tiled were dropped without a count."""

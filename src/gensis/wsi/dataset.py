@@ -314,6 +314,11 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
     from gensis.textfile import csv_text
 
     out = Path(out)
+    for c in (ds.classes or []) if ds.labels is not None else []:
+        if "/" in c or "\\" in c or c.startswith("."):  # 'ER+/PR-' made ER+/PR-/ (unreadable back), '..' wrote outside
+            raise UserError(f"label '{c}' cannot be a folder name of {out} (a '/' or '\\' nests folders, a leading '.' "
+                            f"hides it or leaves the folder): name that class otherwise in the labels CSV (nothing was "
+                            f"written)")
     for folder in (out, *(out / c for c in (ds.classes or []) if ds.labels is not None)):
         remove_stale_temps(folder)  # a killed export's temporary files (marked, their pid gone)
     files = []
