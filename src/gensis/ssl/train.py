@@ -46,7 +46,7 @@ from gensis.ssl.methods.base import Method, StepInfo, Views, backward_cuts, cut_
 from gensis.ssl.schedules import cosine_schedule
 from gensis.train.foreach import ema_update
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
-from gensis.train.overlap import Overlap
+from gensis.train.overlap import Overlap, done_now
 
 
 @dataclass
@@ -180,7 +180,11 @@ class PretrainTask(Task):
         views, alpha = batch.views, batch.alpha
         info = StepInfo(epoch, it, self.values)
         t_job = None
-        if self.method.teacher is not None:  # on the helper thread while the student runs here (rt.overlap)
+        # the teacher's forward on the helper thread while the student runs here (rt.overlap); under bf16 here,
+        # first: a bf16 forward beside the student's changed the student's gradients from run to run on a CPU
+        if self.method.teacher is not None and self.rt.bf16:
+            t_job = done_now(self._teacher_forward, views, batch.teacher_extra)
+        elif self.method.teacher is not None:
             t_job = self.overlap.submit(self._teacher_forward, views, batch.teacher_extra)
         # backbone outputs whose backward runs in two halves: only with a second crop group (local or extra views)
         self._cuts = [] if self.overlap.enabled and (views.local_views or views.extra) else None

@@ -7,7 +7,9 @@ that is fastest on a busy machine; see ``benchmarks/README.md``), a training ste
 - ``prefetch(fn, items)``: ``fn(item)`` one item ahead (the pretraining loop makes the next batch's crops,
   Gen- views and masks while the current step runs; what lightly's examples do in DataLoader workers);
 - ``submit(fn, ...)``: one call whose result the step collects later (the teacher's forward, which needs no
-  gradient, runs next to the student's).
+  gradient, runs next to the student's; not under bf16 autocast: two bf16 forwards at once on a CPU made the
+  student's gradients differ from run to run, by ~1e-4 of the gradient norm on a loaded machine, so the
+  teacher's runs first on the training thread there).
 
 Results are bit for bit those of running the same calls in order on one thread: the helper runs one call at a
 time, in submission order, so every random generator a call draws from is consumed in the same order; torch
@@ -55,7 +57,7 @@ def overlap_enabled(device: torch.device, distributed: bool) -> bool:
     return mode == "on" or (not distributed and torch.get_num_threads() < usable_cores())
 
 
-def _done(fn: Callable[..., R], *args) -> "Future[R]":
+def done_now(fn: Callable[..., R], *args) -> "Future[R]":
     """``fn(*args)`` run now, as a completed future (its exception kept for ``result()``)."""
     fut: Future = Future()
     try:
@@ -75,7 +77,7 @@ class Overlap:
     def submit(self, fn: Callable[..., R], *args) -> "Future[R]":
         """``fn(*args)`` on the helper thread, after everything submitted before; ``.result()`` waits for it."""
         if not self.enabled:
-            return _done(fn, *args)
+            return done_now(fn, *args)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="gensis-overlap")
         return self._pool.submit(fn, *args)
