@@ -381,3 +381,13 @@ def test_a_slide_too_coarse_for_the_magnification_is_named_once(tmp_path, capsys
                  "--quiet"]) == 1
     line = next(line for line in capsys.readouterr().err.splitlines() if "x10.svs" in line)
     assert line.count("x10.svs") == 1 and "is at 1 µm/px" in line, line
+
+
+def test_an_empty_slide_file_says_so(tmp_path):
+    """A 0-byte slide (an interrupted copy) was "openslide: OpenSlideUnsupportedFormatError ...; tiffslide:
+    TiffFileError: not a TIFF file: header=b''"."""
+    from gensis.wsi.slide import SlideError
+
+    (tmp_path / "z.svs").write_bytes(b"")
+    with pytest.raises(SlideError, match=r"z\.svs is an empty file \(0 bytes"):
+        open_slide(tmp_path / "z.svs")

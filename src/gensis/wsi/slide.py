@@ -186,6 +186,8 @@ def open_slide(path: str | Path, backend: str = "auto") -> Slide:
     path = Path(path)
     if not path.exists():
         raise SlideError(f"slide not found: {path}")
+    if path.is_file() and path.stat().st_size == 0:  # was each library's "not a TIFF file: header=b''"
+        raise SlideError(f"slide {path} is an empty file (0 bytes; an interrupted copy or download?)")
     names = list(BACKENDS) if backend == "auto" else [backend]
     errors = []
     for name in names:
