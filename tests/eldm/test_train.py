@@ -112,6 +112,21 @@ def test_user_errors_are_one_line(tmp_path, encoder_run, tiny_npz, cli, capsys):
     assert cli("eldm", "sample", "--eldm", tmp_path / "nothing", "--data", tiny_npz, "--out", tmp_path / "f") == 2
 
 
+def test_resume_of_a_finished_run_refuses_other_settings(trained_pixel_run, encoder_run, tiny_npz, tiny_overrides,
+                                                         cli, capsys):
+    """`eldm train --resume optim.epochs=4` on a finished run (to train longer) said 'E-LDM training done' and
+    trained nothing, whatever the settings or the --encoder; pretrain and train-ae refuse them. Now refused
+    alike; the same settings still finish at once, the weights untouched."""
+    weights = (trained_pixel_run / "denoiser_ema.safetensors").read_bytes()
+    argv = ["eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", trained_pixel_run, "--preset",
+            "smoke", "--quiet", "--resume", *tiny_overrides]
+    assert cli(*argv, "optim.epochs=4") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other settings or inputs: optim.epochs (2 -> 4)" in err[0], err
+    assert cli(*argv) == 0 and "E-LDM training done" in capsys.readouterr().out
+    assert (trained_pixel_run / "denoiser_ema.safetensors").read_bytes() == weights
+
+
 def _train_argv(encoder_run, tiny_npz, out, overrides):
     return [sys.executable, "-m", "gensis.cli.main", "eldm", "train", "--encoder", str(encoder_run), "--data",
             str(tiny_npz), "--out", str(out), "--preset", "smoke", "--quiet", *overrides]

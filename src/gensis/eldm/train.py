@@ -198,6 +198,27 @@ def resolve_autoencoder(cfg: dict, ae_path: str | None, device):
     return PixelSpace(int(cfg["pixel_patch"]))
 
 
+def run_inputs(data: str, ds: ImageSet, encoder_spec: str, encoder, ae_path: str | None, ae) -> dict:
+    """The inputs an E-LDM run records in its manifest (and ``--resume`` compares)."""
+    return {"data": data, "data_identity": ds.identity, "data_layout": ds.layout, "encoder": str(encoder_spec),
+            "encoder_identity": encoder.identity, "autoencoder": str(ae_path) if ae_path else "pixel",
+            "autoencoder_identity": ae.identity}
+
+
+def check_finished_resume(run: RunDir, cfg: dict, encoder_spec: str, data: str, ae_path: str | None) -> None:
+    """``--resume`` on a finished run has nothing to train, but other settings or inputs are refused as on any
+    ``--resume`` (``--resume optim.epochs=16`` to train longer said 'E-LDM training done' and trained nothing)."""
+    from gensis.configs.added import added_keys
+    from gensis.models.encoder import load_encoder
+    from gensis.train.resume import check_resume
+
+    ds = open_training_data(cfg, data)
+    encoder = load_encoder(encoder_spec, cfg["cond"]["which"])
+    ae = resolve_autoencoder(cfg, ae_path, "cpu")
+    check_resume(run, ELDMTask.stage, cfg, run_inputs(data, ds, encoder_spec, encoder, ae_path, ae),
+                 ELDMTask.resume_ignore, added_keys(ELDMTask.family))
+
+
 class ELDMTask(Task):
     """E-LDM denoiser training as a loop ``Task`` (the step is ``training_step``)."""
 
@@ -255,9 +276,7 @@ class ELDMTask(Task):
                                            weight_decay=float(o["weight_decay"]), fused=rt.fused_optim)
         self.clip_mode, self.clip_value = "global", o["clip_grad"]
         self.gen = torch.Generator().manual_seed(seed * 1000 + rank)  # flips, drops, t, ε
-        self.inputs = {"data": data, "data_identity": ds.identity, "data_layout": ds.layout, "encoder": str(encoder_spec),
-                       "encoder_identity": encoder.identity, "autoencoder": str(ae_path) if ae_path else "pixel",
-                       "autoencoder_identity": ae.identity}
+        self.inputs = run_inputs(data, ds, encoder_spec, encoder, ae_path, ae)
 
     def start_message(self) -> str:
         return (f"[gensis] E-LDM: {self.ae.space} space {self.ae.channels}x{self.latent_size}x{self.latent_size}, "
@@ -342,7 +361,8 @@ def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str
     """Run (or resume) E-LDM denoiser training; returns the run directory."""
     rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
-    if resume and run.is_done():  # a finished run resumed: nothing to do
+    if resume and run.is_done():  # a finished run resumed: nothing to train, if its settings are these
+        check_finished_resume(run, cfg, encoder_spec, data, ae_path)
         return run
     task = claim_and_build(run, rt, resume, ELDMTask, cfg, encoder_spec, data, run, rt, ae_path)
     return fit(task, rt, run, resume=resume, quiet=quiet)
