@@ -163,3 +163,17 @@ def test_result_files_have_no_nan():
 
     assert json_ready({"a": [float("nan"), 1.0, {"b": float("-inf")}], "c": "x"}) == {"a": [None, 1.0, {"b": None}],
                                                                                      "c": "x"}
+
+
+def test_copydetect_header_names_the_descriptor_used(tmp_path, capsys):
+    """--encoder pixels has no CLS token: the header said 'CLS ⊕ GeM(p=4)' for the flattened image ⊕ GeM of
+    8-px pixel patches; a ViT's header still says CLS ⊕ GeM."""
+    root = make_copydays(tmp_path / "copydays", n=2)
+    js = tmp_path / "c.json"
+    assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16",
+                 "--json", str(js)]) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert "CLS" not in header and "raw pixels ⊕ GeM(p=4) of 8×8-px patches at 16 px" in header
+    assert json.loads(js.read_text())["config"]["descriptor"].startswith("raw pixels")
+    assert main(["eval", "copydetect", "--encoder", "random", "--data", str(root), "--imsize", "16"]) == 0
+    assert "; CLS ⊕ GeM(p=4) at 16 px" in capsys.readouterr().out.splitlines()[1]

@@ -78,6 +78,15 @@ class PCAWhitening:
         return (self.dmul @ x.T).T
 
 
+def descriptor_name(encoder) -> str:
+    """What the descriptor is for this encoder: a ViT's CLS ⊕ GeM of its patch tokens; for raw pixels the
+    flattened image ⊕ GeM of its pixel patches (no CLS token exists)."""
+    if encoder.model is None:
+        ps = encoder.patch_size
+        return f"raw pixels ⊕ GeM(p=4) of {ps}×{ps}-px patches"
+    return "CLS ⊕ GeM(p=4)"
+
+
 def _ap_per_query(indices: np.ndarray, positives: list[list[int]]) -> np.ndarray:
     from gensis.eval.metrics.retrieval import score_ap_from_ranks_1
 
@@ -153,7 +162,7 @@ def copydetect_eval(encoder, root: str | Path, distractors: str | Path | None = 
     return {"protocol": "copydetect", "encoder": describe_encoder(encoder), "data": str(lay["root"]),
             "database": {"originals": len(originals),
                          "distractors": len(extra.get("--distractors", []))},
-            "config": {"imsize": imsize, "descriptor": "cls+gem(p=4)", "topk": TOPK, "whitening": whitening},
+            "config": {"imsize": imsize, "descriptor": descriptor_name(encoder), "topk": TOPK, "whitening": whitening},
             "results": results, "mAP_strong": results["strong"]["mAP"], "seconds": round(time.time() - t0, 1)}
 
 
@@ -187,7 +196,7 @@ def format_copydetect(res: dict) -> str:
     e, db, c = res["encoder"], res["database"], res["config"]
     w = c["whitening"]
     lines = [f"copy detection (Copydays)  encoder: {e['name']} ({e['identity']})",
-             f"database: {db['originals']} originals + {db['distractors']} distractors; CLS ⊕ GeM(p=4) at "
+             f"database: {db['originals']} originals + {db['distractors']} distractors; {c['descriptor']} at "
              f"{c['imsize']} px; whitening: {'%d images' % w['images'] if w else 'none'}",
              f"{'queries':<16} {'n':>5} {'mAP':>7}"]
     for name, r in res["results"].items():
