@@ -327,3 +327,13 @@ def test_labels_that_differ_only_in_case_are_named(tmp_path, capsys):
     assert len(cohort.classes) == 3 and "'Benign' and 'benign'" in err and "differ only in case" in err, err
     load_cohort(feats, _csv(tmp_path / "ok.csv", "slide,label\n" + rows.replace("benign", "Benign")))
     assert "differ only" not in capsys.readouterr().err
+
+
+def test_a_class_too_small_to_stratify_is_named(tmp_path, capsys):
+    """'a class has fewer than 5 slides; folds are grouped but not stratified': which class was not said."""
+    from gensis.mil.cv import kfold
+
+    capsys.readouterr()
+    kfold(np.array([0, 0, 0, 0, 1, 1]), np.arange(6), 5, seed=0, names=["benign", "tumour"])
+    err = capsys.readouterr().err
+    assert "class 'tumour' has 2 slide(s), fewer than the 5 folds" in err, err

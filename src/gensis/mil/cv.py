@@ -23,8 +23,10 @@ class Split:
     test: np.ndarray
 
 
-def kfold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[Split]:
-    """k folds over slides; ``groups`` (patient or slide of each slide) never straddle two folds."""
+def kfold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int,
+          names: list[str] | None = None) -> list[Split]:
+    """k folds over slides; ``groups`` (patient or slide of each slide) never straddle two folds. ``names``: the
+    class names of the label indices, for the warning about a class too small to stratify."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_groups = len(np.unique(groups))
@@ -37,7 +39,8 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[Spl
 
     with warnings.catch_warnings():  # "least populated class has only N members": fine for small cohorts
         warnings.simplefilter("ignore", UserWarning)
-        if np.bincount(np.unique(labels, return_inverse=True)[1]).min() >= k:
+        values, counts = np.unique(labels, return_counts=True)
+        if counts.min() >= k:
             skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
             folds = list(skf.split(np.zeros(len(labels)), labels, groups))
         else:  # a class smaller than k cannot be stratified: plain group folds (sklearn refuses otherwise)
@@ -45,7 +48,10 @@ def kfold(labels: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[Spl
 
             from sklearn.model_selection import GroupKFold
 
-            print(f"gensis: warning: a class has fewer than {k} slides; folds are grouped but not stratified",
+            small = int(values[counts.argmin()])
+            name = names[small] if names is not None else str(small)
+            print(f"gensis: warning: class '{name}' has {counts.min()} slide(s), fewer than the {k} folds; folds are "
+                  f"grouped but not stratified, and some folds test no slide of it",
                   file=sys.stderr)
             gkf = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
             folds = list(gkf.split(np.zeros(len(labels)), labels, groups))

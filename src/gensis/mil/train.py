@@ -168,7 +168,7 @@ def make_splits(cohort: Cohort, cfg: dict) -> list[Split]:
     if cohort.split is not None:
         return seeded(cohort.split, int(cfg["cv"]["seeds"]), int(cfg["cv"]["seed"]))
     _, groups = np.unique(cohort.patients, return_inverse=True)
-    return kfold(cohort.y, groups, int(cfg["cv"]["folds"]), int(cfg["cv"]["seed"]))
+    return kfold(cohort.y, groups, int(cfg["cv"]["folds"]), int(cfg["cv"]["seed"]), cohort.classes)
 
 
 def build_model(cfg: dict, in_dim: int, n_classes: int) -> ABMIL:
