@@ -106,6 +106,30 @@ def _sets(overrides: Overrides | None, key: str) -> bool:
     return any(str(o).split("=", 1)[0].strip() == key for o in overrides)
 
 
+def _override_value(overrides: Overrides | None, key: str) -> tuple[bool, Any]:
+    """(whether ``overrides`` set the dotted ``key``, the value they set)."""
+    from gensis.config import parse_overrides
+
+    if not overrides:
+        return False, None
+    node: Any = (nest_overrides(overrides) if isinstance(overrides, Mapping)
+                 else parse_overrides(str(o) for o in overrides))
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _agree(overrides: Overrides | None, key: str, value: str, flag: str) -> None:
+    """A UserError when an option (``--method X``) and an override of its key (``method=Y``) disagree."""
+    from gensis.errors import UserError
+
+    given, other = _override_value(overrides, key)
+    if given and str(other) != value:
+        raise UserError(f"{flag} {value} and the override {key}={other} disagree: give one of them")
+
+
 def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                     overrides: Overrides | None = None, method: str | None = None, interp: str | None = None,
                     bank: PathLike | None = None) -> PretrainConfig:
@@ -118,8 +142,13 @@ def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *,
         from gensis.ssl.methods import method_class
 
         method_class(method)  # an unknown name lists the valid ones
+        _agree(overrides, "method", method, "--method")
         extra["method"] = method
-    mode = interp if interp is not None else ("bank" if bank is not None else None)
+    if interp is not None:
+        _agree(overrides, "gen.interp", interp, "--interp")
+    # a bank means its interpolations unless the overrides say otherwise (gen.interp=none: generative views only)
+    mode = interp if interp is not None else (
+        "bank" if bank is not None and not _override_value(overrides, "gen.interp")[0] else None)
     if mode is not None:
         extra["gen.interp"] = mode
     if config is None and extra:  # with the preset, so that the method's per_method values apply

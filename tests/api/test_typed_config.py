@@ -101,6 +101,15 @@ def test_stage_configs_apply_the_cli_flags():
     assert gensis.api.pretrain_config(preset="smoke", interp="pixel", bank="b").gen.interp == "pixel"
     with pytest.raises(UserError, match="unknown method"):
         gensis.api.pretrain_config(preset="smoke", method="simclar")
+    # `--bank B gen.interp=none` trained with the bank's interpolations, the override silently dropped; an option
+    # and an override of its key that disagree were settled by the option without a word
+    for ov in (["gen.interp=none"], {"gen.interp": "none"}, {"gen": {"interp": "none"}}):
+        assert gensis.api.pretrain_config(preset="smoke", overrides=ov, bank="b").gen.interp == "none"
+    with pytest.raises(UserError, match=r"^--interp none and the override gen.interp=pixel disagree"):
+        gensis.api.pretrain_config(preset="smoke", overrides=["gen.interp=pixel"], interp="none")
+    with pytest.raises(UserError, match=r"^--method dinov2 and the override method=dino disagree"):
+        gensis.api.pretrain_config(preset="smoke", overrides={"method": "dino"}, method="dinov2")
+    assert gensis.api.pretrain_config(preset="smoke", overrides=["method=ibot"], method="ibot").method == "ibot"
     pix = {"space": "pixel"}
     assert gensis.api.eldm_config(ELDMConfig.from_dict(pix), autoencoder="ae").space == "vq"
     assert gensis.api.eldm_config(preset="smoke", overrides=["space=pixel"], autoencoder="ae").space == "pixel"

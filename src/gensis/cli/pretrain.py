@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
                         "(Gen-DINO, Gen-iBOT ...)")
     p.add_argument("--interp", choices=["bank", "pixel", "none"], default=None,
                    help="disentanglement source: bank interpolations, pixel interpolation (ablation) or none "
-                        "(default: bank when --bank is given, else none)")
+                        "(default: bank when --bank is given, else none; a gen.interp=... override does the same, and "
+                        "one that disagrees with --interp is refused)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar or start message (errors and the final line still print)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
