@@ -337,3 +337,25 @@ def test_a_class_too_small_to_stratify_is_named(tmp_path, capsys):
     kfold(np.array([0, 0, 0, 0, 1, 1]), np.arange(6), 5, seed=0, names=["benign", "tumour"])
     err = capsys.readouterr().err
     assert "class 'tumour' has 2 slide(s), fewer than the 5 folds" in err, err
+
+
+def test_predict_without_the_thumbnails_says_what_to_do(tmp_path, capsys):
+    """Bags whose tiles folder (with the thumbnails) moved since: 'thumbnail ... is missing (tiles folder moved?)',
+    without the way out. Now it names --no-heatmaps (which predicts) and embedding again."""
+    from gensis.mil.bags import read_bag, write_bag
+
+    feats = _bags(tmp_path / "feats")
+    for f in feats.glob("*.h5"):
+        b = read_bag(f)
+        write_bag(f, b.features, b.coords, {**b.attrs, "thumbnail": str(tmp_path / "gone" / "t.png"),
+                                            "patch_size_level0": 4, "thumb_scale_x": 1.0, "thumb_scale_y": 1.0})
+    labels = _csv(tmp_path / "l.csv", "slide,label\n" + "".join(f"s{i},{'ab'[i % 2]}\n" for i in range(6)))
+    run = tmp_path / "mil"
+    assert main(["mil", "train", "--feats", str(feats), "--labels", str(labels), "--out", str(run), *SMOKE,
+                 "cv.folds=2"]) == 0
+    predict = ["mil", "predict", "--run", str(run), "--feats", str(feats), "--quiet", "--out"]
+    capsys.readouterr()
+    assert main([*predict, str(tmp_path / "p")]) == 2
+    line = _one_error_line(capsys)
+    assert "is missing" in line and "--no-heatmaps" in line, line
+    assert main([*predict, str(tmp_path / "p"), "--no-heatmaps"]) == 0

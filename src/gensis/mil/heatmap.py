@@ -46,7 +46,8 @@ def heatmap_thumbnail(bag_attrs: dict, slide: str) -> Path:
                         f"`gensis wsi embed` do): pass --no-heatmaps")
     thumb_path = Path(bag_attrs["thumbnail"])
     if not thumb_path.is_file():
-        raise UserError(f"thumbnail {thumb_path} of slide {slide} is missing (tiles folder moved?)")
+        raise UserError(f"thumbnail {thumb_path} of slide {slide} is missing (its tiles folder moved or removed since "
+                        f"`wsi embed`?): pass --no-heatmaps, or embed the tiles where they are now into another --out")
     return thumb_path
 
 
