@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -238,13 +239,18 @@ _R = TypeVar("_R")
 def _frees_its_folders(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """A stage call leaves the folders it locked free when it returns or raises, as a command does
     (``gensis.rundir.releasing_locks``): a KeyboardInterrupt or an error left the lock held until the Python
-    process exited, and a ``gensis ... --resume`` from another process was refused."""
+    process exited, and a ``gensis ... --resume`` from another process was refused. With ``quiet=True`` (the
+    default of those that take it) no progress bar is shown at all, as with a command's ``--quiet``."""
+    quiet = inspect.signature(fn).parameters.get("quiet")
+    quiet_default = bool(quiet.default) if quiet is not None else False
 
     @functools.wraps(fn)
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        from gensis.progress import bars_off
         from gensis.rundir import releasing_locks
 
-        with releasing_locks():
+        # quiet=True: no bar at all, as --quiet (an E-LDM's embedding pass showed one)
+        with releasing_locks(), bars_off(bool(kwargs.get("quiet", quiet_default))):
             return fn(*args, **kwargs)
 
     return call

@@ -458,3 +458,19 @@ def test_report_on_a_seeds_folder_names_its_seed_folders(tmp_path):
     with pytest.raises(UserError, match=r"demo --seeds.*seed-0, .*seed-1\); the over-seed summary is .*seeds\.md"):
         write_report(tmp_path)
     assert not (tmp_path / "report").exists()
+
+
+def test_quiet_true_shows_no_progress_bar_of_the_passes_a_stage_runs(pixel_eldm_run, tmp_path, monkeypatch, capsys):
+    """`gensis.evaluate_eldm(..., quiet=True)` (and train_eldm) drew the E-LDM's embedding pass's bar ('embed
+    eval-train: 0%| ... it/s'), which `--quiet` hides; quiet=False still shows it, and the setting before is kept."""
+    import os
+
+    from tiny_runs import make_images
+
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    data = [str(make_images(tmp_path / f"d{seed}.npz", seed=seed)) for seed in (11, 12)]  # not cached yet
+    gensis.evaluate_eldm(pixel_eldm_run, data[0], n=4, steps=2)
+    assert "embed eval-train" not in capsys.readouterr().err
+    assert "GENSIS_NO_PROGRESS" not in os.environ
+    gensis.evaluate_eldm(pixel_eldm_run, data[1], n=4, steps=2, quiet=False)
+    assert "embed eval-train" in capsys.readouterr().err

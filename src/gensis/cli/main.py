@@ -119,14 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
+    from gensis.progress import bars_off
     from gensis.rundir import releasing_locks
 
-    quiet_before = os.environ.get("GENSIS_NO_PROGRESS")
-    if getattr(args, "quiet", False):  # every bar of the command (a stage's feature or latent pass too), not its own only
-        os.environ["GENSIS_NO_PROGRESS"] = "1"
     try:
         try:
-            with releasing_locks():  # folders this command locked are free again (the demo runs stages in this process)
+            # folders this command locked are free again (the demo runs stages in this process); --quiet: every
+            # bar of the command (a stage's feature or latent pass too), not its own only
+            with releasing_locks(), bars_off(getattr(args, "quiet", False)):
                 result = args.func(args)
         except BaseException as e:
             # under torchrun: tell the other ranks (they stop at their next wait with one line) and leave the
@@ -176,11 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gensis: error: cannot {verb}{where}: {e.strerror or e} (files already written are intact; "
               f"fix the cause and {_run_again(args.verb)})", file=sys.stderr)
         return 1
-    finally:
-        if quiet_before is None:
-            os.environ.pop("GENSIS_NO_PROGRESS", None)
-        else:
-            os.environ["GENSIS_NO_PROGRESS"] = quiet_before
 
 
 def _run_again(verb: str) -> str:
