@@ -165,3 +165,14 @@ def test_a_bank_whose_data_changed_says_so(tmp_path, make_npz, base_overrides, c
     assert "sources.data_identity" in err and "the data changed since the bank was begun" in err
     assert len(err.strip().splitlines()) == 1
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_finished_bank_rerun_draws_no_empty_progress_bar(bank_copy, tiny_npz, base_overrides, monkeypatch, capsys):
+    """Rerunning the command of a finished bank printed 'bank generate: 0img [00:00, ?img/s]' (twice, after the
+    summary) as well as 'nothing to generate'."""
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    argv = ["bank", "generate", *FAKE, "--data", str(tiny_npz), "--out", str(bank_copy), "--preset", "smoke",
+            *base_overrides]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "nothing to generate" in out and "bank generate" not in err, err

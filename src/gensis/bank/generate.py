@@ -601,7 +601,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     meta = {"bank": header["identity"], "codec": codec.name, "image_size": out_size}
     n_mine = sum((layout.shard_range(s)[1] - layout.shard_range(s)[0]) * layout.entries_per_image for s in mine)
     bar = progress(total=n_mine, desc=f"bank generate{' (rank 0)' if dist_info.world > 1 else ''}", unit="img",
-                   disable=not show)
+                   disable=not show or not n_mine)  # nothing left (a finished bank rerun): no empty '0img' bar
     writer = ShardWriter(out, codec, meta, threads=int(r["writer_threads"]))
     # entries per generator call: run.batch_size rounded up to whole micro-batches (a partial one is padded)
     micro = int(getattr(generator, "micro_batch", 1) or 1)
