@@ -84,7 +84,8 @@ class _Fake:
                                                                                          manifest("eldm"))),
                 mock.patch.object(calls, "bank", lambda cfg, eldm, data, out, quiet: self.make(
                     out.name, out, {"bank.json": json.dumps({"format": "gensis-bank"})})),
-                mock.patch.object(demo, "_tile", lambda slide, out, quiet: self.make(out.name, out, done("tiles"))),
+                mock.patch.object(demo, "_tile",
+                                  lambda slide, out, quiet, slide_mpp=None: self.make(out.name, out, done("tiles"))),
                 mock.patch.object(demo, "_embed", lambda spec, tiles, feats, quiet, like: self.make(
                     feats.name, feats, done("features"))),
                 mock.patch.object(demo, "_mil", lambda feats, labels, out, cfg, quiet: self.make(
@@ -193,3 +194,28 @@ def test_what_proves_a_features_or_tiles_folder_is_gensis_output(tmp_path):
     (tiles / "10x_32px_0px_overlap").mkdir(parents=True)
     (tiles / "10x_32px_0px_overlap" / "tiling.json").write_text('{"settings": {}, "slides": {}}')
     assert proves_kind(tiles, "tiles") and not proves_kind(tiles, "features")
+
+
+def test_wsi_demo_takes_slide_mpp_for_a_slide_without_one(tmp_path, capsys, monkeypatch):
+    """`gensis wsi demo --slide S` with a slide lacking resolution metadata failed with 'give it with --slide-mpp
+    MPP', an option the demo did not have. Now --slide-mpp is passed to its tiles stage (and printed there)."""
+    pytest.importorskip("openslide")
+    from wsi_slides import make_svs, slide_image
+
+    import gensis.wsi.demo as demo
+    from gensis.cli.main import main
+
+    slide = make_svs(tmp_path / "nompp.svs", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=None,
+                     downsamples=(1, 2))
+
+    def stop(folder):
+        raise UserError("stopped after the tiles stage")
+
+    monkeypatch.setattr(demo, "_tile_count", stop)
+    out = tmp_path / "D"
+    capsys.readouterr()
+    assert main(["wsi", "demo", "--slide", str(slide), "--slide-mpp", "0.5", "--out", str(out), "--preset", "smoke",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "stopped after the tiles stage" in err and "--slide-mpp 0.5" in err, err
+    assert list(out.glob("tiles/*/patches/nompp.h5"))

