@@ -274,3 +274,18 @@ def test_a_damaged_embedding_file_is_computed_again(reference_bank, tiny_npz, fa
     assert res.complete and res.shards_written == 2
     assert "emb-000003.npy is damaged" in capsys.readouterr().err
     assert emb.read_bytes() == good and shard_bytes(out) == shard_bytes(reference_bank) and verify_bank(out).ok
+
+
+def test_verify_of_an_unfinished_bank_says_to_finish_it_not_to_delete(bank_copy, reference_bank):
+    """A bank with shards missing (a killed run) was told 'to repair: gensis bank verify --delete-bad BANK, then
+    rerun ...': there was nothing to delete. That advice is kept for a faulty shard."""
+    (bank_copy / SHARD_DIR / "shard-000002.gsb").unlink()
+    rep = verify_bank(bank_copy)
+    assert not rep.ok and "to finish it: rerun the same `gensis bank generate` command" in rep.summary()
+    assert "--delete-bad" not in rep.summary()
+    p = bank_copy / SHARD_DIR / "shard-000001.gsb"
+    data = bytearray(p.read_bytes())
+    data[3] ^= 1
+    p.write_bytes(bytes(data))
+    rep = verify_bank(bank_copy)
+    assert rep.faulty == ["shard-000001.gsb"] and "to repair: `gensis bank verify --delete-bad BANK`" in rep.summary()

@@ -36,6 +36,7 @@ class VerifyReport:
     identity: str = ""
     deleted: list[str] = field(default_factory=list)
     score_table: str = ""
+    faulty: list[str] = field(default_factory=list)  # shards that fail a check (what --delete-bad deletes)
 
     @property
     def ok(self) -> bool:
@@ -52,9 +53,12 @@ class VerifyReport:
             tail = (f"deleted {len(self.deleted)} bad file(s) ({', '.join(self.deleted[:3])}"
                     f"{', ...' if len(self.deleted) > 3 else ''}): rerun the same `gensis bank generate` command "
                     f"to regenerate them")
-        else:
+        elif self.faulty:
             tail = ("to repair: `gensis bank verify --delete-bad BANK`, then rerun the same `gensis bank generate` "
                     "command (it regenerates missing shards only)")
+        else:  # nothing to delete (missing shards, a killed run's partial files): generate finishes it
+            tail = ("to finish it: rerun the same `gensis bank generate` command (it generates the missing shards "
+                    "only and removes partial files)")
         return "\n".join([head] + [f"  - {p}" for p in self.problems] + [tail])
 
 
@@ -124,6 +128,7 @@ def verify_bank(path: str | Path, decode: bool = False, delete_bad: bool = False
             rep.problems += [f"{SHARD_DIR}/{f.name}: {p}" for p in shown]
             if len(problems) > len(shown):
                 rep.problems.append(f"{SHARD_DIR}/{f.name}: ... and {len(problems) - len(shown)} more problems")
+            rep.faulty.append(f.name)
             if delete_bad:
                 f.unlink()
                 rep.deleted.append(f.name)
