@@ -73,8 +73,8 @@ def add_parser(sub) -> None:
     x = wsub.add_parser("export", help="write the tiles as image files (optional; training reads slides directly)",
                         description="Export every tile as PNG: OUT/<slide>_<x>_<y>.png, or OUT/<label>/... with "
                                     "--labels, and OUT/tiles.csv (file,slide), so that --data OUT is split by "
-                                    "slide. Existing files are kept (a rerun resumes); an OUT holding other images (an export "
-                                    "with other labels) is refused.")
+                                    "slide. Existing files are kept (a rerun resumes); an OUT holding other images "
+                                    "(an export with other labels) is refused.")
     x.add_argument("--tiles", required=True, help="tiles folder")
     x.add_argument("--out", required=True, help="image folder to write")
     x.add_argument("--labels", default=None, help="CSV slide,label: one sub-folder per label (an ImageFolder)")
@@ -114,8 +114,9 @@ def run_tile(args) -> int:
     slides = find_slides(args.slides)
     stray = mpp.unmatched(slides)
     if stray:
-        print(f"gensis: warning: {len(stray)} row(s) of {args.mpp_csv} name none of the slides given (e.g. {stray[0]}); "
-              f"a row names a slide by its id (file name without extension), file name or path as given",
+        print(f"gensis: warning: {len(stray)} row(s) of {args.mpp_csv} name none of the slides given "
+              f"(e.g. {stray[0]}); a row names a slide by its id (file name without extension), file name or path "
+              f"as given",
               file=sys.stderr)
     out, results = tile_slides(slides, args.out, settings, mpp, workers=args.workers, quiet=args.quiet)
     failed = [r for r in results if r.status == "failed"]

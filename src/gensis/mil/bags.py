@@ -5,8 +5,8 @@
     features  float32 (N, D)  one embedding per tile, in the order of the tile file
     coords    int64 (N, 2)    level-0 (x, y) of each tile
 
-attributes: slide_id, slide_path, slide_bytes (the slide file's size when tiled), tiles_file (the ``patches/<slide>.h5`` it came from), encoder (the RUN
-directory or name), encoder_identity (hash of its weights), tiles_key (the tile file's settings key: resume
+attributes: slide_id, slide_path, slide_bytes (the slide file's size when tiled), tiles_file (the
+``patches/<slide>.h5`` it came from), encoder (the RUN directory or name), encoder_identity (hash of its weights), tiles_key (the tile file's settings key: resume
 check), patch_size_level0, thumb_scale_x/y and thumbnail (path of the slide's thumbnail PNG, for heatmaps),
 format (``gensis-bag/1``). Files are written atomically: one that exists is complete.
 """

@@ -42,7 +42,8 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     from gensis.mil.heatmap import HEATMAPS_NEED, heatmap_thumbnail, save_heatmap
     from gensis.mil.train import build_model, predict
     from gensis.plots import matplotlib_module
-    from gensis.rundir import RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder, remove_stale_temps
+    from gensis.rundir import (RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder,
+                               remove_stale_temps)
 
     from gensis.folder_kind import require_kind, require_own_or_empty
 
