@@ -127,3 +127,32 @@ def test_report_on_a_demo_whose_dino_manifest_has_no_inputs(tmp_path, capsys):
     (demo / "stages.json").write_text(json.dumps({"dino": "0123456789abcdef"}))
     assert main(["report", str(demo)]) == 0, capsys.readouterr().err
     assert (demo / "report.md").is_file() and (demo / "report.html").is_file()
+
+
+@pytest.mark.parametrize("module, func, argv, hint", [
+    ("bank", "run_generate", ["bank", "generate", "--out", "B"],
+     "; run the same command again to continue (finished shards are kept)"),
+    ("eldm", "run_train", ["eldm", "train", "--encoder", "E", "--out", "R"],
+     "; run the same command with --resume to continue from its last epoch checkpoint"),
+    ("eldm", "run_train_ae", ["eldm", "train-ae", "--out", "R"], "; run the same command with --resume"),
+    ("pretrain", "run", ["pretrain", "--out", "R"], "; run the same command with --resume"),
+    ("report", "run", ["report", "R"], None)])
+def test_ctrl_c_says_how_to_continue_where_the_command_can(module, func, argv, hint, monkeypatch, capsys):
+    """A Ctrl-C in `eldm train` or `bank generate` said only 'gensis: interrupted': not that the bank continues
+    when the same command is run again, or that a training run needs --resume. Commands that do not continue
+    keep the bare line."""
+    import importlib
+
+    from gensis.cli.main import main
+    from gensis.train.next_step import IN_DEMO
+
+    monkeypatch.delenv(IN_DEMO, raising=False)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(f"gensis.cli.{module}"), func, interrupted)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gensis: interrupted") and len(err.splitlines()) == 1
+    assert (hint in err) if hint else err == "gensis: interrupted", err

@@ -437,7 +437,8 @@ sys.exit(main({argv!r}))
 """
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                        start_new_session=True, env={**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 130 and p.stderr.strip() == "gensis: interrupted", (p.returncode, p.stderr[-3000:])
+    line = "gensis: interrupted; run the same command with --resume to continue from its last epoch checkpoint"
+    assert p.returncode == 130 and p.stderr.strip() == line, (p.returncode, p.stderr[-3000:])
     assert not [f for f in run.rglob("*") if ".gensis-tmp-" in f.name or f.suffix == ".tmp"]
     for _ in range(50):  # workers are gone (they exit when the loader shuts down)
         left = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout.split()

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gensis: error: {_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("gensis: interrupted", file=sys.stderr)
+        print(f"gensis: interrupted{_continue_hint(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gensis eval knn ... | head`: the reader left; stop quietly, as other tools do
         try:
@@ -186,6 +186,20 @@ def _run_again(verb: str) -> str:
     if verb == "demo" or os.environ.get(IN_DEMO):
         return "run the demo again with the same --out: it continues"
     return "run again with --resume where the command has it"
+
+
+def _continue_hint(args: argparse.Namespace) -> str:
+    """After a Ctrl-C, for the commands that continue where they stopped: how (files already written are intact)."""
+    sub = getattr(args, "eldm_cmd", None) or getattr(args, "bank_cmd", None)
+    from gensis.train.next_step import IN_DEMO
+
+    if args.verb == "demo" or os.environ.get(IN_DEMO):
+        return f"; {_run_again('demo')}"
+    if args.verb == "pretrain" or (args.verb == "eldm" and sub in ("train", "train-ae")):
+        return "; run the same command with --resume to continue from its last epoch checkpoint"
+    if args.verb == "bank" and sub == "generate":
+        return "; run the same command again to continue (finished shards are kept)"
+    return ""
 
 
 def _error_line(e: Exception) -> str:
