@@ -109,6 +109,22 @@ def test_export_into_an_export_with_other_labels_is_refused(tiled, tmp_path, cap
     assert "wrote 0 tile images" in capsys.readouterr().out
 
 
+def test_export_into_another_gensis_folder_is_refused(tiled, tmp_path, capsys):
+    """`wsi export --out RUN` (a pretraining run, a MIL run, a features folder ...) wrote every tile PNG into it.
+    Now one line naming what the folder is; nothing written."""
+    from gensis.cli.main import main
+
+    d, out = tiled
+    run = tmp_path / "mil"
+    run.mkdir()
+    (run / "mil.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["wsi", "export", "--tiles", str(out), "--out", str(run), "--quiet"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "is a MIL run" in err[0], err
+    assert sorted(p.name for p in run.iterdir()) == ["mil.json"]
+
+
 @pytest.mark.parametrize("label", ["ER+/PR-", "..", "a\\b"])
 def test_export_refuses_labels_that_are_no_folder_name(tiled, tmp_path, capsys, label):
     """`wsi export --labels` with a label 'ER+/PR-' wrote ER+/PR-/ (nested folders the image-folder reader refuses

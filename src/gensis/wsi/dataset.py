@@ -326,6 +326,12 @@ def export_tiles(ds: TileImageSet, out: str | Path, quiet: bool = False, fmt: st
         s, x, y = ds.location(i)
         name = f"{ds.slides[s].slide_id}_{x}_{y}.{fmt}"
         files.append((f"{ds.classes[ds.labels[i]]}/{name}" if ds.labels is not None else name, ds.slides[s].slide_id))
+    from gensis.folder_kind import describe, folder_kind
+
+    found = folder_kind(out) if out.is_dir() else None
+    if found is not None:  # a pretraining run, a bank, a MIL run ...: the tiles were written into it
+        raise UserError(f"--out {out} is {describe(found)}: `wsi export` would add every tile image to it: use another "
+                        f"--out (nothing was written)")
     _refuse_other_images(out, {f for f, _ in files}, fmt)
     atomic_write_text(out / TILE_SLIDES_CSV, csv_text([["file", "slide"], *map(list, files)]))
     n = 0
