@@ -176,3 +176,16 @@ def test_a_finished_bank_rerun_draws_no_empty_progress_bar(bank_copy, tiny_npz, 
     assert main(argv) == 0
     out, err = capsys.readouterr()
     assert "nothing to generate" in out and "bank generate" not in err, err
+
+
+def test_guidance_zero_is_said_to_ignore_the_images(tmp_path, tiny_npz, base_overrides, capsys):
+    """`gen.guidance=0` (diffusers' way to turn guidance off) samples the unconditional model: a bank whose entries
+    ignore their images, made without a word. A note line says so; --help says what 0 and 1 mean."""
+    def argv(out, guidance):
+        return ["bank", "generate", *FAKE, "--data", str(tiny_npz), "--out", str(tmp_path / out), "--preset",
+                "smoke", *base_overrides, f"gen.guidance={guidance}"]
+
+    assert main(argv("b", 0)) == 0
+    assert "gen.guidance=0 samples the unconditional model" in capsys.readouterr().err
+    assert main(argv("c", 1)) == 0
+    assert "unconditional" not in capsys.readouterr().err

@@ -534,6 +534,9 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     if r.get("threads"):
         torch.set_num_threads(int(r["threads"]))
     dist_info = init_distributed(device.type)
+    if g["guidance"] is not None and float(g["guidance"]) == 0 and dist_info.is_main and not quiet:
+        print("[gensis] note: gen.guidance=0 samples the unconditional model: every entry ignores its image's "
+              "embedding (1 is the conditional model alone; null the E-LDM run's default)", file=sys.stderr)
     ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"], d.get("skip_bad_images", False))
     own = generator is None and generator_spec is None  # gensis' own E-LDM, loaded here
     if generator is None:

@@ -23,7 +23,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance scale w (1: conditional only; default: the run's sample.guidance)")
+                   help="classifier-free guidance scale w (1: the conditional model alone; 0: the unconditional one, the "
+                        "embedding ignored; default: the run's sample.guidance)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the run's sample.steps)")
     p.add_argument("--sampler", choices=["ddim", "dpmpp"], default=None,
                    help="ddim (ours, CFG halves in one batch) or dpmpp (DPM-Solver++ 2M; default steps sample.dpmpp_steps)")
