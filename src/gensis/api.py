@@ -272,7 +272,10 @@ def pretrain(data: Any, out: PathLike, *, preset: str | None = None, config: Pre
     """
     from gensis.ssl.train import train
 
-    cfg = pretrain_config(config, preset=preset, overrides=overrides, method=method, interp=interp, bank=bank)
+    from gensis.errors import same_on_every_rank
+
+    with same_on_every_rank():  # under torchrun a bad config is one line, from rank 0
+        cfg = pretrain_config(config, preset=preset, overrides=overrides, method=method, interp=interp, bank=bank)
     run = train(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume,
                 bank_path=None if bank is None else _str(bank, "bank"), quiet=quiet)
     return Path(run.path)

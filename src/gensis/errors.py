@@ -30,6 +30,17 @@ def prints_error(error: BaseException) -> bool:
     return not getattr(error, "all_ranks", False) or on_main_rank()
 
 
+@contextmanager
+def same_on_every_rank() -> Iterator[None]:
+    """Around a check every rank of a ``torchrun`` job makes on the same inputs (the command line's config, the
+    training set's size): a UserError raised inside is marked ``all_ranks``, so that rank 0 alone prints it."""
+    try:
+        yield
+    except UserError as e:
+        e.all_ranks = True
+        raise
+
+
 def on_main_rank() -> bool:
     """Whether this process is rank 0 of a ``torchrun`` job, or runs alone: the one that prints a command's
     result lines (``RANK`` as torchrun sets it, read without importing torch)."""

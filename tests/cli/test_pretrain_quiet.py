@@ -46,3 +46,21 @@ def test_the_done_lines_are_printed_once_under_torchrun(tmp_path, monkeypatch, c
         for argv in commands:
             assert main([*argv, "--preset", "smoke"]) == 0
             assert len(capsys.readouterr().out.splitlines()) == lines, (rank, argv)
+
+
+def test_a_verdict_every_rank_reaches_is_printed_once_under_torchrun(tmp_path, monkeypatch, capsys):
+    """`torchrun --nproc_per_node 2 -m gensis pretrain ... optim.epochs=0` printed the same error line once per
+    process (likewise a batch larger than the data, or not divisible by the processes): rank 0 prints it."""
+    import numpy as np
+
+    from gensis.cli.main import main
+
+    np.savez(tmp_path / "d.npz", images=np.zeros((10, 8, 8, 3), np.uint8))
+    cases = [["optim.epochs=0"], ["optim.batch_size=64"], ["--method", "simclr", "optim.batch_size=1"]]
+    for rank, lines in (("0", 1), ("1", 0)):
+        monkeypatch.setenv("RANK", rank)
+        for extra in cases:
+            rc = main(["pretrain", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / f"r{rank}"), "--preset",
+                       "smoke", "--quiet", "model.depth=1", *extra])
+            err = capsys.readouterr().err
+            assert rc == 2 and err.count("gensis: error:") == lines, (rank, extra, err)

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from gensis.data.sources import SKIP_HINT, ArrayImageSet, BadImageError, ImageSet, SubsetImageSet
 from gensis.data.workers import WorkerLoader
-from gensis.errors import UserError
+from gensis.errors import UserError, same_on_every_rank
 from gensis.data.transforms import to_tensor
 
 
@@ -37,7 +37,13 @@ def epoch_indices(n: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
 
 def check_training_batch(n_images: int, batch_size: int, world: int, limit: int | None) -> None:
     """A UserError unless a trainer's ``optim.batch_size`` splits evenly over the ``world`` processes and
-    ``n_images`` (the training set, ``data.limit`` applied) holds at least one whole batch (``drop_last``)."""
+    ``n_images`` (the training set, ``data.limit`` applied) holds at least one whole batch (``drop_last``). Every
+    rank of a torchrun job reaches the same verdict: rank 0 alone prints it."""
+    with same_on_every_rank():
+        _check_training_batch(n_images, batch_size, world, limit)
+
+
+def _check_training_batch(n_images: int, batch_size: int, world: int, limit: int | None) -> None:
     if batch_size % world:
         raise UserError(f"optim.batch_size={batch_size} must be divisible by the {world} processes")
     if n_images < batch_size:

@@ -63,10 +63,12 @@ def check_images_per_process(method: Method, batch_size: int, world: int) -> Non
     """A UserError when each of the ``world`` processes would get one image per step and ``method`` needs two (a
     BatchNorm in training raised a ValueError traceback; KoLeo's nearest neighbour made the loss non-finite)."""
     why = method.needs_two_images()
-    if why and batch_size // world < 2:
+    if why and batch_size // world < 2:  # every rank's verdict: rank 0 alone prints it (``all_ranks``)
         where = f" on each of the {world} processes" if world > 1 else ""
-        raise UserError(f"optim.batch_size={batch_size} is {batch_size // world} image per step{where}, and "
+        err = UserError(f"optim.batch_size={batch_size} is {batch_size // world} image per step{where}, and "
                         f"{method.name} needs at least 2 ({why}): set optim.batch_size={2 * world} or more")
+        err.all_ranks = True
+        raise err
 
 
 class PretrainTask(Task):
