@@ -242,6 +242,22 @@ def test_embed_refuses_an_out_of_bags_from_another_tiling(tiled, tmp_path, capsy
     assert main([*embed, str(moved), "--out", str(tmp_path / "F2")]) == 0  # same tiles elsewhere: skipped
 
 
+def test_embed_or_tile_into_another_gensis_folder_is_refused(tiled, tmp_path, capsys):
+    """`wsi embed --out RUN` wrote the bags into a MIL run, a bank or a pretraining run, and `wsi tile --out RUN`
+    its tiles folder. Now one line naming what the folder is; nothing written."""
+    d, slide = tiled
+    run = tmp_path / "mil"
+    run.mkdir()
+    (run / "mil.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(d / "T"), "--out", str(run), "--quiet",
+                 "--device", "cpu", "--workers", "0"]) == 2
+    _one_line(capsys, "is a MIL run")
+    assert main(["wsi", "tile", str(slide), "--out", str(run), "--mag", "10", "--tile-size", "32", "--quiet"]) == 2
+    _one_line(capsys, "is a MIL run")
+    assert sorted(p.name for p in run.iterdir()) == ["mil.json"]
+
+
 def test_two_embeds_into_one_out_the_second_is_refused(tiled, tmp_path, capsys, monkeypatch):
     """`wsi embed` took no folder lock: two runs into one --out could interleave (and one removed the other's
     temporary bag files as stale). The second is refused in one line (exit 2), before the encoder is loaded when

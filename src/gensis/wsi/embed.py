@@ -72,6 +72,9 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
     from gensis.rundir import lock_folder, remove_stale_temps
 
     out = Path(out)
+    from gensis.folder_kind import refuse_other_kind
+
+    refuse_other_kind(out, "features")  # a run, a bank, tiles ...: the bags were written into it
     if out.is_dir():
         lock_folder(out)  # a second embed on this --out is refused now, before the encoder is loaded
     enc = _encoder(encoder_spec, like)

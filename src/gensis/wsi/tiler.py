@@ -248,6 +248,9 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
         raise UserError(f"--workers must be >= 1 (slides tiled in parallel), got {workers}")
     from gensis.rundir import make_folder, remove_stale_temps
 
+    from gensis.folder_kind import refuse_other_kind
+
+    refuse_other_kind(out_root, "tiles")  # a run, a bank, bags ...: the tiles folder was made inside it
     out = Path(out_root) / settings.folder_name
     make_folder(out)
     for folder in (out, out / "patches", out / "thumbnails", out / "visualization"):
