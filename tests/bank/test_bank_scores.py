@@ -192,3 +192,15 @@ def test_quiet_pretrain_with_a_filtered_bank_prints_only_its_final_line(referenc
     assert main([*args, "--out", str(tmp_path / "loud")]) == 0
     err = capsys.readouterr().err
     assert "[gensis] bank fidelity filter: 80/160 generative entries kept, 80/160 interpolations kept" in err, err
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 2.0, -1.5, "0.5", True])
+def test_bank_dataset_refuses_a_min_score_no_cosine_can_pass(reference_bank, bad):
+    """`BankDataset(bank, min_score=nan)` or `=2` kept no entry at all, silently (every sample then fell back to
+    its real views: Gen-X without generated images); `'0.5'` was a ValueError. `gensis pretrain` refused them
+    already (its config rule): the same rule, one line."""
+    from gensis import BankDataset
+
+    with pytest.raises(UserError, match=r"bank_min_score .*must be a number in \[-1, 1\]"):
+        BankDataset(reference_bank, min_score=bad)[0]
+    assert BankDataset(reference_bank, min_score=0.5)[0]["image"] is not None

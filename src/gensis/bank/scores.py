@@ -120,7 +120,12 @@ def entry_weights(scores: np.ndarray, num_generative: int, g: dict) -> np.ndarra
         raise UserError(f"gen.bank_keep_quantile must be in (0, 1], got {q}")
     if g.get("bank_weighting", "none") not in WEIGHTINGS:
         raise UserError(f"gen.bank_weighting must be one of {', '.join(WEIGHTINGS)}, got {g.get('bank_weighting')!r}")
-    keep = keep_mask(scores, num_generative, g.get("bank_min_score"), q)
+    m = g.get("bank_min_score")
+    if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float, np.number)) or not -1 <= m <= 1):
+        # as the config's rule; BankDataset(min_score=nan or 2) kept no entry without a word, '0.5' was a ValueError
+        raise UserError(f"gen.bank_min_score (BankDataset's min_score) must be a number in [-1, 1] (a cosine) or "
+                        f"None, got {m!r}")
+    keep = keep_mask(scores, num_generative, m, q)
     w = keep.astype(np.float64)
     if g.get("bank_weighting", "none") == "score":
         w *= np.maximum(np.asarray(scores, np.float64), 1e-6)
