@@ -25,16 +25,23 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("run", help="run directory (pretrain run for timm/safetensors, E-LDM run for diffusers; "
                                "timm/safetensors on an E-LDM run export its conditioning encoder)")
     p.add_argument("--to", required=True, choices=["timm", "safetensors", "diffusers"], help="format")
-    p.add_argument("out", help="folder (or .safetensors file) to write; must not exist yet")
+    p.add_argument("out", nargs="?", help="folder (or .safetensors file) to write; must not exist yet")
+    p.add_argument("--out", dest="out_option", metavar="OUT", help="OUT given as an option, as other commands take it")
     p.add_argument("--which", default="teacher", choices=["teacher", "student"],
                    help="which backbone of a pretraining run (DINO evaluates the teacher; default: %(default)s)")
     add_common(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, late_positional="out")
 
 
 def run(args: argparse.Namespace) -> int:
+    from gensis.errors import UserError
     from gensis.export import export
 
-    out = export(args.run, args.to, args.out, args.which)
+    if args.out is not None and args.out_option is not None and args.out != args.out_option:
+        raise UserError(f"two outputs given: OUT {args.out} and --out {args.out_option}; give one")
+    target = args.out if args.out is not None else args.out_option
+    if target is None:
+        raise UserError("no output given: gensis export RUN --to FORMAT OUT (or --out OUT)")
+    out = export(args.run, args.to, target, args.which)
     print(f"exported {args.run} as {args.to}: {out}")
     return 0

@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         # `gensis pretrain a=1 --out R b=2` would reject b=2; dotted overrides may go anywhere
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = list(args.overrides or []) + extra
+        elif (late := getattr(args, "late_positional", None)) and len(extra) == 1 and not extra[0].startswith("-") \
+                and getattr(args, late) is None:  # `export RUN --to timm OUT`: an optional positional after options
+            setattr(args, late, extra[0])
         else:  # said by the command's own parser: its usage, and the option meant when one is close
             _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}"
                                                 f"{_did_you_mean(_command_parser(parser, args), extra)}")
