@@ -72,6 +72,22 @@ def test_one_table_three_renderings():
     assert "61.0" in t.text().splitlines()[3]
 
 
+def test_demo_table_columns_are_as_wide_as_their_header():
+    """The demo's five columns: each as wide as its own header (one width for all, the longest header's, made
+    the terminal table 129 characters wide, wrapping on a 100-column terminal; README shows it compact)."""
+    names = [("dino", "DINO"), ("pixel", "DINO w/ pixel disent."), ("gendino", "Gen-DINO"), ("pixels", "raw pixels"),
+             ("random", "random-init ViT")]
+    rows = {n: {"label": l, "knn": {"results": [{"k": 10, "top1": 50.0 + i}, {"k": 20, "top1": 60.0 + i}]},
+                "linear": {"top1": 40.0 + i}} for i, (n, l) in enumerate(names)}
+    lines = results_table(rows).text().splitlines()
+    assert max(map(len, lines)) <= 90
+    header, row = lines[1], lines[3]
+    for _, label in names:  # each cell ends where its header ends
+        end = header.index(label) + len(label)
+        assert row[end - 4:end].strip() and (end == len(row) or row[end] == " ")
+    assert row.split() == ["20-NN", "60.0", "61.0", "62.0", "63.0", "64.0"]
+
+
 def test_variants_of_a_method():
     assert [v.label for v in variants("dino")] == ["DINO", "DINO w/ pixel disent.", "Gen-DINO"]
     assert [v.name for v in variants("dino")] == ["dino", "pixel", "gendino"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
+GAP = 3  # spaces before each column
+
 
 @dataclass
 class Table:
@@ -20,13 +22,15 @@ class Table:
         self.rows.append((label, list(cells)))
 
     def text(self) -> str:
-        """Fixed-width terminal table, cells right-aligned."""
+        """Fixed-width terminal table, cells right-aligned under their header; each column as wide as its
+        header or widest cell (one width for all made the demo's five columns 129 characters wide)."""
         first = max([14, len(self.corner) + 1] + [len(l) + 1 for l, _ in self.rows])
-        width = max([12] + [len(c) for c in self.columns] + [len(x) for _, cells in self.rows for x in cells])
+        widths = [max([len(c)] + [len(cells[i]) for _, cells in self.rows if i < len(cells)])
+                  for i, c in enumerate(self.columns)]
         lines = [self.title] if self.title else []
-        lines.append(f"{self.corner:<{first}}" + "".join(f"{c:>{width + 2}}" for c in self.columns))
+        lines.append(f"{self.corner:<{first}}" + "".join(f"{c:>{w + GAP}}" for c, w in zip(self.columns, widths)))
         for label, cells in self.rows:
-            lines.append(f"{label:<{first}}" + "".join(f"{x:>{width + 2}}" for x in cells))
+            lines.append(f"{label:<{first}}" + "".join(f"{x:>{w + GAP}}" for x, w in zip(cells, widths)))
         return "\n".join(lines)
 
     def markdown(self) -> str:
