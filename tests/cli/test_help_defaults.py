@@ -56,3 +56,26 @@ def test_every_slide_and_mil_option_says_what_it_does():
     assert not bare, bare
     text = " ".join(a.help or "" for name, _, a in _actions(build_parser(), "gensis") if name.startswith("gensis mil"))
     assert "was refused" not in text
+
+
+def test_readme_wsi_tile_usage_alternatives_are_exclusive(capsys):
+    """README's `gensis wsi tile` usage wrote `[--slide-mpp MPP | --mpp-csv FILE]`, as if one excluded the other;
+    both are taken together (the CSV per slide, --slide-mpp for the slides it lacks). Every `[A | B]` there is a
+    pair the parser refuses together."""
+    import re
+    from pathlib import Path
+
+    import pytest
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    usage = text[text.index("gensis wsi tile SLIDES..."):].split("\ngensis pretrain")[0]
+    pairs = re.findall(r"\[(--[\w-]+) ([^\]|]*?)\s*\|\s*(--[\w-]+) ([^\]]*?)\]", usage)
+    assert pairs
+    def value(v: str) -> str:
+        return "0.5" if v.strip().isupper() else v.strip()  # a placeholder (MPP): a valid number
+
+    for a, va, b, vb in pairs:
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["wsi", "tile", "s.svs", "--out", "T", a, value(va), b, value(vb)])
+        assert "not allowed with" in capsys.readouterr().err, (a, b)
