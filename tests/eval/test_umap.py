@@ -165,3 +165,29 @@ def test_two_images_are_one_line(tmp_path, capsys, method):
                  "--cache", "none", "--out", str(tmp_path / "m.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "a map needs at least 3 images; classes a, b of d have 2" in err[0], err
+
+
+def test_umap_compile_note_is_said_once_per_process(monkeypatch, capsys):
+    """The report fits one map per encoder (DINO, Gen-DINO): 'its numba code compiles first ... up to a minute'
+    was printed before each fit, though only the first compiles."""
+    import sys
+    import types
+
+    import gensis.eval.umap as mod
+
+    class FakeUMAP:
+        def __init__(self, **kw):
+            pass
+
+        def fit(self, x):
+            self.embedding_ = x[:, :2]
+            return self
+
+    monkeypatch.setitem(sys.modules, "umap", types.SimpleNamespace(UMAP=FakeUMAP))
+    monkeypatch.setattr(mod, "_umap_compiled", False)
+    real = np.random.default_rng(0).random((20, 4))
+    mod._project(real, None, "umap", 0)
+    mod._project(real, None, "umap", 0)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "compiles first" in lines[0] and "compiles" not in lines[1]
+    assert lines[1] == "[gensis] fitting UMAP on 20 images"

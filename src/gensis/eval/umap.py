@@ -101,6 +101,9 @@ def _bank_interpolations(bank: str | Path, ds, chosen: list[int], limit: int, se
     return torch.cat(images), np.asarray(alphas), np.concatenate(pairs)
 
 
+_umap_compiled = False  # has this process fitted a UMAP yet (numba compiles on the first fit only)
+
+
 def _project(real: np.ndarray, interp: np.ndarray | None, method: str, seed: int):
     n = len(real)
     if method == "umap":
@@ -114,8 +117,10 @@ def _project(real: np.ndarray, interp: np.ndarray | None, method: str, seed: int
 
         # no progress to show: umap-learn's numba code compiles in each new process (15 s of CPU here, a minute of
         # wall time on busy cores) before a fit of any size; say so rather than sit silent
-        print(f"[gensis] fitting UMAP on {n} images (its numba code compiles first in each run: up to a minute)",
-              file=sys.stderr, flush=True)
+        global _umap_compiled
+        print(f"[gensis] fitting UMAP on {n} images" + ("" if _umap_compiled else
+              " (its numba code compiles first in each run: up to a minute)"), file=sys.stderr, flush=True)
+        _umap_compiled = True  # a second fit in this process (the report's Gen-DINO panel) compiles nothing
         import umap
 
         with warnings.catch_warnings():
