@@ -474,3 +474,20 @@ def test_quiet_true_shows_no_progress_bar_of_the_passes_a_stage_runs(pixel_eldm_
     assert "GENSIS_NO_PROGRESS" not in os.environ
     gensis.evaluate_eldm(pixel_eldm_run, data[1], n=4, steps=2, quiet=False)
     assert "embed eval-train" in capsys.readouterr().err
+
+
+def test_sampler_settings_of_the_wrong_type_are_one_line(pixel_eldm_run, images_npz):
+    """From Python, steps=2.5 sampled 2 steps without a word (the result said steps 2), guidance='high' was a
+    ValueError traceback and guidance=[2] a TypeError; each is one UserError now, and 3.0 is 3."""
+    from gensis.eldm.model import load_generator
+
+    for kw, match in [({"steps": 2.5}, "steps must be an integer, got 2.5"),
+                      ({"guidance": "high"}, "guidance must be a number"), ({"guidance": [2]}, "guidance must be a number")]:
+        with pytest.raises(UserError, match=match):
+            load_generator(pixel_eldm_run, **kw)
+        with pytest.raises(UserError, match=match):
+            gensis.evaluate_eldm(pixel_eldm_run, str(images_npz), n=4, **kw)
+    gen = load_generator(pixel_eldm_run, steps=3.0)
+    assert gen.defaults.steps == 3
+    with pytest.raises(UserError, match="steps must be an integer"):
+        gen.generate(gen.encode(_u8(1)), seeds=[0], steps=1.5)

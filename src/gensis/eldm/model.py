@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import torch
 
 from gensis.device import autocast, pick_device, use_bf16
@@ -42,6 +43,17 @@ def resolve_clip(clip: Any, space: str) -> float | None:
     if clip in (None, False, "off", "none"):
         return None
     return float(clip)
+
+
+def sampler_number(value: Any, what: str, integer: bool = False) -> float:
+    """``guidance`` / ``steps`` as passed from Python: a number (an integer for steps), else a UserError. A string
+    was a ValueError traceback (a list a TypeError), and steps=2.5 ran 2 steps without a word."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.number))
+    if ok and integer:
+        ok = float(value).is_integer()
+    if not ok:
+        raise UserError(f"{what} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    return int(value) if integer else float(value)
 
 
 class ELDMGenerator:
@@ -104,7 +116,8 @@ class ELDMGenerator:
         name = sampler or d.name
         if steps is None:
             steps = self.steps_by_sampler.get(name, d.steps)
-        return SamplerSettings(name, int(steps), float(d.guidance if guidance is None else guidance),
+        return SamplerSettings(name, int(sampler_number(steps, "sampler steps", integer=True)),
+                               sampler_number(d.guidance if guidance is None else guidance, "guidance"),
                                float(d.eta if eta is None else eta), d.spacing, d.clip).check()
 
     @torch.no_grad()
@@ -219,7 +232,8 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
     name = sampler or smp["sampler"]
     if steps is None:
         steps = smp["steps"] if name == "ddim" else smp["dpmpp_steps"]
-    defaults = SamplerSettings(name, int(steps), float(smp["guidance"] if guidance is None else guidance),
+    defaults = SamplerSettings(name, int(sampler_number(steps, "sampler steps", integer=True)),
+                               sampler_number(smp["guidance"] if guidance is None else guidance, "guidance"),
                                float(smp["eta"]), smp["spacing"], resolve_clip(smp["clip"], info["space"]))
     ls = int(info["latent_size"])
     return ELDMGenerator(den, ae, NoiseSchedule.from_cfg(info["diffusion"]), encoder, int(info["image_size"]),
