@@ -359,3 +359,16 @@ def test_predict_without_the_thumbnails_says_what_to_do(tmp_path, capsys):
     line = _one_error_line(capsys)
     assert "is missing" in line and "--no-heatmaps" in line, line
     assert main([*predict, str(tmp_path / "p"), "--no-heatmaps"]) == 0
+
+
+def test_one_class_left_after_matching_bags_says_why(tmp_path, capsys):
+    """A CSV with classes a and b whose b slides have no bag was refused as "every slide has the label 'a'",
+    though the CSV holds b: now it says that no slide of 'b' has a bag."""
+    from gensis.mil.train import load_cohort
+
+    feats = _bags(tmp_path / "feats", n=3)
+    rows = "s0,a\ns1,a\ns2,a\nx1,b\nx2,b\n"
+    with pytest.raises(UserError, match=r"every slide with a bag in .* has the label 'a' \(no slide of 'b' has one\)"):
+        load_cohort(feats, _csv(tmp_path / "l.csv", "slide,label\n" + rows))
+    with pytest.raises(UserError, match=r"l1\.csv: every slide has the label 'a';"):
+        load_cohort(feats, _csv(tmp_path / "l1.csv", "slide,label\ns0,a\ns1,a\ns2,a\n"))

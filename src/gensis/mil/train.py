@@ -71,7 +71,7 @@ def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
 
     bags = list_bags(feats)
     path = Path(labels_csv).expanduser()
-    rows = read_label_rows(path)  # stripped; one row per slide, each with a label
+    rows = all_rows = read_label_rows(path)  # stripped; one row per slide, each with a label
     matched, missing = match_label_rows(rows, bags, path)
     if missing:
         print(f"gensis: warning: {len(missing)} labelled slides have no bag in {feats} and are left out "
@@ -86,7 +86,11 @@ def load_cohort(feats: str | Path, labels_csv: str | Path) -> Cohort:
     rows = [matched[s] for s in slides]
     classes = class_names(r["label"] for r in rows)
     if len(classes) < 2:
-        raise UserError(f"{path}: every slide has the label '{classes[0]}'; MIL needs at least 2 classes")
+        others = sorted({r["label"] for r in all_rows} - set(classes))  # in the CSV, on slides without bags
+        where = (f"every slide with a bag in {feats} has the label '{classes[0]}' (no slide of "
+                 f"{', '.join(repr(o) for o in others)} has one)" if others
+                 else f"every slide has the label '{classes[0]}'")
+        raise UserError(f"{path}: {where}; MIL needs at least 2 classes")
     warn_alike_labels(classes, path)
     loaded = [read_bag(bags[s]) for s in slides]
     encoders: dict[str, int] = {}  # encoder identity -> first slide embedded with it
