@@ -189,3 +189,16 @@ def test_guidance_zero_is_said_to_ignore_the_images(tmp_path, tiny_npz, base_ove
     assert "gen.guidance=0 samples the unconditional model" in capsys.readouterr().err
     assert main(argv("c", 1)) == 0
     assert "unconditional" not in capsys.readouterr().err
+
+
+def test_a_shard_too_large_to_hold_in_memory_is_said(tmp_path, tiny_npz, base_overrides, monkeypatch, capsys):
+    """A huge gen.num_generative made shards of hundreds of thousands of entries, all held in memory until the
+    shard is written (and all redone after a kill) without a word; a note now names storage.shard_size."""
+    import gensis.bank.generate as gen_mod
+
+    argv = ["bank", "generate", *FAKE, "--data", str(tiny_npz), "--preset", "smoke", *base_overrides]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "lower storage.shard_size" not in capsys.readouterr().err
+    monkeypatch.setattr(gen_mod, "SHARD_MEMORY_NOTE", 1000)  # as if the shards were gigabytes
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "kept in memory until it is written" in capsys.readouterr().err

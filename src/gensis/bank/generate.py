@@ -60,6 +60,9 @@ from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, is_
 # 12.7 at 128, 12.7 at 256, the same images bit for bit (``benchmarks/bench_bank_micro_batch.py``). Banks
 # begun before it (at 32) are finished at 32 (``_as_begun``).
 BANK_MICRO_BATCH = 128
+# a shard's entries are held (encoded) in memory until the shard is written: above this many bytes of pixels
+# (e.g. gen.num_generative in the hundreds) a note says so
+SHARD_MEMORY_NOTE = 4 * 2**30
 OLDER_MICRO_BATCH = 32
 
 
@@ -550,6 +553,11 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     if layout.alphas and len(ds) < 2:
         raise UserError("interpolated augmentations need a dataset of at least 2 images")
     out_size = int(g["image_size"] or generator.image_size)
+    held = layout.shard_size * layout.entries_per_image * out_size * out_size * 3  # one shard's images, uint8
+    if held > SHARD_MEMORY_NOTE and dist_info.is_main and not quiet:
+        print(f"[gensis] note: a shard holds {layout.shard_size} images x {layout.entries_per_image} entries, "
+              f"{held / 2**30:.1f} GiB of pixels, kept in memory until it is written (and redone whole after a "
+              f"kill): lower storage.shard_size for this many entries per image", file=sys.stderr)
     settings = settings_from_cfg(cfg, secondary_mode)
     sources = {"data": data, "split": DataSpec.parse(data).split or "train",
                "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
