@@ -131,6 +131,20 @@ def barrier() -> None:
         delay = min(2 * delay, _BARRIER_POLL_MAX)
 
 
+def as_peer_failure(error: BaseException) -> PeerFailed | None:
+    """A collective's error (gloo: "Connection closed by peer") raised here because another rank failed or was
+    interrupted and left the process group: that rank's message (``report_failure``) as ``PeerFailed``, one line
+    instead of this rank's traceback; None for any other error, or when no rank left a message."""
+    if not isinstance(error, RuntimeError) or isinstance(error, UserError) or not _initialized():
+        return None
+    try:
+        msg = _peer_failure(_store())
+        rank = dist.get_rank()
+    except Exception:
+        return None
+    return PeerFailed(f"stopping process {rank}: {msg}") if msg is not None else None
+
+
 def report_failure(error: BaseException | str) -> None:
     """Tell the other ranks that this one failed (a no-op outside a process group, for ``PeerFailed``, and
     for an error every rank raises together, ``UserError.all_ranks``)."""

@@ -138,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             # import leaves half-registered (a second import raised a RuntimeError traceback over the Ctrl-C)
             dist = sys.modules.get("gensis.distributed")
             if dist is not None:
+                peer = dist.as_peer_failure(e)  # before report_failure, which would leave this rank's own message
                 dist.report_failure(e)
                 dist.abort()
+                if peer is not None:
+                    raise peer from None
             raise
         sys.stdout.flush()  # here, not at exit: a reader that went away is then caught below
         return int(result or 0)
