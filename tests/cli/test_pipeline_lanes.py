@@ -101,3 +101,22 @@ def test_no_side_lane_when_asked_or_with_one_thread(monkeypatch):
         assert side_threads() == 0
     finally:
         torch.set_num_threads(n)
+
+
+def test_a_warning_repeated_by_later_side_stages_is_relayed_once(tmp_path, monkeypatch, capsys):
+    """Each side stage is a process that opens the data again: a folder's warning (e.g. a stale tiles.csv) was
+    printed by every one of them (5 times in one demo); other lines still come through every time."""
+    from types import SimpleNamespace
+
+    from gensis.pipeline.lanes import SideLane
+
+    (tmp_path / "warnmod.py").write_text("import sys\nprint('gensis: warning: FOLDER/tiles.csv names no slide', "
+                                         "file=sys.stderr)\nprint('stage', sys.argv[1], 'done')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    lane = SideLane(1, lambda stage, execute: execute([stage.name]), lambda name: None)
+    for name in ("a", "b"):
+        lane.submit(SimpleNamespace(name=name, extra={"module": "warnmod"}))
+    lane.join()
+    err = capsys.readouterr().err
+    assert err.count("gensis: warning: FOLDER/tiles.csv names no slide") == 1
+    assert "stage a done" in err and "stage b done" in err

@@ -65,6 +65,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+WARNING = "gensis: warning: "  # how every gensis warning line begins
+
+
 class SideLane:
     """Runs stages, one at a time, as ``gensis`` child processes on a worker thread (see the module docstring).
 
@@ -84,6 +87,7 @@ class SideLane:
         self.error: BaseException | None = None
         self.stopped = threading.Event()
         self.cpu_seconds: dict[str, float] = {}
+        self._warned: set[str] = set()  # warning lines already relayed from a child (said once per demo pass)
         self._thread = threading.Thread(target=self._work, name="gensis-side-lane", daemon=True)
         self._thread.start()
 
@@ -164,6 +168,10 @@ class SideLane:
         self._child = child
         assert child.stdout is not None
         for line in child.stdout:  # the child's output, line by line, on this process's stderr
+            if line.startswith(WARNING):  # each stage's process opens the data again and would repeat its warnings
+                if line in self._warned:
+                    continue
+                self._warned.add(line)
             print(line, end="", file=sys.stderr, flush=True)
         child.stdout.close()
         _, status, usage = os.wait4(child.pid, 0)
