@@ -491,3 +491,19 @@ def test_sampler_settings_of_the_wrong_type_are_one_line(pixel_eldm_run, images_
     assert gen.defaults.steps == 3
     with pytest.raises(UserError, match="steps must be an integer"):
         gen.generate(gen.encode(_u8(1)), seeds=[0], steps=1.5)
+
+
+def test_eldm_eval_of_one_held_out_image_has_no_frechet_distance(pixel_eldm_run, images_npz, tmp_path, capsys):
+    """`eldm eval --n 1` (or data whose val split holds one image) was scipy's 'Internal error in
+    scipy.linalg.sqrtm: -102' traceback: no covariance from one sample. Now the distance is '-' (null in the
+    JSON) with why, and the other numbers are reported."""
+    from gensis.cli.main import main
+
+    out = tmp_path / "e.json"
+    assert main(["eldm", "eval", "--eldm", str(pixel_eldm_run), "--data", str(images_npz), "--n", "1", "--steps", "2",
+                 "--quiet", "--json", str(out)]) == 0
+    assert "Frechet distance  -   (needs at least 2 held-out images, got 1)" in capsys.readouterr().out
+    import json
+
+    r = json.loads(out.read_text())
+    assert r["n"] == 1 and r["frechet_distance"] is None and r["retrieval_top1"] == 1.0

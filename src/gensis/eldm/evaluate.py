@@ -23,10 +23,13 @@ from gensis.errors import UserError
 KNN_T = 0.07
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b`` (N, D)."""
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b`` (N, D); None when either has
+    fewer than 2 rows (no covariance: one held-out image was scipy's 'Internal error in sqrtm' traceback)."""
     from scipy import linalg
 
+    if len(a) < 2 or len(b) < 2:
+        return None
     a, b = a.astype(np.float64), b.astype(np.float64)
     mu1, mu2 = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
@@ -160,10 +163,13 @@ def format_report(r: dict) -> str:
     if "label_agreement" in r:
         lines.append(f"  label agreement   {r['label_agreement']:.3f}   (k-NN on the real images: "
                      f"{r['label_knn_real']:.3f}; chance {r['label_chance']:.3f})")
-    fd = f"  Frechet distance  {r['frechet_distance']:.3f}"
-    if "frechet_distance_real_vs_real" in r:
-        fd += f"   (real vs real: {r['frechet_distance_real_vs_real']:.3f})"
-    lines.append(fd + "   [encoder feature space]")
+    if r["frechet_distance"] is None:
+        lines.append(f"  Frechet distance  -   (needs at least 2 held-out images, got {r['n']})")
+    else:
+        fd = f"  Frechet distance  {r['frechet_distance']:.3f}"
+        if r.get("frechet_distance_real_vs_real") is not None:
+            fd += f"   (real vs real: {r['frechet_distance_real_vs_real']:.3f})"
+        lines.append(fd + "   [encoder feature space]")
     lines.append(f"  denoising loss    {r['denoising_loss_cond']:.4f} with the condition, "
                  f"{r['denoising_loss_uncond']:.4f} with the null condition (gain {r['cond_gain']:.4f})")
     lines.append(f"  sampling          {r['images_per_s']:.2f} images/s")
