@@ -432,3 +432,48 @@ def test_a_slide_whose_retiling_failed_keeps_no_stale_tiles_of_other_settings(tm
     (slides / "b.svs").write_bytes(good)
     assert main([*tile, "--min-tissue", "0.9"]) == 0
     assert open_data(f"tiles:{tmp_path / 'T'}@all").slide_ids == ["a", "b"]
+
+
+def test_embed_with_a_timm_vit_from_a_local_safetensors_file(tiled, tmp_path, capsys):
+    """`wsi embed --encoder timm:NAME=WEIGHTS` (what `gensis eval` takes, e.g. a published pathology ViT saved as
+    safetensors) was refused ("not a pretraining run directory"). Now the tiles are embedded with that ViT and those
+    weights (nothing downloaded); the bag names the encoder, a rerun skips it, another encoder's --out is refused."""
+    import numpy as np
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from gensis.mil.bags import read_bag
+    from gensis.models.encoder import normalize, resize_center_crop
+    from gensis.wsi.dataset import TileImageSet
+
+    d, _ = tiled
+    torch.manual_seed(1)
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="token",
+                          depth=1, dynamic_img_size=True).eval()
+    w = tmp_path / "vit.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
+    spec = f"timm:vit_tiny_patch16_224={w}"
+    embed = ["wsi", "embed", "--tiles", str(d / "T"), "--quiet", "--device", "cpu", "--workers", "0"]
+    feats = tmp_path / "F"
+    # depth=1 is not timm's vit_tiny: the weights do not fit, one line
+    capsys.readouterr()
+    assert main([*embed, "--encoder", spec, "--out", str(feats)]) == 2
+    _one_line(capsys, "does not fit")
+    m = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="token",
+                          dynamic_img_size=True).eval()
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(w))
+    assert main([*embed, "--encoder", spec, "--out", str(feats)]) == 0
+    bag = read_bag(feats / "s.h5")
+    ds = TileImageSet(d / "T")
+    assert bag.features.shape == (len(ds), 192)
+    assert bag.attrs["encoder"] == spec and bag.attrs["encoder_identity"].startswith("vit_tiny_patch16_224-")
+    tile = torch.from_numpy(ds.get(0)).permute(2, 0, 1)[None]  # (1, 3, P, P) uint8, the bag's first row
+    with torch.no_grad():
+        want = m(normalize(resize_center_crop(tile, 224).float().div(255))).numpy()[0]  # resized to timm's 224 px
+    np.testing.assert_allclose(bag.features[0], want, rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert main([*embed, "--encoder", spec, "--out", str(feats)]) == 0
+    assert "0 slide(s), 1 already done" in capsys.readouterr().out
+    assert main([*embed, "--encoder", "pixels", "--out", str(feats)]) == 2
+    _one_line(capsys, "another encoder, timm:vit_tiny_patch16_224=")

@@ -57,7 +57,10 @@ def add_parser(sub) -> None:
                         description="Embed every tile of every tiled slide with a frozen encoder (teacher backbone "
                                     "of a pretraining run); writes FEATS/<slide>.h5 with features and coords "
                                     "(format: gensis/mil/bags.py).")
-    e.add_argument("--encoder", required=True, help="pretraining RUN directory (or 'random' / 'pixels')")
+    from gensis.eval.options import ENCODER_HELP
+
+    e.add_argument("--encoder", required=True, metavar="RUN|pixels|random|timm:NAME=W",
+                   help=ENCODER_HELP + ", as `gensis eval` takes; a timm ViT sees tiles resized to 224 px")
     e.add_argument("--like", default=None, metavar="RUN",
                    help="with --encoder random: the architecture and train.seed of pretraining RUN (the weights "
                         "RUN started from; default: the demo preset's architecture, seed 0)")
@@ -145,9 +148,10 @@ def run_tile(args) -> int:
 
 
 def run_embed(args) -> int:
-    from gensis.wsi.embed import check_encoder, embed_tiles
+    from gensis.models.encoder import check_encoder_run
+    from gensis.wsi.embed import embed_tiles
 
-    check_encoder(args.encoder)
+    check_encoder_run(args.encoder)  # as `gensis eval`: a wrong --encoder is named before any tile is read
     status = embed_tiles(args.encoder, args.tiles, args.out, args.batch_size, args.workers, args.device, args.quiet,
                          like=args.like)
     done = sum(v == "done" for v in status.values())

@@ -102,9 +102,10 @@ def _embed(encoder: Path | str, tiles: Path, feats: Path, quiet: bool,
            like: Path | None = None) -> Callable[[bool], None]:
     """``gensis wsi embed --workers 0`` (``--like RUN`` with ``encoder='random'``)."""
     def call(resume: bool) -> None:
-        from gensis.wsi.embed import check_encoder, embed_tiles
+        from gensis.models.encoder import check_encoder_run
+        from gensis.wsi.embed import embed_tiles
 
-        check_encoder(str(encoder))
+        check_encoder_run(str(encoder))
         status = embed_tiles(str(encoder), str(tiles), str(feats), EMBED_SETTINGS["batch_size"], 0,
                              EMBED_SETTINGS["device"], quiet, like=like)
         mark_done(feats, "features")

@@ -38,7 +38,8 @@ class _Tiles(Dataset):
 
 def embed_tiles(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: int = 256, num_workers: int = 2,
                 device: str = "auto", quiet: bool = False, like: str | Path | None = None) -> dict[str, str]:
-    """Embed every tiled slide of ``tiles`` with ``encoder_spec`` into ``out/<slide>.h5``.
+    """Embed every tiled slide of ``tiles`` with ``encoder_spec`` (any spec of ``load_encoder``, as ``gensis eval``:
+    a pretraining run, ``pixels``, ``random``, ``timm:NAME=WEIGHTS``) into ``out/<slide>.h5``.
     ``like`` (with ``encoder_spec='random'``): a pretraining run whose architecture and ``train.seed`` the random
     encoder takes, i.e. the initialisation that run started from (the random-init baseline of the slide demo).
     Returns {slide id: done | skipped}.
@@ -196,7 +197,3 @@ def _encoder(spec: str, like: str | Path | None) -> "Encoder":
     check_encoder_run(str(like))
     return load_encoder("random", like=str(like), seed=int(RunDir(like).config()["train"]["seed"]))
 
-
-def check_encoder(spec: str) -> None:
-    if spec not in ("pixels", "random") and not Path(spec).is_dir():
-        raise UserError(f"encoder '{spec}' is not a pretraining run directory (or 'pixels' / 'random')")
