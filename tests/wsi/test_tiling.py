@@ -391,3 +391,19 @@ def test_an_empty_slide_file_says_so(tmp_path):
     (tmp_path / "z.svs").write_bytes(b"")
     with pytest.raises(SlideError, match=r"z\.svs is an empty file \(0 bytes"):
         open_slide(tmp_path / "z.svs")
+
+
+def test_tiling_one_slide_without_pyramid_shows_a_progress_bar_unless_quiet(tmp_path, capsys, monkeypatch):
+    """`wsi tile` of one slide showed no progress at all (the slides bar is off for one slide) while its thumbnail
+    was read strip by strip, minutes on a large pyramid-less slide. Now a bar over the strips; none with --quiet."""
+    from gensis.cli.main import main
+
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    slide = make_plain_tiff(tmp_path / "p.tif", slide_image(512, 384, [(64, 64, 320, 256)]), mpp=0.5)
+    tile = ["wsi", "tile", str(slide), "--mag", "20", "--tile-size", "32", "--thumb-size", "16"]  # 512 > 8·16: strips
+    capsys.readouterr()
+    assert main([*tile, "--out", str(tmp_path / "T")]) == 0
+    err = capsys.readouterr().err
+    assert "thumbnail of p" in err and "strip" in err, err
+    assert main([*tile, "--out", str(tmp_path / "T2"), "--quiet"]) == 0
+    assert "thumbnail of" not in capsys.readouterr().err

@@ -116,27 +116,30 @@ class Slide:
         img = self._h.read_region((int(x), int(y)), int(level), (int(width), int(height)))
         return _rgb(np.asarray(img))
 
-    def thumbnail(self, max_size: int) -> np.ndarray:
+    def thumbnail(self, max_size: int, bar: str | None = None) -> np.ndarray:
         """The whole slide, downsampled to fit ``max_size``×``max_size`` (aspect kept), H×W×3 uint8.
 
         When even the smallest level is much larger than the thumbnail (a plain TIFF without pyramid), the
-        libraries would decode that whole level at once; it is then read in strips, each box-downsampled."""
+        libraries would decode that whole level at once; it is then read in strips, each box-downsampled, with a
+        progress bar named ``bar`` over the strips when ``bar`` is given (minutes on a large slide)."""
         lvl = self.level_count - 1
         w, h = self.level_dimensions[lvl]
         if max(w, h) <= THUMB_DIRECT_FACTOR * max_size:
             return _rgb(np.asarray(self._h.get_thumbnail((int(max_size), int(max_size)))))
-        return self._strip_thumbnail(lvl, -(-max(w, h) // int(max_size)))
+        return self._strip_thumbnail(lvl, -(-max(w, h) // int(max_size)), bar)
 
-    def _strip_thumbnail(self, level: int, f: int) -> np.ndarray:
+    def _strip_thumbnail(self, level: int, f: int, bar: str | None = None) -> np.ndarray:
         """Level ``level`` box-downsampled by the integer factor ``f``, read ``STRIP_ROWS·f`` rows at a time."""
         from PIL import Image
+
+        from gensis.progress import progress
 
         w, h = self.level_dimensions[level]
         ds = self.level_downsamples[level]
         tw, th = max(1, w // f), max(1, h // f)
         out = np.empty((th, tw, 3), np.uint8)
         rows = STRIP_ROWS * f
-        for r0 in range(0, th * f, rows):
+        for r0 in progress(range(0, th * f, rows), desc=bar or "", unit="strip", disable=bar is None):
             n = min(rows, th * f - r0)                                     # level rows in this strip
             strip = self.read_region(0, int(round(r0 * ds)), level, tw * f, n)   # (n, tw·f, 3)
             out[r0 // f:(r0 + n) // f] = np.asarray(Image.fromarray(strip).reduce(f))

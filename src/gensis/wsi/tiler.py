@@ -104,8 +104,11 @@ class SlideResult:
     info: dict = field(default_factory=dict)
 
 
-def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | None = None) -> SlideResult:
-    """Tile one slide into ``out`` (the settings folder). Errors become a failed result naming the slide."""
+def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | None = None,
+               quiet: bool = True) -> SlideResult:
+    """Tile one slide into ``out`` (the settings folder). Errors become a failed result naming the slide.
+    ``quiet=False``: a progress bar while a thumbnail is read in strips (a slide without a small level), the
+    part that takes minutes on a large slide (the tissue mask and the tile grid come from the thumbnail)."""
     t0 = time.time()
     sid = slide_id(path)
     try:
@@ -123,7 +126,7 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
                                    seconds=time.time() - t0)
             geom = plan_geometry(slide_mpp, settings.target_mpp, slide.level_downsamples, slide.dimensions,
                                  settings.patch_size, settings.overlap, name=str(path))
-            thumb = slide.thumbnail(settings.thumb_size)
+            thumb = slide.thumbnail(settings.thumb_size, bar=None if quiet else f"thumbnail of {sid}")
             w0, h0 = slide.dimensions
             scale = (w0 / thumb.shape[1], h0 / thumb.shape[0])  # level-0 pixels per thumbnail pixel
             grid = geom.grid()
@@ -293,7 +296,7 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
 
     if workers <= 1 or len(slides) == 1:
         for i, p in enumerate(slides):
-            record(i, tile_slide(Path(p), out, settings, mpp))
+            record(i, tile_slide(Path(p), out, settings, mpp, quiet=quiet or len(slides) > 1))  # one: its own bar
     else:
         import multiprocessing as mp
 
