@@ -507,3 +507,19 @@ def test_eldm_eval_of_one_held_out_image_has_no_frechet_distance(pixel_eldm_run,
 
     r = json.loads(out.read_text())
     assert r["n"] == 1 and r["frechet_distance"] is None and r["retrieval_top1"] == 1.0
+
+
+def test_eldm_sample_and_eval_on_data_without_held_out_images_are_one_line(pixel_eldm_run, tmp_path, capsys):
+    """Data whose val split holds no image (2 images, one per class) made `eldm sample` a torch 'stack expects a
+    non-empty TensorList' traceback and `eldm eval` a 'torch.cat(): expected a non-empty list' one; now one line
+    saying why and naming DATA@all; no --out folder is left."""
+    from gensis.cli.main import main
+    from tiny_runs import make_images
+
+    data = str(make_images(tmp_path / "two.npz", n=2))
+    for argv in (["eldm", "sample", "--eldm", str(pixel_eldm_run), "--data", data, "--out", str(tmp_path / "f")],
+                 ["eldm", "eval", "--eldm", str(pixel_eldm_run), "--data", data, "--quiet"]):
+        assert main(argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "no held-out image" in err[0] and f"--data {data}@all" in err[0], err
+    assert not (tmp_path / "f").exists()

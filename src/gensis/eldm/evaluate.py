@@ -23,6 +23,18 @@ from gensis.errors import UserError
 KNN_T = 0.07
 
 
+def require_held_out(ds, data: str) -> None:
+    """A UserError when the held-out images ``eldm sample`` / ``eval`` show are none (a torch 'stack expects a
+    non-empty TensorList' traceback before): why, and what to give instead."""
+    if len(ds) > 0:
+        return
+    size = getattr(ds, "source_size", None)
+    why = f" of the {size} images" if size else ""
+    base = data.split("@", 1)[0]
+    raise UserError(f"no held-out image: the {getattr(ds, 'split', None) or 'val'} split{why} of {data} holds none (the "
+                    f"split is per class); give more images, another data.val_fraction, or --data {base}@all")
+
+
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float | None:
     """Fréchet distance between Gaussians fitted to the rows of ``a`` and ``b`` (N, D); None when either has
     fewer than 2 rows (no covariance: one held-out image was scipy's 'Internal error in sqrtm' traceback)."""
@@ -195,6 +207,7 @@ def evaluate_run(eldm, data: str, n: int | None = None, overrides=None, guidance
     ev, d = cfg.eval, cfg.data
     skip = bool(d.skip_bad_images)  # as the run was trained (or a data.skip_bad_images override)
     val = open_data(data, "val", d.val_fraction, d.split_seed, skip_bad_images=skip)
+    require_held_out(val, data)
     train_ds = open_data(data, "train", d.val_fraction, d.split_seed, skip_bad_images=skip)
     settings = {"guidance": guidance, "steps": steps, "sampler": sampler}
     gen = load_generator(eldm, device=device, amp=amp, **settings)

@@ -165,6 +165,7 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
     (``@train``/``@all`` picks another split); settings: the run's ``figures``, then ``overrides``,
     ``method``, ``seed``. Returns the PNG paths."""
     from gensis.data.sources import open_data
+    from gensis.eldm.evaluate import require_held_out
     from gensis.eldm.model import HELD_OUT_DATA_KEYS, finished_run_config, load_generator
     from gensis.folder_kind import require_own_or_empty
     from gensis.rundir import held_locks, lock_folder, release_folder, removed_if_left_empty
@@ -184,6 +185,7 @@ def sample_run(eldm: str | Path, data: str, out: str | Path, overrides=None, met
             fig["seed"] = seed
         ds = open_data(data, "val", cfg.data.val_fraction, cfg.data.split_seed,
                        skip_bad_images=bool(cfg.data.skip_bad_images))  # as the run was trained (or data.* override)
+        require_held_out(ds, data)
         gen = load_generator(eldm, device=device, amp=amp, guidance=guidance, steps=steps, sampler=sampler)
         with removed_if_left_empty(out):  # failing before its first file (e.g. a full disk): no empty --out left
             return write_figures(gen, ds, out, fig)
