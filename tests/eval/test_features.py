@@ -99,6 +99,12 @@ def test_timm_encoder_with_a_weights_file(tmp_path):
         load_encoder(f"timm:vit_small_patch16_224={w}", image_size=32)
     with pytest.raises(UserError, match="NAME=WEIGHTS"):
         load_encoder("timm:vit_tiny_patch16_224")
+    # weights with LayerScale (as DINOv2-style pathology ViTs) into the plain ViT: its ls*.gamma were dropped
+    # without a word (other features than the weights give); now one line naming one of them
+    ls = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, init_values=1e-5)
+    save_tensors(w, ls.state_dict())
+    with pytest.raises(UserError, match=r"no place in it \(e.g. blocks\.0\.ls1\.gamma"):
+        load_encoder(f"timm:vit_tiny_patch16_224={w}", image_size=32)
 
 
 def test_pixel_patches():

@@ -248,6 +248,11 @@ def _timm_encoder(spec: str, image_size: int | None) -> Encoder:
     model = build_backbone({"arch": name, "drop_path_rate": 0.0}, size)
     state = _read_state_dict(path)
     own = model.state_dict()
+    parts = {k.split(".")[0] for k in own}  # cls_token, pos_embed, patch_embed, blocks, norm ...
+    extra = [k for k in state if k not in own and k.split(".")[0] in parts]  # a DINO head's head.* is no backbone part
+    if extra:  # e.g. LayerScale (blocks.0.ls1.gamma) or more blocks: dropped, they gave other features without a word
+        raise UserError(f"{path} does not fit timm's {name}: {len(extra)} of its weights have no place in it (e.g. "
+                        f"{extra[0]}): the weights are of another architecture (LayerScale, more blocks, ...)")
     state = {k: v for k, v in state.items() if k in own}
     missing = [k for k in own if k not in state]
     if missing:
