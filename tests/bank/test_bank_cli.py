@@ -202,3 +202,16 @@ def test_a_shard_too_large_to_hold_in_memory_is_said(tmp_path, tiny_npz, base_ov
     monkeypatch.setattr(gen_mod, "SHARD_MEMORY_NOTE", 1000)  # as if the shards were gigabytes
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0
     assert "kept in memory until it is written" in capsys.readouterr().err
+
+
+def test_a_split_without_images_is_refused_not_made_an_empty_bank(tmp_path, capsys):
+    """`bank generate --data X@val` whose val split holds no image made 'bank complete: 0 images x 1 entries'
+    (a bank folder with nothing in it, which pretraining then could not use); now one line before any folder."""
+    data = tmp_path / "two.npz"  # one image per class: the per-class val split holds none
+    np.savez(data, images=np.zeros((2, 8, 8, 3), np.uint8), labels=np.array([0, 1]))
+    out = tmp_path / "bank"
+    assert main(["bank", "generate", *FAKE, "--data", f"{data}@val", "--out", str(out), "--preset", "smoke",
+                 "gen.alphas=[]"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "no image to augment: the val split" in err[0], err
+    assert not out.exists()

@@ -541,6 +541,10 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
         print("[gensis] note: gen.guidance=0 samples the unconditional model: every entry ignores its image's "
               "embedding (1 is the conditional model alone; null the E-LDM run's default)", file=sys.stderr)
     ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"], d.get("skip_bad_images", False))
+    if len(ds) == 0:  # it made a 'complete' bank of 0 images
+        of = f" of the {ds.source_size} images" if getattr(ds, "source_size", None) else ""
+        raise UserError(f"no image to augment: the {getattr(ds, 'split', None) or 'train'} split{of} of {data} holds "
+                        f"none; give more images or another split (DATA@train, DATA@all)")
     own = generator is None and generator_spec is None  # gensis' own E-LDM, loaded here
     if generator is None:
         generator = load_generator(eldm, device, g, generator_spec)
