@@ -46,6 +46,9 @@ def check_training_batch(n_images: int, batch_size: int, world: int, limit: int 
 def _check_training_batch(n_images: int, batch_size: int, world: int, limit: int | None) -> None:
     if batch_size % world:
         raise UserError(f"optim.batch_size={batch_size} must be divisible by the {world} processes")
+    if n_images == 0:  # no smaller batch helps ('set optim.batch_size=N, N <= 0' before)
+        raise UserError("dataset has no training image (its split holds none): give more images, or another "
+                        "split (DATA@train, DATA@all)")
     if n_images < batch_size:
         more = f"a larger data.limit (now {limit})" if limit is not None and n_images >= limit else "more images"
         raise UserError(f"dataset has {n_images} training images, fewer than optim.batch_size={batch_size}: "
