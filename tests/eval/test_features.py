@@ -99,11 +99,27 @@ def test_timm_encoder_with_a_weights_file(tmp_path):
         load_encoder(f"timm:vit_small_patch16_224={w}", image_size=32)
     with pytest.raises(UserError, match="NAME=WEIGHTS"):
         load_encoder("timm:vit_tiny_patch16_224")
-    # weights with LayerScale (as DINOv2-style pathology ViTs) into the plain ViT: its ls*.gamma were dropped
-    # without a word (other features than the weights give); now one line naming one of them
-    ls = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, init_values=1e-5)
+    # weights with LayerScale (UNI-style pathology ViTs trained with init_values) named by timm's plain ViT, which
+    # has no ls1/ls2.gamma: they were refused ("no place in it"); now the ViT is built with LayerScale and the
+    # file's gains are loaded, giving the original model's features
+    ls = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, init_values=1e-5,
+                           dynamic_img_size=True).eval()
+    with torch.no_grad():
+        for n, p in ls.named_parameters():
+            if n.endswith("gamma"):
+                p.copy_(torch.randn_like(p))  # gains far from init_values: features differ unless they are loaded
     save_tensors(w, ls.state_dict())
-    with pytest.raises(UserError, match=r"no place in it \(e.g. blocks\.0\.ls1\.gamma"):
+    enc = load_encoder(f"timm:vit_tiny_patch16_224={w}", image_size=32)
+    with torch.no_grad():
+        cls, patches = enc.tokens(x)
+        ref = ls.forward_features(normalize(x))  # (B, 1 + N, D)
+    torch.testing.assert_close(cls, ref[:, 0])
+    torch.testing.assert_close(patches.flatten(1, 2), ref[:, 1:])  # (B, h, w, D) -> (B, N, D)
+    # ... and a file missing one of the gains is still refused
+    state = ls.state_dict()
+    del state["blocks.3.ls2.gamma"]
+    save_tensors(w, state)
+    with pytest.raises(UserError, match=r"weights missing \(e.g. blocks\.3\.ls2\.gamma"):
         load_encoder(f"timm:vit_tiny_patch16_224={w}", image_size=32)
 
 

@@ -4,7 +4,8 @@
 choice for evaluation, rebuilt from the run's ``config.yaml``), the two baselines ``pixels`` (raw pixels)
 and ``random`` (a randomly initialised backbone of the demo preset's architecture), or
 ``timm:NAME=WEIGHTS`` (any timm ViT with a weights file: safetensors, or a torch checkpoint read with
-``weights_only=True``, e.g. DINO's published ``dino_deitsmall16_pretrain.pth``). Features over datasets
+``weights_only=True``, e.g. DINO's published ``dino_deitsmall16_pretrain.pth``; LayerScale weights such as UNI's
+may name timm's plain ViT, which is then built with LayerScale). Features over datasets
 (batches, caching, multi-scale) live in ``gensis.eval.features``: a backbone knows no dataset.
 """
 
@@ -245,8 +246,10 @@ def _timm_encoder(spec: str, image_size: int | None) -> Encoder:
     if not path.is_file():
         raise UserError(f"encoder '{spec}': weights file not found: {weights}")
     size = image_size or 224
-    model = build_backbone({"arch": name, "drop_path_rate": 0.0}, size)
+    cfg = {"arch": name, "drop_path_rate": 0.0}
+    model = build_backbone(cfg, size)
     state = _read_state_dict(path)
+    model = _with_layerscale_of(model, state, cfg, size)  # UNI-style weights into timm's plain ViT name
     own = model.state_dict()
     parts = {k.split(".")[0] for k in own}  # cls_token, pos_embed, patch_embed, blocks, norm ...
     extra = [k for k in state if k not in own and k.split(".")[0] in parts]  # a DINO head's head.* is no backbone part
@@ -266,6 +269,25 @@ def _timm_encoder(spec: str, image_size: int | None) -> Encoder:
     for p in model.parameters():
         p.requires_grad_(False)
     return Encoder(model, size, spec, f"{name}-{file_hash(path)}")
+
+
+LAYERSCALE_KEY = ".ls1.gamma"  # timm's LayerScale gain of a block's attention branch (blocks.N.ls1.gamma)
+
+
+def _with_layerscale_of(model: nn.Module, state: dict[str, torch.Tensor], model_cfg: dict[str, Any],
+                        size: int) -> nn.Module:
+    """``model``, or the same timm ViT rebuilt with LayerScale when the weights ``state`` hold LayerScale gains
+    (``blocks.N.ls1.gamma``/``ls2.gamma``, as UNI-style pathology ViTs trained with ``init_values``) and ``model``
+    has none: timm's plain ViT names have no LayerScale. The value of ``init_values`` does not matter (nonzero
+    makes the gains exist); the loaded gains replace it. Anything else is left to the strict load that follows."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    def has_layerscale(keys: Any) -> bool:
+        return any(str(k).endswith(LAYERSCALE_KEY) for k in keys)
+
+    if not isinstance(model, VisionTransformer) or has_layerscale(model.state_dict()) or not has_layerscale(state):
+        return model
+    return build_backbone({**model_cfg, "init_values": 1e-5}, size)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
