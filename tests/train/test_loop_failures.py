@@ -122,3 +122,19 @@ def test_divergence_knobs_name_only_the_stage_s_own_keys():
     assert divergence_knobs({"optim": {"lr": 1e-3}}) == "a lower optim.lr"  # eldm train-ae: no clipping key
     assert divergence_knobs({"optim": {"lr": 1e-3, "clip_grad": 3.0}}) == "a lower optim.lr or optim.clip_grad"
     assert divergence_knobs({"optim": {"lr": 1e-3, "clip_grad": None}}).endswith("optim.clip_grad, now off")
+
+
+def test_resume_of_an_out_without_a_run_warns_once_then_starts_and_a_real_resume_does_not(tmp_path, capsys):
+    one = [*TINY, "optim.epochs=1"]
+    for out in (tmp_path / "typo", tmp_path / "empty"):  # a mistyped path, an empty folder
+        if out.name == "empty":
+            out.mkdir()
+        assert main(["pretrain", "--out", str(out), *one, "--resume"]) == 0
+        err = capsys.readouterr().err
+        warned = [line for line in err.splitlines() if "holds no run to resume" in line]
+        assert warned == [f"gensis: warning: --resume: {out} holds no run to resume: a new run starts there"], err
+        assert json.loads((out / "manifest.json").read_text())["status"] == "done"
+    run = tmp_path / "empty"
+    assert main(["pretrain", "--out", str(run), *one, "--resume"]) == 0  # a real run: its checkpoint is read
+    err = capsys.readouterr().err
+    assert "no run to resume" not in err and "warning" not in err, err

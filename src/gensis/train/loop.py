@@ -461,10 +461,13 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
         raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
     start_epoch = 0
     if resume:
+        if main and not run.exists():  # a mistyped or empty --out: documented to start, but not unsaid
+            print(f"gensis: warning: --resume: {run.path} holds no run to resume: a new run starts there",
+                  file=sys.stderr)
         check_resume(run, task.stage, task.cfg, task.inputs, task.resume_ignore, task.resume_added)
         if (run / CHECKPOINT).is_file():
             start_epoch = _load(task, rt, run)
-        elif main and not quiet:
+        elif main and not quiet and run.exists():
             print(f"[gensis] no checkpoint in {run.path}: starting from scratch", file=sys.stderr)
     if main:
         run.start(task.stage, task.cfg, rt.seed, task.inputs, resume=resume)
