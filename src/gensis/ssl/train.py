@@ -25,6 +25,7 @@ Schedules (per iteration): lr (linear warm-up + cosine), weight decay (cosine), 
 from __future__ import annotations
 
 import random
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,10 @@ class PretrainTask(Task):
         rt.seed_ranks()
         self.model = self.method.student
         self.spec = self.method.view_spec()
+        if cfg["gen"]["local_from_bank"] and not self.spec.n_local and rt.is_main:
+            why = "aug.n_local=0" if not int(cfg["aug"]["n_local"]) else f"{self.method.name} uses none"
+            print(f"gensis: warning: gen.local_from_bank=true has no effect: there are no local crops ({why})",
+                  file=sys.stderr)
         self.clip_mode, self.clip_value = self.method.clip_mode, o["clip_grad"]
         self.optimizer = torch.optim.AdamW(self.method.param_groups(), betas=tuple(o.get("betas", (0.9, 0.999))),
                                            fused=rt.fused_optim)
