@@ -11,11 +11,12 @@ calls ``pretrain``, ``--print-config`` prints ``pretrain_config(...)`` (``eldm_c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -236,11 +237,29 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+@contextlib.contextmanager
+def _keeping_torch_settings() -> Iterator[None]:
+    """torch's intra-op thread count, grad mode and default dtype as they were on entering."""
+    import torch
+
+    threads, grad, dtype = torch.get_num_threads(), torch.is_grad_enabled(), torch.get_default_dtype()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        torch.set_grad_enabled(grad)
+        torch.set_default_dtype(dtype)
+
+
 def _frees_its_folders(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """A stage call leaves the folders it locked free when it returns or raises, as a command does
     (``gensis.rundir.releasing_locks``): a KeyboardInterrupt or an error left the lock held until the Python
     process exited, and a ``gensis ... --resume`` from another process was refused. With ``quiet=True`` (the
-    default of those that take it) no progress bar is shown at all, as with a command's ``--quiet``."""
+    default of those that take it) no progress bar is shown at all, as with a command's ``--quiet``. The
+    process is left as it was: torch's thread count (``train.threads`` set it), grad mode, default dtype and
+    the global random generators (a stage seeds them), so a second call in a notebook runs as in a fresh
+    process and the notebook's own seeding is kept."""
     quiet = inspect.signature(fn).parameters.get("quiet")
     quiet_default = bool(quiet.default) if quiet is not None else False
 
@@ -248,9 +267,11 @@ def _frees_its_folders(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         from gensis.progress import bars_off
         from gensis.rundir import releasing_locks
+        from gensis.train.rng import keeping_global_rng
 
         # quiet=True: no bar at all, as --quiet (an E-LDM's embedding pass showed one)
-        with releasing_locks(), bars_off(bool(kwargs.get("quiet", quiet_default))):
+        with releasing_locks(), bars_off(bool(kwargs.get("quiet", quiet_default))), keeping_global_rng(), \
+                _keeping_torch_settings():
             return fn(*args, **kwargs)
 
     return call
@@ -489,6 +510,7 @@ def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 
     return linear_eval(enc, *_train_test(train, test), cfg, pick_device(device), batch_size)
 
 
+@_frees_its_folders
 @_frees_its_folders
 def evaluate(protocol: str, **options: Any) -> dict[str, Any]:
     """Any registered evaluation, as ``gensis eval PROTOCOL`` (``knn``, ``linear``, ``robustness``,

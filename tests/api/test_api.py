@@ -207,3 +207,25 @@ def test_arguments_of_the_wrong_type_are_one_user_error(tmp_path):
             call()
     assert not any(tmp_path.iterdir())
     assert gensis.PretrainConfig.from_preset("smoke", (f"optim.epochs={e}" for e in [4])).optim.epochs == 4
+
+
+def test_a_stage_call_leaves_the_process_as_it_was(images_npz, tmp_path):
+    """In a notebook, gensis.pretrain(..., overrides={"train.threads": 1}) left torch on 1 thread for the rest of
+    the session (every later cell slower), and its seeding replaced the notebook's own (torch.manual_seed(5)
+    then a stage: the next torch.rand was seed 0's); also when the stage fails."""
+    import random
+
+    torch.set_num_threads(2)
+    torch.manual_seed(5), np.random.seed(6), random.seed(7)
+    want = torch.rand(3), np.random.rand(3), random.random()
+    torch.manual_seed(5), np.random.seed(6), random.seed(7)
+    gensis.pretrain(images_npz, tmp_path / "run", preset="smoke",
+                    overrides={"optim.batch_size": 16, "train.threads": 1, "train.seed": 3})
+    assert torch.get_num_threads() == 2 and torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+    got = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(got[0], want[0]) and np.array_equal(got[1], want[1]) and got[2] == want[2]
+    with pytest.raises(UserError):
+        gensis.pretrain(images_npz, tmp_path / "bad", preset="smoke",
+                        overrides={"optim.batch_size": 16, "train.threads": 1, "optim.epochs": -1})
+    assert torch.get_num_threads() == 2
+    torch.set_num_threads(1)

@@ -8,7 +8,9 @@ training device, and the task's own generators (augmentation, Gen- choices, diff
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -61,3 +63,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def keeping_global_rng() -> Iterator[None]:
+    """Python's ``random``, NumPy's global generator and torch's CPU and CUDA generators are, on leaving, as
+    they were on entering (a stage seeds them: a notebook's own ``torch.manual_seed`` would be replaced)."""
+    py, nps, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(nps)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
