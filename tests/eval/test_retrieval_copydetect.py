@@ -177,3 +177,26 @@ def test_copydetect_header_names_the_descriptor_used(tmp_path, capsys):
     assert json.loads(js.read_text())["config"]["descriptor"].startswith("raw pixels")
     assert main(["eval", "copydetect", "--encoder", "random", "--data", str(root), "--imsize", "16"]) == 0
     assert "; CLS ⊕ GeM(p=4) at 16 px" in capsys.readouterr().out.splitlines()[1]
+
+
+@pytest.mark.parametrize("entry,msg", [("one-based", "holds 12, not an index of the 12 database images"),
+                                       ("not-dict", "gnd[0] (query q_0) is a list"),
+                                       ("words", "'junk' is not a list of database indices")])
+def test_retrieval_malformed_ground_truth_one_line(tmp_path, capsys, entry, msg):
+    """A positive index outside the database (1-based indices: the last image is 12 of 0..11) matched no image and
+    lowered the mAP without a word; a gnd entry that is no dict was an AttributeError traceback."""
+    root = make_revisited(tmp_path / "rv")
+    gnd_path = root / "roxford5k" / "gnd_roxford5k.pkl"
+    cfg = pickle.loads(gnd_path.read_bytes())
+    if entry == "one-based":
+        for g in cfg["gnd"]:
+            g["easy"], g["hard"] = g["easy"] + 1, g["hard"] + 1
+    elif entry == "not-dict":
+        cfg["gnd"][0] = [0, 1]
+    else:
+        cfg["gnd"][1]["junk"] = ["db_3"]
+    gnd_path.write_bytes(pickle.dumps(cfg))
+    assert main(["eval", "retrieval", "--encoder", "pixels", "--data", str(root), "--dataset", "roxford5k",
+                 "--imsize", "24", "--cache", "none"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and msg in lines[0], lines

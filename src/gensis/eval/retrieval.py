@@ -81,7 +81,29 @@ def read_gnd(path: Path) -> dict:
         raise UserError(f"{path}: expected a dict with imlist, qimlist and gnd")
     if len(cfg["gnd"]) != len(cfg["qimlist"]):
         raise UserError(f"{path}: {len(cfg['gnd'])} gnd entries for {len(cfg['qimlist'])} queries")
+    check_gnd(path, cfg)
     return cfg
+
+
+def check_gnd(path: Path, cfg: dict) -> None:
+    """A UserError naming the first query whose ground truth is malformed: not a dict, an easy/hard/junk entry
+    that is no list of whole numbers, or an index outside the database (0 .. len(imlist) - 1). Such an index
+    matched no database image: a positive counted as never retrieved, a lower mAP without a word (1-based
+    indices, a list made for another database)."""
+    n_db = len(cfg["imlist"])
+    for q, g in enumerate(cfg["gnd"]):
+        where = f"{path}: gnd[{q}] (query {cfg['qimlist'][q]})"
+        if not isinstance(g, dict):
+            raise UserError(f"{where} is a {type(g).__name__}, not a dict with easy, hard and junk")
+        for key in ("easy", "hard", "junk"):
+            try:
+                ids = np.asarray(g.get(key, []), dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: '{key}' is not a list of database indices") from None
+            bad = ids[(ids != np.round(ids)) | (ids < 0) | (ids >= n_db)]
+            if len(bad):
+                raise UserError(f"{where}: '{key}' holds {bad[0]:g}, not an index of the {n_db} database images "
+                                f"(0 .. {n_db - 1}, 0-based into imlist)")
 
 
 def retrieval_layout(root: str | Path, dataset: str) -> dict:
