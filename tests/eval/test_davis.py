@@ -173,3 +173,19 @@ def test_davis_out_under_a_file_is_refused_before_the_encoder_opens(tmp_path, ca
                  str(blocked / "pred")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--out {blocked / 'pred'} cannot be written: {blocked} is a file" in err[0], err
+
+
+def test_davis_object_ids_not_1_to_n_are_one_line(tmp_path, capsys):
+    """A first frame with objects 1 and 3: object 2, absent from every frame, was scored J = F = 1 (empty ground
+    truth, empty prediction) and raised J&F without a word; now one line before any work."""
+    root = make_davis(tmp_path / "DAVIS", sequences=("squares", "pair"), frames=3)
+    for png in sorted((root / "Annotations" / "480p" / "pair").glob("*.png")):
+        im = Image.open(png)
+        lab = np.array(im)
+        lab[lab == 2] = 3
+        m = Image.fromarray(lab, mode="P")
+        m.putpalette(im.getpalette())
+        m.save(png)
+    assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sequence 'pair'" in err[0] and "object ids 1, 3, without 2" in err[0], err

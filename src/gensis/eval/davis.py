@@ -127,6 +127,21 @@ def read_annotation(path: Path) -> tuple[np.ndarray, list[int] | None]:
         raise UserError(f"cannot read annotation {path}: {type(e).__name__}: {e}") from None
 
 
+def check_object_ids(name: str, first: Path) -> None:
+    """A UserError when the first-frame annotation of sequence ``name`` does not hold the object ids 1 .. N
+    (0 background, 255 void), as DAVIS numbers them: every id up to the largest is scored as an object, and one
+    absent from the frames (empty ground truth, empty prediction) scored J = F = 1, raising J&F without a word
+    (ids 1 and 3; a grey mask with anti-aliased edges, each grey level an object)."""
+    lab, _ = read_annotation(first)
+    ids = sorted(set(np.unique(lab).tolist()) - {0, 255})
+    if ids and ids != list(range(1, ids[-1] + 1)):
+        absent = sorted(set(range(1, ids[-1] + 1)) - set(ids))
+        shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+        raise UserError(f"sequence '{name}': its first-frame annotation {first} holds the object ids {shown}, "
+                        f"without {absent[0]}: objects are numbered 1 .. N (0 background, 255 void) and each "
+                        f"id up to {ids[-1]} would be scored (an absent one as J = F = 1); renumber them")
+
+
 def read_frame(path: Path) -> np.ndarray:
     from gensis.data.sources import _read_image
 
@@ -380,6 +395,7 @@ def davis_eval(encoder, root: str | Path, out: str | Path | None = None, sequenc
         names = sequences
     files = {s: sequence_files(layout, s) for s in names}  # every layout error before any work
     for s, (frames, anns) in files.items():
+        check_object_ids(s, anns[0])
         first_size = check_sizes(s, frames, anns)
         if first_size is not None:  # DINO's top-k over the first frame's patches needs k of them
             th, tw = frame_grid(first_size[1], first_size[0], size, encoder.patch_size)
