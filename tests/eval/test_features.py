@@ -146,3 +146,30 @@ def test_cache_removes_what_a_killed_evaluation_left(tmp_path):
     cache.put({"k": 1}, np.zeros((2, 3), np.float32))
     assert not os.path.exists(left)
     assert cache.get({"k": 1}).shape == (2, 3)
+
+
+def test_cache_sees_an_edited_image_under_a_relabelled_split(tmp_path):
+    """A test split matched to the training classes by name (a relabelled subset of a folder) was keyed by file
+    names and sizes only: an image rewritten in place with as many bytes (BMP) got the old features back."""
+    import time
+
+    from PIL import Image
+
+    from gensis.eval.common import open_train_test
+
+    for root, classes in ((tmp_path / "tr", ("cat", "dog", "fox")), (tmp_path / "te", ("cat", "fox"))):
+        for c in classes:
+            (root / c).mkdir(parents=True)
+            for i in range(5):
+                Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / c / f"{i}.bmp")
+    _, test_ds = open_train_test(str(tmp_path / "tr"), str(tmp_path / "te@val"), 0.4, 0)
+    assert type(test_ds).__name__ == "RelabelledImageSet"
+    enc, cache = load_encoder("pixels", image_size=8), FeatureCache(tmp_path / "cache")
+    before = dataset_features(enc, test_ds, cache=cache)
+    path = test_ds.parent.parent.paths[int(test_ds.parent.indices[0])]
+    size = os.path.getsize(path)
+    time.sleep(0.01)
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(path)
+    assert os.path.getsize(path) == size
+    after = dataset_features(enc, test_ds, cache=cache)
+    assert not np.allclose(before[0], after[0])

@@ -202,11 +202,12 @@ class FeatureCache:
 
 
 def data_key(ds) -> dict:
-    """Identity of a dataset for caching: its content hash, plus file times for folder-backed sets."""
+    """Identity of a dataset for caching: its content hash, plus file times for folder-backed sets (the folder
+    under any subsets and relabellings: a test split relabelled to the training classes is such a set)."""
+    from gensis.data.loader import _root
+
     key = {"identity": ds.identity, "size": len(ds)}
-    paths = getattr(ds, "paths", None)
-    if paths is None and hasattr(ds, "parent"):
-        paths = getattr(ds.parent, "paths", None)
+    paths = getattr(_root(ds), "paths", None)
     if paths is not None:
         h = hashlib.sha256()
         for p in paths:
