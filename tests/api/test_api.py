@@ -229,3 +229,18 @@ def test_a_stage_call_leaves_the_process_as_it_was(images_npz, tmp_path):
                         overrides={"optim.batch_size": 16, "train.threads": 1, "optim.epochs": -1})
     assert torch.get_num_threads() == 2
     torch.set_num_threads(1)
+
+
+def test_load_encoder_which_and_the_random_baseline(encoder_run):
+    """which='bogus' was 'RUN has no bogus_backbone.safetensors: is the pretraining run finished?' (for a
+    finished run); load_encoder('random') reseeded torch's global generator (the notebook's seeding lost)."""
+    for spec in (encoder_run, "pixels", "random"):
+        with pytest.raises(UserError, match="which must be one of teacher, student, got 'bogus'"):
+            gensis.load_encoder(spec, which="bogus")
+    torch.manual_seed(5)
+    want = torch.rand(3)
+    torch.manual_seed(5)
+    a = gensis.load_encoder("random")
+    assert torch.equal(torch.rand(3), want)
+    b = gensis.load_encoder("random")  # still seeded: the same baseline every time
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))

@@ -23,10 +23,10 @@ from typing import Any
 
 from gensis.data.transforms import MEAN, STD
 from gensis.errors import UserError
+from gensis.models.encoder import WHICH
 from gensis.export.atomic import staged_folder
 from gensis.rundir import RunDir, atomic_write_json, load_tensors, make_folder, save_tensors
 
-WHICH = ("teacher", "student")
 # model config keys that change the architecture (drop_path_rate is training-only and left out)
 _ARCH_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "init_values")
 

@@ -176,9 +176,20 @@ def _encoder_hint(spec: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+WHICH = ("teacher", "student")  # the two backbones a pretraining run saves
+
+
+def check_which(which: str) -> None:
+    """``which`` names one of a run's backbones (``bogus`` was "RUN has no bogus_backbone.safetensors: is the
+    pretraining run finished?")."""
+    if which not in WHICH:
+        raise UserError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+
+
 def check_encoder_run(spec: str, which: str = "teacher") -> Path:
     """The weights file of the finished pretraining run ``spec`` (cheap checks only, nothing loaded), so a stage
     can refuse a wrong ``--encoder`` before it reads any data; ``pixels``/``random``/``timm:`` pass through."""
+    check_which(which)
     if spec in ("pixels", "random") or str(spec).startswith("timm:"):
         return Path(spec)
     from gensis.folder_kind import require_kind
@@ -203,6 +214,7 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
     ``random`` builds the demo preset's architecture, or that of the run ``like`` when given, so the
     random-init baseline has exactly the architecture of the model it is compared with.
     """
+    check_which(which)
     if spec == "pixels":
         return Encoder(None, image_size or 28, "pixels", "pixels")
     if spec == "random":
@@ -213,9 +225,10 @@ def load_encoder(spec: str, which: str = "teacher", image_size: int | None = Non
 
             require_kind(like, "pretrain")
         cfg = RunDir(like).config() if like else load_config("pretrain", "demo")
-        torch.manual_seed(seed)
         size = image_size or cfg["data"]["image_size"]
-        model = build_backbone({**cfg["model"], "drop_path_rate": 0.0}, size).eval()
+        with torch.random.fork_rng(devices=[]):  # the caller's torch generator is left as it was
+            torch.manual_seed(seed)
+            model = build_backbone({**cfg["model"], "drop_path_rate": 0.0}, size).eval()
         arch = hashlib.sha256(json.dumps(cfg["model"], sort_keys=True).encode()).hexdigest()[:8]
         return Encoder(model, size, "random", f"random-seed{seed}-{arch}")
     if spec.startswith("timm:"):
