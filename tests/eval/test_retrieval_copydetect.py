@@ -200,3 +200,14 @@ def test_retrieval_malformed_ground_truth_one_line(tmp_path, capsys, entry, msg)
                  "--imsize", "24", "--cache", "none"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and msg in lines[0], lines
+
+
+@pytest.mark.parametrize("block", ["original", "strong"])
+def test_copydetect_distractors_from_the_copydays_folder_are_refused(tmp_path, capsys, block):
+    """--distractors ROOT/original or ROOT/strong put an original twice in the database (the copy a
+    non-positive) or a query itself there, and the mAP dropped without a word; now one line before any work."""
+    root = make_copydays(tmp_path / "copydays")
+    assert main(["eval", "copydetect", "--encoder", "pixels", "--data", str(root), "--imsize", "16",
+                 "--distractors", str(root / block), "--cache", "none"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"of {block}/" in lines[0] and "Copydays' own" in lines[0], lines

@@ -98,6 +98,20 @@ def _ap_per_query(indices: np.ndarray, positives: list[list[int]]) -> np.ndarray
     return out
 
 
+def check_distractors(layout: dict, files: list[Path], option: str | Path | None) -> None:
+    """A UserError when ``--distractors`` holds images of the Copydays folder itself (its original/, strong/ or
+    another block: the same files): an original would be in the database twice, the second copy a non-positive,
+    or a query would find itself, and the mAP would drop without a word."""
+    import os
+
+    own = {os.path.realpath(p): block for block, paths in layout["blocks"].items() for p in paths}
+    shared = [f for f in files if os.path.realpath(f) in own]
+    if shared:
+        raise UserError(f"--distractors {option}: {len(shared)} of its {len(files)} images are Copydays' own (e.g. "
+                        f"{shared[0].name} of {own[os.path.realpath(shared[0])]}/): a query or its original would "
+                        f"also be a distractor; name a folder of other images")
+
+
 def copydetect_eval(encoder, root: str | Path, distractors: str | Path | None = None,
                     whiten: str | Path | None = None, imsize: int = IMSIZE, batch_size: int = 32,
                     cache=None) -> dict:
@@ -119,6 +133,8 @@ def copydetect_eval(encoder, root: str | Path, distractors: str | Path | None = 
             if not files:
                 raise UserError(f"{opt}: no images in {dp}")
             extra[opt] = files
+    if "--distractors" in extra:
+        check_distractors(lay, extra["--distractors"], distractors)
     t0 = time.time()
     # stretched to imsize × imsize on purpose: DINO eval_copy_detection.py Resize((imsize, imsize)); not the
     # short-side + centre crop of k-NN/linear (a copy may sit anywhere in the image)
