@@ -86,6 +86,30 @@ def test_test_images_that_are_also_training_images_are_counted(tmp_path, capsys)
     assert "warning" not in capsys.readouterr().err  # the train and val splits: disjoint
 
 
+def test_test_images_copied_from_the_training_folder_are_counted(tmp_path, capsys):
+    """A test folder made by copying some training files (cp, not mv): those images found their copies in the
+    training set and the k-NN score was inflated without a word; files of the same class folder, name and size
+    are counted."""
+    import shutil
+
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    for c in ("a", "b"):
+        for i in range(6):
+            (tmp_path / "train" / c).mkdir(parents=True, exist_ok=True)
+            Image.fromarray((g.random((8, 8, 3)) * 255).astype(np.uint8)).save(tmp_path / "train" / c / f"{i}.png")
+    for c in ("a", "b"):
+        (tmp_path / "test" / c).mkdir(parents=True)
+        for i in range(2):
+            shutil.copy(tmp_path / "train" / c / f"{i}.png", tmp_path / "test" / c / f"{i}.png")
+        Image.fromarray((g.random((8, 8, 3)) * 255).astype(np.uint8)).save(tmp_path / "test" / c / "new.png")
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(tmp_path / "train"), "--test",
+                 str(tmp_path / "test"), "--k", "1", "--cache", "none"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 4 of the 6 test images (test) have the folder, file name and size of a training image" in err, err
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--train", "/no/such/dir"], "dataset not found"),
     (["--encoder", "/no/such/run"], "not a run directory"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
@@ -47,7 +48,8 @@ def warn_if_test_is_train(train_ds, test_ds, role: str = "test",
                           hint: str = "test on other images (e.g. DATA@train and DATA@val)") -> bool:
     """A warning line (stderr) when the test images are the training images (``X@all`` twice, the same object):
     every test image then finds itself, so the score is not a held-out one; or when some of them are (``--train
-    X@all --test X@val``: the same files or the same rows of one array). Returns whether they are all.
+    X@all --test X@val``: the same files or the same rows of one array), or copies of them (files of the same class
+    folder, name and size: a test folder made with cp, not mv). Returns whether they are all.
     ``role`` names the scored set in the line (``test``, an ``--ood`` folder), ``hint`` ends it."""
     import sys
 
@@ -63,15 +65,34 @@ def warn_if_test_is_train(train_ds, test_ds, role: str = "test",
             print(f"gensis: warning: {shared:,} of the {len(test_ds):,} {role} images ({test_ds.name}) are also "
                   f"training images ({train_ds.name}): each of those is scored against itself, so this is not a "
                   f"held-out accuracy; {hint}", file=sys.stderr)
+            return False
+    copied = 0 if train_keys is None or test_keys is None else count_copies(train_keys, test_keys)
+    if copied:  # cp instead of mv when a test folder was made
+        print(f"gensis: warning: {copied:,} of the {len(test_ds):,} {role} images ({test_ds.name}) have the "
+              f"folder, file name and size of a training image ({train_ds.name}): copies of them (a test folder made "
+              f"with cp, not mv)? each such image is scored against its copy, so this is not a held-out accuracy; "
+              f"{hint}", file=sys.stderr)
     return False
+
+
+def count_copies(train_keys: list[Any], test_keys: list[Any]) -> int:
+    """How many test files (``image_keys`` of folders: paths) have a training file of the same class folder name,
+    file name and size: copied files. Only same-named files are stat'ed (ImageNet's 1.3 M are not)."""
+    by_name = {(os.path.basename(os.path.dirname(k)), os.path.basename(k)): k for k in train_keys if isinstance(k, str)}
+    copied = 0
+    for k in test_keys:
+        twin = by_name.get((os.path.basename(os.path.dirname(k)), os.path.basename(k))) if isinstance(k, str) else None
+        try:
+            copied += twin is not None and os.path.getsize(k) == os.path.getsize(twin)
+        except OSError:
+            continue
+    return copied
 
 
 def image_keys(ds) -> list[Any] | None:
     """One key per image of ``ds`` naming where it is stored: its file (an image folder) or its row of an array
     (with the array's content hash), through subsets and relabellings; None where that is not known (tiles,
     a user's objects)."""
-    import os
-
     from gensis.data.sources import ArrayImageSet, FolderImageSet, RelabelledImageSet, SubsetImageSet
 
     idx, node = np.arange(len(ds)), ds
