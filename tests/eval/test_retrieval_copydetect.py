@@ -181,7 +181,9 @@ def test_copydetect_header_names_the_descriptor_used(tmp_path, capsys):
 
 @pytest.mark.parametrize("entry,msg", [("one-based", "holds 12, not an index of the 12 database images"),
                                        ("not-dict", "gnd[0] (query q_0) is a list"),
-                                       ("words", "'junk' is not a list of database indices")])
+                                       ("words", "'junk' is not a list of database indices"),
+                                       ("box-xywh", "'bbx' [30.0, 20.0, 24.0, 24.0] is empty"),
+                                       ("box-3", "'bbx' is not 4 numbers")])
 def test_retrieval_malformed_ground_truth_one_line(tmp_path, capsys, entry, msg):
     """A positive index outside the database (1-based indices: the last image is 12 of 0..11) matched no image and
     lowered the mAP without a word; a gnd entry that is no dict was an AttributeError traceback."""
@@ -193,6 +195,10 @@ def test_retrieval_malformed_ground_truth_one_line(tmp_path, capsys, entry, msg)
             g["easy"], g["hard"] = g["easy"] + 1, g["hard"] + 1
     elif entry == "not-dict":
         cfg["gnd"][0] = [0, 1]
+    elif entry == "box-xywh":  # x, y, width, height instead of x0, y0, x1, y1: was the whole image, silently
+        cfg["gnd"][0]["bbx"] = np.array([30.0, 20.0, 24.0, 24.0])
+    elif entry == "box-3":
+        cfg["gnd"][2]["bbx"] = [1.0, 2.0, 3.0]
     else:
         cfg["gnd"][1]["junk"] = ["db_3"]
     gnd_path.write_bytes(pickle.dumps(cfg))

@@ -86,8 +86,9 @@ def read_gnd(path: Path) -> dict:
 
 
 def check_gnd(path: Path, cfg: dict) -> None:
-    """A UserError naming the first query whose ground truth is malformed: not a dict, an easy/hard/junk entry
-    that is no list of whole numbers, or an index outside the database (0 .. len(imlist) - 1). Such an index
+    """A UserError naming the first query whose ground truth is malformed: not a dict, a bbx that is no
+    non-empty box (it described the whole query image), an easy/hard/junk entry that is no list of whole
+    numbers, or an index outside the database (0 .. len(imlist) - 1). Such an index
     matched no database image: a positive counted as never retrieved, a lower mAP without a word (1-based
     indices, a list made for another database)."""
     n_db = len(cfg["imlist"])
@@ -104,6 +105,15 @@ def check_gnd(path: Path, cfg: dict) -> None:
             if len(bad):
                 raise UserError(f"{where}: '{key}' holds {bad[0]:g}, not an index of the {n_db} database images "
                                 f"(0 .. {n_db - 1}, 0-based into imlist)")
+        box = g.get("bbx")
+        if box is not None:
+            try:
+                x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).ravel())
+            except (TypeError, ValueError):
+                raise UserError(f"{where}: 'bbx' is not 4 numbers x0, y0, x1, y1") from None
+            if not (x1 > x0 and y1 > y0):  # an empty box described the whole image without a word
+                raise UserError(f"{where}: 'bbx' {[x0, y0, x1, y1]} is empty (x1 <= x0 or y1 <= y0); boxes are "
+                                f"x0, y0, x1, y1 in pixels")
 
 
 def retrieval_layout(root: str | Path, dataset: str) -> dict:
