@@ -171,3 +171,14 @@ def test_search_over_several_chunks_shows_a_progress_bar(capsys, monkeypatch):
     assert knn_classify(tr, y_tr, te, y_te, ks=[3], chunk_size=4) == knn_classify(tr, y_tr, te, y_te, ks=[3])
     err = capsys.readouterr().err
     assert "k-NN search" in err and "/9" in err
+
+
+def test_small_temperature_does_not_overflow_into_ties():
+    """T = 0.005: exp(s / T) overflowed float32 to inf for both neighbours, the classes tied and the lower index
+    won (0 % for a test image whose nearest neighbour is its own class); the votes are now scaled per row."""
+    from gensis.eval.knn import knn_classify
+
+    train = np.array([[1.0, 0.0], [0.99, 0.141]], np.float32)
+    acc = knn_classify(train, np.array([1, 0]), np.array([[1.0, 0.0]], np.float32), np.array([1]), ks=[2],
+                       temperature=0.005, num_classes=2)
+    assert acc[2][0] == 100.0

@@ -14,7 +14,8 @@ Notation (paper / DINO code → this module)
 
 Steps (per chunk of test images)
     1. the k training features with the largest s_i (exact inner-product search, faiss ``IndexFlatIP``)
-    2. weights w_i = exp(s_i / T)
+    2. weights w_i = exp(s_i / T) (computed as exp((s_i - s_1) / T): the same votes scaled per row, no overflow
+       for small T)
     3. class scores  score_c = Σ_{i ∈ kNN} w_i · [y_i = c]                       (B, C)
     4. prediction = argmax_c score_c; top-5 correct if y is among the 5 highest scores
        (ties broken towards the lower class index, as a stable descending sort in DINO's code)
@@ -103,7 +104,10 @@ def knn_classify(train_features: np.ndarray, train_labels: np.ndarray, test_feat
         sims, idx = index.search(q, k_max)  # step 1: (B, k_max) each, sorted by decreasing similarity
         sims_t = torch.from_numpy(sims)
         neigh_labels = y_bank[torch.from_numpy(idx)]  # (B, k_max)
-        weights = (sims_t / temperature).exp()  # step 2: (B, k_max)
+        # step 2: (B, k_max); exp((s_i - s_1) / T), the same votes up to each row's factor exp(s_1 / T) (neither
+        # the ranking of classes changes), without float32's overflow to inf (exp(s / T) for T < 1 / 88.7): tied
+        # inf scores gave the lower class index, a wrong accuracy without a word
+        weights = ((sims_t - sims_t[:, :1]) / temperature).exp()
         for k in ks:
             scores = torch.zeros(len(y), C, dtype=torch.float32)  # step 3: (B, C)
             scores.scatter_add_(1, neigh_labels[:, :k], weights[:, :k])
