@@ -244,3 +244,16 @@ def test_load_encoder_which_and_the_random_baseline(encoder_run):
     assert torch.equal(torch.rand(3), want)
     b = gensis.load_encoder("random")  # still seeded: the same baseline every time
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+
+
+def test_the_library_leaves_the_environment_alone(tmp_path):
+    """Loading an encoder set HF_HUB_OFFLINE=1 in os.environ for the rest of the notebook (and every process it
+    starts: a later `!huggingface-cli download` or a hub model in a subprocess was refused as offline); only the
+    `gensis` command sets it."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    code = ("import os, gensis; gensis.load_encoder('random'); import gensis.models.backbone; "
+            "assert 'HF_HUB_OFFLINE' not in os.environ")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-500:]

@@ -18,8 +18,6 @@ part of the exported backbone), so backbones saved by any method load into a pla
 
 from __future__ import annotations
 
-import os
-
 import timm
 import torch
 from dataclasses import dataclass
@@ -30,8 +28,6 @@ from timm.layers import LayerNorm2d, PatchEmbed
 from torch import nn
 
 from gensis.errors import UserError
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 _OVERRIDES = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "drop_path_rate", "init_values")
 
