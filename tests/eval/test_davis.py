@@ -189,3 +189,18 @@ def test_davis_object_ids_not_1_to_n_are_one_line(tmp_path, capsys):
     assert main(["eval", "davis", "--encoder", "pixels", "--data", str(root), "--size", "48", "--radius", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "sequence 'pair'" in err[0] and "object ids 1, 3, without 2" in err[0], err
+
+
+def test_propagation_small_temperature_does_not_overflow():
+    """--temperature 0.005: exp(cos / T) overflowed float32 (inf, then NaN soft labels and arbitrary masks, a wrong
+    J&F without a word); the result now equals DINO's propagation computed in float64, where it does not overflow."""
+    g = torch.Generator().manual_seed(0)
+    h, w, d, m, c = 5, 7, 6, 3, 3
+    tgt = torch.randn(h, w, d, generator=g)
+    src = torch.randn(m, h, w, d, generator=g)
+    labels = torch.rand(m, c, h, w, generator=g)
+    ours = propagate(tgt, src, labels, radius=2, topk=4, temperature=0.005, chunk=8)
+    ref = _dino_label_propagation(tgt.reshape(-1, d).double(), src.reshape(m, -1, d).transpose(1, 2).double(),
+                                  labels.double(), h, w, 2, 4, 0.005)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-4, atol=1e-5)

@@ -203,12 +203,15 @@ def propagate(target, sources, labels, radius: int = RADIUS, topk: int = TOPK, t
         chunk = max(16, min(4096, int(3e7 // (m * n))))
     for s in range(0, n, chunk):
         qi = q[s:s + chunk]  # (B, D)
-        aff = torch.exp(torch.einsum("bd,mnd->bmn", qi, keys) / temperature)  # (B, M, N)
+        sim = torch.einsum("bd,mnd->bmn", qi, keys)  # (B, M, N)
         if radius > 0:
             near = ((rows[s:s + chunk, None] - rows[None]).abs() <= radius) & \
                    ((cols[s:s + chunk, None] - cols[None]).abs() <= radius)  # (B, N)
-            aff = aff * near[:, None, :]
-        aff = aff.reshape(len(qi), m * n)  # (B, M·N)
+            sim = sim.masked_fill(~near[:, None, :], float("-inf"))
+        sim = sim.reshape(len(qi), m * n)  # (B, M·N)
+        # exp((sim - row max) / T): DINO's exp(sim / T) up to a per-row factor that the normalization below
+        # cancels; exp(sim / T) overflowed float32 for T < 1/88.7 (inf, NaN labels, a wrong J&F without a word)
+        aff = torch.exp((sim - sim.max(1, keepdim=True).values) / temperature)
         kth = aff.topk(topk, dim=1).values[:, -1:]  # (B, 1) the k-th largest
         aff = torch.where(aff < kth, torch.zeros_like(aff), aff)
         aff = aff / aff.sum(1, keepdim=True)
