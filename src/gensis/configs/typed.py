@@ -547,7 +547,7 @@ class BankGen(ConfigSection):
     secondary: Literal["random", "group", "auto"] = "auto"
     #: slerp | lerp of the two embeddings; alpha weights the primary image
     interpolation: Literal["slerp", "lerp"] = "slerp"
-    #: classifier-free guidance scale (null: the E-LDM run's default)
+    #: classifier-free guidance scale (null: the E-LDM run's default; 1: the conditional model alone; 0: the unconditional one, which ignores the image)
     guidance: float | None = 6.0
     #: sampler steps (null: the E-LDM run's default)
     steps: int | None = 50
