@@ -129,7 +129,10 @@ def _raising(start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
             yield b
     except KeyboardInterrupt:
         _interrupted = False
-        _stop(batches)
+        try:
+            _stop(batches)
+        except Exception:  # a worker the Ctrl-C killed: its shutdown error must not replace the interrupt
+            pass
         raise
 
 
@@ -158,9 +161,9 @@ def _watch_interrupts() -> None:
     """Clear the record; on the main thread, put ``_on_sigint`` in place of Python's default SIGINT handler
     (another handler, e.g. a notebook's, is left alone) and hide swallowed KeyboardInterrupts it recorded."""
     global _interrupted
-    _interrupted = False
     if threading.current_thread() is not threading.main_thread():
-        return
+        return  # the record is the main thread's (its SIGINT handler): a helper thread's loader must not clear it
+    _interrupted = False
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
         previous = sys.unraisablehook
