@@ -426,6 +426,9 @@ def test_ctrl_c_while_dataloader_workers_start_is_interrupted_130_no_temp_files(
             "data.num_workers=2"]
     script = f"""
 import os, signal, sys
+# as a terminal starts it: Ctrl-C neither blocked nor ignored (a state the test runner may pass down otherwise)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 forks = [0]
 def ctrl_c():  # the Ctrl-C arrives as the first worker of the 2nd epoch is forked
     forks[0] += 1
