@@ -501,9 +501,26 @@ def _class_dirs(folder: Path) -> list[Path]:
     return [d for d in _scan(folder)[1] if _image_files(d)]
 
 
+def _first_image_below(folder: Path, seen: set[Path]) -> Path | None:
+    """The first image file (sorted, depth first) in ``folder`` or any folder below it, at any depth; ``seen``:
+    the real paths of folders already looked at (or above), so a symlink back up (a loop) is not followed."""
+    real = folder.resolve()
+    if real in seen:
+        return None
+    seen.add(real)
+    files, dirs = _scan(folder)
+    if files:
+        return files[0]
+    for d in dirs:
+        found = _first_image_below(d, seen)
+        if found is not None:
+            return found
+    return None
+
+
 def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, tuple[list[Path], list[Path]]]) -> None:
     """A UserError for images the layout would leave out without a word: images beside class folders, and images
-    a level below a class folder (a whole class when it holds none directly). Symlinks back to a folder above
+    in folders below a class folder, at any depth (a whole class when it holds none directly). Symlinks back to a folder above
     (loops) are not followed."""
     class_dirs = [d for d, (files, _) in subdirs.items() if files]
     if class_dirs and direct:
@@ -514,14 +531,13 @@ def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, 
     for d, (files, inner) in subdirs.items():
         real = d.resolve()
         for sub in inner:
-            r = sub.resolve()
-            if r == real or r in real.parents:  # a symlink loop
-                continue
-            nested = _image_files(sub)
-            if nested:
+            nested = _first_image_below(sub, {real, *real.parents})  # at any depth (was: one level only)
+            if nested is not None:
                 lost = "" if files else f" (and class '{d.name}', which holds no image itself)"
-                raise UserError(f"{nested[0]} would be left out{lost}: gensis reads {folder}/CLASS/IMAGE, one level "
-                                f"of class folders, and {d.name}/{sub.name}/ is a level deeper; move its images into "
+                where = nested.parent.relative_to(folder).as_posix()
+                depth = "a level" if nested.parent == sub else f"{len(nested.relative_to(d).parts) - 1} levels"
+                raise UserError(f"{nested} would be left out{lost}: gensis reads {folder}/CLASS/IMAGE, one level "
+                                f"of class folders, and {where}/ is {depth} deeper; move its images into "
                                 f"{d.name}/, or move the folder away" + (
                                     " (a folder keeps its own split with both train/ and val/ or test/)"
                                     if d.name in ("train", "val", "test") else ""))

@@ -1,0 +1,40 @@
+"""A user's own messy image folders and .npz files: what was left out without a word, or read wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gensis.data.sources import open_data
+from gensis.errors import UserError
+
+
+def _images(folder, n=3, size=8):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_images_two_or_more_levels_below_a_class_folder_are_named(tmp_path):
+    """class/x/y/img.png: a class whose images sit two levels deeper was dropped without a word (only one level
+    below a class folder was looked at), and so were deeper images of a class that holds some itself."""
+    _images(tmp_path / "d1" / "a")
+    _images(tmp_path / "d1" / "b" / "2019" / "jan")  # class b only in b/2019/jan/
+    with pytest.raises(UserError, match=r"b/2019/jan/0.png would be left out \(and class 'b', which holds no image "
+                                        r"itself\): .* b/2019/jan/ is 2 levels deeper"):
+        open_data(tmp_path / "d1")
+    _images(tmp_path / "d2" / "a")
+    _images(tmp_path / "d2" / "b")
+    _images(tmp_path / "d2" / "b" / "x" / "y" / "z")
+    with pytest.raises(UserError, match=r"b/x/y/z/0.png would be left out: .* 3 levels deeper"):
+        open_data(tmp_path / "d2")
+    ok = tmp_path / "ok"
+    _images(ok / "a")
+    _images(ok / "b")
+    (ok / "b" / "x" / "y").mkdir(parents=True)
+    (ok / "b" / "x" / "y" / "loop").symlink_to(ok)  # a symlink back up, deep down: not followed
+    (ok / "b" / "x" / "notes.txt").write_text("not an image")
+    assert len(open_data(ok)) == 6
