@@ -284,13 +284,27 @@ def pil_to_rgb(im: Any) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def _unreadable_without_decoding(path: Path) -> str | None:
+    """Why ``path`` cannot be an image, known from the file system alone (a broken symbolic link, an empty
+    file), else None."""
+    try:
+        if os.stat(path).st_size == 0:
+            return "empty file (0 bytes)"
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"broken symbolic link (its target {os.readlink(path)} does not exist)"
+        raise
+    return None
+
+
 def decode_image(path: Path) -> np.ndarray:
     """Decode ``path`` completely (H×W×3 uint8, EXIF orientation applied); ``BadImageError`` names it."""
     from PIL import Image, ImageOps
 
     try:
-        if os.path.getsize(path) == 0:
-            raise BadImageError(path, "empty file (0 bytes)")
+        why = _unreadable_without_decoding(path)
+        if why is not None:
+            raise BadImageError(path, why)
         with Image.open(path) as im:
             im.load()  # the whole image: a truncated JPEG fails here, not mid-epoch
             im = ImageOps.exif_transpose(im)
@@ -335,7 +349,7 @@ def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = 
         if digests is not None:
             digests[:] = [d for _, d in results]
     else:
-        why = [None if p.stat().st_size else "empty file (0 bytes)" for p in paths]
+        why = [_unreadable_without_decoding(p) for p in paths]
     bad = [i for i, w in enumerate(why) if w is not None]
     if bad and not skip:
         more = f" (and {len(bad) - 1} more unreadable image{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
@@ -479,7 +493,8 @@ def _load_npz(path: Path) -> ArrayImageSet:
 
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
     """(image files by extension, sub-folders) of ``folder``, sorted; hidden names (``.name``: e.g. macOS'
-    ``._photo.png`` AppleDouble files, which are not images, or ``.git``) are skipped."""
+    ``._photo.png`` AppleDouble files, which are not images, or ``.git``) are skipped. A broken symbolic link
+    with an image's name is an image file (unreadable: named, or skipped and counted, as a corrupt one)."""
     files, dirs = [], []
     with os.scandir(folder) as entries:
         for e in entries:
@@ -487,7 +502,8 @@ def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
                 continue
             if e.is_dir():
                 dirs.append(Path(e.path))
-            elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
+            elif (e.is_file() or (e.is_symlink() and not os.path.exists(e.path))) \
+                    and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
                 files.append(Path(e.path))
     return sorted(files), sorted(dirs)
 
@@ -655,7 +671,7 @@ def _checked(paths: list[Path], where: str, skip: bool) -> tuple[list[int], list
     """(readable indices, a hash of each file's bytes: empty for a folder too large to decode first)."""
     h = hashlib.sha256()
     for p in paths:
-        st = p.stat()
+        st = p.stat() if os.path.exists(p) else p.lstat()  # lstat: a broken symbolic link
         h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     key = f"{h.hexdigest()}|{skip}"
     if key not in _CHECKED:
