@@ -108,6 +108,23 @@ def test_show_writes_only_a_png_and_checks_its_numbers(bank_copy, tmp_path, caps
     assert Image.open(tmp_path / "G.PNG").format == "PNG"
 
 
+def test_show_refuses_a_png_of_the_user_and_replaces_its_own_grid(bank_copy, tmp_path, capsys):
+    """`bank show --out photo.png` over a PNG of the user's overwrote it without a word (`eval umap --out` refused
+    it): one line naming it, exit 2, the file unchanged; a grid `bank show` wrote is replaced on a rerun."""
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (5, 5), (1, 2, 3)).save(photo)
+    before = photo.read_bytes()
+    capsys.readouterr()
+    assert main(["bank", "show", str(bank_copy), "--out", str(photo), "--n", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "photo.png exists and is not a grid `gensis bank show` wrote" in err[0], err
+    assert photo.read_bytes() == before
+    grid = tmp_path / "grid.png"
+    for seed in ("0", "1"):  # the second run replaces the first one's grid
+        assert main(["bank", "show", str(bank_copy), "--out", str(grid), "--n", "2", "--seed", seed]) == 0
+    assert Image.open(grid).info.get("Software") == "gensis bank show"
+
+
 def test_projection_on_tiles_is_the_users_data_not_imagenet(tmp_path, base_overrides, capsys):
     """On histology tiles the summary projected the paper's ImageNet-1K bank, which means nothing for tiles; it
     now projects the user's own data when data.limit kept a subset (natural images keep the ImageNet line)."""

@@ -10,6 +10,9 @@ import numpy as np
 
 from gensis.bank.reader import BankReader
 from gensis.errors import UserError
+from gensis.figure_file import check_figure_out, pnginfo
+
+GRID_SOFTWARE = "gensis bank show"  # the PNG's Software chunk: a grid this command wrote, replaced on a rerun
 
 
 def _cell(img: np.ndarray | None, cell: int) -> "Image.Image":
@@ -26,12 +29,12 @@ def _cell(img: np.ndarray | None, cell: int) -> "Image.Image":
 
 def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = None, seed: int = 0,
               indices: list[int] | None = None, cell: int | None = None) -> Path:
-    """Write the grid to ``out`` (PNG); returns its path. ``out`` must name a ``.png`` file: a bank's header, a
-    config or weights given as ``--out`` by mistake are never replaced."""
+    """Write the grid to ``out`` (PNG); returns its path. ``out`` must name a new ``.png`` file or a grid this
+    command wrote (``gensis.figure_file``): a bank's header, a config, weights or a figure of the user's given as
+    ``--out`` by mistake are never replaced."""
     from PIL import Image, ImageDraw
 
-    if Path(out).suffix.lower() != ".png" or Path(out).is_dir():
-        raise UserError(f"--out must be a .png file (the grid), got {out}")
+    check_figure_out(out, GRID_SOFTWARE, "a grid")
     if indices is None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise UserError(f"--n must be an integer >= 1 (rows of the grid), got {n}")
@@ -75,7 +78,7 @@ def show_bank(path: str | Path, out: str | Path, n: int = 6, data: str | None = 
     from gensis.rundir import atomic_save_image, make_folder
 
     make_folder(out.parent)
-    atomic_save_image(canvas, out)
+    atomic_save_image(canvas, out, pnginfo=pnginfo(GRID_SOFTWARE))
     return out
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.figure_file import KEY
 
 
 def choose_classes(ds, classes: list[str] | None, n_default: int = 3) -> list[int]:
@@ -232,7 +233,7 @@ def _draw(panels, y, chosen, names, inter, out_png) -> None:
     axes[0][0].legend(fontsize=7, loc="best", markerscale=2)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": MAP_SOFTWARE})  # marks the map as ours
+    fig.savefig(buf, format="png", dpi=110, metadata={KEY: MAP_SOFTWARE})  # marks the map as ours
     plt.close(fig)
     atomic_write_bytes(out_png, buf.getvalue())
 
@@ -268,26 +269,9 @@ MAP_SOFTWARE = "gensis eval umap"  # the PNG's Software text chunk: a map this c
 def check_map_out(out: str | Path) -> None:
     """``--out``: a .png path that is new or a map written before by this command (its ``Software`` chunk); a
     folder or any other existing file (a figure of the user's) is a UserError before any work."""
-    from PIL import Image
+    from gensis.figure_file import check_figure_out
 
-    if not str(out).lower().endswith(".png"):
-        raise UserError(f"--out must be a .png file, got {out}")
-    from gensis.eval.options import check_output_folder
-
-    p = Path(out).expanduser()
-    if p.is_dir():
-        raise UserError(f"--out {out} is a folder: name a .png file (e.g. {Path(out) / 'umap.png'})")
-    check_output_folder(p.absolute().parent, "--out", out)
-    if not p.exists():
-        return
-    try:
-        with Image.open(p) as im:
-            ours = im.format == "PNG" and im.info.get("Software") == MAP_SOFTWARE
-    except (OSError, ValueError):
-        ours = False
-    if not ours:
-        raise UserError(f"--out {out} exists and is not a map `gensis eval umap` wrote (a figure of yours would be "
-                        f"overwritten): name another file, or remove it")
+    check_figure_out(out, MAP_SOFTWARE, "a map")
 
 
 def _run(args) -> dict:
