@@ -136,6 +136,11 @@ def test_report_on_a_demo_whose_dino_manifest_has_no_inputs(tmp_path, capsys):
      "; run the same command with --resume to continue from its last epoch checkpoint"),
     ("eldm", "run_train_ae", ["eldm", "train-ae", "--out", "R"], "; run the same command with --resume"),
     ("pretrain", "run", ["pretrain", "--out", "R"], "; run the same command with --resume"),
+    ("wsi", "run_embed", ["wsi", "embed", "--encoder", "E", "--tiles", "T", "--out", "F"],
+     "; run the same command again to continue (finished slides are kept)"),
+    ("wsi", "run_demo", ["wsi", "demo"], "; run the same command again with the same --out: it continues"),
+    ("mil", "run_train", ["mil", "train", "--feats", "F", "--labels", "l.csv", "--out", "M"],
+     "; run the same command again to continue (finished folds and seeds are kept)"),
     ("report", "run", ["report", "R"], None)])
 def test_ctrl_c_says_how_to_continue_where_the_command_can(module, func, argv, hint, monkeypatch, capsys):
     """A Ctrl-C in `eldm train` or `bank generate` said only 'gensis: interrupted': not that the bank continues

@@ -241,10 +241,42 @@ def test_the_environment_error_says_how_to_go_on_for_a_command_and_for_a_demo(tm
     monkeypatch.delenv(IN_DEMO, raising=False)
     assert main(["pretrain", "--data", str(data), "--out", str(out), "--preset", "smoke", "--quiet"]) == 1
     line = _line(0, capsys.readouterr().err, 0)
-    assert line.endswith("run again with --resume where the command has it)"), line
+    assert line.endswith("run the same command with --resume to continue from its last epoch checkpoint)"), line
     monkeypatch.setenv(IN_DEMO, "dino")  # a demo's side-lane stage
     assert main(["pretrain", "--data", str(data), "--out", str(out), "--preset", "smoke", "--quiet"]) == 1
     line = _line(0, capsys.readouterr().err, 0)
     assert line.endswith("run the demo again with the same --out: it continues)") and "--resume" not in line, line
     monkeypatch.delenv(IN_DEMO)
-    assert "--resume" not in _run_again("demo") and "--resume" in _run_again("pretrain")
+    import argparse
+
+    assert "--resume" not in _run_again(argparse.Namespace(verb="demo"))
+    assert "--resume" in _run_again(argparse.Namespace(verb="pretrain"))
+
+
+@pytest.mark.parametrize("module, func, argv, hint", [
+    ("bank", "run_generate", ["bank", "generate", "--out", "B"],
+     "run the same command again to continue (finished shards are kept))"),
+    ("wsi", "run_tile", ["wsi", "tile", "s.svs", "--out", "T"],
+     "run the same command again to continue (finished slides are kept))"),
+    ("mil", "run_train", ["mil", "train", "--feats", "F", "--labels", "l.csv", "--out", "M"],
+     "run the same command again to continue (finished folds and seeds are kept))"),
+    ("eldm", "run_train", ["eldm", "train", "--encoder", "E", "--out", "R"], "run the same command with --resume"),
+    ("export", "run", ["export", "R", "--to", "timm", "O"], "fix the cause and run the command again)")])
+def test_a_full_disk_says_how_to_go_on_in_the_command_s_own_terms(module, func, argv, hint, monkeypatch, capsys):
+    """A full disk in `bank generate` (or `wsi tile`, `mil train`) ended 'run again with --resume where the command
+    has it', sending the user to an option those commands do not take (rejected: 'unrecognized arguments:
+    --resume'); they continue when the same command is run again. The line now says what the Ctrl-C line says."""
+    import importlib
+
+    from gensis.train.next_step import IN_DEMO
+
+    monkeypatch.delenv(IN_DEMO, raising=False)
+
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/file")
+
+    monkeypatch.setattr(importlib.import_module(f"gensis.cli.{module}"), func, disk_full)
+    assert main(argv) == 1
+    line = _line(1, capsys.readouterr().err, 1)
+    assert line.startswith("gensis: error: cannot write out/file: No space left on device") and hint in line, line
+    assert ("--resume" in line) == ("--resume" in hint), line

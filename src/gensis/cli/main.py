@@ -180,32 +180,47 @@ def main(argv: list[str] | None = None) -> int:
         verb = "write" if operation(e) == "write" else "access"
         where = f" {e.filename}" if e.filename else ""
         print(f"gensis: error: cannot {verb}{where}: {e.strerror or e} (files already written are intact; "
-              f"fix the cause and {_run_again(args.verb)})", file=sys.stderr)
+              f"fix the cause and {_run_again(args)})", file=sys.stderr)
         return 1
 
 
-def _run_again(verb: str) -> str:
-    """How to go on after the environment stopped a command: a demo (typed, or one of its stages run as a
-    command: ``IN_DEMO`` set) continues when run again with the same --out; other commands have --resume."""
+# How a command that stopped goes on, for those that continue where they stopped (files already written are kept):
+# (verb, sub-command) -> the hint. The others (eval, eldm sample/eval, export, report ...) redo their work when run
+# again. A demo, typed or one of its stages run as a command (``IN_DEMO`` set), continues when run again.
+_RESUME = "run the same command with --resume to continue from its last epoch checkpoint"
+_CONTINUES = {
+    ("pretrain", None): _RESUME,
+    ("eldm", "train"): _RESUME,
+    ("eldm", "train-ae"): _RESUME,
+    ("bank", "generate"): "run the same command again to continue (finished shards are kept)",
+    ("wsi", "tile"): "run the same command again to continue (finished slides are kept)",
+    ("wsi", "embed"): "run the same command again to continue (finished slides are kept)",
+    ("wsi", "export"): "run the same command again to continue (tiles already written are kept)",
+    ("wsi", "demo"): "run the same command again with the same --out: it continues",
+    ("mil", "train"): "run the same command again to continue (finished folds and seeds are kept)",
+}
+_DEMO = "run the demo again with the same --out: it continues"
+
+
+def _how_to_continue(args: argparse.Namespace) -> str | None:
+    """The hint of ``_CONTINUES`` for the command ``args`` ran (a demo's when it is one), None for a command that
+    redoes its work when run again."""
     from gensis.train.next_step import IN_DEMO
 
-    if verb == "demo" or os.environ.get(IN_DEMO):
-        return "run the demo again with the same --out: it continues"
-    return "run again with --resume where the command has it"
+    if args.verb == "demo" or os.environ.get(IN_DEMO):
+        return _DEMO
+    return _CONTINUES.get((args.verb, getattr(args, f"{args.verb}_cmd", None)))
+
+
+def _run_again(args: argparse.Namespace) -> str:
+    """How to go on after the environment stopped a command: its ``_how_to_continue``, else run it again."""
+    return _how_to_continue(args) or "run the command again"
 
 
 def _continue_hint(args: argparse.Namespace) -> str:
     """After a Ctrl-C, for the commands that continue where they stopped: how (files already written are intact)."""
-    sub = getattr(args, "eldm_cmd", None) or getattr(args, "bank_cmd", None)
-    from gensis.train.next_step import IN_DEMO
-
-    if args.verb == "demo" or os.environ.get(IN_DEMO):
-        return f"; {_run_again('demo')}"
-    if args.verb == "pretrain" or (args.verb == "eldm" and sub in ("train", "train-ae")):
-        return "; run the same command with --resume to continue from its last epoch checkpoint"
-    if args.verb == "bank" and sub == "generate":
-        return "; run the same command again to continue (finished shards are kept)"
-    return ""
+    hint = _how_to_continue(args)
+    return f"; {hint}" if hint else ""
 
 
 def _error_line(e: Exception) -> str:
