@@ -59,3 +59,22 @@ def test_a_broken_symlink_to_an_image_is_named_or_skipped_and_counted(tmp_path, 
     assert len(ds) == 6 and "skipped 1 unreadable image of 7" in capsys.readouterr().err
     with pytest.raises(sources.BadImageError, match="broken symbolic link"):
         sources.decode_image(data / "b" / "moved.jpg")
+
+
+def test_uint8_images_holding_0_and_1_are_refused_not_read_black(tmp_path):
+    """Images in 0..1 cast to uint8 (or 0/1 masks) were read as 0..255: every image black, trained on without a
+    word. The .npz and the Python API's arrays, checked by one function."""
+    import gensis
+
+    x = np.random.default_rng(0).random((6, 8, 8, 3))
+    binary = np.round(x).astype(np.uint8)  # 0..1 images rounded to uint8
+    np.savez(tmp_path / "b.npz", images=binary)
+    hint = r"holds only the values 0 and 1, .* np.round\(images \* 255\).astype\(np.uint8\)"
+    with pytest.raises(UserError, match=r"b.npz: 'images' " + hint):
+        open_data(tmp_path / "b.npz")
+    with pytest.raises(UserError, match=r"the image array " + hint):
+        gensis.as_image_set(binary)
+    scaled = np.round(x * 255).astype(np.uint8)
+    np.savez(tmp_path / "s.npz", images=scaled, labels=np.arange(6) % 2)
+    assert np.array_equal(open_data(tmp_path / "s.npz").get(0), scaled[0])
+    assert np.array_equal(gensis.as_image_set(scaled[..., :1]).get(0), np.repeat(scaled[0, :, :, :1], 3, 2))

@@ -439,6 +439,24 @@ def _npz_array(z: Any, path: Path, key: str) -> np.ndarray:
         raise UserError(f"{path}: cannot read '{key}' ({type(e).__name__}: {e})") from None
 
 
+def image_array(images: np.ndarray, where: str) -> np.ndarray:
+    """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may be 0); a
+    UserError line naming ``where`` (an .npz file's 'images', an array handed to the API) otherwise. The one check
+    of image arrays, wherever they come from."""
+    if images.dtype != np.uint8:
+        hint = " (float arrays, NaN included, are refused: scale to 0..255 and cast to uint8)" \
+            if np.issubdtype(images.dtype, np.floating) else ""
+        raise UserError(f"{where} must be uint8, got {images.dtype}{hint}")
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))):
+        raise UserError(f"{where} must be N×H×W or N×H×W×3, got shape {images.shape}")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise UserError(f"{where} has zero-sized images, shape {images.shape}")
+    if images.size and images.max() == 1:  # 0..1 images cast to uint8 (or 0/1 masks): read as 0..255, every image was black
+        raise UserError(f"{where} holds only the values 0 and 1, and uint8 images are read as 0..255 (every image "
+                        f"would be black): scale them first, e.g. np.round(images * 255).astype(np.uint8)")
+    return images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
+
+
 def _load_npz(path: Path) -> ArrayImageSet:
     if path.stat().st_size == 0:
         raise UserError(f"cannot read {path} as .npz: empty file (0 bytes)")
@@ -451,17 +469,9 @@ def _load_npz(path: Path) -> ArrayImageSet:
     with z:
         if "images" not in z.files:
             raise UserError(f"{path}: no 'images' array (found: {', '.join(z.files) or 'nothing'})")
-        images = _npz_array(z, path, "images")
-        if images.dtype != np.uint8:
-            hint = " (float arrays, NaN included, are refused: scale to 0..255 and cast to uint8)" \
-                if np.issubdtype(images.dtype, np.floating) else ""
-            raise UserError(f"{path}: 'images' must be uint8, got {images.dtype}{hint}")
-        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))):
-            raise UserError(f"{path}: 'images' must be N×H×W or N×H×W×3, got shape {images.shape}")
+        images = image_array(_npz_array(z, path, "images"), f"{path}: 'images'")
         if len(images) == 0:
             raise UserError(f"{path}: 'images' is empty")
-        if images.shape[1] == 0 or images.shape[2] == 0:
-            raise UserError(f"{path}: 'images' has zero-sized images, shape {images.shape}")
         n = len(images)
         labels = groups = classes = None
         if "classes" in z.files:
@@ -486,8 +496,6 @@ def _load_npz(path: Path) -> ArrayImageSet:
             if groups.ndim != 1 or len(groups) != n or not np.issubdtype(groups.dtype, np.integer):
                 raise UserError(f"{path}: 'groups' must be integers of shape ({n},), got {groups.dtype} {groups.shape}")
             groups = groups.astype(np.int64)
-        if images.ndim == 4 and images.shape[3] == 1:
-            images = images[..., 0]
         return ArrayImageSet(images, labels, groups, classes, path.stem)
 
 

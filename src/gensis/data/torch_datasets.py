@@ -371,7 +371,7 @@ def _int_labels(targets: Any, n: int) -> np.ndarray:
 def as_image_set(data: Any, labels: Any = None) -> ImageSet:
     """An ``ImageSet`` from an ImageSet, a ``--data`` string / path (whole source: ``@all`` unless a split is
     named), an N×H×W(×3) uint8 array, a uint8 (N, 3, H, W) tensor, or any map-style torch Dataset of images."""
-    from gensis.data.sources import ArrayImageSet
+    from gensis.data.sources import ArrayImageSet, image_array
 
     if labels is not None and isinstance(data, (ImageSet, str, os.PathLike)):  # never dropped silently
         raise UserError("labels= is for arrays, tensors and torch Datasets: an ImageSet or a --data source "
@@ -385,8 +385,7 @@ def as_image_set(data: Any, labels: Any = None) -> ImageSet:
     if isinstance(data, np.ndarray):
         if data.ndim == 4 and data.shape[3] != 3 and data.shape[1] == 3:
             data = data.transpose(0, 2, 3, 1)  # (N, 3, H, W) → (N, H, W, 3)
-        if data.dtype != np.uint8 or data.ndim not in (3, 4) or data.ndim == 4 and data.shape[3] != 3:
-            raise UserError(f"image arrays must be uint8 N×H×W or N×H×W×3, got {data.dtype} {data.shape}")
+        data = image_array(data, "the image array")
         lab = None if labels is None else _int_labels(labels, len(data))  # one integer >= 0 per image
         return ArrayImageSet(np.ascontiguousarray(data), lab, None, None, "array")
     if hasattr(data, "__getitem__") and hasattr(data, "__len__"):
