@@ -78,3 +78,21 @@ def test_uint8_images_holding_0_and_1_are_refused_not_read_black(tmp_path):
     np.savez(tmp_path / "s.npz", images=scaled, labels=np.arange(6) % 2)
     assert np.array_equal(open_data(tmp_path / "s.npz").get(0), scaled[0])
     assert np.array_equal(gensis.as_image_set(scaled[..., :1]).get(0), np.repeat(scaled[0, :, :, :1], 3, 2))
+
+
+def test_an_npz_in_torchs_layout_is_read_as_the_api_reads_it(tmp_path):
+    """images saved N×3×H×W (torch's layout, e.g. from a tensor) were refused in an .npz ('must be N×H×W or
+    N×H×W×3') while gensis.as_image_set took the same array; both read it now, as the N×H×W×3 array."""
+    import gensis
+
+    nhwc = np.random.default_rng(0).integers(0, 256, (6, 8, 10, 3), dtype=np.uint8)
+    np.savez(tmp_path / "nhwc.npz", images=nhwc, labels=np.arange(6) % 2)
+    np.savez(tmp_path / "nchw.npz", images=nhwc.transpose(0, 3, 1, 2), labels=np.arange(6) % 2)
+    np.savez(tmp_path / "grey.npz", images=nhwc[..., :1].transpose(0, 3, 1, 2))
+    a, b = open_data(tmp_path / "nhwc.npz"), open_data(tmp_path / "nchw.npz")
+    assert b.get(5).shape == (8, 10, 3) and np.array_equal(a.stack(), b.stack()) and a.identity == b.identity
+    assert np.array_equal(open_data(tmp_path / "grey.npz").get(0), np.repeat(nhwc[0, :, :, :1], 3, 2))
+    assert np.array_equal(gensis.as_image_set(nhwc.transpose(0, 3, 1, 2)).stack(), nhwc)
+    np.savez(tmp_path / "rgba.npz", images=np.zeros((2, 4, 8, 8), np.uint8))
+    with pytest.raises(UserError, match=r"must be N×H×W or N×H×W×3 \(or N×3×H×W\), got shape \(2, 4, 8, 8\)"):
+        open_data(tmp_path / "rgba.npz")

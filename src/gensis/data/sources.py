@@ -8,7 +8,7 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
 - ``tiles:TILES`` (or the folder TILES itself): tiles of whole-slide images made by ``gensis wsi tile``, read
   lazily from the slides, the slide as group; ``tiles:TILES?labels=slides.csv`` adds slide labels. Its
   train/val split is by slide (``gensis.wsi.dataset``).
-- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3), optional ``labels`` (int, N), optional
+- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3, or N×3×H×W), optional ``labels`` (int, N), optional
   ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
 - ``python:KEY``: an ``ImageSet`` object handed to the Python API in this process (``register_data``); this is
   how ``gensis.pretrain(my_dataset, ...)`` passes objects through stages that take ``--data`` strings.
@@ -440,15 +440,18 @@ def _npz_array(z: Any, path: Path, key: str) -> np.ndarray:
 
 
 def image_array(images: np.ndarray, where: str) -> np.ndarray:
-    """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may be 0); a
+    """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may be 0;
+    torch's layout N×3×H×W or N×1×H×W, whose last axis cannot be channels, comes back as N×H×W×3 or N×H×W); a
     UserError line naming ``where`` (an .npz file's 'images', an array handed to the API) otherwise. The one check
     of image arrays, wherever they come from."""
     if images.dtype != np.uint8:
         hint = " (float arrays, NaN included, are refused: scale to 0..255 and cast to uint8)" \
             if np.issubdtype(images.dtype, np.floating) else ""
         raise UserError(f"{where} must be uint8, got {images.dtype}{hint}")
+    if images.ndim == 4 and images.shape[3] not in (1, 3) and images.shape[1] in (1, 3):
+        images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))):
-        raise UserError(f"{where} must be N×H×W or N×H×W×3, got shape {images.shape}")
+        raise UserError(f"{where} must be N×H×W or N×H×W×3 (or N×3×H×W), got shape {images.shape}")
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise UserError(f"{where} has zero-sized images, shape {images.shape}")
     if images.size and images.max() == 1:  # 0..1 images cast to uint8 (or 0/1 masks): read as 0..255, every image was black

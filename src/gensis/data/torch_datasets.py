@@ -383,8 +383,6 @@ def as_image_set(data: Any, labels: Any = None) -> ImageSet:
     if isinstance(data, torch.Tensor):
         data = _tensor_batch(data)
     if isinstance(data, np.ndarray):
-        if data.ndim == 4 and data.shape[3] != 3 and data.shape[1] == 3:
-            data = data.transpose(0, 2, 3, 1)  # (N, 3, H, W) → (N, H, W, 3)
         data = image_array(data, "the image array")
         lab = None if labels is None else _int_labels(labels, len(data))  # one integer >= 0 per image
         return ArrayImageSet(np.ascontiguousarray(data), lab, None, None, "array")
