@@ -407,8 +407,11 @@ def load_encoder(run: PathLike, which: str = "teacher", device: str = "cpu") -> 
     return _load(_str(run, "run"), which).to(pick_device(device))
 
 
-def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
-    """(N, D) float32 embeddings of images (anything ``as_image_set`` takes), in order."""
+@_frees_its_folders
+def embed(encoder: Encoder | PathLike, images: Any, batch_size: int = 256, device: str = "cpu", *,
+          quiet: bool = True) -> np.ndarray:
+    """(N, D) float32 embeddings of images (anything ``as_image_set`` takes), in order. ``quiet=False``: the
+    feature pass's progress bar."""
     from gensis.device import pick_device
     from gensis.models.encoder import Encoder as _Encoder
     from gensis.eval.features import extract_features
@@ -438,15 +441,16 @@ def open_bank(path: PathLike) -> BankReader:
     return BankReader(_path(path, "path"))
 
 
+@_frees_its_folders
 def knn(encoder: Encoder | PathLike, train: Any, test: Any, ks: Sequence[int] = (10, 20),
-        temperature: float = 0.07, batch_size: int = 256, device: str = "cpu") -> dict[str, Any]:
+        temperature: float = 0.07, batch_size: int = 256, device: str = "cpu", *, quiet: bool = True) -> dict[str, Any]:
     """DINO's weighted k-NN accuracy (top-1/top-5 in %) of a frozen encoder, as ``gensis eval knn`` (same default
     ``ks``; DINO's paper also reports k = 100, 200: ``ks=[10, 20, 100, 200]``).
 
     ``train``/``test``: labelled images (anything ``as_image_set`` takes; the test labels are matched to train's
     classes by name where both name them, as on the command line; two ``--data`` strings are read as the command
     line reads ``--train``/``--test``: one source as its train and val splits unless a split is named). Returns the JSON-ready result
-    (``top1``, ``top5``, ``k`` of the best k, ``results`` per k)."""
+    (``top1``, ``top5``, ``k`` of the best k, ``results`` per k). ``quiet=False``: the progress bars."""
     from gensis.device import pick_device
     from gensis.eval.knn import knn_eval
     from gensis.models.encoder import Encoder as _Encoder
@@ -486,14 +490,16 @@ def _numbers(values: Any, name: str) -> list[Any]:
         raise UserError(f"{name} must be a number or a list of numbers, got {values!r}") from None
 
 
+@_frees_its_folders
 def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 100,
            lrs: Sequence[float] | None = None, aug_copies: int = 2, batch_size: int = 256,
-           device: str = "cpu", seed: int = 0, crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, Any]:
+           device: str = "cpu", seed: int = 0, crop_scale: tuple[float, float] = (0.08, 1.0),
+           quiet: bool = True) -> dict[str, Any]:
     """DINO's linear probe (a learning-rate sweep of linear heads on frozen features), as ``gensis eval
     linear``; returns the JSON-ready result (``top1``, ``top5``, ``lr`` of the best head, ``results`` per lr).
     ``crop_scale``: the area range of the train crops (``--crop-scale``; ``(1, 1)``: whole images). ``batch_size``:
     images per forward pass of the encoder (``--feature-batch-size``), not the SGD batch of the heads (1024, as
-    ``--batch-size``; every option: ``gensis.evaluate("linear", ...)``)."""
+    ``--batch-size``; every option: ``gensis.evaluate("linear", ...)``). ``quiet=False``: the progress bars."""
     from gensis.device import pick_device
     from gensis.eval.linear import DEFAULT_LRS, LinearConfig, linear_eval
     from gensis.models.encoder import Encoder as _Encoder
@@ -510,7 +516,6 @@ def linear(encoder: Encoder | PathLike, train: Any, test: Any, *, epochs: int = 
     return linear_eval(enc, *_train_test(train, test), cfg, pick_device(device), batch_size)
 
 
-@_frees_its_folders
 @_frees_its_folders
 def evaluate(protocol: str, **options: Any) -> dict[str, Any]:
     """Any registered evaluation, as ``gensis eval PROTOCOL`` (``knn``, ``linear``, ``robustness``,

@@ -523,3 +523,32 @@ def test_eldm_sample_and_eval_on_data_without_held_out_images_are_one_line(pixel
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and "no held-out image" in err[0] and f"--data {data}@all" in err[0], err
     assert not (tmp_path / "f").exists()
+
+
+def test_embed_knn_linear_take_quiet_as_the_other_calls_do(encoder_run, images_npz, monkeypatch, capsys):
+    """`gensis.embed` / `knn` / `linear` had no `quiet=` (a TypeError) and always drew their feature passes' bars
+    ('features: 100%| ...'); they take it now as the stage calls do: quiet by default, `quiet=False` shows the bars,
+    and the setting before is kept. A seeded linear probe leaves the notebook's random generators as they were."""
+    import os
+
+    import torch
+
+    monkeypatch.delenv("GENSIS_NO_PROGRESS", raising=False)
+    train, val = gensis.open_data(str(images_npz), "train"), gensis.open_data(str(images_npz), "val")
+    enc = gensis.load_encoder(encoder_run)
+    calls = {"embed": lambda **kw: gensis.embed(enc, val, **kw),
+             "knn": lambda **kw: gensis.knn(enc, train, val, ks=[3], **kw),
+             "linear": lambda **kw: gensis.linear(enc, train, val, epochs=1, lrs=[0.1], aug_copies=1, **kw)}
+    for name, call in calls.items():
+        call()
+        assert "it/s]" not in capsys.readouterr().err, name
+        call(quiet=True)
+        assert "it/s]" not in capsys.readouterr().err, name
+        assert "GENSIS_NO_PROGRESS" not in os.environ
+        call(quiet=False)
+        assert "features" in capsys.readouterr().err, name
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    gensis.linear(enc, train, val, epochs=1, lrs=[0.1], aug_copies=1, seed=7)
+    assert torch.equal(torch.rand(3), expected)

@@ -126,16 +126,10 @@ def run_evaluation(name: str, **options: Any) -> dict[str, Any]:
     args = parse_options(name, options)
     check_result_path(getattr(args, "json", None))
     check_cache_option(args)
-    before = os.environ.get("GENSIS_NO_PROGRESS")
-    if getattr(args, "quiet", False):  # quiet=True: no bars, as `--quiet` on the command line
-        os.environ["GENSIS_NO_PROGRESS"] = "1"
-    try:
+    from gensis.progress import bars_off
+
+    with bars_off(bool(getattr(args, "quiet", False))):  # quiet=True: no bars, as `--quiet` on the command line
         res = run_parsed(name, args)
-    finally:
-        if before is None:
-            os.environ.pop("GENSIS_NO_PROGRESS", None)
-        else:
-            os.environ["GENSIS_NO_PROGRESS"] = before
     if getattr(args, "json", None):
         write_result(args.json, res)
     return res
