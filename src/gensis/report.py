@@ -13,14 +13,18 @@ from __future__ import annotations
 import base64
 import html
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from gensis.pipeline.reading import Reading, read_results
-from gensis.pipeline.results import METHODS, results_table, variants
+from gensis.pipeline.results import DISPLAY, METHODS, describe_results, metrics, results_table, variants
 from gensis.pipeline.table import Table
 from gensis.rundir import atomic_savefig, atomic_write_text, read_jsonl
+
+
+Body = str | Table | Reading | tuple[str, Table]  # a section's text, table or both (a caption, then the table)
 
 
 def _plt():
@@ -130,8 +134,69 @@ def _settings(out: Path) -> str | None:
     return s if isinstance(s, str) else None
 
 
-def write_report(out: str | Path, data: str | None = None, methods: tuple[str, ...] = ("dino",)) -> tuple[Path, Path]:
-    """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``); one section per method."""
+def readable_results(results: object) -> tuple[dict, list[str]]:
+    """The rows of ``results.json`` this version can read, and the names of the others (written by another gensis
+    version, or damaged), which the report leaves out rather than stop with a traceback."""
+    if not isinstance(results, dict):
+        return {}, ["results.json"] if results else []
+    rows, other = {}, []
+    for name, row in results.items():
+        try:
+            metrics(row)
+            ok = isinstance(row["label"], str)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            ok = False
+        if ok:
+            rows[name] = row
+        else:
+            other.append(str(name))
+    return rows, other
+
+
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def unfinished(out: Path, methods: tuple[str, ...], results: dict, unread: list[str]) -> str | None:
+    """One line saying what a demo folder lacks (killed midway, run with --stages, or written by another gensis
+    version) and how to finish it; None when it holds every stage's output."""
+    from gensis.rundir import RunDir
+
+    missing, partial = [], []
+    for m in methods:
+        eldm = "eldm" if m == "dino" else f"eldm-{m}"
+        parts = [(v.name, v.label) for v in variants(m)]
+        parts.insert(1, (eldm, "the E-LDM"))
+        for name, label in parts:
+            if not RunDir(out / name).is_done():
+                (partial if (out / name).exists() else missing).append(f"{label} ({name}/)")
+    said = []
+    if missing:
+        said.append(f"{_names(missing)} not trained")
+    if partial:
+        said.append(f"{_names(partial)} unfinished")
+    if not results and not unread:
+        said.append("no results table (the eval stage has not run)")
+    if unread:
+        which = "results.json is" if unread == ["results.json"] else f"the results of {_names(unread)} in results.json are"
+        said.append(f"{which} in a form this gensis version does not read (another version's): left out")
+    if not said:
+        return None
+    return ("This demo folder is incomplete (killed midway, run with --stages, or made by another gensis version): "
+            + "; ".join(said) + ". Run the same `gensis demo` command again with this --out to finish it (finished "
+            "stages are kept, results recomputed where needed).")
+
+
+def _methods_here(out: Path) -> tuple[str, ...]:
+    """The SSL methods whose runs this demo folder holds (``--methods``), DINO when none."""
+    found = tuple(m for m in DISPLAY if any((out / v.name).is_dir() for v in variants(m)))
+    return found or ("dino",)
+
+
+def write_report(out: str | Path, data: str | None = None, methods: tuple[str, ...] | None = None) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` (figures in ``out/report/``); one section per method
+    (default: those whose runs the folder holds). A folder that lacks some stage's output (``unfinished``) gets
+    one line saying what and how to finish it, at the top of the report and on stderr."""
     from gensis.errors import UserError
     from gensis.rundir import RunDir, make_folder
 
@@ -141,6 +206,7 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
     if RunDir(out).exists():  # a stage's own run folder: writing a report into it would only add clutter
         raise UserError(f"{out} is a {RunDir(out).manifest().get('stage', 'gensis')} run folder, not a folder made by "
                         f"`gensis demo` (give the demo's --out)")
+    methods = methods or _methods_here(out)
     known = ["results.json", "stages.json", "eldm", *(v.name for m in methods for v in variants(m))]
     if not any((out / name).exists() for name in known):
         seeds = sorted(p.name for p in out.glob("seed-*") if (p / "stages.json").is_file())
@@ -159,9 +225,13 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
         results = json.loads((out / "results.json").read_text()) if (out / "results.json").is_file() else {}
     except ValueError:
         results = {}  # damaged cache: the report goes on without the table
-    sections: list[tuple[str, str | Table | Reading, Path | None]] = []
+    results, unread = readable_results(results)
+    note = unfinished(out, methods, results, unread)
+    if note:
+        print(f"gensis: note: {note}", file=sys.stderr)
+    sections: list[tuple[str, Body, Path | None]] = []
     if results:
-        sections.append(("Results", results_table(results, methods), None))
+        sections.append(("Results", (describe_results(results), results_table(results, methods)), None))
         reading = read_results(results)  # every method with a column in the table (`gensis report` passes none)
         if reading is not None:
             sections.append(("How to read it", reading, None))
@@ -194,16 +264,21 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
                              "projected with the map fitted on the real points.", p))
     settings = _settings(out)
     md = ["# Gen-SIS report", f"Folder: `{out}`" + (f"; data: `{data}`" if data else ""),
-          *([f"Settings: `{settings}`"] if settings else []), ""]
+          *([f"Settings: `{settings}`"] if settings else []), *(["", f"**{note}**"] if note else []), ""]
     h = ["<!doctype html><meta charset='utf-8'><title>Gen-SIS report</title>",
          "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}img{max-width:100%}</style>",
-         f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code></p>"
-         + (f"<p>Settings: <code>{html.escape(settings)}</code></p>" if settings else "")]
-    for title, text, png in sections:
-        md += [f"## {title}", "", text if isinstance(text, str) else text.markdown(), ""]
+         f"<h1>Gen-SIS report</h1><p>Folder: <code>{html.escape(str(out))}</code>"
+         + (f"; data: <code>{html.escape(data)}</code>" if data else "") + "</p>"
+         + (f"<p>Settings: <code>{html.escape(settings)}</code></p>" if settings else "")
+         + (f"<p><strong>{html.escape(note)}</strong></p>" if note else "")]
+    for title, body, png in sections:
+        md.append(f"## {title}")
         h.append(f"<h2>{html.escape(title)}</h2>")
-        h.append(f"<p>{html.escape(text)}</p>" if isinstance(text, str) else text.html())
+        for text in body if isinstance(body, tuple) else (body,):
+            md += ["", text if isinstance(text, str) else text.markdown()]
+            h.append(f"<p>{html.escape(text)}</p>" if isinstance(text, str) else text.html())
+        md.append("")
         if png is not None:
             rel = png.relative_to(out) if png.is_relative_to(out) else png
             md += [f"![{title}]({rel})", ""]

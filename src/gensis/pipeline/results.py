@@ -151,6 +151,50 @@ def results_table(rows: dict, methods: tuple[str, ...] | None = None) -> Table:
     return t
 
 
+COLUMN_MEANINGS = {"base": "trained with {x} alone (the baseline)",
+                   "pixel": "{x} plus the disentanglement loss on pixel-space mixes of two images (the ablation of "
+                            "paper Table 12)",
+                   "gen": "{x} with the E-LDM's generated and interpolated views from the bank, plus the "
+                          "disentanglement loss"}
+BASELINE_MEANINGS = {"pixels": "the images' pixels as the embedding (no training)",
+                     "random": "the same ViT, randomly initialised and untrained"}
+
+
+def _size(desc: object) -> str:
+    """``animal-mnist@val (2,000 images)`` from an evaluation's ``train``/``test`` record."""
+    if not isinstance(desc, dict) or not desc.get("name"):
+        return "the held-out split"
+    n = desc.get("size")
+    return f"{desc['name']}" + (f" ({n:,} images)" if isinstance(n, int) else "")
+
+
+def describe_results(rows: dict) -> str:
+    """What the results table's numbers are (metric, splits and their sizes, k, the probe's settings) and what
+    each column is: the paragraph above the table in the report."""
+    knn = next((r["knn"] for r in rows.values() if isinstance(r.get("knn"), dict) and r["knn"].get("train")), {})
+    lin = next((r["linear"] for r in rows.values() if isinstance(r.get("linear"), dict)), None)
+    ks = sorted({int(x["k"]) for r in rows.values() for x in r["knn"]["results"]})
+    parts = [f"Top-1 accuracy (%) on {_size(knn.get('test'))}, each encoder frozen, its CLS embedding classified "
+             f"from the labelled images of {_size(knn.get('train'))}.",
+             f"Rows k-NN: DINO's weighted k-NN vote (cosine similarity, temperature {knn.get('temperature', 0.07)}) "
+             f"among the k = {', '.join(map(str, ks))} nearest training images."]
+    if lin is not None:
+        cfg = lin.get("config", {})
+        lrs = cfg.get("lrs", [])
+        parts.append(f"Row linear probe: a linear classifier trained on the frozen embeddings ({cfg.get('epochs', '?')} "
+                     f"epochs), the best of {len(lrs)} learning rates on the same held-out images (DINO's protocol).")
+    cols = []
+    for name, row in rows.items():
+        v = next((v for m in DISPLAY for v in variants(m) if v.name == name), None)
+        meaning = (COLUMN_MEANINGS[v.kind].format(x=DISPLAY.get(v.method, v.method)) if v is not None
+                   else BASELINE_MEANINGS.get(name))
+        if meaning:
+            cols.append(f"{row['label']}: {meaning}")
+    if cols:
+        parts.append("Columns: " + "; ".join(cols) + ".")
+    return " ".join(parts)
+
+
 def methods_in(rows: dict) -> tuple[str, ...]:
     """The SSL methods (registry names, table order) that have at least one column in ``rows``; DINO if none."""
     found = [m for m in DISPLAY if any(v.name in rows for v in variants(m))]
