@@ -445,6 +445,21 @@ def file_hash(path: StrPath, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
+def read_json(path: StrPath, what: str) -> dict[str, Any]:
+    """The JSON object of a file gensis wrote (a run's manifest, an E-LDM run's eldm.json ...; ``what``: "run
+    manifest"): one UserError line naming the file when it is damaged (truncated, emptied, not a JSON object)
+    instead of a JSONDecodeError traceback; a refused read is "cannot read PATH" (``gensis.errors.reading``)."""
+    path = Path(path)
+    try:
+        with reading(str(path)):
+            d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}); it is not a readable {what}") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path} is damaged (not a JSON object); it is not a readable {what}")
+    return d
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for mod in ("gensis", "torch", "torchvision", "timm", "diffusers", "numpy"):
@@ -474,15 +489,7 @@ class RunDir:
     def manifest(self) -> dict[str, Any]:
         if not self.exists():
             raise UserError(f"{self.path} is not a gensis run directory (no manifest.json)")
-        try:
-            with reading(str(self.manifest_path)):
-                m = json.loads(self.manifest_path.read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"{self.manifest_path} is damaged ({type(e).__name__}); it is not a readable run "
-                            f"manifest") from None
-        if not isinstance(m, dict):
-            raise UserError(f"{self.manifest_path} is damaged (not a JSON object)")
-        return m
+        return read_json(self.manifest_path, "run manifest")
 
     def config(self) -> dict[str, Any]:
         import yaml

@@ -18,14 +18,13 @@ Both spaces expose the same small interface:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from gensis.errors import UserError
-from gensis.rundir import atomic_write_json, file_hash, load_tensors, save_tensors
+from gensis.rundir import atomic_write_json, file_hash, load_tensors, read_json, save_tensors
 
 AE_WEIGHTS = "autoencoder.safetensors"
 AE_CONFIG = "autoencoder.json"
@@ -144,7 +143,7 @@ def load_autoencoder(folder: str | Path, device: str | torch.device = "cpu") -> 
     require_kind(folder, "eldm-ae")
     if not (folder / AE_CONFIG).is_file():
         raise UserError(f"{folder} has no {AE_CONFIG}: is it a finished `gensis eldm train-ae` run?")
-    info = json.loads((folder / AE_CONFIG).read_text())
+    info = read_json(folder / AE_CONFIG, "autoencoder description")
     vq = build_vq(info["model"], info["image_size"])
     vq.load_state_dict(load_tensors(folder / AE_WEIGHTS))
     vq.eval().requires_grad_(False)

@@ -12,7 +12,6 @@ each row comes from its own generator (see ``ddim_sampler``).
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -26,7 +25,7 @@ from gensis.eldm.denoiser import Denoiser
 from gensis.eldm.generator import INTERPOLATIONS
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
-from gensis.rundir import load_tensors
+from gensis.rundir import load_tensors, read_json
 
 if TYPE_CHECKING:
     from gensis.configs.typed import ELDMConfig
@@ -198,8 +197,7 @@ class ELDMGenerator:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path.parent} has no {path.name}: is it a finished `gensis eldm train` run?")
-    out: dict[str, Any] = json.loads(path.read_text())
-    return out
+    return read_json(path, "E-LDM description")
 
 
 def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu", guidance: float | None = None,

@@ -8,14 +8,13 @@ with ``save_pretrained``; the conditioning encoder goes to ``OUT/encoder`` as a 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
 from gensis.export.atomic import staged_folder
-from gensis.rundir import load_tensors
+from gensis.rundir import load_tensors, read_json
 
 
 def ddim_scheduler(diffusion: dict[str, Any], sample: dict[str, Any], clip: float | None) -> Any:
@@ -43,7 +42,7 @@ def build_pipeline(eldm_run: str | os.PathLike[str]) -> Any:
     require_kind(run, "eldm")  # a pretraining run (export --to timm), a bank, ...: named as such
     if not (run / MODEL_JSON).is_file():
         raise UserError(f"{run} has no {MODEL_JSON}: is it a finished `gensis eldm train` run?")
-    info = json.loads((run / MODEL_JSON).read_text())
+    info = read_json(run / MODEL_JSON, "E-LDM description")
     context = int(info["unet"]["context_dim"])
     den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
     den.load_state_dict(load_tensors(run / EMA_WEIGHTS))

@@ -25,7 +25,7 @@ from gensis.data.transforms import MEAN, STD
 from gensis.errors import UserError
 from gensis.models.encoder import WHICH
 from gensis.export.atomic import staged_folder
-from gensis.rundir import RunDir, atomic_write_json, load_tensors, make_folder, save_tensors
+from gensis.rundir import RunDir, atomic_write_json, load_tensors, make_folder, read_json, save_tensors
 
 # model config keys that change the architecture (drop_path_rate is training-only and left out)
 _ARCH_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "init_values")
@@ -49,7 +49,7 @@ def find_encoder(run: str | os.PathLike[str], which: str = "teacher") -> Encoder
     if not path.is_dir():
         raise UserError(f"{path} is not a run directory")
     if (path / "eldm.json").is_file():  # an E-LDM run: export the encoder it is conditioned on
-        info = json.loads((path / "eldm.json").read_text())
+        info = read_json(path / "eldm.json", "E-LDM description")
         enc = path / info["encoder"]["dir"]
         if not enc.is_dir():
             enc = Path(info["encoder"]["dir"])

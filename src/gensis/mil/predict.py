@@ -42,7 +42,7 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     from gensis.mil.heatmap import HEATMAPS_NEED, heatmap_thumbnail, save_heatmap
     from gensis.mil.train import build_model, predict
     from gensis.plots import matplotlib_module
-    from gensis.rundir import (RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder,
+    from gensis.rundir import (RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder, read_json,
                                remove_stale_temps)
 
     from gensis.folder_kind import require_kind, require_own_or_empty
@@ -59,7 +59,7 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     require_own_or_empty(out, "mil-predictions")  # never over a user's predictions.csv or heatmaps/
     if Path(out).is_dir():
         lock_folder(out)  # a second predict on this --out is refused now (a new folder: when it writes)
-    meta = json.loads((run / "mil.json").read_text())
+    meta = read_json(run / "mil.json", "MIL run description")
     source = {"run": str(run.resolve()), "run_inputs": meta.get("inputs"), "feats": str(Path(feats).resolve())}
     _check_same_source(Path(out), source)
     cfg = RunDir(run).config()

@@ -56,7 +56,9 @@ def region_features(regions: Path) -> tuple[np.ndarray, np.ndarray, str]:
 
 def out_of_fold(mil_run: Path) -> tuple[dict[str, list[float]], dict[str, int]]:
     """{region: probabilities} and {region: true class index} of every split of a finished MIL run."""
-    meta = json.loads((Path(mil_run) / "mil.json").read_text())
+    from gensis.rundir import read_json
+
+    meta = read_json(Path(mil_run) / "mil.json", "MIL run description")
     probs: dict[str, list[float]] = {}
     truth: dict[str, int] = {}
     for split in meta["splits"]:
