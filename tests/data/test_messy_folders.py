@@ -96,3 +96,21 @@ def test_an_npz_in_torchs_layout_is_read_as_the_api_reads_it(tmp_path):
     np.savez(tmp_path / "rgba.npz", images=np.zeros((2, 4, 8, 8), np.uint8))
     with pytest.raises(UserError, match=r"must be N×H×W or N×H×W×3 \(or N×3×H×W\), got shape \(2, 4, 8, 8\)"):
         open_data(tmp_path / "rgba.npz")
+
+
+def test_npz_class_names_saved_as_bytes_or_objects(tmp_path):
+    """'classes' saved as bytes (np.array([b'cat', ...]), h5py's and older numpy's strings) became the names
+    "b'cat'", which match no folder's 'cat'; an object array of names was dropped without a word."""
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8), dtype=np.uint8)
+
+    def npz(name, classes):
+        np.savez(tmp_path / name, images=images, labels=np.array([0, 1, 0, 1]), classes=classes)
+        return tmp_path / name
+
+    assert open_data(npz("bytes.npz", np.array([b"cat", "chat \u00e9".encode()]))).classes == ["cat", "chat \u00e9"]
+    assert open_data(npz("str.npz", np.array(["cat", "dog"]))).classes == ["cat", "dog"]
+    assert open_data(npz("ids.npz", np.array([7, 9]))).classes == ["7", "9"]
+    with pytest.raises(UserError, match=r"'classes' is an object array, .* np.array\(names\)"):
+        open_data(npz("obj.npz", np.array(["cat", "dog"], dtype=object)))
+    with pytest.raises(UserError, match=r"'classes' must be one name per class"):
+        open_data(npz("2d.npz", np.array([["cat"], ["dog"]])))

@@ -439,6 +439,28 @@ def _npz_array(z: Any, path: Path, key: str) -> np.ndarray:
         raise UserError(f"{path}: cannot read '{key}' ({type(e).__name__}: {e})") from None
 
 
+def _npz_names(z: Any, path: Path, key: str) -> list[str]:
+    """The names in ``z[key]`` (an .npz's 'classes'), one string each: str arrays as they are, bytes decoded
+    (UTF-8), integers as their digits; anything else (an object array, which needs pickle; floats; several axes) is
+    one UserError line."""
+    try:
+        arr: np.ndarray = z[key]
+    except ValueError:  # an object array: refused, as every array that needs pickle
+        raise UserError(f"{path}: '{key}' is an object array, which needs pickle; refused (save the names as a str "
+                        f"array: np.array(names))") from None
+    except Exception as e:  # truncated zip member, CRC error ...
+        raise UserError(f"{path}: cannot read '{key}' ({type(e).__name__}: {e})") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "USiu":
+        raise UserError(f"{path}: '{key}' must be one name per class (a 1-D str array: np.array(names)), got "
+                        f"{arr.dtype} {arr.shape}")
+    if arr.dtype.kind == "S":
+        try:
+            return [bytes(b).decode("utf-8") for b in arr.tolist()]
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: '{key}' holds bytes that are not UTF-8 ({e}); save the names as str") from None
+    return [str(c) for c in arr.tolist()]
+
+
 def image_array(images: np.ndarray, where: str) -> np.ndarray:
     """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may be 0;
     torch's layout N×3×H×W or N×1×H×W, whose last axis cannot be channels, comes back as N×H×W×3 or N×H×W); a
@@ -478,10 +500,7 @@ def _load_npz(path: Path) -> ArrayImageSet:
         n = len(images)
         labels = groups = classes = None
         if "classes" in z.files:
-            try:
-                classes = [str(c) for c in z["classes"].tolist()]
-            except ValueError:
-                classes = None
+            classes = _npz_names(z, path, "classes")
         if "labels" in z.files:
             labels = _npz_array(z, path, "labels")
             if labels.ndim != 1 or len(labels) != n:
