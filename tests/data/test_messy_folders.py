@@ -114,3 +114,20 @@ def test_npz_class_names_saved_as_bytes_or_objects(tmp_path):
         open_data(npz("obj.npz", np.array(["cat", "dog"], dtype=object)))
     with pytest.raises(UserError, match=r"'classes' must be one name per class"):
         open_data(npz("2d.npz", np.array([["cat"], ["dog"]])))
+
+
+def test_npz_labels_given_as_class_names(tmp_path):
+    """labels saved as names (np.array(['dog', 'cat', ...])) were refused ('must be integers, got <U3'); they are
+    now the classes, in sorted order as a folder's, or those of 'classes' when it is given."""
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "names.npz", images=images, labels=np.array(["dog", "cat", "dog", "b\u00e9e"]))
+    ds = open_data(tmp_path / "names.npz")
+    assert ds.classes == ["b\u00e9e", "cat", "dog"] and ds.labels.tolist() == [2, 1, 2, 0]
+    np.savez(tmp_path / "given.npz", images=images, labels=np.array([b"dog", b"cat", b"dog", b"cat"]),
+             classes=np.array(["dog", "cat", "owl"]))
+    ds = open_data(tmp_path / "given.npz")
+    assert ds.classes == ["dog", "cat", "owl"] and ds.labels.tolist() == [0, 1, 0, 1] and ds.num_classes == 3
+    np.savez(tmp_path / "unknown.npz", images=images, labels=np.array(["dog", "cat", "dog", "emu"]),
+             classes=np.array(["dog", "cat"]))
+    with pytest.raises(UserError, match=r"label 'emu' is not among 'classes' \(dog, cat\)"):
+        open_data(tmp_path / "unknown.npz")

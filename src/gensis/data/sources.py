@@ -8,8 +8,8 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
 - ``tiles:TILES`` (or the folder TILES itself): tiles of whole-slide images made by ``gensis wsi tile``, read
   lazily from the slides, the slide as group; ``tiles:TILES?labels=slides.csv`` adds slide labels. Its
   train/val split is by slide (``gensis.wsi.dataset``).
-- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3, or N×3×H×W), optional ``labels`` (int, N), optional
-  ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
+- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3, or N×3×H×W), optional ``labels`` (int, or str
+  names, N), optional ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
 - ``python:KEY``: an ``ImageSet`` object handed to the Python API in this process (``register_data``); this is
   how ``gensis.pretrain(my_dataset, ...)`` passes objects through stages that take ``--data`` strings.
 
@@ -462,10 +462,10 @@ def _npz_names(z: Any, path: Path, key: str) -> list[str]:
 
 
 def image_array(images: np.ndarray, where: str) -> np.ndarray:
-    """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may be 0;
-    torch's layout N×3×H×W or N×1×H×W, whose last axis cannot be channels, comes back as N×H×W×3 or N×H×W); a
-    UserError line naming ``where`` (an .npz file's 'images', an array handed to the API) otherwise. The one check
-    of image arrays, wherever they come from."""
+    """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may
+    be 0; torch's layout N×3×H×W or N×1×H×W, whose last axis cannot be channels, comes back as N×H×W×3 or
+    N×H×W); a UserError line naming ``where`` (an .npz file's 'images', an array handed to the API) otherwise.
+    The one check of image arrays, wherever they come from."""
     if images.dtype != np.uint8:
         hint = " (float arrays, NaN included, are refused: scale to 0..255 and cast to uint8)" \
             if np.issubdtype(images.dtype, np.floating) else ""
@@ -476,7 +476,7 @@ def image_array(images: np.ndarray, where: str) -> np.ndarray:
         raise UserError(f"{where} must be N×H×W or N×H×W×3 (or N×3×H×W), got shape {images.shape}")
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise UserError(f"{where} has zero-sized images, shape {images.shape}")
-    if images.size and images.max() == 1:  # 0..1 images cast to uint8 (or 0/1 masks): read as 0..255, every image was black
+    if images.size and images.max() == 1:  # 0..1 images cast to uint8 (or 0/1 masks) read as 0..255: all black
         raise UserError(f"{where} holds only the values 0 and 1, and uint8 images are read as 0..255 (every image "
                         f"would be black): scale them first, e.g. np.round(images * 255).astype(np.uint8)")
     return images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
@@ -505,8 +505,18 @@ def _load_npz(path: Path) -> ArrayImageSet:
             labels = _npz_array(z, path, "labels")
             if labels.ndim != 1 or len(labels) != n:
                 raise UserError(f"{path}: 'labels' must have shape ({n},), got {labels.shape}")
+            if labels.dtype.kind in "US":  # class names: label i is the i-th of 'classes', or of the sorted names
+                names = _npz_names(z, path, "labels")
+                classes = classes if classes is not None else sorted(set(names))
+                index = {c: i for i, c in enumerate(classes)}
+                unknown = next((c for c in names if c not in index), None)
+                if unknown is not None:
+                    raise UserError(f"{path}: label '{unknown}' is not among 'classes' ({', '.join(classes[:10])}"
+                                    f"{', ...' if len(classes) > 10 else ''})")
+                labels = np.array([index[c] for c in names], np.int64)
             if not np.issubdtype(labels.dtype, np.integer):
-                raise UserError(f"{path}: 'labels' must be integers, got {labels.dtype}")
+                raise UserError(f"{path}: 'labels' must be integers (class indices) or class names (str), got "
+                                f"{labels.dtype}")
             if labels.min() < 0:
                 raise UserError(f"{path}: 'labels' must be >= 0, found {int(labels.min())}")
             if classes is not None and labels.max() >= len(classes):
@@ -566,8 +576,8 @@ def _first_image_below(folder: Path, seen: set[Path]) -> Path | None:
 
 def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, tuple[list[Path], list[Path]]]) -> None:
     """A UserError for images the layout would leave out without a word: images beside class folders, and images
-    in folders below a class folder, at any depth (a whole class when it holds none directly). Symlinks back to a folder above
-    (loops) are not followed."""
+    in folders below a class folder, at any depth (a whole class when it holds none directly). Symlinks back to a
+    folder above (loops) are not followed."""
     class_dirs = [d for d, (files, _) in subdirs.items() if files]
     if class_dirs and direct:
         raise UserError(f"{folder} holds {len(direct)} image{'s' if len(direct) > 1 else ''} ({direct[0].name}"
