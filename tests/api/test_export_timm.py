@@ -232,3 +232,43 @@ def test_an_older_versions_staging_folder_without_a_pid_is_removed_after_a_day_i
         assert (str(tmp_path / name) in err) == removed, (name, err)
     assert link.is_symlink() and (tmp_path / "out" / "config.json").is_file()
     assert (tmp_path / ".backup.20240101.tmp" / "model.safetensors").read_text() == "w"
+
+
+def test_an_out_that_is_a_link_to_a_folder_elsewhere_gets_the_export(encoder_run, tmp_path, capsys):
+    """`export RUN --to timm OUT` with OUT a symbolic link to an empty folder (on another disk, say) did all the work
+    and then failed with 'cannot make the folder OUT: part of that path is a file'; a link to a folder not made yet
+    was replaced by a real folder (the export on the link's disk, the link gone). Both now export into the link's
+    target, the link kept; a link to a folder that is not empty is refused, named as given."""
+    disk = tmp_path / "disk"
+    (disk / "empty").mkdir(parents=True)
+    (disk / "full").mkdir()
+    (disk / "full" / "notes.txt").write_text("keep me")
+    links = {"to-empty": disk / "empty", "to-new": disk / "new" / "vit", "to-full": disk / "full"}
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    for name in ("to-empty", "to-new"):
+        assert main(["export", str(encoder_run), "--to", "timm", str(tmp_path / name)]) == 0, capsys.readouterr().err
+        assert (tmp_path / name).is_symlink() and (links[name] / "config.json").is_file()
+        assert (links[name] / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["export", str(encoder_run), "--to", "timm", str(tmp_path / "to-full")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"gensis: error: {tmp_path / 'to-full'} already exists; choose another output folder or remove it"
+    assert sorted(p.name for p in (disk / "full").iterdir()) == ["notes.txt"]
+    assert not [p for p in disk.rglob(".gensis-tmp-*")] and not [p for p in tmp_path.glob(".gensis-tmp-*")]
+
+
+def test_a_folder_filled_while_the_export_ran_is_kept_and_named(tmp_path, capsys):
+    """Two exports to one OUT at once: the second to finish found OUT filled by the first and stopped with an
+    OSError traceback (Directory not empty); now one line, the first export's folder kept, no staging left."""
+    from gensis.errors import UserError
+    from gensis.export.atomic import staged_folder
+
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="was filled while this export ran"):
+        with staged_folder(out) as d:
+            (d / "config.json").write_text("second")
+            out.mkdir()  # the other export (or the user) finished meanwhile
+            (out / "config.json").write_text("first")
+    assert (out / "config.json").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,14 +20,16 @@ from gensis.rundir import is_temp_name, make_folder, remove_stale_temp_dirs, tem
 @contextmanager
 def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a fresh temporary folder next to ``out``; on success it becomes ``out`` (which must not exist, or
-    be an empty folder), on error it is removed. A kill leaves at most a hidden
-    ``.gensis-tmp-OUT.<pid>@<host tag>-<hex>.tmp`` folder (marked as gensis's, like every temporary name of
+    be an empty folder; a symbolic link: its target, the link kept), on error it is removed. A kill leaves at most
+    a hidden ``.gensis-tmp-OUT.<pid>@<host tag>-<hex>.tmp`` folder (marked as gensis's, like every temporary name of
     ``gensis.rundir``), which the next staged folder in the same parent removes once that pid is gone on this host
     (``gensis.rundir.remove_stale_temp_dirs``); an older version's, without a pid, after a day
     (``remove_old_staging_dirs``)."""
-    out = Path(out)
+    given = out = Path(out)
+    if out.is_symlink():  # a link the user made to a folder elsewhere (another disk): the export goes there, next to
+        out = Path(os.path.realpath(out))  # its target (a rename stays on one filesystem), and the link is kept
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} already exists; choose another output folder or remove it")
+        raise UserError(f"{given} already exists; choose another output folder or remove it")
     make_folder(out.parent)
     for p in [*remove_stale_temp_dirs(out.parent), *remove_old_staging_dirs(out.parent)]:  # never a finished one
         print(f"[gensis] removed {p}, the staging folder of an interrupted export", file=sys.stderr)
@@ -35,10 +38,16 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.mkdir()  # mode 0777 & ~umask, as any tool's output folder (mkdtemp's was 0700)
     try:
         yield tmp
-        with writing():
-            if out.exists():
-                out.rmdir()
-            os.replace(tmp, out)
+        try:
+            with writing():
+                if out.exists():
+                    out.rmdir()
+                os.replace(tmp, out)
+        except OSError as e:  # another export to ``out`` (or the user) filled it meanwhile: theirs is kept
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise UserError(f"{given} was filled while this export ran (another export to it?); choose another "
+                            f"output folder or remove it") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
