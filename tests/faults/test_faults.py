@@ -394,6 +394,38 @@ def test_autoencoder_killed_at_a_random_point_resumes_to_the_uninterrupted_weigh
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
+def _rows(run: Path) -> list[dict]:
+    """metrics.jsonl without its timings (which differ between any two runs)."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "images_per_s")}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_autoencoder_killed_just_after_a_checkpoint_resumes_to_the_uninterrupted_metrics(tmp_path, tiny_npz,
+                                                                                       monkeypatch):
+    """A kill right after an epoch's checkpoint was written: the checkpoint came before the epoch's held-out
+    metrics (val_l1, val_psnr ...), so the resumed run, which starts at the next epoch, never logged that epoch's
+    row (metrics.jsonl one row short of the uninterrupted run's). Now the held-out row is logged before the
+    checkpoint: the same rows as a run never interrupted."""
+    import gensis.train.loop as loop
+
+    over = ["--preset", "smoke", "--quiet", "data.image_size=16", "data.limit=null", "ae.optim.batch_size=16",
+            "ae.optim.epochs=2", "ae.val_images=8", "train.threads=1", "train.amp=off"]
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    assert main("eldm", "train-ae", "--data", tiny_npz, "--out", ref, *over) == 0
+    real_save = loop._save
+
+    def killed_after_the_first_checkpoint(task, rt, run_dir, epoch):
+        real_save(task, rt, run_dir, epoch)
+        raise KeyboardInterrupt  # the kill: nothing of this process runs after the checkpoint is in place
+
+    monkeypatch.setattr(loop, "_save", killed_after_the_first_checkpoint)
+    assert main("eldm", "train-ae", "--data", tiny_npz, "--out", run, *over) == 130
+    monkeypatch.setattr(loop, "_save", real_save)
+    assert main("eldm", "train-ae", "--data", tiny_npz, "--out", run, *over, "--resume") == 0
+    assert any("val_l1" in r for r in _rows(ref))
+    assert _rows(run) == _rows(ref)
+
+
 @pytest.mark.slow
 def test_demo_killed_then_rerun_finishes_and_reuses_finished_stages(tmp_path):
     out = tmp_path / "demo"

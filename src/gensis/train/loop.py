@@ -16,9 +16,13 @@ once for all of them. One iteration, top to bottom::
     guard.restore_state()                          deferred: centers, buffers back where the step is skipped
     every log_every iterations: metrics row (the only host sync of the step on CUDA)
 
-At the end of every epoch: one checkpoint (``checkpoint.safetensors``: task modules, optimizers, task
-tensors, and the random state of *every rank*, gathered to rank 0), then ``task.end_epoch`` (held-out
-metrics, rank 0). ``--resume`` restores all of it per rank, so a killed run ends with the same weights as
+At the end of every epoch: ``task.end_epoch`` (held-out metrics, rank 0, logged), then one checkpoint
+(``checkpoint.safetensors``: task modules, optimizers, task tensors, and the random state of *every rank*,
+gathered to rank 0). In that order, a run killed after a checkpoint has logged everything of the epochs it
+holds, and one killed before it redoes the epoch and logs its rows again (``--resume`` drops the rows past the
+checkpoint); the other way round, a kill between the two left the resumed run's ``metrics.jsonl`` without that
+epoch's held-out row, and a random draw of ``end_epoch`` would have been missing from the resumed run's random
+state. ``--resume`` restores all of it per rank, so a killed run ends with the same weights and metrics as
 one never interrupted, under DDP too; it first checks that settings and inputs are the run's own
 (``gensis.train.resume``). At the end, ``task.export`` (rank 0) writes the final weights.
 
@@ -518,8 +522,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
             if it % task.log_every == 0 and not rt.overlap:  # (with the helper thread it has its two already)
                 apply_thread_share()  # a demo's side lane finished: its threads come back (gensis.device)
         guard.sync()
-        _save(task, rt, run, epoch)
-        if main:
+        if main:  # before the checkpoint: a resume from it never lacks this epoch's rows (see module docstring)
             extra = task.end_epoch(epoch)
             if extra:
                 metrics.log({"step": (epoch + 1) * niter - 1, "epoch": epoch, **extra,
@@ -527,6 +530,7 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
             if metrics.wants_images and hasattr(task, "sample_images"):  # e.g. the E-LDM's sample grid
                 for tag, image in task.sample_images(epoch).items():
                     metrics.log_image(tag, image, (epoch + 1) * niter - 1)
+        _save(task, rt, run, epoch)
         barrier()
     bar.close()
     if main:
