@@ -287,8 +287,8 @@ def is_tiles_folder(path: Path) -> bool:
     an image folder, whose error named the tiling's thumbnails)."""
     try:
         return any(tiles_dir(path).joinpath("patches").glob("*.h5"))
-    except UserError:
-        pass
+    except (UserError, OSError):  # OSError: a sub-folder that cannot be searched (an image folder's class folder,
+        pass                      # named by the image folder's own read, not as its "<class>/patches")
     try:
         return any(any(p.joinpath("patches").glob("*.h5")) for p in Path(path).iterdir() if p.is_dir())
     except OSError:
