@@ -90,3 +90,14 @@ def operation(e: OSError) -> str | None:
     gets: disk full, quota, file too large, read-only file system), else None (unknown)."""
     op = getattr(e, "gensis_operation", None)
     return op if op is not None else ("write" if e.errno in WRITE_ERRNOS else None)
+
+
+def environment_error(e: OSError) -> str | None:
+    """"cannot write PATH: No space left on device" for an error of the environment (a refused access, a full
+    disk, a read-only filesystem: ``ACCESS_ERRNOS`` | ``WRITE_ERRNOS``), "write" when known (``operation``), else
+    "access"; None for any other error. The start of the CLI's line for it, and of a rank's line to the others."""
+    if e.errno not in ACCESS_ERRNOS | WRITE_ERRNOS:
+        return None
+    verb = "write" if operation(e) == "write" else "access"
+    where = f" {e.filename}" if e.filename else ""
+    return f"cannot {verb}{where}: {e.strerror or e}"

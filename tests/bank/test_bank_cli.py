@@ -232,3 +232,25 @@ def test_a_split_without_images_is_refused_not_made_an_empty_bank(tmp_path, caps
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "no image to augment: the val split" in err[0], err
     assert not out.exists()
+
+
+def test_a_full_disk_or_a_refused_folder_while_preparing_the_bank_is_one_plain_line(tmp_path, tiny_npz,
+                                                                                    base_overrides, monkeypatch,
+                                                                                    capsys):
+    """A full disk (or a read-only parent) while the bank folder was made read 'preparing OUT failed: OSError:
+    [Errno 28] No space left on device: ...' (Python's repr); now the line every other command prints for it."""
+    import errno
+    import os
+
+    import gensis.bank.generate as generate
+
+    def disk_full(out, header):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / "bank.json"))
+
+    monkeypatch.setattr(generate, "write_header", disk_full)
+    out = tmp_path / "bank"
+    assert main(["bank", "generate", *FAKE, "--data", str(tiny_npz), "--out", str(out), "--preset", "smoke",
+                 "--quiet", *base_overrides]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == [f"gensis: error: cannot write {out / 'bank.json'}: No space left on device (fix the cause and run "
+                   f"the same command again)"], err

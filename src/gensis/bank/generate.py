@@ -586,8 +586,12 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
             pending, pending_emb, header = _prepare(out, header, cfg, groups, layout, quiet)
         except UserError as e:
             msg = str(e)
-        except Exception as e:
-            msg = f"preparing {out} failed: {type(e).__name__}: {e}"
+        except Exception as e:  # told to every rank as one line
+            from gensis.errors import environment_error
+
+            line = environment_error(e) if isinstance(e, OSError) else None
+            msg = (f"{line} (fix the cause and run the same command again)" if line is not None
+                   else f"preparing {out} failed: {type(e).__name__}: {e}")
     msg, pending, pending_emb = broadcast_object((msg, pending, pending_emb))
     if msg is not None:
         raise UserError(msg)

@@ -171,16 +171,15 @@ def main(argv: list[str] | None = None) -> int:
               f"can be made)", file=sys.stderr)
         return 2
     except OSError as e:  # the environment, not the input: full disk, read-only folder, missing permission
-        from gensis.errors import ACCESS_ERRNOS, WRITE_ERRNOS, operation
+        from gensis.errors import environment_error
 
-        if debug or e.errno not in ACCESS_ERRNOS | WRITE_ERRNOS:
-            raise
         # inputs' reads became a UserError where they happen (gensis.errors.reading); what is left is a write
         # when tagged so (or by its errno), else unknown: "access", not a guess
-        verb = "write" if operation(e) == "write" else "access"
-        where = f" {e.filename}" if e.filename else ""
-        print(f"gensis: error: cannot {verb}{where}: {e.strerror or e} (files already written are intact; "
-              f"fix the cause and {_run_again(args)})", file=sys.stderr)
+        line = environment_error(e)
+        if debug or line is None:
+            raise
+        print(f"gensis: error: {line} (files already written are intact; fix the cause and {_run_again(args)})",
+              file=sys.stderr)
         return 1
 
 
