@@ -131,3 +131,24 @@ def test_npz_labels_given_as_class_names(tmp_path):
              classes=np.array(["dog", "cat"]))
     with pytest.raises(UserError, match=r"label 'emu' is not among 'classes' \(dog, cat\)"):
         open_data(tmp_path / "unknown.npz")
+
+
+def test_an_empty_class_folder_is_named_once(tmp_path, capsys):
+    """A class folder without images (not yet filled, or only .txt/.DS_Store files) was dropped without a word:
+    the user counted 3 classes, gensis read 2. One warning line names it."""
+    data = tmp_path / "three"
+    _images(data / "a")
+    _images(data / "b")
+    (data / "c").mkdir()
+    (data / "c" / ".DS_Store").write_bytes(b"\0")
+    (data / "c" / "README.txt").write_text("to do")
+    ds = open_data(data)
+    assert ds.classes == ["a", "b"] and len(ds) == 6
+    err = capsys.readouterr().err
+    assert f"{data}: 1 class folder (c/) holds no image and is left out: 2 classes are read" in err
+    open_data(data)
+    assert "class folder" not in capsys.readouterr().err  # said once
+    flat = _images(tmp_path / "flat")
+    (flat / "empty").mkdir()
+    open_data(flat)  # unlabelled images and an empty folder: no class folders, nothing to say
+    assert "class folder" not in capsys.readouterr().err

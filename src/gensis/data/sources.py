@@ -624,6 +624,26 @@ def _warn_unread_image_files(folder: Path, folders: list[Path]) -> None:
               file=sys.stderr)
 
 
+_WARNED_EMPTY: set[str] = set()  # folders whose empty class folders were named in this process
+
+
+def _warn_empty_class_folders(folder: Path, empty: list[Path], n_classes: int) -> None:
+    """One line (stderr, once per folder and process) naming the class folders that hold no image gensis reads
+    (empty, or only other files): they are no class, so the class count and indices are those of the others.
+    Folders of images in formats gensis does not read are left to ``_warn_unread_image_files``'s line."""
+    empty = [d for d in empty if not any(os.path.splitext(f.name)[1].lower() in UNREAD_IMAGE_EXTS
+                                         for f in os.scandir(d) if not f.name.startswith("."))]
+    if not empty or str(folder) in _WARNED_EMPTY:
+        return
+    _WARNED_EMPTY.add(str(folder))
+    import sys
+
+    names = ", ".join(d.name + "/" for d in empty[:5]) + (", ..." if len(empty) > 5 else "")
+    print(f"gensis: warning: {folder}: {len(empty)} class folder{'s' if len(empty) > 1 else ''} ({names}) "
+          f"{'hold' if len(empty) > 1 else 'holds'} no image and {'are' if len(empty) > 1 else 'is'} left out: "
+          f"{n_classes} classes are read", file=sys.stderr)
+
+
 def _load_folder(folder: Path, classes: list[str] | None = None, name: str | None = None,
                  skip_bad: bool = False) -> FolderImageSet:
     """ImageFolder (or flat) ``folder``. ``classes`` fixes the class list (names → indices), so the val
@@ -637,6 +657,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     _warn_unread_image_files(folder, [folder, *subdirs])
     class_dirs = [d for d in subdirs if scans[d][0]]
     if class_dirs:
+        _warn_empty_class_folders(folder, [d for d in subdirs if not scans[d][0]], len(class_dirs))
         names = [d.name for d in class_dirs]
         if classes is None:
             classes = names
