@@ -227,6 +227,31 @@ def test_as_torch_dataset_of_a_folder_of_mixed_sizes(tmp_path):
     assert next(iter(DataLoader(one_size, batch_size=4)))[0].shape == (4, 3, 16, 16)
 
 
+def test_as_torch_dataset_of_a_list_of_images_of_mixed_sizes(tmp_path):
+    """docs/api.md: images of different sizes without ``size`` or a transform are refused by
+    ``as_torch_dataset()`` at once. A list of PIL images, arrays, tensors or file paths (``as_image_set``) was let
+    through, and the DataLoader failed later in default_collate ('stack expects each tensor to be equal size')."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, hw + (3,), dtype=np.uint8) for hw in [(16, 16), (9, 40), (16, 16)]]
+    folder = _mixed_sizes(tmp_path / "imgs", n=4)
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    kinds = {"PIL images": [Image.fromarray(a) for a in arrays], "arrays": arrays,
+             "tensors": [torch.from_numpy(a).permute(2, 0, 1) for a in arrays], "file paths": paths,
+             "(image, label) items": [(Image.fromarray(a), 0) for a in arrays]}
+    for kind, items in kinds.items():
+        images = gensis.as_image_set(items)
+        with pytest.raises(UserError, match=r"differ in size .*pass size=S") as e:
+            images.as_torch_dataset()
+        assert "\n" not in str(e.value), kind
+        x, _ = next(iter(DataLoader(images.as_torch_dataset(size=8), batch_size=len(items))))
+        assert x.shape == (len(items), 3, 8, 8), kind
+    same = gensis.as_image_set([Image.fromarray(arrays[0])] * 3).as_torch_dataset()  # one size: no refusal
+    assert next(iter(DataLoader(same, batch_size=3)))[0].shape == (3, 3, 16, 16)
+
+
 def test_eval_of_baselines_skips_bad_images_when_asked(tmp_path, capsys):
     """The baselines a user compares a run with (`--encoder pixels|random --train DATA --test DATA`) on a folder
     holding a broken file: the error names `--skip-bad-images`, which leaves it out and counts it (was: no way to

@@ -174,17 +174,7 @@ class FolderImageSet(ImageSet):
         return _read_image(self.paths[i])
 
     def stored_size(self, i: int) -> tuple[int, int] | None:
-        """From the file's header (EXIF rotation applied, as ``get`` does); None when it cannot be read."""
-        from PIL import Image
-
-        try:
-            with Image.open(self.paths[i]) as im:
-                w, h = im.size
-                if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: get() transposes it
-                    w, h = h, w
-        except Exception:  # an unreadable file is reported (or skipped) where it is decoded
-            return None
-        return h, w
+        return header_size(self.paths[i])
 
     @property
     def identity(self) -> str:
@@ -319,6 +309,21 @@ def decode_image(path: Path) -> np.ndarray:
 
 
 _read_image = decode_image
+
+
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(H, W) of the image file ``path`` from its header (EXIF rotation applied, as ``decode_image`` does);
+    None when it cannot be read (an unreadable file is reported, or skipped, where it is decoded)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: decode_image transposes it
+                w, h = h, w
+    except Exception:
+        return None
+    return h, w
 
 
 def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = None,

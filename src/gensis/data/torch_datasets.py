@@ -300,6 +300,23 @@ class TorchImageSet(ImageSet):
                             f"{TORCH_SKIP_HINT}") from None
         return _to_hwc_uint8(item, f"item {i} of {self.name}: ")
 
+    def stored_size(self, i: int) -> tuple[int, int] | None:
+        """(H, W) of item ``i`` of a list or tuple of images (file paths from their headers), which costs no
+        decoding; None for any other Dataset, whose ``__getitem__`` may decode or augment."""
+        from gensis.data.sources import header_size
+
+        if not isinstance(self.dataset, (list, tuple)):
+            return None
+        item = self.dataset[i]
+        if isinstance(item, (tuple, list)) and item:  # (image, label, ...) items
+            item = item[0]
+        if isinstance(item, (str, os.PathLike)):
+            return header_size(item)
+        if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image: (W, H)
+            return int(item.size[1]), int(item.size[0])
+        h, w = self.get(i).shape[:2]  # an array or a tensor, in memory
+        return int(h), int(w)
+
     @property
     def identity(self) -> str:
         """Content hash of every image (and label): computed once, reading the whole dataset."""
