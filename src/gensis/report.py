@@ -33,33 +33,50 @@ def _plt():
     return pyplot("the report")
 
 
+def _disent_weight(run: Path) -> float:
+    """The run's ``gen.disent_weight`` (its config.yaml), 1.0 (the default) when unreadable."""
+    from gensis.rundir import RunDir
+
+    try:
+        return float(RunDir(run).config()["gen"]["disent_weight"])
+    except Exception:  # no config, another version's: the default
+        return 1.0
+
+
 def loss_series(out: Path, runs: list[tuple[str, str]] | None = None) -> dict[str, list[dict]]:
-    """label -> the loss rows of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs)."""
+    """label -> the loss rows of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs);
+    each row gains ``loss_method``: the loss without the disentanglement term (``loss - gen.disent_weight ×
+    loss_disent``), the objective every variant of a method shares."""
     series = {}
     for name, label in runs or METHODS:
         rows = read_jsonl(out / name / "metrics.jsonl")
         if rows:
-            series[label] = [r for r in rows if "loss" in r and "step" in r]
+            w = _disent_weight(out / name)
+            series[label] = [{**r, "loss_method": r["loss"] - w * r.get("loss_disent", 0.0)}
+                             for r in rows if "loss" in r and "step" in r]
     return series
 
 
 def curves_figure(out: Path, dest: Path, runs: list[tuple[str, str]] | None = None,
-                  series: dict[str, list[dict]] | None = None) -> Path | None:
+                  series: dict[str, list[dict]] | None = None, method: str = "DINO") -> Path | None:
     """Loss per step of every run (folder name, label) that has a metrics.jsonl (default: the DINO runs), or of
-    ``series`` (``loss_series``)."""
+    ``series`` (``loss_series``): the ``method``'s own loss, and the disentanglement loss of the runs that have
+    one; a run has one colour in both panels."""
     plt = _plt()
     series = loss_series(out, runs) if series is None else series
     if not series:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, rows in series.items():
+    colours = plt.get_cmap("tab10")
+    for k, (label, rows) in enumerate(series.items()):
         steps = [r["step"] for r in rows]
-        axes[0].plot(steps, [r.get("loss_dino", r["loss"]) for r in rows], label=label, lw=1.2)
+        own = [r.get("loss_method", r["loss"]) for r in rows]
+        axes[0].plot(steps, own, label=label, lw=1.2, color=colours(k % 10))
         dis = [(r["step"], r["loss_disent"]) for r in rows if "loss_disent" in r]
         if dis:
-            axes[1].plot(*zip(*dis), label=label, lw=1.2)
-    axes[0].set(title="DINO loss", xlabel="step")
-    axes[1].set(title="disentanglement loss", xlabel="step")
+            axes[1].plot(*zip(*dis), label=label, lw=1.2, color=colours(k % 10))
+    axes[0].set(title=f"{method} loss (without the disentanglement term)", xlabel="step", ylabel="loss")
+    axes[1].set(title="disentanglement loss", xlabel="step", ylabel="loss")
     for ax in axes:
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -238,10 +255,14 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
     for m in methods:
         runs = [(v.name, v.label) for v in variants(m)]
         series = loss_series(out, runs)  # the runs that were trained (--stages may leave some out)
-        p = curves_figure(out, figs / ("curves.png" if m == "dino" else f"curves-{m}.png"), series=series)
+        p = curves_figure(out, figs / ("curves.png" if m == "dino" else f"curves-{m}.png"), series=series,
+                          method=runs[0][1])
         if p:
             title = "Training curves" + ("" if methods == ("dino",) else f": {runs[0][1]}")
-            sections.append((title, f"Loss per step of {', '.join(series)} (same seed, epochs and batch).", p))
+            sections.append((title, f"Loss per step of {', '.join(series)} (same seed, epochs and batch). Left: "
+                                    f"{runs[0][1]}'s own loss, which every run minimizes; right: the disentanglement "
+                                    f"loss, which only the runs with interpolations add (weighted by "
+                                    f"gen.disent_weight).", p))
     for png, title, text in [
         ("generative.png", "Generative augmentations",
          "Left: a real held-out image; right: images the E-LDM generated from its embedding (paper Fig. 7-9)."),
@@ -260,8 +281,8 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
             sections.append(("Embedding space", f"(figure skipped: {type(e).__name__}: {e})", None))
         if p:
             sections.append(("Embedding space (paper Fig. 6)",
-                             "Real embeddings of three classes and E-LDM interpolations between them (stars), "
-                             "projected with the map fitted on the real points.", p))
+                             "Real embeddings of three classes (dots) and E-LDM interpolations between images of two "
+                             "of them at α = 0.5 (crosses), projected with the map fitted on the real points.", p))
     settings = _settings(out)
     md = ["# Gen-SIS report", f"Folder: `{out}`" + (f"; data: `{data}`" if data else ""),
           *([f"Settings: `{settings}`"] if settings else []), *(["", f"**{note}**"] if note else []), ""]

@@ -89,3 +89,31 @@ def test_results_of_another_gensis_version_are_left_out_in_one_line(tmp_path, ca
     else:
         assert "results.json is in a form this gensis version does not read" in err
         assert "## Results" not in md
+
+
+def test_loss_curves_keep_a_run_s_colour_and_plot_the_method_s_own_loss(tmp_path, monkeypatch):
+    """The curves figure gave 'DINO w/ pixel disent.' orange on the left and blue on the right (each panel its own
+    colour cycle), titled a SimCLR section's losses 'DINO loss' and drew Gen-X's total loss (disentanglement term
+    included) against X's own loss; now one colour per run, the method's name, loss − gen.disent_weight ×
+    loss_disent, and axis labels."""
+    import gensis.report as report
+
+    out = tmp_path / "demo"
+    rows = {"simclr": [{"step": 0, "loss": 4.0}, {"step": 1, "loss": 3.0}],
+            "gen-simclr": [{"step": 0, "loss": 9.0, "loss_disent": 2.5}, {"step": 1, "loss": 7.0, "loss_disent": 2.0}]}
+    for name, lines in rows.items():
+        (out / name).mkdir(parents=True)
+        (out / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (out / "gen-simclr" / "config.yaml").write_text("gen:\n  disent_weight: 2.0\n")
+    (out / "gen-simclr" / "manifest.json").write_text(json.dumps({"status": "done", "stage": "pretrain"}))
+    figs = []
+    monkeypatch.setattr(report, "atomic_savefig", lambda fig, dest, **kw: figs.append(fig))
+    series = report.loss_series(out, [("simclr", "SimCLR"), ("gen-simclr", "Gen-SimCLR")])
+    report.curves_figure(out, out / "c.png", series=series, method="SimCLR")
+    left, right = figs[0].axes
+    assert left.get_title() == "SimCLR loss (without the disentanglement term)" and left.get_ylabel() == "loss"
+    own = {line.get_label(): list(line.get_ydata()) for line in left.lines}
+    assert own == {"SimCLR": [4.0, 3.0], "Gen-SimCLR": [4.0, 3.0]}  # 9 − 2 × 2.5, 7 − 2 × 2.0
+    colour = {line.get_label(): line.get_color() for line in left.lines}
+    assert [line.get_label() for line in right.lines] == ["Gen-SimCLR"]
+    assert right.lines[0].get_color() == colour["Gen-SimCLR"] != colour["SimCLR"]
