@@ -38,6 +38,7 @@ from gensis.configs.added import without_added
 from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
 from gensis.errors import UserError
 from gensis.pipeline import calls
+from gensis.pipeline.eta import Overall
 from gensis.pipeline.lanes import side_threads
 from gensis.pipeline.overrides import check_overrides, split_overrides
 from gensis.pipeline.reading import read_results
@@ -301,6 +302,8 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
         return opts.stages is None or name in opts.stages
 
     have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
+    report = want("report") and _module_exists("matplotlib")
+    pipe.overall = Overall(P, _plan(opts, keys, S, have_gen, pipe.side is not None, report, user_ov["eldm"]), t_start)
     for method in opts.methods:
         base, pixel, gen = variants(method)
         pre_ov = [f"train.seed={S}"] + ([] if method == "dino" else [f"method={method}"])  # = --method X
@@ -378,11 +381,13 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     results = None
     if want("eval"):
         results = evaluate(out, D, P, opts.linear, opts.methods)
+        if report:  # the last line would only repeat the summary below
+            print(pipe.overall.finished("eval", ran=True), file=sys.stderr, flush=True)
         print(results_table(results, opts.methods).text())
         reading = read_results(results, opts.methods)
         if reading is not None:
             print("\n" + reading.text())
-    if want("report") and not _module_exists("matplotlib"):
+    if want("report") and not report:
         print("report skipped: it needs matplotlib (pip install 'gensis[report]')", file=sys.stderr)
     elif want("report"):
         from gensis.report import write_report
@@ -396,13 +401,47 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     return results
 
 
+def _plan(opts: DemoOptions, keys: _Keys, seed: str, have_gen: bool, lanes: bool, report: bool,
+          user: Sequence[str]) -> list[tuple[str, float]]:
+    """The stages one pass runs, as (name, units of its role) for the overall progress line (``Overall``): the
+    evaluations' units are the columns they score. ``user``: the ``eldm.*`` overrides."""
+    def want(name: str) -> bool:
+        return opts.stages is None or name in opts.stages
+
+    plan: list[tuple[str, float]] = []
+    ae = have_gen and want("eldm") and _latent(keys.config("eldm", [f"train.seed={seed}", *_eldm_training(user)]))
+    columns = early = 0
+    for i, method in enumerate(opts.methods):
+        base, pixel, gen = variants(method)
+        eldm = "eldm" if method == "dino" else f"eldm-{method}"
+        names = [base.name] if want("dino") else []
+        if have_gen and want("eldm"):
+            names += [*(["eldm-ae"] if ae else []), eldm, f"{eldm}-figures", f"{eldm}-eval"]
+        names += [n for n, on in (("bank" if method == "dino" else f"bank-{method}", have_gen and want("bank")),
+                                  (gen.name, have_gen and want("gendino")), (pixel.name, want("pixel"))) if on]
+        plan += [(n, 1.0) for n in names]
+        columns += 3 + (len(BASELINES) if i == 0 else 0)
+        if lanes and want("eval"):  # the columns finished early (the baselines with the first method's)
+            plan.append((f"eval-early-{method}", 2.0 + (len(BASELINES) if i == 0 else 0)))
+            early += 2 + (len(BASELINES) if i == 0 else 0)
+    if want("eval"):
+        plan.append(("eval", float(columns - early)))
+    if report:
+        plan.append(("report", 1.0))
+    return plan
+
+
+def _latent(eldm_cfg: dict) -> bool:
+    """Whether an E-LDM config trains in an autoencoder's latent space (so the demo runs the autoencoder stage)."""
+    return eldm_cfg.get("space", eldm_cfg.get("ae", {}).get("space")) not in (None, "pixel")
+
+
 def _autoencoder_stage(pipe: Pipeline, keys: _Keys, out: Path, P: str, D: str, S: str, extra: list[str],
                        user: Sequence[str] = ()) -> tuple[str, Path | None]:
     """The E-LDM's autoencoder (latent space only; a side-lane stage): (its key, its folder), or ("pixel",
     None) in pixel space. ``user``: the ``eldm.*`` overrides."""
     training = _eldm_training(user)
-    cfg = keys.config("eldm", [f"train.seed={S}", *training])
-    if cfg.get("space", cfg.get("ae", {}).get("space")) in (None, "pixel"):
+    if not _latent(keys.config("eldm", [f"train.seed={S}", *training])):
         return "pixel", None
     ae_cfg = keys.config("eldm", list(training))
     k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gensis.errors import UserError
+from gensis.pipeline.eta import Overall
 from gensis.pipeline.lanes import SideLane, process_cpu_seconds
 from gensis.rundir import atomic_write_json, held_locks, is_temp_name, lock_folder, release_folder
 from gensis.train.next_step import next_step_of
@@ -196,6 +197,7 @@ class Pipeline:
         self._lock = threading.RLock()  # state and times: the side lane's worker thread writes them too
         self._side_done: dict[str, threading.Event] = {}
         self.side: SideLane | None = None
+        self.overall: Overall | None = None  # the whole pass's progress line after each stage (gensis.pipeline.eta)
         if side_threads > 0:
             import torch
 
@@ -301,6 +303,7 @@ class Pipeline:
             up_to_date = self.state.get(stage.name) == stage.key and self.finished(stage)
         if up_to_date:
             self.say(f"[{stage.name}] up to date, skipped ({path})")
+            self._progress(stage.name, ran=False)
             return
         if self.state.get(stage.name) != stage.key:
             self._clear(stage)
@@ -329,6 +332,11 @@ class Pipeline:
             cpu = self.side.cpu_seconds.get(stage.name, 0.0) if lane and self.side else process_cpu_seconds() - c0
             self.cpu[stage.name] = round(self.cpu.get(stage.name, 0.0) * resume + cpu, 1)
             self._save()
+        self._progress(stage.name, ran=True)
+
+    def _progress(self, name: str, ran: bool) -> None:
+        if self.overall is not None:
+            self.say(self.overall.finished(name, ran))
 
     def say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,78 @@
+"""The demo's overall progress line (``gensis.pipeline.eta``): stages done of those planned, elapsed time and an
+estimate of the time left for the whole pipeline; before it, each stage had its own bar and nothing said how long
+the whole demo would take."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gensis.pipeline import demo
+from gensis.pipeline.eta import SHARES, Overall, role
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stage_keys import SCENARIOS, plan_keys  # noqa: E402
+
+FIXTURE = json.loads((Path(__file__).parent / "stage_keys_smoke.json").read_text())
+
+
+def test_roles_of_every_stage_name():
+    assert {n: role(n) for n in ["dino", "simclr", "pixel", "simclr-pixel", "gendino", "gen-simclr", "eldm-ae",
+                                 "eldm", "eldm-simclr", "eldm-figures", "eldm-simclr-figures", "eldm-eval",
+                                 "eldm-simclr-eval", "bank", "bank-simclr", "eval-early-dino", "eval", "report"]} == {
+        "dino": "pretrain", "simclr": "pretrain", "pixel": "pixel", "simclr-pixel": "pixel", "gendino": "gen",
+        "gen-simclr": "gen", "eldm-ae": "ae", "eldm": "eldm", "eldm-simclr": "eldm", "eldm-figures": "figures",
+        "eldm-simclr-figures": "figures", "eldm-eval": "fidelity", "eldm-simclr-eval": "fidelity", "bank": "bank",
+        "bank-simclr": "bank", "eval-early-dino": "eval", "eval": "eval", "report": "report"}
+
+
+def test_the_estimate_is_the_pace_of_the_stages_run_times_the_shares_left():
+    s = SHARES["smoke"]
+    o = Overall("smoke", [("dino", 1), ("eldm", 1), ("bank", 1), ("gendino", 1), ("eval", 5), ("report", 1)], now=0)
+    # DINO found up to date: done, but no pace yet
+    assert o.finished("dino", ran=False, now=1) == ("[demo] 1/6 stages done, 1 s elapsed; time left: estimated once "
+                                                    "a stage has run")
+    # the E-LDM ran in 46 s, twice its usual share: the rest is expected to take twice its usual time
+    left = 46 * (s["bank"] + s["gen"] + 5 * s["eval"] + s["report"]) / s["eldm"]
+    assert o.finished("eldm", ran=True, now=47) == (f"[demo] 2/6 stages done, 47 s elapsed, about {left / 60:.0f} min "
+                                                    f"left (estimate from the 'smoke' preset's usual stage times)")
+    assert o.finished("eldm", ran=True, now=48).startswith("[demo] 2/6 stages done")  # counted once
+    for name in ("bank", "gendino", "eval"):
+        line = o.finished(name, ran=True, now=400)
+    assert line.startswith("[demo] 5/6 stages done, 7 min elapsed, about ")
+    assert o.finished("report", ran=True, now=460) == "[demo] 6/6 stages done, 8 min elapsed"
+    # a preset without measured shares takes the demo preset's proportions
+    assert Overall("paper", [("dino", 1)]).share == {"dino": SHARES["demo"]["pretrain"]}
+
+
+@pytest.mark.parametrize("name,preset,seed,methods", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_the_plan_is_the_stages_a_pass_runs(tmp_path, monkeypatch, name, preset, seed, methods):
+    """The line's 'N/M stages' counts the stages the pass runs: the plan names exactly the stages the pipeline
+    hands to its runner (its autoencoder only in latent space, every method's runs)."""
+    planned: dict[str, float] = {}
+    real = demo.Overall
+
+    def spy(preset, plan, now=None):
+        planned.update(plan)
+        return real(preset, plan, now)
+
+    monkeypatch.setattr(demo, "Overall", spy)
+    ran = plan_keys(tmp_path / name, preset, seed, methods, frozen=FIXTURE[name])["keys"]
+    assert sorted(planned) == sorted(ran) and all(units == 1 for units in planned.values())
+
+
+def test_evaluations_are_planned_by_the_columns_they_score(monkeypatch):
+    """With a side lane the early evaluation scores DINO, its ablation and the two baselines, the last the
+    Gen-X columns; serially the last scores every column."""
+    monkeypatch.setattr(demo, "_latent", lambda cfg: False)
+
+    class Keys:
+        def config(self, family, overrides):
+            return {}
+
+    opts = demo.DemoOptions(preset="smoke", methods=("dino", "simclr"))
+    lanes = dict(demo._plan(opts, Keys(), "0", True, True, True, []))
+    assert (lanes["eval-early-dino"], lanes["eval-early-simclr"], lanes["eval"], lanes["report"]) == (4, 2, 2, 1)
+    serial = dict(demo._plan(opts, Keys(), "0", True, False, True, []))
+    assert serial["eval"] == 8 and not any(n.startswith("eval-early") for n in serial)
