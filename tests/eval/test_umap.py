@@ -191,3 +191,38 @@ def test_umap_compile_note_is_said_once_per_process(monkeypatch, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "compiles first" in lines[0] and "compiles" not in lines[1]
     assert lines[1] == "[gensis] fitting UMAP on 20 images"
+
+
+def test_a_map_of_many_classes_says_what_it_shows_and_is_the_same_for_a_seed(tmp_path, monkeypatch):
+    """25 classes: tab10 drew classes 0 and 10 (1 and 11 ...) alike, the legend ran below the figure over the points,
+    and nothing said which data the map was of. Now each class has its own colour, the legend stands beside the
+    panels (inside the PNG), the title names the data and counts, and one seed gives the same PNG."""
+    import matplotlib.figure
+
+    g = np.random.default_rng(1)
+    labels = np.repeat(np.arange(25), 4)
+    images = np.clip(g.integers(0, 255, (25, 8, 8, 3))[labels] + g.normal(0, 20, (100, 8, 8, 3)), 0, 255)
+    np.savez(tmp_path / "many.npz", images=images.astype(np.uint8), labels=labels)
+    figs = []
+    real = matplotlib.figure.Figure.savefig
+
+    def savefig(self, *a, **kw):
+        figs.append((self, kw))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    png = tmp_path / "m.png"
+    argv = ["eval", "umap", "--encoder", "pixels", "--data", str(tmp_path / "many.npz"), "--per-class", "4",
+            "--classes", ",".join(map(str, range(25))), "--method", "tsne", "--seed", "3", "--quiet"]
+    assert main([*argv, "--out", str(png)]) == 0
+    fig, kw = figs[-1]
+    assert fig._suptitle.get_text() == "many: 100 real images of 25 classes (dots)"
+    (ax,) = fig.axes
+    colours = [tuple(c.get_facecolor()[0][:3]) for c in ax.collections]
+    assert len(colours) == 25 and len(set(colours)) == 25
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    assert legend.get_window_extent().x0 >= ax.get_window_extent().x1  # beside the points, not over them
+    assert kw.get("bbox_inches") == "tight"  # and inside the PNG
+    assert main([*argv, "--out", str(tmp_path / "again.png")]) == 0
+    assert (tmp_path / "again.png").read_bytes() == png.read_bytes()

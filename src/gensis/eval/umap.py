@@ -202,7 +202,7 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
                 d.append(np.linalg.norm(p - (u + t * (v - u))))
             panel["interp_to_segment"] = float(np.mean(d) / max(spread, 1e-12))
         panels.append(panel)
-    _draw(panels, y, chosen, names, inter, out_png)
+    _draw(panels, y, chosen, names, inter, out_png, map_title(ds.name, len(sel), len(chosen), inter))
     return {"protocol": "umap", "data": ds.name, "classes": names, "real": int(len(sel)),
             "interpolated": 0 if inter is None else int(len(inter[0])), "bank": None if bank is None else str(bank),
             "png": str(out_png), "seconds": round(time.time() - t0, 1),
@@ -212,28 +212,56 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
 MAP_NEEDS = "the embedding map (gensis eval umap)"
 
 
-def _draw(panels, y, chosen, names, inter, out_png) -> None:
+def class_colours(plt, n: int) -> list:
+    """``n`` distinct colours: tab10 up to 10 classes, tab20 up to 20, then evenly spaced along turbo (tab10
+    repeated itself from the 11th class: two classes drawn alike)."""
+    if n <= 10:
+        return [plt.get_cmap("tab10")(k) for k in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(k) for k in range(n)]
+    return [plt.get_cmap("turbo")(k / (n - 1)) for k in range(n)]
+
+
+def map_title(data: str, n_real: int, n_classes: int, inter) -> str:
+    """The figure's title: the data and what the points are."""
+    text = f"{data}: {n_real} real images of {n_classes} classes (dots)"
+    if inter is not None:
+        alphas = sorted({float(a) for a in inter[1]})
+        shade = f"α = {alphas[0]:g}" if len(alphas) == 1 else "darker: larger α"
+        text += f", {len(inter[0])} interpolations between two of them (×, {shade})"
+    return text
+
+
+def _draw(panels, y, chosen, names, inter, out_png, title: str = "") -> None:
     from gensis.plots import pyplot
     from gensis.rundir import atomic_write_bytes
 
     plt = pyplot(MAP_NEEDS)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    colours = class_colours(plt, len(chosen))
     for ax, p in zip(axes[0], panels):
         for k, (c, n) in enumerate(zip(chosen, names)):
             pts = p["xy"][y == c]
-            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=colours(k % 10), alpha=0.6, label=n)
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=colours[k], alpha=0.6, label=n)
         if p["xyi"] is not None:
-            sc = ax.scatter(p["xyi"][:, 0], p["xyi"][:, 1], s=14, c=inter[1], cmap="gray_r", vmin=0, vmax=1,
-                            marker="x", linewidths=0.8, label="interpolated")
-        title = p["encoder"]["name"]
-        ax.set_title((title if len(title) < 40 else "…" + title[-38:]) + f"  ({p['method']})", fontsize=9)
+            ax.scatter(p["xyi"][:, 0], p["xyi"][:, 1], s=14, c=inter[1], cmap="gray_r", vmin=0, vmax=1,
+                       marker="x", linewidths=0.8, label="interpolated")
+        name = p["encoder"]["name"]
+        ax.set_title((name if len(name) < 40 else "…" + name[-38:]) + f"  ({p['method']})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0][0].legend(fontsize=7, loc="best", markerscale=2)
+    entries = len(chosen) + (inter is not None)
+    if entries <= 8:  # a few classes: inside the first panel
+        axes[0][0].legend(fontsize=7, loc="best", markerscale=2)
+    else:  # many: beside the last panel, in columns of 20, outside the points
+        axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), markerscale=2,
+                           ncol=(entries + 19) // 20, borderaxespad=0)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={KEY: MAP_SOFTWARE})  # marks the map as ours
+    # bbox "tight": the legend beside the panels is kept in the picture; Software marks the map as ours
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": MAP_SOFTWARE})
     plt.close(fig)
     atomic_write_bytes(out_png, buf.getvalue())
 
