@@ -272,3 +272,37 @@ def test_a_folder_filled_while_the_export_ran_is_kept_and_named(tmp_path, capsys
             (out / "config.json").write_text("first")
     assert (out / "config.json").read_text() == "first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_full_disk_or_a_refused_folder_names_the_out_given_not_the_staging_folder(encoder_run, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """'cannot write ro/.gensis-tmp-vit.123@host-ab12cd34.tmp: Permission denied' named our temporary folder; a
+    full disk, the weights file inside it. The line now names OUT as given (and the file in it); nothing is left."""
+    import errno
+    import os
+    from pathlib import Path
+
+    import gensis.export.to_timm as to_timm
+
+    out = tmp_path / "vit"
+    real_mkdir = Path.mkdir
+
+    def refused(self, *a, **kw):
+        if self.name.startswith(".gensis-tmp-vit."):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "mkdir", refused)
+    assert main(["export", str(encoder_run), "--to", "timm", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gensis: error: cannot write {out}: Permission denied ("), err
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+
+    def disk_full(path, *a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(to_timm, "save_tensors", disk_full)
+    assert main(["export", str(encoder_run), "--to", "timm", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"gensis: error: cannot write {out / 'model.safetensors'}: No space left on device ("), err
+    assert not list(tmp_path.iterdir())

@@ -34,8 +34,12 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     for p in [*remove_stale_temp_dirs(out.parent), *remove_old_staging_dirs(out.parent)]:  # never a finished one
         print(f"[gensis] removed {p}, the staging folder of an interrupted export", file=sys.stderr)
     tmp = temp_path(out)  # .gensis-tmp-OUT.<pid>@<host>-<8 hex>.tmp: marked as ours, with the process that writes it
-    with writing():
-        tmp.mkdir()  # mode 0777 & ~umask, as any tool's output folder (mkdtemp's was 0700)
+    try:
+        with writing():
+            tmp.mkdir()  # mode 0777 & ~umask, as any tool's output folder (mkdtemp's was 0700)
+    except OSError as e:
+        _named_as_given(e, tmp, given)
+        raise
     try:
         yield tmp
         try:
@@ -48,9 +52,23 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
                 raise
             raise UserError(f"{given} was filled while this export ran (another export to it?); choose another "
                             f"output folder or remove it") from None
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            _named_as_given(e, tmp, given)
         raise
+
+
+def _named_as_given(e: OSError, tmp: Path, given: Path) -> None:
+    """An error on the staging folder ``tmp`` or a file in it names the path the user gave (``given``), not our
+    temporary name (a read-only or full disk read 'cannot write .gensis-tmp-OUT.123@host-ab12cd34.tmp')."""
+    if e.filename is None:
+        return
+    try:
+        rel = Path(os.fsdecode(e.filename)).relative_to(tmp)
+    except ValueError:
+        return
+    e.filename = str(given / rel) if rel.parts else str(given)
 
 
 # Staging folders of older versions carry no pid: ``tempfile.mkdtemp(prefix=".gensis-tmp-OUT.", suffix=".tmp")``
