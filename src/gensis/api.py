@@ -24,6 +24,7 @@ import numpy as np
 
 from gensis.configs.typed import CONFIGS, BankConfig, ELDMConfig, MILConfig, PretrainConfig
 from gensis.configs.typed_base import StageConfig, nest_overrides, resolve
+from gensis.errors import same_on_every_rank
 
 if TYPE_CHECKING:
     import torch
@@ -132,6 +133,7 @@ def _agree(overrides: Overrides | None, key: str, value: str, flag: str) -> None
         raise UserError(f"{flag} {value} and the override {key}={other} disagree: give one of them")
 
 
+@same_on_every_rank()  # under torchrun a bad config is one line, from rank 0
 def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                     overrides: Overrides | None = None, method: str | None = None, interp: str | None = None,
                     bank: PathLike | None = None) -> PretrainConfig:
@@ -161,6 +163,7 @@ def pretrain_config(config: PretrainConfig | Mapping[str, Any] | None = None, *,
     return cast(PretrainConfig, cfg.with_overrides(extra) if extra else cfg)
 
 
+@same_on_every_rank()  # under torchrun a bad config is one line, from rank 0
 def eldm_config(config: ELDMConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                 overrides: Overrides | None = None, autoencoder: PathLike | None = None) -> ELDMConfig:
     """The config ``train_eldm`` / ``train_autoencoder`` run with (``gensis eldm ... --print-config``): with
@@ -171,12 +174,14 @@ def eldm_config(config: ELDMConfig | Mapping[str, Any] | None = None, *, preset:
     return cast(ELDMConfig, cfg)
 
 
+@same_on_every_rank()  # under torchrun a bad config is one line, from rank 0
 def bank_config(config: BankConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                 overrides: Overrides | None = None) -> BankConfig:
     """The config ``generate_bank`` runs with (``gensis bank generate --print-config``)."""
     return cast(BankConfig, stage_config("bank", config, preset, overrides))
 
 
+@same_on_every_rank()  # under torchrun a bad config is one line, from rank 0
 def mil_config(config: MILConfig | Mapping[str, Any] | None = None, *, preset: str | None = None,
                overrides: Overrides | None = None) -> MILConfig:
     """The config ``train_mil`` runs with (``gensis mil train --print-config``)."""
@@ -293,10 +298,7 @@ def pretrain(data: Any, out: PathLike, *, preset: str | None = None, config: Pre
     """
     from gensis.ssl.train import train
 
-    from gensis.errors import same_on_every_rank
-
-    with same_on_every_rank():  # under torchrun a bad config is one line, from rank 0
-        cfg = pretrain_config(config, preset=preset, overrides=overrides, method=method, interp=interp, bank=bank)
+    cfg = pretrain_config(config, preset=preset, overrides=overrides, method=method, interp=interp, bank=bank)
     run = train(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume,
                 bank_path=None if bank is None else _str(bank, "bank"), quiet=quiet)
     return Path(run.path)

@@ -146,9 +146,15 @@ def as_peer_failure(error: BaseException) -> PeerFailed | None:
 
 
 def report_failure(error: BaseException | str) -> None:
-    """Tell the other ranks that this one failed (a no-op outside a process group, for ``PeerFailed``, and
-    for an error every rank raises together, ``UserError.all_ranks``)."""
-    if not _initialized() or isinstance(error, PeerFailed) or getattr(error, "all_ranks", False):
+    """Tell the other ranks that this one failed (a no-op outside a process group and for ``PeerFailed``).
+
+    An error every rank raises together (``UserError.all_ranks``, printed by rank 0 alone) is not reported by
+    rank 0: the others stop on it themselves, and would each print it again as rank 0's. Another rank does
+    report it (while printing nothing): should rank 0 not raise it after all, rank 0 stops at its next wait
+    with that rank's line, instead of the run ending without one."""
+    if not _initialized() or isinstance(error, PeerFailed):
+        return
+    if getattr(error, "all_ranks", False) and dist.get_rank() == 0:
         return
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     text = (text.splitlines() or [type(error).__name__])[0]

@@ -50,7 +50,9 @@ FAIL = textwrap.dedent("""
         barrier()
         if info.rank == int(sys.argv[1]):
             time.sleep(0.5)
-            raise UserError("injected failure")
+            e = UserError("injected failure")
+            e.all_ranks = len(sys.argv) > 2  # marked as every rank's verdict, but only this rank meets it
+            raise e
         time.sleep(0.2)
         barrier()  # the failed rank never arrives
         return 0
@@ -117,3 +119,15 @@ def test_a_failed_rank_stops_the_other_within_seconds(tmp_path, failing):
     else:  # the store went away with rank 0, or rank 0 wrote its message first
         assert "injected failure" in lines[0] or "another process has ended" in lines[0]
     assert waited < 20, f"the surviving rank needed {waited:.1f} s to stop"
+
+
+def test_an_every_rank_error_met_by_one_other_rank_alone_still_reaches_rank_0(tmp_path):
+    """An error marked ``all_ranks`` (rank 0 alone prints it) that only rank 1 meets: rank 1 prints nothing, and
+    rank 0 stops at its next wait with rank 1's line, instead of waiting there without a word (the line lost)."""
+    procs = _spawn(tmp_path, FAIL, ["1", "all_ranks"])
+    bad, good = procs[1], procs[0]
+    _, err_bad = bad.communicate(timeout=240)
+    _, err_good = good.communicate(timeout=60)  # a hang would take the 600 s collective timeout
+    assert bad.returncode == 2 and good.returncode == 2
+    assert err_bad.strip() == ""
+    assert err_good.strip().splitlines() == ["gensis: error: stopping process 0: process 1 failed: injected failure"]

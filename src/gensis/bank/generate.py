@@ -45,7 +45,7 @@ from gensis.data.sources import ArrayImageSet, DataSpec, ImageSet, SubsetImageSe
 from gensis.device import apply_thread_share, pick_device
 from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
-from gensis.errors import UserError
+from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
 from gensis.rundir import (LOCK_NAME, atomic_write_bytes, atomic_write_text, is_temp_name, lock_folder, make_folder,
                            release_folder, remove_stale_temps)
@@ -529,10 +529,11 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
                   generator: EmbeddingConditionedGenerator | None = None, generator_spec: str | None = None,
                   quiet: bool = False) -> BankResult:
     """Create (or finish) the bank at ``out`` for dataset ``data`` (default split: train)."""
-    _validate_cfg(cfg)
     g, st, r, d = cfg["gen"], cfg["storage"], cfg["run"], cfg["data"]
     out = Path(out)
-    _check_out(out)
+    with same_on_every_rank():  # the same verdict on every rank of a torchrun job: printed once, by rank 0
+        _validate_cfg(cfg)
+        _check_out(out)
     device = pick_device(r["device"])
     if r.get("threads"):
         torch.set_num_threads(int(r["threads"]))
@@ -540,37 +541,41 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
     if g["guidance"] is not None and float(g["guidance"]) == 0 and dist_info.is_main and not quiet:
         print("[gensis] note: gen.guidance=0 samples the unconditional model: every entry ignores its image's "
               "embedding (1 is the conditional model alone; null the E-LDM run's default)", file=sys.stderr)
-    ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"], d.get("skip_bad_images", False))
-    if len(ds) == 0:  # it made a 'complete' bank of 0 images
-        of = f" of the {ds.source_size} images" if getattr(ds, "source_size", None) else ""
-        raise UserError(f"no image to augment: the {getattr(ds, 'split', None) or 'train'} split{of} of {data} holds "
-                        f"none; give more images or another split (DATA@train, DATA@all)")
-    own = generator is None and generator_spec is None  # gensis' own E-LDM, loaded here
-    if generator is None:
-        generator = load_generator(eldm, device, g, generator_spec)
-    else:
-        check_generator(generator)
-    secondary_mode, groups = _secondary_mode(g["secondary"], ds)
-    layout = Layout(len(ds), int(g["num_generative"]), tuple(float(a) for a in g["alphas"]), int(st["shard_size"]))
-    if own:  # a pure function of the bank's settings: the same on resume, whatever run.batch_size
-        generator.micro_batch = min(BANK_MICRO_BATCH, layout.shard_size * layout.entries_per_image)
-    if layout.alphas and len(ds) < 2:
-        raise UserError("interpolated augmentations need a dataset of at least 2 images")
-    out_size = int(g["image_size"] or generator.image_size)
-    held = layout.shard_size * layout.entries_per_image * out_size * out_size * 3  # one shard's images, uint8
-    if held > SHARD_MEMORY_NOTE and dist_info.is_main and not quiet:
-        print(f"[gensis] note: a shard holds {layout.shard_size} images x {layout.entries_per_image} entries, "
-              f"{held / 2**30:.1f} GiB of pixels, kept in memory until it is written (and redone whole after a "
-              f"kill): lower storage.shard_size for this many entries per image", file=sys.stderr)
-    settings = settings_from_cfg(cfg, secondary_mode)
-    sources = {"data": data, "split": DataSpec.parse(data).split or "train",
-               "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
-               "dataset_name": getattr(ds, "name", None), "data_identity": ds.identity, "num_images": len(ds),
-               "encoder_identity": _encoder_identity(generator),
-               "eldm_identity": str(generator.identity), "eldm": None if eldm is None else str(eldm),
-               "generator": generator_spec or ("gensis.eldm:load_generator" if eldm else type(generator).__name__)}
-    header = make_header(settings, sources, layout_dict(layout, out_size))
-    header["scores"] = dict(SCORES_INFO)  # not part of the identity: a bank made before scores stays the same bank
+    with same_on_every_rank():  # every rank opens the same data and generator
+        ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"],
+                       d.get("skip_bad_images", False))
+        if len(ds) == 0:  # it made a 'complete' bank of 0 images
+            of = f" of the {ds.source_size} images" if getattr(ds, "source_size", None) else ""
+            raise UserError(f"no image to augment: the {getattr(ds, 'split', None) or 'train'} split{of} of {data} "
+                            f"holds none; give more images or another split (DATA@train, DATA@all)")
+        own = generator is None and generator_spec is None  # gensis' own E-LDM, loaded here
+        if generator is None:
+            generator = load_generator(eldm, device, g, generator_spec)
+        else:
+            check_generator(generator)
+        secondary_mode, groups = _secondary_mode(g["secondary"], ds)
+        layout = Layout(len(ds), int(g["num_generative"]), tuple(float(a) for a in g["alphas"]),
+                        int(st["shard_size"]))
+        if own:  # a pure function of the bank's settings: the same on resume, whatever run.batch_size
+            generator.micro_batch = min(BANK_MICRO_BATCH, layout.shard_size * layout.entries_per_image)
+        if layout.alphas and len(ds) < 2:
+            raise UserError("interpolated augmentations need a dataset of at least 2 images")
+        out_size = int(g["image_size"] or generator.image_size)
+        held = layout.shard_size * layout.entries_per_image * out_size * out_size * 3  # one shard's images, uint8
+        if held > SHARD_MEMORY_NOTE and dist_info.is_main and not quiet:
+            print(f"[gensis] note: a shard holds {layout.shard_size} images x {layout.entries_per_image} entries, "
+                  f"{held / 2**30:.1f} GiB of pixels, kept in memory until it is written (and redone whole after a "
+                  f"kill): lower storage.shard_size for this many entries per image", file=sys.stderr)
+        settings = settings_from_cfg(cfg, secondary_mode)
+        sources = {"data": data, "split": DataSpec.parse(data).split or "train",
+                   "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
+                   "dataset_name": getattr(ds, "name", None), "data_identity": ds.identity, "num_images": len(ds),
+                   "encoder_identity": _encoder_identity(generator),
+                   "eldm_identity": str(generator.identity), "eldm": None if eldm is None else str(eldm),
+                   "generator": generator_spec or ("gensis.eldm:load_generator" if eldm
+                                                   else type(generator).__name__)}
+        header = make_header(settings, sources, layout_dict(layout, out_size))
+        header["scores"] = dict(SCORES_INFO)  # not part of the identity: a bank made before scores is the same bank
 
     # --- rank 0 checks/creates the folder; every rank learns the work list (or the error)
     msg, pending, pending_emb = None, [], []
@@ -594,7 +599,8 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
                    else f"preparing {out} failed: {type(e).__name__}: {e}")
     msg, pending, pending_emb = broadcast_object((msg, pending, pending_emb))
     if msg is not None:
-        raise UserError(msg)
+        with same_on_every_rank():  # rank 0's verdict, now every rank's: printed once
+            raise UserError(msg)
     result = BankResult(out, header["identity"], world=dist_info.world, shards_skipped=layout.num_shards - len(pending),
                         entries_per_image=layout.entries_per_image, num_images=layout.num_images,
                         full_images=ds.limited_from or len(ds), tiles=bool(getattr(_root(ds), "tiles", False)))

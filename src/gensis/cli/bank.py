@@ -98,23 +98,24 @@ def run_generate(args) -> int:
     from gensis.distributed import cleanup
 
     from gensis.data.recorded import data_or_recorded
+    from gensis.errors import on_main_rank, same_on_every_rank
 
-    if args.data is None and args.eldm is not None:
-        from gensis.eldm.model import finished_run_config
+    with same_on_every_rank():  # every rank reads the same --eldm run: a wrong one is one line, from rank 0
+        if args.data is None and args.eldm is not None:
+            from gensis.eldm.model import finished_run_config
 
-        finished_run_config(args.eldm)  # a wrong --eldm is named before its data
-    data = data_or_recorded(args.data, args.eldm, "--data DATA", "the --eldm run", keep_split=True) or DEFAULT_DATA
-    if args.data is None and args.eldm is not None:  # the E-LDM's data, read as its training read it
-        from gensis.data.recorded import recorded_reading
+            finished_run_config(args.eldm)  # a wrong --eldm is named before its data
+        data = data_or_recorded(args.data, args.eldm, "--data DATA", "the --eldm run", keep_split=True) \
+            or DEFAULT_DATA
+        if args.data is None and args.eldm is not None:  # the E-LDM's data, read as its training read it
+            from gensis.data.recorded import recorded_reading
 
-        extra = recorded_reading(args.eldm, cfg.to_dict()["data"], list(args.overrides), "the --eldm run")
-        if extra:
-            cfg = bank_config(preset=args.preset, overrides=[*args.overrides, *extra])
+            extra = recorded_reading(args.eldm, cfg.to_dict()["data"], list(args.overrides), "the --eldm run")
+            if extra:
+                cfg = bank_config(preset=args.preset, overrides=[*args.overrides, *extra])
     result = generate_bank(cfg.to_dict(), data, args.out, eldm=args.eldm, generator_spec=args.generator,
                            quiet=args.quiet)
     cleanup()  # not on errors: main() reports them to the other ranks and leaves the group without waiting
-    from gensis.errors import on_main_rank
-
     if on_main_rank():
         print(result.summary())
     return 0 if result.complete else 1

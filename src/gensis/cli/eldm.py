@@ -8,7 +8,7 @@ from gensis.cli.main import RawDefaultsHelp as _Fmt
 from gensis.cli.main import add_common
 from gensis.config import preset_names
 from gensis.configs.schema import AMP_MODES
-from gensis.errors import on_main_rank
+from gensis.errors import on_main_rank, same_on_every_rank
 
 DEFAULT_DATA = "builtin:animal-mnist"  # for train-ae (no run to read the data from)
 
@@ -155,17 +155,18 @@ def run_train(args) -> int:
 
     from gensis.folder_kind import require_kind
 
-    if args.ae is not None:
-        require_kind(args.ae, "eldm-ae", "--ae")
     overrides = list(args.overrides)
-    if args.data is None:  # a bad setting, then a wrong --encoder, are named before its data
-        cfg = eldm_config(preset=args.preset, overrides=overrides, autoencoder=args.ae)
-        check_encoder_run(args.encoder)
-    data = data_or_recorded(args.data, args.encoder, "--data DATA", "the --encoder run", keep_split=True)
-    if args.data is None:  # the encoder's data, read as its pretraining read it (broken files, held-out split)
-        from gensis.data.recorded import recorded_reading
+    with same_on_every_rank():  # every rank reads the same runs: a wrong one is one line, from rank 0
+        if args.ae is not None:
+            require_kind(args.ae, "eldm-ae", "--ae")
+        if args.data is None:  # a bad setting, then a wrong --encoder, are named before its data
+            cfg = eldm_config(preset=args.preset, overrides=overrides, autoencoder=args.ae)
+            check_encoder_run(args.encoder)
+        data = data_or_recorded(args.data, args.encoder, "--data DATA", "the --encoder run", keep_split=True)
+        if args.data is None:  # the encoder's data, read as its pretraining read it (broken files, held-out split)
+            from gensis.data.recorded import recorded_reading
 
-        overrides += recorded_reading(args.encoder, cfg.to_dict()["data"], overrides, "the --encoder run")
+            overrides += recorded_reading(args.encoder, cfg.to_dict()["data"], overrides, "the --encoder run")
     run = train_eldm(args.encoder, data, args.out, autoencoder=args.ae, preset=args.preset,
                      overrides=overrides, resume=args.resume, quiet=args.quiet)
     if on_main_rank():

@@ -33,7 +33,7 @@ from gensis.distributed import barrier
 from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space, to_uint8
 from gensis.eldm.denoiser import Denoiser, check_tokens, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
-from gensis.errors import UserError
+from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
 from gensis.rundir import (CACHE_DIR, RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, make_folder,
                            save_tensors)
@@ -362,7 +362,8 @@ def train(cfg: dict, encoder_spec: str, data: str, out: str | Path, ae_path: str
     rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
     if resume and run.is_done():  # a finished run resumed: nothing to train, if its settings are these
-        check_finished_resume(run, cfg, encoder_spec, data, ae_path)
+        with same_on_every_rank():
+            check_finished_resume(run, cfg, encoder_spec, data, ae_path)
         return run
     task = claim_and_build(run, rt, resume, ELDMTask, cfg, encoder_spec, data, run, rt, ae_path)
     return fit(task, rt, run, resume=resume, quiet=quiet)

@@ -77,7 +77,7 @@ from gensis.checkpoint import load_checkpoint, load_optimizer, save_checkpoint, 
 from gensis.configs.added import added_keys
 from gensis.device import apply_thread_share, autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
-from gensis.errors import UserError
+from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
 from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty
 from gensis.train.foreach import clip_gradients
@@ -451,28 +451,37 @@ def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Cal
                 raise UserError(f"{run.path} holds an unfinished run with a checkpoint (interrupted?): continue it "
                                 f"with --resume, or give another --out to start over")
         try:
-            return build(*args, **kw)
+            with same_on_every_rank():  # every rank builds from the same config and inputs
+                return build(*args, **kw)
         except BaseException:
             if rt.is_main:
                 release_folder(run.path)
             raise
 
 
+def _start_epoch(task: Task, rt: Runtime, run: RunDir, resume: bool, quiet: bool) -> int:
+    """The epoch ``fit`` starts from: 0, or with ``resume`` the one after the checkpoint's (restored), once the
+    run folder is found to be this invocation's to continue."""
+    if run.is_done() and not resume:
+        raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
+    if not resume:
+        return 0
+    if rt.is_main and not run.exists():  # a mistyped or empty --out: documented to start, but not unsaid
+        print(f"gensis: warning: --resume: {run.path} holds no run to resume: a new run starts there",
+              file=sys.stderr)
+    check_resume(run, task.stage, task.cfg, task.inputs, task.resume_ignore, task.resume_added)
+    if (run / CHECKPOINT).is_file():
+        return _load(task, rt, run)
+    if rt.is_main and not quiet and run.exists():
+        print(f"[gensis] no checkpoint in {run.path}: starting from scratch", file=sys.stderr)
+    return 0
+
+
 def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool = False) -> RunDir:
     """Train ``task`` to ``task.epochs`` in ``run`` (or continue it with ``resume``); returns ``run``."""
     main = rt.is_main
-    if run.is_done() and not resume:
-        raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
-    start_epoch = 0
-    if resume:
-        if main and not run.exists():  # a mistyped or empty --out: documented to start, but not unsaid
-            print(f"gensis: warning: --resume: {run.path} holds no run to resume: a new run starts there",
-                  file=sys.stderr)
-        check_resume(run, task.stage, task.cfg, task.inputs, task.resume_ignore, task.resume_added)
-        if (run / CHECKPOINT).is_file():
-            start_epoch = _load(task, rt, run)
-        elif main and not quiet and run.exists():
-            print(f"[gensis] no checkpoint in {run.path}: starting from scratch", file=sys.stderr)
+    with same_on_every_rank():  # every rank reads the same run folder and checkpoint
+        start_epoch = _start_epoch(task, rt, run, resume, quiet)
     if main:
         run.start(task.stage, task.cfg, rt.seed, task.inputs, resume=resume)
         msg = task.start_message() if start_epoch == 0 and not quiet else None
