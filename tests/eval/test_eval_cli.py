@@ -112,7 +112,7 @@ def test_test_images_copied_from_the_training_folder_are_counted(tmp_path, capsy
 
 @pytest.mark.parametrize("argv,msg", [
     (["--train", "/no/such/dir"], "dataset not found"),
-    (["--encoder", "/no/such/run"], "not a run directory"),
+    (["--encoder", "/no/such/run"], "not a run directory (or 'pixels' / 'random' / timm:NAME=WEIGHTS)"),
     (["--k", "0"], "positive"),
     (["--k", "1000"], "more than"),
     (["--temperature", "0"], "temperature"),

@@ -196,13 +196,14 @@ def check_encoder_run(spec: str, which: str = "teacher") -> Path:
 
     run = RunDir(spec)
     if not Path(spec).is_dir():
-        raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random'){_encoder_hint(spec)}")
+        raise UserError(f"encoder '{spec}' is not a run directory (or 'pixels' / 'random' / timm:NAME=WEIGHTS)"
+                        f"{_encoder_hint(spec)}")
     require_kind(spec, "pretrain")  # an E-LDM run, a bank, ...: one line naming both kinds
     weights = run / f"{which}_backbone.safetensors"
     if not weights.is_file():
         if not (run / "manifest.json").is_file():  # e.g. the data folder given as --encoder
             raise UserError(f"{spec} is not a pretraining run (no manifest.json): pass the folder written by "
-                            f"`gensis pretrain --out`, or 'pixels' / 'random'{_encoder_hint(spec)}")
+                            f"`gensis pretrain --out`, or 'pixels' / 'random' / timm:NAME=WEIGHTS{_encoder_hint(spec)}")
         raise UserError(f"{spec} has no {weights.name}: is the pretraining run finished?")
     return Path(weights)
 
