@@ -152,3 +152,24 @@ def test_an_empty_class_folder_is_named_once(tmp_path, capsys):
     (flat / "empty").mkdir()
     open_data(flat)  # unlabelled images and an empty folder: no class folders, nothing to say
     assert "class folder" not in capsys.readouterr().err
+
+
+def test_class_names_match_whatever_their_unicode_form(tmp_path):
+    """train/café/ typed on Linux (NFC) and val/café/ from a macOS zip (NFD: 'e' + U+0301) were two classes:
+    'class 'café' is not among the training classes (café)'; names are compared in NFC now, folders and .npz."""
+    import gensis
+    from gensis.data.sources import match_classes
+
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    _images(tmp_path / "tv" / "train" / nfc)
+    _images(tmp_path / "tv" / "train" / "tea")
+    _images(tmp_path / "tv" / "val" / nfd, n=2)
+    val = open_data(f"{tmp_path / 'tv'}@val")
+    assert val.classes == [nfc, "tea"] and val.labels.tolist() == [0, 0]
+    assert len(open_data(f"{tmp_path / 'tv'}@all")) == 8
+    np.savez(tmp_path / "test.npz", images=np.full((2, 8, 8), 7, np.uint8), labels=np.array([nfd, "tea"]))
+    test = match_classes(open_data(f"{tmp_path / 'tv'}@train"), open_data(tmp_path / "test.npz"))
+    assert test.classes == [nfc, "tea"] and test.labels.tolist() == [0, 1]
+    api = gensis.as_image_set(np.full((2, 8, 8), 7, np.uint8), labels=[1, 0])
+    api.classes = ["tea", nfd]  # a user's own ImageSet, names as typed
+    assert match_classes(val, api).labels.tolist() == [0, 1]  # its café is val's class 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -54,6 +55,12 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
         img = img[:, :, :3]
     return np.ascontiguousarray(img)
 
+
+
+def class_name(name: str) -> str:
+    """A class name as gensis compares it: Unicode NFC, so that 'café' typed on Linux and the 'café' of a folder
+    name from macOS (decomposed, NFD: 'e' + U+0301, as its zip archives keep it) are one class."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _derived_key(parent_key: str, arr: np.ndarray) -> str:
@@ -460,10 +467,10 @@ def _npz_names(z: Any, path: Path, key: str) -> list[str]:
                         f"{arr.dtype} {arr.shape}")
     if arr.dtype.kind == "S":
         try:
-            return [bytes(b).decode("utf-8") for b in arr.tolist()]
+            return [class_name(bytes(b).decode("utf-8")) for b in arr.tolist()]
         except UnicodeDecodeError as e:
             raise UserError(f"{path}: '{key}' holds bytes that are not UTF-8 ({e}); save the names as str") from None
-    return [str(c) for c in arr.tolist()]
+    return [class_name(str(c)) for c in arr.tolist()]
 
 
 def image_array(images: np.ndarray, where: str) -> np.ndarray:
@@ -663,7 +670,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     class_dirs = [d for d in subdirs if scans[d][0]]
     if class_dirs:
         _warn_empty_class_folders(folder, [d for d in subdirs if not scans[d][0]], len(class_dirs))
-        names = [d.name for d in class_dirs]
+        names = [class_name(d.name) for d in class_dirs]
         if classes is None:
             classes = names
         unknown = [n for n in names if n not in classes]
@@ -675,7 +682,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
         for d in class_dirs:
             files = scans[d][0]
             paths += files
-            labels += [index[d.name]] * len(files)
+            labels += [index[class_name(d.name)]] * len(files)
         out = FolderImageSet(paths, np.asarray(labels, np.int64), list(classes), name or folder.name)
     elif direct:
         out = FolderImageSet(direct, None, None, folder.name)
@@ -912,7 +919,7 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
             if "train" in sub and val_dir is not None:
                 _note_unread_folders(path, [d for n, d in sub.items() if n not in ("train", val_dir.name)], val_dir)
                 # classes are the train split's, matched by name (val may lack some, never add one)
-                train_classes = [d.name for d in _class_dirs(sub["train"])] or None
+                train_classes = [class_name(d.name) for d in _class_dirs(sub["train"])] or None
                 out: ImageSet
                 if split == "train":
                     out = _load_folder(sub["train"], name=f"{path.name}@train", skip_bad=skip_bad_images)
@@ -998,8 +1005,8 @@ class RelabelledImageSet(ImageSet):
 def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
     """``other`` labelled by ``reference``'s class list, matched by class name.
 
-    When both name their classes, a label of ``other`` means the class of the same *name* in
-    ``reference`` (``train/{a,b,c}`` and ``val/{a,c}``: val's ``c`` is train's class 2, not 1); a class of
+    When both name their classes, a label of ``other`` means the class of the same *name* (``class_name``:
+    Unicode NFC) in ``reference`` (``train/{a,b,c}`` and ``val/{a,c}``: val's ``c`` is train's class 2, not 1); a class of
     ``other`` that ``reference`` lacks is a UserError naming it. Without names on either side the integer
     labels are the class identities and are returned unchanged.
     """
@@ -1015,18 +1022,18 @@ def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
                   f"are taken as {named.name}'s classes in order ({shown}); name them (folders, an npz 'classes' "
                   f"array) to match by name", file=sys.stderr)
         return other
-    if list(other.classes) == list(reference.classes):
+    if [class_name(c) for c in other.classes] == [class_name(c) for c in reference.classes]:
         return other
-    index = {c: i for i, c in enumerate(reference.classes)}
+    index = {class_name(c): i for i, c in enumerate(reference.classes)}
     used = np.unique(other.labels)
-    missing = [other.classes[int(u)] for u in used if other.classes[int(u)] not in index]
+    missing = [other.classes[int(u)] for u in used if class_name(other.classes[int(u)]) not in index]
     if missing:
         listed = ", ".join(reference.classes[:10]) + (", ..." if len(reference.classes) > 10 else "")
         raise UserError(f"class '{missing[0]}' of {other.name} is not among the classes of {reference.name} "
                         f"({listed})")
     lut = np.full(len(other.classes), -1, np.int64)
     for j, c in enumerate(other.classes):
-        lut[j] = index.get(c, -1)
+        lut[j] = index.get(class_name(c), -1)
     return RelabelledImageSet(other, lut[other.labels], list(reference.classes))
 
 
