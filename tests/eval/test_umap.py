@@ -226,3 +226,19 @@ def test_a_map_of_many_classes_says_what_it_shows_and_is_the_same_for_a_seed(tmp
     assert kw.get("bbox_inches") == "tight"  # and inside the PNG
     assert main([*argv, "--out", str(tmp_path / "again.png")]) == 0
     assert (tmp_path / "again.png").read_bytes() == png.read_bytes()
+
+
+def test_long_encoder_paths_are_cut_visibly_in_the_table_and_summary():
+    """An encoder path longer than a column was cut at its start with nothing to show it: `eval all`'s summary
+    read 'silhouette (ocsrun/api/runs/dino)' for /tmp/h-docsrun/api/runs/dino, a path that looks like another's."""
+    from gensis.eval.umap import EVALUATION, format_umap
+
+    long, short = "/tmp/h-docsrun/api/runs/dino", "runs/dino"
+    res = {"data": "d", "classes": ["a"], "real": 2, "interpolated": 0, "bank": None, "png": "m.png",
+           "encoders": [{"encoder": {"name": n}, "method": "tsne", "silhouette_real": 0.5, "interp_to_segment": None}
+                        for n in (long, short, "/a/very/long/path/to/the/pretraining/runs/of/this/study/dino")]}
+    (metric_long, _), (metric_short, _), _ = EVALUATION.headline(res)
+    assert metric_long == "silhouette (…csrun/api/runs/dino)" and metric_short == "silhouette (runs/dino)"
+    rows = format_umap(res).splitlines()[2:5]
+    assert rows[0].startswith(long) and rows[1].startswith(short)
+    assert rows[2].startswith("…") and rows[2].split()[0].endswith("/of/this/study/dino") and len(rows[2].split()[0]) == 40

@@ -247,7 +247,7 @@ def _draw(panels, y, chosen, names, inter, out_png, title: str = "") -> None:
             ax.scatter(p["xyi"][:, 0], p["xyi"][:, 1], s=14, c=inter[1], cmap="gray_r", vmin=0, vmax=1,
                        marker="x", linewidths=0.8, label="interpolated")
         name = p["encoder"]["name"]
-        ax.set_title((name if len(name) < 40 else "…" + name[-38:]) + f"  ({p['method']})", fontsize=9)
+        ax.set_title(short_name(name, 39) + f"  ({p['method']})", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
     entries = len(chosen) + (inter is not None)
@@ -353,6 +353,12 @@ def _open_map_data(args, specs: list[str]):
     return ds
 
 
+def short_name(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: its end after "…" when longer (a path cut at its start read as
+    another path: 'ocsrun/runs/dino')."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
 def format_umap(res: dict) -> str:
     lines = [f"embedding map of {res['data']}: classes {', '.join(res['classes'])}; {res['real']} real images, "
              f"{res['interpolated']} interpolated" + (f" (bank {res['bank']})" if res["bank"] else ""),
@@ -360,7 +366,7 @@ def format_umap(res: dict) -> str:
     for e in res["encoders"]:
         sil = "-" if e["silhouette_real"] is None else f"{e['silhouette_real']:.3f}"
         seg = f"{e['interp_to_segment']:.2f}" if e.get("interp_to_segment") is not None else "-"
-        lines.append(f"{e['encoder']['name'][-40:]:<40} {e['method']:>6} {sil:>10} {seg:>15}")
+        lines.append(f"{short_name(e['encoder']['name'], 40):<40} {e['method']:>6} {sil:>10} {seg:>15}")
     lines.append(f"map written to {res['png']}")
     return "\n".join(lines)
 
@@ -373,7 +379,7 @@ EVALUATION = Evaluation(
     description="Fits UMAP on the real embeddings of a few classes and maps the bank's interpolated images "
                 "between them with the same projection; one panel per encoder in one PNG.",
     add_arguments=_add_arguments, run=_run, format=format_umap,
-    headline=lambda r: [(f"silhouette ({e['encoder']['name'][-20:]})", e["silhouette_real"])
+    headline=lambda r: [(f"silhouette ({short_name(e['encoder']['name'], 20)})", e["silhouette_real"])
                         for e in r["encoders"] if e["silhouette_real"] is not None],
     data_options=("out",),
 )
