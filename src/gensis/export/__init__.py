@@ -35,12 +35,16 @@ def _diffusers(run: str | os.PathLike[str], out: str | os.PathLike[str], which: 
 
 
 EXPORTERS: dict[str, Callable[..., Path]] = {"timm": _timm, "safetensors": _state_dict, "diffusers": _diffusers}
+FOLDERS = {"timm": "config.json + model.safetensors", "diffusers": "unet/, scheduler/, conditioner/ ..."}  # what a folder holds
 
 
 def export(run: str | os.PathLike[str], to: str, out: str | os.PathLike[str], which: str = "teacher") -> Path:
     """Export run ``run`` in format ``to`` (one of ``EXPORTERS``) to ``out``; returns what was written."""
     if to not in EXPORTERS:
         raise UserError(f"unknown export format '{to}'; valid: {', '.join(EXPORTERS)}")
+    if to != "safetensors" and str(out).lower().endswith(".safetensors"):  # made a folder named x.safetensors
+        raise UserError(f"{out} names a .safetensors file, but a {to} export is a folder ({FOLDERS[to]}): name a "
+                        f"folder" + (", or use --to safetensors for the state_dict as one file" if to == "timm" else ""))
     return EXPORTERS[to](run, out, which)
 
 
