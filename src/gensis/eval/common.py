@@ -107,6 +107,24 @@ def image_keys(ds) -> list[Any] | None:
     return None
 
 
+def warn_unseen_test_classes(test_ds, y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """A warning line (stderr) when some test images have a class no training image has (integer labels of two
+    unnamed sources, a class held out whole by a split or ``data.limit``): no classifier trained on those images
+    can name it, so top-1 has a ceiling below 100 %. Returns how many test images that is."""
+    unseen = np.setdiff1d(np.unique(y_test), np.unique(y_train))
+    n = int(np.isin(y_test, unseen).sum())
+    if n:
+        import sys
+
+        names = [test_ds.classes[int(c)] if test_ds.classes and int(c) < len(test_ds.classes) else str(int(c))
+                 for c in unseen]
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        print(f"gensis: warning: {n:,} of the {len(y_test):,} test images ({test_ds.name}) are of "
+              f"{'a class' if len(names) == 1 else f'{len(names)} classes'} no training image has ({shown}): they "
+              f"cannot be classified right, so top-1 is at most {100 * (1 - n / len(y_test)):.1f} %", file=sys.stderr)
+    return n
+
+
 def num_classes_of(train_ds, test_ds, y_train: np.ndarray, y_test: np.ndarray) -> int:
     return max(train_ds.num_classes, test_ds.num_classes, int(max(y_train.max(), y_test.max())) + 1)
 

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from gensis.errors import UserError
-from gensis.eval.common import describe_data, describe_encoder, labels_of, num_classes_of, warn_if_test_is_train
+from gensis.eval.common import (describe_data, describe_encoder, labels_of, num_classes_of, warn_if_test_is_train,
+                                warn_unseen_test_classes)
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `gensis eval --help` starts without it
     import torch
@@ -135,6 +136,7 @@ def knn_eval(encoder: Encoder, train_ds: ImageSet, test_ds: ImageSet, ks: Sequen
     y_train, y_test = labels_of(train_ds, "train"), labels_of(test_ds, "test")
     check_knn_args(ks, T, len(train_ds))  # before the (slow) feature extraction
     warn_if_test_is_train(train_ds, test_ds)
+    warn_unseen_test_classes(test_ds, y_train, y_test)
     t0 = time.time()
     if features is None:
         f_train = extract_features(encoder, train_ds, batch_size, device, desc="train features", cache=cache)

@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gensis.errors import UserError
-from gensis.eval.common import describe_data, describe_encoder, labels_of, no_grad, num_classes_of, warn_if_test_is_train
+from gensis.eval.common import (describe_data, describe_encoder, labels_of, no_grad, num_classes_of,
+                                warn_if_test_is_train, warn_unseen_test_classes)
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `gensis eval --help` starts without it
     import torch
@@ -279,6 +280,7 @@ def linear_eval(encoder, train_ds, test_ds, cfg: LinearConfig | None = None, dev
     cfg.check()
     y_train, y_test = labels_of(train_ds, "train"), labels_of(test_ds, "test")
     warn_if_test_is_train(train_ds, test_ds)
+    warn_unseen_test_classes(test_ds, y_train, y_test)
     num_classes = num_classes_of(train_ds, test_ds, y_train, y_test)
     t0 = time.time()
     f_test = test_features if test_features is not None else \
