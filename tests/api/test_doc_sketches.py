@@ -56,3 +56,15 @@ def test_generator_sketches_run(pixel_eldm_run, images_npz):
     gen, e = names["gen"], names["e"]
     assert e.shape[0] == 4 and names["x"].dtype == torch.float32  # the last x: generate_float
     assert torch.equal(gen.generate(e[:3], seeds=7), gen.generate(e[:3], seeds=[7, 8, 9]))  # "seeds=7: 7, 8, 9"
+
+
+def test_bank_and_eldm_pages_name_every_preset():
+    """docs/bank.md and docs/eldm.md listed smoke, demo, small, paper as the presets; gpu, histo and histo-cpu
+    (which `--preset` takes, and docs/wsi.md's commands use) were missing."""
+    configs = Path(gensis.__file__).parent / "configs"
+    for page, stage, anchor in (("bank.md", "bank", "`base.yaml` holds every key"),
+                                ("eldm.md", "eldm", "Presets live in")):
+        text = (DOCS / page).read_text()
+        para = " ".join(text[text.index(anchor):].split("\n\n")[0].split())
+        presets = {p.stem for p in (configs / stage).glob("*.yaml")} - {"base"}
+        assert presets and all(f"`{p}`" in para for p in presets), (page, sorted(presets), para)
