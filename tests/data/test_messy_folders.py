@@ -173,3 +173,17 @@ def test_class_names_match_whatever_their_unicode_form(tmp_path):
     api = gensis.as_image_set(np.full((2, 8, 8), 7, np.uint8), labels=[1, 0])
     api.classes = ["tea", nfd]  # a user's own ImageSet, names as typed
     assert match_classes(val, api).labels.tolist() == [0, 1]  # its café is val's class 0
+
+
+def test_npz_groups_given_as_slide_names(tmp_path):
+    """groups saved as slide ids (np.array(['TCGA-A1-0001', ...])) were refused ('must be integers'); each name is
+    now one group, so the split is by slide as with integer groups."""
+    images = np.random.default_rng(0).integers(0, 256, (12, 8, 8), dtype=np.uint8)
+    slides = np.array([f"TCGA-{i % 4}" for i in range(12)])
+    np.savez(tmp_path / "names.npz", images=images, groups=slides)
+    np.savez(tmp_path / "ids.npz", images=images, groups=np.arange(12) % 4)
+    ds = open_data(tmp_path / "names.npz")
+    assert ds.groups.tolist() == (np.arange(12) % 4).tolist()
+    for split in ("train", "val"):
+        a, b = open_data(tmp_path / "names.npz", split, 0.25), open_data(tmp_path / "ids.npz", split, 0.25)
+        assert np.array_equal(a.stack(), b.stack()) and len(set(a.groups.tolist())) in (1, 3)

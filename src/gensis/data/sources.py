@@ -9,7 +9,7 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
   lazily from the slides, the slide as group; ``tiles:TILES?labels=slides.csv`` adds slide labels. Its
   train/val split is by slide (``gensis.wsi.dataset``).
 - an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3, or N×3×H×W), optional ``labels`` (int, or str
-  names, N), optional ``groups`` (int, N: e.g. the slide each tile came from) and optional ``classes`` (names).
+  names, N), optional ``groups`` (int or str, N: e.g. the slide each tile came from) and optional ``classes`` (names).
 - ``python:KEY``: an ``ImageSet`` object handed to the Python API in this process (``register_data``); this is
   how ``gensis.pretrain(my_dataset, ...)`` passes objects through stages that take ``--data`` strings.
 
@@ -537,8 +537,11 @@ def _load_npz(path: Path) -> ArrayImageSet:
             labels = labels.astype(np.int64)
         if "groups" in z.files:
             groups = _npz_array(z, path, "groups")
+            if groups.ndim == 1 and len(groups) == n and groups.dtype.kind in "US":  # slide names: 0..S-1, sorted
+                groups = np.unique(np.asarray(_npz_names(z, path, "groups")), return_inverse=True)[1]
             if groups.ndim != 1 or len(groups) != n or not np.issubdtype(groups.dtype, np.integer):
-                raise UserError(f"{path}: 'groups' must be integers of shape ({n},), got {groups.dtype} {groups.shape}")
+                raise UserError(f"{path}: 'groups' must be integers or names (str) of shape ({n},), got "
+                                f"{groups.dtype} {groups.shape}")
             groups = groups.astype(np.int64)
         return ArrayImageSet(images, labels, groups, classes, path.stem)
 
@@ -1006,8 +1009,8 @@ def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
     """``other`` labelled by ``reference``'s class list, matched by class name.
 
     When both name their classes, a label of ``other`` means the class of the same *name* (``class_name``:
-    Unicode NFC) in ``reference`` (``train/{a,b,c}`` and ``val/{a,c}``: val's ``c`` is train's class 2, not 1); a class of
-    ``other`` that ``reference`` lacks is a UserError naming it. Without names on either side the integer
+    Unicode NFC) in ``reference`` (``train/{a,b,c}`` and ``val/{a,c}``: val's ``c`` is train's class 2, not 1);
+    a class of ``other`` that ``reference`` lacks is a UserError naming it. Without names on either side the integer
     labels are the class identities and are returned unchanged.
     """
     if other.labels is None or not reference.classes or not other.classes:
