@@ -184,7 +184,8 @@ def describe_results(rows: dict) -> str:
         parts.append(f"Row linear probe: a linear classifier trained on the frozen embeddings ({cfg.get('epochs', '?')} "
                      f"epochs), the best of {len(lrs)} learning rates on the same held-out images (DINO's protocol).")
     cols = []
-    for name, row in rows.items():
+    order = [n for n, _ in columns(methods_in(rows)) if n in rows]
+    for name, row in [(n, rows[n]) for n in order] + [(n, r) for n, r in rows.items() if n not in order]:
         v = next((v for m in DISPLAY for v in variants(m) if v.name == name), None)
         meaning = (COLUMN_MEANINGS[v.kind].format(x=DISPLAY.get(v.method, v.method)) if v is not None
                    else BASELINE_MEANINGS.get(name))
