@@ -147,7 +147,7 @@ def _unlink_quietly(p: Path) -> None:
         pass
 
 
-def atomic_write_bytes(path: StrPath, data: bytes | Iterable[bytes]) -> None:
+def atomic_write_bytes(path: StrPath, data: bytes | Iterable[bytes | memoryview]) -> None:
     """Write ``data`` (bytes, or pieces written in order) durably and atomically.
 
     temporary name in the same folder -> fsync -> ``os.replace`` -> fsync(folder): a kill or a power cut at any
@@ -273,13 +273,35 @@ def remove_stale_temp_dirs(folder: StrPath) -> list[Path]:
     return removed
 
 
+def _metadata_in_key_order(data: bytes) -> list[bytes | memoryview]:
+    """The pieces of a serialised safetensors file whose header lists ``__metadata__`` in key order.
+
+    safetensors writes the metadata from a Rust ``HashMap``, in an order drawn at random on every save: the same
+    tensors and metadata gave other bytes each time (1 in 6 alike for 3 keys), so a weights file's hash (the
+    identity of an encoder: ``gensis.models.encoder``, recorded by the E-LDM, the bank and every evaluation)
+    differed between two runs equal bit for bit, a run killed and resumed included. The header is the JSON that
+    follows its 8-byte little-endian length, padded with spaces to a multiple of 8 bytes (as safetensors pads
+    it); the tensor data after it is passed on as it is (a view, no copy)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    if not meta or len(meta) < 2:
+        return [data]
+    text = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return [len(text).to_bytes(8, "little") + text, memoryview(data)[8 + n:]]
+
+
 def save_tensors(path: StrPath, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None) -> None:
-    """Atomic, durable ``safetensors`` save (tensors made contiguous and moved to CPU)."""
+    """Atomic, durable ``safetensors`` save (tensors made contiguous and moved to CPU); the same tensors and
+    metadata give the same bytes (``_metadata_in_key_order``)."""
     from safetensors.torch import save
 
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     # serialised in memory, then written like every other file (safetensors' own save_file makes 0600 files)
-    atomic_write_bytes(path, save(flat, metadata={k: str(v) for k, v in (metadata or {}).items()}))
+    data = save(flat, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    atomic_write_bytes(path, _metadata_in_key_order(data))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -357,6 +357,30 @@ def test_failed_build_removes_the_folder_it_created(tmp_path):
     assert (tmp_path / "kept").is_dir() and (tmp_path / "kept").resolve() not in rundir.held_locks()
 
 
+def test_the_same_tensors_and_metadata_are_the_same_file_bytes(tmp_path):
+    """safetensors writes the metadata in a random order on each save (a Rust HashMap): the teacher backbone of
+    a run killed and resumed, equal bit for bit, had another file hash (its identity) than the uninterrupted
+    run's (for 3 keys, 5 saves in 6). Now the metadata is in key order: the same bytes, read back as written."""
+    from safetensors import safe_open
+
+    tensors = {"b": torch.arange(5.0), "a": torch.ones(2, 3, dtype=torch.bfloat16), "c": torch.zeros(0)}
+    meta = {"method": "dino", "arch": "vit_tiny_patch16_224", "image_size": 16, "note": "é\n\"x\"", "z": ""}
+    blobs = set()
+    for i in range(12):
+        save_tensors(tmp_path / f"w{i}.safetensors", tensors, meta)
+        blobs.add((tmp_path / f"w{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+    (blob,) = blobs
+    n = int.from_bytes(blob[:8], "little")
+    assert (8 + n) % 8 == 0 and blob[8:9] == b"{"
+    with safe_open(str(tmp_path / "w0.safetensors"), "pt") as f:
+        assert f.metadata() == {k: str(v) for k, v in meta.items()}
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items()) and set(f.keys()) == set(tensors)
+    save_tensors(tmp_path / "one.safetensors", tensors, {"format": "pt"})  # one key, or none: as safetensors wrote
+    from safetensors.torch import save
+    assert (tmp_path / "one.safetensors").read_bytes() == save(tensors, metadata={"format": "pt"})
+
+
 def test_atomic_copy(tmp_path):
     from gensis.rundir import atomic_copy
 
