@@ -121,3 +121,17 @@ def test_loss_curves_keep_a_run_s_colour_and_plot_the_method_s_own_loss(tmp_path
     colour = {line.get_label(): line.get_color() for line in left.lines}
     assert [line.get_label() for line in right.lines] == ["Gen-SimCLR"]
     assert right.lines[0].get_color() == colour["Gen-SimCLR"] != colour["SimCLR"]
+
+
+def test_gensis_report_follows_the_methods_the_folder_holds(tmp_path, capsys):
+    """`gensis report` on a `demo --methods dino,simclr` folder drew DINO's curves only (the command passed no
+    methods); it now has a section per method whose runs the folder holds, as the demo's own report."""
+    out = _demo(tmp_path)
+    for name in ("dino", "simclr", "gen-simclr"):
+        (out / name).mkdir(exist_ok=True)
+        (out / name / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n{"step": 1, "loss": 0.5}\n')
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Training curves: DINO\n" in md and "## Training curves: SimCLR\n" in md
+    assert (out / "report" / "curves-simclr.png").is_file()
+    assert "SimCLR w/ pixel disent. (simclr-pixel/) not trained" in capsys.readouterr().err
