@@ -76,3 +76,30 @@ def test_evaluations_are_planned_by_the_columns_they_score(monkeypatch):
     assert (lanes["eval-early-dino"], lanes["eval-early-simclr"], lanes["eval"], lanes["report"]) == (4, 2, 2, 1)
     serial = dict(demo._plan(opts, Keys(), "0", True, False, True, []))
     assert serial["eval"] == 8 and not any(n.startswith("eval-early") for n in serial)
+
+
+def test_the_line_follows_stages_that_ran_and_counts_those_up_to_date(tmp_path, capsys):
+    """A resumed demo: a stage found up to date is counted (2/3 after the next one) but prints no line of its own."""
+    from gensis.pipeline.runner import Pipeline, Stage
+
+    out = tmp_path / "out"
+
+    def call(name):
+        def run(resume):
+            (out / name).mkdir()
+            (out / name / "done.json").write_text('{"status": "done"}')
+        return run
+
+    def stage(name):
+        return Stage(name, [], f"key-{name}", done_file="done.json", call=call(name))
+
+    pipe = Pipeline(out)
+    pipe.run(stage("a"))
+    capsys.readouterr()
+    pipe = Pipeline(out)  # the same folder again: "a" is up to date
+    pipe.overall = Overall("smoke", [("a", 1), ("b", 1), ("c", 1)])
+    pipe.run(stage("a"))
+    err = capsys.readouterr().err
+    assert "[a] up to date" in err and "[demo]" not in err
+    pipe.run(stage("b"))
+    assert "[demo] 2/3 stages done" in capsys.readouterr().err

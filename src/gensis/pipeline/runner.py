@@ -335,8 +335,12 @@ class Pipeline:
         self._progress(stage.name, ran=True)
 
     def _progress(self, name: str, ran: bool) -> None:
+        """The overall progress line after a stage that ran; one found up to date is counted without a line (its
+        own 'up to date, skipped' says it, and a resumed demo printed one useless estimate per skipped stage)."""
         if self.overall is not None:
-            self.say(self.overall.finished(name, ran))
+            line = self.overall.finished(name, ran)
+            if ran:
+                self.say(line)
 
     def say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
