@@ -32,6 +32,17 @@ def test_eldm_sample_and_eval_skip_bad_images_as_configured(tmp_path, pixel_eldm
     assert r["n"] == 4
 
 
+def test_open_data_of_a_folder_with_a_bad_file_names_its_own_keyword(tmp_path):
+    """From Python the line named only the command-line ways to skip unreadable images (data.skip_bad_images,
+    --skip-bad-images); docs/api.md's gensis.open_data(folder, split, skip_bad_images=True) is named too now."""
+    data = _folder(tmp_path / "imgs", n=8)
+    (data / "a" / "broken.png").write_bytes(b"\x89PNG not a png")
+    with pytest.raises(UserError, match="broken.png") as e:
+        gensis.open_data(data, "all")
+    assert "gensis.open_data(..., skip_bad_images=True)" in str(e.value) and "\n" not in str(e.value)
+    assert len(gensis.open_data(data, "all", skip_bad_images=True)) == 8
+
+
 def test_a_train_val_folder_at_all_is_both_folders(tmp_path):
     """README: a folder with train/ and val/ keeps its own split; DATA@all (and the default split "all" of the
     demo and of --data without a split) is both (was: 'no images found in folder')."""

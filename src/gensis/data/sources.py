@@ -235,7 +235,7 @@ class SubsetImageSet(ImageSet):
 
 FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
 SKIP_HINT = ("fix or remove it, or skip unreadable images: data.skip_bad_images=true (pretrain, eldm, bank), "
-             "--skip-bad-images (eval knn, linear, robustness)")
+             "--skip-bad-images (eval knn, linear, robustness), gensis.open_data(..., skip_bad_images=True)")
 
 
 class BadImageError(UserError):
