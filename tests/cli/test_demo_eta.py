@@ -53,9 +53,9 @@ def test_the_plan_is_the_stages_a_pass_runs(tmp_path, monkeypatch, name, preset,
     planned: dict[str, float] = {}
     real = demo.Overall
 
-    def spy(preset, plan, now=None):
+    def spy(preset, plan, *rest):
         planned.update(plan)
-        return real(preset, plan, now)
+        return real(preset, plan, *rest)
 
     monkeypatch.setattr(demo, "Overall", spy)
     ran = plan_keys(tmp_path / name, preset, seed, methods, frozen=FIXTURE[name])["keys"]
@@ -103,3 +103,18 @@ def test_the_line_follows_stages_that_ran_and_counts_those_up_to_date(tmp_path, 
     assert "[a] up to date" in err and "[demo]" not in err
     pipe.run(stage("b"))
     assert "[demo] 2/3 stages done" in capsys.readouterr().err
+
+
+def test_with_seeds_the_estimate_also_covers_the_seeds_after_this_one():
+    """`--seeds 0,1,2`: the line of the first pass gave only that pass's time left (a third of the wait); it now
+    adds the passes after it, each expected to take as long as this one."""
+    s = SHARES["smoke"]
+    o = Overall("smoke", [("dino", 1), ("bank", 1)], now=0, passes_after=2)
+    pace = 10 / s["pretrain"]
+    line = o.finished("dino", ran=True, now=10)
+    assert line == (f"[demo] 1/2 stages done, 10 s elapsed, about {pace * s['bank']:.0f} s left for this seed, "
+                    f"{pace * (s['bank'] + 2 * (s['pretrain'] + s['bank'])) / 60:.0f} min with the 2 seeds after it "
+                    f"(estimate from the 'smoke' preset's usual stage times)")
+    last = Overall("smoke", [("dino", 1)], now=0, passes_after=1).finished("dino", ran=True, now=10)
+    assert last.endswith("about 0 s left for this seed, 10 s with the 1 seed after it (estimate from the 'smoke' "
+                         "preset's usual stage times)")

@@ -148,7 +148,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
     per_seed = {}
     for i, s in enumerate(opts.seeds):
         print(f"=== seed {s} ({i + 1}/{len(opts.seeds)}): {out / f'seed-{s}'}", file=sys.stderr, flush=True)
-        results = run_pipeline(opts, out / f"seed-{s}", s)
+        results = run_pipeline(opts, out / f"seed-{s}", s, passes_after=len(opts.seeds) - i - 1)
         if results:
             per_seed[s] = results
     if not per_seed:
@@ -280,8 +280,9 @@ def _eldm_after(user: Sequence[str], section: str) -> list[str]:
     return [o for o in user if o.split("=", 1)[0].strip().split(".", 1)[0] == section]
 
 
-def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
-    """One pass of the pipeline into ``out`` with ``seed``; returns the evaluation rows (None if not run)."""
+def run_pipeline(opts: DemoOptions, out: Path, seed: int, passes_after: int = 0) -> dict | None:
+    """One pass of the pipeline into ``out`` with ``seed``; returns the evaluation rows (None if not run).
+    ``passes_after``: seeds still to run after this one (the progress line's estimate covers them)."""
     from gensis.rundir import make_folder
 
     make_folder(out)
@@ -303,7 +304,8 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
 
     have_gen = _module_exists("gensis.eldm.train") and _module_exists("gensis.bank")
     report = want("report") and _module_exists("matplotlib")
-    pipe.overall = Overall(P, _plan(opts, keys, S, have_gen, pipe.side is not None, report, user_ov["eldm"]), t_start)
+    pipe.overall = Overall(P, _plan(opts, keys, S, have_gen, pipe.side is not None, report, user_ov["eldm"]), t_start,
+                           passes_after)
     for method in opts.methods:
         base, pixel, gen = variants(method)
         pre_ov = [f"train.seed={S}"] + ([] if method == "dino" else [f"method={method}"])  # = --method X
@@ -381,7 +383,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int) -> dict | None:
     results = None
     if want("eval"):
         results = evaluate(out, D, P, opts.linear, opts.methods)
-        if report:  # the last line would only repeat the summary below
+        if report or passes_after:  # the last line of the last pass would only repeat the summary below
             print(pipe.overall.finished("eval", ran=True), file=sys.stderr, flush=True)
         print(results_table(results, opts.methods).text())
         reading = read_results(results, opts.methods)

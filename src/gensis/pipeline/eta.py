@@ -58,9 +58,13 @@ def _duration(seconds: float) -> str:
 class Overall:
     """Stages planned for one pass (name -> share); ``finished(name, ran)`` records one and returns the line."""
 
-    def __init__(self, preset: str, planned: Sequence[tuple[str, float]], now: float | None = None):
-        """``planned``: (stage name, how many units of its role: 1, or the columns an evaluation scores)."""
+    def __init__(self, preset: str, planned: Sequence[tuple[str, float]], now: float | None = None,
+                 passes_after: int = 0):
+        """``planned``: (stage name, how many units of its role: 1, or the columns an evaluation scores).
+        ``passes_after``: passes of the same plan still to come (``--seeds``: the seeds after this one), each
+        expected to take as long as this one: the line then also gives the time left for the whole demo."""
         shares = SHARES.get(preset, SHARES["demo"])
+        self.passes_after = passes_after
         self.preset = preset
         self.share = {name: shares[role(name)] * units for name, units in planned}
         self.done: set[str] = set()
@@ -79,9 +83,14 @@ class Overall:
             elapsed = (time.time() if now is None else now) - self.start
             left = sum(s for n, s in self.share.items() if n not in self.done)
             line = f"[demo] {len(self.done)}/{len(self.share)} stages done, {_duration(elapsed)} elapsed"
-            if left <= 0:
+            if left <= 0 and not self.passes_after:
                 return line
             if self.ran <= 0:
                 return line + "; time left: estimated once a stage has run"
-            return (line + f", about {_duration(elapsed * left / self.ran)} left (estimate from the '{self.preset}' "
-                    f"preset's usual stage times)")
+            pace = elapsed / self.ran  # seconds per unit of share
+            text = f"about {_duration(pace * left)} left"
+            if self.passes_after:
+                whole = pace * (left + self.passes_after * sum(self.share.values()))
+                after = f"{self.passes_after} seed{'s' if self.passes_after > 1 else ''} after it"
+                text += f" for this seed, {_duration(whole)} with the {after}"
+            return line + f", {text} (estimate from the '{self.preset}' preset's usual stage times)"
