@@ -20,6 +20,7 @@ import hashlib
 import os
 import platform
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,22 @@ def pid_alive(pid: int) -> bool:
     except (OSError, OverflowError):
         return False
     return True
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """In a child process gensis started: be sent SIGTERM when the process that started it ends, however it ends
+    (SIGKILL by the OOM killer or a scheduler included), so that no child outlives it (Linux
+    ``PR_SET_PDEATHSIG``; elsewhere nothing). ``parent``: that process's pid, when the call may come after it
+    already ended (a worker's initializer): then this one ends at once. Safe between fork and exec (the demo's
+    side lane calls it as ``preexec_fn``)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+    except Exception:
+        return
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def start_time(pid: int) -> str | None:

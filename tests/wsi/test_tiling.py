@@ -219,6 +219,51 @@ def test_ctrl_c_stops_parallel_tiling_without_starting_queued_slides(tmp_path):
     assert not left, left
 
 
+def test_a_sigkilled_parallel_tiling_leaves_no_worker_running(tmp_path):
+    """`wsi tile --workers 2` killed with SIGKILL (the OOM killer, a scheduler) or SIGTERM: its spawned workers,
+    blocked on the pool's queue (whose pipe each holds open), outlived it for ever, with the resource tracker,
+    holding the command's stdout and stderr (`gensis wsi tile ... | tee log` never ended). Now they end with it;
+    the rerun finishes the tiling."""
+    import signal
+    import shutil
+    import time
+
+    from gensis.cli.main import main
+
+    first = make_svs(tmp_path / "s0.svs", slide_image(2048, 2048, [(0, 0, 2048, 2048)]), mpp=0.5,
+                     downsamples=(1, 4), tile=256)
+    slides = [first] + [shutil.copy(first, tmp_path / f"s{i}.svs") for i in range(1, 4)]
+    out = tmp_path / "T"
+    cmd = ["wsi", "tile", *map(str, slides), "--out", str(out), "--mag", "20", "--tile-size", "16", "--quiet",
+           "--workers", "2"]
+    for sig in (signal.SIGKILL,):  # (SIGTERM ends the command the same way: no handler)
+        p = subprocess.Popen([sys.executable, "-m", "gensis.cli.main", *cmd], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True,
+                             env={**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"})
+        group = []
+        t0 = time.time()
+        while len(group) < 4 and p.poll() is None and time.time() - t0 < 120:  # the command, 2 workers, tracker
+            group = subprocess.run(["pgrep", "-g", str(p.pid)], capture_output=True, text=True).stdout.split()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert p.poll() is None, "finished before the kill"
+        p.send_signal(sig)
+        p.wait()
+        try:
+            for _ in range(150):
+                left = [pid for pid in group if _alive(pid)]
+                if not left:
+                    break
+                time.sleep(0.1)
+            assert not left, (sig, left)
+        finally:
+            for pid in group:
+                if _alive(pid):
+                    os.kill(int(pid), signal.SIGKILL)
+    assert main(cmd) == 0
+    assert len(list((out / "20x_16px_0px_overlap" / "patches").glob("*.h5"))) == 4
+
+
 def _alive(pid: str) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

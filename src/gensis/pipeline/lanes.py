@@ -31,7 +31,6 @@ import os
 import queue
 import resource
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gensis.errors import UserError
+from gensis.owner import die_with_parent
 
 DISABLE_ENV = "GENSIS_DEMO_SERIAL"  # "1": every stage in this process, one after another (as ``--serial``)
 
@@ -54,15 +54,6 @@ def side_threads() -> int:
         return 0
     n = torch.get_num_threads()
     return n // 2 if n >= 2 else 0
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
-    except Exception:
-        pass
 
 
 WARNING = "gensis: warning: "  # how every gensis warning line begins
@@ -164,7 +155,7 @@ class SideLane:
         cmd = [sys.executable, "-m", stage.extra.get("module", "gensis.cli.main"), *argv]
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
                                  errors="replace", bufsize=1,
-                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         self._child = child
         assert child.stdout is not None
         for line in child.stdout:  # the child's output, line by line, on this process's stderr

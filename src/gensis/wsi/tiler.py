@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from gensis.errors import UserError
+from gensis.owner import die_with_parent
 from gensis.wsi.geometry import plan_geometry, resolution_name
 from gensis.wsi.slide import MppSource, SlideError, open_slide, resolve_mpp, slide_id
 from gensis.wsi.tilefile import changed_since_tiling, read_slide_tiles, read_tile_attrs, write_slide_tiles
@@ -223,7 +224,10 @@ def _save_png(path: Path, img: np.ndarray) -> None:
 _interrupted = False
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
+    # a worker ends with the main process, however that ends: on a SIGKILL (the OOM killer) the workers, blocked on
+    # the pool's queue (whose pipe each holds open: no end of file), outlived it for ever, holding its stdout
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, _worker_sigint)
 
 
@@ -301,7 +305,8 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # openslide/tiffslide handles and thread pools do not survive fork
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(os.getpid(),)) as pool:
             pending = {pool.submit(_tile_in_worker, Path(p), out, settings, mpp): (i, p) for i, p in enumerate(slides)}
             try:
                 while pending:
