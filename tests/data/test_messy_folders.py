@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -12,7 +14,7 @@ from gensis.errors import UserError
 
 def _images(folder, n=3, size=8):
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(len(str(folder)))
+    rng = np.random.default_rng(zlib.crc32(str(folder).encode()))  # other images in each folder
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
@@ -187,3 +189,21 @@ def test_npz_groups_given_as_slide_names(tmp_path):
     for split in ("train", "val"):
         a, b = open_data(tmp_path / "names.npz", split, 0.25), open_data(tmp_path / "ids.npz", split, 0.25)
         assert np.array_equal(a.stack(), b.stack()) and len(set(a.groups.tolist())) in (1, 3)
+
+
+def test_images_without_an_extension_are_counted(tmp_path, capsys):
+    """Files named by a hash or a scraper (no extension) were left out without a word even when they are images
+    (a class of them: the class was gone); one line now counts them by format. Other files without an
+    extension (README, LICENSE) are no images and are not counted."""
+    data = tmp_path / "scraped"
+    _images(data / "a")
+    _images(data / "b")
+    Image.new("RGB", (8, 8)).save(data / "b" / "3f9a0c", format="JPEG")
+    (data / "c").mkdir()
+    Image.new("RGB", (8, 8)).save(data / "c" / "9e1d2b", format="PNG")
+    (data / "a" / "LICENSE").write_text("MIT")
+    assert open_data(data).classes == ["a", "b"]
+    err = capsys.readouterr().err
+    assert (f"left out 2 image files of {data} without an extension (JPEG 1, PNG 1; first: {data / 'b' / '3f9a0c'}): "
+            f"gensis reads images by extension; name them with theirs (.png, .jpg ...) to use them") in err
+    assert "class folder" not in err and err.count("\n") == 1  # c/ is said in that line, not as an empty class

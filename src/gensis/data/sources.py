@@ -617,40 +617,70 @@ def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, 
 _WARNED_UNREAD: set[str] = set()  # folders whose unread image files were already counted in this process
 
 
-def _warn_unread_image_files(folder: Path, folders: list[Path]) -> None:
-    """One line (stderr, once per folder and process) counting the files of ``folders`` whose extension is an
-    image format gensis does not read (``UNREAD_IMAGE_EXTS``)."""
+def _image_format(path: Path) -> str | None:
+    """The image format PIL finds in ``path``'s header (``PNG``, ``JPEG`` ...), or None: not an image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return str(im.format)
+    except Exception:  # not an image (README, LICENSE ...), or unreadable
+        return None
+
+
+def _warn_unread_image_files(folder: Path, folders: list[Path]) -> set[Path]:
+    """Lines (stderr, once per folder and process) counting the image files of ``folders`` that gensis leaves
+    out: those whose extension is an image format gensis does not read (``UNREAD_IMAGE_EXTS``), and those
+    without an extension whose header is an image's (a scraper's or a hash's name). Returns the folders that
+    hold such files (empty when said before)."""
     if str(folder) in _WARNED_UNREAD:
-        return
+        return set()
     _WARNED_UNREAD.add(str(folder))
     found: list[Path] = []
+    bare: list[tuple[Path, str]] = []  # (file without extension, its image format)
     for d in folders:
         with os.scandir(d) as entries:
-            found += [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_file()
-                      and os.path.splitext(e.name)[1].lower() in UNREAD_IMAGE_EXTS]
-    if found:
-        import sys
-        from collections import Counter
+            for e in entries:
+                if e.name.startswith(".") or not e.is_file():
+                    continue
+                ext = os.path.splitext(e.name)[1].lower()
+                if ext in UNREAD_IMAGE_EXTS:
+                    found.append(Path(e.path))
+                elif not ext:
+                    fmt = _image_format(Path(e.path))
+                    if fmt is not None:
+                        bare.append((Path(e.path), fmt))
+    import sys
+    from collections import Counter
 
+    if found:
         by_ext = Counter(p.suffix.lower() for p in found)
         kinds = ", ".join(f"{ext} {n}" for ext, n in sorted(by_ext.items()))
         print(f"[gensis] left out {len(found)} file{'s' if len(found) > 1 else ''} of {folder} in a format gensis "
               f"does not read ({kinds}; first: {sorted(found)[0]}): convert them to PNG or JPEG to use them",
               file=sys.stderr)
+    if bare:
+        by_fmt = Counter(fmt for _, fmt in bare)
+        kinds = ", ".join(f"{fmt} {n}" for fmt, n in sorted(by_fmt.items()))
+        print(f"[gensis] left out {len(bare)} image file{'s' if len(bare) > 1 else ''} of {folder} without an "
+              f"extension ({kinds}; first: {sorted(bare)[0][0]}): gensis reads images by extension; name them "
+              f"with theirs (.png, .jpg ...) to use them", file=sys.stderr)
+    return {p.parent for p in found} | {p.parent for p, _ in bare}
 
 
 _WARNED_EMPTY: set[str] = set()  # folders whose empty class folders were named in this process
 
 
-def _warn_empty_class_folders(folder: Path, empty: list[Path], n_classes: int) -> None:
+def _warn_empty_class_folders(folder: Path, empty: list[Path], n_classes: int, said: set[Path]) -> None:
     """One line (stderr, once per folder and process) naming the class folders that hold no image gensis reads
     (empty, or only other files): they are no class, so the class count and indices are those of the others.
-    Folders of images in formats gensis does not read are left to ``_warn_unread_image_files``'s line."""
-    empty = [d for d in empty if not any(os.path.splitext(f.name)[1].lower() in UNREAD_IMAGE_EXTS
-                                         for f in os.scandir(d) if not f.name.startswith("."))]
-    if not empty or str(folder) in _WARNED_EMPTY:
+    Folders ``said`` (images gensis does not read: ``_warn_unread_image_files``'s lines) are not repeated."""
+    if str(folder) in _WARNED_EMPTY:
         return
-    _WARNED_EMPTY.add(str(folder))
+    _WARNED_EMPTY.add(str(folder))  # once, said or not (``said`` is empty from the second time on)
+    empty = [d for d in empty if d not in said]
+    if not empty:
+        return
     import sys
 
     names = ", ".join(d.name + "/" for d in empty[:5]) + (", ..." if len(empty) > 5 else "")
@@ -669,10 +699,10 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     from gensis.wsi.slide import refuse_slides_as_images
 
     refuse_slides_as_images(folder, [folder, *subdirs], [*direct, *(f for d in subdirs for f in scans[d][0])])
-    _warn_unread_image_files(folder, [folder, *subdirs])
+    said = _warn_unread_image_files(folder, [folder, *subdirs])
     class_dirs = [d for d in subdirs if scans[d][0]]
     if class_dirs:
-        _warn_empty_class_folders(folder, [d for d in subdirs if not scans[d][0]], len(class_dirs))
+        _warn_empty_class_folders(folder, [d for d in subdirs if not scans[d][0]], len(class_dirs), said)
         names = [class_name(d.name) for d in class_dirs]
         if classes is None:
             classes = names
