@@ -242,3 +242,24 @@ def test_long_encoder_paths_are_cut_visibly_in_the_table_and_summary():
     rows = format_umap(res).splitlines()[2:5]
     assert rows[0].startswith(long) and rows[1].startswith(short)
     assert rows[2].startswith("…") and rows[2].split()[0].endswith("/of/this/study/dino") and len(rows[2].split()[0]) == 40
+
+
+def test_unlabelled_images_are_mapped_in_one_colour(tmp_path, capsys):
+    """Unlabelled data (tiles of a slide, a folder of images) was refused ('has no labels: the map colours real
+    images by class'); it is now mapped in one colour (up to 3 x --per-class images), the title saying unlabelled;
+    --classes / --bank, which need classes, are one line."""
+    g = np.random.default_rng(0)
+    np.savez(tmp_path / "tiles.npz", images=(g.random((40, 8, 8, 3)) * 255).astype(np.uint8))
+    png, js = tmp_path / "m.png", tmp_path / "m.json"
+    base = ["eval", "umap", "--encoder", "pixels", "--data", str(tmp_path / "tiles.npz"), "--method", "tsne"]
+    assert main([*base, "--per-class", "10", "--out", str(png), "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert res["real"] == 30 and res["classes"] == ["images (unlabelled)"]
+    assert res["encoders"][0]["silhouette_real"] is None and png.stat().st_size > 1000
+    capsys.readouterr()
+    assert main([*base, "--classes", "a,b", "--out", str(tmp_path / "n.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tiles has no labels: --classes and --bank" in err
+    from gensis.eval.umap import map_title
+
+    assert map_title("tiles", 30, ["images (unlabelled)"], None) == "tiles: 30 unlabelled images (dots)"

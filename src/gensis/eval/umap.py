@@ -3,7 +3,7 @@ interpolated images between them, projected to 2-D by one mapping per encoder.
 
 Steps, per encoder
     1. CLS features (L2-normalized) of up to ``per_class`` images of each chosen class (``--classes``,
-       default: the first three).
+       default: the first three); unlabelled data: up to 3 × ``per_class`` of its images, in one colour.
     2. UMAP (McInnes et al., 2018; cosine metric, 15 neighbours, min_dist 0.1, seeded) fitted on the real
        features only; the interpolated images of the bank (``--bank``: entries whose two source images are
        of two different chosen classes, every stored α) are mapped by the same projection (``transform``),
@@ -156,17 +156,22 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
     if per_class < 2:
         raise UserError(f"--per-class must be >= 2, got {per_class}")
     pyplot(MAP_NEEDS)  # before the features and the fit, not after them
-    chosen = choose_classes(ds, classes)
-    labels = np.asarray(ds.labels)
+    if ds.labels is None:  # one colour: up to as many images as a map of three classes shows
+        if classes or bank or interpolations is not None:
+            raise UserError(f"{ds.name} has no labels: --classes and --bank (interpolations between classes) need "
+                            f"them; without them the map shows up to {3 * per_class} of its images in one colour")
+        chosen, labels, names, take = [0], np.zeros(len(ds), np.int64), [UNLABELLED], 3 * per_class
+    else:
+        chosen, labels, take = choose_classes(ds, classes), np.asarray(ds.labels), per_class
+        names = [ds.classes[c] if ds.classes else str(c) for c in chosen]
     rng = np.random.default_rng(seed)
     sel = []
     for c in chosen:
         idx = np.flatnonzero(labels == c)
-        sel.append(np.sort(rng.choice(idx, min(per_class, len(idx)), replace=False)))
+        sel.append(np.sort(rng.choice(idx, min(take, len(idx)), replace=False)))
     sel = np.concatenate(sel)
     if len(sel) < 3:  # umap-learn needs 2 neighbours, t-SNE a perplexity below the count: their tracebacks
-        shown = [str(ds.classes[c]) if ds.classes else str(c) for c in chosen]
-        raise UserError(f"a map needs at least 3 images; classes {', '.join(shown)} of {ds.name} have {len(sel)}: "
+        raise UserError(f"a map needs at least 3 images; classes {', '.join(names)} of {ds.name} have {len(sel)}: "
                         f"add images or classes (--classes)")
     sub = ds.subset(sel, f"{ds.name}[{len(sel)}]")
     y = labels[sel]
@@ -176,7 +181,6 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
         from gensis.eval.options import warn
 
         warn(f"bank {bank} has no interpolation between the chosen classes; the map shows real images only")
-    names = [ds.classes[c] if ds.classes else str(c) for c in chosen]
     t0 = time.time()
     panels = []
     for enc in encoders:
@@ -202,7 +206,7 @@ def embedding_map(encoders: list, ds, out_png: str | Path, bank: str | Path | No
                 d.append(np.linalg.norm(p - (u + t * (v - u))))
             panel["interp_to_segment"] = float(np.mean(d) / max(spread, 1e-12))
         panels.append(panel)
-    _draw(panels, y, chosen, names, inter, out_png, map_title(ds.name, len(sel), len(chosen), inter))
+    _draw(panels, y, chosen, names, inter, out_png, map_title(ds.name, len(sel), names, inter))
     return {"protocol": "umap", "data": ds.name, "classes": names, "real": int(len(sel)),
             "interpolated": 0 if inter is None else int(len(inter[0])), "bank": None if bank is None else str(bank),
             "png": str(out_png), "seconds": round(time.time() - t0, 1),
@@ -222,9 +226,13 @@ def class_colours(plt, n: int) -> list:
     return [plt.get_cmap("turbo")(k / (n - 1)) for k in range(n)]
 
 
-def map_title(data: str, n_real: int, n_classes: int, inter) -> str:
+UNLABELLED = "images (unlabelled)"  # the one group of a map of unlabelled data
+
+
+def map_title(data: str, n_real: int, names: list[str], inter) -> str:
     """The figure's title: the data and what the points are."""
-    text = f"{data}: {n_real} real images of {n_classes} classes (dots)"
+    text = (f"{data}: {n_real} unlabelled images (dots)" if names == [UNLABELLED]
+            else f"{data}: {n_real} real images of {len(names)} classes (dots)")
     if inter is not None:
         alphas = sorted({float(a) for a in inter[1]})
         shade = f"α = {alphas[0]:g}" if len(alphas) == 1 else "darker: larger α"
@@ -285,7 +293,7 @@ def _add_arguments(p) -> None:
                    help="classes to show (names or labels, comma-separated or the option repeated; default: the first 3)")
     p.add_argument("--out", required=True, metavar="FILE.png",
                    help="the PNG to write (a new file, or a map this command wrote before: other files are refused)")
-    p.add_argument("--per-class", type=int, default=150, metavar="N", help="real images per class")
+    p.add_argument("--per-class", type=int, default=150, metavar="N", help="real images per class (unlabelled data: 3 x N images, one colour)")
     p.add_argument("--method", choices=["umap", "tsne"], default="umap", help="projection (t-SNE without umap-learn)")
     p.add_argument("--seed", type=int, default=0, metavar="SEED", help="sampling and projection seed")
     add_runtime_options(p)
@@ -323,7 +331,7 @@ def _open_map_data(args, specs: list[str]):
     default, and the same line saying which, as ``gensis eval knn``: ``gensis.eval.common.default_data``); runs
     pretrained on different data need ``--data``."""
     from gensis.data.sources import open_data
-    from gensis.eval.common import data_run, default_data, labels_of, recorded_data_error
+    from gensis.eval.common import data_run, default_data, recorded_data_error
 
     if args.data is not None:
         return open_data(args.data, "all")
@@ -346,9 +354,8 @@ def _open_map_data(args, specs: list[str]):
     if not from_run:
         return open_data(source, "all")
     try:
-        ds = open_data(source, "all")
-        labels_of(ds, "data")
-    except UserError as e:  # moved, unlabelled (tiles), an object of another Python session ...
+        ds = open_data(source, "all")  # unlabelled (tiles): mapped in one colour
+    except UserError as e:  # moved, an object of another Python session ...
         raise recorded_data_error(runs[encoder], source, e, GIVE_MAP_DATA) from None
     return ds
 
