@@ -207,3 +207,20 @@ def test_images_without_an_extension_are_counted(tmp_path, capsys):
     assert (f"left out 2 image files of {data} without an extension (JPEG 1, PNG 1; first: {data / 'b' / '3f9a0c'}): "
             f"gensis reads images by extension; name them with theirs (.png, .jpg ...) to use them") in err
     assert "class folder" not in err and err.count("\n") == 1  # c/ is said in that line, not as an empty class
+
+
+def test_a_dark_16_bit_pgm_reads_as_the_same_16_bit_png(tmp_path):
+    """A 16-bit PGM whose values are all below 256 (a dark depth or thermal frame) was read as 8-bit data, up to
+    257x brighter than the same image saved as a 16-bit PNG; both now read 0..65535 -> 0..255."""
+    from gensis.data.sources import decode_image
+
+    a = (np.arange(64).reshape(8, 8) * 3).astype(np.uint16)  # 0..189 of 65535
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n8 8\n65535\n" + a.astype(">u2").tobytes())
+    Image.fromarray(a).save(tmp_path / "dark.png")
+    bright = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)
+    (tmp_path / "bright.pgm").write_bytes(b"P5\n8 8\n65535\n" + bright.astype(">u2").tobytes())
+    Image.fromarray(bright).save(tmp_path / "bright.png")
+    for name in ("dark", "bright"):
+        pgm, png = decode_image(tmp_path / f"{name}.pgm"), decode_image(tmp_path / f"{name}.png")
+        assert np.array_equal(pgm, png), name
+    assert decode_image(tmp_path / "dark.png").max() == 1

@@ -250,12 +250,14 @@ class BadImageError(UserError):
         super().__init__(f"cannot read image {path}: {why}")
 
 
-def pil_to_rgb(im: Any) -> np.ndarray:
+def pil_to_rgb(im: Any, source_format: str | None = None) -> np.ndarray:
     """Any PIL image -> H×W×3 uint8, converting every mode correctly.
 
     RGBA/LA/transparent palette images are composited over white (what a viewer shows); CMYK and YCbCr
     through PIL's colour conversion; 16-bit and 32-bit grey ("I;16", "I") scaled by 1/257 (65535 -> 255),
-    float grey ("F") clipped to [0, 255].
+    float grey ("F") clipped to [0, 255]. A 32-bit grey image whose values are all below 256 is 8-bit data and
+    kept as is, except a PGM's (``source_format``, default ``im.format``: "PPM"), which PIL always reads on the
+    16-bit scale, so that a dark 16-bit PGM reads as the same image saved as a 16-bit PNG.
     """
     from PIL import Image
 
@@ -269,7 +271,8 @@ def pil_to_rgb(im: Any) -> np.ndarray:
         im = Image.alpha_composite(white, rgba).convert("RGB")
     elif mode.startswith("I;16") or mode == "I":
         arr = np.asarray(im).astype(np.int64)
-        hi = 65535 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255
+        sixteen = mode.startswith("I;16") or (source_format or im.format) == "PPM"  # PIL: maxval -> 65535
+        hi = 65535 if sixteen or arr.max(initial=0) > 255 else 255
         arr = np.clip(np.rint(arr * (255.0 / hi)), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(arr[:, :, None], 3, axis=2))
     elif mode == "F":
@@ -304,8 +307,7 @@ def decode_image(path: Path) -> np.ndarray:
             raise BadImageError(path, why)
         with Image.open(path) as im:
             im.load()  # the whole image: a truncated JPEG fails here, not mid-epoch
-            im = ImageOps.exif_transpose(im)
-            out = pil_to_rgb(im)
+            out = pil_to_rgb(ImageOps.exif_transpose(im), im.format)  # the transposed copy has no format
     except BadImageError:
         raise
     except Exception as e:  # PIL raises many types for corrupt files
