@@ -10,6 +10,7 @@ the score quantiles).
 
 from __future__ import annotations
 
+import shlex
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,8 @@ class VerifyReport:
                     f"{', ...' if len(self.deleted) > 3 else ''}): rerun the same `gensis bank generate` command "
                     f"to regenerate them")
         elif self.faulty:
-            tail = ("to repair: `gensis bank verify --delete-bad BANK`, then rerun the same `gensis bank generate` "
-                    "command (it regenerates missing shards only)")
+            tail = (f"to repair: `gensis bank verify --delete-bad {shlex.quote(str(self.path))}`, then rerun the same "
+                    "`gensis bank generate` command (it regenerates missing shards only)")
         else:  # nothing to delete (missing shards, a killed run's partial files): generate finishes it
             tail = ("to finish it: rerun the same `gensis bank generate` command (it generates the missing shards "
                     "only and removes partial files)")
