@@ -224,3 +224,20 @@ def test_a_dark_16_bit_pgm_reads_as_the_same_16_bit_png(tmp_path):
         pgm, png = decode_image(tmp_path / f"{name}.pgm"), decode_image(tmp_path / f"{name}.png")
         assert np.array_equal(pgm, png), name
     assert decode_image(tmp_path / "dark.png").max() == 1
+
+
+def test_a_transparent_colour_of_an_rgb_or_grey_png_is_white_as_in_rgba(tmp_path):
+    """An RGB or grey PNG with one transparent colour (tRNS: logos, icons) kept that colour (black here) where an
+    RGBA or palette PNG of the same picture was white; every transparent pixel is now composited over white."""
+    from gensis.data.sources import decode_image
+
+    a = np.zeros((4, 4, 3), np.uint8)
+    a[:2] = (10, 200, 30)
+    Image.fromarray(a).save(tmp_path / "trns.png", transparency=(0, 0, 0))
+    rgba = np.concatenate([a, np.where(a.any(2, keepdims=True), 255, 0).astype(np.uint8)], 2)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    Image.fromarray(a[..., 1]).save(tmp_path / "grey.png", transparency=0)
+    expected = np.where(a.any(2, keepdims=True), a, 255)
+    assert np.array_equal(decode_image(tmp_path / "rgba.png"), expected)
+    assert np.array_equal(decode_image(tmp_path / "trns.png"), expected)
+    assert np.array_equal(decode_image(tmp_path / "grey.png")[..., 0], expected[..., 1])

@@ -253,7 +253,8 @@ class BadImageError(UserError):
 def pil_to_rgb(im: Any, source_format: str | None = None) -> np.ndarray:
     """Any PIL image -> H×W×3 uint8, converting every mode correctly.
 
-    RGBA/LA/transparent palette images are composited over white (what a viewer shows); CMYK and YCbCr
+    RGBA/LA images, and palette, RGB and grey ones with a transparent colour (PNG tRNS, GIF), are composited over
+    white (what a viewer shows); CMYK and YCbCr
     through PIL's colour conversion; 16-bit and 32-bit grey ("I;16", "I") scaled by 1/257 (65535 -> 255),
     float grey ("F") clipped to [0, 255]. A 32-bit grey image whose values are all below 256 is 8-bit data and
     kept as is, except a PGM's (``source_format``, default ``im.format``: "PPM"), which PIL always reads on the
@@ -262,8 +263,11 @@ def pil_to_rgb(im: Any, source_format: str | None = None) -> np.ndarray:
     from PIL import Image
 
     mode = im.mode
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if mode in ("P", "RGB", "L") and "transparency" in im.info:  # a palette entry, or one colour (PNG tRNS)
+        im = im.convert("LA" if mode == "L" else "RGBA")
+        mode = im.mode
+    elif mode == "P":
+        im = im.convert("RGB")
         mode = im.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
