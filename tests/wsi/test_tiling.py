@@ -206,7 +206,8 @@ def test_ctrl_c_stops_parallel_tiling_without_starting_queued_slides(tmp_path):
         time.sleep(0.02)  # a slide is being tiled
     os.killpg(p.pid, signal.SIGINT)
     err = p.communicate(timeout=120)[1]
-    assert p.returncode == 130 and err.strip() == "gensis: interrupted", (p.returncode, err[-3000:])
+    assert p.returncode == 130 and err.strip() == ("gensis: interrupted; run the same command again to continue "
+                                                   "(finished slides are kept)"), (p.returncode, err[-3000:])
     done = list((out / "20x_16px_0px_overlap" / "patches").glob("*.h5"))
     assert len(done) <= 2, [f.name for f in done]  # at most the two slides the workers were on
     assert not [f for f in out.rglob("*") if f.suffix == ".tmp"]
