@@ -258,6 +258,28 @@ def test_embed_or_tile_into_another_gensis_folder_is_refused(tiled, tmp_path, ca
     assert sorted(p.name for p in run.iterdir()) == ["mil.json"]
 
 
+def test_bags_or_a_run_given_as_tiles_are_named_not_sent_to_wsi_tile(tiled, tmp_path, capsys):
+    """`wsi export|embed --tiles FEATS` (the bags of `wsi embed`) said 'FEATS holds no tiles (no patches/ folder):
+    run `gensis wsi tile SLIDES --out FEATS`', sending the tiles into the features folder; likewise a pretraining
+    run. Now one line naming what the folder is."""
+    d, _ = tiled
+    feats = tmp_path / "feats"
+    assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(d / "T"), "--out", str(feats), "--quiet",
+                 "--device", "cpu", "--workers", "0"]) == 0
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"stage": "pretrain", "status": "done"}))
+    capsys.readouterr()
+    for tiles, kind in ((feats, "is a features folder (slide bags), not a tiles folder"),
+                        (run, "is a pretraining run, not a tiles folder")):
+        assert main(["wsi", "export", "--tiles", str(tiles), "--out", str(tmp_path / "png"), "--quiet"]) == 2
+        _one_line(capsys, kind, "`gensis wsi tile`")
+        assert main(["wsi", "embed", "--encoder", "pixels", "--tiles", str(tiles), "--out", str(tmp_path / "f2"),
+                     "--quiet", "--device", "cpu", "--workers", "0"]) == 2
+        _one_line(capsys, kind)
+    assert not (tmp_path / "png").exists() and not (tmp_path / "f2").exists()
+
+
 def test_two_embeds_into_one_out_the_second_is_refused(tiled, tmp_path, capsys, monkeypatch):
     """`wsi embed` took no folder lock: two runs into one --out could interleave (and one removed the other's
     temporary bag files as stale). The second is refused in one line (exit 2), before the encoder is loaded when

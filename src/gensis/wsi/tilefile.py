@@ -121,7 +121,10 @@ def tiles_dir(root: str | Path) -> Path:
     if len(subs) == 1:
         return subs[0]
     if not subs:
+        from gensis.folder_kind import require_kind
         from gensis.wsi.slide import SLIDE_EXTS
+
+        require_kind(root, "tiles")  # bags of `wsi embed`, a run ...: named as such (not "run wsi tile --out" there)
 
         if any(p.suffix.lower() in SLIDE_EXTS for p in root.iterdir()):  # was: "run gensis wsi tile SLIDES --out slides/"
             raise UserError(f"{root} holds slides, not tiles: tile them first (`gensis wsi tile {root} --out TILES`), "
