@@ -1,6 +1,8 @@
 """Under ``torchrun`` an error that every rank meets on the same inputs (a config value the model or the data
 refuses, a missing input run, a ``--resume`` the run folder refuses) is printed once, by rank 0, and the job
-stops with a non-zero status. Each of these was printed once per process (twice with 2 processes, sometimes the
+stops with a non-zero status. A command torchrun does not split (all but pretrain, eldm train-ae, eldm train and
+bank generate) is refused so, before any work: it ran whole in every process, each printing its results and
+writing the same files. Each of these was printed once per process (twice with 2 processes, sometimes the
 two lines run together into one): only the preset/override checks of ``pretrain`` were marked as every rank's."""
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def _case(name: str, npz: Path, tmp: Path) -> tuple[list[str], str]:
     if name == "missing-eldm":  # the command line's input checks, before the process group exists
         return ["bank", "generate", "--eldm", str(tmp / "noeldm"), "--data", str(npz), "--out", str(tmp / "b")], \
             f"E-LDM run {tmp / 'noeldm'} not found"
+    if name == "one-process-command":  # a command torchrun does not split: it would run whole in each process
+        return ["eval", "knn", "--encoder", "pixels", "--train", f"{npz}@train", "--test", f"{npz}@val"], \
+            "gensis eval knn runs as one process, and torchrun started 2: run it without torchrun"
     assert name == "resume-other-world"  # the run folder's verdict (loop.fit), after the process group exists
     run = tmp / "one"
     assert main(["pretrain", "--data", str(npz), "--out", str(run), *VIT]) == 0
@@ -59,7 +64,7 @@ def _case(name: str, npz: Path, tmp: Path) -> tuple[list[str], str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["model-config", "missing-bank", "eldm-config", "missing-eldm",
-                                  "resume-other-world"])
+                                  "resume-other-world", "one-process-command"])
 def test_an_error_every_rank_meets_is_one_line(name, npz, tmp_path):
     args, start = _case(name, npz, tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
@@ -71,3 +76,24 @@ def test_an_error_every_rank_meets_is_one_line(name, npz, tmp_path):
     line = next(l for l in out.splitlines() if "gensis: error:" in l)
     assert line.startswith(f"gensis: error: {start}"), line
     assert "stopping process" not in out
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+@pytest.mark.parametrize("argv", [["eval", "knn", "--encoder", "pixels"], ["mil", "train", "--feats", "F", "--labels", "L", "--out", "O"], ["demo"],
+                                  ["bank", "verify", "B"]])
+def test_a_command_torchrun_does_not_split_is_refused_once(argv, rank, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    assert main([*argv, "--out", "x"] if argv == ["demo"] else argv) == 2
+    err = capsys.readouterr().err
+    name = " ".join(["gensis", *argv[:2]]) if argv[0] != "demo" else "gensis demo"
+    assert err == ("" if rank == "1" else f"gensis: error: {name} runs as one process, and torchrun started 2: run "
+                   "it without torchrun (torchrun splits the work of pretrain, eldm train-ae, eldm train and bank "
+                   "generate)\n")
+
+
+def test_the_commands_torchrun_splits_are_not_refused(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for argv in (["pretrain"], ["eldm", "train-ae"], ["eldm", "train", "--encoder", "E"], ["bank", "generate"]):
+        assert main([*argv, "--out", "x", "--print-config"]) == 0
+        assert "runs as one process" not in capsys.readouterr().err

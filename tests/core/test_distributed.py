@@ -59,7 +59,7 @@ FAIL = textwrap.dedent("""
 
     import argparse
     from unittest import mock
-    ns = argparse.Namespace(verb="x", func=work)
+    ns = argparse.Namespace(verb="x", func=work, several_processes=True)
     with mock.patch("argparse.ArgumentParser.parse_known_args", return_value=(ns, [])):
         sys.exit(main([]))
 """)

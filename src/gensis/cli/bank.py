@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     add_common(g)
-    g.set_defaults(func=run_generate)
+    g.set_defaults(func=run_generate, several_processes=True)  # torchrun splits its work
 
     v = bsub.add_parser("verify", help="check counts, manifest consistency and checksums of a bank",
                         description="Check a bank: header identity, every shard present and of this bank, every "

@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_args(a)
     add_common(a)
-    a.set_defaults(func=run_train_ae)
+    a.set_defaults(func=run_train_ae, several_processes=True)  # torchrun splits its work
 
     t = s.add_parser(
         "train", help="train the embedding-conditioned denoiser", formatter_class=_Fmt,
@@ -83,7 +83,7 @@ def add_parser(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _config_args(t)
     add_common(t)
-    t.set_defaults(func=run_train)
+    t.set_defaults(func=run_train, several_processes=True)
 
     m = s.add_parser(
         "sample", help="PNG grids: generative (Fig. 7-9) and interpolation (Fig. 11-13)", formatter_class=_Fmt,

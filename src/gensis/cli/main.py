@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             # folders this command locked are free again (the demo runs stages in this process); --quiet: every
             # bar of the command (a stage's feature or latent pass too), not its own only
             with releasing_locks(), bars_off(getattr(args, "quiet", False)):
+                _check_processes(args)
                 result = args.func(args)
         except BaseException as e:
             # under torchrun: tell the other ranks (they stop at their next wait with one line) and leave the
@@ -209,6 +210,22 @@ def _how_to_continue(args: argparse.Namespace) -> str | None:
     if args.verb == "demo" or os.environ.get(IN_DEMO):
         return _DEMO
     return _CONTINUES.get((args.verb, getattr(args, f"{args.verb}_cmd", None)))
+
+
+def _check_processes(args: argparse.Namespace) -> None:
+    """torchrun splits the work of the commands that say so (``set_defaults(several_processes=True)``: the
+    trainers and ``bank generate``). Any other command would run whole in every process, each printing its
+    results and writing the same files: under torchrun it is refused before any work, in one line (rank 0's)."""
+    from gensis.errors import UserError, same_on_every_rank
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    if getattr(args, "several_processes", False) or world in ("", "0", "1"):
+        return
+    sub = getattr(args, f"{args.verb}_cmd", None) or getattr(args, "evaluation", None)
+    name = " ".join(w for w in ("gensis", args.verb, sub) if w)
+    with same_on_every_rank():
+        raise UserError(f"{name} runs as one process, and torchrun started {world}: run it without torchrun "
+                        f"(torchrun splits the work of pretrain, eldm train-ae, eldm train and bank generate)")
 
 
 def _run_again(args: argparse.Namespace) -> str:

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar or start message (errors and the final line still print)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     add_common(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, several_processes=True)  # torchrun splits its work
 
 
 def run(args) -> int:
