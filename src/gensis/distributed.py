@@ -26,6 +26,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from gensis.errors import UserError, prints_error  # noqa: F401 (re-exported: its old home)
 
@@ -227,6 +228,16 @@ def all_reduce_sum(values: list[float], device: torch.device | str = "cpu") -> l
     t = torch.tensor(values, dtype=torch.float64, device=dev if dev.type == "cuda" else "cpu")
     dist.all_reduce(t)
     return t.tolist()
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """``module`` with its BatchNorm layers synchronised over the ranks (``SyncBatchNorm``, as ``main_dino.py``
+    and StableRep convert their heads under DDP) when the process group runs on GPUs (NCCL); else unchanged, each
+    rank normalising its own batch: torch's SyncBatchNorm runs on GPUs only. The backend decides, not
+    ``torch.cuda.is_available()``: with ``train.device=cpu`` on a GPU machine the group is gloo, on the CPU."""
+    if _initialized() and dist.get_backend() == "nccl":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return module
 
 
 def setup_training(train_cfg: dict) -> tuple[torch.device, DistInfo, bool, int]:

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.models.dino_head import DINOHead
+from gensis.distributed import sync_batchnorm
 from gensis.errors import UserError
 from gensis.ssl.dino_loss import DINOLoss
 from gensis.ssl.losses.koleo_loss import KoLeoLoss, koleo_over_crops
@@ -66,8 +66,8 @@ class DINO(Method):
             bb = build_backbone({**cfg["model"], "drop_path_rate": drop_path}, size)
             head = DINOHead(embed_dim(bb), d["out_dim"], d["hidden_dim"], d["bottleneck_dim"],
                             norm_last_layer=d["norm_last_layer"], use_bn=d["use_bn_in_head"])
-            if d["use_bn_in_head"] and dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-                head = nn.SyncBatchNorm.convert_sync_batchnorm(head)  # main_dino.py: SyncBN when the head has BN
+            if d["use_bn_in_head"]:
+                head = sync_batchnorm(head)  # main_dino.py: SyncBN when the head has BN (on GPUs)
             return DINONet(bb, head)
 
         self.student, self.teacher = student_and_teacher(net, cfg["model"]["drop_path_rate"])

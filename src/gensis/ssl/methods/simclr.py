@@ -18,9 +18,9 @@ Reference: google-research/syn-rep-learn ``StableRep/models/StableRep.py`` (``Vi
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from gensis.distributed import sync_batchnorm
 from gensis.models.backbone import build_backbone, embed_dim
 from gensis.ssl.losses.gen_contrastive_loss import gen_contrastive_loss
 from gensis.ssl.losses.multipos_contrastive_loss import NTXentLoss
@@ -64,8 +64,7 @@ class SimCLR(Method):
         c = cfg["simclr"]
         bb = build_backbone(cfg["model"], cfg["data"]["image_size"])
         mlp = projection_mlp(embed_dim(bb), c["mlp_dim"], c["emb_dim"])
-        if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-            mlp = nn.SyncBatchNorm.convert_sync_batchnorm(mlp)  # StableRep's SyncBatchNorm (NCCL only)
+        mlp = sync_batchnorm(mlp)  # StableRep's SyncBatchNorm (on GPUs)
         self.student = SimCLRNet(bb, mlp)
         self.teacher = None
         self.ntxent = NTXentLoss(c["temperature"])
