@@ -81,10 +81,11 @@ def test_an_error_every_rank_meets_is_one_line(name, npz, tmp_path):
 @pytest.mark.parametrize("rank", ["0", "1"])
 @pytest.mark.parametrize("argv", [["eval", "knn", "--encoder", "pixels"], ["mil", "train", "--feats", "F", "--labels", "L", "--out", "O"], ["demo"],
                                   ["bank", "verify", "B"]])
-def test_a_command_torchrun_does_not_split_is_refused_once(argv, rank, monkeypatch, capsys):
+def test_a_command_torchrun_does_not_split_is_refused_once(argv, rank, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", rank)
-    assert main([*argv, "--out", "x"] if argv == ["demo"] else argv) == 2
+    monkeypatch.chdir(tmp_path)  # should one run, its files go there
+    assert main([*argv, "--out", str(tmp_path / "x")] if argv == ["demo"] else argv) == 2
     err = capsys.readouterr().err
     name = " ".join(["gensis", *argv[:2]]) if argv[0] != "demo" else "gensis demo"
     assert err == ("" if rank == "1" else f"gensis: error: {name} runs as one process, and torchrun started 2: run "
@@ -92,8 +93,9 @@ def test_a_command_torchrun_does_not_split_is_refused_once(argv, rank, monkeypat
                    "generate)\n")
 
 
-def test_the_commands_torchrun_splits_are_not_refused(monkeypatch, capsys):
+def test_the_commands_torchrun_splits_are_not_refused(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(tmp_path)
     for argv in (["pretrain"], ["eldm", "train-ae"], ["eldm", "train", "--encoder", "E"], ["bank", "generate"]):
         assert main([*argv, "--out", "x", "--print-config"]) == 0
         assert "runs as one process" not in capsys.readouterr().err
