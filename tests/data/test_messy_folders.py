@@ -241,3 +241,16 @@ def test_a_transparent_colour_of_an_rgb_or_grey_png_is_white_as_in_rgba(tmp_path
     assert np.array_equal(decode_image(tmp_path / "rgba.png"), expected)
     assert np.array_equal(decode_image(tmp_path / "trns.png"), expected)
     assert np.array_equal(decode_image(tmp_path / "grey.png")[..., 0], expected[..., 1])
+
+
+def test_a_broken_symlink_to_a_class_folder_is_named(tmp_path, capsys):
+    """A class folder linked from a disk that is gone (a broken symbolic link) was dropped without a word, with
+    all its images; one warning line names it."""
+    data = tmp_path / "linked"
+    _images(data / "a")
+    _images(data / "b")
+    (data / "c").symlink_to(tmp_path / "unmounted" / "c")
+    assert open_data(data).classes == ["a", "b"]
+    err = capsys.readouterr().err
+    assert f"left out 1 broken symbolic link of {data} (first: {data / 'c'}, whose target " in err
+    assert "restore the target or remove the link" in err and err.count("\n") == 1

@@ -637,19 +637,24 @@ def _image_format(path: Path) -> str | None:
 def _warn_unread_image_files(folder: Path, folders: list[Path]) -> set[Path]:
     """Lines (stderr, once per folder and process) counting the image files of ``folders`` that gensis leaves
     out: those whose extension is an image format gensis does not read (``UNREAD_IMAGE_EXTS``), and those
-    without an extension whose header is an image's (a scraper's or a hash's name). Returns the folders that
-    hold such files (empty when said before)."""
+    without an extension whose header is an image's (a scraper's or a hash's name); and broken symbolic links
+    without an image's name (a class folder linked from a moved disk; those with one are unreadable images).
+    Returns the folders that hold such files (empty when said before)."""
     if str(folder) in _WARNED_UNREAD:
         return set()
     _WARNED_UNREAD.add(str(folder))
     found: list[Path] = []
     bare: list[tuple[Path, str]] = []  # (file without extension, its image format)
+    broken: list[Path] = []
     for d in folders:
         with os.scandir(d) as entries:
             for e in entries:
+                ext = os.path.splitext(e.name)[1].lower()
+                if not e.name.startswith(".") and e.is_symlink() and not os.path.exists(e.path) \
+                        and ext not in IMAGE_EXTS:
+                    broken.append(Path(e.path))
                 if e.name.startswith(".") or not e.is_file():
                     continue
-                ext = os.path.splitext(e.name)[1].lower()
                 if ext in UNREAD_IMAGE_EXTS:
                     found.append(Path(e.path))
                 elif not ext:
@@ -671,6 +676,11 @@ def _warn_unread_image_files(folder: Path, folders: list[Path]) -> set[Path]:
         print(f"[gensis] left out {len(bare)} image file{'s' if len(bare) > 1 else ''} of {folder} without an "
               f"extension ({kinds}; first: {sorted(bare)[0][0]}): gensis reads images by extension; name them "
               f"with theirs (.png, .jpg ...) to use them", file=sys.stderr)
+    if broken:
+        first = sorted(broken)[0]
+        print(f"gensis: warning: left out {len(broken)} broken symbolic link{'s' if len(broken) > 1 else ''} of "
+              f"{folder} (first: {first}, whose target {os.readlink(first)} does not exist; a class folder?): "
+              f"restore the target or remove the link", file=sys.stderr)
     return {p.parent for p in found} | {p.parent for p, _ in bare}
 
 
