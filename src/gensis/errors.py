@@ -11,6 +11,7 @@ from typing import Iterator
 
 ACCESS_ERRNOS = frozenset({errno.EACCES, errno.EPERM})  # refused access: a read or a write, the OS does not say
 WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})  # only ever from a write
+INTERRUPTED = "gensis: interrupted"  # how the line of a command stopped by Ctrl-C begins (exit status 130)
 
 
 class UserError(Exception):

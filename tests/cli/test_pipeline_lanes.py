@@ -120,3 +120,25 @@ def test_a_warning_repeated_by_later_side_stages_is_relayed_once(tmp_path, monke
     err = capsys.readouterr().err
     assert err.count("gensis: warning: FOLDER/tiles.csv names no slide") == 1
     assert "stage a done" in err and "stage b done" in err
+
+
+def test_a_ctrl_c_the_side_lane_child_shares_is_one_line_of_the_demo(tmp_path, monkeypatch, capsys):
+    """A Ctrl-C reaches the demo and its side-lane child (one process group): the child's 'gensis: interrupted;
+    run the demo again ...' was relayed, then the demo printed the same line: two lines. Now the child's line is
+    held back and the side lane raises KeyboardInterrupt (the demo's own line, printed once by the command line,
+    exit 130); a child's other lines come through."""
+    from types import SimpleNamespace
+
+    from gensis.pipeline.lanes import SideLane
+
+    (tmp_path / "intmod.py").write_text(
+        "import sys\nprint('epoch 1 of 3', file=sys.stderr)\n"
+        "print('gensis: interrupted; run the demo again with the same --out: it continues', file=sys.stderr)\n"
+        "sys.exit(130)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    lane = SideLane(1, lambda stage, execute: execute([stage.name]), lambda name: None)
+    lane.submit(SimpleNamespace(name="pixel", extra={"module": "intmod"}))
+    with pytest.raises(KeyboardInterrupt):
+        lane.join()
+    err = capsys.readouterr().err
+    assert "epoch 1 of 3" in err and "interrupted" not in err, err

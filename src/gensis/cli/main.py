@@ -156,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gensis: error: {_error_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"gensis: interrupted{_continue_hint(args)}", file=sys.stderr)
+        from gensis.errors import INTERRUPTED
+
+        print(f"{INTERRUPTED}{_continue_hint(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gensis eval knn ... | head`: the reader left; stop quietly, as other tools do
         try:

@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from gensis.errors import UserError
+from gensis.errors import INTERRUPTED, UserError
 from gensis.owner import die_with_parent
 
 DISABLE_ENV = "GENSIS_DEMO_SERIAL"  # "1": every stage in this process, one after another (as ``--serial``)
@@ -158,7 +158,11 @@ class SideLane:
                                  preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
         self._child = child
         assert child.stdout is not None
+        held: list[str] = []  # the child's Ctrl-C line: this process says it (once), not both
         for line in child.stdout:  # the child's output, line by line, on this process's stderr
+            if line.startswith(INTERRUPTED):
+                held.append(line)
+                continue
             if line.startswith(WARNING):  # each stage's process opens the data again and would repeat its warnings
                 if line in self._warned:
                     continue
@@ -169,6 +173,12 @@ class SideLane:
         child.returncode = os.waitstatus_to_exitcode(status)
         self._child = None
         self.cpu_seconds[stage.name] = round(usage.ru_utime + usage.ru_stime, 1)
+        if held and child.returncode == 130:
+            # a Ctrl-C reaches the whole process group: the child's line and the demo's were printed one under
+            # the other; the demo is interrupted now (here, or at its next check if only the child was)
+            raise KeyboardInterrupt
+        for line in held:
+            print(line, end="", file=sys.stderr, flush=True)
         if self.stopped.is_set():
             raise UserError(f"stage '{stage.name}' stopped")
         if child.returncode != 0:
