@@ -254,3 +254,15 @@ def test_a_broken_symlink_to_a_class_folder_is_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"left out 1 broken symbolic link of {data} (first: {data / 'c'}, whose target " in err
     assert "restore the target or remove the link" in err and err.count("\n") == 1
+
+
+def test_an_npz_named_in_capitals_is_read_and_an_npy_says_how_to_save_it(tmp_path):
+    """DATA.NPZ (a Windows or macOS share) was an 'unsupported dataset'; an .npy got no word on what to do."""
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "lower.npz", images=images)
+    (tmp_path / "lower.npz").rename(tmp_path / "DATA.NPZ")
+    assert np.array_equal(open_data(tmp_path / "DATA.NPZ").stack()[..., 0], images)
+    np.save(tmp_path / "x.npy", images)
+    with pytest.raises(UserError, match=r"unsupported dataset .*x.npy.* \(an .npy holds one array: save "
+                                        r"np.savez\('data.npz', images=images, labels=labels\)\)"):
+        open_data(tmp_path / "x.npy")

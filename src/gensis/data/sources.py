@@ -985,13 +985,15 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
                     out.skip_bad = skip_bad_images
                 return apply_limit(out, limit, seed)
             full = _load_folder(path, skip_bad=skip_bad_images)
-        elif path.suffix == ".npz":
+        elif path.suffix.lower() == ".npz":  # DATA.NPZ from a case-insensitive file system too
             full = _load_npz(path)
         else:
             from gensis.wsi.slide import SLIDE_EXTS
 
             hint = (f" (a whole-slide image is tiled first: `gensis wsi tile {src} --out TILES`, then --data "
-                    f"tiles:TILES)" if path.suffix.lower() in SLIDE_EXTS else "")
+                    f"tiles:TILES)" if path.suffix.lower() in SLIDE_EXTS else
+                    " (an .npy holds one array: save np.savez('data.npz', images=images, labels=labels))"
+                    if path.suffix.lower() == ".npy" else "")
             raise UserError(f"unsupported dataset '{src}': give a folder, an .npz file or builtin:NAME{hint}")
     if split == "all":
         return apply_limit(full, limit, seed)
