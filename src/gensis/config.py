@@ -129,8 +129,9 @@ def _read_yaml(text: str, where: str) -> dict:
 def _preset_text(name: str, family: str) -> str:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise UserError(f"config file not found: {name}")
+        from gensis.inputs import input_file
+
+        path = input_file(path, "config file")
         with reading(f"the config file {name}"):
             return path.read_text()
     try:

@@ -18,8 +18,6 @@ parsed by the evaluation's own parser, so a wrong option or value is reported as
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from gensis.errors import UserError
 from gensis.eval.registry import check_result_path, parse_options, replaced_note, run_parsed, write_result
 
@@ -35,9 +33,9 @@ def run_all(args) -> dict:
 
     evs = {k: v for k, v in evaluations().items() if k != "all"}
     if args.config:
-        path = Path(args.config).expanduser()
-        if not path.is_file():
-            raise UserError(f"config not found: {path}")
+        from gensis.inputs import input_file
+
+        path = input_file(args.config, "config")
         try:
             cfg = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:

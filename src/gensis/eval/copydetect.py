@@ -36,9 +36,9 @@ def _jpgs(folder: Path) -> list[Path]:
 
 def copydays_layout(root: str | Path) -> dict:
     """Blocks of Copydays under ``root``: {"original": [...], "strong": [...], "jpegqual/50": [...], ...}."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UserError(f"Copydays folder not found: {root}")
+    from gensis.inputs import input_folder
+
+    root = input_folder(root, "Copydays folder")
     blocks = {}
     for need in ("original", "strong"):
         d = root / need

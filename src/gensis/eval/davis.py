@@ -53,9 +53,9 @@ SIZE = 480
 
 def davis_layout(root: str | Path, image_set: str = "val", resolution: str = "480p") -> dict:
     """Paths of the DAVIS-2017 layout under ``root``; a UserError naming the first missing file or folder."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UserError(f"DAVIS folder not found: {root}")
+    from gensis.inputs import input_folder
+
+    root = input_folder(root, "DAVIS folder")
     jpeg = root / "JPEGImages" / resolution
     ann = root / "Annotations" / resolution
     lst = root / "ImageSets" / "2017" / f"{image_set}.txt"

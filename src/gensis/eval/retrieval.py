@@ -120,9 +120,9 @@ def retrieval_layout(root: str | Path, dataset: str) -> dict:
     """gnd and image paths of ``dataset`` under ``root``; a UserError naming the first missing file."""
     if dataset not in DATASETS:
         raise UserError(f"unknown --dataset '{dataset}'; one of {', '.join(DATASETS)}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UserError(f"retrieval data folder not found: {root}")
+    from gensis.inputs import input_folder
+
+    root = input_folder(root, "retrieval data folder")
     base = root if (root / f"gnd_{dataset}.pkl").is_file() else root / dataset
     gnd_path = base / f"gnd_{dataset}.pkl"
     if not gnd_path.is_file():

@@ -66,9 +66,9 @@ def read_bag(path: Path) -> Bag:
 
 def list_bags(folder: str | Path) -> dict[str, Path]:
     """{slide id: bag file} of a features folder."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"features folder not found: {folder}")
+    from gensis.inputs import input_folder
+
+    folder = input_folder(folder, "features folder")
     from gensis.folder_kind import require_kind
 
     require_kind(folder, "features")

@@ -35,9 +35,9 @@ def read_label_rows(path: str | Path) -> list[dict[str, str]]:
     column names are case-insensitive, and CLAM's ``slide_id`` / ``case_id`` stand for ``slide`` / ``patient``."""
     from gensis.textfile import read_csv
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"labels CSV not found: {path}")
+    from gensis.inputs import input_file
+
+    path = input_file(path, "labels CSV")
     header, raw = read_csv(path)
     names = {h.lower() for h in header}
     # CLAM's / Trident's dataset CSVs (case_id, slide_id, label) are read as they are

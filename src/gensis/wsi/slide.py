@@ -261,9 +261,9 @@ def read_mpp_csv(path: str | Path) -> dict[str, float]:
     """A CSV with columns ``slide,mpp`` → {slide id or file name: mpp}."""
     from gensis.textfile import read_csv
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"mpp CSV not found: {path}")
+    from gensis.inputs import input_file
+
+    path = input_file(path, "mpp CSV")
     header, raw = read_csv(path)
     if not {"slide", "mpp"} <= {h.lower() for h in header}:  # 'Slide,MPP' as spreadsheets write them
         raise UserError(f"{path}: needs columns 'slide' and 'mpp' (found: {', '.join(header) if header else 'nothing'})")

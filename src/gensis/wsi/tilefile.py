@@ -115,8 +115,9 @@ def tiles_dir(root: str | Path) -> Path:
         return root
     if root.name == "patches" and (root.parent / "tiling.json").is_file():  # was "run gensis wsi tile --out .../patches"
         return root.parent
-    if not root.is_dir():
-        raise UserError(f"tiles folder not found: {root}")
+    from gensis.inputs import input_folder
+
+    input_folder(root, "tiles folder")
     subs = sorted(p for p in root.iterdir() if (p / "patches").is_dir())
     if len(subs) == 1:
         return subs[0]
