@@ -105,3 +105,19 @@ def test_seeds_command_repeats_stages_and_no_linear():
     md = seeds_markdown(summarize_seeds(_per_seed()), SimpleNamespace(
         preset="smoke", data="D", out="OUT", stages=("dino", "eval", "report"), linear=False))
     assert "gensis demo --preset smoke --data D --seeds 0,1,2 --out OUT --stages dino,eval,report --no-linear`" in md
+
+
+def test_seeds_md_says_what_its_numbers_are():
+    """seeds.md said only 'Top-1 accuracy (%) on the held-out split': not which split, its size, k or what a column
+    is; it now opens with the report's paragraph (from a seed's rows), then says each cell is mean ± std."""
+    per = _per_seed()
+    for rows in per.values():
+        for row in rows.values():
+            row["knn"].update(train={"name": "animal-mnist@train", "size": 8000},
+                              test={"name": "animal-mnist@val", "size": 2000}, temperature=0.07)
+    md = seeds_markdown(summarize_seeds(per), SimpleNamespace(preset="small", data="builtin:animal-mnist", out="OUT"),
+                        per[0])
+    assert ("Top-1 accuracy (%) on animal-mnist@val (2,000 images), each encoder frozen, its CLS embedding classified "
+            "from the labelled images of animal-mnist@train (8,000 images).") in md
+    assert "k = 10, 20" in md and "Gen-DINO: DINO with the E-LDM's" in md
+    assert "Each cell: mean ± sample std (ddof=1) over the seeds." in md

@@ -156,7 +156,7 @@ def run_demo(opts: DemoOptions) -> dict | None:
     summary = summarize_seeds(per_seed, opts.methods)
     print(format_seed_table(summary, opts.methods))
     atomic_write_json(out / "seeds.json", summary)
-    atomic_write_text(out / "seeds.md", seeds_markdown(summary, opts))
+    atomic_write_text(out / "seeds.md", seeds_markdown(summary, opts, next(iter(per_seed.values()))))
     print(f"over-seed summary: {out / 'seeds.md'} and {out / 'seeds.json'}")
     return summary
 

@@ -160,10 +160,10 @@ BASELINE_MEANINGS = {"pixels": "the images' pixels as the embedding (no training
                      "random": "the same ViT, randomly initialised and untrained"}
 
 
-def _size(desc: object) -> str:
-    """``animal-mnist@val (2,000 images)`` from an evaluation's ``train``/``test`` record."""
+def _size(desc: object, unrecorded: str) -> str:
+    """``animal-mnist@val (2,000 images)`` from an evaluation's ``train``/``test`` record; ``unrecorded`` without."""
     if not isinstance(desc, dict) or not desc.get("name"):
-        return "the held-out split"
+        return unrecorded
     n = desc.get("size")
     return f"{desc['name']}" + (f" ({n:,} images)" if isinstance(n, int) else "")
 
@@ -174,8 +174,8 @@ def describe_results(rows: dict) -> str:
     knn = next((r["knn"] for r in rows.values() if isinstance(r.get("knn"), dict) and r["knn"].get("train")), {})
     lin = next((r["linear"] for r in rows.values() if isinstance(r.get("linear"), dict)), None)
     ks = sorted({int(x["k"]) for r in rows.values() for x in r["knn"]["results"]})
-    parts = [f"Top-1 accuracy (%) on {_size(knn.get('test'))}, each encoder frozen, its CLS embedding classified "
-             f"from the labelled images of {_size(knn.get('train'))}.",
+    parts = [f"Top-1 accuracy (%) on {_size(knn.get('test'), 'the held-out split')}, each encoder frozen, its CLS "
+             f"embedding classified from the labelled images of {_size(knn.get('train'), 'the training split')}.",
              f"Rows k-NN: DINO's weighted k-NN vote (cosine similarity, temperature {knn.get('temperature', 0.07)}) "
              f"among the k = {', '.join(map(str, ks))} nearest training images."]
     if lin is not None:

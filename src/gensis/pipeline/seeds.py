@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gensis.pipeline.results import columns, methods_in, metrics, n_test_images, variants
+from gensis.pipeline.results import columns, describe_results, methods_in, metrics, n_test_images, variants
 from gensis.pipeline.table import Table
 
 
@@ -79,7 +79,9 @@ def per_seed_table(summary: dict) -> Table:
     return t
 
 
-def seeds_markdown(summary: dict, args) -> str:
+def seeds_markdown(summary: dict, args, rows: dict | None = None) -> str:
+    """``OUT/seeds.md``; ``rows``: one seed's evaluation rows, for the paragraph saying what the numbers are
+    (``describe_results``: the splits and their sizes, k, the probe, the columns)."""
     cmd = f"gensis demo --preset {args.preset} --data {args.data} --seeds {','.join(map(str, summary['seeds']))}"
     methods = tuple(getattr(args, "methods", ("dino",)))
     stages = getattr(args, "stages", None)  # what ran (the command reruns exactly it: all stages, linear probe ...)
@@ -88,7 +90,8 @@ def seeds_markdown(summary: dict, args) -> str:
              + ("" if getattr(args, "linear", True) else " --no-linear")
              + "".join(f" {o}" for o in getattr(args, "overrides", ())))  # the config overrides every seed ran with
     md = [f"# Gen-SIS over seeds {summary['seeds']}", "", f"Command: `{cmd} --out {args.out}{extra}`", "",
-          "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds.", "",
+          (describe_results(rows) + " Each cell: mean ± sample std (ddof=1) over the seeds." if rows else
+           "Top-1 accuracy (%) on the held-out split, mean ± sample std (ddof=1) over seeds."), "",
           seed_table(summary).markdown()]
     from gensis.pipeline.reading import read_seeds
 
