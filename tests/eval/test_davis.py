@@ -204,3 +204,16 @@ def test_propagation_small_temperature_does_not_overflow():
                                   labels.double(), h, w, 2, 4, 0.005)
     assert torch.isfinite(ours).all()
     torch.testing.assert_close(ours.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_macs_appledouble_files_are_not_frames(tmp_path):
+    """A DAVIS folder copied from a Mac holds ._00000.jpg files (AppleDouble metadata, not JPEGs); they were
+    listed as frames, first of all ('first-frame annotation ._00000.png is missing'); hidden files are skipped
+    now, as in every gensis data folder."""
+    from gensis.eval.davis import davis_layout, sequence_files
+
+    root = make_davis(tmp_path / "davis", sequences=("squares",), frames=3)
+    seq = root / "JPEGImages" / "480p" / "squares"
+    (seq / "._00000.jpg").write_bytes(b"\0\x05\x16\x07Mac OS X")
+    frames, anns = sequence_files(davis_layout(root), "squares")
+    assert [f.name for f in frames] == ["00000.jpg", "00001.jpg", "00002.jpg"] and all(anns)

@@ -217,3 +217,15 @@ def test_copydetect_distractors_from_the_copydays_folder_are_refused(tmp_path, c
                  "--distractors", str(root / block), "--cache", "none"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"of {block}/" in lines[0] and "Copydays' own" in lines[0], lines
+
+
+def test_copydays_from_a_mac_skips_its_appledouble_files(tmp_path):
+    """._200000.jpg files (a Mac's metadata beside each JPEG) were read as images of the Copydays blocks (an
+    unreadable image, or a wrong count of queries); hidden files are skipped as in every gensis data folder."""
+    from gensis.eval.copydetect import copydays_layout
+
+    root = make_copydays(tmp_path / "copydays", n=2)
+    for block in ("original", "strong", "jpegqual/10"):
+        (root / block / "._000000.jpg").write_bytes(b"\0\x05\x16\x07Mac OS X")
+    blocks = copydays_layout(root)["blocks"]
+    assert [len(blocks[b]) for b in ("original", "strong", "jpegqual/10", "crops/50")] == [2, 2, 2, 2]

@@ -569,13 +569,13 @@ def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
     return sorted(files), sorted(dirs)
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files of ``folder`` by extension (not hidden ones, see ``_scan``)."""
     return _scan(folder)[0]
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return [d for d in _scan(folder)[1] if _image_files(d)]
+    return [d for d in _scan(folder)[1] if image_files(d)]
 
 
 def _first_image_below(folder: Path, seen: set[Path]) -> Path | None:
@@ -1011,7 +1011,7 @@ def _note_unread_folders(root: Path, others: list[Path], val_dir: Path) -> None:
     if str(root) in _WARNED_UNREAD_DIRS:
         return
     _WARNED_UNREAD_DIRS.add(str(root))
-    unread = sorted(d.name for d in others if not d.name.startswith(".") and (_image_files(d) or _class_dirs(d)))
+    unread = sorted(d.name for d in others if not d.name.startswith(".") and (image_files(d) or _class_dirs(d)))
     if unread:
         import sys
 

@@ -29,9 +29,10 @@ PREFIX = 4
 
 
 def _jpgs(folder: Path) -> list[Path]:
-    from gensis.data.sources import IMAGE_EXTS
+    """The images of ``folder`` as every gensis data folder lists them (not hidden ones: a Mac's ``._x.jpg``)."""
+    from gensis.data.sources import image_files
 
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return image_files(folder)
 
 
 def copydays_layout(root: str | Path) -> dict:

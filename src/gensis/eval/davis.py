@@ -74,7 +74,9 @@ def sequence_files(layout: dict, name: str) -> tuple[list[Path], list[Path | Non
     fdir, adir = layout["jpeg"] / name, layout["ann"] / name
     if not fdir.is_dir():
         raise UserError(f"sequence '{name}': frame folder {fdir} is missing")
-    frames = sorted(p for p in fdir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    from gensis.data.sources import image_files
+
+    frames = image_files(fdir)  # sorted; not hidden files (a Mac's ._00000.jpg, which sorted first)
     if not frames:
         raise UserError(f"sequence '{name}': no frames in {fdir}")
     first = adir / f"{frames[0].stem}.png"
