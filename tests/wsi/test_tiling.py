@@ -453,3 +453,15 @@ def test_tiling_one_slide_without_pyramid_shows_a_progress_bar_unless_quiet(tmp_
     assert "thumbnail of p" in err and "strip" in err, err
     assert main([*tile, "--out", str(tmp_path / "T2"), "--quiet"]) == 0
     assert "thumbnail of" not in capsys.readouterr().err
+
+
+def test_a_macs_appledouble_files_are_not_slides(tmp_path):
+    """Slides copied from a Mac come with ._CASE.svs files (metadata, not slides): they were listed as slides
+    (each one an unreadable slide to report); hidden files are skipped as in every gensis data folder."""
+    from gensis.wsi.slide import find_slides
+
+    (tmp_path / "slides" / "case").mkdir(parents=True)
+    for name in ("a.svs", "._a.svs", "case/b.svs", "case/._b.svs"):
+        (tmp_path / "slides" / name).write_bytes(b"\0\x05\x16\x07Mac OS X" if "._" in name else b"II*\0")
+    assert [p.name for p in find_slides([str(tmp_path / "slides")])] == ["a.svs"]
+    assert [p.name for p in find_slides([str(tmp_path / "slides" / "case")])] == ["b.svs"]

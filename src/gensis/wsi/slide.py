@@ -327,9 +327,13 @@ def find_slides(inputs: list[str]) -> list[Path]:
     for item in inputs:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in SLIDE_EXTS)
+            def slides_in(d: Path) -> list[Path]:  # not hidden files: a Mac's ._slide.svs is no slide
+                return [q for q in d.iterdir() if q.is_file() and not q.name.startswith(".")
+                        and q.suffix.lower() in SLIDE_EXTS]
+
+            found = sorted(slides_in(p))
             nested = sorted(q for sub in p.iterdir() if sub.is_dir() and not sub.name.startswith(".")
-                            for q in sub.iterdir() if q.is_file() and q.suffix.lower() in SLIDE_EXTS)
+                            for q in slides_in(sub))
             hint = (f"; its sub-folders hold {len(nested)} (e.g. {nested[0]}): give them, e.g. `gensis wsi tile "
                     f"{p}/*/ ...`" if nested else "")
             if not found:
