@@ -30,9 +30,11 @@ def test_roles_of_every_stage_name():
 def test_the_estimate_is_the_pace_of_the_stages_run_times_the_shares_left():
     s = SHARES["smoke"]
     o = Overall("smoke", [("dino", 1), ("eldm", 1), ("bank", 1), ("gendino", 1), ("eval", 5), ("report", 1)], now=0)
-    # DINO found up to date: done, but no pace yet
-    assert o.finished("dino", ran=False, now=1) == ("[demo] 1/6 stages done, 1 s elapsed; time left: estimated once "
-                                                    "a stage has run")
+    # DINO found up to date: done, but no pace yet: the usual times as they are
+    usual = s["eldm"] + s["bank"] + s["gen"] + 5 * s["eval"] + s["report"]
+    assert o.finished("dino", ran=False, now=1) == (f"[demo] 1/6 stages done, 1 s elapsed, about {usual / 60:.0f} min "
+                                                    f"left (no stage trained yet: the 'smoke' preset's usual stage "
+                                                    f"times)")
     # the E-LDM ran in 46 s, twice its usual share: the rest is expected to take twice its usual time
     left = 46 * (s["bank"] + s["gen"] + 5 * s["eval"] + s["report"]) / s["eldm"]
     assert o.finished("eldm", ran=True, now=47) == (f"[demo] 2/6 stages done, 47 s elapsed, about {left / 60:.0f} min "
@@ -118,3 +120,15 @@ def test_with_seeds_the_estimate_also_covers_the_seeds_after_this_one():
     last = Overall("smoke", [("dino", 1)], now=0, passes_after=1).finished("dino", ran=True, now=10)
     assert last.endswith("about 0 s left for this seed, 10 s with the 1 seed after it (estimate from the 'smoke' "
                          "preset's usual stage times)")
+
+
+def test_a_resumed_demo_whose_evaluation_reruns_on_cached_results_sets_no_pace():
+    """A resumed demo: every training up to date, the early evaluation rerun on cached results in 10 s; the line
+    said 'about 6 s left' before a report of 43 s (the cached evaluation set the pace). Evaluations now set no
+    pace, and without one the usual times are given."""
+    s = SHARES["smoke"]
+    o = Overall("smoke", [("dino", 1), ("eval-early-dino", 4), ("eval", 1), ("report", 1)], now=0)
+    o.finished("dino", ran=False, now=1)
+    line = o.finished("eval-early-dino", ran=True, now=10)
+    assert s["eval"] + s["report"] == 110
+    assert line.endswith("about 2 min left (no stage trained yet: the 'smoke' preset's usual stage times)")

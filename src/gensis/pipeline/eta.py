@@ -7,7 +7,8 @@ Estimate
 
 A stage's share is its usual wall time at the preset (``SHARES``: measured on the project's 2-core CPU; the
 larger presets take the ``demo`` preset's proportions). Stages found up to date count as done and add no share to
-the pace; until one stage has run there is no estimate. The side lane's stages count when they finish, so the pace
+the pace, nor do evaluations (on cached results they take seconds); until a training stage has run, the
+usual times are given as they are. The side lane's stages count when they finish, so the pace
 is the pipeline's, both lanes together. An estimate, said as one: the pace of the first stages sets it.
 """
 
@@ -79,18 +80,19 @@ class Overall:
                 self.share[name] = SHARES.get(self.preset, SHARES["demo"])[role(name)]
             if name not in self.done:
                 self.done.add(name)
-                self.ran += self.share[name] if ran else 0.0
+                # an evaluation reruns on cached results in seconds: its time says nothing of the pace
+                self.ran += self.share[name] if ran and role(name) != "eval" else 0.0
             elapsed = (time.time() if now is None else now) - self.start
             left = sum(s for n, s in self.share.items() if n not in self.done)
             line = f"[demo] {len(self.done)}/{len(self.share)} stages done, {_duration(elapsed)} elapsed"
             if left <= 0 and not self.passes_after:
                 return line
-            if self.ran <= 0:
-                return line + "; time left: estimated once a stage has run"
-            pace = elapsed / self.ran  # seconds per unit of share
+            # seconds per unit of share: this pass's, else (no training ran yet) the usual times as they are
+            pace = elapsed / self.ran if self.ran > 0 else 1.0
             text = f"about {_duration(pace * left)} left"
             if self.passes_after:
                 whole = pace * (left + self.passes_after * sum(self.share.values()))
                 after = f"{self.passes_after} seed{'s' if self.passes_after > 1 else ''} after it"
                 text += f" for this seed, {_duration(whole)} with the {after}"
-            return line + f", {text} (estimate from the '{self.preset}' preset's usual stage times)"
+            how = "estimate from" if self.ran > 0 else "no stage trained yet:"
+            return line + f", {text} ({how} the '{self.preset}' preset's usual stage times)"
