@@ -266,3 +266,30 @@ def test_an_npz_named_in_capitals_is_read_and_an_npy_says_how_to_save_it(tmp_pat
     with pytest.raises(UserError, match=r"unsupported dataset .*x.npy.* \(an .npy holds one array: save "
                                         r"np.savez\('data.npz', images=images, labels=labels\)\)"):
         open_data(tmp_path / "x.npy")
+
+
+def test_numbered_class_folders_match_integer_labels_by_number(tmp_path, capsys):
+    """Class folders 0/ ... 11/ sort as 0, 1, 10, 11, 2, ...: a test .npz with integer labels 0..11 was matched by
+    position (its label 2 read as folder 10/), every class from 2 on scored against the wrong one, with only a
+    warning line; label k is now the folder named k, both ways round."""
+    from gensis.data.sources import match_classes
+
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        (tmp_path / "digits" / str(k)).mkdir(parents=True)
+        Image.fromarray(np.full((4, 4, 3), 20 * k, np.uint8)).save(tmp_path / "digits" / str(k) / "0.png")
+    folder = open_data(tmp_path / "digits")
+    assert folder.classes[:4] == ["0", "1", "10", "11"]
+    labels = rng.permutation(12)
+    np.savez(tmp_path / "test.npz", images=np.stack([np.full((4, 4), 20 * k, np.uint8) for k in labels]),
+             labels=labels)
+    npz = open_data(tmp_path / "test.npz")
+    test = match_classes(folder, npz)
+    assert [test.classes[c] for c in test.labels] == [str(k) for k in labels]
+    train = match_classes(npz, folder)  # the .npz's integers are the classes; the folder's names say which
+    assert train.labels.tolist() == [int(folder.classes[c]) for c in folder.labels]
+    assert "has no class names" not in capsys.readouterr().err
+    np.savez(tmp_path / "more.npz", images=np.zeros((2, 4, 4), np.uint8), labels=np.array([3, 12]))
+    with pytest.raises(UserError, match=r"label 12 of more is no class of digits \(its classes are the numbers "
+                                        r"0, 1, 2, .*\)"):
+        match_classes(folder, open_data(tmp_path / "more.npz"))

@@ -1053,16 +1053,40 @@ class RelabelledImageSet(ImageSet):
         return _derived_key(self.parent.layout, self._labels)  # == identity when the parent's layout is its identity
 
 
+def _class_numbers(names: list[str]) -> list[int] | None:
+    """The integers the class names are (``0``, ``1``, ... ``10``, as written: no sign, no leading zero), or None
+    when any name is not one (or two names are the same number)."""
+    if not names or not all(c.isascii() and c.isdigit() and (c == "0" or not c.startswith("0")) for c in names):
+        return None
+    numbers = [int(c) for c in names]
+    return numbers if len(set(numbers)) == len(numbers) else None
+
+
 def match_classes(reference: ImageSet, other: ImageSet) -> ImageSet:
     """``other`` labelled by ``reference``'s class list, matched by class name.
 
     When both name their classes, a label of ``other`` means the class of the same *name* (``class_name``:
     Unicode NFC) in ``reference`` (``train/{a,b,c}`` and ``val/{a,c}``: val's ``c`` is train's class 2, not 1);
     a class of ``other`` that ``reference`` lacks is a UserError naming it. Without names on either side the integer
-    labels are the class identities and are returned unchanged.
+    labels are the class identities and are returned unchanged. With names on one side only, integer labels are
+    those names' positions (a warning line shows the mapping), unless the names are numbers (class folders
+    ``0/ 1/ ... 10/``, whose sorted order is 0, 1, 10, 2, ...): then label k is the class named k.
     """
     if other.labels is None or not reference.classes or not other.classes:
         named = reference if reference.classes else other if other.classes else None
+        numbers = _class_numbers(named.classes or []) if named is not None else None
+        if other.labels is not None and numbers is not None:  # folders 0/ 1/ ... 10/: label k is the class named k
+            if named is other:  # the reference's integer labels are the classes: other's names say which
+                return RelabelledImageSet(other, np.asarray(numbers, np.int64)[other.labels],
+                                          [str(i) for i in range(max(numbers) + 1)])
+            lut = np.full(max(int(other.labels.max()), max(numbers)) + 1, -1, np.int64)
+            lut[numbers] = np.arange(len(numbers))
+            unknown = np.setdiff1d(np.unique(other.labels), numbers)
+            if len(unknown):
+                raise UserError(f"label {int(unknown[0])} of {other.name} is no class of {reference.name} (its "
+                                f"classes are the numbers {', '.join(map(str, sorted(numbers)[:10]))}"
+                                f"{', ...' if len(numbers) > 10 else ''})")
+            return RelabelledImageSet(other, lut[other.labels], list(reference.classes or []))
         if other.labels is not None and named is not None:  # integer labels read as the other's classes, in order
             import sys
 
