@@ -2,6 +2,10 @@
 
 import sys
 
-from gensis.cli.main import main
+try:
+    from gensis.cli.main import main
+except KeyboardInterrupt:  # a Ctrl-C while Python imports gensis: the line (and status) of any other Ctrl-C
+    print("gensis: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

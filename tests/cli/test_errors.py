@@ -161,3 +161,17 @@ def test_ctrl_c_says_how_to_continue_where_the_command_can(module, func, argv, h
     err = capsys.readouterr().err.strip()
     assert err.startswith("gensis: interrupted") and len(err.splitlines()) == 1
     assert (hint in err) if hint else err == "gensis: interrupted", err
+
+
+def test_ctrl_c_while_the_verbs_are_imported_is_the_interrupted_line(monkeypatch, capsys):
+    """A Ctrl-C in the first second of `gensis pretrain ...` (while the verbs' modules are imported to build the
+    parser) was a KeyboardInterrupt traceback and exit status -2 (killed by SIGINT); now 'gensis: interrupted', 130,
+    as a Ctrl-C a moment later."""
+    import gensis.cli.main as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["pretrain", "--out", "R"]) == 130
+    assert capsys.readouterr().err.strip() == "gensis: interrupted"

@@ -102,6 +102,14 @@ def _did_you_mean(parser: argparse.ArgumentParser, extra: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # a Ctrl-C before the command started (the verbs' imports, parsing): nothing written
+        print("gensis: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     from gensis.errors import UserError
 
     argv = list(sys.argv[1:] if argv is None else argv)
