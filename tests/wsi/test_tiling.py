@@ -387,13 +387,16 @@ def test_a_slide_tiled_but_missing_from_tiling_json_is_counted_with_its_tiles(tm
     m = json.loads(manifest.read_text())
     n_b = m["slides"]["b"]["n_tiles"]
     assert n_b > 0
-    del m["slides"]["b"]  # as the killed run left it: b's tile file written, not recorded
+    m_b = m["slides"].pop("b")  # as the killed run left it: b's tile file written, not recorded
     manifest.write_text(json.dumps(m))
     assert main(cmd) == 0
     out, err = capsys.readouterr()
     assert out.split(" tiles ->")[0].split()[-1] == first.split(" tiles ->")[0].split()[-1], (first, out)
     assert "warning" not in err, err
     assert json.loads(manifest.read_text())["slides"]["b"]["n_tiles"] == n_b
+    # and its record is the one tiling it wrote (its grid, level, backend ...: not 'skipped', 0, {})
+    entry = json.loads(manifest.read_text())["slides"]["b"]
+    assert {**entry, "seconds": 0} == {**m_b, "seconds": 0}, (entry, m_b)
 
 
 def test_mpp_csv_rows_naming_no_slide_and_other_header_forms(tmp_path, capsys):

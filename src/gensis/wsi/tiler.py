@@ -118,19 +118,22 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
             key = settings.key(slide_mpp)
             h5 = out / "patches" / f"{sid}.h5"
             nbytes = Path(path).stat().st_size
+            geom = plan_geometry(slide_mpp, settings.target_mpp, slide.level_downsamples, slide.dimensions,
+                                 settings.patch_size, settings.overlap, name=str(path))
+            grid = geom.grid()
+            info = {"level": geom.level, "read_size": geom.read_size, "resampled": geom.resampled,
+                    "slide_mpp": slide_mpp, "mpp_source": mpp_source, "backend": slide.backend}
             old = read_tile_attrs(h5)
             if old is not None and old.get("settings_key") == key and \
                     changed_since_tiling(old, slide.dimensions, nbytes) is None:  # another slide, same name: redo
-                # its count from the tile file itself: tiling.json may lack the slide (a killed run's worker
-                # finished it), which counted it as 0 tiles in the summary and the manifest
-                return SlideResult(sid, str(path), "skipped", n_tiles=len(read_slide_tiles(h5)),
-                                   seconds=time.time() - t0)
-            geom = plan_geometry(slide_mpp, settings.target_mpp, slide.level_downsamples, slide.dimensions,
-                                 settings.patch_size, settings.overlap, name=str(path))
+                # its count from the tile file itself, its grid and info as tiling it found them: tiling.json may
+                # lack the slide (a killed run's worker finished it, or the kill came as tiling.json was written),
+                # which counted it as 0 tiles and recorded no grid and no info
+                return SlideResult(sid, str(path), "skipped", n_tiles=len(read_slide_tiles(h5)), n_grid=len(grid),
+                                   seconds=time.time() - t0, info=info)
             thumb = slide.thumbnail(settings.thumb_size, bar=None if quiet else f"thumbnail of {sid}")
             w0, h0 = slide.dimensions
             scale = (w0 / thumb.shape[1], h0 / thumb.shape[0])  # level-0 pixels per thumbnail pixel
-            grid = geom.grid()
             if settings.tissue == "none":
                 frac = np.ones(len(grid), np.float32)
             else:
@@ -146,8 +149,6 @@ def tile_slide(path: Path, out: Path, settings: TileSettings, mpp: MppSource | N
                      "thumb_scale_y": scale[1], "min_tissue": settings.min_tissue,
                      "fill_holes": settings.fill_holes, "tissue_method": settings.tissue, "settings_key": key}
             write_slide_tiles(h5, coords, frac, attrs)
-            info = {"level": geom.level, "read_size": geom.read_size, "resampled": geom.resampled,
-                    "slide_mpp": slide_mpp, "mpp_source": mpp_source, "backend": slide.backend}
             return SlideResult(sid, str(path), "done", len(coords), len(grid), time.time() - t0, info=info)
     except SlideError as e:
         return SlideResult(sid, str(path), "failed", seconds=time.time() - t0, error=str(e))
@@ -288,8 +289,9 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
             manifest = _read_manifest(manifest_path)
             manifest["settings"] = asdict(settings)
             prev = manifest.setdefault("slides", {}).get(r.slide, {})
-            if not (r.status == "skipped" and prev.get("status") == "done"):
-                manifest["slides"][r.slide] = {k: v for k, v in asdict(r).items() if k != "slide"}
+            if not (r.status == "skipped" and prev.get("status") == "done"):  # a tiled slide it lacks: done
+                entry = {k: v for k, v in asdict(r).items() if k != "slide"}
+                manifest["slides"][r.slide] = {**entry, "status": "done" if r.status == "skipped" else r.status}
             atomic_write_json(manifest_path, manifest)
         # a single slide's error is the command's error line
         held[i] = f"gensis: skipped {r.error}" if r.status == "failed" and len(slides) > 1 else ""
