@@ -293,3 +293,17 @@ def test_numbered_class_folders_match_integer_labels_by_number(tmp_path, capsys)
     with pytest.raises(UserError, match=r"label 12 of more is no class of digits \(its classes are the numbers "
                                         r"0, 1, 2, .*\)"):
         match_classes(folder, open_data(tmp_path / "more.npz"))
+
+
+@pytest.mark.parametrize("held_out", ["valid", "validation"])
+def test_a_roboflow_or_kaggle_split_folder_keeps_its_split(tmp_path, capsys, held_out):
+    """train/ + valid/ (Roboflow) or train/ + validation/ (Kaggle) was not a folder with its own split: refused
+    ('train/a/0.png would be left out'), and with a test/ beside them test/ was held out and valid/ not read."""
+    data = tmp_path / held_out
+    for split, n in (("train", 4), (held_out, 2), ("test", 3)):
+        for c in ("a", "b"):
+            _images(data / split / c, n=n)
+    val = open_data(f"{data}@val")
+    assert len(val) == 4 and all(p.parent.parent.name == held_out for p in val.paths)
+    assert len(open_data(f"{data}@train")) == 8 and len(open_data(f"{data}@all")) == 12
+    assert f"train/ and {held_out}/ (held out); not read: test/" in capsys.readouterr().err

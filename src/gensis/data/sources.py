@@ -4,7 +4,8 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
 
 - ``builtin:NAME``: real labelled images shipped inside an installed wheel (no network). See ``BUILTINS``.
 - a folder: ImageFolder layout (one sub-folder per class, any format PIL reads) or, unlabeled, images
-  directly in the folder. A folder holding ``train/`` and ``val/`` (or ``test/``) sub-folders has its own split.
+  directly in the folder. A folder holding ``train/`` and ``val/`` (or ``valid/``, ``validation/``, ``test/``)
+  sub-folders has its own split.
 - ``tiles:TILES`` (or the folder TILES itself): tiles of whole-slide images made by ``gensis wsi tile``, read
   lazily from the slides, the slide as group; ``tiles:TILES?labels=slides.csv`` adds slide labels. Its
   train/val split is by slide (``gensis.wsi.dataset``).
@@ -44,6 +45,9 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".bmp", ".dib", ".gif", 
 UNREAD_IMAGE_EXTS = {".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".raw", ".svg",
                      ".psd", ".exr", ".hdr"}
 SPLITS = ("train", "val", "all")
+# the held-out folder of a folder with its own split (beside train/), the first found: Roboflow and Kaggle
+# exports name it valid/ or validation/
+HELD_OUT_DIRS = ("val", "valid", "validation", "test")
 
 
 def _to_rgb(img: np.ndarray) -> np.ndarray:
@@ -616,8 +620,8 @@ def _refuse_unread_images(folder: Path, direct: list[Path], subdirs: dict[Path, 
                 raise UserError(f"{nested} would be left out{lost}: gensis reads {folder}/CLASS/IMAGE, one level "
                                 f"of class folders, and {where}/ is {depth} deeper; move its images into "
                                 f"{d.name}/, or move the folder away" + (
-                                    " (a folder keeps its own split with both train/ and val/ or test/)"
-                                    if d.name in ("train", "val", "test") else ""))
+                                    " (a folder keeps its own split with both train/ and val/, valid/, "
+                                    "validation/ or test/)" if d.name in ("train", *HELD_OUT_DIRS) else ""))
 
 
 _WARNED_UNREAD: set[str] = set()  # folders whose unread image files were already counted in this process
@@ -964,7 +968,7 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
             raise UserError(f"dataset not found: {src}")
         if path.is_dir():
             sub = {p.name: p for p in path.iterdir() if p.is_dir()}
-            val_dir = sub.get("val") or sub.get("test")
+            val_dir = next((sub[n] for n in HELD_OUT_DIRS if n in sub), None)
             if "train" in sub and val_dir is not None:
                 _note_unread_folders(path, [d for n, d in sub.items() if n not in ("train", val_dir.name)], val_dir)
                 # classes are the train split's, matched by name (val may lack some, never add one)
