@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from gensis.cli.main import CommaList, add_common
+from gensis.cli.main import CommaList, DefaultsHelp, add_common, examples
 from gensis.config import preset_names
 
 DEFAULT_DATA = "builtin:animal-mnist"  # with --generator only (no run to read the data from)
@@ -64,7 +64,11 @@ def add_parser(sub) -> None:
     v = bsub.add_parser("verify", help="check counts, manifest consistency and checksums of a bank",
                         description="Check a bank: header identity, every shard present and of this bank, every "
                                     "entry's index/kind/alpha/seed/secondary, payload checksums. Exit status 0 when "
-                                    "all is well, 1 with one line per problem otherwise.")
+                                    "all is well, 1 with one line per problem otherwise.",
+                        formatter_class=DefaultsHelp,
+                        epilog=examples("gensis bank verify banks/in1k",
+                                        "gensis bank verify banks/in1k --decode",
+                                        "gensis bank verify banks/in1k --delete-bad   # then bank generate again"))
     v.add_argument("bank", help="bank folder")
     v.add_argument("--decode", action="store_true", help="also decode every image (slower)")
     v.add_argument("--delete-bad", action="store_true",
@@ -75,7 +79,10 @@ def add_parser(sub) -> None:
 
     s = bsub.add_parser("show", help="write a PNG grid of bank entries",
                         description="One row per image: real, its generative augmentations, and for each alpha its "
-                                    "interpolation followed by the secondary image.")
+                                    "interpolation followed by the secondary image.",
+                        formatter_class=DefaultsHelp,
+                        epilog=examples("gensis bank show banks/in1k --out grid.png",
+                                        "gensis bank show banks/in1k --out grid.png --indices 3,17 --data imagenet/"))
     s.add_argument("bank", help="bank folder")
     s.add_argument("--out", required=True, help="PNG file to write (name ending in .png)")
     s.add_argument("--n", type=int, default=6, help="number of images (rows), drawn at random by --seed (default: %(default)s)")

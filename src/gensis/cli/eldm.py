@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import RawDefaultsHelp as _Fmt
+from gensis.cli.main import RawDefaultsHelp as _Fmt, examples
 from gensis.cli.main import add_common
 from gensis.config import preset_names
 from gensis.configs.schema import AMP_MODES
@@ -48,6 +48,8 @@ def add_parser(sub) -> None:
 
     a = s.add_parser(
         "train-ae", help="train the VQ-f4 autoencoder (latent space of the E-LDM)", formatter_class=_Fmt,
+        epilog=examples("gensis eldm train-ae --data imagenet/ --out runs/ae --preset paper",
+                        "gensis eldm train-ae --data imagenet/ --out runs/ae --preset paper --resume   # after a kill"),
         description="Train a VQ autoencoder (diffusers VQModel; len(ae.model.block_out_channels)-1 halvings, 3 levels "
                     "= f4, as the paper's 256x256x3 -> 64x64x3) on the training split with L1 + L2 + codebook/"
                     "commitment losses (offline: no perceptual loss) and an optional PatchGAN discriminator "
@@ -63,6 +65,9 @@ def add_parser(sub) -> None:
 
     t = s.add_parser(
         "train", help="train the embedding-conditioned denoiser", formatter_class=_Fmt,
+        epilog=examples("gensis eldm train --encoder runs/dino --ae runs/ae --out runs/eldm --preset paper",
+                        "gensis eldm train --encoder runs/dino --out runs/eldm-pixel space=pixel optim.epochs=5",
+                        "gensis eldm train --encoder runs/dino --out runs/eldm --resume      # after a kill"),
         description="Train a UNet (diffusers UNet2DConditionModel, from scratch) to denoise images (space=pixel) or "
                     "VQ latents (--ae AE_RUN) conditioned on the frozen encoder's CLS embedding of the image, "
                     "projected to unet.context_dim; cond.mode: cross_attn (cond.tokens context tokens, 1 in the "
@@ -87,6 +92,8 @@ def add_parser(sub) -> None:
 
     m = s.add_parser(
         "sample", help="PNG grids: generative (Fig. 7-9) and interpolation (Fig. 11-13)", formatter_class=_Fmt,
+        epilog=examples("gensis eldm sample --eldm runs/eldm --out figures",
+                        "gensis eldm sample --eldm runs/eldm --out figures --guidance 3 --steps 50 figures.rows=10"),
         description="Write DIR/generative.png (each row: a held-out real image, then figures.per_image samples "
                     "generated from its embedding) and DIR/interpolation.png (each row: real image 1 at alpha=1, "
                     "samples from the interpolated embedding at figures.alphas, real image 2 at alpha=0; same seed "
@@ -107,6 +114,8 @@ def add_parser(sub) -> None:
 
     e = s.add_parser(
         "eval", help="fidelity numbers on held-out images", formatter_class=_Fmt,
+        epilog=examples("gensis eldm eval --eldm runs/eldm --json fidelity.json",
+                        "gensis eldm eval --eldm runs/eldm --n 500 --sampler dpmpp"),
         description="For eval.n held-out images: generate one sample from each image's embedding, embed it again "
                     "and report (a) source retrieval: top-1/top-5 rate at which the source image ranks first among "
                     "the n real embeddings by cosine; (b) label agreement: the k-NN label (over training-set "

@@ -15,6 +15,27 @@ def _help_formatter():
     return DefaultsHelp
 
 
+# example command lines of each evaluation's --help (tests/cli/test_help_examples.py parses them)
+EXAMPLES = {
+    "knn": ("gensis eval knn --encoder runs/dino", "gensis eval knn --encoder runs/dino --k 10 20 --json knn.json",
+            "gensis eval knn --encoder random --random-like runs/dino   # the random-init baseline"),
+    "linear": ("gensis eval linear --encoder runs/dino --json linear.json",
+               "gensis eval linear --encoder runs/dino --train imagenet/@train --test imagenet/@val --epochs 100"),
+    "robustness": ("gensis eval robustness --encoder runs/dino --train imagenet/ --ood imagenet-a/,imagenet-r/",),
+    "copydetect": ("gensis eval copydetect --encoder runs/dino --data copydays/ --distractors yfcc-10k/",),
+    "retrieval": ("gensis eval retrieval --encoder runs/dino --data revisitop/ --dataset roxford5k --multiscale",),
+    "davis": ("gensis eval davis --encoder runs/dino --data DAVIS/ --out davis-masks --json davis.json",),
+    "umap": ("gensis eval umap --encoder runs/dino,runs/gen-dino --bank banks/am --out umap.png",),
+    "all": ("gensis eval all --encoder runs/dino --config evals.yaml --json all.json",),
+}
+
+
+def _examples(name: str) -> str | None:
+    from gensis.cli.main import examples
+
+    return examples(*EXAMPLES[name]) if name in EXAMPLES else None
+
+
 def add_parser(sub) -> None:
     from gensis.cli.main import add_common
     from gensis.eval.registry import evaluations
@@ -26,7 +47,8 @@ def add_parser(sub) -> None:
                     "Sub-commands: " + ", ".join(evs) + ".")
     verbs = p.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
     for name, ev in evs.items():
-        q = verbs.add_parser(name, help=ev.summary, description=ev.description, formatter_class=_help_formatter())
+        q = verbs.add_parser(name, help=ev.summary, description=ev.description, formatter_class=_help_formatter(),
+                             epilog=_examples(name))
         ev.add_arguments(q)
         add_common(q)
         q.set_defaults(func=functools.partial(run_evaluation, name))

@@ -33,12 +33,26 @@ VERBS = {
 
 class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default, except empty ones (None, False) and those the help text already
-    explains ("default: ...")."""
+    explains ("default: ..."), and an ``examples`` epilog line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith(EXAMPLES):  # command lines: never re-wrapped into one paragraph
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default is None or action.default is False or "default:" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+EXAMPLES = "examples:"
+
+
+def examples(*lines: str) -> str:
+    """A parser's ``epilog`` of example command lines (each ``gensis ...``, parsed by tests/cli/test_help_examples.py;
+    a ``  # note`` after one is shown, not parsed), shown line by line by ``DefaultsHelp``."""
+    return "\n".join([EXAMPLES, *(f"  {line}" for line in lines)])
 
 
 class RawDefaultsHelp(DefaultsHelp, argparse.RawDescriptionHelpFormatter):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import CommaList, add_common
+from gensis.cli.main import CommaList, DefaultsHelp, add_common, examples
 
 TRAIN_EPILOG = """\
 labels CSV columns: slide,label (+ patient: folds never split a patient, a blank cell is the slide's own;
@@ -44,7 +44,10 @@ def add_parser(sub) -> None:
 
     q = msub.add_parser("predict", help="predict slides with a trained run; attention heatmap PNGs",
                         description="Class probabilities of each bag (mean over the run's fold/seed models) and "
-                                    "an attention heatmap over each slide's thumbnail.")
+                                    "an attention heatmap over each slide's thumbnail.",
+                        formatter_class=DefaultsHelp,
+                        epilog=examples("gensis mil predict --run mil --feats feats --out preds",
+                                        "gensis mil predict --run mil --feats new-feats --out preds --slides A,B --no-heatmaps"))
     q.add_argument("--run", required=True, help="MIL run directory")
     q.add_argument("--feats", required=True, help="features folder")
     q.add_argument("--out", required=True, help="folder for predictions.csv and heatmaps/ (a rerun with the same "

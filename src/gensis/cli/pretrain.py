@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import DefaultsHelp, add_common
+from gensis.cli.main import DefaultsHelp, add_common, examples
 from gensis.config import preset_names
 from gensis.ssl.methods import METHODS
 
@@ -16,7 +16,13 @@ def add_parser(sub) -> None:
                     "its Gen- variant (Gen-DINO ...): views from the bank's generative augmentations and the "
                     "disentanglement loss on its interpolations. "
                     "Config: a preset, then key=value overrides (e.g. optim.epochs=3 data.limit=1000; data.image_size must be a multiple of the ViT's model.patch_size).",
-        formatter_class=DefaultsHelp)
+        formatter_class=DefaultsHelp, epilog=examples(
+            "gensis pretrain --data builtin:animal-mnist --out runs/dino --preset demo",
+            "gensis pretrain --data imagenet/ --out runs/dino --preset paper optim.epochs=100",
+            "gensis pretrain --data imagenet/ --out runs/dino --preset paper --resume      # after a kill",
+            "gensis pretrain --data cifar.npz --out runs/ibot --method ibot --preset small",
+            "gensis pretrain --data imagenet/ --bank banks/in1k --out runs/gen-dino --preset paper   # Gen-DINO",
+            "gensis pretrain --data imagenet/ --interp pixel --out runs/pixel --preset paper  # pixel ablation"))
     p.add_argument("--data", default="builtin:animal-mnist",
                    help="dataset: builtin:NAME, an ImageFolder folder, or an .npz; a suffix @train/@val/@all picks "
                         "a split, else the train split is used")

