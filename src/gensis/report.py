@@ -217,9 +217,9 @@ def write_report(out: str | Path, data: str | None = None, methods: tuple[str, .
     from gensis.errors import UserError
     from gensis.rundir import RunDir, make_folder
 
-    out = Path(out)
-    if not out.is_dir():
-        raise UserError(f"{out} is not a folder made by `gensis demo`")
+    from gensis.inputs import input_folder
+
+    out = input_folder(out, "demo folder")  # missing, or a file: said as such (was "not a folder made by gensis demo")
     if RunDir(out).exists():  # a stage's own run folder: writing a report into it would only add clutter
         raise UserError(f"{out} is a {RunDir(out).manifest().get('stage', 'gensis')} run folder, not a folder made by "
                         f"`gensis demo` (give the demo's --out)")

@@ -36,3 +36,12 @@ def test_a_labels_csv_that_is_a_folder(tmp_path):
         read_label_rows(tmp_path)
     with pytest.raises(UserError, match="labels CSV not found"):
         read_label_rows(tmp_path / "missing.csv")
+
+
+def test_report_of_a_missing_folder_or_a_file_says_so(tmp_path, capsys):
+    """`gensis report DEMO` with DEMO mistyped said 'DEMO is not a folder made by `gensis demo`'."""
+    (tmp_path / "f").write_text("x")
+    for path, words in ((tmp_path / "typo", "demo folder not found"), (tmp_path / "f", "is a file, not a folder")):
+        assert main(["report", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("gensis: error:") and words in err, err
