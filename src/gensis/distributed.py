@@ -31,6 +31,7 @@ from torch import nn
 from gensis.errors import UserError, prints_error  # noqa: F401 (re-exported: its old home)
 
 FAILED_KEY = "gensis/failed"
+PRINTED_KEY = "gensis/failed-printed"  # set when rank 0 printed the failure itself (an ``all_ranks`` error)
 ACK_KEY = "gensis/failed-seen"  # ranks that have read FAILED_KEY
 LEFT_KEY = "gensis/left"  # ranks past the last barrier of cleanup(), no longer reading the store
 _BARRIER_POLL_MAX = 0.2  # seconds between store polls while waiting (start at 1 ms, doubling)
@@ -38,7 +39,18 @@ _barrier_count = 0
 
 
 class PeerFailed(UserError):
-    """Another rank of this run failed: this one stops (one line, exit status 2)."""
+    """Another rank of this run failed: this one stops (one line, exit status 2; none when rank 0 printed the
+    failure itself, an ``all_ranks`` error)."""
+
+
+def _peer_failed(store, rank: int, msg: str) -> PeerFailed:
+    """This rank's stop on a peer's failure ``msg``: quiet (``all_ranks``) when rank 0 printed it already."""
+    err = PeerFailed(f"stopping process {rank}: {msg}")
+    try:
+        err.all_ranks = bool(store.check([PRINTED_KEY]))
+    except Exception:
+        pass
+    return err
 
 
 @dataclass
@@ -127,7 +139,7 @@ def barrier() -> None:
                 store.add(ACK_KEY, 1)
             except Exception:
                 pass
-            raise PeerFailed(f"stopping process {rank}: {msg}")
+            raise _peer_failed(store, rank, msg)
         time.sleep(delay)
         delay = min(2 * delay, _BARRIER_POLL_MAX)
 
@@ -139,28 +151,30 @@ def as_peer_failure(error: BaseException) -> PeerFailed | None:
     if not isinstance(error, RuntimeError) or isinstance(error, UserError) or not _initialized():
         return None
     try:
-        msg = _peer_failure(_store())
+        store = _store()
+        msg = _peer_failure(store)
         rank = dist.get_rank()
     except Exception:
         return None
-    return PeerFailed(f"stopping process {rank}: {msg}") if msg is not None else None
+    return _peer_failed(store, rank, msg) if msg is not None else None
 
 
 def report_failure(error: BaseException | str) -> None:
     """Tell the other ranks that this one failed (a no-op outside a process group and for ``PeerFailed``).
 
-    An error every rank raises together (``UserError.all_ranks``, printed by rank 0 alone) is not reported by
-    rank 0: the others stop on it themselves, and would each print it again as rank 0's. Another rank does
-    report it (while printing nothing): should rank 0 not raise it after all, rank 0 stops at its next wait
-    with that rank's line, instead of the run ending without one."""
+    An error every rank raises together (``UserError.all_ranks``) is printed by rank 0 alone: reported by rank
+    0 as printed, so that a rank that did not raise it (rank 0's verdict on the run folder) stops at its next
+    wait without a second line; reported by another rank (while printing nothing) as not printed, so that
+    should rank 0 not raise it after all, rank 0 stops at its next wait with that rank's line, instead of the
+    run ending without one."""
     if not _initialized() or isinstance(error, PeerFailed):
-        return
-    if getattr(error, "all_ranks", False) and dist.get_rank() == 0:
         return
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
     text = (text.splitlines() or [type(error).__name__])[0]
     try:
         store = _store()
+        if getattr(error, "all_ranks", False) and dist.get_rank() == 0:
+            store.set(PRINTED_KEY, "1")  # before the message: a peer that reads it knows at once
         store.set(FAILED_KEY, f"process {dist.get_rank()} failed: {text[:300]}")
         if dist.get_rank() == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
             # rank 0 hosts the store (no torchrun agent): give the others up to 3 s to read the message

@@ -52,6 +52,11 @@ def _case(name: str, npz: Path, tmp: Path) -> tuple[list[str], str]:
     if name == "missing-eldm":  # the command line's input checks, before the process group exists
         return ["bank", "generate", "--eldm", str(tmp / "noeldm"), "--data", str(npz), "--out", str(tmp / "b")], \
             f"E-LDM run {tmp / 'noeldm'} not found"
+    if name == "foreign-out":  # rank 0's verdict on the folder: the other rank stops quietly
+        (tmp / "notes").mkdir()
+        (tmp / "notes" / "todo.txt").write_text("mine")
+        return ["pretrain", "--data", str(npz), "--out", str(tmp / "notes"), *VIT], \
+            f"{tmp / 'notes'} is not empty and not a gensis run folder"
     if name == "one-process-command":  # a command torchrun does not split: it would run whole in each process
         return ["eval", "knn", "--encoder", "pixels", "--train", f"{npz}@train", "--test", f"{npz}@val"], \
             "gensis eval knn runs as one process, and torchrun started 2: run it without torchrun"
@@ -64,7 +69,7 @@ def _case(name: str, npz: Path, tmp: Path) -> tuple[list[str], str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["model-config", "missing-bank", "eldm-config", "missing-eldm",
-                                  "resume-other-world", "one-process-command"])
+                                  "resume-other-world", "one-process-command", "foreign-out"])
 def test_an_error_every_rank_meets_is_one_line(name, npz, tmp_path):
     args, start = _case(name, npz, tmp_path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",

@@ -131,3 +131,18 @@ def test_an_every_rank_error_met_by_one_other_rank_alone_still_reaches_rank_0(tm
     assert bad.returncode == 2 and good.returncode == 2
     assert err_bad.strip() == ""
     assert err_good.strip().splitlines() == ["gensis: error: stopping process 0: process 1 failed: injected failure"]
+
+
+def test_rank_0s_own_verdict_stops_the_others_without_a_second_line(tmp_path):
+    """An ``all_ranks`` error that rank 0 alone meets (its verdict on the run folder): rank 0 prints it, and the
+    other rank stops at its next wait within seconds, quietly (it printed 'stopping process 1: ...' again, or,
+    without a report, waited for the job to be ended)."""
+    procs = _spawn(tmp_path, FAIL, ["0", "all_ranks"])
+    bad, good = procs[0], procs[1]
+    _, err_bad = bad.communicate(timeout=240)
+    t_bad = time.time()
+    _, err_good = good.communicate(timeout=60)
+    assert bad.returncode == 2 and good.returncode == 2
+    assert err_bad.strip().splitlines() == ["gensis: error: injected failure"]
+    assert err_good.strip() == ""
+    assert time.time() - t_bad < 20

@@ -24,7 +24,7 @@ from torch import nn
 from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
-from gensis.errors import UserError
+from gensis.errors import UserError, same_on_every_rank
 from gensis.rundir import RunDir
 from gensis.train.foreach import clip_gradients
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
@@ -251,7 +251,8 @@ def train_ae(cfg: dict, data: str, out: str | Path, resume: bool = False, quiet:
     rt = Runtime.setup(cfg["train"])
     run = RunDir(out)
     if run.is_done() and not resume:
-        raise UserError(f"{out} already holds a finished {run.manifest().get('stage')} run; use another --out")
+        with same_on_every_rank():
+            raise UserError(f"{out} already holds a finished {run.manifest().get('stage')} run; use another --out")
     task = claim_and_build(run, rt, resume, AutoencoderTask, cfg, data, rt)
     fit(task, rt, run, resume=resume, quiet=quiet)
     if rt.is_main and not quiet and getattr(task, "quiet_summary", None):

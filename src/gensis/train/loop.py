@@ -433,25 +433,36 @@ def _load(task: Task, rt: Runtime, run: RunDir) -> int:
 T = TypeVar("T", bound="Task")
 
 
+def _claim(run: RunDir, rt: Runtime, resume: bool, stage: str) -> None:
+    """Rank 0 locks ``run`` and checks it is this stage's to start (or, with ``resume``, to continue); a no-op on
+    the other ranks."""
+    if not rt.is_main:
+        return
+    make_folder(run.path)
+    run.claim(stage, resume)
+    if not resume and not run.is_done() and (run / CHECKPOINT).is_file():
+        release_folder(run.path)  # a fresh start would overwrite the unfinished run's checkpoint
+        raise UserError(f"{run.path} holds an unfinished run with a checkpoint (interrupted?): continue it "
+                        f"with --resume, or give another --out to start over")
+
+
 def claim_and_build(run: RunDir, rt: Runtime, resume: bool, build: type[T] | Callable[..., T], *args: Any,
                     stage: str | None = None, **kw: Any) -> T:
     """``build(*args, **kw)`` (a Task class, or a factory with ``stage=``) after rank 0 has claimed ``run``
     (lock + stage check, ``RunDir.claim``): building may write into the folder (the E-LDM trainer writes
     ``cache/``), so a second process on it is refused before anything is written. When building fails, a
-    folder this call created is removed again if it holds nothing but the lock."""
+    folder this call created is removed again if it holds nothing but the lock. Under torchrun an error here is
+    printed once, by rank 0 (``UserError.all_ranks``): a verdict on the folder is rank 0's alone (the others
+    stop quietly at their next wait), the build's is every rank's (the same config and inputs)."""
     stage = stage or build.stage  # type: ignore[union-attr]
-    if rt.is_main and run.path.exists() and not run.path.is_dir():
-        raise UserError(f"--out {run.path} is a file, not a folder: give a new or empty folder")
+    with same_on_every_rank():
+        if rt.is_main and run.path.exists() and not run.path.is_dir():
+            raise UserError(f"--out {run.path} is a file, not a folder: give a new or empty folder")
     with removed_if_left_empty(run.path) if rt.is_main else contextlib.nullcontext():
-        if rt.is_main:
-            make_folder(run.path)
-            run.claim(stage, resume)
-            if not resume and not run.is_done() and (run / CHECKPOINT).is_file():
-                release_folder(run.path)  # a fresh start would overwrite the unfinished run's checkpoint
-                raise UserError(f"{run.path} holds an unfinished run with a checkpoint (interrupted?): continue it "
-                                f"with --resume, or give another --out to start over")
+        with same_on_every_rank():
+            _claim(run, rt, resume, stage)
         try:
-            with same_on_every_rank():  # every rank builds from the same config and inputs
+            with same_on_every_rank():
                 return build(*args, **kw)
         except BaseException:
             if rt.is_main:
