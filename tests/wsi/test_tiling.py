@@ -220,6 +220,57 @@ def test_ctrl_c_stops_parallel_tiling_without_starting_queued_slides(tmp_path):
     assert not left, left
 
 
+def test_ctrl_c_while_the_tiling_workers_start_is_one_line_and_no_traceback(tmp_path):
+    """A Ctrl-C (SIGINT to the process group) while `wsi tile --workers 2` starts its workers: each worker, still
+    importing gensis, printed its KeyboardInterrupt traceback above 'gensis: interrupted'. Workers now start
+    with SIGINT held until their handler is in place: one line, exit 130, no slide tiled."""
+    import signal
+    import shutil
+
+    first = make_svs(tmp_path / "s0.svs", slide_image(512, 512, [(0, 0, 512, 512)]), mpp=0.5, downsamples=(1, 4))
+    slides = [first] + [shutil.copy(first, tmp_path / f"s{i}.svs") for i in range(1, 4)]
+    out = tmp_path / "T"
+    argv = ["wsi", "tile", *map(str, slides), "--out", str(out), "--mag", "20", "--tile-size", "16", "--quiet",
+            "--workers", "2"]
+    script = f"""
+import os, signal, sys, time
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})  # as a terminal starts it
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from concurrent.futures import ProcessPoolExecutor
+submit, n = ProcessPoolExecutor.submit, [0]
+def ctrl_c_as_the_workers_start(self, *a, **kw):
+    fut = submit(self, *a, **kw)
+    n[0] += 1
+    if n[0] == {len(slides)}:  # every worker process started: now importing gensis
+        time.sleep(0.5)
+        os.killpg(0, signal.SIGINT)
+    return fut
+ProcessPoolExecutor.submit = ctrl_c_as_the_workers_start
+from gensis.cli.main import main
+sys.exit(main({argv!r}))
+"""
+    # each worker's import of the tiler takes 2 s more (a sitecustomize of the workers only): the Ctrl-C, 0.5 s
+    # after they started, lands while they import, on a loaded machine too
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import sys, time\n"
+        "if 'spawn_main' in ' '.join(sys.orig_argv):\n"
+        "    class SlowTiler:\n"
+        "        def find_spec(self, name, path=None, target=None):\n"
+        "            if name == 'gensis.wsi.tiler':\n"
+        "                time.sleep(2)\n"
+        "            return None\n"
+        "    sys.meta_path.insert(0, SlowTiler())\n")
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       start_new_session=True, env=env)
+    line = "gensis: interrupted; run the same command again to continue (finished slides are kept)"
+    assert p.returncode == 130 and p.stderr.strip() == line, (p.returncode, p.stderr[-3000:])
+    assert not list((out / "20x_16px_0px_overlap" / "patches").glob("*.h5"))
+
+
 def test_a_sigkilled_parallel_tiling_leaves_no_worker_running(tmp_path):
     """`wsi tile --workers 2` killed with SIGKILL (the OOM killer, a scheduler) or SIGTERM: its spawned workers,
     blocked on the pool's queue (whose pipe each holds open), outlived it for ever, with the resource tracker,

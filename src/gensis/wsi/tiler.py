@@ -230,6 +230,26 @@ def _worker_init(parent: int) -> None:
     # the pool's queue (whose pipe each holds open: no end of file), outlived it for ever, holding its stdout
     die_with_parent(parent)
     signal.signal(signal.SIGINT, _worker_sigint)
+    try:
+        _release_sigint(set())  # held since the worker started (``_hold_sigint``): one that came meanwhile lands now
+    except KeyboardInterrupt:
+        pass  # recorded: this worker starts no slide
+
+
+# A Ctrl-C while a worker was still starting (importing gensis) printed its KeyboardInterrupt traceback, one per
+# worker, over the "gensis: interrupted" line. Workers now start with SIGINT blocked (the signal mask is inherited
+# through fork and exec): a Ctrl-C is held until ``_worker_init`` has put ``_worker_sigint`` in place.
+def _hold_sigint() -> set[int]:
+    """Block SIGINT in this thread; returns the signals blocked before (for ``_release_sigint``)."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        return set()
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+
+
+def _release_sigint(before: set[int]) -> None:
+    """Unblock SIGINT unless it was blocked ``before``; a Ctrl-C held meanwhile raises KeyboardInterrupt here."""
+    if hasattr(signal, "pthread_sigmask") and signal.SIGINT not in before:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _worker_sigint(signum: int, frame: object) -> None:
@@ -309,8 +329,14 @@ def tile_slides(slides: list[Path], out_root: str | Path, settings: TileSettings
         ctx = mp.get_context("spawn")  # openslide/tiffslide handles and thread pools do not survive fork
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(os.getpid(),)) as pool:
-            pending = {pool.submit(_tile_in_worker, Path(p), out, settings, mpp): (i, p) for i, p in enumerate(slides)}
+            pending: dict = {}
+            held_mask = _hold_sigint()  # the workers start (in submit) with a Ctrl-C held: see _worker_init
             try:
+                try:
+                    for i, p in enumerate(slides):
+                        pending[pool.submit(_tile_in_worker, Path(p), out, settings, mpp)] = (i, p)
+                finally:
+                    _release_sigint(held_mask)  # a Ctrl-C meanwhile is raised here, inside the try
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
                     for fut in sorted(done, key=lambda f: pending[f][0]):
