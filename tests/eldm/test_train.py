@@ -185,6 +185,23 @@ def test_two_processes_with_torchrun(tmp_path, encoder_run, tiny_npz, tiny_overr
     assert load_generator(out).generate(torch.randn(1, 32), [0]).shape == (1, 3, 16, 16)
 
 
+@pytest.mark.slow
+def test_two_processes_on_an_autoencoder_of_another_size_note_it_once(tmp_path, encoder_run, tiny_npz,
+                                                                        tiny_overrides, cli):
+    """The note that the autoencoder was trained at another size was printed by every process."""
+    ae = tmp_path / "ae"
+    assert cli("eldm", "train-ae", "--data", tiny_npz, "--out", ae, "--preset", "smoke", "--quiet", *tiny_overrides,
+               "ae.optim.epochs=1") == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "gensis.cli.main", "eldm", "train", "--encoder", str(encoder_run), "--data", str(tiny_npz), "--ae", str(ae),
+           "--out", str(tmp_path / "eldm"), "--preset", "smoke", "--quiet", *tiny_overrides, "optim.epochs=1",
+           "data.limit=64", "data.image_size=24"]
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("[gensis] note: autoencoder trained at 16 px, denoiser data.image_size=24") == 1
+
+
 @pytest.mark.parametrize("mode", ["every_step", "deferred"])
 @pytest.mark.parametrize("trainer", ["train", "train-ae"])
 def test_non_finite_loss_stops_with_one_line(trainer, mode, tmp_path, encoder_run, tiny_npz, tiny_overrides, cli,

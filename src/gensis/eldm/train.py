@@ -243,7 +243,7 @@ class ELDMTask(Task):
         self.ae = ae = resolve_autoencoder(cfg, ae_path, device)
         if ae.factor > 1 and size % ae.factor:
             raise UserError(f"data.image_size={size} is not divisible by the autoencoder's factor {ae.factor}")
-        if ae.space == "vq" and getattr(ae, "image_size", size) != size:
+        if ae.space == "vq" and getattr(ae, "image_size", size) != size and rt.is_main:
             print(f"[gensis] note: autoencoder trained at {ae.image_size} px, denoiser data.image_size={size}",
                   file=sys.stderr)
         self.latent_size = size // ae.factor
