@@ -307,3 +307,27 @@ def test_a_roboflow_or_kaggle_split_folder_keeps_its_split(tmp_path, capsys, hel
     assert len(val) == 4 and all(p.parent.parent.name == held_out for p in val.paths)
     assert len(open_data(f"{data}@train")) == 8 and len(open_data(f"{data}@all")) == 12
     assert f"train/ and {held_out}/ (held out); not read: test/" in capsys.readouterr().err
+
+
+def test_copies_of_one_photo_on_both_sides_of_the_split_are_counted(tmp_path, capsys):
+    """A photo saved twice in its class folder ('img.jpg', 'img (1).jpg') lands in train and val alike; k-NN then
+    finds the held-out copy as itself, inflating the score without a word. One line now counts such images."""
+    data = tmp_path / "photos"
+    _images(data / "a", n=10)
+    _images(data / "b", n=10)
+    for i in range(10):  # every image of a/ twice: some copies fall on both sides of the 80/20 split
+        (data / "a" / f"{i} (1).png").write_bytes((data / "a" / f"{i}.png").read_bytes())
+    val = open_data(data, "val")
+    train = open_data(data, "train")
+    folder = val.parent  # the whole folder: its paths
+    def photo(p):  # the photo a file is a copy of
+        return p.parent.name, p.name.replace(" (1)", "")
+
+    in_train = {photo(folder.paths[i]) for i in train.indices}
+    both = sum(1 for i in val.indices if photo(folder.paths[i]) in in_train)
+    assert both > 0
+    err = capsys.readouterr().err
+    assert f"{data}: {both} of the {len(val)} held-out (val) images have the same bytes as a training image" in err
+    assert err.count("held-out (val)") == 1  # once for both splits
+    open_data(_images(tmp_path / "unique" / "a", n=10).parent, "val")
+    assert "held-out" not in capsys.readouterr().err

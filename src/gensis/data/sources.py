@@ -172,6 +172,7 @@ class ArrayImageSet(ImageSet):
 
 class FolderImageSet(ImageSet):
     skip_bad = False  # unreadable images met while reading are skipped (data.skip_bad_images) instead of an error
+    digests: list[str | None] | None = None  # a hash of each file's bytes, when the folder was decoded first
 
     def __init__(self, paths: list[Path], labels: np.ndarray | None = None, classes: list[str] | None = None,
                  name: str = "folder"):
@@ -751,6 +752,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
         out._identity = None
         if not out.paths:
             raise UserError(f"no readable images in folder {folder}")
+    out.digests = [digests[i] for i in keep] if digests else None
     out.groups = _tile_slides(folder, out.paths)
     out.tiles = out.groups is not None
     return out
@@ -1002,10 +1004,42 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
     if split == "all":
         return apply_limit(full, limit, seed)
     tr, va = _split_indices(full, val_fraction, seed, src)  # by slide when the data has groups
+    _warn_copies_across_split(full, tr, va, src, val_fraction, seed)
     idx = tr if split == "train" else va
     out = full.subset(idx, f"{full.name}@{split}")
     out.split, out.source_size = split, len(full)
     return apply_limit(out, limit, seed)
+
+
+_WARNED_SPLIT_COPIES: set[tuple[str, int, float, int]] = set()
+
+
+def _warn_copies_across_split(full: ImageSet, train: np.ndarray, val: np.ndarray, where: str, val_fraction: float,
+                              seed: int) -> None:
+    """One line (stderr, once per folder and split) counting the held-out images of a folder whose bytes are
+    also a training image's (a photo saved twice, 'img (1).jpg'): k-NN finds each as itself, so held-out scores
+    are inflated. Folders decoded first only (their files' hashes are known then)."""
+    digests = full.digests if isinstance(full, FolderImageSet) else None
+    key = (where, len(full), val_fraction, seed)
+    if not digests or key in _WARNED_SPLIT_COPIES:
+        return
+    _WARNED_SPLIT_COPIES.add(key)
+    first_in_train: dict[str, int] = {}
+    for i in train:
+        d = digests[int(i)]
+        if d is not None:
+            first_in_train.setdefault(d, int(i))
+    copies = [int(i) for i in val if digests[int(i)] in first_in_train]
+    if copies:
+        import sys
+
+        assert isinstance(full, FolderImageSet)
+        j = first_in_train[str(digests[copies[0]])]
+        root = os.path.commonpath([str(full.paths[copies[0]].parent), str(full.paths[j].parent)])
+        pair = " = ".join(os.path.relpath(full.paths[k], root) for k in (copies[0], j))
+        print(f"gensis: warning: {where}: {len(copies)} of the {len(val)} held-out (val) images have the same bytes "
+              f"as a training image (e.g. {pair}): each is found as itself, inflating held-out scores; keep one "
+              f"copy", file=sys.stderr)
 
 
 def _note_unread_folders(root: Path, others: list[Path], val_dir: Path) -> None:
