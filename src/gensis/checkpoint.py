@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 
 from gensis.errors import UserError
-from gensis.rundir import save_tensors
+from gensis.rundir import safetensors_name, save_tensors
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], list]:
@@ -61,7 +61,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     cannot resume from it, and the user decides whether to delete it and start over.
     """
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors_name(path) as name, safe_open(name, framework="pt") as f:
             info = json.loads((f.metadata() or {}).get("json", "{}"))
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         if not isinstance(info, dict) or not isinstance(info.get("meta", {}), dict) or "epoch" not in info.get("meta", {}):

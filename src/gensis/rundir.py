@@ -446,6 +446,24 @@ def _release_all() -> None:
         lock.release()
 
 
+@contextlib.contextmanager
+def safetensors_name(path: StrPath) -> Iterator[str]:
+    """A name safetensors can open ``path`` by (``safe_open``, ``load_file``): its Rust side takes UTF-8 names only,
+    so a path that is not UTF-8 (a Latin-1 ``café/`` folder, held as a str with surrogate escapes) is opened here
+    and given as ``/proc/self/fd/N`` (was "Path ... is not valid UTF-8": such a run could not be read)."""
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(name, os.O_RDONLY)
+        try:
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    yield name
+
+
 def load_tensors(path: StrPath) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -453,7 +471,8 @@ def load_tensors(path: StrPath) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
-        return cast("dict[str, torch.Tensor]", load_file(str(path)))
+        with safetensors_name(path) as name:
+            return cast("dict[str, torch.Tensor]", load_file(name))
     except Exception as e:
         raise UserError(f"cannot read {path}: {e}") from None
 

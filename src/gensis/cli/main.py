@@ -123,8 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _paths_printable() -> None:
+    """A path that is not UTF-8 (Latin-1 ``café/``, held as a str with surrogate escapes) is printed as its own
+    bytes, as ``ls`` prints it: under a UTF-8 locale Python's stdout is strict and a result line naming such a run
+    or image folder raised UnicodeEncodeError after the work was done (stderr already escapes it)."""
+    if getattr(sys.stdout, "errors", None) == "strict":
+        try:
+            sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
 def _main(argv: list[str] | None) -> int:
     from gensis.errors import UserError
+
+    _paths_printable()
 
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

@@ -36,7 +36,7 @@ from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
 from gensis.rundir import (CACHE_DIR, RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, make_folder,
-                           save_tensors)
+                           safetensors_name, save_tensors)
 from gensis.train.foreach import ema_lerp
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
@@ -99,7 +99,7 @@ def _matches(path: Path, key: dict) -> bool:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors_name(path) as name, safe_open(name, framework="pt") as f:
             meta = f.metadata() or {}
     except Exception:  # unreadable: recompute
         return False

@@ -177,8 +177,10 @@ class FeatureCache:
             return None
         from safetensors import safe_open
 
+        from gensis.rundir import safetensors_name
+
         try:
-            with safe_open(str(path), "np") as f:
+            with safetensors_name(path) as name, safe_open(name, "np") as f:
                 if json.loads((f.metadata() or {}).get("key", "null")) != meta:
                     return None
                 return f.get_tensor("features")
@@ -212,9 +214,9 @@ def data_key(ds) -> dict:
         h = hashlib.sha256()
         for p in paths:
             try:
-                h.update(f"{p}|{os.stat(p).st_mtime_ns}\n".encode())
+                h.update(f"{p}|{os.stat(p).st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # a Latin-1 name too
             except OSError:
-                h.update(f"{p}|missing\n".encode())
+                h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
         key["files"] = h.hexdigest()[:16]
     return key
 

@@ -62,7 +62,7 @@ class ImageListSet(ImageSet):
             for i, p in enumerate(self.paths):
                 st = p.stat()
                 box = None if self.boxes is None else self.boxes[i]
-                h.update(f"{p.name}|{st.st_size}|{None if box is None else [round(float(v), 2) for v in box]}\n".encode())
+                h.update(f"{p.name}|{st.st_size}|{None if box is None else [round(float(v), 2) for v in box]}\n".encode("utf-8", "surrogateescape"))
             self._identity = h.hexdigest()[:16]
         return self._identity
 

@@ -93,10 +93,10 @@ def check_probe_settings(path: Path, saved: dict | None, cfg, train_ds, test_ds)
 def load_probe(path: Path, encoder_identity: str):
     from safetensors import safe_open
 
-    from gensis.rundir import load_tensors
+    from gensis.rundir import load_tensors, safetensors_name
 
     try:
-        with safe_open(str(path), "pt") as f:
+        with safetensors_name(path) as name, safe_open(name, "pt") as f:
             meta = f.metadata() or {}
         t = load_tensors(path)
     except Exception as e:

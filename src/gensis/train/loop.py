@@ -79,7 +79,7 @@ from gensis.device import apply_thread_share, autocast
 from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
-from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty
+from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty, safetensors_name
 from gensis.train.foreach import clip_gradients
 from gensis.train.next_step import DIVERGED, UNREADABLE, NextStep, attach
 from gensis.train.overlap import overlap_enabled
@@ -339,7 +339,7 @@ def checkpoint_epoch(run: RunDir) -> int | None:
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safetensors_name(path) as name, safe_open(name, framework="pt") as f:
             epoch = json.loads((f.metadata() or {}).get("json", "{}"))["meta"]["epoch"]
         return int(epoch)
     except Exception:  # damaged: --resume would refuse it (``_load``), so no hint offers it
