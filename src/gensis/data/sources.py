@@ -463,9 +463,9 @@ def _npz_array(z: Any, path: Path, key: str) -> np.ndarray:
 
 
 def _npz_names(z: Any, path: Path, key: str) -> list[str]:
-    """The names in ``z[key]`` (an .npz's 'classes'), one string each: str arrays as they are, bytes decoded
-    (UTF-8), integers as their digits; anything else (an object array, which needs pickle; floats; several axes) is
-    one UserError line."""
+    """The names in ``z[key]`` (an .npz's 'classes'; its 'labels' or 'groups' given as names), one string each
+    (``class_name``): str arrays as they are, bytes decoded (UTF-8), integers as their digits; anything else (an
+    object array, which needs pickle; floats; several axes) is one UserError line."""
     try:
         arr: np.ndarray = z[key]
     except ValueError:  # an object array: refused, as every array that needs pickle
