@@ -308,7 +308,10 @@ class Pipeline:
         if self.state.get(stage.name) != stage.key:
             self._clear(stage)
         resume = stage.resumable and path.exists()
-        argv = [*stage.argv, "--resume"] if resume else stage.argv  # the command that continues it by hand
+        from gensis.cli.main import as_written
+
+        # the command that continues it by hand (a path starting with '-' joined to its option)
+        argv = as_written([*stage.argv, "--resume"] if resume else stage.argv)
         lane = " (side lane)" if stage.background and self.side is not None else ""
         prog = f"python -m {stage.extra['module']}" if "module" in stage.extra else "gensis"
         self.say(f"[{stage.name}] {'resuming' if resume else 'running'}{lane}: {prog} {shlex.join(argv)}")  # paste-able: quoted paths
