@@ -98,9 +98,14 @@ def test_a_command_torchrun_does_not_split_is_refused_once(argv, rank, monkeypat
                    "generate)\n")
 
 
-def test_the_commands_torchrun_splits_are_not_refused(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_the_commands_torchrun_splits_are_not_refused(rank, monkeypatch, capsys, tmp_path):
+    """... and their --print-config prints the config once, from rank 0 (it was printed by every process)."""
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
     monkeypatch.chdir(tmp_path)
     for argv in (["pretrain"], ["eldm", "train-ae"], ["eldm", "train", "--encoder", "E"], ["bank", "generate"]):
         assert main([*argv, "--out", "x", "--print-config"]) == 0
-        assert "runs as one process" not in capsys.readouterr().err
+        out, err = capsys.readouterr()
+        assert "runs as one process" not in err
+        assert ("seed:" in out) == (rank == "0"), out[:200]

@@ -160,7 +160,7 @@ def _paths_printable() -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    from gensis.errors import UserError
+    from gensis.errors import UserError, on_main_rank
 
     _paths_printable()
 
@@ -191,6 +191,8 @@ def _main(argv: list[str] | None) -> int:
             # bar of the command (a stage's feature or latent pass too), not its own only
             with releasing_locks(), bars_off(getattr(args, "quiet", False)):
                 _check_processes(args)
+                if getattr(args, "print_config", False) and not on_main_rank():
+                    return 0  # under torchrun: the config once, from rank 0
                 result = args.func(args)
         except BaseException as e:
             # under torchrun: tell the other ranks (they stop at their next wait with one line) and leave the
