@@ -18,3 +18,11 @@ def test_a_value_starting_with_a_dash_is_joined_to_its_option():
         "-t.npz", "-dd/pixel", True, True, ["train.seed=0"]) and not extra
     plain = ["bank", "generate", "--eldm", "d/eldm", "--data", "x.npz", "--out", "d/bank", "--quiet"]
     assert as_written(plain) == plain  # other commands are printed and run as before
+
+
+def test_a_positional_path_starting_with_a_dash_is_read_as_a_path():
+    """`gensis wsi demo --slide=-scan.svs` printed (and ran) its tiles stage as `gensis wsi tile -scan.svs ...`."""
+    written = as_written(["wsi", "tile", "-scan.svs", "--out", "-w/tiles", "--mag", "20", "--quiet"])
+    assert written == ["wsi", "tile", "./-scan.svs", "--out=-w/tiles", "--mag", "20", "--quiet"]
+    args, extra = build_parser().parse_known_args(written)
+    assert args.slides == ["./-scan.svs"] and args.out == "-w/tiles" and not extra

@@ -94,22 +94,28 @@ def build_parser() -> argparse.ArgumentParser:
 def as_written(argv: list[str]) -> list[str]:
     """``argv`` (a command the demo runs for a stage, or prints to run by hand) such that gensis reads each option's
     value as written: a value starting with ``-`` (``--data -t.npz``, a ``--out`` under ``-dd/``) is joined to its
-    option (``--data=-t.npz``); argparse took it for an option ('--data: expected one argument')."""
-    takes_value = set()
+    option (``--data=-t.npz``); argparse took it for an option ('--data: expected one argument'). A positional
+    starting with ``-`` (a slide ``-scan.svs``: gensis's positionals are paths or key=value) becomes ``./-scan.svs``."""
+    takes_value, options = set(), set()
     stack = [build_parser()]
     while stack:
         p = stack.pop()
         for a in p._actions:
             if isinstance(a, argparse._SubParsersAction):
                 stack.extend(a.choices.values())
-            elif a.option_strings and a.nargs != 0:
-                takes_value.update(a.option_strings)
+            else:
+                options.update(a.option_strings)
+                if a.option_strings and a.nargs != 0:
+                    takes_value.update(a.option_strings)
     out: list[str] = []
     i = 0
     while i < len(argv):
         if argv[i] in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-"):
             out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
+        elif argv[i].startswith("-") and argv[i].split("=", 1)[0] not in options and argv[i] != "--":
+            out.append(f"./{argv[i]}")
+            i += 1
         else:
             out.append(argv[i])
             i += 1
