@@ -331,3 +331,15 @@ def test_copies_of_one_photo_on_both_sides_of_the_split_are_counted(tmp_path, ca
     assert err.count("held-out (val)") == 1  # once for both splits
     open_data(_images(tmp_path / "unique" / "a", n=10).parent, "val")
     assert "held-out" not in capsys.readouterr().err
+
+
+def test_a_held_out_class_whose_train_folder_is_empty_says_so(tmp_path):
+    """train/b/ empty and val/b/ filled: 'class 'b' is not among the training classes (a)' while the user could
+    see train/b/; the line now says that train/b/ holds no image."""
+    _images(tmp_path / "tv" / "train" / "a")
+    (tmp_path / "tv" / "train" / "b").mkdir()
+    _images(tmp_path / "tv" / "val" / "a", n=1)
+    _images(tmp_path / "tv" / "val" / "b", n=1)
+    with pytest.raises(UserError, match=r"class 'b' is not among the training classes \(a\); train/b/ holds no "
+                                        r"image$"):
+        open_data(f"{tmp_path / 'tv'}@val")

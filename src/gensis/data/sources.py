@@ -729,8 +729,10 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
             classes = names
         unknown = [n for n in names if n not in classes]
         if unknown:
+            empty = folder.parent / "train" / unknown[0]  # classes were given: those of the train/ beside it
+            why = f"; train/{unknown[0]}/ holds no image" if empty.is_dir() and not image_files(empty) else ""
             raise UserError(f"{folder}: class '{unknown[0]}' is not among the training classes "
-                            f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+                            f"({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''}){why}")
         index = {c: i for i, c in enumerate(classes)}
         paths, labels = [], []
         for d in class_dirs:
