@@ -6,7 +6,7 @@ import argparse
 import sys
 import textwrap
 
-from gensis.cli.main import CommaList, DefaultsHelp, add_common, examples
+from gensis.cli.main import CommaList, DefaultsHelp, add_common, examples, print_config
 from gensis.config import preset_names
 
 DEFAULT_DATA = "builtin:animal-mnist"  # with --generator only (no run to read the data from)
@@ -99,8 +99,7 @@ def run_generate(args) -> int:
 
     cfg = bank_config(preset=args.preset, overrides=args.overrides)
     if args.print_config:
-        print(cfg.to_yaml(), end="")
-        return 0
+        return print_config("bank", cfg)
     from gensis.bank.generate import generate_bank  # the library call (the result's summary, exit 1 if partial)
     from gensis.distributed import cleanup
 

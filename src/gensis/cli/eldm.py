@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from gensis.cli.main import RawDefaultsHelp as _Fmt, examples
-from gensis.cli.main import add_common
+from gensis.cli.main import add_common, print_config
 from gensis.config import preset_names
 from gensis.configs.schema import AMP_MODES
 from gensis.errors import on_main_rank, same_on_every_rank
@@ -142,8 +142,7 @@ def run_train_ae(args) -> int:
     from gensis.rundir import RunDir
 
     if args.print_config:
-        print(eldm_config(preset=args.preset, overrides=args.overrides).to_yaml(), end="")
-        return 0
+        return print_config("eldm-ae", eldm_config(preset=args.preset, overrides=args.overrides))
     run = train_autoencoder(args.data, args.out, preset=args.preset, overrides=args.overrides, resume=args.resume,
                             quiet=args.quiet)
     val = RunDir(run).manifest().get("val", {})
@@ -157,8 +156,7 @@ def run_train(args) -> int:
     from gensis.api import eldm_config, train_eldm
 
     if args.print_config:
-        print(eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae).to_yaml(), end="")
-        return 0
+        return print_config("eldm", eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae))
     from gensis.data.recorded import data_or_recorded
     from gensis.models.encoder import check_encoder_run
 

@@ -334,5 +334,16 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
 
 
+def print_config(stage: str, cfg) -> int:
+    """``--print-config``: the resolved config as YAML (exit 0), once it passes the checks the run makes before
+    reading data (``gensis.configs.whole``: the rules that combine keys); a config that breaks one is the run's
+    one-line error."""
+    from gensis.configs.whole import check_whole
+
+    check_whole(stage, cfg.to_dict())
+    print(cfg.to_yaml(), end="")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import CommaList, DefaultsHelp, add_common, examples
+from gensis.cli.main import CommaList, DefaultsHelp, add_common, examples, print_config
 
 TRAIN_EPILOG = """\
 labels CSV columns: slide,label (+ patient: folds never split a patient, a blank cell is the slide's own;
@@ -68,8 +68,7 @@ def run_train(args) -> int:
 
     cfg = mil_config(preset=args.preset, overrides=args.overrides)
     if args.print_config:
-        print(cfg.to_yaml(), end="")
-        return 0
+        return print_config("mil", cfg)
     if args.quiet:
         os.environ["GENSIS_NO_PROGRESS"] = "1"
     res = train_mil(args.feats, args.labels, args.out, config=cfg, quiet=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gensis.cli.main import DefaultsHelp, add_common, examples
+from gensis.cli.main import DefaultsHelp, add_common, examples, print_config
 from gensis.config import preset_names
 from gensis.ssl.methods import METHODS
 
@@ -51,8 +51,7 @@ def run(args) -> int:
     kw = {"preset": args.preset, "overrides": args.overrides, "method": args.method, "interp": args.interp,
           "bank": args.bank}
     if args.print_config:
-        print(pretrain_config(**kw).to_yaml(), end="")
-        return 0
+        return print_config("pretrain", pretrain_config(**kw))
     if args.quiet:  # also the bars of anything the run calls (e.g. a k-NN monitor's feature extraction)
         import os
 

@@ -26,12 +26,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gensis.configs.whole import check_whole
 from gensis.data.loader import ImageBatches, check_training_batch, epoch_indices
 from gensis.data.sources import ImageSet, open_data
 from gensis.device import autocast
 from gensis.distributed import barrier
 from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space, to_uint8
-from gensis.eldm.denoiser import Denoiser, check_tokens, count_parameters
+from gensis.eldm.denoiser import Denoiser, count_parameters
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
@@ -235,7 +236,7 @@ class ELDMTask(Task):
         if run.is_done():
             raise UserError(f"{run.path} already holds a finished {run.manifest().get('stage')} run; use another --out")
         size = int(cfg["data"]["image_size"])
-        check_tokens(cfg["cond"]["tokens"], cfg["cond"]["mode"])  # refused before any data is read
+        check_whole("eldm", cfg)  # the rules combining keys, before any data is read (as --print-config)
         check_encoder_run(encoder_spec, cfg["cond"]["which"])  # a wrong --encoder is refused before reading data
         ds = open_training_data(cfg, data)
         check_training_batch(len(ds), o["batch_size"], world, cfg["data"].get("limit"))

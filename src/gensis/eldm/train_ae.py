@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gensis.configs.whole import check_whole
 from gensis.data.loader import ImageBatches
 from gensis.data.sources import open_data
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
@@ -28,6 +29,14 @@ from gensis.errors import UserError, same_on_every_rank
 from gensis.rundir import RunDir
 from gensis.train.foreach import clip_gradients
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
+
+
+def check_ae_size(cfg: dict) -> None:
+    """``data.image_size`` must be divisible by the autoencoder's downsampling factor (``ae.model``'s levels)."""
+    size, levels = int(cfg["data"]["image_size"]), len(cfg["ae"]["model"]["block_out_channels"])
+    if size % 2 ** (levels - 1):
+        raise UserError(f"data.image_size={size} must be divisible by the autoencoder's factor {2 ** (levels - 1)}")
+
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN (pix2pix / taming's ``NLayerDiscriminator``): a map of real/fake logits over patches."""
@@ -93,9 +102,7 @@ class AutoencoderTask(Task):
         self.cfg, self.rt = cfg, rt
         world, rank, seed, device = rt.dist.world, rt.dist.rank, rt.seed, rt.device
         size = self.size = int(cfg["data"]["image_size"])
-        levels = len(a["model"]["block_out_channels"])
-        if size % 2 ** (levels - 1):
-            raise UserError(f"data.image_size={size} must be divisible by the autoencoder's factor {2 ** (levels - 1)}")
+        check_whole("eldm-ae", cfg)  # the rules combining keys (as --print-config)
         d = cfg["data"]
         skip = d.get("skip_bad_images", False)
         self.ds = ds = open_data(data, "train", d["val_fraction"], d["split_seed"], d["limit"], skip)

@@ -94,9 +94,9 @@ def check_overrides(by_family: Mapping[str, Sequence[str]], preset: str, methods
             try:
                 cfg = load_config(family, (presets or {}).get(family, preset), [*extra, *items], where=where)
                 if family == "pretrain":  # as `gensis pretrain` checks it before reading an image (was: at the stage)
-                    from gensis.models.backbone import check_patch_multiple, patch_size_of
+                    from gensis.configs.whole import check_whole
 
-                    check_patch_multiple({"data.image_size": cfg["data"]["image_size"]}, patch_size_of(cfg["model"]))
+                    check_whole("pretrain", cfg)
             except UserError as e:
                 raise UserError(str(e) if "(in " in str(e) else f"{e} (in {where})") from None
 

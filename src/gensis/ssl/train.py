@@ -33,13 +33,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gensis.configs.whole import check_whole
 from gensis.data.batch_augment import BatchDINOAugmentation
 from gensis.data.loader import ImageBatches, check_training_batch
 from gensis.data.sources import open_data
 from gensis.data.transforms import MultiCropConfig
 from gensis.errors import UserError
 from gensis.models.backbone import (check_patch_multiple, fused_attention_for_training, model_patch_size,
-                                    patch_size_of, set_fused_attention)
+                                    set_fused_attention)
 from gensis.rundir import RunDir, save_tensors
 from gensis.ssl.gen import GenViews
 from gensis.ssl.methods import build_method
@@ -81,7 +82,7 @@ class PretrainTask(Task):
         o = cfg["optim"]
         self.cfg, self.rt, self.on_epoch_end = cfg, rt, on_epoch_end
         world, rank, seed = rt.dist.world, rt.dist.rank, rt.seed
-        check_patch_multiple(self._crop_sizes(cfg), patch_size_of(cfg["model"]))  # before reading any image
+        check_whole("pretrain", cfg)  # the rules combining keys, before reading any image (as --print-config)
         ds = open_data(data, "train", cfg["data"]["val_fraction"], cfg["data"]["split_seed"], cfg["data"]["limit"],
                        cfg["data"].get("skip_bad_images", False))
         check_training_batch(len(ds), o["batch_size"], world, cfg["data"].get("limit"))
@@ -127,7 +128,7 @@ class PretrainTask(Task):
         crops.n_local = self.spec.n_local
         crops.local_size = self.spec.local_size or crops.local_size
         vit = next((m for m in self.model.modules() if hasattr(m, "patch_embed")), None)
-        check_patch_multiple(self._crop_sizes(cfg, crops), model_patch_size(vit) if vit is not None else None)
+        check_patch_multiple(self._crop_sizes(crops), model_patch_size(vit) if vit is not None else None)
         self.aug = BatchDINOAugmentation(crops, seed * 1000 + rank, rt.device)
         self.mask_rng = random.Random(seed * 1000 + 99 + rank)  # the method's block masks
         self.overlap = Overlap(rt.overlap)  # a helper thread on a free CPU core, or inline
@@ -138,13 +139,10 @@ class PretrainTask(Task):
                       **self.method.schedules(self.epochs, self.niter)}
 
     @staticmethod
-    def _crop_sizes(cfg: dict, crops: MultiCropConfig | None = None) -> dict[str, int]:
-        """The crop sizes the backbone sees, by the config key that sets them (local ones only if used);
-        without ``crops`` (before the method is built) the global size only."""
-        if crops is not None:
-            sizes = {"data.image_size": crops.global_size}
-            return {**sizes, "aug.local_size": crops.local_size} if crops.n_local else sizes
-        return {"data.image_size": cfg["data"]["image_size"]}  # local crops: the method decides (checked later)
+    def _crop_sizes(crops: MultiCropConfig) -> dict[str, int]:
+        """The crop sizes the backbone sees, by the config key that sets them (local ones only if used)."""
+        sizes = {"data.image_size": crops.global_size}
+        return {**sizes, "aug.local_size": crops.local_size} if crops.n_local else sizes
 
     def start_message(self) -> str | None:
         """The bank's fidelity filter (how many entries it keeps): printed by ``fit`` unless ``--quiet``."""

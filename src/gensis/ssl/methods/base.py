@@ -247,6 +247,11 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = cfg
 
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        """The rules that combine this method's config keys, checked without building anything (a one-line
+        ``UserError``): the constructor and ``gensis.configs.whole.check_whole`` (``--print-config``) call it."""
+
     # -- what the loop needs -------------------------------------------------------------------------------
     def view_spec(self) -> ViewSpec:
         raise NotImplementedError

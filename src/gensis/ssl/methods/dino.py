@@ -57,8 +57,16 @@ class DINO(Method):
     target = "distillation"
     clip_mode = "per_param"
 
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        d = cfg["dino"]
+        if d["sk_queue"] and d["centering"] != "sinkhorn_knopp":
+            raise UserError(f"dino.sk_queue={d['sk_queue']} needs dino.centering=sinkhorn_knopp (the queue is "
+                            f"Sinkhorn-Knopp's; it is {d['centering']})")
+
     def __init__(self, cfg: dict):
         super().__init__(cfg)
+        self.check_config(cfg)
         d = cfg["dino"]
         size = cfg["data"]["image_size"]
 
@@ -71,9 +79,6 @@ class DINO(Method):
             return DINONet(bb, head)
 
         self.student, self.teacher = student_and_teacher(net, cfg["model"]["drop_path_rate"])
-        if d["sk_queue"] and d["centering"] != "sinkhorn_knopp":
-            raise UserError(f"dino.sk_queue={d['sk_queue']} needs dino.centering=sinkhorn_knopp (the queue is "
-                            f"Sinkhorn-Knopp's; it is {d['centering']})")
         self.dino_loss = DINOLoss(d["out_dim"], d["student_temp"], d["center_momentum"], d["centering"],
                                   d["sk_queue"])  # buffers: center (and the Sinkhorn-Knopp queue)
         self.koleo_loss = KoLeoLoss()

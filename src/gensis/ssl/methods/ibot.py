@@ -112,17 +112,27 @@ class IBOT(Method):
     target = "distillation"
     clip_mode = "per_param"  # iBOT's utils.clip_gradients
 
-    def __init__(self, cfg: dict):
-        super().__init__(cfg)
+    @staticmethod
+    def _pred_ratios(cfg: dict) -> tuple[list[float], list[float]]:
+        """``ibot.pred_ratio`` and one variance per ratio (``ibot.pred_ratio_var``), checked."""
         c = cfg["ibot"]
-        size = cfg["data"]["image_size"]
         ratios, variances = list(c["pred_ratio"]), list(c["pred_ratio_var"])
         if len(variances) == 1:
             variances *= len(ratios)
         if len(ratios) != len(variances) or any(r - v < 0 or r + v > 1 for r, v in zip(ratios, variances)):
             raise UserError(f"ibot.pred_ratio={ratios} and ibot.pred_ratio_var={list(c['pred_ratio_var'])}: need one "
                             "variance per ratio (or one for all) and 0 <= ratio - var, ratio + var <= 1")
-        self.pred_ratio, self.pred_ratio_var = ratios, variances
+        return ratios, variances
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        cls._pred_ratios(cfg)
+
+    def __init__(self, cfg: dict):
+        super().__init__(cfg)
+        c = cfg["ibot"]
+        size = cfg["data"]["image_size"]
+        self.pred_ratio, self.pred_ratio_var = self._pred_ratios(cfg)
 
         def net(drop_path: float) -> iBOTNet:
             bb = build_backbone({**cfg["model"], "drop_path_rate": drop_path}, size)
