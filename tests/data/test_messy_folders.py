@@ -343,3 +343,18 @@ def test_a_held_out_class_whose_train_folder_is_empty_says_so(tmp_path):
     with pytest.raises(UserError, match=r"class 'b' is not among the training classes \(a\); train/b/ holds no "
                                         r"image$"):
         open_data(f"{tmp_path / 'tv'}@val")
+
+
+def test_an_image_too_large_for_pil_says_to_downscale_it(tmp_path, monkeypatch):
+    """A photo above PIL's pixel limit (a gigapixel panorama, a scan) was 'cannot read image X:
+    DecompressionBombError: ... could be decompression bomb DOS attack', then 'fix or remove it'; the line now
+    says it is too large and to downscale it."""
+    from PIL import Image as PILImage
+
+    _images(tmp_path / "big" / "a")
+    Image.new("RGB", (40, 30)).save(tmp_path / "big" / "a" / "panorama.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 500)  # 1200 pixels: above twice the limit
+    with pytest.raises(UserError, match=r"panorama.png: too large to decode \(Image size \(1200 pixels\) exceeds "
+                                        r"limit of 1000 pixels, PIL's guard against decompression bombs\): "
+                                        r"downscale it"):
+        open_data(tmp_path / "big")

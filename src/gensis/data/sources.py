@@ -319,6 +319,10 @@ def decode_image(path: Path) -> np.ndarray:
             out = pil_to_rgb(ImageOps.exif_transpose(im), im.format)  # the transposed copy has no format
     except BadImageError:
         raise
+    except Image.DecompressionBombError as e:  # a real photo or scan that large is not corrupt: say what to do
+        raise BadImageError(path, f"too large to decode ({str(e).split(', could be')[0]}, PIL's guard against "
+                                  f"decompression bombs): downscale it, or tile it (gensis wsi tile) if it is a "
+                                  f"whole-slide image") from None
     except Exception as e:  # PIL raises many types for corrupt files
         raise BadImageError(path, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}") from None
     if out.shape[0] == 0 or out.shape[1] == 0:
