@@ -31,3 +31,35 @@ def test_a_folder_export_to_a_safetensors_name_is_one_line(encoder_run, vq_eldm_
     assert not any(tmp_path.iterdir())
     assert main(["export", str(encoder_run), "--to", "safetensors", str(tmp_path / "vit.safetensors")]) == 0
     assert (tmp_path / "vit.safetensors").is_file()
+
+
+def test_safetensors_into_a_folder_is_new_or_empty_as_timm(encoder_run, tmp_path, capsys):
+    """`gensis export RUN --to safetensors FOLDER` wrote FOLDER/model.safetensors into a folder of the user's that
+    held other files (`--help` says new or empty); now it is refused in one line as `--to timm` refuses it, and
+    the user's files stay as they were. A new or empty folder still gets FOLDER/model.safetensors."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(mine)]) == 2
+    assert capsys.readouterr().err == f"gensis: error: {mine} already exists; choose another output folder or remove it\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(empty)]) == 0
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(tmp_path / "new")]) == 0
+    assert [p.name for p in empty.iterdir()] == ["model.safetensors"] == [p.name for p in (tmp_path / "new").iterdir()]
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(empty)]) == 2  # a second export: refused
+
+
+def test_safetensors_to_another_file_suffix_is_one_line(encoder_run, tmp_path, capsys):
+    """`gensis export RUN --to safetensors x.bin` made a folder x.bin/ holding model.safetensors; now a name with
+    another file suffix is one line before anything is written (a folder name with a dot: end it with /)."""
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(tmp_path / "x.bin")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gensis: error: {tmp_path / 'x.bin'} names a .bin file, but --to safetensors writes a "
+                          f"safetensors file"), err
+    assert not any(tmp_path.iterdir())
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(tmp_path / "v1.2") + "/"]) == 0
+    assert (tmp_path / "v1.2" / "model.safetensors").is_file()
+    assert main(["export", str(encoder_run), "--to", "safetensors", str(tmp_path / "E.SafeTensors")]) == 0
+    assert (tmp_path / "E.SafeTensors").is_file()

@@ -25,7 +25,8 @@ def add_parser(sub) -> None:  # type: ignore[no-untyped-def]
     p.add_argument("run", help="run directory (pretrain run for timm/safetensors, E-LDM run for diffusers; "
                                "timm/safetensors on an E-LDM run export its conditioning encoder)")
     p.add_argument("--to", required=True, choices=["timm", "safetensors", "diffusers"], help="format")
-    p.add_argument("out", nargs="?", help="folder (or .safetensors file) to write: new, or an empty folder (a symbolic link: its target)")
+    p.add_argument("out", nargs="?", help="folder (or, for --to safetensors, a new *.safetensors file) to write: new, or an empty folder (a symbolic "
+                                           "link: its target)")
     p.add_argument("--out", dest="out_option", metavar="OUT", help="OUT given as an option, as other commands take it")
     p.add_argument("--which", default="teacher", choices=["teacher", "student"],
                    help="which backbone of a pretraining run (DINO evaluates the teacher; default: %(default)s)")

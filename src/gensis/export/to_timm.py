@@ -126,15 +126,24 @@ def export_timm(run: str | os.PathLike[str], out: str | os.PathLike[str], which:
 def export_state_dict(run: str | os.PathLike[str], out: str | os.PathLike[str], which: str = "teacher") -> Path:
     """The backbone's plain ``state_dict`` as one safetensors file; metadata ``timm_config`` holds config.json.
 
-    ``out`` may be a file name (``*.safetensors``) or a folder (then ``OUT/model.safetensors``).
+    ``out`` may be a new file name (``*.safetensors``) or a folder, new or empty as for ``--to timm`` (then
+    ``OUT/model.safetensors``, written with ``staged_folder``); another file suffix (``x.bin``: it made a folder
+    ``x.bin/``) is a ``UserError``, unless ``out`` is an existing folder or ends with ``/``.
     """
+    path = Path(out)
+    as_folder = str(out).endswith(("/", os.sep)) or path.is_dir()
+    if not as_folder and path.suffix and path.suffix.lower() != ".safetensors":
+        raise UserError(f"{out} names a {path.suffix} file, but --to safetensors writes a safetensors file: name it "
+                        f"*.safetensors, or name a folder for OUT/model.safetensors (a folder name with a dot: end "
+                        f"it with /)")
     src = find_encoder(run, which)
     tensors = load_tensors(src.weights)
-    path = Path(out)
-    if path.suffix != ".safetensors":
-        path = path / "model.safetensors"
+    metadata = {"format": "pt", "timm_config": json.dumps(timm_config(src, _num_features(tensors)))}
+    if as_folder or not path.suffix:  # a folder, as --to timm: new or empty, never one of the user's filled ones
+        with staged_folder(out) as tmp:
+            save_tensors(tmp / "model.safetensors", tensors, metadata)
+        return path / "model.safetensors"
     if path.exists() or path.is_symlink():  # e.g. a run's own teacher_backbone.safetensors: never replaced
         raise UserError(f"{path} already exists; choose another output file or remove it")
-    cfg = timm_config(src, _num_features(tensors))
-    save_tensors(path, tensors, {"format": "pt", "timm_config": json.dumps(cfg)})
+    save_tensors(path, tensors, metadata)
     return path
