@@ -173,3 +173,17 @@ def test_cache_sees_an_edited_image_under_a_relabelled_split(tmp_path):
     assert os.path.getsize(path) == size
     after = dataset_features(enc, test_ds, cache=cache)
     assert not np.allclose(before[0], after[0])
+
+
+def test_a_cache_that_cannot_be_written_is_said_once(tmp_path, capsys):
+    """`eval ... --cache DIR` with DIR on a read-only or full disk computed the features again on every run
+    without a word; the features are still returned, and one warning line says why nothing is kept."""
+    enc = load_encoder("pixels", image_size=8)
+    (tmp_path / "file").write_text("x")
+    cache = FeatureCache(tmp_path / "file" / "cache")  # under a file: every write fails (as on a read-only disk)
+    for seed in (1, 2):  # two feature sets, one warning
+        imgs = np.random.default_rng(seed).integers(0, 255, (6, 12, 12, 3), dtype=np.uint8)
+        f = dataset_features(enc, ArrayImageSet(imgs, name="toy"), FeatureSpec("cls"), batch_size=4, cache=cache)
+        assert len(f) == 6
+    err = [line for line in capsys.readouterr().err.splitlines() if "feature cache" in line]
+    assert len(err) == 1 and "cannot be written" in err[0] and str(tmp_path / "file" / "cache") in err[0], err

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -164,6 +165,7 @@ class FeatureCache:
 
     def __init__(self, root: str | os.PathLike | None):
         self.root = None if root is None else Path(root)
+        self.warned = False  # a cache that cannot be written is said once per cache, not once per feature set
 
     def _path(self, meta: dict) -> Path:
         digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:32]
@@ -199,8 +201,12 @@ class FeatureCache:
             remove_stale_temps(self.root)  # a killed evaluation's half-written file (ImageNet's: gigabytes)
             save_tensors(self._path(meta), {"features": torch.from_numpy(np.ascontiguousarray(features))},
                          metadata={"key": json.dumps(meta, sort_keys=True)})
-        except OSError:  # a read-only or full cache disk only costs the reuse
-            pass
+        except OSError as e:  # a read-only or full cache disk only costs the reuse: said once, not fatal
+            if not self.warned:
+                self.warned = True
+                print(f"gensis: warning: the feature cache {self.root} cannot be written ({e.strerror or e}): "
+                      f"features are not kept for the next run (--cache DIR elsewhere, or --cache none)",
+                      file=sys.stderr)
 
 
 def data_key(ds) -> dict:
