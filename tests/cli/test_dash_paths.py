@@ -26,3 +26,22 @@ def test_a_positional_path_starting_with_a_dash_is_read_as_a_path():
     assert written == ["wsi", "tile", "./-scan.svs", "--out=-w/tiles", "--mag", "20", "--quiet"]
     args, extra = build_parser().parse_known_args(written)
     assert args.slides == ["./-scan.svs"] and args.out == "-w/tiles" and not extra
+
+
+def test_a_tilde_after_an_equals_sign_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    """`--json=~/knn.json` (the shell expands ~ only at a word's start) wrote ./~/knn.json, a folder named '~' in the
+    working folder, while its checks looked at the home folder; now ~ is the home folder, as in `--json ~/knn.json`."""
+    import numpy as np
+
+    from gensis.cli.main import main
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 255, (20, 8, 8, 3), dtype=np.uint8), labels=np.arange(20) % 2)
+    assert main(["eval", "knn", "--encoder", "pixels", "--train", str(tmp_path / "d.npz"), "--k", "1", "--quiet",
+                 "--cache", "none", "--json=~/knn.json"]) == 0, capsys.readouterr().err
+    assert (home / "knn.json").is_file() and not (work / "~").exists()

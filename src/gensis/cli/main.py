@@ -188,6 +188,9 @@ def _main(argv: list[str] | None) -> int:
     if args.verb is None:
         parser.print_help()
         return 2
+    for name, value in vars(args).items():  # `--json=~/r.json`: the shell leaves ~ after '=' as it is
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(args, name, os.path.expanduser(value))  # (was a folder named '~' in the working folder)
     from gensis.progress import bars_off
     from gensis.rundir import releasing_locks
 
