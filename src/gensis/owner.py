@@ -41,7 +41,9 @@ def host_tag(host: str) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs on this host (one we may not signal counts as running)."""
+    """Whether ``pid`` runs on this host (one we may not signal counts as running). A zombie (a process that
+    ended and was not yet reaped, as an orphan stays where the container's init reaps none: a tiling worker of a
+    killed ``wsi tile``) is not running: its temporary files were kept for ever, left after the rerun."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,7 +52,10 @@ def pid_alive(pid: int) -> bool:
         return True
     except (OSError, OverflowError):
         return False
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): os.kill said it exists
 
 
 def die_with_parent(parent: int | None = None) -> None:

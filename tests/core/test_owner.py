@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -86,3 +87,25 @@ def test_a_long_final_name_gets_a_temporary_name_that_fits(tmp_path):
     assert len(os.fsencode(name)) <= 255 and is_temp_name(name) and name.startswith(".gensis-tmp-sss")
     atomic_write_text(final, "x")
     assert [p.name for p in tmp_path.iterdir()] == [final.name] and final.read_text() == "x"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_a_zombie_writer_is_gone_and_its_temporary_file_removed(tmp_path):
+    """A writer that ended but was not reaped (an orphaned tiling worker where the container's init reaps none)
+    still answered os.kill(pid, 0): its temporary file was kept as a live process's, left after the rerun."""
+    pid = os.fork()
+    if pid == 0:  # the child ends at once; not waited for yet: a zombie
+        os._exit(0)
+    try:
+        for _ in range(200):
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        left = tmp_path / f".gensis-tmp-s1.png.{pid}@{host_tag(owner.THIS_HOST)}-0123abcd.tmp"
+        left.write_bytes(b"half")
+        assert not owner.pid_alive(pid) and Writer(pid, owner.THIS_HOST).state() == "gone"
+        assert remove_stale_temps(tmp_path) == [left] and not left.exists()
+        assert owner.pid_alive(os.getpid())
+    finally:
+        os.waitpid(pid, 0)
