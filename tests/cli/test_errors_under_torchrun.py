@@ -87,6 +87,7 @@ def test_an_error_every_rank_meets_is_one_line(name, npz, tmp_path):
 @pytest.mark.parametrize("argv", [["eval", "knn", "--encoder", "pixels"], ["mil", "train", "--feats", "F", "--labels", "L", "--out", "O"], ["demo"],
                                   ["bank", "verify", "B"]])
 def test_a_command_torchrun_does_not_split_is_refused_once(argv, rank, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("gensis.cli.main.QUIET_RANK_GRACE_S", 0.0)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", rank)
     monkeypatch.chdir(tmp_path)  # should one run, its files go there
@@ -109,3 +110,37 @@ def test_the_commands_torchrun_splits_are_not_refused(rank, monkeypatch, capsys,
         out, err = capsys.readouterr()
         assert "runs as one process" not in err
         assert ("seed:" in out) == (rank == "0"), out[:200]
+
+
+SLOW_RANK_0 = """
+import argparse, os, sys, time
+from unittest import mock
+from gensis.cli.main import main
+from gensis.errors import UserError
+
+
+def work(args):
+    if os.environ["RANK"] == "0":
+        time.sleep(2.0)  # rank 0 reaches the verdict last
+    e = UserError("a verdict every rank reaches")
+    e.all_ranks = True
+    raise e
+
+
+ns = argparse.Namespace(verb="x", func=work, several_processes=True)
+with mock.patch("argparse.ArgumentParser.parse_known_args", return_value=(ns, [])):
+    sys.exit(main([]))
+"""
+
+
+def test_a_verdict_rank_0_reaches_last_is_still_printed(tmp_path):
+    """Rank 1, silent on an error rank 0 prints, exited at once: torchrun then ended rank 0 before it printed
+    the line, and the job failed without one (seen with a bad config value under load)."""
+    script = tmp_path / "job.py"
+    script.write_text(SLOW_RANK_0)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+           f"--master_port={_port()}", str(script)]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert out.count("gensis: error: a verdict every rank reaches") == 1, out[-3000:]

@@ -17,6 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a h
 # spinning vs 1.31 s passive with other processes running); must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# a rank other than 0 that stops on an error rank 0 prints (``UserError.all_ranks``) waits this long before it
+# exits: torchrun ends every other process as soon as one exits, and rank 0, a little slower, was ended before it
+# had printed the line (a bad config value or a command torchrun does not split: no line at all)
+QUIET_RANK_GRACE_S = 5.0
+
 # verb -> module; the order is the order of `gensis --help`
 VERBS = {
     "pretrain": "gensis.cli.pretrain",
@@ -225,6 +230,10 @@ def _main(argv: list[str] | None) -> int:
 
         if prints_error(e):  # a verdict all ranks of a torchrun job share is printed once, by rank 0
             print(f"gensis: error: {_error_line(e)}", file=sys.stderr)
+        else:  # rank 0 prints it; torchrun ends this process once rank 0 has exited
+            import time
+
+            time.sleep(QUIET_RANK_GRACE_S)
         return 2
     except KeyboardInterrupt:
         from gensis.errors import INTERRUPTED
