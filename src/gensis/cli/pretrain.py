@@ -45,13 +45,29 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run, several_processes=True)  # torchrun splits its work
 
 
+def _check_method_sections(overrides: list[str], method: str) -> None:
+    """A ``key=value`` under another method's section (``ibot.*`` with dino) would change nothing, since each
+    method reads its own section only: one line, as every rank reaches it (a preset may set every section)."""
+    from gensis.errors import UserError
+
+    for item in overrides:
+        section = item.split("=", 1)[0].strip().split(".", 1)[0]
+        if section in METHODS and section != method:
+            err = UserError(f"{item}: the method is {method}, which reads no {section}.* key (each method reads its "
+                            f"own section, {method}.*): drop it, or give --method {section}")
+            err.all_ranks = True
+            raise err
+
+
 def run(args) -> int:
     from gensis.api import pretrain, pretrain_config
 
     kw = {"preset": args.preset, "overrides": args.overrides, "method": args.method, "interp": args.interp,
           "bank": args.bank}
+    cfg = pretrain_config(**kw)
+    _check_method_sections(args.overrides, cfg.method)
     if args.print_config:
-        return print_config("pretrain", pretrain_config(**kw))
+        return print_config("pretrain", cfg)
     if args.quiet:  # also the bars of anything the run calls (e.g. a k-NN monitor's feature extraction)
         import os
 
