@@ -58,7 +58,8 @@ def dotted_keys(cfg: dict, prefix: str = "") -> list[str]:
 
 def _unknown_key(key: str, valid: Iterable[str]) -> UserError:
     valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    close = [k for k in valid if k.lower() == key.lower()]  # keys are lower case: "optim.LR" is optim.lr
+    close = close or difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     if not close:  # a typo in the last part only ("optim.epoks")
         tail = key.rsplit(".", 1)[-1]
         close = [k for k in valid if difflib.get_close_matches(tail, [k.rsplit(".", 1)[-1]], cutoff=0.7)]
@@ -79,6 +80,13 @@ def merge(base: dict, delta: dict, where: str = "", _prefix: str = "", _valid: l
             raise UserError(f"{_unknown_key(full, valid)}{' (in ' + where + ')' if where else ''}")
         if isinstance(out[k], dict) and isinstance(v, dict):
             out[k] = merge(out[k], v, where, full + ".", valid)
+        elif out[k] is not None and isinstance(v, dict) and v:  # optim.lr.x=1: was "optim.lr={'x': 1}: must be ..."
+            sub, inner = full, v
+            while isinstance(inner, dict) and inner:
+                k2, inner = next(iter(inner.items()))
+                sub = f"{sub}.{k2}"
+            raise UserError(f"unknown config key '{sub}': '{full}' is a value, not a section"
+                            f"{' (in ' + where + ')' if where else ''}")
         elif isinstance(out[k], dict) and v is not None:
             raise UserError(f"config key '{full}' is a section, not a value")
         else:
@@ -143,6 +151,22 @@ def _preset_text(name: str, family: str) -> str:
         raise UserError(f"unknown preset '{name}'{hint}") from None
 
 
+# a number in scientific notation without YAML 1.1's dot and exponent sign: 1e-3, 5E4, .5e-3, 2.e3
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _exponents(value: Any) -> Any:
+    """``value`` with YAML 1.1's strings "1e-3" read as numbers, in lists and mappings too (only such numbers:
+    "inf", "nan", "1_0" stay strings, e.g. for model.arch)."""
+    if isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_exponents(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exponents(v) for k, v in value.items()}
+    return value
+
+
 def parse_overrides(items: Iterable[str]) -> dict:
     """``["optim.epochs=3", "data.image_size=32"]`` -> nested dict."""
     delta: dict = {}
@@ -150,15 +174,13 @@ def parse_overrides(items: Iterable[str]) -> dict:
         if "=" not in item:
             raise UserError(f"override '{item}' must look like key=value (e.g. optim.epochs=3)")
         key, raw = item.split("=", 1)
+        if not key.strip():
+            raise UserError(f"override '{item}' has no key before '=' (e.g. optim.epochs=3)")
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = _exponents(value)
         node = delta
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -25,3 +25,22 @@ def test_another_methods_key_is_refused(argv, section, method, tmp_path, capsys)
     assert f"the method is {method}, which reads no {section}.* key" in line and f"--method {section}" in line, line
     assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", "smoke", "--method", section,
                  *[a for a in argv if "=" in a and not a.startswith("method=")], "--print-config"]) == 0
+
+
+@pytest.mark.parametrize("override,words", [
+    ("optim.lr.x=1", "unknown config key 'optim.lr.x': 'optim.lr' is a value, not a section"),  # was optim.lr={'x': 1}
+    ("=3", "override '=3' has no key before '='"),  # was: unknown config key ''
+    ("optim.LR=1", "did you mean 'optim.lr'?"),  # was: did you mean 'optim'?
+    ("model.arch=inf", "unknown backbone 'inf'"),  # was "model.arch=inf: must be a string" (read as a float)
+])
+def test_misleading_override_lines(override, words, tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", "smoke", override, "--print-config"]) == 2
+    assert words in _err(capsys)
+
+
+def test_numbers_in_scientific_notation_and_strings_that_look_like_numbers():
+    from gensis.config import parse_overrides
+
+    got = parse_overrides(["a=1e-3", "b=5E4", "c=.5e-3", "d=-2.e3", "e=inf", "f=nan", "g=x=y", "h=[a, 1e-2]", "i=~"])
+    assert got == {"a": 1e-3, "b": 5e4, "c": 5e-4, "d": -2e3, "e": "inf", "f": "nan", "g": "x=y",
+                   "h": ["a", 0.01], "i": None}

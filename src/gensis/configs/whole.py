@@ -13,11 +13,12 @@ STAGES = ("pretrain", "eldm", "eldm-ae")
 def check_whole(stage: str, cfg: dict[str, Any]) -> None:
     """A one-line ``UserError`` when the resolved config ``cfg`` of ``stage`` (``pretrain``, ``eldm`` for
     ``eldm train``, ``eldm-ae`` for ``eldm train-ae``; others have no such rules) breaks a rule that combines
-    keys, e.g. ``data.image_size`` not a multiple of the patch size, ``cond.tokens`` > 1 with ``cond.mode=time``."""
+    keys, e.g. ``model.arch`` not a timm model, ``data.image_size`` not a multiple of the patch size, ``cond.tokens`` > 1 with ``cond.mode=time``."""
     if stage == "pretrain":
-        from gensis.models.backbone import check_patch_multiple, patch_size_of
+        from gensis.models.backbone import check_arch, check_patch_multiple, patch_size_of
         from gensis.ssl.methods import method_class
 
+        check_arch(cfg["model"]["arch"])
         # local crops: their size depends on the method, checked when it is built
         check_patch_multiple({"data.image_size": cfg["data"]["image_size"]}, patch_size_of(cfg["model"]))
         method_class(cfg["method"]).check_config(cfg)

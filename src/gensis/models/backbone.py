@@ -58,12 +58,17 @@ class ConvStemPatchEmbed(PatchEmbed):
         return super().forward(self.stem(x))  # (B, 3, H, W) -> (B, C, H, W) -> timm's patchify
 
 
-def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
-    """Create a randomly initialised timm ViT whose ``forward`` returns the CLS embedding (B, D)."""
-    arch = model_cfg["arch"]
+def check_arch(arch: str) -> str:
+    """``model.arch`` must name a timm model: a one-line ``UserError`` with a few close names otherwise."""
     if not timm.is_model(arch):
         close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
         raise UserError(f"unknown backbone '{arch}' (timm has e.g. {', '.join(close) or 'vit_small_patch16_224'})")
+    return arch
+
+
+def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
+    """Create a randomly initialised timm ViT whose ``forward`` returns the CLS embedding (B, D)."""
+    arch = check_arch(model_cfg["arch"])
     kwargs = {k: model_cfg[k] for k in _OVERRIDES if model_cfg.get(k) is not None}
     if model_cfg.get("conv_stem"):
         kwargs["embed_layer"] = partial(ConvStemPatchEmbed, channels=tuple(int(c) for c in model_cfg["conv_stem"]))
