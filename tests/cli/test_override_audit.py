@@ -44,3 +44,15 @@ def test_numbers_in_scientific_notation_and_strings_that_look_like_numbers():
     got = parse_overrides(["a=1e-3", "b=5E4", "c=.5e-3", "d=-2.e3", "e=inf", "f=nan", "g=x=y", "h=[a, 1e-2]", "i=~"])
     assert got == {"a": 1e-3, "b": 5e4, "c": 5e-4, "d": -2e3, "e": "inf", "f": "nan", "g": "x=y",
                    "h": ["a", 0.01], "i": None}
+
+
+def test_config_option_points_to_preset_file(tmp_path, capsys):
+    """`gensis pretrain --config my.yaml` answered "did you mean --print-config?"; a config file is --preset FILE."""
+    (tmp_path / "my.yaml").write_text("optim:\n  epochs: 2\n")
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--out", str(tmp_path / "o"), "--config", str(tmp_path / "my.yaml"), "--print-config"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--preset FILE.yaml" in err and "did you mean --print-config" not in err, err
+    assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", str(tmp_path / "my.yaml"), "--print-config"]) == 0
+    assert "epochs: 2" in capsys.readouterr().out

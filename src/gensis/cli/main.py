@@ -144,6 +144,8 @@ def _did_you_mean(parser: argparse.ArgumentParser, extra: list[str]) -> str:
 
     known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
     for e in extra:
+        if e.split("=", 1)[0] in ("--config", "--config-file", "--cfg") and "--preset" in known:  # was: --print-config?
+            return " (a YAML config file is given as --preset FILE.yaml: its keys override base.yaml's)"
         if e.startswith("--"):
             close = difflib.get_close_matches(e.split("=", 1)[0], known, n=1)
             if close:
