@@ -229,6 +229,10 @@ def _split_per_method(family: str, data: dict, where: str) -> tuple[dict, dict]:
             raise UserError(f"{PER_METHOD}.{name} in {where} must be a mapping of config keys")
         if delta and ("method" in delta or PER_METHOD in delta):
             raise UserError(f"{PER_METHOD}.{name} in {where} cannot set '{'method' if 'method' in delta else PER_METHOD}'")
+        other = next((k for k in (delta or {}) if k in names and k != name), None)
+        if other is not None:  # per_method.ibot.dino.*: applied only with ibot, which reads no dino.* key
+            raise UserError(f"{PER_METHOD}.{name}.{other} in {where} would change nothing: {name} reads no {other}.* "
+                            f"key (set it under {PER_METHOD}.{other})")
     return data, {k: v or {} for k, v in section.items()}
 
 

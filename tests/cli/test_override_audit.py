@@ -56,3 +56,14 @@ def test_config_option_points_to_preset_file(tmp_path, capsys):
     assert "--preset FILE.yaml" in err and "did you mean --print-config" not in err, err
     assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", str(tmp_path / "my.yaml"), "--print-config"]) == 0
     assert "epochs: 2" in capsys.readouterr().out
+
+
+def test_per_method_section_of_another_method_is_refused(tmp_path, capsys):
+    """A preset's per_method.ibot.dino.out_dim (applied only with ibot, which reads no dino.*) was silently unused."""
+    preset = tmp_path / "p.yaml"
+    preset.write_text("per_method:\n  ibot:\n    dino:\n      out_dim: 3\n")
+    assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", str(preset), "--print-config"]) == 2
+    assert "per_method.ibot.dino" in _err(capsys)
+    preset.write_text("per_method:\n  ibot:\n    ibot:\n      out_dim: 3\n")
+    assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", str(preset), "--method", "ibot",
+                 "--print-config"]) == 0
