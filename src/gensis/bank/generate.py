@@ -41,7 +41,7 @@ from gensis.bank.plan import Layout, ShardPlan, plan_shard
 from gensis.bank.scores import SCORE_DIR, SCORES_INFO, cosine_scores, has_scores, score_name, write_scores
 from gensis.config import dump
 from gensis.data.loader import _root
-from gensis.data.sources import ArrayImageSet, DataSpec, ImageSet, SubsetImageSet, open_data
+from gensis.data.sources import ArrayImageSet, DataSpec, ImageSet, SubsetImageSet, content_change, open_data
 from gensis.device import apply_thread_share, pick_device
 from gensis.distributed import all_reduce_sum, barrier, broadcast_object, init_distributed
 from gensis.eldm.generator import INTERPOLATIONS, EmbeddingConditionedGenerator
@@ -483,6 +483,10 @@ def _prepare(out: Path, header: dict, cfg: dict, groups: np.ndarray | None, layo
             diff = header_diff(old, header)
             raise UserError(f"{out} holds a bank made with other settings ({'; '.join(diff[:4])}"
                             f"{'; ...' if len(diff) > 4 else ''}): use another --out or the same settings")
+        changed = content_change(old["sources"].get("data_content"), header["sources"].get("data_content") or {})
+        if changed is not None:
+            raise UserError(f"{out} holds a bank begun from other images than --data {header['sources']['data']} "
+                            f"holds now ({changed}): use another --out, or restore the images")
         header = {**old, "status": old.get("status", "running")}
     elif out.exists() and any(not is_temp_name(p.name, {HEADER}.__contains__) and p.name != LOCK_NAME
                               for p in out.iterdir()):  # (a kill can leave the temporary file of bank.json)
@@ -570,6 +574,7 @@ def generate_bank(cfg: dict, data: str, out: str | Path, eldm: str | None = None
         sources = {"data": data, "split": DataSpec.parse(data).split or "train",
                    "val_fraction": d["val_fraction"], "split_seed": d["split_seed"], "limit": d["limit"],
                    "dataset_name": getattr(ds, "name", None), "data_identity": ds.identity, "num_images": len(ds),
+                   "data_content": ds.content,  # not in the identity: checked apart (content_change)
                    "encoder_identity": _encoder_identity(generator),
                    "eldm_identity": str(generator.identity), "eldm": None if eldm is None else str(eldm),
                    "generator": generator_spec or ("gensis.eldm:load_generator" if eldm

@@ -142,6 +142,12 @@ class BankReader:
                 f"identity {src['data_identity']}), but training uses '{getattr(ds, 'name', '?')}' ({len(ds)} images, "
                 f"identity {ds.identity}): train on the bank's images ({self._data_options()}), or generate the bank "
                 f"from the same --data with the same data.limit, val_fraction and split_seed")
+        from gensis.data.sources import content_change
+
+        changed = content_change(src.get("data_content"), ds.content)
+        if changed is not None:
+            raise UserError(f"bank {self.path} was generated from other images than '{getattr(ds, 'name', '?')}' "
+                            f"holds now ({changed}): generate the bank again from these images, or restore them")
         self.check_complete()
 
     def _data_options(self) -> str:

@@ -104,6 +104,14 @@ class ImageSet:
         return self.identity
 
     @property
+    def content(self) -> dict[str, str]:
+        """Hashes of the image files' bytes where ``identity`` hashes only names, sizes and labels (folders):
+        ``sample`` (always: a fixed sample of ``CONTENT_SAMPLE`` files) and ``all`` (every file, where gensis read
+        every file anyway: folders decoded first). Empty for sets whose identity already covers their bytes.
+        Compared by ``content_change``; see docs/bank.md, "Which data a bank belongs to"."""
+        return {}
+
+    @property
     def num_classes(self) -> int:
         if self.labels is None:
             return 0
@@ -178,6 +186,7 @@ class FolderImageSet(ImageSet):
                  name: str = "folder"):
         self.paths, self.labels, self.classes, self.name, self.groups = paths, labels, classes, name, None
         self._identity: str | None = None
+        self._content: dict[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -206,6 +215,25 @@ class FolderImageSet(ImageSet):
         for p, lab in zip(self.paths, self.labels if self.labels is not None else [None] * len(self.paths)):
             h.update(f"{os.path.relpath(p, root) if root else p.name}|{lab}\n".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
+
+    @property
+    def content(self) -> dict[str, str]:
+        if self._content is None:
+            n = len(self.paths)
+            known = self.digests if self.digests is not None and len(self.digests) == n else None
+
+            def digest(i: int) -> str:
+                d = known[i] if known is not None else None
+                return d if d is not None else file_digest(self.paths[i])
+
+            def joined(idx: Sequence[int] | np.ndarray | range) -> str:
+                return hashlib.sha256("".join(f"{digest(int(i))}\n" for i in idx).encode()).hexdigest()[:16]
+
+            pick = np.unique(np.linspace(0, max(n - 1, 0), min(n, CONTENT_SAMPLE)).round().astype(np.int64))
+            self._content = {"sample": joined(pick)}
+            if known is not None:
+                self._content["all"] = joined(range(n))
+        return self._content
 
 
 class SubsetImageSet(ImageSet):
@@ -237,8 +265,56 @@ class SubsetImageSet(ImageSet):
     def layout(self) -> str:
         return _derived_key(self.parent.layout, self.indices)  # == identity when the parent's layout is its identity
 
+    @property
+    def content(self) -> dict[str, str]:
+        return {k: _derived_key(v, self.indices) for k, v in self.parent.content.items()}
+
 
 FULL_DECODE_LIMIT = 20_000  # folders up to this many images are decoded completely before any work starts
+CONTENT_SAMPLE = 64  # files whose bytes enter a large folder's content hash (``ImageSet.content``)
+
+
+def file_digest(path: Path) -> str:
+    """A hash of the bytes of ``path`` (``"unreadable"`` when it cannot be read)."""
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        return "unreadable"
+
+
+def content_change(recorded: dict[str, str] | None, now: dict[str, str]) -> str | None:
+    """What differs between the file bytes ``recorded`` (an earlier ``ImageSet.content``) and ``now`` (the data's
+    today), in words; None when they agree or nothing can be compared (an older record without it, a set without
+    ``content``). Every file's hashes are compared where both sides have them, else the sample's."""
+    if not recorded or not isinstance(recorded, dict):
+        return None
+    for key, what in (("all", "every file"), ("sample", f"a fixed sample of {CONTENT_SAMPLE} files")):
+        if key in recorded and key in now:
+            return None if recorded[key] == now[key] else \
+                f"the same file names and sizes, but other bytes ({what} compared): images edited in place?"
+    return None
+
+
+def cache_key(ds: ImageSet) -> dict[str, Any]:
+    """The key of anything gensis computes from ``ds``'s images and keeps to reuse (feature and latent caches, the
+    demo's scores): identity, size, content hashes, plus each file's modification time for folder-backed sets (the
+    folder under any subsets and relabellings). The times only make a cache miss (after an edit a sample does not
+    see, or a copy with new times), never a refusal: a miss costs a recompute."""
+    from gensis.data.loader import _root
+
+    key: dict[str, Any] = {"identity": ds.identity, "size": len(ds)}
+    if ds.content:
+        key["content"] = ds.content
+    paths = getattr(_root(ds), "paths", None)
+    if paths is not None:
+        h = hashlib.sha256()
+        for p in paths:
+            try:
+                h.update(f"{p}|{os.stat(p).st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # a Latin-1 name too
+            except OSError:
+                h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
+        key["files"] = h.hexdigest()[:16]
+    return key
 SKIP_HINT = ("fix or remove it, or skip unreadable images: data.skip_bad_images=true (pretrain, eldm, bank), "
              "--skip-bad-images (eval knn, linear, robustness), gensis.open_data(..., skip_bad_images=True)")
 
@@ -365,10 +441,8 @@ def check_images(paths: list[Path], where: str, skip: bool, full: bool | None = 
                 decode_image(p)
             except BadImageError as e:
                 return e.why, None
-            try:  # the bytes just read, from the page cache
-                return None, hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
-            except OSError:
-                return None, None
+            d = file_digest(p)  # the bytes just read, from the page cache
+            return None, None if d == "unreadable" else d
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             results = list(pool.map(ok, paths, chunksize=64))
@@ -755,7 +829,7 @@ def _load_folder(folder: Path, classes: list[str] | None = None, name: str | Non
     if len(keep) < len(out.paths):
         out.paths = [out.paths[i] for i in keep]
         out.labels = None if out.labels is None else out.labels[np.asarray(keep, np.int64)]
-        out._identity = None
+        out._identity, out._content = None, None
         if not out.paths:
             raise UserError(f"no readable images in folder {folder}")
     out.digests = [digests[i] for i in keep] if digests else None
@@ -995,6 +1069,8 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
                     out = FolderImageSet(tr_set.paths + va_set.paths, labels,
                                          tr_set.classes if labels is not None else None, path.name)
                     out.skip_bad = skip_bad_images
+                    if tr_set.digests is not None and va_set.digests is not None:
+                        out.digests = tr_set.digests + va_set.digests
                 return apply_limit(out, limit, seed)
             full = _load_folder(path, skip_bad=skip_bad_images)
         elif path.suffix.lower() == ".npz":  # DATA.NPZ from a case-insensitive file system too
@@ -1095,6 +1171,10 @@ class RelabelledImageSet(ImageSet):
     @property
     def layout(self) -> str:
         return _derived_key(self.parent.layout, self._labels)  # == identity when the parent's layout is its identity
+
+    @property
+    def content(self) -> dict[str, str]:
+        return self.parent.content  # the same files: labels are not bytes
 
 
 def _class_numbers(names: list[str]) -> list[int] | None:

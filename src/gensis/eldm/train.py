@@ -28,7 +28,7 @@ from torch import nn
 
 from gensis.configs.whole import check_whole
 from gensis.data.loader import ImageBatches, check_training_batch, epoch_indices
-from gensis.data.sources import ImageSet, open_data
+from gensis.data.sources import ImageSet, cache_key, open_data
 from gensis.device import autocast
 from gensis.distributed import barrier
 from gensis.eldm.autoencoder import AE_CONFIG, AE_WEIGHTS, PixelSpace, load_autoencoder, to_model_space, to_uint8
@@ -123,7 +123,7 @@ def cached_embeddings(folder: Path, encoder, ds: ImageSet, device, batch_size: i
     from gensis.eval.features import extract_features
 
     # view: non-square images are centre-cropped, not stretched (since 2026-12; older caches are recomputed)
-    key = {"encoder": encoder.identity, "data": ds.identity, "view": "crop"}
+    key = {"encoder": encoder.identity, "data": cache_key(ds), "view": "crop"}
 
     def compute():
         return {"embeddings": torch.from_numpy(extract_features(encoder, ds, batch_size, device, f"embed {tag}"))}
@@ -135,7 +135,7 @@ def cached_embeddings(folder: Path, encoder, ds: ImageSet, device, batch_size: i
 def cached_latents(folder: Path, ae, ds: ImageSet, size: int, device, batch_size: int, flip: bool,
                    bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Latents (N, C, S/f, S/f) of ``ds`` (and of its mirrored images), cached with the autoencoder's hash."""
-    key = {"autoencoder": ae.identity, "data": ds.identity, "size": size, "flip": flip}
+    key = {"autoencoder": ae.identity, "data": cache_key(ds), "size": size, "flip": flip}
 
     def compute():
         lat, lat_f = [], []

@@ -37,6 +37,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from gensis.data.sources import cache_key
+
 KINDS = ("cls", "gem", "cls_gem", "patch")
 RESIZES = ("crop", "square", "max", "none")
 MULTISCALE = (1.0, 2 ** -0.5, 0.5)  # DINO's three scales
@@ -209,24 +211,6 @@ class FeatureCache:
                       file=sys.stderr)
 
 
-def data_key(ds) -> dict:
-    """Identity of a dataset for caching: its content hash, plus file times for folder-backed sets (the folder
-    under any subsets and relabellings: a test split relabelled to the training classes is such a set)."""
-    from gensis.data.loader import _root
-
-    key = {"identity": ds.identity, "size": len(ds)}
-    paths = getattr(_root(ds), "paths", None)
-    if paths is not None:
-        h = hashlib.sha256()
-        for p in paths:
-            try:
-                h.update(f"{p}|{os.stat(p).st_mtime_ns}\n".encode("utf-8", "surrogateescape"))  # a Latin-1 name too
-            except OSError:
-                h.update(f"{p}|missing\n".encode("utf-8", "surrogateescape"))
-        key["files"] = h.hexdigest()[:16]
-    return key
-
-
 def _images(ds, indices: Sequence[int], workers: int = 4) -> Iterator[np.ndarray]:
     """The H×W×3 uint8 images of ``ds`` at ``indices``, read ahead by a few threads (PIL decodes off the GIL). An
     unreadable image (a folder of more than ``FULL_DECODE_LIMIT`` images is decoded as it is read) is one
@@ -269,7 +253,7 @@ def dataset_features(encoder, ds, spec: FeatureSpec = FeatureSpec(), batch_size:
 
     if spec.kind == "patch":
         raise UserError("dataset_features gives one vector per image; use encode() for patch tokens")
-    meta = {"encoder": encoder.identity, "data": data_key(ds), "spec": spec.key(encoder), "v": 1}
+    meta = {"encoder": encoder.identity, "data": cache_key(ds), "spec": spec.key(encoder), "v": 1}
     if cache is not None:
         hit = cache.get(meta)
         if hit is not None and len(hit) == len(ds):

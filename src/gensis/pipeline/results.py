@@ -62,7 +62,7 @@ def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str
     A cached row is reused only when its identity (encoder weights, train and test images, probe epochs) is the
     same, so a retrained run is always re-evaluated.
     """
-    from gensis.data.sources import open_data
+    from gensis.data.sources import cache_key, open_data
     from gensis.device import pick_device
     from gensis.errors import UserError
     from gensis.eval.features import extract_features
@@ -94,7 +94,8 @@ def evaluate(out: Path, data: str, preset: str, linear: bool, methods: tuple[str
         specs = [sp for sp in specs if sp[0] in only]
     for name, spec, label in specs:
         enc = load_encoder(spec, image_size=size, like=str(first) if name == "random" and cfg else None)
-        ident = f"{enc.identity}|{train_ds.identity}|{test_ds.identity}|{linear and LINEAR_EPOCHS[preset]}"
+        ident = (f"{enc.identity}|{json.dumps(cache_key(train_ds), sort_keys=True)}|"
+                 f"{json.dumps(cache_key(test_ds), sort_keys=True)}|{linear and LINEAR_EPOCHS[preset]}")
         if cache.get(name, {}).get("identity") == ident:
             rows[name] = cache[name]
             continue
