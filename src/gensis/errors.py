@@ -14,6 +14,13 @@ WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 INTERRUPTED = "gensis: interrupted"  # how the line of a command stopped by Ctrl-C begins (exit status 130)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached a ``gensis`` command (a scheduler's time limit, ``kill``, ``timeout``): raised by the CLI's
+    handler (``gensis.cli.main``) so that it stops as a Ctrl-C does (the same clean-up, the same "continue with"
+    line) with the status a shell reports for SIGTERM, 143. A ``KeyboardInterrupt``, so every place that already
+    stops cleanly on Ctrl-C (DataLoader workers, the demo's side lane, the tiler) does so on SIGTERM too."""
+
+
 class UserError(Exception):
     """A mistake in the user's input (path, data, config key): reported as one line, exit status 2.
 

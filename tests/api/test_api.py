@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,7 +178,9 @@ def test_a_stage_call_interrupted_or_failed_frees_its_folder(images_npz, tmp_pat
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         gensis.pretrain(images_npz, run, preset="smoke", overrides={"optim.batch_size": 16})
-    assert (run / "manifest.json").exists() and not (run / LOCK_NAME).exists() and not held_locks()
+    # this call's folder only: the lanes tests (tests/cli) lock theirs in this process and leave them to it
+    assert (run / "manifest.json").exists() and not (run / LOCK_NAME).exists()
+    assert not [p for p in held_locks() if Path(p).resolve() == run.resolve()]
 
     from gensis.rundir import releasing_locks
 

@@ -481,3 +481,47 @@ sys.exit(main({argv!r}))
             break
         time.sleep(0.1)
     assert not left, left
+
+
+def test_sigterm_to_the_process_group_stops_like_ctrl_c_143_and_resumes(tmp_path):
+    """SIGTERM to the whole process group (a scheduler's time limit: SLURM signals every process of the job step;
+    also `kill`, `timeout`) during `pretrain` with DataLoader workers: the process died at once, with no line and
+    its folder's lock left behind. Now it stops as a Ctrl-C does: one line naming SIGTERM and how to continue, exit
+    143, no temporary file, lock released, no worker left; `--resume` then finishes the run."""
+    data = _folder(tmp_path / "f")
+    run = tmp_path / "run"
+    argv = ["pretrain", "--data", f"{data}@all", "--out", str(run), *TINY_PRETRAIN, "optim.epochs=30",
+            "data.num_workers=2"]
+    env = {**os.environ, "GENSIS_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("TORCHELASTIC_RUN_ID", None), env.pop("LOCAL_RANK", None)
+    script = f"import signal, sys\nsignal.signal(signal.SIGTERM, signal.SIG_DFL)\n" \
+             f"from gensis.cli.main import main\nsys.exit(main({argv!r}))\n"
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoint.safetensors").exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        assert p.poll() is None, p.communicate()[1][-3000:]
+        time.sleep(0.3)  # inside the next epochs, workers running
+        os.killpg(p.pid, signal.SIGTERM)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    line = "gensis: interrupted (SIGTERM); run the same command with --resume to continue from its last epoch " \
+           "checkpoint"
+    assert p.returncode == 143 and err.strip() == line, (p.returncode, err[-3000:])
+    assert not (run / ".gensis.lock").exists()
+    assert not [f for f in run.rglob("*") if ".gensis-tmp-" in f.name or f.suffix == ".tmp"]
+    for _ in range(50):
+        left = subprocess.run(["pgrep", "-f", str(run)], capture_output=True, text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, left
+    assert json.loads((run / "manifest.json").read_text())["status"] != "done"
+    r = subprocess.run([sys.executable, "-m", "gensis", *argv, "--resume"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"

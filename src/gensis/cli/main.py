@@ -201,6 +201,9 @@ def _main(argv: list[str] | None) -> int:
     from gensis.progress import bars_off
     from gensis.rundir import releasing_locks
 
+    from gensis.signals import stop_on_sigterm
+
+    stop_on_sigterm()  # SIGTERM stops it as a Ctrl-C does, exit 143
     try:
         try:
             # folders this command locked are free again (the demo runs stages in this process); --quiet: every
@@ -237,9 +240,12 @@ def _main(argv: list[str] | None) -> int:
 
             time.sleep(QUIET_RANK_GRACE_S)
         return 2
-    except KeyboardInterrupt:
-        from gensis.errors import INTERRUPTED
+    except KeyboardInterrupt as e:
+        from gensis.errors import INTERRUPTED, Terminated
 
+        if isinstance(e, Terminated):
+            print(f"{INTERRUPTED} (SIGTERM){_continue_hint(args)}", file=sys.stderr)
+            return 143  # 128 + SIGTERM, as a shell reports a process the signal ended
         print(f"{INTERRUPTED}{_continue_hint(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gensis eval knn ... | head`: the reader left; stop quietly, as other tools do

@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterator
 
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from gensis.errors import UserError
+from gensis import signals
+from gensis.errors import Terminated, UserError
 
 
 class WorkerFailure:
@@ -113,15 +114,15 @@ def _raising(start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
     batches = start()
     try:
         while True:
-            if _interrupted:
-                raise KeyboardInterrupt
+            if _interrupted or signals.terminated:
+                raise Terminated if signals.terminated else KeyboardInterrupt
             try:
                 b = next(batches)
             except StopIteration:
                 return
             except RuntimeError:  # "DataLoader worker (pid ...) exited unexpectedly": it had the Ctrl-C too
-                if _interrupted:
-                    raise KeyboardInterrupt from None
+                if _interrupted or signals.terminated:
+                    raise (Terminated if signals.terminated else KeyboardInterrupt) from None
                 raise
             if isinstance(b, WorkerFailure):
                 _stop(batches)
@@ -169,7 +170,8 @@ def _watch_interrupts() -> None:
         previous = sys.unraisablehook
 
         def hook(u: Any) -> None:
-            if not (_interrupted and u.exc_type is not None and issubclass(u.exc_type, KeyboardInterrupt)):
+            if not ((_interrupted or signals.terminated) and u.exc_type is not None
+                    and issubclass(u.exc_type, KeyboardInterrupt)):
                 previous(u)
 
         sys.unraisablehook = hook

@@ -177,8 +177,9 @@ class SideLane:
             # a Ctrl-C reaches the whole process group: the child's line and the demo's were printed one under
             # the other; the demo is interrupted now (here, or at its next check if only the child was)
             raise KeyboardInterrupt
-        for line in held:
-            print(line, end="", file=sys.stderr, flush=True)
+        if not self.stopped.is_set():  # stopped: this process terminated the child and says why itself
+            for line in held:
+                print(line, end="", file=sys.stderr, flush=True)
         if self.stopped.is_set():
             raise UserError(f"stage '{stage.name}' stopped")
         if child.returncode != 0:
