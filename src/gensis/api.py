@@ -312,8 +312,41 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
     returns the run directory."""
     from gensis.eldm.train_ae import train_ae
 
+    check_autoencoder_overrides(overrides)
     cfg = eldm_config(config, preset=preset, overrides=overrides)
     return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume, quiet=quiet).path)
+
+
+AUTOENCODER_SECTIONS = ("data", "ae", "train")  # what the autoencoder's training reads (gensis.eldm.train_ae)
+
+
+@same_on_every_rank()
+def check_autoencoder_overrides(overrides: Overrides | None) -> None:
+    """The autoencoder's training reads only the ``data``, ``ae`` and ``train`` sections of an ``ELDMConfig``: an
+    override of another (``optim.epochs``, the E-LDM's) did nothing, silently, and the autoencoder trained for
+    ``ae.optim.epochs``. Now a UserError naming the key and, where there is one, the autoencoder's own."""
+    if not overrides:
+        return
+    if isinstance(overrides, Mapping):
+        keys = [str(k) for k in nest_overrides(overrides)]
+    else:
+        keys = [str(o).split("=", 1)[0].strip() for o in overrides]
+    unread = [k for k in keys if k.split(".", 1)[0] not in AUTOENCODER_SECTIONS]
+    if not unread:
+        return
+    from gensis.errors import UserError
+
+    ae: Any = eldm_config().to_dict()["ae"]
+    own = []
+    for k in unread:
+        node = ae
+        for part in k.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is not None:
+            own.append(f"ae.{k}")
+    hint = f"; the autoencoder's own: {', '.join(own)}" if own else ""
+    raise UserError(f"{', '.join(unread)}: not read by the autoencoder's training (`gensis eldm train-ae` reads "
+                    f"only data.*, ae.* and train.*; the rest is the E-LDM's, `gensis eldm train`){hint}")
 
 
 @_frees_its_folders

@@ -67,3 +67,22 @@ def test_per_method_section_of_another_method_is_refused(tmp_path, capsys):
     preset.write_text("per_method:\n  ibot:\n    ibot:\n      out_dim: 3\n")
     assert main(["pretrain", "--out", str(tmp_path / "o"), "--preset", str(preset), "--method", "ibot",
                  "--print-config"]) == 0
+
+
+def test_train_ae_refuses_keys_it_does_not_read(tmp_path, capsys):
+    """`gensis eldm train-ae optim.epochs=7` trained for ae.optim.epochs (1 in smoke), exit 0: the autoencoder reads
+    only data.*, ae.* and train.*. Now one line naming the key and the autoencoder's own; the API says the same."""
+    import gensis
+    from gensis.errors import UserError
+
+    out = tmp_path / "ae"
+    assert main(["eldm", "train-ae", "--out", str(out), "--preset", "smoke", "optim.epochs=7", "unet.context_dim=8"]) == 2
+    line = _err(capsys)
+    assert "optim.epochs, unet.context_dim: not read by the autoencoder's training" in line, line
+    assert "the autoencoder's own: ae.optim.epochs" in line and not out.exists(), line
+    assert main(["eldm", "train-ae", "--out", str(out), "--preset", "smoke", "sample.guidance=2", "--print-config"]) == 2
+    assert "sample.guidance: not read" in _err(capsys)
+    with pytest.raises(UserError, match="optim: not read by the autoencoder's training"):
+        gensis.train_autoencoder("builtin:digits", out, preset="smoke", overrides={"optim.epochs": 7})
+    assert main(["eldm", "train-ae", "--out", str(out), "--preset", "smoke", "ae.optim.epochs=2", "data.limit=8",
+                 "train.threads=1", "--print-config"]) == 0

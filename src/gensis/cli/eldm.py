@@ -13,12 +13,12 @@ from gensis.errors import on_main_rank, same_on_every_rank
 DEFAULT_DATA = "builtin:animal-mnist"  # for train-ae (no run to read the data from)
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def _config_args(p: argparse.ArgumentParser, example: str = "optim.epochs=3 cond.mode=both sample.guidance=2") -> None:
     p.add_argument("--preset", default="demo", help=f"config preset: {', '.join(preset_names('eldm'))}, or a YAML file of deltas "
                                                     "(see src/gensis/configs/eldm/base.yaml for every key)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted config overrides, e.g. optim.epochs=3 cond.mode=both sample.guidance=2")
+                   help=f"dotted config overrides, e.g. {example}")
 
 
 def _settings_args(p: argparse.ArgumentParser) -> None:
@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     a.add_argument("--out", required=True, help="run directory to create (or to resume)")
     a.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    _config_args(a)
+    _config_args(a, "ae.optim.epochs=8 data.image_size=64 (only data.*, ae.*, train.*)")
     add_common(a)
     a.set_defaults(func=run_train_ae, several_processes=True)  # torchrun splits its work
 
@@ -138,10 +138,11 @@ def add_parser(sub) -> None:
 
 
 def run_train_ae(args) -> int:
-    from gensis.api import eldm_config, train_autoencoder
+    from gensis.api import check_autoencoder_overrides, eldm_config, train_autoencoder
     from gensis.rundir import RunDir
 
     if args.print_config:
+        check_autoencoder_overrides(args.overrides)
         return print_config("eldm-ae", eldm_config(preset=args.preset, overrides=args.overrides))
     run = train_autoencoder(args.data, args.out, preset=args.preset, overrides=args.overrides, resume=args.resume,
                             quiet=args.quiet)

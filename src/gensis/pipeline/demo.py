@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gensis.api import AUTOENCODER_SECTIONS
 from gensis.configs.added import without_added
 from gensis.configs.typed import BankConfig, ELDMConfig, PretrainConfig
 from gensis.errors import UserError
@@ -447,8 +448,9 @@ def _autoencoder_stage(pipe: Pipeline, keys: _Keys, out: Path, P: str, D: str, S
         return "pixel", None
     ae_cfg = keys.config("eldm", list(training))
     k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)
+    ae_training = [o for o in training if o.split("=", 1)[0].strip().split(".", 1)[0] in AUTOENCODER_SECTIONS]
     ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
-                                    "--preset", P, *extra, *training], k_ae, kind="eldm-ae",
+                                    "--preset", P, *extra, *ae_training], k_ae, kind="eldm-ae",
                         call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae"), background=True))
     return k_ae, ae
 
