@@ -126,7 +126,7 @@ def _npz(tmp_path, **arrays):
     (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0, 1, 2, 5]), classes=np.array(["a", "b", "c"])),
      "label 5 is out of range"),
     (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0, -1, 0, 0])), "must be >= 0"),
-    (dict(images=np.zeros((4, 8, 8, 2), np.uint8)), "N×H×W or N×H×W×3"),
+    (dict(images=np.zeros((4, 8, 8, 2), np.uint8)), "N×H×W, N×H×W×3 or N×H×W×4"),
     (dict(images=np.zeros((4, 0, 8), np.uint8)), "zero-sized"),
     (dict(images=np.zeros((4, 8, 8), np.uint8), labels=np.array([0.0, np.nan, 1, 1])), "must be integers"),
 ])

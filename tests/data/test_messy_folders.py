@@ -95,9 +95,11 @@ def test_an_npz_in_torchs_layout_is_read_as_the_api_reads_it(tmp_path):
     assert b.get(5).shape == (8, 10, 3) and np.array_equal(a.stack(), b.stack()) and a.identity == b.identity
     assert np.array_equal(open_data(tmp_path / "grey.npz").get(0), np.repeat(nhwc[0, :, :, :1], 3, 2))
     assert np.array_equal(gensis.as_image_set(nhwc.transpose(0, 3, 1, 2)).stack(), nhwc)
-    np.savez(tmp_path / "rgba.npz", images=np.zeros((2, 4, 8, 8), np.uint8))
-    with pytest.raises(UserError, match=r"must be N×H×W or N×H×W×3 \(or N×3×H×W\), got shape \(2, 4, 8, 8\)"):
-        open_data(tmp_path / "rgba.npz")
+    np.savez(tmp_path / "rgba.npz", images=np.zeros((2, 4, 8, 8), np.uint8))  # N×4×H×W, all transparent
+    assert open_data(tmp_path / "rgba.npz").stack().min() == 255  # over white, as an RGBA PNG reads
+    np.savez(tmp_path / "two.npz", images=np.zeros((2, 2, 8, 8), np.uint8))
+    with pytest.raises(UserError, match=r"must be N×H×W, N×H×W×3 or N×H×W×4 \(RGBA; or N×C×H×W\), got shape \(2, 2, 8"):
+        open_data(tmp_path / "two.npz")
 
 
 def test_npz_class_names_saved_as_bytes_or_objects(tmp_path):
@@ -358,3 +360,28 @@ def test_an_image_too_large_for_pil_says_to_downscale_it(tmp_path, monkeypatch):
                                         r"limit of 1000 pixels, PIL's guard against decompression bombs\): "
                                         r"downscale it"):
         open_data(tmp_path / "big")
+
+
+def test_rgba_reads_the_same_from_a_folder_an_npz_an_array_and_a_dataset(tmp_path):
+    """Three rules for the same RGBA picture: a PNG in a folder was composited over white, a torch dataset's RGBA
+    array lost its alpha (transparent pixels kept their colour, black here) and an .npz of RGBA images was refused.
+    Now every path composites over white, so they read identically."""
+    import torch
+
+    from gensis.data.torch_datasets import as_image_set
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (2, 6, 6, 4), dtype=np.uint8)
+    rgba[:, :2, :, :3] = 0
+    rgba[:, :2, :, 3] = 0  # fully transparent black rows
+    rgba[:, 2, :, 3] = 128  # half transparent
+    for c, im in zip("ab", rgba):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        Image.fromarray(im, "RGBA").save(tmp_path / "f" / c / "0.png")
+    np.savez(tmp_path / "x.npz", images=rgba, labels=np.array([0, 1]))
+    folder = open_data(str(tmp_path / "f"), "all").stack()
+    assert folder[:, :2].min() == 255 and not np.array_equal(folder[:, 2], rgba[:, 2, :, :3])
+    assert np.array_equal(open_data(str(tmp_path / "x.npz"), "all").stack(), folder)
+    assert np.array_equal(as_image_set(rgba).stack(), folder)
+    assert np.array_equal(as_image_set(torch.from_numpy(rgba).permute(0, 3, 1, 2)).stack(), folder)
+    assert np.array_equal(as_image_set([(im, 0) for im in rgba]).stack(), folder)  # a dataset of arrays

@@ -9,7 +9,7 @@ Accepted forms (an optional ``@train``/``@val``/``@all`` suffix picks a split):
 - ``tiles:TILES`` (or the folder TILES itself): tiles of whole-slide images made by ``gensis wsi tile``, read
   lazily from the slides, the slide as group; ``tiles:TILES?labels=slides.csv`` adds slide labels. Its
   train/val split is by slide (``gensis.wsi.dataset``).
-- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3, or N×3×H×W), optional ``labels`` (int, or str
+- an ``.npz`` file with ``images`` (uint8, N×H×W or N×H×W×3, or N×3×H×W; RGBA composited over white), optional ``labels`` (int, or str
   names, N), optional ``groups`` (int or str, N: e.g. the slide each tile came from) and optional ``classes`` (names).
 - ``python:KEY``: an ``ImageSet`` object handed to the Python API in this process (``register_data``); this is
   how ``gensis.pretrain(my_dataset, ...)`` passes objects through stages that take ``--data`` strings.
@@ -369,6 +369,18 @@ def pil_to_rgb(im: Any, source_format: str | None = None) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def rgba_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """H×W×4 (or N×H×W×4) uint8 RGBA -> RGB composited over white, through ``pil_to_rgb``: the one rule for
+    transparency, so that an RGBA array (an .npz, a torch dataset's item) reads as the same picture saved as an
+    RGBA PNG in a folder. Before, a dataset's array lost its alpha (transparent pixels took whatever colour they
+    held, often black) and an .npz of them was refused."""
+    from PIL import Image
+
+    if arr.ndim == 4:
+        return np.stack([rgba_to_rgb(a) for a in arr]) if len(arr) else np.zeros((*arr.shape[:3], 3), np.uint8)
+    return pil_to_rgb(Image.fromarray(np.ascontiguousarray(arr), "RGBA"))
+
+
 def _unreadable_without_decoding(path: Path) -> str | None:
     """Why ``path`` cannot be an image, known from the file system alone (a broken symbolic link, an empty
     file), else None."""
@@ -565,21 +577,24 @@ def _npz_names(z: Any, path: Path, key: str) -> list[str]:
 def image_array(images: np.ndarray, where: str) -> np.ndarray:
     """``images`` checked as gensis's uint8 image array, N×H×W or N×H×W×3 (N×H×W×1 comes back N×H×W; N may
     be 0; torch's layout N×3×H×W or N×1×H×W, whose last axis cannot be channels, comes back as N×H×W×3 or
-    N×H×W); a UserError line naming ``where`` (an .npz file's 'images', an array handed to the API) otherwise.
-    The one check of image arrays, wherever they come from."""
+    N×H×W; RGBA, N×H×W×4 or N×4×H×W, comes back composited over white, as an RGBA image file reads:
+    ``rgba_to_rgb``); a UserError line naming ``where`` (an .npz file's 'images', an array handed to the API)
+    otherwise. The one check of image arrays, wherever they come from."""
     if images.dtype != np.uint8:
         hint = " (float arrays, NaN included, are refused: scale to 0..255 and cast to uint8)" \
             if np.issubdtype(images.dtype, np.floating) else ""
         raise UserError(f"{where} must be uint8, got {images.dtype}{hint}")
-    if images.ndim == 4 and images.shape[3] not in (1, 3) and images.shape[1] in (1, 3):
+    if images.ndim == 4 and images.shape[3] not in (1, 3, 4) and images.shape[1] in (1, 3, 4):
         images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
-    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))):
-        raise UserError(f"{where} must be N×H×W or N×H×W×3 (or N×3×H×W), got shape {images.shape}")
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3, 4))):
+        raise UserError(f"{where} must be N×H×W, N×H×W×3 or N×H×W×4 (RGBA; or N×C×H×W), got shape {images.shape}")
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise UserError(f"{where} has zero-sized images, shape {images.shape}")
     if images.size and images.max() == 1:  # 0..1 images cast to uint8 (or 0/1 masks) read as 0..255: all black
         raise UserError(f"{where} holds only the values 0 and 1, and uint8 images are read as 0..255 (every image "
                         f"would be black): scale them first, e.g. np.round(images * 255).astype(np.uint8)")
+    if images.ndim == 4 and images.shape[3] == 4:
+        images = rgba_to_rgb(images)
     return images[..., 0] if images.ndim == 4 and images.shape[3] == 1 else images
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gensis.data.sources import DataSpec, ImageSet, open_data
+from gensis.data.sources import DataSpec, ImageSet, open_data, rgba_to_rgb
 from gensis.errors import UserError
 from gensis.indices import index_item
 
@@ -267,7 +267,9 @@ def _to_hwc_uint8(x: Any, where: str = "") -> np.ndarray:
         raise UserError(f"{where}is an empty image of shape {tuple(arr.shape)}")
     if arr.shape[2] == 1:
         arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr[:, :, :3])  # RGBA arrays: alpha dropped
+    if arr.shape[2] == 4:  # RGBA: composited over white, as the same picture read from an RGBA PNG
+        return rgba_to_rgb(arr)
+    return np.ascontiguousarray(arr)
 
 
 class TorchImageSet(ImageSet):
@@ -431,4 +433,6 @@ def _tensor_batch(t: torch.Tensor) -> np.ndarray:
         raise UserError(f"image tensors must be uint8 (0..255) or float (0..1), got {t.dtype}")
     if t.shape[3] == 1:
         t = t.expand(-1, -1, -1, 3)
-    return np.ascontiguousarray(t[..., :3].numpy())  # (N, H, W, 3)
+    if t.shape[3] == 4:  # RGBA: composited over white, as the same picture read from an RGBA PNG
+        return rgba_to_rgb(t.numpy())
+    return np.ascontiguousarray(t.numpy())  # (N, H, W, 3)
