@@ -317,6 +317,15 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
     return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume, quiet=quiet).path)
 
 
+def _override_keys(overrides: Overrides | None) -> list[str]:
+    """The keys ``overrides`` set: dotted for ``key=value`` strings, the top-level sections for a mapping."""
+    if not overrides:
+        return []
+    if isinstance(overrides, Mapping):
+        return [str(k) for k in nest_overrides(overrides)]
+    return [str(o).split("=", 1)[0].strip() for o in overrides]
+
+
 AUTOENCODER_SECTIONS = ("data", "ae", "train")  # what the autoencoder's training reads (gensis.eldm.train_ae)
 
 
@@ -325,13 +334,7 @@ def check_autoencoder_overrides(overrides: Overrides | None) -> None:
     """The autoencoder's training reads only the ``data``, ``ae`` and ``train`` sections of an ``ELDMConfig``: an
     override of another (``optim.epochs``, the E-LDM's) did nothing, silently, and the autoencoder trained for
     ``ae.optim.epochs``. Now a UserError naming the key and, where there is one, the autoencoder's own."""
-    if not overrides:
-        return
-    if isinstance(overrides, Mapping):
-        keys = [str(k) for k in nest_overrides(overrides)]
-    else:
-        keys = [str(o).split("=", 1)[0].strip() for o in overrides]
-    unread = [k for k in keys if k.split(".", 1)[0] not in AUTOENCODER_SECTIONS]
+    unread = [k for k in _override_keys(overrides) if k.split(".", 1)[0] not in AUTOENCODER_SECTIONS]
     if not unread:
         return
     from gensis.errors import UserError
@@ -349,6 +352,19 @@ def check_autoencoder_overrides(overrides: Overrides | None) -> None:
                     f"only data.*, ae.* and train.*; the rest is the E-LDM's, `gensis eldm train`){hint}")
 
 
+@same_on_every_rank()
+def check_eldm_overrides(overrides: Overrides | None) -> None:
+    """The E-LDM's training reads no ``ae.*`` key (the autoencoder comes trained, from ``--ae``): such an
+    override did nothing, silently. Now a UserError saying where it belongs."""
+    unread = [k for k in _override_keys(overrides) if k.split(".", 1)[0] == "ae"]
+    if unread:
+        from gensis.errors import UserError
+
+        raise UserError(f"{', '.join(unread)}: the autoencoder's settings, read only by `gensis eldm train-ae`; "
+                        f"`gensis eldm train` uses the autoencoder of --ae as it was trained (train another with "
+                        f"train-ae and these settings, then pass it as --ae)")
+
+
 @_frees_its_folders
 def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: PathLike | None = None,
                preset: str | None = None, config: ELDMConfig | Mapping[str, Any] | None = None,
@@ -360,6 +376,7 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     """
     from gensis.eldm.train import train
 
+    check_eldm_overrides(overrides)
     cfg = eldm_config(config, preset=preset, overrides=overrides, autoencoder=autoencoder)
     ae_path = None if autoencoder is None else _str(autoencoder, "autoencoder")
     run = train(cfg.to_dict(), _str(encoder, "encoder"), _data_spec(data), _path(out, "out"), ae_path=ae_path, resume=resume,

@@ -86,3 +86,15 @@ def test_train_ae_refuses_keys_it_does_not_read(tmp_path, capsys):
         gensis.train_autoencoder("builtin:digits", out, preset="smoke", overrides={"optim.epochs": 7})
     assert main(["eldm", "train-ae", "--out", str(out), "--preset", "smoke", "ae.optim.epochs=2", "data.limit=8",
                  "train.threads=1", "--print-config"]) == 0
+
+
+def test_eldm_train_refuses_the_autoencoders_keys(tmp_path, capsys):
+    """`gensis eldm train ae.optim.epochs=8` ran, exit 0, the key unread (the autoencoder comes from --ae)."""
+    import gensis
+    from gensis.errors import UserError
+
+    assert main(["eldm", "train", "--encoder", "E", "--out", str(tmp_path / "e"), "--preset", "smoke",
+                 "ae.optim.epochs=8", "--print-config"]) == 2
+    assert "ae.optim.epochs: the autoencoder's settings, read only by `gensis eldm train-ae`" in _err(capsys)
+    with pytest.raises(UserError, match="read only by `gensis eldm train-ae`"):
+        gensis.train_eldm(tmp_path, "builtin:digits", tmp_path / "e", preset="smoke", overrides={"ae.optim.epochs": 8})

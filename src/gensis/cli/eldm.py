@@ -154,9 +154,10 @@ def run_train_ae(args) -> int:
 
 
 def run_train(args) -> int:
-    from gensis.api import eldm_config, train_eldm
+    from gensis.api import check_eldm_overrides, eldm_config, train_eldm
 
     if args.print_config:
+        check_eldm_overrides(args.overrides)
         return print_config("eldm", eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae))
     from gensis.data.recorded import data_or_recorded
     from gensis.models.encoder import check_encoder_run
