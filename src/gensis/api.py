@@ -312,7 +312,13 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
     returns the run directory."""
     from gensis.eldm.train_ae import train_ae
 
-    check_autoencoder_overrides(overrides)
+    import sys
+
+    from gensis.errors import on_main_rank
+
+    warning = autoencoder_override_warning(overrides)
+    if warning and on_main_rank():
+        print(f"gensis: warning: {warning}", file=sys.stderr)
     cfg = eldm_config(config, preset=preset, overrides=overrides)
     return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume, quiet=quiet).path)
 
@@ -329,40 +335,22 @@ def _override_keys(overrides: Overrides | None) -> list[str]:
 AUTOENCODER_SECTIONS = ("data", "ae", "train")  # what the autoencoder's training reads (gensis.eldm.train_ae)
 
 
-@same_on_every_rank()
-def check_autoencoder_overrides(overrides: Overrides | None) -> None:
-    """The autoencoder's training reads only the ``data``, ``ae`` and ``train`` sections of an ``ELDMConfig``: an
-    override of another (``optim.epochs``, the E-LDM's) did nothing, silently, and the autoencoder trained for
-    ``ae.optim.epochs``. Now a UserError naming the key and, where there is one, the autoencoder's own."""
-    unread = [k for k in _override_keys(overrides) if k.split(".", 1)[0] not in AUTOENCODER_SECTIONS]
+def autoencoder_override_warning(overrides: Overrides | None) -> str | None:
+    """The E-LDM's two commands share one config (one preset, the ``eldm`` family), so one list of overrides may
+    serve both and each reads its part: ``train-ae`` the ``data``, ``ae`` and ``train`` sections. An ``optim.*``
+    override is the one easily meant for the autoencoder (its own is ``ae.optim.*``, with the same names): given
+    to ``train-ae`` it did nothing, silently. Returns the warning line's text for such keys (None: none), unless
+    the list also sets keys only the E-LDM reads (``unet.*``, ``sample.*`` ...): then it is one list for both
+    commands, and its ``optim.*`` is meant for ``eldm train``."""
+    keys = list(dict.fromkeys(_override_keys(overrides)))
+    sections = {k.split(".", 1)[0] for k in keys}
+    if sections - set(AUTOENCODER_SECTIONS) - {"optim"}:
+        return None
+    unread = [k for k in keys if k.split(".", 1)[0] == "optim"]
     if not unread:
-        return
-    from gensis.errors import UserError
-
-    ae: Any = eldm_config().to_dict()["ae"]
-    own = []
-    for k in unread:
-        node = ae
-        for part in k.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if node is not None:
-            own.append(f"ae.{k}")
-    hint = f"; the autoencoder's own: {', '.join(own)}" if own else ""
-    raise UserError(f"{', '.join(unread)}: not read by the autoencoder's training (`gensis eldm train-ae` reads "
-                    f"only data.*, ae.* and train.*; the rest is the E-LDM's, `gensis eldm train`){hint}")
-
-
-@same_on_every_rank()
-def check_eldm_overrides(overrides: Overrides | None) -> None:
-    """The E-LDM's training reads no ``ae.*`` key (the autoencoder comes trained, from ``--ae``): such an
-    override did nothing, silently. Now a UserError saying where it belongs."""
-    unread = [k for k in _override_keys(overrides) if k.split(".", 1)[0] == "ae"]
-    if unread:
-        from gensis.errors import UserError
-
-        raise UserError(f"{', '.join(unread)}: the autoencoder's settings, read only by `gensis eldm train-ae`; "
-                        f"`gensis eldm train` uses the autoencoder of --ae as it was trained (train another with "
-                        f"train-ae and these settings, then pass it as --ae)")
+        return None
+    return (f"{', '.join(unread)}: the E-LDM's setting (`gensis eldm train`), not read by the autoencoder's training; "
+            f"its own: {', '.join('ae.' + k for k in unread)}")
 
 
 @_frees_its_folders
@@ -376,7 +364,6 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     """
     from gensis.eldm.train import train
 
-    check_eldm_overrides(overrides)
     cfg = eldm_config(config, preset=preset, overrides=overrides, autoencoder=autoencoder)
     ae_path = None if autoencoder is None else _str(autoencoder, "autoencoder")
     run = train(cfg.to_dict(), _str(encoder, "encoder"), _data_spec(data), _path(out, "out"), ae_path=ae_path, resume=resume,

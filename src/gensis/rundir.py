@@ -501,6 +501,18 @@ def read_json(path: StrPath, what: str) -> dict[str, Any]:
     return d
 
 
+@contextlib.contextmanager
+def described_by(path: StrPath, what: str) -> Iterator[None]:
+    """Around the lines that take their values from a description gensis wrote (``read_json``: an E-LDM run's
+    eldm.json, an autoencoder.json, a mil.json): one that parses but has not the shape gensis writes (``{}``,
+    ``"model": 3``, a string for a size; edited by hand, or another tool's file of that name) raised a KeyError or
+    TypeError traceback from deep inside; now one UserError line naming the file (the cause chained for --debug)."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise UserError(f"{path} is damaged ({type(e).__name__}: {str(e)[:80]}); it is not a readable {what}") from e
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for mod in ("gensis", "torch", "torchvision", "timm", "diffusers", "numpy"):
@@ -509,6 +521,12 @@ def versions() -> dict[str, str]:
         except Exception:
             pass
     return out
+
+
+# the sections every run of a training stage has held since its first version (those its readers index)
+RUN_SECTIONS: dict[str, tuple[str, ...]] = {"pretrain": ("data", "model", "optim", "train"),
+                                            "eldm-ae": ("data", "ae", "train"),
+                                            "eldm": ("data", "unet", "cond", "diffusion", "train")}
 
 
 class RunDir:
@@ -545,6 +563,12 @@ class RunDir:
             raise UserError(f"{p} is damaged ({type(e).__name__})") from None
         if not isinstance(cfg, dict):
             raise UserError(f"{p} is damaged (not a mapping of config keys)")
+        stage = self.manifest().get("stage") if self.exists() else None
+        for section in RUN_SECTIONS.get(str(stage), ()):  # e.g. `{}` or `model: 3`: a KeyError traceback later
+            if not isinstance(cfg.get(section), dict):
+                what = f"no '{section}' section" if section not in cfg else \
+                    f"'{section}' is not a section: {type(cfg[section]).__name__}"
+                raise UserError(f"{p} is damaged ({what}); it is not a readable {stage} config")
         return cfg
 
     def claim(self, stage: str, resume: bool = False) -> None:

@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     a.add_argument("--out", required=True, help="run directory to create (or to resume)")
     a.add_argument("--resume", action="store_true", help="continue a killed run from its last epoch checkpoint")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    _config_args(a, "ae.optim.epochs=8 data.image_size=64 (only data.*, ae.*, train.*)")
+    _config_args(a, "ae.optim.epochs=8 data.image_size=64 (it reads data.*, ae.*, train.*)")
     add_common(a)
     a.set_defaults(func=run_train_ae, several_processes=True)  # torchrun splits its work
 
@@ -138,11 +138,10 @@ def add_parser(sub) -> None:
 
 
 def run_train_ae(args) -> int:
-    from gensis.api import check_autoencoder_overrides, eldm_config, train_autoencoder
+    from gensis.api import eldm_config, train_autoencoder
     from gensis.rundir import RunDir
 
     if args.print_config:
-        check_autoencoder_overrides(args.overrides)
         return print_config("eldm-ae", eldm_config(preset=args.preset, overrides=args.overrides))
     run = train_autoencoder(args.data, args.out, preset=args.preset, overrides=args.overrides, resume=args.resume,
                             quiet=args.quiet)
@@ -154,10 +153,9 @@ def run_train_ae(args) -> int:
 
 
 def run_train(args) -> int:
-    from gensis.api import check_eldm_overrides, eldm_config, train_eldm
+    from gensis.api import eldm_config, train_eldm
 
     if args.print_config:
-        check_eldm_overrides(args.overrides)
         return print_config("eldm", eldm_config(preset=args.preset, overrides=args.overrides, autoencoder=args.ae))
     from gensis.data.recorded import data_or_recorded
     from gensis.models.encoder import check_encoder_run

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from gensis.errors import UserError
-from gensis.rundir import atomic_write_json, file_hash, load_tensors, read_json, save_tensors
+from gensis.rundir import atomic_write_json, described_by, file_hash, load_tensors, read_json, save_tensors
 
 AE_WEIGHTS = "autoencoder.safetensors"
 AE_CONFIG = "autoencoder.json"
@@ -144,9 +144,11 @@ def load_autoencoder(folder: str | Path, device: str | torch.device = "cpu") -> 
     if not (folder / AE_CONFIG).is_file():
         raise UserError(f"{folder} has no {AE_CONFIG}: is it a finished `gensis eldm train-ae` run?")
     info = read_json(folder / AE_CONFIG, "autoencoder description")
-    vq = build_vq(info["model"], info["image_size"])
+    with described_by(folder / AE_CONFIG, "autoencoder description"):
+        size, scale = int(info["image_size"]), float(info["scale"])
+        vq = build_vq(dict(info["model"]), size)
     vq.load_state_dict(load_tensors(folder / AE_WEIGHTS))
     vq.eval().requires_grad_(False)
-    ae = VQAutoencoder(vq, info["scale"], file_hash(folder / AE_WEIGHTS)).to(device)
-    ae.image_size = int(info["image_size"])
+    ae = VQAutoencoder(vq, scale, file_hash(folder / AE_WEIGHTS)).to(device)
+    ae.image_size = size
     return ae

@@ -25,7 +25,7 @@ from gensis.eldm.denoiser import Denoiser
 from gensis.eldm.generator import INTERPOLATIONS
 from gensis.eldm.schedule import NoiseSchedule
 from gensis.errors import UserError
-from gensis.rundir import load_tensors, read_json
+from gensis.rundir import described_by, load_tensors, read_json
 
 if TYPE_CHECKING:
     from gensis.configs.typed import ELDMConfig
@@ -215,29 +215,36 @@ def load_generator(eldm_run_dir: str | Path, device: str | torch.device = "cpu",
     run = Path(eldm_run_dir)
     info = _read_json(run / MODEL_JSON)
     dev = pick_device(str(device))
-    den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
+    with described_by(run / MODEL_JSON, "E-LDM description"):  # what it says, read before anything is loaded
+        den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
+        pixel, ae_dir = info["space"] == "pixel", None if info["space"] == "pixel" else str(info["autoencoder"]["dir"])
+        pixel_patch = int(info.get("pixel_patch", 1))
+        enc_spec, enc_which, enc_identity = (str(info["encoder"][k]) for k in ("dir", "which", "identity"))
+        smp = dict(info["sample"])
+        sampler_defaults = (smp["sampler"], smp["steps"], smp["dpmpp_steps"], smp["guidance"], float(smp["eta"]),
+                            smp["spacing"], resolve_clip(smp["clip"], info["space"]))
+        schedule = NoiseSchedule.from_cfg(info["diffusion"])
+        image_size, latent_channels, ls = int(info["image_size"]), int(info["latent_channels"]), int(info["latent_size"])
+        weights_identity = str(info["weights_identity"])
+        sampler_steps = {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])}
     den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
     den.to(dev)
-    ae = PixelSpace(int(info.get("pixel_patch", 1))) if info["space"] == "pixel" else load_autoencoder(run / info["autoencoder"]["dir"], dev)
+    ae = PixelSpace(pixel_patch) if pixel else load_autoencoder(run / str(ae_dir), dev)
     encoder = None
     if with_encoder:
-        enc_spec = info["encoder"]["dir"]
         enc_path = run / enc_spec if (run / enc_spec).is_dir() else Path(enc_spec)
-        encoder = load_encoder(str(enc_path) if enc_path.exists() else enc_spec, info["encoder"]["which"]).to(dev)
-        if encoder.identity != info["encoder"]["identity"]:
+        encoder = load_encoder(str(enc_path) if enc_path.exists() else enc_spec, enc_which).to(dev)
+        if encoder.identity != enc_identity:
             raise UserError(f"{run}: the encoder at {enc_path} is not the one the E-LDM was trained with")
-    smp = info["sample"]
-    name = sampler or smp["sampler"]
+    default_name, ddim_steps, dpmpp_steps, default_guidance, eta, spacing, clip = sampler_defaults
+    name = sampler or default_name
     if steps is None:
-        steps = smp["steps"] if name == "ddim" else smp["dpmpp_steps"]
+        steps = ddim_steps if name == "ddim" else dpmpp_steps
     defaults = SamplerSettings(name, int(sampler_number(steps, "sampler steps", integer=True)),
-                               sampler_number(smp["guidance"] if guidance is None else guidance, "guidance"),
-                               float(smp["eta"]), smp["spacing"], resolve_clip(smp["clip"], info["space"]))
-    ls = int(info["latent_size"])
-    return ELDMGenerator(den, ae, NoiseSchedule.from_cfg(info["diffusion"]), encoder, int(info["image_size"]),
-                         (int(info["latent_channels"]), ls, ls), defaults, info["weights_identity"], dev,
-                         use_bf16(dev, amp), {"ddim": int(smp["steps"]), "dpmpp": int(smp["dpmpp_steps"])},
-                         int(micro_batch))
+                               sampler_number(default_guidance if guidance is None else guidance, "guidance"),
+                               eta, spacing, clip)
+    return ELDMGenerator(den, ae, schedule, encoder, image_size, (latent_channels, ls, ls), defaults,
+                         weights_identity, dev, use_bf16(dev, amp), sampler_steps, int(micro_batch))
 
 
 def _require_eldm_run(path: str | Path) -> None:

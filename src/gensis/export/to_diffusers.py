@@ -14,7 +14,7 @@ from typing import Any
 
 from gensis.errors import UserError
 from gensis.export.atomic import staged_folder
-from gensis.rundir import load_tensors, read_json
+from gensis.rundir import described_by, load_tensors, read_json
 
 
 def ddim_scheduler(diffusion: dict[str, Any], sample: dict[str, Any], clip: float | None) -> Any:
@@ -43,31 +43,32 @@ def build_pipeline(eldm_run: str | os.PathLike[str]) -> Any:
     if not (run / MODEL_JSON).is_file():
         raise UserError(f"{run} has no {MODEL_JSON}: is it a finished `gensis eldm train` run?")
     info = read_json(run / MODEL_JSON, "E-LDM description")
-    context = int(info["unet"]["context_dim"])
-    den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
-    den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
-    den.eval()
-    vq, scale = None, 1.0
-    if info["space"] != "pixel":
-        ae = load_autoencoder(run / info["autoencoder"]["dir"])
-        vq, scale = ae.vq, ae.scale
-    smp = info["sample"]
-    cond = EmbeddingConditioner(
-        emb_dim=int(info["emb_dim"]), context_dim=context, tokens=den.tokens,
-        time_embed_dim=None if den.to_time is None else int(den.to_time.out_features), mode=den.mode,
-        image_size=int(info["image_size"]), latent_channels=int(info["latent_channels"]),
-        latent_size=int(info["latent_size"]), latent_scale=float(scale), pixel_patch=int(info.get("pixel_patch", 1)),
-        space=str(info["space"]), guidance=float(smp["guidance"]), num_inference_steps=int(smp["steps"]),
-        encoder_identity=str(info["encoder"]["identity"]), weights_identity=str(info["weights_identity"]))
-    sd = {f"proj.{k}": v for k, v in den.conditioner.proj.state_dict().items()}
-    sd["null"] = den.conditioner.null.detach()
-    if den.conditioner.pos is not None:
-        sd["pos"] = den.conditioner.pos.detach()
-    if den.to_time is not None:
-        sd.update({f"to_time.{k}": v for k, v in den.to_time.state_dict().items()})
-    cond.load_state_dict(sd)
-    cond.eval()
-    sched = ddim_scheduler(info["diffusion"], smp, resolve_clip(smp["clip"], info["space"]))
+    with described_by(run / MODEL_JSON, "E-LDM description"):  # a file of another shape: one line
+        context = int(info["unet"]["context_dim"])
+        den = build_denoiser(info, int(info["emb_dim"]), int(info["latent_channels"]), int(info["latent_size"]))
+        den.load_state_dict(load_tensors(run / EMA_WEIGHTS))
+        den.eval()
+        vq, scale = None, 1.0
+        if info["space"] != "pixel":
+            ae = load_autoencoder(run / info["autoencoder"]["dir"])
+            vq, scale = ae.vq, ae.scale
+        smp = info["sample"]
+        cond = EmbeddingConditioner(
+            emb_dim=int(info["emb_dim"]), context_dim=context, tokens=den.tokens,
+            time_embed_dim=None if den.to_time is None else int(den.to_time.out_features), mode=den.mode,
+            image_size=int(info["image_size"]), latent_channels=int(info["latent_channels"]),
+            latent_size=int(info["latent_size"]), latent_scale=float(scale), pixel_patch=int(info.get("pixel_patch", 1)),
+            space=str(info["space"]), guidance=float(smp["guidance"]), num_inference_steps=int(smp["steps"]),
+            encoder_identity=str(info["encoder"]["identity"]), weights_identity=str(info["weights_identity"]))
+        sd = {f"proj.{k}": v for k, v in den.conditioner.proj.state_dict().items()}
+        sd["null"] = den.conditioner.null.detach()
+        if den.conditioner.pos is not None:
+            sd["pos"] = den.conditioner.pos.detach()
+        if den.to_time is not None:
+            sd.update({f"to_time.{k}": v for k, v in den.to_time.state_dict().items()})
+        cond.load_state_dict(sd)
+        cond.eval()
+        sched = ddim_scheduler(info["diffusion"], smp, resolve_clip(smp["clip"], info["space"]))
     return EmbeddingConditionedPipeline(unet=den.unet, scheduler=sched, conditioner=cond, vqvae=vq)
 
 

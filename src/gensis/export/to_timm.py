@@ -25,7 +25,7 @@ from gensis.data.transforms import MEAN, STD
 from gensis.errors import UserError
 from gensis.models.encoder import WHICH
 from gensis.export.atomic import staged_folder
-from gensis.rundir import RunDir, atomic_write_json, load_tensors, make_folder, read_json, save_tensors
+from gensis.rundir import RunDir, atomic_write_json, described_by, load_tensors, make_folder, read_json, save_tensors
 
 # model config keys that change the architecture (drop_path_rate is training-only and left out)
 _ARCH_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "init_values")
@@ -50,12 +50,14 @@ def find_encoder(run: str | os.PathLike[str], which: str = "teacher") -> Encoder
         raise UserError(f"{path} is not a run directory")
     if (path / "eldm.json").is_file():  # an E-LDM run: export the encoder it is conditioned on
         info = read_json(path / "eldm.json", "E-LDM description")
-        enc = path / info["encoder"]["dir"]
+        with described_by(path / "eldm.json", "E-LDM description"):
+            enc_dir, enc_which = str(info["encoder"]["dir"]), str(info["encoder"]["which"])
+        enc = path / enc_dir
         if not enc.is_dir():
-            enc = Path(info["encoder"]["dir"])
+            enc = Path(enc_dir)
         if not enc.is_dir():
-            raise UserError(f"{path}: its encoder '{info['encoder']['dir']}' is not a run directory")
-        path, which = enc, info["encoder"]["which"]
+            raise UserError(f"{path}: its encoder '{enc_dir}' is not a run directory")
+        path, which = enc, enc_which
     weights = path / f"{which}_backbone.safetensors"
     if not weights.is_file():
         raise UserError(f"{path} has no {weights.name}: is it a finished `gensis pretrain` run?")

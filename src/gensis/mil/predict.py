@@ -42,8 +42,8 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     from gensis.mil.heatmap import HEATMAPS_NEED, heatmap_thumbnail, save_heatmap
     from gensis.mil.train import build_model, predict
     from gensis.plots import matplotlib_module
-    from gensis.rundir import (RunDir, atomic_write_json, atomic_write_text, load_tensors, lock_folder, read_json,
-                               remove_stale_temps)
+    from gensis.rundir import (RunDir, atomic_write_json, atomic_write_text, described_by, load_tensors, lock_folder,
+                               read_json, remove_stale_temps)
 
     from gensis.folder_kind import require_kind, require_own_or_empty
 
@@ -60,15 +60,17 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     if Path(out).is_dir():
         lock_folder(out)  # a second predict on this --out is refused now (a new folder: when it writes)
     meta = read_json(run / "mil.json", "MIL run description")
+    with described_by(run / "mil.json", "MIL run description"):
+        splits, in_dim, classes = [str(x) for x in meta["splits"]], int(meta["in_dim"]), [str(c) for c in meta["classes"]]
     source = {"run": str(run.resolve()), "run_inputs": meta.get("inputs"), "feats": str(Path(feats).resolve())}
     _check_same_source(Path(out), source)
     cfg = RunDir(run).config()
     device = pick_device(cfg["run"]["device"])
     models = []
-    for name in meta["splits"]:
+    for name in splits:
         w = run / name / "model.safetensors"
         if w.is_file():
-            m = build_model(cfg, meta["in_dim"], len(meta["classes"]))
+            m = build_model(cfg, in_dim, len(classes))
             m.load_state_dict(load_tensors(w))
             models.append(m.to(device).eval())
     if not models:
@@ -94,9 +96,9 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
     maps = []  # (slide, bag attributes, coords, attention) of each heatmap to draw
     for s in names:
         bag = read_bag(bags[s])
-        if bag.features.shape[1] != meta["in_dim"]:
+        if bag.features.shape[1] != in_dim:
             raise UserError(f"slide {s}: embeddings of size {bag.features.shape[1]}, the MIL run expects "
-                            f"{meta['in_dim']} (embed with the same encoder)")
+                            f"{in_dim} (embed with the same encoder)")
         if len(bag.features) == 0:
             raise UserError(f"slide {s} has an empty bag")
         trained_on, ident = meta.get("encoder_identity"), bag.attrs.get("encoder_identity")
@@ -107,8 +109,8 @@ def _predict(run: str | Path, feats: str | Path, out: str | Path, heatmaps: bool
         outs = [predict(m, [bag.features], device) for m in models]
         probs = np.mean([p[0] for p, _ in outs], axis=0)
         attn = np.mean([a[0] for _, a in outs], axis=0)
-        rows.append({"slide": s, "predicted": meta["classes"][int(probs.argmax())],
-                     **{f"p_{c}": float(v) for c, v in zip(meta["classes"], probs)}})
+        rows.append({"slide": s, "predicted": classes[int(probs.argmax())],
+                     **{f"p_{c}": float(v) for c, v in zip(classes, probs)}})
         if heatmaps:
             heatmap_thumbnail(bag.attrs, s)  # before anything is written: a bag without one is one line
             maps.append((s, bag.attrs, bag.coords, attn))

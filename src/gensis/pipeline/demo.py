@@ -465,7 +465,7 @@ def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir:
     ov = [f"train.seed={S}", *training]
     cfg = keys.config("eldm", ov)
     argv = ["eldm", "train", "--encoder", str(out / encoder), "--data", D, "--out", str(out / eldm_dir),
-            "--preset", P, *extra, *[o for o in ov if o.split("=", 1)[0].strip().split(".", 1)[0] != "ae"]]
+            "--preset", P, *extra, *ov]
     if ae is not None:
         argv += ["--ae", str(ae)]
     k = stage_key("eldm", without_added("eldm", cfg), keys.data, D, k_encoder, k_ae)
