@@ -385,3 +385,22 @@ def test_rgba_reads_the_same_from_a_folder_an_npz_an_array_and_a_dataset(tmp_pat
     assert np.array_equal(as_image_set(rgba).stack(), folder)
     assert np.array_equal(as_image_set(torch.from_numpy(rgba).permute(0, 3, 1, 2)).stack(), folder)
     assert np.array_equal(as_image_set([(im, 0) for im in rgba]).stack(), folder)  # a dataset of arrays
+
+
+def test_all_of_labelled_train_and_a_flat_val_says_it_is_unlabelled(tmp_path, capsys):
+    """train/ with class folders beside a flat val/ (unlabelled held-out images): DATA@all, both together, had no
+    labels without a word (a map drawn uncoloured, a k-NN refused for want of labels that train/ has)."""
+    for c in "ab":
+        _images(tmp_path / "d" / "train" / c)
+    _images(tmp_path / "d" / "val", n=2)
+    capsys.readouterr()
+    d = open_data(str(tmp_path / "d"), "all")
+    assert len(d) == 8 and d.labels is None
+    err = capsys.readouterr().err
+    assert "gensis: warning: d@all is unlabelled: val/ holds no class folders while train/ does (for labelled " \
+           "images use d@train" in err, err
+    assert open_data(str(tmp_path / "d"), "train").labels is not None and not capsys.readouterr().err
+    for c in "ab":  # both labelled: no word
+        _images(tmp_path / "e" / "train" / c)
+        _images(tmp_path / "e" / "val" / c, n=1)
+    assert open_data(str(tmp_path / "e"), "all").labels is not None and "warning" not in capsys.readouterr().err

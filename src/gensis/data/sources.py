@@ -26,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1081,6 +1082,12 @@ def _open_data(spec: str | os.PathLike[str], default_split: str, val_fraction: f
                     va_set = _load_folder(val_dir, classes=train_classes, skip_bad=skip_bad_images)
                     labels = None if tr_set.labels is None or va_set.labels is None else \
                         np.concatenate([tr_set.labels, va_set.labels])
+                    if labels is None and (tr_set.labels is not None or va_set.labels is not None):
+                        # one side labelled, the other flat: the whole set has none (an ImageSet is labelled or not)
+                        flat, named = ("train", val_dir.name) if tr_set.labels is None else (val_dir.name, "train")
+                        print(f"gensis: warning: {path.name}@all is unlabelled: {flat}/ holds no class folders while "
+                              f"{named}/ does (for labelled images use {path.name}@{'train' if named == 'train' else 'val'}"
+                              f", or sort {flat}/ into class folders)", file=sys.stderr)
                     out = FolderImageSet(tr_set.paths + va_set.paths, labels,
                                          tr_set.classes if labels is not None else None, path.name)
                     out.skip_bad = skip_bad_images
