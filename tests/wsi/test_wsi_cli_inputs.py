@@ -197,6 +197,12 @@ def test_embed_never_replaces_files_that_are_not_its_bags(tiled, tmp_path, capsy
     assert main([*embed, "pixels", "--out", str(user)]) == 2
     _one_line(capsys, "not a readable HDF5 file")
     assert (user / "s.h5").read_bytes() == b"my own data"
+    docs = tmp_path / "docs"  # a folder of the user's without bags: the bags were added beside their files
+    docs.mkdir()
+    (docs / "notes.txt").write_text("mine")
+    assert main([*embed, "pixels", "--out", str(docs)]) == 2
+    _one_line(capsys, "is not empty and not a features folder (slide bags) (holds notes.txt)")
+    assert sorted(q.name for q in docs.iterdir()) == ["notes.txt"]
     feats = tmp_path / "F"
     assert main([*embed, "pixels", "--out", str(feats)]) == 0
     assert main([*embed, "pixels", "--out", str(feats)]) == 0

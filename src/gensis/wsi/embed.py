@@ -73,9 +73,13 @@ def _embed(encoder_spec: str, tiles: str | Path, out: str | Path, batch_size: in
     from gensis.rundir import lock_folder, remove_stale_temps
 
     out = Path(out)
-    from gensis.folder_kind import refuse_other_kind
+    from gensis.folder_kind import refuse_other_kind, require_own_or_empty
 
     refuse_other_kind(out, "features")  # a run, a bank, tiles ...: the bags were written into it
+    # a folder of the user's (documents, images): the bags were added beside their files (mil predict and eldm
+    # sample refuse such an --out too); one that holds bags already takes more (another tiling, more slides)
+    if out.is_dir():
+        require_own_or_empty(out, "features", again="to add slides to it")
     if out.is_dir():
         lock_folder(out)  # a second embed on this --out is refused now, before the encoder is loaded
     enc = _encoder(encoder_spec, like)
