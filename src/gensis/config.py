@@ -183,10 +183,30 @@ def parse_overrides(items: Iterable[str]) -> dict:
         value = _exponents(value)
         node = delta
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # `optim=3 optim.epochs=5`: a TypeError traceback before
+                raise UserError(f"override '{item}' sets a key inside '{'.'.join(parts[:i + 1])}', which an earlier "
+                                f"override set to a value ({node!r}): give one or the other")
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(value, dict):
+            raise UserError(f"override '{item}' replaces the keys an earlier override set inside it: give one or "
+                            f"the other")
         node[parts[-1]] = value
     return delta
+
+
+def repeated_overrides(items: Iterable[str]) -> list[str]:
+    """The keys ``items`` (``key=value`` strings) set more than once to different values: the last one is used (as
+    an option given twice on any command line), which the CLI says in a warning line."""
+    seen: dict[str, str] = {}
+    out: list[str] = []
+    for item in items:
+        key, _, raw = str(item).partition("=")
+        key = key.strip()
+        if key in seen and seen[key] != raw and key not in out:
+            out.append(key)
+        seen[key] = raw
+    return out
 
 
 PER_METHOD = "per_method"  # section of a preset (or base.yaml): deltas applied only when `method` matches

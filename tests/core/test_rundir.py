@@ -417,8 +417,9 @@ def test_a_users_config_yaml_is_not_a_run_and_a_run_killed_before_its_config_res
     check_resume(RunDir(run.path), "pretrain", {"a": 2}, {"data": "d"})  # nothing to compare
     with pytest.raises(UserError, match="holds a pretraining run, not an autoencoder run"):
         check_resume(RunDir(run.path), "eldm-ae", {"a": 2}, {"data": "d"})
-    RunDir(run.path).start("pretrain", {"a": 2}, 0, {"data": "d"}, resume=True)
-    assert RunDir(run.path).config() == {"a": 2} and not RunDir(run.path).killed_before_config()
+    cfg = {"a": 2, "data": {}, "model": {}, "optim": {}, "train": {}}  # the sections a pretraining config has
+    RunDir(run.path).start("pretrain", cfg, 0, {"data": "d"}, resume=True)
+    assert RunDir(run.path).config() == cfg and not RunDir(run.path).killed_before_config()
     release_folder(run.path)
 
 
