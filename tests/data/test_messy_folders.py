@@ -404,3 +404,27 @@ def test_all_of_labelled_train_and_a_flat_val_says_it_is_unlabelled(tmp_path, ca
         _images(tmp_path / "e" / "train" / c)
         _images(tmp_path / "e" / "val" / c, n=1)
     assert open_data(str(tmp_path / "e"), "all").labels is not None and "warning" not in capsys.readouterr().err
+
+
+def test_an_image_above_pils_bomb_threshold_is_one_gensis_line(tmp_path, monkeypatch, capsys):
+    """A 90-megapixel photo printed PIL's DecompressionBombWarning (two lines naming PIL's source file); now one
+    gensis warning line, once per process, saying what such images cost. Twice the threshold stays refused."""
+    import warnings
+
+    import gensis.data.sources as sources
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 40x40 image stands for a 90-megapixel one
+    monkeypatch.setattr(sources, "_noted_large", False)
+    for c in "ab":
+        _images(tmp_path / "d" / c, n=2, size=40)
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        d = open_data(str(tmp_path / "d"), "all")
+        assert d.stack().shape == (4, 40, 40, 3)
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+    err = capsys.readouterr().err
+    assert err.count("gensis: warning:") == 1 and "is 1,600 pixels (above PIL's 1,000)" in err, err
+    _images(tmp_path / "e" / "a", n=1, size=50)  # 2,500 > 2 x 1,000: refused, in one line naming the file
+    with pytest.raises(UserError, match="too large to decode"):
+        open_data(str(tmp_path / "e"), "all").stack()
