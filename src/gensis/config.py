@@ -195,20 +195,6 @@ def parse_overrides(items: Iterable[str]) -> dict:
     return delta
 
 
-def repeated_overrides(items: Iterable[str]) -> list[str]:
-    """The keys ``items`` (``key=value`` strings) set more than once to different values: the last one is used (as
-    an option given twice on any command line), which the CLI says in a warning line."""
-    seen: dict[str, str] = {}
-    out: list[str] = []
-    for item in items:
-        key, _, raw = str(item).partition("=")
-        key = key.strip()
-        if key in seen and seen[key] != raw and key not in out:
-            out.append(key)
-        seen[key] = raw
-    return out
-
-
 PER_METHOD = "per_method"  # section of a preset (or base.yaml): deltas applied only when `method` matches
 
 

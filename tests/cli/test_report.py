@@ -108,7 +108,7 @@ def test_loss_curves_keep_a_run_s_colour_and_plot_the_method_s_own_loss(tmp_path
     for name, lines in rows.items():
         (out / name).mkdir(parents=True)
         (out / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
-    (out / "gen-simclr" / "config.yaml").write_text("gen:\n  disent_weight: 2.0\n")
+    (out / "gen-simclr" / "config.yaml").write_text("data: {}\nmodel: {}\noptim: {}\ntrain: {}\ngen:\n  disent_weight: 2.0\n")
     (out / "gen-simclr" / "manifest.json").write_text(json.dumps({"status": "done", "stage": "pretrain"}))
     figs = []
     monkeypatch.setattr(report, "atomic_savefig", lambda fig, dest, **kw: figs.append(fig))

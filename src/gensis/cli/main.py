@@ -204,7 +204,6 @@ def _main(argv: list[str] | None) -> int:
     from gensis.signals import stop_on_sigterm
 
     stop_on_sigterm()  # SIGTERM stops it as a Ctrl-C does, exit 143
-    _warn_repeated(args)
     try:
         try:
             # folders this command locked are free again (the demo runs stages in this process); --quiet: every
@@ -322,22 +321,6 @@ def _check_processes(args: argparse.Namespace) -> None:
 def _run_again(args: argparse.Namespace) -> str:
     """How to go on after the environment stopped a command: its ``_how_to_continue``, else run it again."""
     return _how_to_continue(args) or "run the command again"
-
-
-def _warn_repeated(args: argparse.Namespace) -> None:
-    """A key typed twice with two values (`optim.epochs=3 ... optim.epochs=5`): the last is used, as for any option
-    given twice, and a warning line says so (it was silent). Not for a demo's stages run as commands, whose lines
-    the demo composes."""
-    from gensis.config import repeated_overrides
-    from gensis.errors import on_main_rank
-    from gensis.train.next_step import IN_DEMO
-
-    items = getattr(args, "overrides", None)
-    if not items or os.environ.get(IN_DEMO) or not on_main_rank():
-        return
-    for key in repeated_overrides(items):
-        last = [str(i).partition("=")[2] for i in items if str(i).partition("=")[0].strip() == key][-1]
-        print(f"gensis: warning: {key} is given more than once: the last value, {last}, is used", file=sys.stderr)
 
 
 def _continue_hint(args: argparse.Namespace) -> str:
