@@ -406,25 +406,27 @@ def test_all_of_labelled_train_and_a_flat_val_says_it_is_unlabelled(tmp_path, ca
     assert open_data(str(tmp_path / "e"), "all").labels is not None and "warning" not in capsys.readouterr().err
 
 
-def test_an_image_above_pils_bomb_threshold_is_one_gensis_line(tmp_path, monkeypatch, capsys):
+def test_an_image_above_pils_bomb_threshold_is_one_gensis_line(tmp_path, monkeypatch):
     """A 90-megapixel photo printed PIL's DecompressionBombWarning (two lines naming PIL's source file); now one
     gensis warning line, once per process, saying what such images cost. Twice the threshold stays refused."""
-    import warnings
+    import subprocess
+    import sys
 
-    import gensis.data.sources as sources
-
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 40x40 image stands for a 90-megapixel one
-    monkeypatch.setattr(sources, "_noted_large", False)
     for c in "ab":
         _images(tmp_path / "d" / c, n=2, size=40)
-    capsys.readouterr()
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        d = open_data(str(tmp_path / "d"), "all")
-        assert d.stack().shape == (4, 40, 40, 3)
-    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
-    err = capsys.readouterr().err
-    assert err.count("gensis: warning:") == 1 and "is 1,600 pixels (above PIL's 1,000)" in err, err
-    _images(tmp_path / "e" / "a", n=1, size=50)  # 2,500 > 2 x 1,000: refused, in one line naming the file
-    with pytest.raises(UserError, match="too large to decode"):
-        open_data(str(tmp_path / "e"), "all").stack()
+    _images(tmp_path / "e" / "a", n=1, size=50)
+    script = f"""
+import sys
+from PIL import Image
+Image.MAX_IMAGE_PIXELS = 1000  # a 40x40 image stands for a 90-megapixel one, 50x50 for twice the threshold
+from gensis.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+    knn = [sys.executable, "-c", script, "eval", "knn", "--encoder", "pixels", "--k", "1", "--threads", "1"]
+    r = subprocess.run([*knn, "--train", f"{tmp_path / 'd'}@all", "--test", f"{tmp_path / 'd'}@all"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "DecompressionBomb" not in r.stderr and r.stderr.count("is 1,600 pixels (above PIL's 1,000)") == 1, r.stderr
+    r = subprocess.run([*knn, "--train", f"{tmp_path / 'e'}@all", "--test", f"{tmp_path / 'd'}@all"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "too large to decode" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]

@@ -204,6 +204,11 @@ def _main(argv: list[str] | None) -> int:
     from gensis.signals import stop_on_sigterm
 
     stop_on_sigterm()  # SIGTERM stops it as a Ctrl-C does, exit 143
+    import warnings
+
+    # PIL's DecompressionBombWarning for a large photo or scan (two lines naming PIL's source file): said in one
+    # gensis line instead (gensis.data.sources._note_large); a filter on this process, which the CLI owns
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit of \d+ pixels")
     try:
         try:
             # folders this command locked are free again (the demo runs stages in this process); --quiet: every

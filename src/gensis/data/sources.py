@@ -28,11 +28,9 @@ import hashlib
 import os
 import sys
 import unicodedata
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -400,20 +398,10 @@ def _unreadable_without_decoding(path: Path) -> str | None:
 _noted_large = False
 
 
-@contextmanager
-def _no_bomb_warning() -> Iterator[None]:
-    """Around gensis's own reads of an image file: PIL's DecompressionBombWarning (two lines naming PIL's source)
-    is left out; ``_note_large`` says it in one line."""
-    from PIL import Image
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        yield
-
-
 def _note_large(path: Path, pixels: int) -> None:
-    """Over PIL's decompression-bomb threshold (89,478,485 pixels; twice that is refused, ``decode_image``): PIL's
-    own warning was two lines naming PIL's source; one gensis line instead, once per process, saying what it costs."""
+    """Over PIL's decompression-bomb threshold (89,478,485 pixels; twice that is refused, ``decode_image``): one
+    gensis line, once per process, saying what it costs. The CLI leaves out PIL's own DecompressionBombWarning (two
+    lines naming PIL's source file); a program that imports gensis keeps its own warning filters."""
     global _noted_large
     from PIL import Image
 
@@ -433,7 +421,7 @@ def decode_image(path: Path) -> np.ndarray:
         why = _unreadable_without_decoding(path)
         if why is not None:
             raise BadImageError(path, why)
-        with _no_bomb_warning(), Image.open(path) as im:
+        with Image.open(path) as im:
             _note_large(path, im.width * im.height)
             im.load()  # the whole image: a truncated JPEG fails here, not mid-epoch
             out = pil_to_rgb(ImageOps.exif_transpose(im), im.format)  # the transposed copy has no format
@@ -459,7 +447,7 @@ def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     from PIL import Image
 
     try:
-        with _no_bomb_warning(), Image.open(path) as im:
+        with Image.open(path) as im:
             w, h = im.size
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90°: decode_image transposes it
                 w, h = h, w
@@ -758,7 +746,7 @@ def _image_format(path: Path) -> str | None:
     from PIL import Image
 
     try:
-        with _no_bomb_warning(), Image.open(path) as im:
+        with Image.open(path) as im:
             return str(im.format)
     except Exception:  # not an image (README, LICENSE ...), or unreadable
         return None
