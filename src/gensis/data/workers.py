@@ -115,14 +115,14 @@ def _raising(start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
     try:
         while True:
             if _interrupted or signals.terminated:
-                raise Terminated if signals.terminated else KeyboardInterrupt
+                raise _interrupt()
             try:
                 b = next(batches)
             except StopIteration:
                 return
             except RuntimeError:  # "DataLoader worker (pid ...) exited unexpectedly": it had the Ctrl-C too
                 if _interrupted or signals.terminated:
-                    raise (Terminated if signals.terminated else KeyboardInterrupt) from None
+                    raise _interrupt() from None
                 raise
             if isinstance(b, WorkerFailure):
                 _stop(batches)
@@ -135,6 +135,11 @@ def _raising(start: Callable[[], Iterator[Any]]) -> Iterator[Any]:
         except Exception:  # a worker the Ctrl-C killed: its shutdown error must not replace the interrupt
             pass
         raise
+
+
+def _interrupt() -> KeyboardInterrupt:
+    """What a recorded stop raises: ``Terminated`` after a SIGTERM (``gensis.signals``), else a Ctrl-C's."""
+    return Terminated() if signals.terminated else KeyboardInterrupt()
 
 
 def _stop(batches: Iterator[Any]) -> None:

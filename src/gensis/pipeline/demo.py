@@ -272,13 +272,18 @@ def _check_enough_images(opts: DemoOptions) -> None:
                         f"({key}=N, N <= {n}; the same for every stage whose batch is larger)")
 
 
+def _section(override: str) -> str:
+    """The top-level section a ``key=value`` override sets (``optim`` of ``optim.epochs=3``)."""
+    return override.split("=", 1)[0].strip().split(".", 1)[0]
+
+
 def _eldm_training(user: Sequence[str]) -> list[str]:
     """The ``eldm.*`` overrides the E-LDM's training reads (not its eval.* / figures.* sections)."""
-    return [o for o in user if o.split("=", 1)[0].strip().split(".", 1)[0] not in ELDM_AFTER_TRAINING]
+    return [o for o in user if _section(o) not in ELDM_AFTER_TRAINING]
 
 
 def _eldm_after(user: Sequence[str], section: str) -> list[str]:
-    return [o for o in user if o.split("=", 1)[0].strip().split(".", 1)[0] == section]
+    return [o for o in user if _section(o) == section]
 
 
 def run_pipeline(opts: DemoOptions, out: Path, seed: int, passes_after: int = 0) -> dict | None:
@@ -448,7 +453,7 @@ def _autoencoder_stage(pipe: Pipeline, keys: _Keys, out: Path, P: str, D: str, S
         return "pixel", None
     ae_cfg = keys.config("eldm", list(training))
     k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)
-    ae_training = [o for o in training if o.split("=", 1)[0].strip().split(".", 1)[0] in AUTOENCODER_SECTIONS]
+    ae_training = [o for o in training if _section(o) in AUTOENCODER_SECTIONS]
     ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
                                     "--preset", P, *extra, *ae_training], k_ae, kind="eldm-ae",
                         call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae"), background=True))
