@@ -312,13 +312,7 @@ def train_autoencoder(data: Any, out: PathLike, *, preset: str | None = None,
     returns the run directory."""
     from gensis.eldm.train_ae import train_ae
 
-    import sys
-
-    from gensis.errors import on_main_rank
-
-    warning = autoencoder_override_warning(overrides)
-    if warning and on_main_rank():
-        print(f"gensis: warning: {warning}", file=sys.stderr)
+    _warn(autoencoder_override_warning(overrides))
     cfg = eldm_config(config, preset=preset, overrides=overrides)
     return Path(train_ae(cfg.to_dict(), _data_spec(data), _path(out, "out"), resume=resume, quiet=quiet).path)
 
@@ -342,15 +336,41 @@ def autoencoder_override_warning(overrides: Overrides | None) -> str | None:
     to ``train-ae`` it did nothing, silently. Returns the warning line's text for such keys (None: none), unless
     the list also sets keys only the E-LDM reads (``unet.*``, ``sample.*`` ...): then it is one list for both
     commands, and its ``optim.*`` is meant for ``eldm train``."""
+    return _unread_override_warning(overrides, own=AUTOENCODER_SECTIONS + ("optim",), unread=("optim",),
+                                    what="the E-LDM's setting (`gensis eldm train`), not read by the autoencoder's "
+                                         "training; its own: {own}", rename=lambda k: "ae." + k)
+
+
+def eldm_override_warning(overrides: Overrides | None) -> str | None:
+    """The other half of ``autoencoder_override_warning``: ``ae.*`` given to ``eldm train`` did nothing, silently
+    (the E-LDM uses the autoencoder of ``--ae``, trained before). Returns the warning line's text (None: none),
+    unless the list also sets keys only the E-LDM reads: then it is one list for both commands."""
+    return _unread_override_warning(overrides, own=AUTOENCODER_SECTIONS, unread=("ae",),
+                                    what="the autoencoder's setting (`gensis eldm train-ae`), not read by `eldm "
+                                         "train`, which uses the autoencoder given by --ae")
+
+
+def _unread_override_warning(overrides: Overrides | None, *, own: tuple[str, ...], unread: tuple[str, ...],
+                             what: str, rename: Callable[[str], str] = str) -> str | None:
+    """A warning line for the keys of sections ``unread`` in a list setting only sections ``own`` (a list that
+    also sets other sections is one list for both E-LDM commands: no warning)."""
     keys = list(dict.fromkeys(_override_keys(overrides)))
-    sections = {k.split(".", 1)[0] for k in keys}
-    if sections - set(AUTOENCODER_SECTIONS) - {"optim"}:
+    if {k.split(".", 1)[0] for k in keys} - set(own):
         return None
-    unread = [k for k in keys if k.split(".", 1)[0] == "optim"]
-    if not unread:
+    hits = [k for k in keys if k.split(".", 1)[0] in unread]
+    if not hits:
         return None
-    return (f"{', '.join(unread)}: the E-LDM's setting (`gensis eldm train`), not read by the autoencoder's training; "
-            f"its own: {', '.join('ae.' + k for k in unread)}")
+    return f"{', '.join(hits)}: " + what.format(own=", ".join(rename(k) for k in hits))
+
+
+def _warn(line: str | None) -> None:
+    """Print a warning line on stderr (once, on the main rank)."""
+    import sys
+
+    from gensis.errors import on_main_rank
+
+    if line and on_main_rank():
+        print(f"gensis: warning: {line}", file=sys.stderr)
 
 
 @_frees_its_folders
@@ -364,6 +384,7 @@ def train_eldm(encoder: PathLike, data: Any, out: PathLike, *, autoencoder: Path
     """
     from gensis.eldm.train import train
 
+    _warn(eldm_override_warning(overrides))
     cfg = eldm_config(config, preset=preset, overrides=overrides, autoencoder=autoencoder)
     ae_path = None if autoencoder is None else _str(autoencoder, "autoencoder")
     run = train(cfg.to_dict(), _str(encoder, "encoder"), _data_spec(data), _path(out, "out"), ae_path=ae_path, resume=resume,

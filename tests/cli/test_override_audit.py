@@ -103,3 +103,22 @@ def test_a_key_inside_a_value_is_one_line(tmp_path, capsys):
                         (["optim.epochs=5", "optim=3"], "replaces the keys an earlier override set inside it")):
         assert main(["pretrain", "--out", out, "--preset", "smoke", *argv, "--print-config"]) == 2
         assert words in _err(capsys)
+
+
+def test_eldm_train_warns_that_ae_is_the_autoencoders(tmp_path, capsys, monkeypatch):
+    """`gensis eldm train --ae AE ae.optim.epochs=8` ran without a word and the key did nothing: the E-LDM uses the
+    autoencoder given by --ae, trained before. A warning line, unless the list also sets the E-LDM's own keys (then
+    it is one list for both commands, as train-ae's warning above)."""
+    import types
+
+    import gensis
+    import gensis.eldm.train
+
+    monkeypatch.setattr(gensis.eldm.train, "train", lambda *a, **k: types.SimpleNamespace(path=tmp_path / "e"))
+    gensis.train_eldm("enc", "builtin:digits", tmp_path / "e", preset="smoke", overrides=["ae.optim.epochs=8", "data.limit=64"])
+    assert "gensis: warning: ae.optim.epochs: the autoencoder's setting (`gensis eldm train-ae`), not read by `eldm " \
+           "train`" in capsys.readouterr().err
+    gensis.train_eldm("enc", "builtin:digits", tmp_path / "e", preset="smoke",
+                      overrides=["ae.optim.epochs=8", "unet.context_dim=8", "space=pixel"])
+    gensis.train_eldm("enc", "builtin:digits", tmp_path / "e", preset="smoke", overrides=["optim.epochs=2", "space=pixel"])
+    assert "warning" not in capsys.readouterr().err
