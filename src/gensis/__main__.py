@@ -3,9 +3,9 @@
 import sys
 
 try:
-    from gensis.cli.main import main
+    from gensis.cli.main import entry
 except KeyboardInterrupt:  # a Ctrl-C while Python imports gensis: the line (and status) of any other Ctrl-C
     print("gensis: interrupted", file=sys.stderr)
     sys.exit(130)
 
-sys.exit(main())
+entry()
