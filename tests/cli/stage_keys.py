@@ -3,7 +3,8 @@
 ``plan_keys`` replaces ``Pipeline.run`` by a recorder, runs ``run_pipeline`` for the stages that write run
 folders and returns ``{stage name: key}``, the command line each stage prints, plus every config resolution
 the keys were derived from. With
-``frozen`` (a recording), config resolution and the data identity come from the recording instead of today's
+``frozen`` (a recording), the keys are planned in a demo folder holding the recording's stages, finished (some
+keys are kept from such a folder: ``demo._autoencoder_stage``), and config resolution and the data identity come from the recording instead of today's
 presets, so the comparison checks the key derivation itself, not whether someone edited ``base.yaml`` since.
 
 Re-record the fixture (only when the key derivation is meant to change, which makes existing demo folders
@@ -67,6 +68,12 @@ def plan_keys(out: Path, preset: str, seed: int, methods: tuple[str, ...], froze
         commands[stage.name] = " ".join(stage.argv).replace(str(out), "OUT")
         return self.out / stage.name
 
+    if frozen is not None:  # the recording's demo folder, its stages finished (what must stay up to date)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "stages.json").write_text(json.dumps(frozen["keys"]))
+        for name in frozen["keys"]:
+            (out / name).mkdir(exist_ok=True)
+            (out / name / "manifest.json").write_text('{"status": "done"}')
     opts = demo.DemoOptions(preset=preset, data="builtin:animal-mnist", out=str(out), seed=seed, stages=STAGES,
                             quiet=True, methods=methods)
     with mock.patch.object(gensis.config, "load_config", load_config), \

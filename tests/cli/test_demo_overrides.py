@@ -104,8 +104,8 @@ def test_overrides_enter_the_keys_of_their_stages_and_those_that_read_them(tmp_p
     assert diff == {"dino", "pixel", "gendino", "eldm", "eldm-figures", "eldm-eval", "bank"}  # not the autoencoder
     assert all(now[n][2]["optim"]["epochs"] == 5 for n in ("dino", "pixel", "gendino"))
     assert "optim.epochs=5" in now["dino"][1] and "optim.epochs=5" in now["gendino"][1]
-    diff, now = changed("eldm.optim.epochs=4")
-    assert diff == {"eldm-ae", "eldm", "eldm-figures", "eldm-eval", "bank", "gendino"}
+    diff, now = changed("eldm.optim.epochs=4")  # not the autoencoder either: it reads data.*, ae.*, train.*
+    assert diff == {"eldm", "eldm-figures", "eldm-eval", "bank", "gendino"}
     assert now["eldm"][2]["optim"]["epochs"] == 4 and "optim.epochs=4" in now["eldm"][1]
     assert "optim.epochs=4" not in now["eldm-ae"][1]  # `eldm train-ae` would warn that it does not read it
     diff, now = changed("eldm.figures.rows=3")  # read by `eldm sample` only: the E-LDM is not retrained
@@ -120,6 +120,32 @@ def test_overrides_enter_the_keys_of_their_stages_and_those_that_read_them(tmp_p
     assert now["gendino"][1].endswith("gen.alphas=[0.3]") and now["pixel"][2]["gen"]["alphas"] == [0.5]
     diff, now = changed("pretrain.data.limit=40")  # the bank follows pretraining's images
     assert now["bank"][2]["data"]["limit"] == 40 and "bank" in diff
+
+
+def test_an_earlier_demos_autoencoder_is_kept_under_its_former_key(tmp_path, tiny):
+    """The autoencoder's key was the whole E-LDM config's (so eldm.optim.epochs=N trained it again); now it is that of
+    the sections its training reads. A demo folder from before, with its autoencoder finished under the former key,
+    keeps it, and the stages that read it keep theirs; any other recorded key is not taken for it."""
+    from gensis.config import load_config
+    from gensis.configs.added import without_added
+    from gensis.data.sources import open_data
+    from gensis.pipeline.runner import stage_key
+
+    out = tmp_path / "demo"
+    base = _plan(out, tiny)
+    former = stage_key("eldm-ae", without_added("eldm", load_config("eldm", "demo", [])), open_data(tiny, "all").identity,
+                       tiny)
+    assert former != base["eldm-ae"][0]
+    (out / "eldm-ae").mkdir(parents=True)
+    (out / "eldm-ae" / "manifest.json").write_text('{"stage": "eldm-ae", "status": "done"}')
+    for recorded, kept in ((former, True), ("0123456789abcdef", False)):
+        (out / "stages.json").write_text(json.dumps({"eldm-ae": recorded}))
+        now = _plan(out, tiny)
+        assert (now["eldm-ae"][0] == former) is kept and (now["eldm-ae"][0] == base["eldm-ae"][0]) is not kept
+        assert (now["eldm"][0] != base["eldm"][0]) is kept  # the E-LDM's key reads the autoencoder's
+    (out / "eldm-ae" / "manifest.json").write_text('{"stage": "eldm-ae", "status": "running"}')
+    (out / "stages.json").write_text(json.dumps({"eldm-ae": former}))
+    assert _plan(out, tiny)["eldm-ae"][0] == base["eldm-ae"][0]  # an unfinished one is trained under the new key
 
 
 def test_other_methods_get_the_pretrain_overrides_too(tmp_path, tiny):

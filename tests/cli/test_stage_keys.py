@@ -1,5 +1,6 @@
-"""The demo's stage keys (and the command lines it prints) are those of the code that ran stages through the
-CLI's ``main(argv)``: demo folders made before the pipeline called the library directly stay up to date.
+"""The demo's stage keys (and the command lines it prints), in the folder of an earlier demo, are those of the code
+that ran stages through the CLI's ``main(argv)``: demo folders made before the pipeline called the library directly
+stay up to date.
 
 The fixture was recorded by that code (``tests/cli/stage_keys.py``); the configs it resolved are replayed, so
 later edits of presets or ``base.yaml`` (which rightly change keys) do not make this test fail."""

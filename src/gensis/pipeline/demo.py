@@ -452,11 +452,19 @@ def _autoencoder_stage(pipe: Pipeline, keys: _Keys, out: Path, P: str, D: str, S
     if not _latent(keys.config("eldm", [f"train.seed={S}", *training])):
         return "pixel", None
     ae_cfg = keys.config("eldm", list(training))
-    k_ae = stage_key("eldm-ae", without_added("eldm", ae_cfg), keys.data, D)
+    keyed = without_added("eldm", ae_cfg)
+    # keyed on what the autoencoder's training reads: an E-LDM-only change (eldm.optim.epochs=N) keeps it
+    k_ae = stage_key("eldm-ae", {s: keyed[s] for s in AUTOENCODER_SECTIONS if s in keyed}, keys.data, D)
     ae_training = [o for o in training if _section(o) in AUTOENCODER_SECTIONS]
-    ae = pipe.run(Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"),
-                                    "--preset", P, *extra, *ae_training], k_ae, kind="eldm-ae",
-                        call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae"), background=True))
+    stage = Stage("eldm-ae", ["eldm", "train-ae", "--data", D, "--out", str(out / "eldm-ae"), "--preset", P, *extra,
+                              *ae_training], k_ae, kind="eldm-ae",
+                  call=calls.autoencoder(ELDMConfig.from_dict(ae_cfg), D, out / "eldm-ae"), background=True)
+    # demos before 2026-12-02 keyed it on the whole E-LDM config: such a finished autoencoder, made with these very
+    # settings, is kept under its key (and so are the stages that read it), not trained again
+    k_before = stage_key("eldm-ae", keyed, keys.data, D)
+    if pipe.state.get(stage.name) == k_before and pipe.finished(stage):
+        stage.key = k_ae = k_before
+    ae = pipe.run(stage)
     return k_ae, ae
 
 
