@@ -553,3 +553,14 @@ def test_ctrl_c_while_python_exits_ends_quietly_with_the_commands_status():
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 0 and err == "", (p.returncode, err[-3000:])
+
+
+def test_the_console_script_and_python_m_run_entry():
+    """`gensis` and `python -m gensis` exit through ``entry`` (the quick exit above), not a bare ``main``."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    scripts = tomllib.loads((root / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["gensis"] == "gensis.cli.main:entry"
+    assert "entry()" in (root / "src" / "gensis" / "__main__.py").read_text()
