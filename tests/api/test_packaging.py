@@ -49,7 +49,7 @@ def test_wheel_contains_the_configs_and_works_from_its_files(tmp_path):
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "Provides-Extra: histo" in text and "Provides-Extra: report" in text
     entry = zipfile.ZipFile(wheel).read(meta.replace("METADATA", "entry_points.txt")).decode()
-    assert "gensis = gensis.cli.main:main" in entry
+    assert "gensis = gensis.cli.main:entry" in entry
 
     # the unpacked wheel alone (not this checkout) gives a gensis whose presets load and whose CLI starts
     site = tmp_path / "site"
