@@ -29,6 +29,8 @@ ADDED: dict[str, dict[str, Any]] = {
         "dino.centering": "centering",
         # convstem: an empty list builds the same timm ViT as before the key (tests/models/test_conv_stem.py)
         "model.conv_stem": [],
+        # mimetic: "timm" adds no step after timm's own initialisation (tests/models/test_mimetic_init.py)
+        "model.init": "timm",
         # koleo: weight 0 adds no term, so the loss and its gradients are those of DINO before the key
         # (tests/ssl/test_dino_options.py)
         "dino.koleo_loss_weight": 0.0,

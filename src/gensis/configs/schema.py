@@ -132,6 +132,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "model.drop_path_rate": FRACTION,
         "model.init_values": Float(gt=0, nullable=True),
         "model.conv_stem": List(POS_INT),
+        "model.init": OneOf("timm", "mimetic", "sincos", "mimetic+sincos"),
         "optim.betas": List(Float(ge=0, lt=1), length=2),
         "dino.out_dim": POS_INT,
         "dino.hidden_dim": POS_INT,

@@ -52,6 +52,8 @@ class PretrainModel(ConfigSection):
     init_values: float | None = None
     #: channels of 3x3 convs before the patch embedding (early convolutions), []: plain ViT
     conv_stem: list[int] = field(default_factory=lambda: [])
+    #: timm (timm's init) | mimetic (attention, Trockman & Kolter 2023) | sincos (positions) | mimetic+sincos
+    init: Literal["timm", "mimetic", "sincos", "mimetic+sincos"] = "timm"
 
 
 @dataclass(kw_only=True)
