@@ -4,8 +4,8 @@ pay: AMX (Intel Sapphire Rapids+) or AVX512-BF16 (e.g. AMD Zen 4/5).
 On an AVX512-BF16 CPU without AMX, bf16 was measured faster than fp32 for every training step (interleaved,
 bf16/fp32 step time: DINO 0.76, E-LDM denoiser 0.65, VQ autoencoder 0.62) with the same accuracy (docs/pretrain.md
 and docs/eldm.md, "bf16 on CPUs without AMX"). ``GENSIS_CPU_BF16`` narrows what ``auto`` accepts: ``amx``
-(AMX only, the behaviour before AVX512-BF16 was measured; the test suite pins it so that its numbers do not
-depend on the CPU it runs on) or ``off``.
+(AMX only, the behaviour before AVX512-BF16 was measured) or ``off`` (the test suite pins it so that its numbers
+do not depend on the CPU it runs on).
 """
 
 from __future__ import annotations

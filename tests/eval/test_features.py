@@ -73,8 +73,9 @@ def test_dataset_features_are_cached_and_reused(tmp_path, monkeypatch):
     # a damaged cache file is recomputed
     for p in (tmp_path / "c").glob("*.safetensors"):
         p.write_bytes(b"garbage")
+    # (recomputed in batches of another size: fp32 kernels may round differently, ~2e-6 seen on an AMX CPU)
     np.testing.assert_allclose(dataset_features(enc, ds, FeatureSpec("cls_gem", size=14), cache=cache), f1,
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_timm_encoder_with_a_weights_file(tmp_path):
