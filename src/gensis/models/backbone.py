@@ -4,8 +4,8 @@
 optional ``patch_size``/``embed_dim``/``depth``/``num_heads`` keys override the named architecture, which
 is how the small CPU presets are made; ``init_values`` adds LayerScale (a learnable per-channel gain, timm's
 ``ls1.gamma``/``ls2.gamma``) to every block, DINOv2's ``layerscale: 1e-5``. ``conv_stem`` (a list of channel counts, empty by default)
-puts early convolutions before the patch embedding (``ConvStemPatchEmbed``). ``init`` picks how the
-attention weights start (``INITS``: timm's, or mimetic initialisation). ``dynamic_img_size=True`` makes timm interpolate the position
+puts early convolutions before the patch embedding (``ConvStemPatchEmbed``). ``init`` picks what is done
+after timm's initialisation (``INITS``, '+'-joined: ``mimetic`` attention weights, ``sincos`` position embeddings). ``dynamic_img_size=True`` makes timm interpolate the position
 embeddings, so global and local crops of different sizes go through the same model in one step.
 The representation used downstream is the CLS token after the final norm (``forward`` with
 ``num_classes=0``, ``global_pool='token'``), as in DINO.
