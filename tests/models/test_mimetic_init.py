@@ -109,3 +109,27 @@ def test_sincos_starts_the_positions_at_the_2d_table():
 def test_unknown_init_is_one_line():
     with pytest.raises(UserError, match="model.init"):
         load_config("pretrain", "smoke", ["model.init=xavier"])
+
+
+def test_init_strengths_come_from_the_config():
+    """model.mimetic_qk / mimetic_vo set the products' [noise, identity] weights, model.sincos_temperature /
+    sincos_scale the table; the defaults are the values used before the keys existed."""
+    from timm.layers import build_sincos2d_pos_embed
+
+    torch.manual_seed(0)
+    default = build_backbone({**TINY, "init": "mimetic+sincos"}, 16).state_dict()
+    torch.manual_seed(0)
+    named = build_backbone({**TINY, "init": "mimetic+sincos", "mimetic_qk": [0.7, 0.7], "mimetic_vo": [0.4, 0.4],
+                            "sincos_temperature": 10000.0, "sincos_scale": 1.0}, 16).state_dict()
+    assert all(torch.equal(default[k], named[k]) for k in default)
+    m = build_backbone({**TINY, "init": "mimetic+sincos", "mimetic_qk": [0.0, 1.0], "mimetic_vo": [0.0, 0.2],
+                        "sincos_temperature": 10.0, "sincos_scale": 2.0}, 16)
+    qk, vo = _products(m)
+    assert torch.allclose(vo, -0.2 * torch.eye(48), atol=1e-5)  # no noise: exactly -0.2 I
+    for head in qk:  # the best rank-16 part of I: a projection, eigenvalues 1 (16 times) and 0
+        assert torch.allclose(head @ head, head, atol=1e-4) and head.trace().item() == pytest.approx(16, abs=1e-3)
+    assert torch.allclose(m.pos_embed.detach()[0, 1:], 2.0 * build_sincos2d_pos_embed([4, 4], 48, temperature=10.0))
+    cfg = load_config("pretrain", "smoke", ["model.sincos_temperature=100", "model.mimetic_qk=[0.5,1.0]"])["model"]
+    assert cfg["sincos_temperature"] == 100 and cfg["mimetic_qk"] == [0.5, 1.0]
+    with pytest.raises(UserError, match="model.mimetic_qk"):
+        load_config("pretrain", "smoke", ["model.mimetic_qk=[0.5]"])

@@ -31,6 +31,11 @@ ADDED: dict[str, dict[str, Any]] = {
         "model.conv_stem": [],
         # mimetic: "timm" adds no step after timm's own initialisation (tests/models/test_mimetic_init.py)
         "model.init": "timm",
+        # initargs: the values mimetic_init_ / sincos_pos_init_ used before the keys (tests/models/test_mimetic_init.py)
+        "model.mimetic_qk": [0.7, 0.7],
+        "model.mimetic_vo": [0.4, 0.4],
+        "model.sincos_temperature": 10000.0,
+        "model.sincos_scale": 1.0,
         # koleo: weight 0 adds no term, so the loss and its gradients are those of DINO before the key
         # (tests/ssl/test_dino_options.py)
         "dino.koleo_loss_weight": 0.0,

@@ -54,6 +54,14 @@ class PretrainModel(ConfigSection):
     conv_stem: list[int] = field(default_factory=lambda: [])
     #: timm (timm's init) | mimetic (attention, Trockman & Kolter 2023) | sincos (positions) | mimetic+sincos
     init: Literal["timm", "mimetic", "sincos", "mimetic+sincos"] = "timm"
+    #: with init mimetic: per head W_q^T W_k ~ a*Z + b*I ([a, b], the paper's 0.7, 0.7)
+    mimetic_qk: list[float] = field(default_factory=lambda: [0.7, 0.7])
+    #: with init mimetic: W_o W_v ~ a*Z - b*I ([a, b], the paper's 0.4, 0.4)
+    mimetic_vo: list[float] = field(default_factory=lambda: [0.4, 0.4])
+    #: with init sincos: the 2D table's longest wavelength (MoCo v3 / MAE / timm: 10000)
+    sincos_temperature: float = 10000.0
+    #: with init sincos: the table is multiplied by this (MoCo v3: 1)
+    sincos_scale: float = 1.0
 
 
 @dataclass(kw_only=True)

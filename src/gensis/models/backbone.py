@@ -106,10 +106,12 @@ def mimetic_init_(model: nn.Module, qk: tuple[float, float] = (0.7, 0.7), vo: tu
 
 
 @torch.no_grad()
-def sincos_pos_init_(model: nn.Module) -> nn.Module:
+def sincos_pos_init_(model: nn.Module, temperature: float = 10000.0, scale: float = 1.0) -> nn.Module:
     """Start the learnable position embeddings of a timm ViT at the fixed 2D sine-cosine embedding (MoCo v3 and
     MAE use it, fixed, because a learned one from trunc-normal(0.02) carries no geometry at first; here it stays
-    learnable). The class token's position entry (when it has one) is set to zero."""
+    learnable). The class token's position entry (when it has one) is set to zero. ``temperature`` is the
+    table's longest wavelength (10,000 in MoCo v3, MAE and timm, made for long sequences: on a 4x4 grid nearly
+    all its frequencies are too low to tell positions apart); ``scale`` multiplies the table (1: MoCo v3's)."""
     pos = getattr(model, "pos_embed", None)
     grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
     if pos is None or grid is None:
@@ -117,14 +119,25 @@ def sincos_pos_init_(model: nn.Module) -> nn.Module:
     from timm.layers import build_sincos2d_pos_embed
 
     n = int(grid[0]) * int(grid[1])
-    table = build_sincos2d_pos_embed(list(grid), pos.shape[-1])  # (N, D)
+    table = scale * build_sincos2d_pos_embed(list(grid), pos.shape[-1], temperature=temperature)  # (N, D)
     pos.zero_()
     pos[0, pos.shape[1] - n:] = table.to(pos.dtype)  # the prefix (class token) rows come first
     return model
 
 
-# model.init: '+'-joined names of what is done after timm's own initialisation (in that order)
-INITS = {"timm": lambda model: model, "mimetic": mimetic_init_, "sincos": sincos_pos_init_}
+def _pair(value: object, default: tuple[float, float]) -> tuple[float, float]:
+    return default if value is None else (float(value[0]), float(value[1]))  # type: ignore[index]
+
+
+# model.init: '+'-joined names of what is done after timm's own initialisation (in that order); each reads its
+# own keys of the model config (model.mimetic_qk / mimetic_vo, model.sincos_temperature / sincos_scale)
+INITS = {
+    "timm": lambda model, cfg: model,
+    "mimetic": lambda model, cfg: mimetic_init_(model, qk=_pair(cfg.get("mimetic_qk"), (0.7, 0.7)),
+                                                vo=_pair(cfg.get("mimetic_vo"), (0.4, 0.4))),
+    "sincos": lambda model, cfg: sincos_pos_init_(model, temperature=float(cfg.get("sincos_temperature") or 10000.0),
+                                                  scale=float(cfg.get("sincos_scale", 1.0))),
+}
 
 
 def check_arch(arch: str) -> str:
@@ -151,7 +164,7 @@ def build_backbone(model_cfg: dict, img_size: int) -> nn.Module:
         hint = "; model.embed_dim must be a multiple of model.num_heads" if "num_heads" in str(e) else ""
         raise UserError(f"backbone '{arch}' cannot be built with {given or 'these settings'}: {e}{hint}") from None
     for name in str(model_cfg.get("init", "timm")).split("+"):
-        model = INITS[name](model)
+        model = INITS[name](model, model_cfg)
     return model
 
 
