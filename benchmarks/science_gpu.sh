@@ -15,6 +15,11 @@
 #   PRE_OV, ELDM_OV, BANK_OV   extra key=value overrides of each stage (the CPU dry run uses tiny ones)
 #   PY        python interpreter (default: .venv/bin/python if present, else python)
 #
+# The `gpu` preset keeps timm's initialisation (model.init: timm). The CPU `demo` preset's mimetic attention +
+# sine-cosine positions (docs/pretrain.md, "Mimetic attention") are unmeasured at this scale; to measure them, run
+# the study a second time with the same seeds: PRE_OV="model.init=mimetic+sincos" OUT=runs/science-gpu-mimetic
+# (the E-LDM and bank then condition on that DINO; pair the two results.json tables by seed).
+#
 # Sizing: about 8 minutes for one seed of 8,000 training images on one H100/H200. This is an ESTIMATE
 # (docs/pretrain.md, "GPU-scale study"), never measured on a GPU: the script prints each stage's wall time
 # so the first GPU run calibrates it.
