@@ -59,6 +59,38 @@ def test_side_stage_runs_in_a_child_and_the_main_stage_waits_for_it(tmp_path, ca
     assert "[side] up to date, skipped" in capsys.readouterr().err
 
 
+def test_a_training_stage_keeps_the_lanes_share_once_the_side_lane_is_idle(tmp_path):
+    """``Stage.lane_threads``: the demo's DINO, E-LDM and Gen-X keep T − t threads (and the trainer's helper thread
+    then uses the free core) even when they start after the side lane is done; other stages get every thread."""
+    from gensis.device import apply_thread_share
+
+    def call(name, seen):
+        inner = _done_call(tmp_path / name, seen, name)
+
+        def run(resume):
+            apply_thread_share()  # what a training loop does at each metrics row
+            inner(resume)
+        return run
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        pipe = Pipeline(tmp_path, side_threads=1)
+        pipe.run(Stage("side", ["pretrain", "--out", str(tmp_path / "side"), *TINY], "k1", kind="pretrain",
+                       call=_never, background=True))
+        seen = {}
+        pipe.run(Stage("train", [], "k2", kind="pretrain", call=call("train", seen), after=("side",),
+                       lane_threads=True))
+        pipe.run(Stage("bank", [], "k3", kind="pretrain", call=call("bank", seen), after=("side",)))
+        pipe.run(Stage("train2", [], "k4", kind="pretrain", call=call("train2", seen), lane_threads=True))
+        pipe.join()
+        assert {k: v[:2] for k, v in seen.items()} == {"train": (1, "done"), "bank": (2, "done"),
+                                                        "train2": (1, "done")}
+        assert torch.get_num_threads() == 2  # every thread back after the join
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_a_failed_side_stage_stops_the_demo_with_one_line(tmp_path):
     pipe = Pipeline(tmp_path, side_threads=1)
     pipe.run(Stage("bad", ["pretrain", "--out", str(tmp_path / "bad"), *TINY, "optim.epochs=0"], "k", kind="pretrain",

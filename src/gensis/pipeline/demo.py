@@ -343,7 +343,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int, passes_after: int = 0)
         if want("dino"):
             pipe.run(Stage(base.name, ["pretrain", "--data", D, "--out", str(out / base.name), "--preset", P,
                                        *dbg, *pre_ov], k_base, kind="pretrain",
-                           call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / base.name)))
+                           call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / base.name), lane_threads=True))
         if not lanes:
             autoencoder()
         eldm_dir = "eldm" if method == "dino" else f"eldm-{method}"
@@ -382,7 +382,7 @@ def run_pipeline(opts: DemoOptions, out: Path, seed: int, passes_after: int = 0)
             pipe.run(Stage(gen.name, ["pretrain", "--data", D, "--out", str(out / gen.name), "--preset", P,
                                       "--bank", str(out / bank_dir), *dbg, *gen_ov], k, kind="pretrain",
                            call=calls.pretrain(PretrainConfig.from_dict(cfg), D, out / gen.name,
-                                                 bank=out / bank_dir)))
+                                                 bank=out / bank_dir), lane_threads=True))
         if not lanes:
             pixel_ablation()
     pipe.join()  # the side lane's stages (if any) are done before anything reads them
@@ -484,7 +484,7 @@ def _eldm_stages(pipe: Pipeline, keys: _Keys, out: Path, encoder: str, eldm_dir:
     k = stage_key("eldm", without_added("eldm", cfg), keys.data, D, k_encoder, k_ae)
     pipe.run(Stage(eldm_dir, argv, k, kind="eldm",
                    call=calls.eldm(ELDMConfig.from_dict(cfg), out / encoder, D, out / eldm_dir, ae),
-                   after=("eldm-ae",) if ae is not None else ()))
+                   after=("eldm-ae",) if ae is not None else (), lane_threads=True))
     fig_dir = "eldm-figures" if eldm_dir == "eldm" else f"{eldm_dir}-figures"
     ev_dir = "eldm-eval" if eldm_dir == "eldm" else f"{eldm_dir}-eval"
     # their keys take the overrides only when there are some (keys without overrides stay those of before)

@@ -18,12 +18,12 @@ import threading
 import time
 from collections.abc import Sequence
 
-# usual wall seconds of each stage role (``role``) at a preset: `demo` from README's timed run (commit 7a46e75, its
-# stages.json; the report: "about a minute"), `smoke` from smoke demos on the same machine under load (session 14);
+# usual wall seconds of each stage role (``role``) at a preset: `demo` from README's timed run (session 21, its
+# stages.json; eval and the report: commit 7a46e75's run, "about a minute"), `smoke` from smoke demos on the same machine under load (session 14);
 # `eval` is per column evaluated
 SHARES: dict[str, dict[str, float]] = {
-    "demo": {"pretrain": 114, "pixel": 157, "gen": 170, "ae": 61, "eldm": 129, "figures": 12, "fidelity": 43,
-             "bank": 193, "eval": 24, "report": 60},
+    "demo": {"pretrain": 80, "pixel": 117, "gen": 114, "ae": 48, "eldm": 126, "figures": 9, "fidelity": 30,
+             "bank": 128, "eval": 24, "report": 60},
     "smoke": {"pretrain": 14, "pixel": 11, "gen": 11, "ae": 5, "eldm": 23, "figures": 4, "fidelity": 8,
               "bank": 63, "eval": 30, "report": 80},
 }

@@ -83,6 +83,10 @@ class Stage:
     # may run in the side lane (a child process running ``argv``) beside the main chain (``gensis.pipeline.lanes``)
     background: bool = False
     after: tuple[str, ...] = ()  # side-lane stages this one reads: waited for before it starts
+    # a main-lane training stage of small models: it keeps the main lane's share of the threads (T − t) from start
+    # to end, even once the side lane is idle (one thread plus the trainer's helper thread is faster than two
+    # threads for the demo's models, and a stage's thread count no longer depends on when the side lane ends)
+    lane_threads: bool = False
 
 
 DONE = "stage-done.json"  # written by ``mark_done`` into a stage folder whose writer leaves no manifest
@@ -204,6 +208,7 @@ class Pipeline:
             from gensis.device import set_thread_share
 
             self.threads = torch.get_num_threads()
+            self._pinned = False  # the running main stage keeps the lane's share (``Stage.lane_threads``)
             self.side = SideLane(side_threads, self._run_side, self._side_done.get)
             set_thread_share(self._main_share)  # applied at each main stage's start and inside its loop
 
@@ -258,8 +263,12 @@ class Pipeline:
                 self.side.submit(stage)
                 return path
             self.side.wait_for(stage.after)
+            self._pinned = stage.lane_threads
             apply_thread_share()  # while the side lane works, this lane keeps to its share of the threads
-            self._run(stage, lambda resume, argv: stage.call(resume))  # type: ignore[misc]
+            try:
+                self._run(stage, lambda resume, argv: stage.call(resume))  # type: ignore[misc]
+            finally:
+                self._pinned = False
         except BaseException:
             self._end_side(stop=True)
             raise
@@ -288,8 +297,11 @@ class Pipeline:
         torch.set_num_threads(self.threads)
 
     def _main_share(self) -> int:
-        """Threads of the main lane now: all of them, less the side lane's while it has work."""
-        return self.threads - self.side.threads if self.side is not None and self.side.busy else self.threads
+        """Threads of the main lane now: all of them, less the side lane's while it has work or while the running
+        stage keeps the lane's share (``Stage.lane_threads``)."""
+        if self.side is not None and (self.side.busy or self._pinned):
+            return self.threads - self.side.threads
+        return self.threads
 
     def _run_side(self, stage: Stage, execute: Callable[[list[str]], None]) -> None:
         """A side-lane stage, on the side lane's worker thread: the same logic as a main stage, the work done by
