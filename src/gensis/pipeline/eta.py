@@ -19,7 +19,8 @@ import time
 from collections.abc import Sequence
 
 # usual wall seconds of each stage role (``role``) at a preset: `demo` from README's timed run (session 21, its
-# stages.json; eval and the report: commit 7a46e75's run, "about a minute"), `smoke` from smoke demos on the same machine under load (session 14);
+# stages.json; eval and the report: commit 7a46e75's run, "about a minute"), `smoke` from smoke demos on the same
+# machine under load (session 14);
 # `eval` is per column evaluated
 SHARES: dict[str, dict[str, float]] = {
     "demo": {"pretrain": 80, "pixel": 117, "gen": 114, "ae": 48, "eldm": 126, "figures": 9, "fidelity": 30,

@@ -5,10 +5,10 @@ core poorly: one demo pretraining step at batch 32 is mostly small matrix produc
 two cores are slower than one thread plus the trainer's helper thread (``gensis.train.overlap``; session 21, 2-core
 Intel CPU with AMX, the `demo` preset on Animal-MNIST, images/s: DINO 230 against 362, Gen-DINO 174 against 248, the
 E-LDM 476 against 615; only the bank's sampling was faster on two: 13 shards in 45 s against 8). So the chain's
-training stages keep one thread even after the side lane is done (``Stage.lane_threads``), and the bank takes both. Stages that read nothing of the chain's later stages (the autoencoder,
-the pixel-interpolation ablation, the E-LDM's figures and fidelity numbers, the evaluation of the columns
-finished by then: ``gensis.pipeline.early_eval``) can run at the same time instead,
-each in its own process with its own threads::
+training stages keep one thread even after the side lane is done (``Stage.lane_threads``), and the bank takes both.
+Stages that read nothing of the chain's later stages (the autoencoder, the pixel-interpolation ablation, the
+E-LDM's figures and fidelity numbers, the evaluation of the columns finished by then: ``gensis.pipeline.early_eval``)
+can run at the same time instead, each in its own process with its own threads::
 
     main lane (this process, T − t threads)   dino ─▶ [eldm-ae done?] eldm ─▶ bank ─▶ gendino ─▶ [join] eval
     side lane (child processes, t threads)    eldm-ae ─▶ pixel ─▶ [eldm done?] eldm-figures ─▶ eldm-eval
