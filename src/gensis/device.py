@@ -108,6 +108,11 @@ def set_thread_share(share: Callable[[], int] | None) -> None:
     _thread_share = share
 
 
+def thread_share_active() -> bool:
+    """Whether a thread share is set (the demo's main lane while it has a side lane)."""
+    return _thread_share is not None
+
+
 def apply_thread_share() -> None:
     """Set torch's thread count to the current share, if one is set and it changed (training loops call this
     at each metrics row, the bank once per batch): a stage that started while the side lane was busy gets

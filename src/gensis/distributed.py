@@ -265,4 +265,8 @@ def setup_training(train_cfg: dict) -> tuple[torch.device, DistInfo, bool, int]:
     if train_cfg.get("threads"):
         torch.set_num_threads(int(train_cfg["threads"]))
     info = init_distributed(device.type)
+    if not train_cfg.get("threads"):
+        from gensis.train.overlap import free_a_core
+
+        free_a_core(device, info.enabled)
     return device, info, use_bf16(device, train_cfg["amp"]), int(train_cfg["seed"])

@@ -231,6 +231,8 @@ def test_a_stage_call_leaves_the_process_as_it_was(images_npz, tmp_path):
         gensis.pretrain(images_npz, tmp_path / "bad", preset="smoke",
                         overrides={"optim.batch_size": 16, "train.threads": 1, "optim.epochs": -1})
     assert torch.get_num_threads() == 2
+    gensis.pretrain(images_npz, tmp_path / "auto", preset="smoke", overrides={"optim.batch_size": 16})
+    assert torch.get_num_threads() == 2  # train.threads null (a core left to the helper thread) put back, too
     torch.set_num_threads(1)
 
 

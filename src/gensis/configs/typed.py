@@ -248,7 +248,7 @@ class PretrainTrain(ConfigSection):
     device: str = "auto"
     #: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16) | bf16 | off
     amp: Literal["auto", "bf16", "off"] = "auto"
-    #: torch CPU threads (null: torch's default)
+    #: torch CPU threads (null: on a CPU all cores but one, which the helper thread takes; gensis.train.overlap)
     threads: int | None = None
     #: iterations between metrics rows
     log_every: int = 10
@@ -491,7 +491,7 @@ class ELDMTrain(ConfigSection):
     device: str = "auto"
     #: auto (bf16 on CUDA and on CPUs with AMX or AVX512-BF16) | bf16 | off
     amp: Literal["auto", "bf16", "off"] = "auto"
-    #: torch CPU threads (null: torch's default)
+    #: torch CPU threads (null: on a CPU all cores but one, which the helper thread takes; gensis.train.overlap)
     threads: int | None = None
     #: steps between metrics rows
     log_every: int = 10

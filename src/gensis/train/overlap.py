@@ -57,6 +57,23 @@ def overlap_enabled(device: torch.device, distributed: bool) -> bool:
     return mode == "on" or (not distributed and torch.get_num_threads() < usable_cores())
 
 
+def free_a_core(device: torch.device, distributed: bool) -> None:
+    """``train.threads: null`` on a CPU: torch's intra-op threads on all usable cores but one, which the helper
+    thread takes. Measured on a 2-core Intel CPU with AMX, ``gensis pretrain --preset demo --data
+    builtin:animal-mnist optim.epochs=1`` (``images_per_s``): one thread + helper against torch's two threads,
+    DINO 362 vs 230, the E-LDM 615 vs 476, the autoencoder 434 vs 391 (docs/pretrain.md, README "Scale").
+    Left alone: a GPU, DDP (each rank is a process of its own), ``OMP_NUM_THREADS`` set (the user's or the
+    demo's side lane's choice), a thread share set (the demo's main lane, ``gensis.device``), one usable core,
+    or torch already on fewer threads than cores. ``gensis.api`` puts the thread count back after the stage."""
+    from gensis.device import thread_share_active
+
+    cores = usable_cores()
+    if (device.type != "cpu" or distributed or os.environ.get("OMP_NUM_THREADS") or thread_share_active()
+            or cores < 2 or torch.get_num_threads() < cores):
+        return
+    torch.set_num_threads(cores - 1)
+
+
 def done_now(fn: Callable[..., R], *args) -> "Future[R]":
     """``fn(*args)`` run now, as a completed future (its exception kept for ``result()``)."""
     fut: Future = Future()
