@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
         description="Run Gen-SIS end to end and print DINO | DINO w/ pixel disent. | Gen-DINO (paper Table 12). "
                     "Stages are resumable: run the same command again after an interruption; a stage whose "
                     "settings changed is redone (gensis only removes folders it can prove it wrote). "
-                    "Presets: smoke (~2 min, tests), demo (~11 min on 2 CPU cores, measured: README), small (~35 min per "
+                    "Presets: smoke (~2 min, tests), demo (~8 min on 2 idle CPU cores, measured: README), small (~35 min per "
                     "seed), paper (GPU nodes). With --seeds 0,1,2 every number comes as mean ± std over seeds. "
                     "Config overrides take the prefix of the stages they change: pretrain. (DINO, Gen-DINO, the "
                     "pixel ablation), eldm. (autoencoder and E-LDM; eldm.eval.* and eldm.figures.* only its "
