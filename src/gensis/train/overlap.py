@@ -61,7 +61,7 @@ def free_a_core(device: torch.device, distributed: bool) -> None:
     """``train.threads: null`` on a CPU: torch's intra-op threads on all usable cores but one, which the helper
     thread takes. Measured on a 2-core Intel CPU with AMX, ``gensis pretrain --preset demo --data
     builtin:animal-mnist optim.epochs=1`` (``images_per_s``): one thread + helper against torch's two threads,
-    DINO 362 vs 230, the E-LDM 615 vs 476, the autoencoder 434 vs 391 (docs/pretrain.md, README "Scale").
+    DINO 362 vs 230, the E-LDM 615 vs 476, the autoencoder 434 vs 391 (README, "Scale").
     Left alone: a GPU, DDP (each rank is a process of its own), ``OMP_NUM_THREADS`` set (the user's or the
     demo's side lane's choice), a thread share set (the demo's main lane, ``gensis.device``), one usable core,
     or torch already on fewer threads than cores. ``gensis.api`` puts the thread count back after the stage."""
