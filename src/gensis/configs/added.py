@@ -42,6 +42,8 @@ ADDED: dict[str, dict[str, Any]] = {
         "ibot.koleo_loss_weight": 0.0,  # the same for iBOT (tests/ssl/test_dino_options.py)
         # skqueue: no queue registers no buffer and leaves Sinkhorn-Knopp on the batch alone (tests/ssl/test_dino_options.py)
         "dino.sk_queue": 0,
+        # minupdates: no floor trains exactly optim.epochs, as before the key (tests/train/test_budget.py)
+        "optim.min_updates": None,
     },
     "eldm": {
         # d471ef7: one context token is the Conditioner of every run before the key (same parameters, initial

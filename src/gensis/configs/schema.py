@@ -111,6 +111,7 @@ COMMON: dict[str, Rule] = {
     "train.log_every": POS_INT,
     "train.logger": OneOf("jsonl", "tensorboard", nullable=True),
     "optim.epochs": POS_INT,
+    "optim.min_updates": Int(ge=1, nullable=True),
     "optim.batch_size": POS_INT,
     "optim.lr": POS_FLOAT,
     "optim.min_lr": NONNEG_FLOAT,

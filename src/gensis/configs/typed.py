@@ -200,6 +200,8 @@ class PretrainOptim(ConfigSection):
     """``optim`` of the pretrain config."""
 
     epochs: int = 100
+    #: at least this many updates: epochs raised on a small set (null: exactly epochs)
+    min_updates: int | None = None
     #: total over all processes
     batch_size: int = 1024
     #: at batch 256: lr = lr * batch_size / 256 (linear scaling rule)
