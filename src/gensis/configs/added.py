@@ -50,6 +50,9 @@ ADDED: dict[str, dict[str, Any]] = {
         # weights and outputs bit for bit: tests/eldm/test_tokens.py); the only key added to a base.yaml since
         # the stage-key fixture was recorded (checked by diffing its configs with today's resolution)
         "cond.tokens": 1,
+        # minupdates: no floor trains exactly optim.epochs / ae.optim.epochs, as before the keys (tests/train/test_budget.py)
+        "optim.min_updates": None,
+        "ae.optim.min_updates": None,
     },
     "bank": {},
     "mil": {},

@@ -209,6 +209,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "ae.model.num_vq_embeddings": POS_INT,
         "ae.model.norm_num_groups": POS_INT,
         "ae.optim.epochs": POS_INT,
+        "ae.optim.min_updates": Int(ge=1, nullable=True),
         "ae.optim.batch_size": POS_INT,
         "ae.optim.lr": POS_FLOAT,
         "ae.optim.warmup_steps": NONNEG_INT,

@@ -323,6 +323,8 @@ class ELDMAeOptim(ConfigSection):
     """``ae.optim`` of the eldm config."""
 
     epochs: int = 10
+    #: at least this many updates: epochs raised on a small set (null: exactly epochs)
+    min_updates: int | None = None
     batch_size: int = 16
     #: LDM: base_learning_rate 4.5e-6, scaled by the batch size (lr * batch_size)
     lr: float = 4.5e-06
@@ -413,6 +415,8 @@ class ELDMOptim(ConfigSection):
     """``optim`` of the eldm config."""
 
     epochs: int = 100
+    #: at least this many updates: epochs raised on a small set (null: exactly epochs)
+    min_updates: int | None = None
     #: total over all processes
     batch_size: int = 64
     #: paper
