@@ -20,6 +20,8 @@ def test_the_denoiser_trains_the_floors_updates(tmp_path, encoder_run, tiny_npz,
     assert cli("eldm", "train", "--encoder", encoder_run, "--data", tiny_npz, "--out", out, "--preset", "smoke",
                    *tiny_overrides, "space=pixel", "optim.epochs=1", f"optim.min_updates={floor}", "train.log_every=1") == 0
     assert _epochs_and_steps(out) == (list(range(epochs)), 6 * epochs - 1)
+    man = json.loads((out / "manifest.json").read_text())
+    assert (man["epochs_trained"], man["updates"]) == (epochs, 6 * epochs)
     assert ("3 epochs instead of optim.epochs=1" in capsys.readouterr().err) == (epochs > 1)
 
 

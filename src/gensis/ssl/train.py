@@ -262,7 +262,7 @@ class PretrainTask(Task):
                 "method": self.cfg["method"]}
         save_tensors(run / "teacher_backbone.safetensors", self.method.eval_backbone().state_dict(), meta)
         save_tensors(run / "student_backbone.safetensors", self.method.student.backbone.state_dict(), meta)
-        return {"epochs_trained": self.epochs, "updates": self.epochs * self.niter}
+        return {}
 
 
 def train(cfg: dict, data: str, out: str | Path, resume: bool = False, bank_path: str | None = None,

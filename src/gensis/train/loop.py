@@ -556,7 +556,8 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
     if main:
         metrics.close()
         info = task.export(run)
-        run.finish(train_seconds=round(time.time() - t_start, 1), **(info or {}))
+        run.finish(train_seconds=round(time.time() - t_start, 1), epochs_trained=task.epochs,  # optim.min_updates
+                   updates=task.epochs * niter, **(info or {}))
     barrier()
     cleanup()
     return run
