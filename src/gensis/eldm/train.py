@@ -38,7 +38,6 @@ from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
 from gensis.rundir import (CACHE_DIR, RunDir, atomic_copy, atomic_write_json, file_hash, load_tensors, make_folder,
                            safetensors_name, save_tensors)
-from gensis.train.budget import epochs_for, raised_note
 from gensis.train.foreach import ema_lerp
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
@@ -266,9 +265,7 @@ class ELDMTask(Task):
         if lat is None:
             self.loader = ImageBatches(ds, o["batch_size"], seed, rank, world, size, cfg["data"]["num_workers"])
         self.n, self.batch_size = len(ds), int(o["batch_size"])
-        self.niter = len(ds) // o["batch_size"]
-        self.epochs = epochs_for(o["epochs"], o.get("min_updates"), self.niter)  # a floor for small sets
-        self.epochs_note = raised_note(o["epochs"], self.epochs, self.niter, o.get("min_updates"))
+        self.set_budget(o, len(ds) // o["batch_size"])  # epochs: more on a small set (optim.min_updates)
         self.log_every = int(cfg["train"]["log_every"])
 
         self.schedule_ = NoiseSchedule.from_cfg(cfg["diffusion"])
@@ -283,7 +280,7 @@ class ELDMTask(Task):
         self.inputs = run_inputs(data, ds, encoder_spec, encoder, ae_path, ae)
 
     def start_message(self) -> str:
-        return (f"{self.epochs_note}\n" if self.epochs_note else "") + (f"[gensis] E-LDM: {self.ae.space} space {self.ae.channels}x{self.latent_size}x{self.latent_size}, "
+        return (f"[gensis] E-LDM: {self.ae.space} space {self.ae.channels}x{self.latent_size}x{self.latent_size}, "
                 f"denoiser {count_parameters(self.model) / 1e6:.2f}M parameters, cond {self.cfg['cond']['mode']}"
                 f"{'' if self.model.tokens == 1 else f' ({self.model.tokens} tokens)'}, "
                 f"{self.niter} steps/epoch")

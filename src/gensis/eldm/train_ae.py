@@ -27,7 +27,6 @@ from gensis.data.sources import open_data
 from gensis.eldm.autoencoder import VQAutoencoder, build_vq, save_autoencoder, to_model_space
 from gensis.errors import UserError, same_on_every_rank
 from gensis.rundir import RunDir
-from gensis.train.budget import epochs_for, raised_note
 from gensis.train.foreach import clip_gradients
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 
@@ -119,9 +118,7 @@ class AutoencoderTask(Task):
         if bs % world or len(ds) < bs:
             raise UserError(f"ae.optim.batch_size={bs}: must be divisible by {world} and <= {len(ds)} images")
         self.loader = ImageBatches(ds, bs, seed, rank, world, size, d["num_workers"])
-        self.niter = len(self.loader)
-        self.epochs = epochs_for(o["epochs"], o.get("min_updates"), self.niter)  # a floor for small sets
-        self.epochs_note = raised_note(o["epochs"], self.epochs, self.niter, o.get("min_updates"), "ae.optim")
+        self.set_budget(o, len(self.loader), "ae.optim")  # epochs: more on a small set (ae.optim.min_updates)
         self.log_every = int(cfg["train"]["log_every"])
 
         torch.manual_seed(seed)
@@ -147,7 +144,7 @@ class AutoencoderTask(Task):
     def start_message(self) -> str:
         ae, size = self.model, self.size
         n_par = sum(p.numel() for p in ae.parameters()) / 1e6
-        return (f"{self.epochs_note}\n" if self.epochs_note else "") + (f"[gensis] VQ autoencoder f{ae.factor}: {size}px -> {ae.channels}x{size // ae.factor}x"
+        return (f"[gensis] VQ autoencoder f{ae.factor}: {size}px -> {ae.channels}x{size // ae.factor}x"
                 f"{size // ae.factor}, {n_par:.2f}M parameters, {self.niter} steps/epoch")
 
     def batches(self, epoch: int):

@@ -46,7 +46,6 @@ from gensis.ssl.gen import GenViews
 from gensis.ssl.methods import build_method
 from gensis.ssl.methods.base import Method, StepInfo, Views, backward_cuts, cut_backbone_outputs
 from gensis.ssl.schedules import cosine_schedule
-from gensis.train.budget import epochs_for, raised_note
 from gensis.train.foreach import ema_update
 from gensis.train.loop import Runtime, Task, claim_and_build, fit
 from gensis.train.overlap import Overlap, done_now
@@ -92,9 +91,7 @@ class PretrainTask(Task):
         self.loader = ImageBatches(ds, o["batch_size"], seed, rank, world, load_size, cfg["data"]["num_workers"])
         if self.loader._array is None and load_size is None:  # folders: one size per batch
             self.loader.load_size = int(round(size * 8 / 7))
-        self.niter = len(self.loader)
-        self.epochs = epochs_for(o["epochs"], o.get("min_updates"), self.niter)  # a floor for small sets
-        self.epochs_note = raised_note(o["epochs"], self.epochs, self.niter, o.get("min_updates"))
+        self.set_budget(o, len(self.loader))  # epochs: optim.epochs, more on a small set (optim.min_updates)
         self.log_every = int(cfg["train"]["log_every"])
 
         bank = None
@@ -148,10 +145,8 @@ class PretrainTask(Task):
         return {**sizes, "aug.local_size": crops.local_size} if crops.n_local else sizes
 
     def start_message(self) -> str | None:
-        """Epochs raised by ``optim.min_updates`` and the bank's fidelity filter (how many entries it keeps):
-        printed by ``fit`` unless ``--quiet``."""
-        lines = [self.epochs_note, self.gen.filter_message if self.gen is not None else None]
-        return "\n".join(m for m in lines if m) or None
+        """The bank's fidelity filter (how many entries it keeps): printed by ``fit`` unless ``--quiet``."""
+        return self.gen.filter_message if self.gen is not None else None
 
     # -- one iteration --------------------------------------------------------------------------------------
     def batches(self, epoch: int):

@@ -80,6 +80,7 @@ from gensis.distributed import DistInfo, barrier, cleanup, setup_training
 from gensis.errors import UserError, same_on_every_rank
 from gensis.progress import progress
 from gensis.rundir import MetricsLog, RunDir, make_folder, release_folder, removed_if_left_empty, safetensors_name
+from gensis.train.budget import epochs_for, raised_note
 from gensis.train.foreach import clip_gradients
 from gensis.train.next_step import DIVERGED, UNREADABLE, NextStep, attach
 from gensis.train.overlap import overlap_enabled
@@ -150,6 +151,7 @@ class Task:
     family: str | None = None  # config family (gensis/configs/<family>/base.yaml) whose keys ``cfg`` holds
     epochs: int
     niter: int  # iterations per epoch
+    epochs_note: str | None = None  # why ``epochs`` is not the config's (``set_budget``); printed by ``fit``
     model: nn.Module  # the module that gets gradients (wrapped in DDP under torchrun)
     optimizer: torch.optim.Optimizer
     clip_mode: str | None = None  # "per_param" | "global" | None
@@ -157,6 +159,13 @@ class Task:
     log_every: int = 10
     guard: "FiniteGuard | None" = None  # set by ``fit``: ``guard.skip`` for EMA updates, ``guard.check`` and
     #                                     ``guard.step`` for a second optimizer (see ``after_update``)
+
+    def set_budget(self, optim: Mapping[str, Any], niter: int, key: str = "optim") -> None:
+        """``niter`` updates per epoch, and ``epochs``: ``optim["epochs"]`` raised to at least
+        ``optim["min_updates"]`` updates (``gensis.train.budget``; ``key`` names the section in the note)."""
+        self.niter = int(niter)
+        self.epochs = epochs_for(optim["epochs"], optim.get("min_updates"), self.niter)
+        self.epochs_note = raised_note(optim["epochs"], self.epochs, self.niter, optim.get("min_updates"), key)
 
     @property
     def resume_added(self) -> Mapping[str, Any]:
@@ -495,9 +504,9 @@ def fit(task: Task, rt: Runtime, run: RunDir, resume: bool = False, quiet: bool 
         start_epoch = _start_epoch(task, rt, run, resume, quiet)
     if main:
         run.start(task.stage, task.cfg, rt.seed, task.inputs, resume=resume)
-        msg = task.start_message() if start_epoch == 0 and not quiet else None
-        if msg:
-            print(msg, file=sys.stderr)
+        for msg in (task.epochs_note, task.start_message()) if start_epoch == 0 and not quiet else ():
+            if msg:
+                print(msg, file=sys.stderr)
     barrier()
     niter = task.niter
     metrics = MetricsLog(run / "metrics.jsonl", keep_until_step=start_epoch * niter if resume else None,
